@@ -1,0 +1,377 @@
+//! wardend's configuration: one TOML file, overridden by environment variables and flags,
+//! validated once at start. A bad value stops the daemon before it touches the HSM, with a
+//! message that names the key and says what to put there.
+
+use crate::hsm::{HsmConfig, PinSource, DEFAULT_MODULE};
+use lightning_signer::bitcoin::Network;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The configuration as written in the file; every field optional so that environment and
+/// flags can fill what the file leaves out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory for the sealed seed and the state database.
+    pub data_dir: Option<PathBuf>,
+    /// bitcoin, testnet, signet or regtest.
+    pub network: Option<String>,
+    /// `[hsm]` table.
+    #[serde(default)]
+    pub hsm: FileHsm,
+    /// `[node]` table.
+    #[serde(default)]
+    pub node: FileNode,
+    /// `[admin]` table.
+    #[serde(default)]
+    pub admin: FileListen,
+    /// `[metrics]` table.
+    #[serde(default)]
+    pub metrics: FileListen,
+}
+
+/// `[hsm]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHsm {
+    /// PKCS#11 library path.
+    pub module: Option<PathBuf>,
+    /// Token label.
+    pub token_label: Option<String>,
+    /// File holding the user PIN.
+    pub pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// Session pool size.
+    pub max_sessions: Option<usize>,
+}
+
+/// `[node]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNode {
+    /// Address of the node-side hsmd gRPC service (remote_hsmd_socket).
+    pub hsmd_address: Option<String>,
+}
+
+/// A table with a listen address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListen {
+    /// host:port to listen on.
+    pub listen: Option<String>,
+}
+
+/// Settings from flags or the environment; `None` means "not given". Each wins over the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML). Keys below override it.
+    #[arg(long, short = 'c', env = "WARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the sealed seed and the state database [default: ./warden-data]
+    #[arg(long, env = "WARDEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Bitcoin network: bitcoin, testnet, signet or regtest [default: regtest]
+    #[arg(long, env = "WARDEN_NETWORK")]
+    pub network: Option<String>,
+    /// PKCS#11 module (the HSM vendor's library) [default: /usr/lib/softhsm/libsofthsm2.so]
+    #[arg(long, env = "WARDEN_HSM_MODULE")]
+    pub hsm_module: Option<PathBuf>,
+    /// Label of the token that holds Warden's keys [default: warden]
+    #[arg(long, env = "WARDEN_HSM_TOKEN")]
+    pub hsm_token: Option<String>,
+    /// File holding the token's user PIN (mode 0600). The PIN itself is never a flag.
+    #[arg(long, env = "WARDEN_HSM_PIN_FILE")]
+    pub hsm_pin_file: Option<PathBuf>,
+    /// Name of an environment variable holding the token's user PIN
+    #[arg(long, env = "WARDEN_HSM_PIN_ENV")]
+    pub hsm_pin_env: Option<String>,
+    /// Most PKCS#11 sessions open at once [default: 4]
+    #[arg(long, env = "WARDEN_HSM_MAX_SESSIONS")]
+    pub hsm_max_sessions: Option<usize>,
+    /// host:port of the node's hsmd gRPC service (remote_hsmd_socket) [default: 127.0.0.1:7701]
+    #[arg(long, env = "WARDEN_HSMD_ADDRESS")]
+    pub hsmd_address: Option<String>,
+    /// host:port for the admin gRPC API [default: 127.0.0.1:7443]
+    #[arg(long, env = "WARDEN_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// host:port for the Prometheus endpoint [default: 127.0.0.1:9464]
+    #[arg(long, env = "WARDEN_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Directory for the sealed seed and the state database.
+    pub data_dir: PathBuf,
+    /// The Bitcoin network the node runs on.
+    pub network: Network,
+    /// How to reach the HSM.
+    pub hsm: HsmConfig,
+    /// The node-side hsmd gRPC service.
+    pub hsmd_address: SocketAddr,
+    /// The admin API listen address.
+    pub admin_listen: SocketAddr,
+    /// The metrics listen address.
+    pub metrics_listen: SocketAddr,
+}
+
+/// What was wrong with the configuration.
+#[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // the fields are what each message names
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read the configuration file {path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+    /// The file is not valid TOML, or has unknown keys or wrong types.
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    /// One or more values are invalid; every problem is listed.
+    #[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<String> },
+}
+
+impl ConfigArgs {
+    /// Merge flags/env over the file and validate everything, reporting all problems at once.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut problems = Vec::new();
+
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("warden-data"));
+        if data_dir.as_os_str().is_empty() {
+            problems.push(
+                "data_dir: is empty; set it to the directory Warden keeps its state in".into(),
+            );
+        }
+
+        let network_text = self
+            .network
+            .clone()
+            .or(file.network)
+            .unwrap_or_else(|| "regtest".into());
+        let network = match parse_network(&network_text) {
+            Some(n) => n,
+            None => {
+                problems.push(format!(
+                    "network: \"{network_text}\" is not a Bitcoin network; use one of bitcoin, testnet, signet, regtest"
+                ));
+                Network::Regtest
+            }
+        };
+
+        let module = self
+            .hsm_module
+            .clone()
+            .or(file.hsm.module)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE));
+        if !module.is_file() {
+            problems.push(format!(
+                "hsm.module: {} does not exist; install softhsm2 (scripts/setup.sh) or set it to your HSM vendor's PKCS#11 library",
+                module.display()
+            ));
+        }
+        let token_label = self
+            .hsm_token
+            .clone()
+            .or(file.hsm.token_label)
+            .unwrap_or_else(|| "warden".into());
+        if token_label.is_empty() || token_label.len() > 32 {
+            problems.push(format!(
+                "hsm.token_label: \"{token_label}\" must be 1 to 32 characters (a PKCS#11 token label)"
+            ));
+        }
+        // Flags and environment override the file as a pair: naming either source replaces
+        // whatever the file said.
+        let (pin_file, pin_env) = if self.hsm_pin_file.is_some() || self.hsm_pin_env.is_some() {
+            (self.hsm_pin_file.clone(), self.hsm_pin_env.clone())
+        } else {
+            (file.hsm.pin_file, file.hsm.pin_env)
+        };
+        let pin = match (pin_file, pin_env) {
+            (Some(f), None) => PinSource::File(f),
+            (None, Some(v)) if !v.is_empty() => PinSource::Env(v),
+            (None, Some(_)) => {
+                problems.push(
+                    "hsm.pin_env: is empty; name the environment variable that holds the PIN"
+                        .into(),
+                );
+                PinSource::Env(String::new())
+            }
+            (Some(_), Some(_)) => {
+                problems.push(
+                    "hsm.pin_file and hsm.pin_env: both are set; keep exactly one PIN source"
+                        .into(),
+                );
+                PinSource::Env(String::new())
+            }
+            (None, None) => {
+                problems.push(
+                    "hsm.pin_file: no PIN source; set hsm.pin_file (a 0600 file) or hsm.pin_env (an environment variable name). A PIN is never a flag".into(),
+                );
+                PinSource::Env(String::new())
+            }
+        };
+        let max_sessions = self.hsm_max_sessions.or(file.hsm.max_sessions).unwrap_or(4);
+        if !(1..=64).contains(&max_sessions) {
+            problems.push(format!(
+                "hsm.max_sessions: {max_sessions} is out of range; use 1 to 64"
+            ));
+        }
+
+        let mut addr = |key: &str, flag: &Option<String>, file: Option<String>, default: &str| {
+            let text = flag.clone().or(file).unwrap_or_else(|| default.into());
+            text.parse::<SocketAddr>().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "{key}: \"{text}\" is not an IP address and port, e.g. \"{default}\""
+                ));
+                default.parse().expect("default address parses")
+            })
+        };
+        let hsmd_address = addr(
+            "node.hsmd_address",
+            &self.hsmd_address,
+            file.node.hsmd_address,
+            "127.0.0.1:7701",
+        );
+        let admin_listen = addr(
+            "admin.listen",
+            &self.admin_listen,
+            file.admin.listen,
+            "127.0.0.1:7443",
+        );
+        let metrics_listen = addr(
+            "metrics.listen",
+            &self.metrics_listen,
+            file.metrics.listen,
+            "127.0.0.1:9464",
+        );
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
+        Ok(Config {
+            data_dir,
+            network,
+            hsm: HsmConfig {
+                module,
+                token_label,
+                pin,
+                max_sessions,
+            },
+            hsmd_address,
+            admin_listen,
+            metrics_listen,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        detail: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Parse a network name as operators write it.
+pub fn parse_network(s: &str) -> Option<Network> {
+    match s {
+        "bitcoin" | "mainnet" => Some(Network::Bitcoin),
+        "testnet" => Some(Network::Testnet),
+        "signet" => Some(Network::Signet),
+        "regtest" => Some(Network::Regtest),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_with_file(text: &str) -> (tempfile::TempDir, ConfigArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wardend.toml");
+        std::fs::write(&path, text).unwrap();
+        let module = dir.path().join("module.so");
+        std::fs::write(&module, b"").unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            hsm_module: Some(module),
+            ..Default::default()
+        };
+        (dir, args)
+    }
+
+    #[test]
+    fn file_values_are_used_and_flags_override_them() {
+        let (_d, mut args) = args_with_file(
+            "data_dir = \"/var/lib/w\"\nnetwork = \"signet\"\n[hsm]\ntoken_label = \"t1\"\npin_env = \"P\"\n[node]\nhsmd_address = \"127.0.0.1:9999\"\n",
+        );
+        let c = args.resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/w"));
+        assert_eq!(c.network, Network::Signet);
+        assert_eq!(c.hsm.token_label, "t1");
+        assert_eq!(c.hsm.pin, PinSource::Env("P".into()));
+        assert_eq!(c.hsmd_address, "127.0.0.1:9999".parse().unwrap());
+        args.network = Some("regtest".into());
+        args.hsm_pin_file = Some("/etc/pin".into());
+        let c = args.resolve().unwrap();
+        assert_eq!(c.network, Network::Regtest);
+        assert_eq!(c.hsm.pin, PinSource::File("/etc/pin".into()));
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_with_its_key() {
+        let (_d, args) = args_with_file(
+            "network = \"moonnet\"\n[hsm]\npin_file = \"/p\"\npin_env = \"P\"\nmax_sessions = 0\n[admin]\nlisten = \"localhost\"\n",
+        );
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("network: \"moonnet\" is not a Bitcoin network"),
+            "{err}"
+        );
+        assert!(
+            err.contains("hsm.pin_file and hsm.pin_env: both are set"),
+            "{err}"
+        );
+        assert!(err.contains("hsm.max_sessions: 0 is out of range"), "{err}");
+        assert!(
+            err.contains("admin.listen: \"localhost\" is not an IP address and port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_a_parse_error_with_its_line() {
+        let (_d, args) = args_with_file("[hsm]\npin_env = \"P\"\npin = \"1234\"\n");
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("unknown field `pin`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn missing_pin_source_and_module_are_named() {
+        let args = ConfigArgs {
+            hsm_module: Some("/nonexistent/libpkcs11.so".into()),
+            ..Default::default()
+        };
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("hsm.pin_file: no PIN source"), "{err}");
+        assert!(
+            err.contains("hsm.module: /nonexistent/libpkcs11.so does not exist"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,593 @@
+//! Keys in a PKCS#11 HSM, through `cryptoki`.
+//!
+//! Warden keeps two keys on its token, both sensitive and non-extractable:
+//! - an AES-256 key ([`SEAL_KEY_LABEL`]) that seals the node seed with AES-GCM, so the seed
+//!   never rests in plaintext on disk;
+//! - a secp256k1 key pair ([`AUDIT_KEY_LABEL`]) that signs audit checkpoints and approval
+//!   receipts, so a copy of the database alone cannot forge Warden's history.
+//!
+//! PKCS#11 logs a whole application in once per token, not per session: [`Hsm`] keeps one
+//! session open for the login and hands out the others from a small pool, so tokio tasks can
+//! share it (call it from `spawn_blocking`; PKCS#11 calls block).
+
+mod ecdsa;
+mod error;
+mod pin;
+pub mod sealed;
+
+pub use ecdsa::{public_key_from_ec_point, signature_from_raw, SECP256K1_EC_PARAMS};
+pub use error::HsmError;
+pub use pin::PinSource;
+pub use sealed::{NodeSeed, SealedSeed};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use lightning_signer::bitcoin::secp256k1::{ecdsa::Signature, PublicKey};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use zeroize::Zeroizing;
+
+/// Label of the AES-256 key that seals the node seed.
+pub const SEAL_KEY_LABEL: &str = "warden-seed-seal";
+/// Label of the secp256k1 key pair that signs audit checkpoints.
+pub const AUDIT_KEY_LABEL: &str = "warden-audit-ecdsa";
+/// File name of the sealed seed inside the data directory.
+pub const SEALED_SEED_FILE: &str = "node-seed.sealed";
+/// Debian's SoftHSM2 module: the default, because the demo and tests run on it.
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// How to reach the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// Path of the vendor's PKCS#11 library.
+    pub module: PathBuf,
+    /// Label of the token holding Warden's keys.
+    pub token_label: String,
+    /// Where the user PIN comes from.
+    pub pin: PinSource,
+    /// Most sessions open at once besides the login session.
+    pub max_sessions: usize,
+}
+
+/// One key on the token, as `hsm status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// The key's CKA_LABEL.
+    pub label: String,
+    /// "AES-256" or "secp256k1".
+    pub kind: &'static str,
+    /// Compressed public key in hex, for the EC key.
+    pub public_key: Option<String>,
+    /// Whether CKA_SENSITIVE is true and CKA_EXTRACTABLE is false.
+    pub protected: bool,
+}
+
+/// What the token says about itself; nothing secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct HsmStatus {
+    /// The module path in use.
+    pub module: PathBuf,
+    /// The library's own description and version.
+    pub library: String,
+    /// The token label.
+    pub token_label: String,
+    /// Manufacturer, model and serial number.
+    pub token_model: String,
+    /// Warden's keys found on the token.
+    pub keys: Vec<KeyInfo>,
+}
+
+/// A logged-in handle on Warden's token. Cheap to clone; share it across threads.
+#[derive(Clone)]
+pub struct Hsm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: Pkcs11,
+    slot: Slot,
+    config: HsmConfig,
+    // Keeps the token logged in for as long as `Hsm` lives.
+    _login: Mutex<Session>,
+    pool: Mutex<PoolState>,
+    returned: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Session>,
+    open: usize,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm")
+            .field("module", &self.inner.config.module)
+            .field("token_label", &self.inner.config.token_label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hsm {
+    /// Load the module, find the token, and log in with the configured PIN.
+    pub fn open(config: &HsmConfig) -> Result<Self, HsmError> {
+        if !config.module.exists() {
+            return Err(HsmError::ModuleLoad {
+                path: config.module.clone(),
+                detail: "no such file".into(),
+            });
+        }
+        let ctx = Pkcs11::new(&config.module).map_err(|e| HsmError::ModuleLoad {
+            path: config.module.clone(),
+            detail: e.to_string(),
+        })?;
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(|e| HsmError::ModuleInit {
+                path: config.module.clone(),
+                detail: e.to_string(),
+            })?;
+        let slot = find_token(&ctx, config)?;
+        // Read the PIN only once the token is known to exist.
+        let pin = config.pin.read()?;
+        let login = ctx
+            .open_rw_session(slot)
+            .map_err(|e| HsmError::op("C_OpenSession", e))?;
+        match login.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
+                return Err(HsmError::WrongPin {
+                    label: config.token_label.clone(),
+                    source_desc: config.pin.describe(),
+                })
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                return Err(HsmError::PinLocked {
+                    label: config.token_label.clone(),
+                })
+            }
+            Err(e) => return Err(HsmError::op("C_Login", e)),
+        }
+        drop(pin);
+        tracing::info!(module = %config.module.display(), token = %config.token_label, "logged in to HSM token");
+        Ok(Hsm {
+            inner: Arc::new(Inner {
+                ctx,
+                slot,
+                config: config.clone(),
+                _login: Mutex::new(login),
+                pool: Mutex::new(PoolState {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
+                returned: Condvar::new(),
+            }),
+        })
+    }
+
+    /// Run `f` with a pooled session, waiting if all `max_sessions` are busy.
+    fn with_session<T>(
+        &self,
+        f: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let session = {
+            let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(s) = pool.idle.pop() {
+                    break s;
+                }
+                if pool.open < self.inner.config.max_sessions.max(1) {
+                    pool.open += 1;
+                    drop(pool);
+                    match self.inner.ctx.open_rw_session(self.inner.slot) {
+                        Ok(s) => break s,
+                        Err(e) => {
+                            let mut pool =
+                                self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+                            pool.open -= 1;
+                            self.inner.returned.notify_one();
+                            return Err(HsmError::op("C_OpenSession", e));
+                        }
+                    }
+                }
+                pool = self
+                    .inner
+                    .returned
+                    .wait(pool)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let result = f(&session);
+        let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.idle.push(session);
+        self.inner.returned.notify_one();
+        result
+    }
+
+    /// The configuration this handle was opened with.
+    pub fn config(&self) -> &HsmConfig {
+        &self.inner.config
+    }
+
+    /// Create the sealing key and the audit key pair. Refuses if either exists already, so a
+    /// second `init` can never replace the key that sealed an existing seed.
+    pub fn create_keys(&self) -> Result<PublicKey, HsmError> {
+        let present = self.present_key_labels()?;
+        if !present.is_empty() {
+            return Err(HsmError::KeysAlreadyPresent {
+                token: self.inner.config.token_label.clone(),
+                labels: present.join(", "),
+            });
+        }
+        self.with_session(|s| {
+            let aes = s
+                .generate_key(
+                    &Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::AES),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                        Attribute::Wrap(false),
+                        Attribute::Unwrap(false),
+                        Attribute::Label(SEAL_KEY_LABEL.into()),
+                    ],
+                )
+                .map_err(|e| HsmError::op("C_GenerateKey (AES-256)", e))?;
+            let ec = s.generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(false),
+                    Attribute::EcParams(SECP256K1_EC_PARAMS.to_vec()),
+                    Attribute::Verify(true),
+                    Attribute::Label(AUDIT_KEY_LABEL.into()),
+                ],
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    Attribute::Label(AUDIT_KEY_LABEL.into()),
+                ],
+            );
+            if let Err(e) = ec {
+                // Leave the token as it was: no half-initialized key set.
+                let _ = s.destroy_object(aes);
+                return Err(HsmError::op("C_GenerateKeyPair (secp256k1)", e));
+            }
+            Ok(())
+        })?;
+        self.audit_public_key()
+    }
+
+    /// Remove Warden's keys. Only `init` uses this, to roll back keys it has just created
+    /// when a later step fails; it is not exposed in the CLI.
+    pub(crate) fn destroy_keys(&self) -> Result<(), HsmError> {
+        self.with_session(|s| {
+            for label in [SEAL_KEY_LABEL, AUDIT_KEY_LABEL] {
+                for h in s
+                    .find_objects(&[Attribute::Label(label.into())])
+                    .map_err(|e| HsmError::op("C_FindObjects", e))?
+                {
+                    s.destroy_object(h)
+                        .map_err(|e| HsmError::op("C_DestroyObject", e))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn present_key_labels(&self) -> Result<Vec<String>, HsmError> {
+        self.with_session(|s| {
+            let mut labels = Vec::new();
+            for label in [SEAL_KEY_LABEL, AUDIT_KEY_LABEL] {
+                let found = s
+                    .find_objects(&[Attribute::Label(label.into())])
+                    .map_err(|e| HsmError::op("C_FindObjects", e))?;
+                if !found.is_empty() {
+                    labels.push(label.to_string());
+                }
+            }
+            Ok(labels)
+        })
+    }
+
+    fn find_key(
+        s: &Session,
+        label: &str,
+        class: ObjectClass,
+        token: &str,
+    ) -> Result<ObjectHandle, HsmError> {
+        let found = s
+            .find_objects(&[Attribute::Class(class), Attribute::Label(label.into())])
+            .map_err(|e| HsmError::op("C_FindObjects", e))?;
+        match found.as_slice() {
+            [h] => Ok(*h),
+            [] => Err(HsmError::KeyMissing {
+                key_label: label.into(),
+                token: token.into(),
+            }),
+            many => Err(HsmError::Operation {
+                op: "key lookup",
+                detail: format!(
+                    "{} objects labelled \"{label}\" on token \"{token}\"; Warden needs exactly one. Remove the duplicates with your HSM's admin tool",
+                    many.len()
+                ),
+            }),
+        }
+    }
+
+    /// Seal a seed under the HSM's AES key with a fresh random IV.
+    pub fn seal_seed(&self, seed: &NodeSeed) -> Result<SealedSeed, HsmError> {
+        let token = self.inner.config.token_label.clone();
+        self.with_session(|s| {
+            let key = Self::find_key(s, SEAL_KEY_LABEL, ObjectClass::SECRET_KEY, &token)?;
+            let mut iv = [0u8; sealed::IV_LEN];
+            getrandom::getrandom(&mut iv).map_err(|e| HsmError::op("OS RNG", e))?;
+            let aad = sealed::associated_data(sealed::FORMAT_VERSION);
+            let mut iv_param = iv;
+            let params = GcmParams::new(&mut iv_param, &aad, (sealed::TAG_LEN as u64 * 8).into())
+                .map_err(|e| HsmError::op("AES-GCM parameters", e))?;
+            let ciphertext_and_tag = s
+                .encrypt(&Mechanism::AesGcm(params), key, seed.as_slice())
+                .map_err(|e| HsmError::op("C_Encrypt (AES-GCM)", e))?;
+            Ok(SealedSeed {
+                iv,
+                ciphertext_and_tag,
+            })
+        })
+    }
+
+    /// Open a sealed seed into zeroizing memory. `path` is only for the error message.
+    pub fn unseal_seed(&self, sealed: &SealedSeed, path: &Path) -> Result<NodeSeed, HsmError> {
+        let token = self.inner.config.token_label.clone();
+        self.with_session(|s| {
+            let key = Self::find_key(s, SEAL_KEY_LABEL, ObjectClass::SECRET_KEY, &token)?;
+            let aad = sealed::associated_data(sealed::FORMAT_VERSION);
+            let mut iv = sealed.iv;
+            let params = GcmParams::new(&mut iv, &aad, (sealed::TAG_LEN as u64 * 8).into())
+                .map_err(|e| HsmError::op("AES-GCM parameters", e))?;
+            let plain = s
+                .decrypt(&Mechanism::AesGcm(params), key, &sealed.ciphertext_and_tag)
+                .map_err(|e| match e {
+                    CkError::Pkcs11(
+                        RvError::EncryptedDataInvalid
+                        | RvError::EncryptedDataLenRange
+                        | RvError::GeneralError,
+                        _,
+                    ) => HsmError::SealedSeedTampered {
+                        path: path.to_path_buf(),
+                    },
+                    other => HsmError::op("C_Decrypt (AES-GCM)", other),
+                })?;
+            let plain = Zeroizing::new(plain);
+            if plain.len() != sealed::SEED_LEN {
+                return Err(HsmError::SealedSeedMalformed {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "it opened to {} bytes instead of {}",
+                        plain.len(),
+                        sealed::SEED_LEN
+                    ),
+                });
+            }
+            let mut seed = NodeSeed::zeroed();
+            seed.as_mut_slice().copy_from_slice(&plain);
+            Ok(seed)
+        })
+    }
+
+    /// Read and unseal the seed file in `data_dir`.
+    pub fn load_seed(&self, data_dir: &Path) -> Result<NodeSeed, HsmError> {
+        let path = data_dir.join(SEALED_SEED_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| HsmError::SealedSeedUnreadable {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let sealed =
+            SealedSeed::from_bytes(&bytes).map_err(|detail| HsmError::SealedSeedMalformed {
+                path: path.clone(),
+                detail,
+            })?;
+        self.unseal_seed(&sealed, &path)
+    }
+
+    /// Sign a 32-byte digest with the audit key; the result is low-S.
+    pub fn sign_digest(&self, digest: &[u8; 32]) -> Result<Signature, HsmError> {
+        let token = self.inner.config.token_label.clone();
+        let raw = self.with_session(|s| {
+            let key = Self::find_key(s, AUDIT_KEY_LABEL, ObjectClass::PRIVATE_KEY, &token)?;
+            s.sign(&Mechanism::Ecdsa, key, digest)
+                .map_err(|e| HsmError::op("C_Sign (ECDSA)", e))
+        })?;
+        signature_from_raw(&raw)
+    }
+
+    /// The audit key's public key, read from CKA_EC_POINT.
+    pub fn audit_public_key(&self) -> Result<PublicKey, HsmError> {
+        let token = self.inner.config.token_label.clone();
+        self.with_session(|s| {
+            let key = Self::find_key(s, AUDIT_KEY_LABEL, ObjectClass::PUBLIC_KEY, &token)?;
+            read_ec_point(s, key)
+        })
+    }
+
+    /// What is on the token, for `wardenctl hsm status`.
+    pub fn status(&self) -> Result<HsmStatus, HsmError> {
+        let info = self
+            .inner
+            .ctx
+            .get_library_info()
+            .map_err(|e| HsmError::op("C_GetInfo", e))?;
+        let token = self
+            .inner
+            .ctx
+            .get_token_info(self.inner.slot)
+            .map_err(|e| HsmError::op("C_GetTokenInfo", e))?;
+        let keys = self.with_session(|s| {
+            let mut keys = Vec::new();
+            for (label, class, kind) in [
+                (SEAL_KEY_LABEL, ObjectClass::SECRET_KEY, "AES-256"),
+                (AUDIT_KEY_LABEL, ObjectClass::PRIVATE_KEY, "secp256k1"),
+            ] {
+                let found = s
+                    .find_objects(&[Attribute::Class(class), Attribute::Label(label.into())])
+                    .map_err(|e| HsmError::op("C_FindObjects", e))?;
+                for h in found {
+                    let attrs = s
+                        .get_attributes(h, &[AttributeType::Sensitive, AttributeType::Extractable])
+                        .map_err(|e| HsmError::op("C_GetAttributeValue", e))?;
+                    let protected = attrs.contains(&Attribute::Sensitive(true))
+                        && attrs.contains(&Attribute::Extractable(false));
+                    let public_key = if class == ObjectClass::PRIVATE_KEY {
+                        let pubh = Self::find_key(s, label, ObjectClass::PUBLIC_KEY, "")?;
+                        Some(hex::encode(read_ec_point(s, pubh)?.serialize()))
+                    } else {
+                        None
+                    };
+                    keys.push(KeyInfo {
+                        label: label.into(),
+                        kind,
+                        public_key,
+                        protected,
+                    });
+                }
+            }
+            Ok(keys)
+        })?;
+        Ok(HsmStatus {
+            module: self.inner.config.module.clone(),
+            library: format!(
+                "{} {} {}.{}",
+                info.manufacturer_id().trim(),
+                info.library_description().trim(),
+                info.library_version().major(),
+                info.library_version().minor()
+            ),
+            token_label: token.label().trim().to_string(),
+            token_model: format!(
+                "{} {} (serial {})",
+                token.manufacturer_id().trim(),
+                token.model().trim(),
+                token.serial_number().trim()
+            ),
+            keys,
+        })
+    }
+}
+
+fn read_ec_point(s: &Session, key: ObjectHandle) -> Result<PublicKey, HsmError> {
+    let attrs = s
+        .get_attributes(key, &[AttributeType::EcPoint])
+        .map_err(|e| HsmError::op("C_GetAttributeValue (CKA_EC_POINT)", e))?;
+    match attrs.first() {
+        Some(Attribute::EcPoint(p)) => public_key_from_ec_point(p),
+        _ => Err(HsmError::BadHsmOutput {
+            what: "EC public key (CKA_EC_POINT)",
+            detail: "the attribute is absent".into(),
+        }),
+    }
+}
+
+fn find_token(ctx: &Pkcs11, config: &HsmConfig) -> Result<Slot, HsmError> {
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| HsmError::op("C_GetSlotList", e))?;
+    let mut present = Vec::new();
+    for slot in slots {
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| HsmError::op("C_GetTokenInfo", e))?;
+        let label = info.label().trim().to_string();
+        if label == config.token_label {
+            return Ok(slot);
+        }
+        present.push(format!("\"{label}\""));
+    }
+    Err(HsmError::TokenNotFound {
+        label: config.token_label.clone(),
+        module: config.module.clone(),
+        present: if present.is_empty() {
+            "none".into()
+        } else {
+            present.join(", ")
+        },
+    })
+}
+
+/// What `wardenctl init` created.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// Where the sealed seed was written.
+    pub sealed_seed_path: PathBuf,
+    /// The audit key's public key.
+    pub audit_public_key: PublicKey,
+}
+
+impl Hsm {
+    /// First-time set-up: create the HSM keys, generate a node seed, seal it, and write the
+    /// sealed blob atomically into `data_dir`.
+    ///
+    /// All checks that can fail cheaply run before any key is created; if a later step fails,
+    /// the keys just created are destroyed again, so a failed `init` leaves neither a key on
+    /// the token nor a file in the data directory.
+    pub fn init(&self, data_dir: &Path) -> Result<InitReport, HsmError> {
+        let not_writable = |e: std::io::Error| HsmError::DataDirNotWritable {
+            path: data_dir.to_path_buf(),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(data_dir).map_err(not_writable)?;
+        crate::fsutil::check_dir_writable(data_dir).map_err(not_writable)?;
+        let path = data_dir.join(SEALED_SEED_FILE);
+        if path.exists() {
+            return Err(HsmError::SeedAlreadyPresent { path });
+        }
+        let audit_public_key = self.create_keys()?;
+        let sealed = (|| {
+            let mut seed = NodeSeed::zeroed();
+            getrandom::getrandom(seed.as_mut_slice()).map_err(|e| HsmError::op("OS RNG", e))?;
+            let sealed = self.seal_seed(&seed)?;
+            // Prove the blob opens before it becomes the only copy of the seed.
+            let reopened = self.unseal_seed(&sealed, &path)?;
+            if reopened.as_slice() != seed.as_slice() {
+                return Err(HsmError::Operation {
+                    op: "seal check",
+                    detail: "the sealed seed did not open to the seed that was sealed".into(),
+                });
+            }
+            crate::fsutil::write_atomic(&path, &sealed.to_bytes(), false).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    HsmError::SeedAlreadyPresent { path: path.clone() }
+                } else {
+                    HsmError::Io {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    }
+                }
+            })
+        })();
+        if let Err(e) = sealed {
+            if let Err(rollback) = self.destroy_keys() {
+                tracing::error!(error = %rollback, "could not remove the keys of a failed init; remove them before retrying");
+            }
+            return Err(e);
+        }
+        tracing::info!(path = %path.display(), "node seed generated and sealed");
+        Ok(InitReport {
+            sealed_seed_path: path,
+            audit_public_key,
+        })
+    }
+}

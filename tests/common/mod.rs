@@ -1,0 +1,126 @@
+//! A real SoftHSM2 token per test, in its own temporary directory.
+//!
+//! SoftHSM reads its configuration (SOFTHSM2_CONF) once, at C_Initialize, and keeps process-wide
+//! state, so two tests in one process cannot use two token directories through one loaded
+//! library. Each test therefore loads its own copy of the library file from its temp dir: the
+//! dynamic loader treats it as a different library with its own state. The environment variable
+//! is set under a lock only for the moment of C_Initialize.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use warden::hsm::{Hsm, HsmConfig, HsmError, PinSource, DEFAULT_MODULE};
+
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+pub const USER_PIN: &str = "4242-user";
+pub const SO_PIN: &str = "9999-so";
+
+pub struct TestToken {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub module: PathBuf,
+    pub label: String,
+    pub pin_file: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl TestToken {
+    /// A fresh token labelled `label` with [`USER_PIN`], in a new temp dir.
+    pub fn new(label: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let module = dir.path().join("libsofthsm2.so");
+        std::fs::copy(
+            std::fs::canonicalize(DEFAULT_MODULE).expect("softhsm2 installed (scripts/setup.sh)"),
+            &module,
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                USER_PIN,
+                "--so-pin",
+                SO_PIN,
+            ])
+            .output()
+            .expect("softhsm2-util runs");
+        assert!(
+            out.status.success(),
+            "softhsm2-util failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
+        let data_dir = dir.path().join("data");
+        TestToken {
+            conf,
+            module,
+            label: label.to_string(),
+            pin_file,
+            data_dir,
+            dir,
+        }
+    }
+
+    pub fn hsm_config(&self) -> HsmConfig {
+        HsmConfig {
+            module: self.module.clone(),
+            token_label: self.label.clone(),
+            pin: PinSource::File(self.pin_file.clone()),
+            max_sessions: 4,
+        }
+    }
+
+    /// Open with this token's SoftHSM configuration in force.
+    pub fn open_with(&self, config: &HsmConfig) -> Result<Hsm, HsmError> {
+        let _g = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        std::env::set_var("SOFTHSM2_CONF", &self.conf);
+        Hsm::open(config)
+    }
+
+    pub fn open(&self) -> Hsm {
+        self.open_with(&self.hsm_config()).expect("open test token")
+    }
+
+    /// A wardend/wardenctl command with this token's environment.
+    pub fn command(&self, bin: &str) -> Command {
+        let mut c = Command::new(bin_path(bin));
+        c.env("SOFTHSM2_CONF", &self.conf)
+            .env_remove("WARDEN_CONFIG")
+            .env("WARDEN_DATA_DIR", &self.data_dir)
+            .env("WARDEN_HSM_MODULE", DEFAULT_MODULE)
+            .env("WARDEN_HSM_TOKEN", &self.label)
+            .env("WARDEN_HSM_PIN_FILE", &self.pin_file)
+            .env("WARDEN_NETWORK", "regtest");
+        c
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+pub fn bin_path(name: &str) -> PathBuf {
+    match name {
+        "wardend" => PathBuf::from(env!("CARGO_BIN_EXE_wardend")),
+        "wardenctl" => PathBuf::from(env!("CARGO_BIN_EXE_wardenctl")),
+        other => panic!("unknown binary {other}"),
+    }
+}
