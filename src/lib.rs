@@ -25,4 +25,6 @@
 pub mod config;
 pub mod fsutil;
 pub mod hsm;
+pub mod policy;
 pub mod signer;
+pub mod store;

@@ -1,0 +1,481 @@
+//! Deciding one payment: a pure function of the policy, the request, the velocity state and
+//! the time. No I/O, no clock reads, so every decision can be replayed and tested exactly.
+//!
+//! Evaluation order (also in `policy/README.md`):
+//! 1. deny rules — a listed destination is refused, whatever else matches (deny wins);
+//! 2. limits — per payment, then rolling windows, node-wide, per destination and per group;
+//! 3. time windows;
+//! 4. approval rules — if any matches, the payment needs a quorum;
+//! 5. otherwise the payment is approved.
+//!
+//! Every enforcing rule that objects in steps 1–3 is named in the refusal, not just the first,
+//! so an operator sees everything that would have to change. Rules in `warn` mode never refuse;
+//! they are reported as warnings on the decision.
+
+use super::model::*;
+use super::units::{format_duration, format_msat};
+use super::velocity::{BucketChange, LedgerKey, VelocityState};
+use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
+
+/// What is being paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentKind {
+    /// A BOLT 11 invoice.
+    Invoice,
+    /// A keysend (spontaneous) payment.
+    Keysend,
+    /// An on-chain spend.
+    OnChain,
+}
+
+/// A payment the signer was asked to approve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRequest {
+    /// Invoice, keysend or on-chain.
+    pub kind: PaymentKind,
+    /// The Lightning payment hash; `None` on-chain.
+    pub payment_hash: Option<[u8; 32]>,
+    /// Where the money goes and how much to each, in msat.
+    pub outputs: Vec<(Destination, u64)>,
+    /// The invoice description, if any; informational only.
+    pub description: Option<String>,
+}
+
+impl PaymentRequest {
+    /// A BOLT 11 invoice payment to `payee` (node id, hex).
+    pub fn invoice(
+        payment_hash: [u8; 32],
+        amount_msat: u64,
+        payee: &str,
+        description: Option<String>,
+    ) -> Self {
+        PaymentRequest {
+            kind: PaymentKind::Invoice,
+            payment_hash: Some(payment_hash),
+            outputs: vec![(Destination::Node(payee.to_ascii_lowercase()), amount_msat)],
+            description,
+        }
+    }
+
+    /// A keysend payment to `payee`.
+    pub fn keysend(payment_hash: [u8; 32], amount_msat: u64, payee: &str) -> Self {
+        PaymentRequest {
+            kind: PaymentKind::Keysend,
+            payment_hash: Some(payment_hash),
+            outputs: vec![(Destination::Node(payee.to_ascii_lowercase()), amount_msat)],
+            description: None,
+        }
+    }
+
+    /// An on-chain spend to these addresses (amounts in msat).
+    pub fn onchain(outputs: Vec<(String, u64)>) -> Self {
+        PaymentRequest {
+            kind: PaymentKind::OnChain,
+            payment_hash: None,
+            outputs: outputs
+                .into_iter()
+                .map(|(a, v)| (Destination::Address(a), v))
+                .collect(),
+            description: None,
+        }
+    }
+
+    /// The total amount, saturating.
+    pub fn amount_msat(&self) -> u64 {
+        self.outputs
+            .iter()
+            .fold(0u64, |acc, (_, v)| acc.saturating_add(*v))
+    }
+
+    /// A digest that names this exact payment: kind, hash, every destination and amount.
+    /// Approvals are bound to it, so an approval for one payment cannot pay another.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut e = sha256::Hash::engine();
+        e.input(b"warden/request/v1");
+        e.input(&[match self.kind {
+            PaymentKind::Invoice => 1,
+            PaymentKind::Keysend => 2,
+            PaymentKind::OnChain => 3,
+        }]);
+        e.input(&self.payment_hash.unwrap_or([0; 32]));
+        e.input(&(self.outputs.len() as u64).to_be_bytes());
+        for (d, v) in &self.outputs {
+            let (tag, text) = match d {
+                Destination::Node(n) => (1u8, n.as_str()),
+                Destination::Address(a) => (2u8, a.as_str()),
+            };
+            e.input(&[tag]);
+            e.input(&(text.len() as u64).to_be_bytes());
+            e.input(text.as_bytes());
+            e.input(&v.to_be_bytes());
+        }
+        sha256::Hash::from_engine(e).to_byte_array()
+    }
+}
+
+/// A rule that matched, and why, in a sentence with the numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleHit {
+    /// The rule's tag.
+    pub tag: String,
+    /// e.g. `rule hourly-cap: 1,250,000 sat would be spent in the last 1h; the limit is 1,000,000 sat`.
+    pub reason: String,
+}
+
+/// What the policy says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Sign.
+    Approve,
+    /// Sign only with a quorum of admin approvals for this exact request.
+    RequireQuorum {
+        /// [`PaymentRequest::digest`].
+        request_digest: [u8; 32],
+        /// The approval rule whose quorum applies (the first matching, in file order).
+        rule_tag: String,
+        /// Who must approve.
+        quorum: Quorum,
+        /// How long the approval request stays open, in seconds.
+        expiry_secs: u64,
+    },
+    /// Refuse.
+    Deny {
+        /// Every objection, joined into one sentence per rule.
+        reason: String,
+    },
+}
+
+/// A verdict with the rules that made it, the policy it came from, and any warnings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Tags of the rules that decided: the objecting rules of a refusal, the matching approval
+    /// rules of a quorum requirement, or the limits an approval was checked against.
+    pub tags: Vec<String>,
+    /// Rules in `warn` mode that matched, and enforcing rules whose match did not change the
+    /// verdict (e.g. an approval rule behind a refusal).
+    pub warnings: Vec<RuleHit>,
+    /// The policy's hash.
+    pub policy_hash: [u8; 32],
+}
+
+impl Decision {
+    /// Whether the verdict is `Approve`.
+    pub fn is_approved(&self) -> bool {
+        matches!(self.verdict, Verdict::Approve)
+    }
+
+    /// A one-line summary for logs and the simulator.
+    pub fn summary(&self) -> String {
+        match &self.verdict {
+            Verdict::Approve => format!("approve [{}]", self.tags.join(", ")),
+            Verdict::RequireQuorum { quorum, .. } => format!(
+                "require quorum {} of [{}] [{}]",
+                quorum.need,
+                quorum.of.join(", "),
+                self.tags.join(", ")
+            ),
+            Verdict::Deny { reason } => format!("deny [{}]: {reason}", self.tags.join(", ")),
+        }
+    }
+}
+
+/// Weekday (0 = Monday) and minute of day of a Unix time, in UTC.
+pub fn weekday_and_minute(now: u64) -> (u8, u16) {
+    let days = now / 86_400;
+    (((days + 3) % 7) as u8, ((now % 86_400) / 60) as u16)
+}
+
+fn hhmm(m: u16) -> String {
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+fn limit_applies(limit: &LimitRule, req: &PaymentRequest) -> bool {
+    match &limit.scope {
+        LimitScope::Node | LimitScope::EachDestination => true,
+        LimitScope::Destinations(set) => req.outputs.iter().any(|(d, _)| set.contains(d)),
+    }
+}
+
+/// Decide a payment. Pure: the same inputs always give the same decision.
+pub fn evaluate(
+    policy: &Policy,
+    req: &PaymentRequest,
+    state: &VelocityState,
+    now: u64,
+) -> Decision {
+    let mut objections: Vec<RuleHit> = Vec::new();
+    let mut warnings: Vec<RuleHit> = Vec::new();
+    let mut push = |mode: Mode, hit: RuleHit, objections: &mut Vec<RuleHit>| match mode {
+        Mode::Enforce => objections.push(hit),
+        Mode::Warn => warnings.push(hit),
+    };
+    let total = req.amount_msat();
+
+    // 1. Deny rules.
+    for rule in &policy.deny {
+        for (d, _) in &req.outputs {
+            if rule.destinations.contains(d) {
+                let reason = format!("rule {}: {d} is on the deny list", rule.tag);
+                push(
+                    rule.mode,
+                    RuleHit {
+                        tag: rule.tag.clone(),
+                        reason,
+                    },
+                    &mut objections,
+                );
+            }
+        }
+    }
+
+    // 2. Limits.
+    let mut applied_limits = Vec::new();
+    for limit in &policy.limits {
+        if !limit_applies(limit, req) {
+            continue;
+        }
+        applied_limits.push(limit.tag.clone());
+        // (subject, amount of this payment counted by the limit, ledger)
+        let subjects: Vec<(String, u64, LedgerKey)> = match &limit.scope {
+            LimitScope::Node => vec![("".into(), total, LedgerKey::Node)],
+            LimitScope::EachDestination => req
+                .outputs
+                .iter()
+                .map(|(d, v)| (format!(" to {d}"), *v, LedgerKey::Destination(d.clone())))
+                .collect(),
+            LimitScope::Destinations(set) => {
+                let amount = req
+                    .outputs
+                    .iter()
+                    .filter(|(d, _)| set.contains(d))
+                    .fold(0u64, |a, (_, v)| a.saturating_add(*v));
+                vec![(
+                    " to its listed destinations".into(),
+                    amount,
+                    LedgerKey::Group(limit.tag.clone()),
+                )]
+            }
+        };
+        for (subject, amount, key) in subjects {
+            match limit.window_secs {
+                None => {
+                    if let Some(max) = limit.max_amount_msat {
+                        if amount > max {
+                            let reason = format!(
+                                "rule {}: this payment of {}{subject} is above the per-payment limit of {}",
+                                limit.tag,
+                                format_msat(amount),
+                                format_msat(max)
+                            );
+                            push(
+                                limit.mode,
+                                RuleHit {
+                                    tag: limit.tag.clone(),
+                                    reason,
+                                },
+                                &mut objections,
+                            );
+                        }
+                    }
+                }
+                Some(window) => {
+                    let spent = state.totals(&key, now, window);
+                    if let Some(max) = limit.max_amount_msat {
+                        let would = spent.amount_msat.saturating_add(amount);
+                        if would > max {
+                            let reason = format!(
+                                "rule {}: {} would be spent{subject} in the last {}; the limit is {}",
+                                limit.tag,
+                                format_msat(would),
+                                format_duration(window),
+                                format_msat(max)
+                            );
+                            push(
+                                limit.mode,
+                                RuleHit {
+                                    tag: limit.tag.clone(),
+                                    reason,
+                                },
+                                &mut objections,
+                            );
+                        }
+                    }
+                    if let Some(max) = limit.max_count {
+                        let would = spent.count.saturating_add(1);
+                        if would > max {
+                            let reason = format!(
+                                "rule {}: this would be payment number {would}{subject} in the last {}; the limit is {max}",
+                                limit.tag,
+                                format_duration(window)
+                            );
+                            push(
+                                limit.mode,
+                                RuleHit {
+                                    tag: limit.tag.clone(),
+                                    reason,
+                                },
+                                &mut objections,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // 3. Time windows.
+    let (weekday, minute) = weekday_and_minute(now);
+    for tw in &policy.time_windows {
+        if tw.above_msat.is_some_and(|above| total <= above) {
+            continue;
+        }
+        let in_time = if tw.from_minute < tw.to_minute {
+            minute >= tw.from_minute && minute < tw.to_minute
+        } else {
+            minute >= tw.from_minute || minute < tw.to_minute
+        };
+        if !(in_time && tw.days.contains(&weekday)) {
+            let days: Vec<&str> = tw.days.iter().map(|d| WEEKDAYS[*d as usize]).collect();
+            let which = tw
+                .above_msat
+                .map(|a| format!("payments above {}", format_msat(a)))
+                .unwrap_or_else(|| "payments".into());
+            let reason = format!(
+                "rule {}: {which} are allowed only on {} {}-{} UTC; it is {} {} UTC",
+                tw.tag,
+                days.join(","),
+                hhmm(tw.from_minute),
+                hhmm(tw.to_minute),
+                WEEKDAYS[weekday as usize],
+                hhmm(minute)
+            );
+            push(
+                tw.mode,
+                RuleHit {
+                    tag: tw.tag.clone(),
+                    reason,
+                },
+                &mut objections,
+            );
+        }
+    }
+
+    // 4. Approval rules.
+    let listed = req.outputs.iter().all(|(d, _)| policy.is_listed(d));
+    let mut quorum_hits: Vec<&ApprovalRule> = Vec::new();
+    for rule in &policy.approvals {
+        let above = rule.above_msat.is_some_and(|a| total > a);
+        let unlisted = rule.unlisted_destination && !listed;
+        if !(above || unlisted) {
+            continue;
+        }
+        let why = match (above, unlisted) {
+            (true, _) => format!(
+                "the payment of {} is above {}",
+                format_msat(total),
+                format_msat(rule.above_msat.unwrap_or(0))
+            ),
+            _ => "the destination is on no allowlist".to_string(),
+        };
+        match rule.mode {
+            Mode::Enforce => quorum_hits.push(rule),
+            Mode::Warn => warnings.push(RuleHit {
+                tag: rule.tag.clone(),
+                reason: format!(
+                    "rule {}: {why}; {} of [{}] would have to approve (warn mode)",
+                    rule.tag,
+                    rule.quorum.need,
+                    rule.quorum.of.join(", ")
+                ),
+            }),
+        }
+    }
+
+    let (verdict, tags) = if !objections.is_empty() {
+        let mut tags: Vec<String> = Vec::new();
+        for o in &objections {
+            if !tags.contains(&o.tag) {
+                tags.push(o.tag.clone());
+            }
+        }
+        let reason = objections
+            .iter()
+            .map(|o| o.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        for rule in &quorum_hits {
+            warnings.push(RuleHit {
+                tag: rule.tag.clone(),
+                reason: format!(
+                    "rule {}: would also need a quorum, but the payment is refused",
+                    rule.tag
+                ),
+            });
+        }
+        (Verdict::Deny { reason }, tags)
+    } else if let Some(first) = quorum_hits.first() {
+        (
+            Verdict::RequireQuorum {
+                request_digest: req.digest(),
+                rule_tag: first.tag.clone(),
+                quorum: first.quorum.clone(),
+                expiry_secs: first.expiry_secs,
+            },
+            quorum_hits.iter().map(|r| r.tag.clone()).collect(),
+        )
+    } else {
+        (Verdict::Approve, applied_limits)
+    };
+    Decision {
+        verdict,
+        tags,
+        warnings,
+        policy_hash: policy.hash,
+    }
+}
+
+/// The bucket changes that spending `req` at `now` makes, without changing the state.
+/// Called for approved payments; the store persists them, then the state applies them.
+pub fn spend_changes(
+    policy: &Policy,
+    req: &PaymentRequest,
+    state: &VelocityState,
+    now: u64,
+) -> Vec<BucketChange> {
+    let mut changes: Vec<BucketChange> = Vec::new();
+    let add = |key: LedgerKey, amount: u64, changes: &mut Vec<BucketChange>| {
+        // Several outputs to one destination add up in one bucket.
+        if let Some((_, b)) = changes.iter_mut().find(|(k, _)| *k == key) {
+            b.amount_msat = b.amount_msat.saturating_add(amount);
+            return;
+        }
+        let bucket = state
+            .ledger(&key)
+            .map(|l| l.bucket_after(now, amount))
+            .unwrap_or(super::velocity::Bucket {
+                minute: now / super::velocity::BUCKET_SECS,
+                amount_msat: amount,
+                count: 1,
+            });
+        changes.push((key, bucket));
+    };
+    add(LedgerKey::Node, req.amount_msat(), &mut changes);
+    for (d, v) in &req.outputs {
+        add(LedgerKey::Destination(d.clone()), *v, &mut changes);
+    }
+    for limit in &policy.limits {
+        if let LimitScope::Destinations(set) = &limit.scope {
+            let amount = req
+                .outputs
+                .iter()
+                .filter(|(d, _)| set.contains(d))
+                .fold(0u64, |a, (_, v)| a.saturating_add(*v));
+            if req.outputs.iter().any(|(d, _)| set.contains(d)) {
+                add(LedgerKey::Group(limit.tag.clone()), amount, &mut changes);
+            }
+        }
+    }
+    changes
+}

@@ -1,0 +1,114 @@
+//! A plain-language account of what a policy allows, for `wardenctl policy explain`: what a
+//! compliance officer signs off on before the file is proposed.
+
+use super::model::*;
+use super::units::{format_duration, format_msat};
+
+fn mode_note(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "",
+        Mode::Warn => " (warn only: reported, never refused)",
+    }
+}
+
+fn scope_text(scope: &LimitScope) -> String {
+    match scope {
+        LimitScope::Node => "all payments together".into(),
+        LimitScope::EachDestination => "each destination separately".into(),
+        LimitScope::Destinations(set) => {
+            format!("payments to {} listed destinations together", set.len())
+        }
+    }
+}
+
+/// The explanation, one line per statement.
+pub fn explain(policy: &Policy) -> String {
+    let mut out = Vec::new();
+    out.push(format!(
+        "Policy {}(hash {}), version 1.",
+        policy
+            .name
+            .as_deref()
+            .map(|n| format!("\"{n}\" "))
+            .unwrap_or_default(),
+        policy.hash_hex()
+    ));
+    out.push(format!(
+        "{} admins: {}.",
+        policy.admins.len(),
+        policy.admins.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
+    out.push("Rules apply in this order: deny lists, limits, time windows, approval rules; a deny list always wins.".into());
+    for r in &policy.deny {
+        out.push(format!(
+            "- [{}] refuses any payment to {} node(s) and {} address(es){}.",
+            r.tag,
+            r.destinations.nodes.len(),
+            r.destinations.addresses.len(),
+            mode_note(r.mode)
+        ));
+    }
+    for l in &policy.limits {
+        let what = match (l.max_amount_msat, l.max_count) {
+            (Some(a), Some(c)) => format!("at most {} and {c} payments", format_msat(a)),
+            (Some(a), None) => format!("at most {}", format_msat(a)),
+            (None, Some(c)) => format!("at most {c} payments"),
+            (None, None) => "nothing".into(),
+        };
+        let when = match l.window_secs {
+            None => "per payment".into(),
+            Some(w) => format!("in any rolling {}", format_duration(w)),
+        };
+        out.push(format!(
+            "- [{}] allows {what} {when}, counting {}{}.",
+            l.tag,
+            scope_text(&l.scope),
+            mode_note(l.mode)
+        ));
+    }
+    for t in &policy.time_windows {
+        let which = t
+            .above_msat
+            .map(|a| format!("payments above {}", format_msat(a)))
+            .unwrap_or_else(|| "all payments".into());
+        let days: Vec<&str> = t.days.iter().map(|d| WEEKDAYS[*d as usize]).collect();
+        out.push(format!(
+            "- [{}] allows {which} only on {} between {:02}:{:02} and {:02}:{:02} UTC{}.",
+            t.tag,
+            days.join(", "),
+            t.from_minute / 60,
+            t.from_minute % 60,
+            t.to_minute / 60,
+            t.to_minute % 60,
+            mode_note(t.mode)
+        ));
+    }
+    for a in &policy.approvals {
+        let mut when = Vec::new();
+        if let Some(above) = a.above_msat {
+            when.push(format!("above {}", format_msat(above)));
+        }
+        if a.unlisted_destination {
+            when.push("to a destination on no allowlist".to_string());
+        }
+        out.push(format!(
+            "- [{}] holds payments {} until {} of {} approve (requests expire after {}){}.",
+            a.tag,
+            when.join(" or "),
+            a.quorum.need,
+            a.quorum.of.join(", "),
+            format_duration(a.expiry_secs),
+            mode_note(a.mode)
+        ));
+    }
+    for a in &policy.allow {
+        out.push(format!(
+            "- [{}] lists {} node(s) and {} address(es) as known destinations (limits still apply to them).",
+            a.tag,
+            a.destinations.nodes.len(),
+            a.destinations.addresses.len()
+        ));
+    }
+    out.push("Anything not refused or held above is approved.".into());
+    out.join("\n")
+}

@@ -1,0 +1,902 @@
+//! Loading and validating a policy file.
+//!
+//! The file is parsed with `toml_edit`, which keeps the position of every key and value, and
+//! walked by hand rather than through serde: serde stops at the first problem, and an operator
+//! fixing a policy wants every problem at once, each with `FILE:LINE:COL` and a sentence that
+//! says what to write instead.
+
+use super::model::*;
+use super::units::{format_duration, format_msat, parse_amount, parse_duration};
+use lightning_signer::bitcoin::hashes::{sha256, Hash};
+use lightning_signer::bitcoin::secp256k1::PublicKey;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use toml_edit::{ImDocument, Item, TableLike, Value};
+
+/// Every key the parser accepts, as `section.key`. `policy/README.md` documents exactly these;
+/// a test holds the two together.
+pub const KNOWN_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "admins",
+    "deny",
+    "allowlist",
+    "limit",
+    "approval",
+    "time_window",
+    "admins.pubkey",
+    "admins.address",
+    "deny.tag",
+    "deny.mode",
+    "deny.payees",
+    "deny.addresses",
+    "allowlist.tag",
+    "allowlist.payees",
+    "allowlist.addresses",
+    "limit.tag",
+    "limit.mode",
+    "limit.window",
+    "limit.max_amount",
+    "limit.max_count",
+    "limit.scope",
+    "limit.payees",
+    "limit.addresses",
+    "approval.tag",
+    "approval.mode",
+    "approval.above",
+    "approval.unlisted_destination",
+    "approval.quorum",
+    "approval.expiry",
+    "quorum.need",
+    "quorum.of",
+    "time_window.tag",
+    "time_window.mode",
+    "time_window.above",
+    "time_window.days",
+    "time_window.from",
+    "time_window.to",
+];
+
+/// The embedded default policy (`policy/default.toml`).
+pub const DEFAULT_POLICY: &str = include_str!("../../policy/default.toml");
+
+/// The longest rolling window a limit may use; velocity history is kept this long.
+pub const MAX_WINDOW_SECS: u64 = 7 * 86_400;
+
+/// One problem in a policy file, at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// Why a policy file could not be loaded. `Display` prints one `FILE:LINE:COL: message` line
+/// per problem, the format editors and CI annotate.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    /// The file could not be read.
+    #[error("{}: cannot read the policy file: {detail}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        detail: String,
+    },
+    /// The file has problems; all of them are listed.
+    #[error("{}", render(.path, .errors))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem, in file order.
+        errors: Vec<PolicyError>,
+    },
+}
+
+fn render(path: &Path, errors: &[PolicyError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}:{}:{}: {}", path.display(), e.line, e.col, e.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Read and validate a policy file.
+pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyLoadError> {
+    let bytes = std::fs::read(path).map_err(|e| PolicyLoadError::Read {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| PolicyLoadError::Invalid {
+        path: path.to_path_buf(),
+        errors: vec![PolicyError {
+            line: 1,
+            col: 1,
+            message: format!(
+                "the file is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        }],
+    })?;
+    parse_policy(&text).map_err(|errors| PolicyLoadError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
+}
+
+/// Validate policy text. All problems are returned, sorted by position.
+pub fn parse_policy(src: &str) -> Result<Policy, Vec<PolicyError>> {
+    let mut cx = Cx {
+        src,
+        errors: Vec::new(),
+    };
+    let doc = match ImDocument::parse(src) {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = e.message().trim().trim_end_matches('.').to_string();
+            cx.err(e.span(), format!("TOML syntax error: {msg}"));
+            return Err(cx.errors);
+        }
+    };
+    let policy = build(&mut cx, doc.as_table());
+    if cx.errors.is_empty() {
+        let mut policy = policy;
+        policy.hash = sha256::Hash::hash(src.as_bytes()).to_byte_array();
+        Ok(policy)
+    } else {
+        cx.errors.sort_by_key(|e| (e.line, e.col));
+        cx.errors.dedup();
+        Err(cx.errors)
+    }
+}
+
+struct Cx<'s> {
+    src: &'s str,
+    errors: Vec<PolicyError>,
+}
+
+type Span = Option<Range<usize>>;
+
+impl Cx<'_> {
+    fn err(&mut self, span: Span, message: impl Into<String>) {
+        let (line, col) = self.position(span.map(|r| r.start).unwrap_or(0));
+        self.errors.push(PolicyError {
+            line,
+            col,
+            message: message.into(),
+        });
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.src.len());
+        let before = &self.src[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        (line, before[line_start..].chars().count() + 1)
+    }
+}
+
+/// A table's entries after unknown keys were reported: key -> (key span, item).
+struct Fields<'t> {
+    map: BTreeMap<String, (Span, &'t Item)>,
+    span: Span,
+}
+
+fn fields<'t>(
+    cx: &mut Cx,
+    table: &'t dyn TableLike,
+    table_span: Span,
+    section: &str,
+    what: &str,
+) -> Fields<'t> {
+    let allowed: Vec<&str> = if section.is_empty() {
+        KNOWN_KEYS
+            .iter()
+            .copied()
+            .filter(|k| !k.contains('.'))
+            .collect()
+    } else {
+        KNOWN_KEYS
+            .iter()
+            .filter_map(|k| k.strip_prefix(section).and_then(|r| r.strip_prefix('.')))
+            .collect()
+    };
+    let mut map = BTreeMap::new();
+    for (k, item) in table.iter() {
+        let kspan = table
+            .key(k)
+            .and_then(|key| key.span())
+            .or_else(|| item.span());
+        if allowed.contains(&k) {
+            map.insert(k.to_string(), (kspan, item));
+        } else {
+            cx.err(
+                kspan,
+                format!(
+                    "unknown key `{k}` in {what}; allowed keys are: {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    Fields {
+        map,
+        span: table_span,
+    }
+}
+
+fn item_span(item: &Item) -> Span {
+    item.span()
+}
+
+impl<'t> Fields<'t> {
+    fn item(&self, key: &str) -> Option<(Span, &'t Item)> {
+        self.map.get(key).map(|(s, i)| (s.clone(), *i))
+    }
+
+    fn string(&self, cx: &mut Cx, key: &str, what: &str, example: &str) -> Option<(String, Span)> {
+        let (kspan, item) = self.item(key)?;
+        match item.as_value() {
+            Some(Value::String(s)) => Some((s.value().clone(), item_span(item).or(kspan))),
+            _ => {
+                cx.err(
+                    item_span(item).or(kspan),
+                    format!("`{key}` in {what} must be a string, e.g. {key} = \"{example}\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn required_string(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        what: &str,
+        example: &str,
+    ) -> Option<(String, Span)> {
+        if self.map.contains_key(key) {
+            self.string(cx, key, what, example)
+        } else {
+            cx.err(
+                self.span.clone(),
+                format!("{what} is missing `{key}`; add e.g. {key} = \"{example}\""),
+            );
+            None
+        }
+    }
+
+    fn integer(&self, cx: &mut Cx, key: &str, what: &str) -> Option<(i64, Span)> {
+        let (kspan, item) = self.item(key)?;
+        match item.as_value() {
+            Some(Value::Integer(i)) => Some((*i.value(), item_span(item).or(kspan))),
+            _ => {
+                cx.err(
+                    item_span(item).or(kspan),
+                    format!("`{key}` in {what} must be a whole number"),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&self, cx: &mut Cx, key: &str, what: &str) -> Option<bool> {
+        let (kspan, item) = self.item(key)?;
+        match item.as_value() {
+            Some(Value::Boolean(b)) => Some(*b.value()),
+            _ => {
+                cx.err(
+                    item_span(item).or(kspan),
+                    format!("`{key}` in {what} must be true or false"),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&self, cx: &mut Cx, key: &str, what: &str) -> Vec<(String, Span)> {
+        let Some((kspan, item)) = self.item(key) else {
+            return Vec::new();
+        };
+        let Some(Value::Array(arr)) = item.as_value() else {
+            cx.err(
+                item_span(item).or(kspan),
+                format!("`{key}` in {what} must be a list of strings, e.g. {key} = [\"...\"]"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for v in arr.iter() {
+            match v {
+                Value::String(s) => out.push((s.value().clone(), v.span())),
+                other => cx.err(
+                    other.span(),
+                    format!("`{key}` in {what} must hold only strings"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn amount(&self, cx: &mut Cx, key: &str, what: &str) -> Option<(u64, Span)> {
+        let (kspan, item) = self.item(key)?;
+        match item.as_value() {
+            Some(Value::String(s)) => match parse_amount(s.value()) {
+                Ok(v) => Some((v, item_span(item))),
+                Err(e) => {
+                    cx.err(item_span(item).or(kspan), format!("`{key}` in {what}: {e}"));
+                    None
+                }
+            },
+            Some(Value::Integer(i)) => {
+                let n = i.value();
+                let msg = if *n < 0 {
+                    format!("`{key}` in {what}: {n} is negative; amounts are zero or more, with a unit, e.g. \"250_000 sat\"")
+                } else {
+                    format!("`{key}` in {what}: {n} has no unit; write it as a string with a unit, e.g. {key} = \"{n} sat\"")
+                };
+                cx.err(item_span(item).or(kspan), msg);
+                None
+            }
+            _ => {
+                cx.err(
+                    item_span(item).or(kspan),
+                    format!(
+                        "`{key}` in {what} must be an amount with a unit, e.g. \"250_000 sat\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&self, cx: &mut Cx, key: &str, what: &str) -> Option<(u64, Span)> {
+        let (kspan, item) = self.item(key)?;
+        match item.as_value() {
+            Some(Value::String(s)) => match parse_duration(s.value()) {
+                Ok(v) => Some((v, item_span(item))),
+                Err(e) => {
+                    cx.err(item_span(item).or(kspan), format!("`{key}` in {what}: {e}"));
+                    None
+                }
+            },
+            _ => {
+                cx.err(
+                    item_span(item).or(kspan),
+                    format!("`{key}` in {what} must be a duration with a unit, e.g. \"1h\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn mode(&self, cx: &mut Cx, what: &str) -> Mode {
+        match self.string(cx, "mode", what, "enforce") {
+            None => Mode::Enforce,
+            Some((m, span)) => match m.as_str() {
+                "enforce" => Mode::Enforce,
+                "warn" => Mode::Warn,
+                other => {
+                    cx.err(span, format!("`mode` in {what}: \"{other}\" is not a mode; use \"enforce\" or \"warn\""));
+                    Mode::Enforce
+                }
+            },
+        }
+    }
+}
+
+struct TagSeen {
+    first: HashMap<String, (usize, usize)>,
+}
+
+impl TagSeen {
+    fn tag(&mut self, cx: &mut Cx, f: &Fields, what: &str) -> String {
+        let Some((tag, span)) = f.required_string(cx, "tag", what, "my-rule") else {
+            return String::new();
+        };
+        let valid = !tag.is_empty()
+            && tag.len() <= 64
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !tag.starts_with('-');
+        if !valid {
+            cx.err(
+                span.clone(),
+                format!("tag \"{tag}\" in {what} must be 1 to 64 characters of a-z, 0-9 and '-', not starting with '-'"),
+            );
+        }
+        let pos = cx.position(span.as_ref().map(|r| r.start).unwrap_or(0));
+        if let Some((l, c)) = self.first.get(&tag) {
+            cx.err(span, format!("duplicate tag \"{tag}\" (first used at line {l}, column {c}); every rule needs its own tag"));
+        } else {
+            self.first.insert(tag.clone(), pos);
+        }
+        tag
+    }
+}
+
+fn destinations(cx: &mut Cx, f: &Fields, what: &str) -> DestinationSet {
+    let mut set = DestinationSet::default();
+    for (p, span) in f.strings(cx, "payees", what) {
+        match PublicKey::from_str(&p) {
+            Ok(pk) => set.nodes.push(hex::encode(pk.serialize())),
+            Err(_) => cx.err(span, format!("\"{p}\" in `payees` of {what} is not a node id (66 hex characters, a compressed public key)")),
+        }
+    }
+    for (a, span) in f.strings(cx, "addresses", what) {
+        if lightning_signer::bitcoin::Address::from_str(&a).is_err() {
+            cx.err(
+                span,
+                format!("\"{a}\" in `addresses` of {what} is not a Bitcoin address"),
+            );
+        } else {
+            set.addresses.push(a);
+        }
+    }
+    set
+}
+
+/// The tables of an array-of-tables section like `[[limit]]`.
+fn sections<'t>(cx: &mut Cx, root: &'t Fields, key: &str) -> Vec<(&'t toml_edit::Table, Span)> {
+    let Some((kspan, item)) = root.item(key) else {
+        return Vec::new();
+    };
+    match item.as_array_of_tables() {
+        Some(arr) => arr.iter().map(|t| (t, t.span())).collect(),
+        None => {
+            cx.err(
+                kspan,
+                format!("`{key}` must be written as [[{key}]] tables, one per rule"),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
+    let root = fields(cx, root_table, Some(0..0), "", "the top level");
+
+    match root.integer(cx, "version", "the top level") {
+        Some((1, _)) => {}
+        Some((v, span)) => cx.err(
+            span,
+            format!("policy version {v} is not supported; this Warden reads version = 1"),
+        ),
+        None if !root.map.contains_key("version") => {
+            cx.err(Some(0..0), "missing `version = 1` at the top of the file")
+        }
+        None => {}
+    }
+    let name = root
+        .string(cx, "name", "the top level", "treasury")
+        .map(|(n, _)| n);
+
+    let mut admins = BTreeMap::new();
+    if let Some((kspan, item)) = root.item("admins") {
+        match item.as_table_like() {
+            None => cx.err(
+                kspan,
+                "`admins` must be a table: [admins] with one entry per admin",
+            ),
+            Some(t) => {
+                for (admin, entry) in t.iter() {
+                    let aspan = t.key(admin).and_then(|k| k.span());
+                    let what = format!("admin \"{admin}\"");
+                    if !admin
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
+                        cx.err(
+                            aspan.clone(),
+                            format!(
+                                "admin name \"{admin}\" must use only letters, digits, '-' and '_'"
+                            ),
+                        );
+                    }
+                    let Some(et) = entry.as_table_like() else {
+                        cx.err(
+                            aspan,
+                            format!(
+                                "{what} must be a table, e.g. {admin} = {{ pubkey = \"02...\" }}"
+                            ),
+                        );
+                        continue;
+                    };
+                    let f = fields(cx, et, aspan.clone(), "admins", &what);
+                    let pubkey = f.string(cx, "pubkey", &what, "02...");
+                    let address = f.string(cx, "address", &what, "bc1q...");
+                    let key = match (pubkey, address) {
+                        (Some((pk, span)), None) => match PublicKey::from_str(&pk) {
+                            Ok(k) => Some(AdminKey::PublicKey(k)),
+                            Err(_) => {
+                                cx.err(span, format!("`pubkey` of {what} is not a compressed secp256k1 public key (66 hex characters)"));
+                                None
+                            }
+                        },
+                        (None, Some((a, span))) => {
+                            if lightning_signer::bitcoin::Address::from_str(&a).is_err() {
+                                cx.err(
+                                    span,
+                                    format!(
+                                        "`address` of {what}: \"{a}\" is not a Bitcoin address"
+                                    ),
+                                );
+                                None
+                            } else {
+                                Some(AdminKey::Address(a))
+                            }
+                        }
+                        (Some(_), Some(_)) => {
+                            cx.err(
+                                aspan,
+                                format!("{what} has both `pubkey` and `address`; keep one"),
+                            );
+                            None
+                        }
+                        (None, None) if f.map.is_empty() && !et.is_empty() => None,
+                        (None, None) => {
+                            cx.err(aspan, format!("{what} needs `pubkey` (secp256k1, hex) or `address` (Bitcoin address)"));
+                            None
+                        }
+                    };
+                    if let Some(k) = key {
+                        admins.insert(admin.to_string(), k);
+                    } else {
+                        // Keep the name known, so quorums naming it are not reported twice.
+                        admins
+                            .entry(admin.to_string())
+                            .or_insert(AdminKey::Address(String::new()));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut tags = TagSeen {
+        first: HashMap::new(),
+    };
+    let mut policy = Policy {
+        name,
+        hash: [0; 32],
+        admins: BTreeMap::new(),
+        deny: Vec::new(),
+        allow: Vec::new(),
+        limits: Vec::new(),
+        time_windows: Vec::new(),
+        approvals: Vec::new(),
+    };
+
+    for (t, span) in sections(cx, &root, "deny") {
+        let f = fields(cx, t, span.clone(), "deny", "[[deny]]");
+        let tag = tags.tag(cx, &f, "[[deny]]");
+        let mode = f.mode(cx, "[[deny]]");
+        let destinations = destinations(cx, &f, "[[deny]]");
+        if destinations.is_empty()
+            && !f.map.contains_key("payees")
+            && !f.map.contains_key("addresses")
+        {
+            cx.err(
+                span,
+                format!("[[deny]] \"{tag}\" lists nothing; add `payees` or `addresses`"),
+            );
+        }
+        policy.deny.push(DenyRule {
+            tag,
+            mode,
+            destinations,
+        });
+    }
+
+    for (t, span) in sections(cx, &root, "allowlist") {
+        let f = fields(cx, t, span.clone(), "allowlist", "[[allowlist]]");
+        let tag = tags.tag(cx, &f, "[[allowlist]]");
+        let destinations = destinations(cx, &f, "[[allowlist]]");
+        if destinations.is_empty()
+            && !f.map.contains_key("payees")
+            && !f.map.contains_key("addresses")
+        {
+            cx.err(
+                span,
+                format!("[[allowlist]] \"{tag}\" lists nothing; add `payees` or `addresses`"),
+            );
+        }
+        policy.allow.push(AllowRule { tag, destinations });
+    }
+
+    let mut limit_spans = Vec::new();
+    for (t, span) in sections(cx, &root, "limit") {
+        let what = "[[limit]]";
+        let f = fields(cx, t, span.clone(), "limit", what);
+        let tag = tags.tag(cx, &f, what);
+        let mode = f.mode(cx, what);
+        let window_secs = match f.required_string(cx, "window", what, "24h") {
+            Some((w, _)) if w == "payment" => Some(None),
+            Some(_) => match f.duration(cx, "window", what) {
+                Some((secs, wspan)) if secs % 60 != 0 => {
+                    cx.err(wspan, format!("`window` in {what}: windows are counted in whole minutes; use e.g. \"{}m\"", secs / 60 + 1));
+                    None
+                }
+                Some((secs, wspan)) if secs > MAX_WINDOW_SECS => {
+                    cx.err(wspan, format!("`window` in {what}: {} is longer than the longest window Warden keeps ({})", format_duration(secs), format_duration(MAX_WINDOW_SECS)));
+                    None
+                }
+                Some((secs, _)) => Some(Some(secs)),
+                None => None,
+            },
+            None => None,
+        };
+        let max_amount = f.amount(cx, "max_amount", what);
+        let max_count = match f.integer(cx, "max_count", what) {
+            Some((n, s)) if n < 1 => {
+                cx.err(s, format!("`max_count` in {what} must be 1 or more"));
+                None
+            }
+            Some((n, s)) => Some((n as u64, s)),
+            None => None,
+        };
+        if !f.map.contains_key("max_amount") && !f.map.contains_key("max_count") {
+            cx.err(
+                span.clone(),
+                format!("{what} \"{tag}\" limits nothing; add `max_amount` and/or `max_count`"),
+            );
+        }
+        if let (Some(None), Some((_, s))) = (&window_secs, &max_count) {
+            cx.err(s.clone(), format!("`max_count` in {what} \"{tag}\": a per-payment limit cannot count payments; give it a rolling `window` such as \"1h\""));
+        }
+        let listed = destinations(cx, &f, what);
+        let scope = match f.string(cx, "scope", what, "node") {
+            None if listed.is_empty() => LimitScope::Node,
+            None => LimitScope::Destinations(listed),
+            Some((s, sspan)) => match (s.as_str(), listed.is_empty()) {
+                ("node", true) => LimitScope::Node,
+                ("each-destination", true) => LimitScope::EachDestination,
+                ("node" | "each-destination", false) => {
+                    cx.err(sspan, format!("{what} \"{tag}\" sets both `scope` and a destination list; a limit with `payees`/`addresses` counts those destinations together, so drop `scope`"));
+                    LimitScope::Node
+                }
+                (other, _) => {
+                    cx.err(sspan, format!("`scope` in {what}: \"{other}\" is not a scope; use \"node\" or \"each-destination\""));
+                    LimitScope::Node
+                }
+            },
+        };
+        limit_spans.push((
+            max_amount.as_ref().and_then(|a| a.1.clone()),
+            max_count.as_ref().and_then(|c| c.1.clone()),
+        ));
+        policy.limits.push(LimitRule {
+            tag,
+            mode,
+            window_secs: window_secs.flatten(),
+            max_amount_msat: max_amount.map(|a| a.0),
+            max_count: max_count.map(|c| c.0),
+            scope,
+        });
+    }
+    check_limit_ordering(cx, &policy.limits, &limit_spans);
+
+    for (t, span) in sections(cx, &root, "time_window") {
+        let what = "[[time_window]]";
+        let f = fields(cx, t, span.clone(), "time_window", what);
+        let tag = tags.tag(cx, &f, what);
+        let mode = f.mode(cx, what);
+        let above_msat = f.amount(cx, "above", what).map(|a| a.0);
+        let mut days = Vec::new();
+        if f.map.contains_key("days") {
+            for (d, dspan) in f.strings(cx, "days", what) {
+                match WEEKDAYS.iter().position(|w| *w == d.to_ascii_lowercase()) {
+                    Some(i) if !days.contains(&(i as u8)) => days.push(i as u8),
+                    Some(_) => cx.err(dspan, format!("\"{d}\" appears twice in `days` of {what}")),
+                    None => cx.err(dspan, format!("\"{d}\" in `days` of {what} is not a day; use mon, tue, wed, thu, fri, sat, sun")),
+                }
+            }
+            if days.is_empty() {
+                cx.err(
+                    span.clone(),
+                    format!(
+                        "{what} \"{tag}\" allows no day at all; list the days payments are allowed"
+                    ),
+                );
+            }
+        } else {
+            days = (0..7).collect();
+        }
+        days.sort_unstable();
+        let mut clock = |key: &str| -> Option<u16> {
+            let (s, sspan) =
+                f.required_string(cx, key, what, if key == "from" { "08:00" } else { "20:00" })?;
+            match parse_hhmm(&s) {
+                Some(m) => Some(m),
+                None => {
+                    cx.err(sspan, format!("`{key}` in {what}: \"{s}\" is not a time of day; write HH:MM in UTC, e.g. \"08:00\" (\"24:00\" for the end of the day)"));
+                    None
+                }
+            }
+        };
+        let from = clock("from");
+        let to = clock("to");
+        if let (Some(a), Some(b)) = (from, to) {
+            if a == b {
+                cx.err(
+                    span.clone(),
+                    format!(
+                        "{what} \"{tag}\": `from` and `to` are the same time, which allows nothing"
+                    ),
+                );
+            }
+        }
+        policy.time_windows.push(TimeWindowRule {
+            tag,
+            mode,
+            above_msat,
+            days,
+            from_minute: from.unwrap_or(0),
+            to_minute: to.unwrap_or(0),
+        });
+    }
+
+    for (t, span) in sections(cx, &root, "approval") {
+        let what = "[[approval]]";
+        let f = fields(cx, t, span.clone(), "approval", what);
+        let tag = tags.tag(cx, &f, what);
+        let mode = f.mode(cx, what);
+        let above_msat = f.amount(cx, "above", what).map(|a| a.0);
+        let unlisted_destination = f.boolean(cx, "unlisted_destination", what).unwrap_or(false);
+        if !f.map.contains_key("above") && !unlisted_destination {
+            cx.err(span.clone(), format!("{what} \"{tag}\" never applies; set `above` (an amount) and/or `unlisted_destination = true`"));
+        }
+        let expiry_secs = match f.item("expiry") {
+            Some(_) => f.duration(cx, "expiry", what).map(|d| d.0).unwrap_or(3_600),
+            None => 3_600,
+        };
+        let quorum = match f.item("quorum") {
+            None => {
+                cx.err(span.clone(), format!("{what} \"{tag}\" is missing `quorum`; add quorum = {{ need = 2, of = [\"alice\", \"bob\", \"carol\"] }}"));
+                None
+            }
+            Some((qspan, item)) => match item.as_table_like() {
+                None => {
+                    cx.err(qspan, format!("`quorum` in {what} must be a table: {{ need = 2, of = [\"alice\", \"bob\"] }}"));
+                    None
+                }
+                Some(qt) => Some(quorum(cx, qt, item_span(item).or(qspan), &tag, &admins)),
+            },
+        };
+        policy.approvals.push(ApprovalRule {
+            tag,
+            mode,
+            above_msat,
+            unlisted_destination,
+            quorum: quorum.unwrap_or(Quorum {
+                need: 0,
+                of: Vec::new(),
+            }),
+            expiry_secs,
+        });
+    }
+    policy.admins = admins;
+    policy
+}
+
+fn quorum(
+    cx: &mut Cx,
+    qt: &dyn TableLike,
+    span: Span,
+    tag: &str,
+    admins: &BTreeMap<String, AdminKey>,
+) -> Quorum {
+    let what = format!("the quorum of [[approval]] \"{tag}\"");
+    let f = fields(cx, qt, span.clone(), "quorum", &what);
+    if !f.map.contains_key("of") {
+        cx.err(
+            span.clone(),
+            format!("{what} is missing `of`, the admins who may approve"),
+        );
+    }
+    let listed = f.strings(cx, "of", &what);
+    let mut of: Vec<String> = Vec::new();
+    for (name, nspan) in &listed {
+        if !admins.contains_key(name) {
+            cx.err(
+                nspan.clone(),
+                format!(
+                    "unknown admin \"{name}\" in {what}; declare it under [admins] or remove it"
+                ),
+            );
+        } else if of.contains(name) {
+            cx.err(
+                nspan.clone(),
+                format!("admin \"{name}\" is listed twice in {what}"),
+            );
+        } else {
+            of.push(name.clone());
+        }
+    }
+    let need = match f.integer(cx, "need", &what) {
+        None => {
+            if !f.map.contains_key("need") {
+                cx.err(
+                    span,
+                    format!("{what} is missing `need`, the number of approvals required"),
+                );
+            }
+            0
+        }
+        Some((n, nspan)) if n < 1 => {
+            cx.err(nspan, format!("`need` in {what} must be at least 1"));
+            0
+        }
+        Some((n, nspan)) => {
+            if n as usize > listed.len() && !listed.is_empty() {
+                cx.err(
+                    nspan,
+                    format!("`need` in {what} is {n} but only {} admins are listed in `of`; lower `need` or list more admins", listed.len()),
+                );
+            }
+            n as usize
+        }
+    };
+    Quorum { need, of }
+}
+
+fn parse_hhmm(s: &str) -> Option<u16> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let h: u16 = h.parse().ok()?;
+    let m: u16 = m.parse().ok()?;
+    if (h < 24 && m < 60) || (h == 24 && m == 0) {
+        Some(h * 60 + m)
+    } else {
+        None
+    }
+}
+
+/// A shorter window allowing more than a longer one over the same scope is a mistake: the
+/// longer one silently caps it. Report it at the shorter limit's value.
+fn check_limit_ordering(cx: &mut Cx, limits: &[LimitRule], spans: &[(Span, Span)]) {
+    let window_name = |w: Option<u64>| {
+        w.map(|s| format!("per {}", format_duration(s)))
+            .unwrap_or_else(|| "per payment".into())
+    };
+    for (i, a) in limits.iter().enumerate() {
+        for b in limits.iter() {
+            if a.scope != b.scope || a.mode != Mode::Enforce || b.mode != Mode::Enforce {
+                continue;
+            }
+            let (wa, wb) = (a.window_secs.unwrap_or(0), b.window_secs.unwrap_or(0));
+            if wa >= wb {
+                continue;
+            }
+            if let (Some(x), Some(y)) = (a.max_amount_msat, b.max_amount_msat) {
+                if x > y {
+                    cx.err(
+                        spans[i].0.clone(),
+                        format!(
+                            "limit \"{}\" allows {} {}, more than limit \"{}\" allows {} ({}); a shorter window cannot allow more than a longer one. Lower this `max_amount` or raise \"{}\"",
+                            a.tag, format_msat(x), window_name(a.window_secs), b.tag, window_name(b.window_secs), format_msat(y), b.tag
+                        ),
+                    );
+                }
+            }
+            if let (Some(x), Some(y), Some(_)) = (a.max_count, b.max_count, a.window_secs) {
+                if x > y {
+                    cx.err(
+                        spans[i].1.clone(),
+                        format!(
+                            "limit \"{}\" allows {x} payments {}, more than limit \"{}\" allows {} ({y}); lower this `max_count` or raise \"{}\"",
+                            a.tag, window_name(a.window_secs), b.tag, window_name(b.window_secs), b.tag
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The policy as Warden holds it after loading: validated, amounts in msat, durations in
+//! seconds, admin names resolved. Nothing here can be half-valid: [`super::load`] builds it
+//! only when the whole file checks out.
+
+use lightning_signer::bitcoin::secp256k1::PublicKey;
+use std::collections::BTreeMap;
+
+/// Whether a rule refuses or only reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The rule refuses (or requires quorum) when it matches.
+    Enforce,
+    /// The rule logs and emits an event when it matches, and lets the payment through; for
+    /// rolling a new rule out safely.
+    Warn,
+}
+
+/// How an admin proves an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminKey {
+    /// A secp256k1 public key; approvals are BIP-340 signatures by it.
+    PublicKey(PublicKey),
+    /// A Bitcoin address; approvals are Bitcoin signed messages (hardware wallets).
+    Address(String),
+}
+
+/// A destination a rule can name: a Lightning payee or an on-chain address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Destination {
+    /// A payee's node id, compressed public key in lowercase hex.
+    Node(String),
+    /// An on-chain address, as written.
+    Address(String),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Node(n) => write!(f, "node {n}"),
+            Destination::Address(a) => write!(f, "address {a}"),
+        }
+    }
+}
+
+/// A set of destinations, as allowlists and deny lists hold them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationSet {
+    /// Payee node ids.
+    pub nodes: Vec<String>,
+    /// On-chain addresses.
+    pub addresses: Vec<String>,
+}
+
+impl DestinationSet {
+    /// Whether `d` is in the set.
+    pub fn contains(&self, d: &Destination) -> bool {
+        match d {
+            Destination::Node(n) => self.nodes.iter().any(|x| x == n),
+            Destination::Address(a) => self.addresses.iter().any(|x| x == a),
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.nodes.len() + self.addresses.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `[[deny]]`: destinations that are always refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyRule {
+    /// Rule tag.
+    pub tag: String,
+    /// Enforce or warn.
+    pub mode: Mode,
+    /// The destinations refused.
+    pub destinations: DestinationSet,
+}
+
+/// `[[allowlist]]`: known destinations. Being listed never bypasses a limit or a deny rule;
+/// it only spares the payment the "unlisted destination" approval rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    /// Rule tag.
+    pub tag: String,
+    /// The destinations listed.
+    pub destinations: DestinationSet,
+}
+
+/// What a limit counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitScope {
+    /// All payments of the node together.
+    Node,
+    /// Each destination separately, every destination.
+    EachDestination,
+    /// Only payments to these destinations, counted together.
+    Destinations(DestinationSet),
+}
+
+/// `[[limit]]`: a cap per payment or over a rolling window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitRule {
+    /// Rule tag.
+    pub tag: String,
+    /// Enforce or warn.
+    pub mode: Mode,
+    /// `None` for a per-payment limit; otherwise the rolling window in seconds.
+    pub window_secs: Option<u64>,
+    /// Most msat in one payment (per-payment) or in the window.
+    pub max_amount_msat: Option<u64>,
+    /// Most payments in the window.
+    pub max_count: Option<u64>,
+    /// What the limit counts.
+    pub scope: LimitScope,
+}
+
+/// `quorum = { need = 2, of = [...] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quorum {
+    /// Signatures needed.
+    pub need: usize,
+    /// Admin names that may sign.
+    pub of: Vec<String>,
+}
+
+/// `[[approval]]`: when admins must approve a payment first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// Rule tag.
+    pub tag: String,
+    /// Enforce or warn.
+    pub mode: Mode,
+    /// Matches payments strictly above this amount.
+    pub above_msat: Option<u64>,
+    /// Matches payments to a destination on no allowlist.
+    pub unlisted_destination: bool,
+    /// Who must approve.
+    pub quorum: Quorum,
+    /// How long an approval request stays valid, in seconds.
+    pub expiry_secs: u64,
+}
+
+/// Days of the week, Monday first.
+pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// `[[time_window]]`: when payments (above an amount) may be made, in UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeWindowRule {
+    /// Rule tag.
+    pub tag: String,
+    /// Enforce or warn.
+    pub mode: Mode,
+    /// The rule applies to payments strictly above this amount (all payments if `None`).
+    pub above_msat: Option<u64>,
+    /// Allowed days, indexes into [`WEEKDAYS`].
+    pub days: Vec<u8>,
+    /// Start of the allowed time, minutes after midnight UTC.
+    pub from_minute: u16,
+    /// End of the allowed time (exclusive), minutes after midnight UTC. Earlier than `from`
+    /// means the window runs past midnight.
+    pub to_minute: u16,
+}
+
+/// A whole, validated policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Optional human name.
+    pub name: Option<String>,
+    /// SHA-256 of the file's bytes: what governance signs and every decision carries.
+    pub hash: [u8; 32],
+    /// Admins by name.
+    pub admins: BTreeMap<String, AdminKey>,
+    /// Deny rules, in file order.
+    pub deny: Vec<DenyRule>,
+    /// Allowlists, in file order.
+    pub allow: Vec<AllowRule>,
+    /// Limits, in file order.
+    pub limits: Vec<LimitRule>,
+    /// Time windows, in file order.
+    pub time_windows: Vec<TimeWindowRule>,
+    /// Approval rules, in file order.
+    pub approvals: Vec<ApprovalRule>,
+}
+
+impl Policy {
+    /// The policy hash in hex.
+    pub fn hash_hex(&self) -> String {
+        hex::encode(self.hash)
+    }
+
+    /// Whether `d` is on any allowlist.
+    pub fn is_listed(&self, d: &Destination) -> bool {
+        self.allow.iter().any(|a| a.destinations.contains(d))
+    }
+
+    /// The longest rolling window, which bounds how much velocity history must be kept.
+    pub fn longest_window_secs(&self) -> u64 {
+        self.limits
+            .iter()
+            .filter_map(|l| l.window_secs)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every rule tag, in file order.
+    pub fn tags(&self) -> Vec<&str> {
+        self.deny
+            .iter()
+            .map(|r| r.tag.as_str())
+            .chain(self.allow.iter().map(|r| r.tag.as_str()))
+            .chain(self.limits.iter().map(|r| r.tag.as_str()))
+            .chain(self.time_windows.iter().map(|r| r.tag.as_str()))
+            .chain(self.approvals.iter().map(|r| r.tag.as_str()))
+            .collect()
+    }
+}

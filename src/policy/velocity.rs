@@ -1,0 +1,228 @@
+//! Rolling-window spend counters.
+//!
+//! Spending is counted in one-minute buckets. A window of W seconds at time `now` counts every
+//! bucket that ends after `now - W`, so a payment stays counted for up to one minute longer than
+//! its window, never shorter: the approved sum in any rolling window can never exceed the limit
+//! (the property tests in this module's tests check exactly that). Bucketing keeps the state
+//! bounded (at most `window / 60` buckets per ledger) and a window sum cheap.
+
+use super::model::Destination;
+use std::collections::{HashMap, VecDeque};
+
+/// Width of a bucket in seconds.
+pub const BUCKET_SECS: u64 = 60;
+
+/// One minute of spending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Minutes since the Unix epoch.
+    pub minute: u64,
+    /// Msat approved in this minute.
+    pub amount_msat: u64,
+    /// Payments approved in this minute.
+    pub count: u64,
+}
+
+/// The buckets of one counter, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    buckets: VecDeque<Bucket>,
+}
+
+/// Which counter a ledger is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LedgerKey {
+    /// Everything the node spends.
+    Node,
+    /// One destination.
+    Destination(Destination),
+    /// The destinations of one listed-destination limit, counted together (by rule tag).
+    Group(String),
+}
+
+/// Sum and count over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Msat.
+    pub amount_msat: u64,
+    /// Payments.
+    pub count: u64,
+}
+
+impl Ledger {
+    /// What was spent in the window of `window_secs` ending at `now`.
+    pub fn totals(&self, now: u64, window_secs: u64) -> Totals {
+        let start = now.saturating_sub(window_secs);
+        // A bucket counts while its end ((minute + 1) * 60) is after `start`.
+        let first_minute = start / BUCKET_SECS;
+        let from = self.buckets.partition_point(|b| b.minute < first_minute);
+        let mut t = Totals::default();
+        for b in self.buckets.range(from..) {
+            if b.minute * BUCKET_SECS > now {
+                break;
+            }
+            t.amount_msat = t.amount_msat.saturating_add(b.amount_msat);
+            t.count = t.count.saturating_add(b.count);
+        }
+        t
+    }
+
+    /// The bucket for `now` after adding a payment, without changing the ledger.
+    pub fn bucket_after(&self, now: u64, amount_msat: u64) -> Bucket {
+        let minute = now / BUCKET_SECS;
+        let current = self
+            .buckets
+            .binary_search_by_key(&minute, |b| b.minute)
+            .ok()
+            .map(|i| self.buckets[i])
+            .unwrap_or(Bucket {
+                minute,
+                amount_msat: 0,
+                count: 0,
+            });
+        Bucket {
+            minute,
+            amount_msat: current.amount_msat.saturating_add(amount_msat),
+            count: current.count.saturating_add(1),
+        }
+    }
+
+    /// Put a bucket in place (insert or replace), keeping order.
+    pub fn set(&mut self, bucket: Bucket) {
+        match self
+            .buckets
+            .binary_search_by_key(&bucket.minute, |b| b.minute)
+        {
+            Ok(i) => self.buckets[i] = bucket,
+            Err(i) => self.buckets.insert(i, bucket),
+        }
+    }
+
+    /// Drop buckets that no window of `horizon_secs` can count at `now`; returns their minutes.
+    pub fn compact(&mut self, now: u64, horizon_secs: u64) -> Vec<u64> {
+        let first_minute = now.saturating_sub(horizon_secs) / BUCKET_SECS;
+        let mut dropped = Vec::new();
+        while let Some(b) = self.buckets.front() {
+            if b.minute >= first_minute {
+                break;
+            }
+            dropped.push(b.minute);
+            self.buckets.pop_front();
+        }
+        dropped
+    }
+
+    /// The buckets, oldest first.
+    pub fn buckets(&self) -> impl Iterator<Item = &Bucket> {
+        self.buckets.iter()
+    }
+
+    /// Whether the ledger holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// All counters. Held in memory, persisted bucket by bucket in sled by `store`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VelocityState {
+    ledgers: HashMap<LedgerKey, Ledger>,
+}
+
+/// A change to persist: the new value of one bucket.
+pub type BucketChange = (LedgerKey, Bucket);
+
+impl VelocityState {
+    /// The ledger for `key`, empty if none.
+    pub fn ledger(&self, key: &LedgerKey) -> Option<&Ledger> {
+        self.ledgers.get(key)
+    }
+
+    /// Totals of a ledger over a window; zero for a ledger never written.
+    pub fn totals(&self, key: &LedgerKey, now: u64, window_secs: u64) -> Totals {
+        self.ledgers
+            .get(key)
+            .map(|l| l.totals(now, window_secs))
+            .unwrap_or_default()
+    }
+
+    /// Apply bucket changes (after they were persisted).
+    pub fn apply(&mut self, changes: &[BucketChange]) {
+        for (key, bucket) in changes {
+            self.ledgers.entry(key.clone()).or_default().set(*bucket);
+        }
+    }
+
+    /// Compact every ledger; returns the (ledger, minute) pairs dropped, for the store to delete.
+    pub fn compact(&mut self, now: u64, horizon_secs: u64) -> Vec<(LedgerKey, u64)> {
+        let mut dropped = Vec::new();
+        for (key, ledger) in self.ledgers.iter_mut() {
+            dropped.extend(
+                ledger
+                    .compact(now, horizon_secs)
+                    .into_iter()
+                    .map(|m| (key.clone(), m)),
+            );
+        }
+        self.ledgers.retain(|_, l| !l.is_empty());
+        dropped
+    }
+
+    /// Every ledger, for persistence checks and reports.
+    pub fn ledgers(&self) -> impl Iterator<Item = (&LedgerKey, &Ledger)> {
+        self.ledgers.iter()
+    }
+
+    /// Number of ledgers held.
+    pub fn len(&self) -> usize {
+        self.ledgers.len()
+    }
+
+    /// Whether no ledger is held.
+    pub fn is_empty(&self) -> bool {
+        self.ledgers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_counts_buckets_that_end_inside_it() {
+        let mut l = Ledger::default();
+        l.set(l.bucket_after(0, 5)); // minute 0
+        l.set(l.bucket_after(59, 7)); // minute 0 again
+        l.set(l.bucket_after(3_600, 11)); // minute 60
+        assert_eq!(
+            l.totals(59, 3_600),
+            Totals {
+                amount_msat: 12,
+                count: 2
+            }
+        );
+        // At 3,659 the window starts at 59: minute 0 ends at 60 > 59, still counted.
+        assert_eq!(l.totals(3_659, 3_600).amount_msat, 23);
+        // At 3,660 minute 0 has ended before the window's start.
+        assert_eq!(l.totals(3_660, 3_600).amount_msat, 11);
+    }
+
+    #[test]
+    fn compaction_drops_only_what_no_window_counts() {
+        let mut l = Ledger::default();
+        for m in 0..10u64 {
+            l.set(l.bucket_after(m * 60, 1));
+        }
+        let dropped = l.compact(600, 300);
+        assert_eq!(dropped, vec![0, 1, 2, 3, 4]);
+        assert_eq!(l.totals(600, 300).count, 5);
+    }
+
+    #[test]
+    fn saturates_instead_of_overflowing() {
+        let mut l = Ledger::default();
+        l.set(l.bucket_after(0, u64::MAX));
+        l.set(l.bucket_after(1, u64::MAX));
+        assert_eq!(l.totals(1, 60).amount_msat, u64::MAX);
+    }
+}

@@ -1,0 +1,336 @@
+//! Policy files: the shipped examples load, the reference documents exactly what the parser
+//! accepts, and malformed files are reported with exact line:column and a useful message.
+
+use std::collections::BTreeSet;
+use warden::policy::{load_policy_file, parse_policy, Mode, KNOWN_KEYS};
+
+const ADMINS: &str = r#"version = 1
+[admins]
+alice = { pubkey = "02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828" }
+bob = { pubkey = "02c7710ba1c1b241e450d60cd814109129534559fd714b814baae7ac13849fc436" }
+carol = { pubkey = "022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e" }
+"#;
+
+/// `ADMINS` takes lines 1-5; rules appended start at line 6.
+fn with_admins(rules: &str) -> String {
+    format!("{ADMINS}{rules}")
+}
+
+/// Assert the exact set of errors: (line, column, text the message must contain).
+fn assert_errors(src: &str, expected: &[(usize, usize, &str)]) {
+    let errors = parse_policy(src).expect_err("the file must be rejected");
+    let got: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
+        .collect();
+    assert_eq!(errors.len(), expected.len(), "errors: {got:#?}");
+    for (e, (line, col, text)) in errors.iter().zip(expected) {
+        assert_eq!(
+            (e.line, e.col),
+            (*line, *col),
+            "position of {:?}; all: {got:#?}",
+            e.message
+        );
+        assert!(
+            e.message.contains(text),
+            "message {:?} lacks {text:?}",
+            e.message
+        );
+    }
+}
+
+#[test]
+fn every_shipped_policy_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let p = load_policy_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!p.tags().is_empty(), "{} has no rules", path.display());
+            loaded += 1;
+        }
+    }
+    assert_eq!(loaded, 3, "default, exchange and merchant");
+}
+
+#[test]
+fn the_default_policy_needs_two_of_three_above_one_million_sat() {
+    let p = parse_policy(warden::policy::DEFAULT_POLICY).unwrap();
+    let q = &p.approvals[0];
+    assert_eq!(q.above_msat, Some(1_000_000_000));
+    assert_eq!(q.quorum.need, 2);
+    assert_eq!(q.quorum.of, vec!["alice", "bob", "carol"]);
+    assert_eq!(q.mode, Mode::Enforce);
+}
+
+#[test]
+fn the_reference_documents_exactly_the_keys_the_parser_accepts() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/README.md")).unwrap();
+    let documented: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    let parsed: BTreeSet<String> = KNOWN_KEYS.iter().map(|s| s.to_string()).collect();
+    let undocumented: Vec<_> = parsed.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&parsed).collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys the parser accepts but policy/README.md does not document: {undocumented:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "keys policy/README.md documents but the parser rejects: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_policy_hash_is_the_sha256_of_the_file() {
+    use lightning_signer::bitcoin::hashes::{sha256, Hash};
+    let p = parse_policy(warden::policy::DEFAULT_POLICY).unwrap();
+    assert_eq!(
+        p.hash,
+        sha256::Hash::hash(warden::policy::DEFAULT_POLICY.as_bytes()).to_byte_array()
+    );
+    let q = parse_policy(&format!("{}\n", warden::policy::DEFAULT_POLICY)).unwrap();
+    assert_ne!(p.hash, q.hash, "any byte change is a different policy");
+}
+
+#[test]
+fn bad_01_toml_syntax_error() {
+    assert_errors(
+        "version = 1\n[admins\nalice = 1\n",
+        &[(2, 8, "TOML syntax error")],
+    );
+}
+
+#[test]
+fn bad_02_missing_version() {
+    assert_errors(
+        "name = \"x\"\n",
+        &[(1, 1, "missing `version = 1` at the top of the file")],
+    );
+}
+
+#[test]
+fn bad_03_unsupported_version() {
+    assert_errors(
+        "version = 2\n",
+        &[(
+            1,
+            11,
+            "policy version 2 is not supported; this Warden reads version = 1",
+        )],
+    );
+}
+
+#[test]
+fn bad_04_unknown_top_level_key() {
+    assert_errors(
+        "version = 1\nlimits = 3\n",
+        &[(2, 1, "unknown key `limits` in the top level; allowed keys are: version, name, admins, deny, allowlist, limit, approval, time_window")],
+    );
+}
+
+#[test]
+fn bad_05_unknown_key_in_a_limit() {
+    assert_errors(
+        &with_admins("[[limit]]\ntag = \"cap\"\nwindow = \"1h\"\nmax_amout = \"5 sat\"\n"),
+        &[
+            (6, 1, "[[limit]] \"cap\" limits nothing; add `max_amount` and/or `max_count`"),
+            (9, 1, "unknown key `max_amout` in [[limit]]; allowed keys are: tag, mode, window, max_amount"),
+        ],
+    );
+}
+
+#[test]
+fn bad_06_amount_without_unit() {
+    assert_errors(
+        &with_admins("[[limit]]\ntag = \"cap\"\nwindow = \"1h\"\nmax_amount = 5000000\n"),
+        &[(9, 14, "`max_amount` in [[limit]]: 5000000 has no unit; write it as a string with a unit, e.g. max_amount = \"5000000 sat\"")],
+    );
+}
+
+#[test]
+fn bad_07_negative_amount() {
+    assert_errors(
+        &with_admins("[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_amount = \"-5 sat\"\n"),
+        &[(9, 14, "\"-5 sat\" is negative; amounts are zero or more")],
+    );
+}
+
+#[test]
+fn bad_08_unknown_amount_unit() {
+    assert_errors(
+        &with_admins("[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_amount = \"5 bits\"\n"),
+        &[(9, 14, "unknown unit \"bits\"; use msat, sat or btc")],
+    );
+}
+
+#[test]
+fn bad_09_unknown_admin_in_quorum() {
+    assert_errors(
+        &with_admins("[[approval]]\ntag = \"big\"\nabove = \"1 btc\"\nquorum = { need = 2, of = [\"alice\", \"dave\"] }\n"),
+        &[(9, 37, "unknown admin \"dave\" in the quorum of [[approval]] \"big\"; declare it under [admins] or remove it")],
+    );
+}
+
+#[test]
+fn bad_10_need_above_number_of_admins() {
+    assert_errors(
+        &with_admins("[[approval]]\ntag = \"big\"\nabove = \"1 btc\"\nquorum = { need = 3, of = [\"alice\", \"bob\"] }\n"),
+        &[(9, 19, "`need` in the quorum of [[approval]] \"big\" is 3 but only 2 admins are listed in `of`")],
+    );
+}
+
+#[test]
+fn bad_11_hourly_limit_above_daily_limit() {
+    assert_errors(
+        &with_admins(
+            "[[limit]]\ntag = \"hourly\"\nwindow = \"1h\"\nmax_amount = \"5_000_000 sat\"\n\n[[limit]]\ntag = \"daily\"\nwindow = \"24h\"\nmax_amount = \"2_000_000 sat\"\n",
+        ),
+        &[(9, 14, "limit \"hourly\" allows 5,000,000 sat per 1h, more than limit \"daily\" allows per 24h (2,000,000 sat)")],
+    );
+}
+
+#[test]
+fn bad_12_duplicate_tags() {
+    assert_errors(
+        &with_admins("[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_amount = \"5 sat\"\n[[limit]]\ntag = \"cap\"\nwindow = \"1h\"\nmax_amount = \"50 sat\"\n"),
+        &[(11, 7, "duplicate tag \"cap\" (first used at line 7, column 7); every rule needs its own tag")],
+    );
+}
+
+#[test]
+fn bad_13_admin_key_not_on_the_curve() {
+    assert_errors(
+        "version = 1\n[admins]\nmallory = { pubkey = \"02deadbeef\" }\n",
+        &[(
+            3,
+            22,
+            "`pubkey` of admin \"mallory\" is not a compressed secp256k1 public key",
+        )],
+    );
+}
+
+#[test]
+fn bad_14_time_of_day_not_hh_mm() {
+    assert_errors(
+        &with_admins("[[time_window]]\ntag = \"hours\"\nfrom = \"8am\"\nto = \"20:00\"\n"),
+        &[(8, 8, "\"8am\" is not a time of day; write HH:MM in UTC")],
+    );
+}
+
+#[test]
+fn bad_15_unknown_day() {
+    assert_errors(
+        &with_admins("[[time_window]]\ntag = \"hours\"\ndays = [\"mon\", \"funday\"]\nfrom = \"08:00\"\nto = \"20:00\"\n"),
+        &[(8, 16, "\"funday\" in `days` of [[time_window]] is not a day")],
+    );
+}
+
+#[test]
+fn bad_16_unknown_mode() {
+    assert_errors(
+        &with_admins("[[deny]]\ntag = \"bad\"\nmode = \"block\"\npayees = []\n"),
+        &[(8, 8, "\"block\" is not a mode; use \"enforce\" or \"warn\"")],
+    );
+}
+
+#[test]
+fn bad_17_count_on_a_per_payment_limit() {
+    assert_errors(
+        &with_admins("[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_count = 5\n"),
+        &[(9, 13, "a per-payment limit cannot count payments")],
+    );
+}
+
+#[test]
+fn bad_18_approval_rule_that_never_applies() {
+    assert_errors(
+        &with_admins("[[approval]]\ntag = \"noop\"\nquorum = { need = 1, of = [\"alice\"] }\n"),
+        &[(6, 1, "[[approval]] \"noop\" never applies; set `above` (an amount) and/or `unlisted_destination = true`")],
+    );
+}
+
+#[test]
+fn bad_19_window_not_in_whole_minutes() {
+    assert_errors(
+        &with_admins("[[limit]]\ntag = \"cap\"\nwindow = \"90s\"\nmax_count = 5\n"),
+        &[(
+            8,
+            10,
+            "windows are counted in whole minutes; use e.g. \"2m\"",
+        )],
+    );
+}
+
+#[test]
+fn bad_20_every_error_of_a_file_is_reported_at_once_in_order() {
+    let src = with_admins(concat!(
+        "[[limit]]\n",                               // 6
+        "tag = \"Bad Tag\"\n",                       // 7
+        "window = \"1h\"\n",                         // 8
+        "max_amount = \"1000\"\n",                   // 9
+        "colour = \"red\"\n",                        // 10
+        "[[approval]]\n",                            // 11
+        "tag = \"big\"\n",                           // 12
+        "above = \"1 btc\"\n",                       // 13
+        "quorum = { need = 0, of = [\"alice\"] }\n", // 14
+    ));
+    assert_errors(
+        &src,
+        &[
+            (
+                7,
+                7,
+                "tag \"Bad Tag\" in [[limit]] must be 1 to 64 characters",
+            ),
+            (9, 14, "\"1000\" has no unit"),
+            (10, 1, "unknown key `colour` in [[limit]]"),
+            (
+                14,
+                19,
+                "`need` in the quorum of [[approval]] \"big\" must be at least 1",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn bad_21_approval_without_quorum() {
+    assert_errors(
+        &with_admins("[[approval]]\ntag = \"big\"\nabove = \"1 btc\"\n"),
+        &[(6, 1, "[[approval]] \"big\" is missing `quorum`")],
+    );
+}
+
+#[test]
+fn bad_22_payee_that_is_not_a_node_id() {
+    assert_errors(
+        &with_admins("[[allowlist]]\ntag = \"friends\"\npayees = [\"not-a-node\"]\n"),
+        &[(
+            8,
+            11,
+            "\"not-a-node\" in `payees` of [[allowlist]] is not a node id",
+        )],
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_reported_with_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, b"version = 1\nname = \"\xff\"\n").unwrap();
+    let msg = load_policy_file(&path).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "{}:1:1: the file is not UTF-8 text",
+            path.display()
+        )),
+        "{msg}"
+    );
+}
