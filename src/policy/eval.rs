@@ -80,11 +80,14 @@ impl PaymentRequest {
         }
     }
 
-    /// The total amount, saturating.
+    /// The total amount, saturating at `u64::MAX` (for records and display).
     pub fn amount_msat(&self) -> u64 {
-        self.outputs
-            .iter()
-            .fold(0u64, |acc, (_, v)| acc.saturating_add(*v))
+        u64::try_from(self.total_msat_wide()).unwrap_or(u64::MAX)
+    }
+
+    /// The exact total: limits compare against this, so no sum can wrap below a limit.
+    pub fn total_msat_wide(&self) -> u128 {
+        self.outputs.iter().map(|(_, v)| u128::from(*v)).sum()
     }
 
     /// A digest that names this exact payment: kind, hash, every destination and amount.
@@ -211,7 +214,7 @@ pub fn evaluate(
         Mode::Enforce => objections.push(hit),
         Mode::Warn => warnings.push(hit),
     };
-    let total = req.amount_msat();
+    let total = req.total_msat_wide();
 
     // 1. Deny rules.
     for rule in &policy.deny {
@@ -238,19 +241,26 @@ pub fn evaluate(
         }
         applied_limits.push(limit.tag.clone());
         // (subject, amount of this payment counted by the limit, ledger)
-        let subjects: Vec<(String, u64, LedgerKey)> = match &limit.scope {
+        let subjects: Vec<(String, u128, LedgerKey)> = match &limit.scope {
             LimitScope::Node => vec![("".into(), total, LedgerKey::Node)],
             LimitScope::EachDestination => req
                 .outputs
                 .iter()
-                .map(|(d, v)| (format!(" to {d}"), *v, LedgerKey::Destination(d.clone())))
+                .map(|(d, v)| {
+                    (
+                        format!(" to {d}"),
+                        u128::from(*v),
+                        LedgerKey::Destination(d.clone()),
+                    )
+                })
                 .collect(),
             LimitScope::Destinations(set) => {
-                let amount = req
+                let amount: u128 = req
                     .outputs
                     .iter()
                     .filter(|(d, _)| set.contains(d))
-                    .fold(0u64, |a, (_, v)| a.saturating_add(*v));
+                    .map(|(_, v)| u128::from(*v))
+                    .sum();
                 vec![(
                     " to its listed destinations".into(),
                     amount,
@@ -262,7 +272,7 @@ pub fn evaluate(
             match limit.window_secs {
                 None => {
                     if let Some(max) = limit.max_amount_msat {
-                        if amount > max {
+                        if amount > u128::from(max) {
                             let reason = format!(
                                 "rule {}: this payment of {}{subject} is above the per-payment limit of {}",
                                 limit.tag,
@@ -283,8 +293,8 @@ pub fn evaluate(
                 Some(window) => {
                     let spent = state.totals(&key, now, window);
                     if let Some(max) = limit.max_amount_msat {
-                        let would = spent.amount_msat.saturating_add(amount);
-                        if would > max {
+                        let would = spent.amount_msat + amount;
+                        if would > u128::from(max) {
                             let reason = format!(
                                 "rule {}: {} would be spent{subject} in the last {}; the limit is {}",
                                 limit.tag,
@@ -328,7 +338,10 @@ pub fn evaluate(
     // 3. Time windows.
     let (weekday, minute) = weekday_and_minute(now);
     for tw in &policy.time_windows {
-        if tw.above_msat.is_some_and(|above| total <= above) {
+        if tw
+            .above_msat
+            .is_some_and(|above| total <= u128::from(above))
+        {
             continue;
         }
         let in_time = if tw.from_minute < tw.to_minute {
@@ -366,7 +379,7 @@ pub fn evaluate(
     let listed = req.outputs.iter().all(|(d, _)| policy.is_listed(d));
     let mut quorum_hits: Vec<&ApprovalRule> = Vec::new();
     for rule in &policy.approvals {
-        let above = rule.above_msat.is_some_and(|a| total > a);
+        let above = rule.above_msat.is_some_and(|a| total > u128::from(a));
         let unlisted = rule.unlisted_destination && !listed;
         if !(above || unlisted) {
             continue;

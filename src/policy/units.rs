@@ -61,9 +61,11 @@ pub fn parse_amount(text: &str) -> Result<u64, String> {
 }
 
 /// Render millisatoshis as an operator reads them: `1,250,000 sat`, or `1,250,000.5 sat`.
-pub fn format_msat(msat: u64) -> String {
-    let sat = msat / MSAT_PER_SAT;
-    let rem = msat % MSAT_PER_SAT;
+/// Takes `u128` so that sums beyond `u64::MAX` (which the evaluator can form) print exactly.
+pub fn format_msat(msat: impl Into<u128>) -> String {
+    let msat: u128 = msat.into();
+    let sat = msat / u128::from(MSAT_PER_SAT);
+    let rem = msat % u128::from(MSAT_PER_SAT);
     let mut s = group_thousands(sat);
     if rem != 0 {
         let frac = format!("{rem:03}");
@@ -75,7 +77,8 @@ pub fn format_msat(msat: u64) -> String {
 }
 
 /// `1234567` → `1,234,567`.
-pub fn group_thousands(n: u64) -> String {
+pub fn group_thousands(n: impl Into<u128>) -> String {
+    let n: u128 = n.into();
     let raw = n.to_string();
     let mut out = String::with_capacity(raw.len() + raw.len() / 3);
     for (i, c) in raw.chars().enumerate() {
@@ -190,11 +193,15 @@ mod tests {
 
     #[test]
     fn formats_msat_for_people() {
-        assert_eq!(format_msat(1_250_000_000), "1,250,000 sat");
-        assert_eq!(format_msat(1_500), "1.5 sat");
-        assert_eq!(format_msat(7), "0.007 sat");
-        assert_eq!(format_msat(0), "0 sat");
+        assert_eq!(format_msat(1_250_000_000u64), "1,250,000 sat");
+        assert_eq!(format_msat(1_500u64), "1.5 sat");
+        assert_eq!(format_msat(7u64), "0.007 sat");
+        assert_eq!(format_msat(0u64), "0 sat");
         assert_eq!(format_msat(u64::MAX), "18,446,744,073,709,551.615 sat");
+        assert_eq!(
+            format_msat(u128::from(u64::MAX) + 1),
+            "18,446,744,073,709,551.616 sat"
+        );
     }
 
     #[test]

@@ -43,8 +43,8 @@ pub enum LedgerKey {
 /// Sum and count over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Msat.
-    pub amount_msat: u64,
+    /// Msat; wide, so that a sum of buckets can never wrap or saturate below a limit.
+    pub amount_msat: u128,
     /// Payments.
     pub count: u64,
 }
@@ -61,7 +61,7 @@ impl Ledger {
             if b.minute * BUCKET_SECS > now {
                 break;
             }
-            t.amount_msat = t.amount_msat.saturating_add(b.amount_msat);
+            t.amount_msat += u128::from(b.amount_msat);
             t.count = t.count.saturating_add(b.count);
         }
         t
@@ -223,6 +223,7 @@ mod tests {
         let mut l = Ledger::default();
         l.set(l.bucket_after(0, u64::MAX));
         l.set(l.bucket_after(1, u64::MAX));
-        assert_eq!(l.totals(1, 60).amount_msat, u64::MAX);
+        assert_eq!(l.bucket_after(1, 1).amount_msat, u64::MAX);
+        assert_eq!(l.totals(1, 60).amount_msat, u128::from(u64::MAX));
     }
 }

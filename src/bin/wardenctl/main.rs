@@ -1,11 +1,16 @@
 //! wardenctl: the operator's and admins' command line.
 
+mod policy;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use warden::config::ConfigArgs;
 use warden::hsm::Hsm;
 
-/// Administer a Warden signer: set up its HSM keys and inspect them.
+/// Administer a Warden signer: set up its HSM keys, inspect them, and check policy files.
+///
+/// Exit codes: 0 success, 1 failure (the message says why; for `policy check`, the file has
+/// problems), 2 usage error.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -24,6 +29,11 @@ enum Command {
     Hsm {
         #[command(subcommand)]
         command: HsmCommand,
+    },
+    /// Check, explain and simulate policy files.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
 }
 
@@ -48,14 +58,19 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(cli) {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Policy { command } => policy::run(command),
         Command::Init { config } => {
             let config = config.resolve()?;
             let hsm = Hsm::open(&config.hsm)?;
@@ -69,7 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  sealed seed:  {}", report.sealed_seed_path.display());
             println!("  audit key:    {}", report.audit_public_key);
             println!("  node id:      {node_id} ({} network)", config.network);
-            Ok(())
+            Ok(0)
         }
         Command::Hsm {
             command: HsmCommand::Status { config, json },
@@ -79,7 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let status = hsm.status()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
-                return Ok(());
+                return Ok(0);
             }
             println!("module:  {}", status.module.display());
             println!("library: {}", status.library);
@@ -106,7 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .unwrap_or_default()
                 );
             }
-            Ok(())
+            Ok(0)
         }
     }
 }
