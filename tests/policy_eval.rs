@@ -289,9 +289,9 @@ fn every_objecting_rule_is_named_in_a_refusal() {
 #[test]
 fn onchain_spends_are_limited_per_address_and_in_total() {
     let addr = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
-    let p = policy(&format!(
+    let p = policy(
         "[[deny]]\ntag = \"bad-addr\"\naddresses = [\"1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2\"]\n[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_amount = \"1000 sat\"\n"
-    ));
+    );
     let ok = PaymentRequest::onchain(vec![
         (addr.into(), 600 * SAT),
         (

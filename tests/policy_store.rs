@@ -123,3 +123,15 @@ fn old_buckets_are_compacted_on_disk_and_in_memory() {
         "compaction reached the disk: {reloaded:?}"
     );
 }
+
+#[test]
+fn a_second_open_while_the_first_is_live_fails_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let msg = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(msg.contains("cannot open the state database in"), "{msg}");
+    assert!(
+        msg.contains("is another wardend running on this data directory?"),
+        "{msg}"
+    );
+}

@@ -194,6 +194,23 @@ fn hhmm(m: u16) -> String {
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
+/// Who a limit counted, for the refusal sentence.
+enum Subject<'a> {
+    Node,
+    Destination(&'a Destination),
+    Group,
+}
+
+impl std::fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Node => Ok(()),
+            Subject::Destination(d) => write!(f, " to {d}"),
+            Subject::Group => f.write_str(" to its listed destinations"),
+        }
+    }
+}
+
 fn limit_applies(limit: &LimitRule, req: &PaymentRequest) -> bool {
     match &limit.scope {
         LimitScope::Node | LimitScope::EachDestination => true,
@@ -240,15 +257,16 @@ pub fn evaluate(
             continue;
         }
         applied_limits.push(limit.tag.clone());
-        // (subject, amount of this payment counted by the limit, ledger)
-        let subjects: Vec<(String, u128, LedgerKey)> = match &limit.scope {
-            LimitScope::Node => vec![("".into(), total, LedgerKey::Node)],
+        // (who is counted, amount of this payment counted by the limit, ledger); the subject's
+        // text is only built when the rule objects, keeping the approval path allocation-light.
+        let subjects: Vec<(Subject, u128, LedgerKey)> = match &limit.scope {
+            LimitScope::Node => vec![(Subject::Node, total, LedgerKey::Node)],
             LimitScope::EachDestination => req
                 .outputs
                 .iter()
                 .map(|(d, v)| {
                     (
-                        format!(" to {d}"),
+                        Subject::Destination(d),
                         u128::from(*v),
                         LedgerKey::Destination(d.clone()),
                     )
@@ -261,11 +279,7 @@ pub fn evaluate(
                     .filter(|(d, _)| set.contains(d))
                     .map(|(_, v)| u128::from(*v))
                     .sum();
-                vec![(
-                    " to its listed destinations".into(),
-                    amount,
-                    LedgerKey::Group(limit.tag.clone()),
-                )]
+                vec![(Subject::Group, amount, LedgerKey::Group(limit.tag.clone()))]
             }
         };
         for (subject, amount, key) in subjects {

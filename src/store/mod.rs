@@ -93,6 +93,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// sled reports a held file lock as an I/O error whose message names it (its kind is not
+/// always `WouldBlock`).
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 const V: u8 = b'v';
 const D: u8 = b'd';
 
@@ -140,15 +146,39 @@ fn bucket_key(key: &LedgerKey, minute: u64) -> Vec<u8> {
 
 impl Store {
     /// Open (or create) the database in `dir`.
+    ///
+    /// sled's background flusher is off: Warden flushes explicitly before every answer, and
+    /// without the thread the file lock is released as soon as the last handle is dropped. A
+    /// lock still held (a previous wardend that is exiting) is retried for up to two seconds,
+    /// then reported as another process using the directory.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| StoreError::Open {
-                path: dir.display().to_string(),
-                detail: e.to_string(),
-            })?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .flush_every_ms(None)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if is_lock_held(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(sled::Error::Io(e)) if is_lock_held(&e) => {
+                    return Err(StoreError::Open {
+                        path: dir.display().to_string(),
+                        detail: "another process holds its lock (is another wardend running on this data directory?)"
+                            .into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(StoreError::Open {
+                        path: dir.display().to_string(),
+                        detail: e.to_string(),
+                    })
+                }
+            }
+        };
         let policy = db.open_tree("policy").map_err(io("open tree"))?;
         Ok(Store { db, policy })
     }
