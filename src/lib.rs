@@ -22,7 +22,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod approval;
+pub mod clock;
 pub mod config;
+pub mod core;
+pub mod events;
 pub mod fsutil;
 pub mod hsm;
 pub mod policy;

@@ -25,7 +25,10 @@ pub enum AdminKey {
 }
 
 /// A destination a rule can name: a Lightning payee or an on-chain address.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Destination {
     /// A payee's node id, compressed public key in lowercase hex.
     Node(String),

@@ -124,3 +124,5 @@ pub fn bin_path(name: &str) -> PathBuf {
         other => panic!("unknown binary {other}"),
     }
 }
+
+pub mod api;

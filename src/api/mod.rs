@@ -1,0 +1,493 @@
+//! The admin API: tonic over mutual TLS 1.3 (see [`tls`]), bounded message sizes, a rate limit
+//! per client certificate, and authentication failures counted and announced.
+//!
+//! Being connected authorizes nothing by itself: approvals and rejections carry admin
+//! signatures that [`crate::approval`] verifies against the policy.
+
+pub mod limits;
+pub mod tls;
+
+/// Generated from `proto/warden.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("warden.v1");
+}
+
+use crate::approval::{ApprovalError, ApprovalRecord, Decision, RequestState, SignatureFormat};
+use crate::core::Core;
+use crate::events::{Event, EventKind};
+use crate::policy::units::format_duration;
+use crate::policy::{LedgerKey, LimitScope};
+use futures::Stream;
+use lightning_signer::bitcoin::hashes::{sha256, Hash};
+use limits::{AuthFailures, RateLimiter};
+use proto::warden_server::{Warden, WardenServer};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+/// Admin API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// TLS; `None` only for the explicit loopback development mode.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Sustained requests per minute per client certificate.
+    pub rate_per_minute: u32,
+    /// Burst per client certificate.
+    pub burst: u32,
+    /// Largest request or response message, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl ApiConfig {
+    /// Defaults: 120 requests a minute with a burst of 30, 64 KiB messages.
+    pub fn with_tls(tls: Arc<rustls::ServerConfig>) -> Self {
+        ApiConfig {
+            tls: Some(tls),
+            rate_per_minute: 120,
+            burst: 30,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    core: Arc<Core>,
+    limiter: Arc<RateLimiter>,
+    auth: Arc<AuthFailures>,
+}
+
+fn to_status(e: ApprovalError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ApprovalError::NotFound(_) => Status::not_found(msg),
+        ApprovalError::NotPending { .. }
+        | ApprovalError::Expired { .. }
+        | ApprovalError::PolicyChanged { .. }
+        | ApprovalError::AlreadySigned { .. } => Status::failed_precondition(msg),
+        ApprovalError::UnknownAdmin(_)
+        | ApprovalError::NotInQuorum { .. }
+        | ApprovalError::BadSignature { .. }
+        | ApprovalError::WrongFormat { .. } => Status::permission_denied(msg),
+        ApprovalError::Tampered { .. } => Status::data_loss(msg),
+        ApprovalError::Store(_) => Status::unavailable(msg),
+    }
+}
+
+fn state_proto(s: RequestState) -> proto::RequestState {
+    match s {
+        RequestState::Pending => proto::RequestState::Pending,
+        RequestState::Approved => proto::RequestState::Approved,
+        RequestState::Rejected => proto::RequestState::Rejected,
+        RequestState::Expired => proto::RequestState::Expired,
+        RequestState::Consumed => proto::RequestState::Consumed,
+    }
+}
+
+fn format_proto(f: SignatureFormat) -> proto::SignatureFormat {
+    match f {
+        SignatureFormat::Bip340 => proto::SignatureFormat::Bip340,
+        SignatureFormat::BitcoinMessage => proto::SignatureFormat::BitcoinMessage,
+    }
+}
+
+/// A record as the API shows it, with its state at `now` and what admins must sign.
+pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
+    proto::ApprovalRequest {
+        id: r.id.clone(),
+        state: state_proto(r.state_at(now)) as i32,
+        kind: r.kind.clone(),
+        payment_hash: hex::decode(&r.payment_hash).unwrap_or_default(),
+        amount_msat: r.amount_msat(),
+        destinations: r.outputs.iter().map(|(d, _)| d.to_string()).collect(),
+        description: r.description.clone().unwrap_or_default(),
+        rule_tag: r.rule_tag.clone(),
+        tags: r.tags.clone(),
+        need: r.need as u32,
+        of: r.of.clone(),
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        policy_hash: r.policy_hash.clone(),
+        request_digest: hex::decode(&r.request_digest).unwrap_or_default(),
+        signatures: r
+            .signatures
+            .iter()
+            .map(|s| proto::AdminSignature {
+                admin: s.admin.clone(),
+                decision: s.decision.as_str().into(),
+                format: format_proto(s.format) as i32,
+                signature: hex::decode(&s.signature).unwrap_or_default(),
+                signed_at: s.signed_at,
+                reason: s.reason.clone().unwrap_or_default(),
+            })
+            .collect(),
+        invoice: r.invoice.clone().unwrap_or_default(),
+        approval_digest: r.digest(Decision::Approve).to_vec(),
+        approval_text: r.text(Decision::Approve),
+        reject_digest: r.digest(Decision::Reject).to_vec(),
+        reject_text: r.text(Decision::Reject),
+    }
+}
+
+/// An event as the API shows it.
+pub fn event_proto(e: &Event) -> proto::Event {
+    let kind = match e.kind {
+        EventKind::RequestCreated => proto::EventKind::RequestCreated,
+        EventKind::RequestSigned => proto::EventKind::RequestSigned,
+        EventKind::RequestApproved => proto::EventKind::RequestApproved,
+        EventKind::RequestRejected => proto::EventKind::RequestRejected,
+        EventKind::RequestExpired => proto::EventKind::RequestExpired,
+        EventKind::PaymentApproved => proto::EventKind::PaymentApproved,
+        EventKind::PaymentRefused => proto::EventKind::PaymentRefused,
+        EventKind::LimitWarning => proto::EventKind::LimitWarning,
+        EventKind::Recovery => proto::EventKind::Recovery,
+        EventKind::Hsm => proto::EventKind::Hsm,
+        EventKind::NodeConnection => proto::EventKind::NodeConnection,
+        EventKind::AuthFailure => proto::EventKind::AuthFailure,
+        EventKind::Policy => proto::EventKind::Policy,
+    };
+    proto::Event {
+        seq: e.seq,
+        time: e.time,
+        kind: kind as i32,
+        request_id: e.request_id.clone(),
+        tags: e.tags.clone(),
+        message: e.message.clone(),
+        amount_msat: e.amount_msat,
+    }
+}
+
+impl AdminService {
+    /// A service over `core`.
+    pub fn new(core: Arc<Core>, config: &ApiConfig) -> Self {
+        AdminService {
+            core,
+            limiter: Arc::new(RateLimiter::new(config.rate_per_minute, config.burst)),
+            auth: Arc::new(AuthFailures::default()),
+        }
+    }
+
+    /// Handshake failures are counted here.
+    pub fn auth_failures(&self) -> Arc<AuthFailures> {
+        self.auth.clone()
+    }
+
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let client = req
+            .peer_certs()
+            .and_then(|certs| {
+                certs
+                    .first()
+                    .map(|c| sha256::Hash::hash(c.as_ref()).to_byte_array())
+            })
+            .unwrap_or([0u8; 32]);
+        if self.limiter.admit(client) {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(
+                "rate limit reached for this client certificate; wait and retry (admin.rate_per_minute, admin.burst)",
+            ))
+        }
+    }
+
+    fn decide(
+        &self,
+        req: proto::DecisionRequest,
+        decision: Decision,
+    ) -> Result<Response<proto::DecisionResponse>, Status> {
+        let format = match proto::SignatureFormat::try_from(req.format) {
+            Ok(proto::SignatureFormat::Bip340) => SignatureFormat::Bip340,
+            Ok(proto::SignatureFormat::BitcoinMessage) => SignatureFormat::BitcoinMessage,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "format must be BIP340 or BITCOIN_MESSAGE",
+                ))
+            }
+        };
+        if req.id.is_empty() || req.admin.is_empty() || req.signature.is_empty() {
+            return Err(Status::invalid_argument(
+                "id, admin and signature are required",
+            ));
+        }
+        if req.reason.len() > 1_000 {
+            return Err(Status::invalid_argument("reason is limited to 1,000 bytes"));
+        }
+        let now = self.core.clock.now();
+        let policy = self.core.policy().policy;
+        let reason = (!req.reason.is_empty()).then(|| req.reason.clone());
+        let out = self
+            .core
+            .approvals
+            .sign(
+                &req.id,
+                &req.admin,
+                decision,
+                format,
+                &req.signature,
+                reason,
+                &policy,
+                now,
+            )
+            .map_err(to_status)?;
+        let kind = match (out.decided, out.record.state) {
+            (true, RequestState::Approved) => EventKind::RequestApproved,
+            (true, RequestState::Rejected) => EventKind::RequestRejected,
+            _ => EventKind::RequestSigned,
+        };
+        self.core.events.emit(
+            now,
+            kind,
+            &out.record.id,
+            &out.record.tags,
+            out.message.clone(),
+            out.record.amount_msat(),
+        );
+        Ok(Response::new(proto::DecisionResponse {
+            request: Some(record_proto(&out.record, now)),
+            message: out.message,
+        }))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Warden for AdminService {
+    async fn list_pending(
+        &self,
+        request: Request<proto::ListPendingRequest>,
+    ) -> Result<Response<proto::ListPendingResponse>, Status> {
+        self.admit(&request)?;
+        let now = self.core.clock.now();
+        let list = self
+            .core
+            .approvals
+            .list_pending(now)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(proto::ListPendingResponse {
+            requests: list.iter().map(|r| record_proto(r, now)).collect(),
+        }))
+    }
+
+    async fn get_request(
+        &self,
+        request: Request<proto::GetRequestRequest>,
+    ) -> Result<Response<proto::ApprovalRequest>, Status> {
+        self.admit(&request)?;
+        let id = request.into_inner().id;
+        let r = self.core.approvals.get(&id).map_err(to_status)?;
+        Ok(Response::new(record_proto(&r, self.core.clock.now())))
+    }
+
+    async fn approve(
+        &self,
+        request: Request<proto::DecisionRequest>,
+    ) -> Result<Response<proto::DecisionResponse>, Status> {
+        self.admit(&request)?;
+        self.decide(request.into_inner(), Decision::Approve)
+    }
+
+    async fn reject(
+        &self,
+        request: Request<proto::DecisionRequest>,
+    ) -> Result<Response<proto::DecisionResponse>, Status> {
+        self.admit(&request)?;
+        self.decide(request.into_inner(), Decision::Reject)
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.admit(&request)?;
+        use tokio_stream::StreamExt;
+        let rx = self.core.events.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(|item| match item {
+            Ok(e) => Ok(event_proto(&e)),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Ok(proto::Event {
+                    message: format!("this watcher fell behind and missed {n} events"),
+                    ..Default::default()
+                })
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        self.admit(&request)?;
+        let now = self.core.clock.now();
+        let loaded = self.core.policy();
+        let windows = self.core.with_engine(|engine| {
+            let state = engine.state();
+            loaded
+                .policy
+                .limits
+                .iter()
+                .filter_map(|l| {
+                    let w = l.window_secs?;
+                    let totals = match &l.scope {
+                        LimitScope::Node => state.totals(&LedgerKey::Node, now, w),
+                        LimitScope::Destinations(_) => {
+                            state.totals(&LedgerKey::Group(l.tag.clone()), now, w)
+                        }
+                        LimitScope::EachDestination => state
+                            .ledgers()
+                            .filter(|(k, _)| matches!(k, LedgerKey::Destination(_)))
+                            .map(|(_, ledger)| ledger.totals(now, w))
+                            .max_by_key(|t| t.amount_msat)
+                            .unwrap_or_default(),
+                    };
+                    Some(proto::WindowUsage {
+                        tag: l.tag.clone(),
+                        window: format_duration(w),
+                        scope: match &l.scope {
+                            LimitScope::Node => "node".into(),
+                            LimitScope::EachDestination => "busiest destination".into(),
+                            LimitScope::Destinations(_) => "listed destinations".into(),
+                        },
+                        used_msat: u64::try_from(totals.amount_msat).unwrap_or(u64::MAX),
+                        limit_msat: l.max_amount_msat.unwrap_or(0),
+                        used_count: totals.count,
+                        limit_count: l.max_count.unwrap_or(0),
+                    })
+                })
+                .collect()
+        });
+        let pending = self
+            .core
+            .approvals
+            .list_pending(now)
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .len() as u32;
+        Ok(Response::new(proto::StatusResponse {
+            node_id: self
+                .core
+                .node_id
+                .read()
+                .map(|s| s.clone())
+                .unwrap_or_default(),
+            policy_hash: loaded.policy.hash_hex(),
+            policy_name: loaded.policy.name.clone().unwrap_or_default(),
+            windows,
+            pending,
+            node_connection: self
+                .core
+                .node_connection
+                .read()
+                .map(|s| s.clone())
+                .unwrap_or_default(),
+            time: now,
+            auth_failures: self.auth.total(),
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<proto::GetPolicyRequest>,
+    ) -> Result<Response<proto::GetPolicyResponse>, Status> {
+        self.admit(&request)?;
+        let loaded = self.core.policy();
+        Ok(Response::new(proto::GetPolicyResponse {
+            policy_hash: loaded.policy.hash_hex(),
+            name: loaded.policy.name.clone().unwrap_or_default(),
+            text: loaded.text,
+        }))
+    }
+}
+
+/// Serve the admin API on `listener` until `shutdown` resolves. TLS handshakes run in their own
+/// tasks (with a 10 s limit), so a slow or hostile client never holds up the others; every
+/// failed handshake is counted and repeated failures are announced.
+pub async fn serve(
+    core: Arc<Core>,
+    config: ApiConfig,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let service = AdminService::new(core.clone(), &config);
+    let auth = service.auth_failures();
+    let svc = WardenServer::new(service)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes.max(1 << 20));
+    let server = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(32)
+        .timeout(Duration::from_secs(30))
+        .add_service(svc);
+    match config.tls {
+        None => {
+            tracing::warn!(addr = ?listener.local_addr().ok(), "admin API serving WITHOUT TLS (loopback development mode)");
+            server
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shutdown,
+                )
+                .await
+        }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+            >(64);
+            let accept_loop = tokio::spawn(async move {
+                loop {
+                    let (tcp, peer) = match listener.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "admin API accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    let auth = auth.clone();
+                    let core = core.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(tls)) => {
+                                let _ = tx.send(Ok(tls)).await;
+                            }
+                            Ok(Err(e)) => auth.record(
+                                &peer_text(peer),
+                                &e.to_string(),
+                                &core.events,
+                                core.clock.now(),
+                            ),
+                            Err(_) => auth.record(
+                                &peer_text(peer),
+                                "handshake timed out",
+                                &core.events,
+                                core.clock.now(),
+                            ),
+                        }
+                    });
+                }
+            });
+            let result = server
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                    shutdown,
+                )
+                .await;
+            accept_loop.abort();
+            result
+        }
+    }
+}
+
+fn peer_text(peer: SocketAddr) -> String {
+    peer.to_string()
+}

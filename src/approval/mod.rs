@@ -1,0 +1,262 @@
+//! Quorum approvals: a payment held by an approval rule pays only after enough admins have
+//! *signed* it.
+//!
+//! An approval is a signature, not a session. Each admin holds a secp256k1 key (or a Bitcoin
+//! address, for hardware wallets) declared in the policy; wardend verifies every signature
+//! itself, when it is submitted and again when the payment finally uses it. A compromised relay
+//! or database can therefore delay or drop approvals but never forge one: the signatures cover
+//! the request id, the payment hash, the amount, the payee, the policy hash, the expiry and the
+//! decision, and the keys come from the policy in force, not from the database.
+//!
+//! ## The canonical approval digest
+//! ```text
+//! sha256( "warden/approval/v1"
+//!       || u32be(len(id)) || id
+//!       || payment_hash            (32 bytes; zeros on-chain)
+//!       || u64be(amount_msat)
+//!       || u32be(len(payee)) || payee
+//!       || policy_hash             (32 bytes)
+//!       || u64be(expires_at)       (Unix seconds)
+//!       || u32be(len(decision)) || decision )   -- "approve" or "reject"
+//! ```
+//! `payee` is the request's destinations as `node <id>` / `address <addr>`, each followed by
+//! `=<msat>`, joined by `,`. Admins with a public key sign this digest with BIP-340 Schnorr.
+//! Admins with an address sign [`approval_text`] (which contains the digest) as a Bitcoin
+//! signed message.
+
+pub mod keys;
+mod store;
+mod verify;
+
+pub use store::{
+    payee_field, ApprovalConfig, ApprovalOutcome, ApprovalRecord, ApprovalStore, RequestState,
+    StoredSignature,
+};
+pub use verify::{bitcoin_message_signer_matches, verify_admin_signature, SignatureFormat};
+
+use crate::policy::units::format_msat;
+use crate::store::StoreError;
+use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
+
+/// An admin's decision on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Let the payment proceed.
+    Approve,
+    /// Refuse it.
+    Reject,
+}
+
+impl Decision {
+    /// "approve" or "reject", as signed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+/// The fields an approval signature covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalFields<'a> {
+    /// Request id.
+    pub id: &'a str,
+    /// Payment hash (zeros on-chain).
+    pub payment_hash: [u8; 32],
+    /// Total amount.
+    pub amount_msat: u64,
+    /// Destinations with amounts, see the module docs.
+    pub payee: String,
+    /// The policy the request was made under.
+    pub policy_hash: [u8; 32],
+    /// Expiry, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// The digest an admin signs (BIP-340) for `decision`.
+pub fn approval_digest(f: &ApprovalFields, decision: Decision) -> [u8; 32] {
+    let mut e = sha256::Hash::engine();
+    e.input(b"warden/approval/v1");
+    let var = |e: &mut sha256::HashEngine, b: &[u8]| {
+        e.input(&(b.len() as u32).to_be_bytes());
+        e.input(b);
+    };
+    var(&mut e, f.id.as_bytes());
+    e.input(&f.payment_hash);
+    e.input(&f.amount_msat.to_be_bytes());
+    var(&mut e, f.payee.as_bytes());
+    e.input(&f.policy_hash);
+    e.input(&f.expires_at.to_be_bytes());
+    var(&mut e, decision.as_str().as_bytes());
+    sha256::Hash::from_engine(e).to_byte_array()
+}
+
+/// The human-readable text a hardware-wallet admin signs as a Bitcoin message. It shows what
+/// the admin is approving and ends with the digest, so the text and the digest cannot disagree.
+pub fn approval_text(f: &ApprovalFields, decision: Decision) -> String {
+    format!(
+        "Warden approval\ndecision: {}\nrequest: {}\namount: {} ({} msat)\npayee: {}\npayment hash: {}\nexpires: {} ({})\npolicy: {}\ndigest: {}",
+        decision.as_str(),
+        f.id,
+        format_msat(f.amount_msat),
+        f.amount_msat,
+        f.payee,
+        hex::encode(f.payment_hash),
+        crate::clock::format_utc(f.expires_at),
+        f.expires_at,
+        hex::encode(f.policy_hash),
+        hex::encode(approval_digest(f, decision))
+    )
+}
+
+/// Why an approval was not accepted, or a held payment may not proceed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// No such request.
+    #[error("no approval request with id {0}; list open requests with `wardenctl pending`")]
+    NotFound(String),
+    /// The request is no longer pending.
+    #[error("request {id} is {state}; there is nothing left to sign")]
+    NotPending {
+        /// The request.
+        id: String,
+        /// Its state.
+        state: String,
+    },
+    /// The request expired.
+    #[error("request {id} expired at {at}; the payment must be retried to open a new request")]
+    Expired {
+        /// The request.
+        id: String,
+        /// When it expired, formatted.
+        at: String,
+    },
+    /// The policy changed since the request was made.
+    #[error("request {id} was made under policy {request_policy}, but policy {current_policy} is now in force; approvals are bound to their policy: retry the payment to open a new request")]
+    PolicyChanged {
+        /// The request.
+        id: String,
+        /// The request's policy hash.
+        request_policy: String,
+        /// The current policy hash.
+        current_policy: String,
+    },
+    /// The admin is not in the policy.
+    #[error(
+        "admin \"{0}\" is not declared in the policy's [admins]; only declared admins can sign"
+    )]
+    UnknownAdmin(String),
+    /// The admin is declared but not in this rule's quorum.
+    #[error("admin \"{admin}\" is not in the quorum of rule {rule} ({of}); their signature cannot count")]
+    NotInQuorum {
+        /// The admin.
+        admin: String,
+        /// The approval rule.
+        rule: String,
+        /// Who is in its quorum.
+        of: String,
+    },
+    /// The admin signed this request before.
+    #[error("admin \"{admin}\" has already signed request {id}; the same admin cannot count twice: another admin must sign")]
+    AlreadySigned {
+        /// The admin.
+        admin: String,
+        /// The request.
+        id: String,
+    },
+    /// The signature does not verify.
+    #[error("the {format} signature from admin \"{admin}\" does not verify over request {id}'s {decision} digest: it was made for another request or decision, or with another key")]
+    BadSignature {
+        /// The admin.
+        admin: String,
+        /// The request.
+        id: String,
+        /// The format used.
+        format: &'static str,
+        /// The decision.
+        decision: &'static str,
+    },
+    /// The format does not match how the admin is declared.
+    #[error(
+        "admin \"{admin}\" is declared with {declared}, so approvals from them must be {expected}"
+    )]
+    WrongFormat {
+        /// The admin.
+        admin: String,
+        /// "a public key" or "an address".
+        declared: &'static str,
+        /// The format expected.
+        expected: &'static str,
+    },
+    /// Stored data no longer verifies: the database was changed behind Warden's back.
+    #[error("the stored approvals of request {id} do not verify ({detail}); the approval database was altered. The payment is refused")]
+    Tampered {
+        /// The request.
+        id: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> ApprovalFields<'static> {
+        ApprovalFields {
+            id: "rq-0123456789abcdef",
+            payment_hash: [7; 32],
+            amount_msat: 1_500_000_000,
+            payee: "node 02ab=1500000000".into(),
+            policy_hash: [9; 32],
+            expires_at: 1_795_438_800,
+        }
+    }
+
+    #[test]
+    fn every_field_and_the_decision_change_the_digest() {
+        let base = approval_digest(&fields(), Decision::Approve);
+        assert_ne!(base, approval_digest(&fields(), Decision::Reject));
+        let mut variants = Vec::new();
+        let mut f = fields();
+        f.id = "rq-other";
+        variants.push(f);
+        let mut f = fields();
+        f.payment_hash[0] = 0;
+        variants.push(f);
+        let mut f = fields();
+        f.amount_msat += 1;
+        variants.push(f);
+        let mut f = fields();
+        f.payee.push('0');
+        variants.push(f);
+        let mut f = fields();
+        f.policy_hash[31] = 0;
+        variants.push(f);
+        let mut f = fields();
+        f.expires_at += 1;
+        variants.push(f);
+        for v in variants {
+            assert_ne!(approval_digest(&v, Decision::Approve), base, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn the_text_shows_the_payment_and_ends_with_the_digest() {
+        let t = approval_text(&fields(), Decision::Approve);
+        assert!(t.contains("decision: approve\nrequest: rq-0123456789abcdef\namount: 1,500,000 sat (1500000000 msat)"), "{t}");
+        assert!(
+            t.contains("expires: 2026-11-23 13:00:00 UTC (1795438800)"),
+            "{t}"
+        );
+        assert!(t.ends_with(&format!(
+            "digest: {}",
+            hex::encode(approval_digest(&fields(), Decision::Approve))
+        )));
+    }
+}

@@ -1,0 +1,570 @@
+//! Approval requests and their signatures, in sled.
+//!
+//! Layout of the `approvals` tree: `r` + id → record (JSON, versioned); `g` + request digest →
+//! id of the newest request for that exact payment. Every change is one batch, flushed before
+//! the call returns; changes are serialized by a mutex, so two admins signing at once, or the
+//! signer consuming while an admin signs, never lose an update.
+
+use super::verify::{verify_admin_signature, SignatureFormat};
+use super::{approval_digest, approval_text, ApprovalError, ApprovalFields, Decision};
+use crate::clock::format_utc;
+use crate::policy::{Destination, PaymentKind, PaymentRequest, Policy, Quorum};
+use crate::store::{Store, StoreError};
+use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    /// Waiting for signatures.
+    Pending,
+    /// Quorum reached; the payment may proceed once.
+    Approved,
+    /// Rejected by an admin.
+    Rejected,
+    /// Not approved in time.
+    Expired,
+    /// Approved and used by a payment.
+    Consumed,
+}
+
+impl RequestState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Rejected => "rejected",
+            RequestState::Expired => "expired",
+            RequestState::Consumed => "consumed",
+        }
+    }
+}
+
+/// One admin's signature, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSignature {
+    /// Admin name.
+    pub admin: String,
+    /// What they decided.
+    pub decision: Decision,
+    /// How it is signed.
+    pub format: SignatureFormat,
+    /// The signature, hex.
+    pub signature: String,
+    /// When it was accepted.
+    pub signed_at: u64,
+    /// A rejection's reason (not signed).
+    pub reason: Option<String>,
+}
+
+/// An approval request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Format version.
+    pub v: u8,
+    /// `rq-` and 16 hex characters.
+    pub id: String,
+    /// Stored state; see [`ApprovalRecord::state_at`] for the state at a given time.
+    pub state: RequestState,
+    /// "invoice", "keysend" or "onchain".
+    pub kind: String,
+    /// Payment hash, hex (empty on-chain).
+    pub payment_hash: String,
+    /// Destinations and amounts (msat).
+    pub outputs: Vec<(Destination, u64)>,
+    /// Invoice description.
+    pub description: Option<String>,
+    /// The BOLT 11 invoice, when known.
+    pub invoice: Option<String>,
+    /// The approval rule requiring the quorum.
+    pub rule_tag: String,
+    /// All matching approval rules.
+    pub tags: Vec<String>,
+    /// Signatures needed (from the policy at creation; re-read from the policy when used).
+    pub need: usize,
+    /// Admins who may sign.
+    pub of: Vec<String>,
+    /// Creation time.
+    pub created_at: u64,
+    /// Expiry time.
+    pub expires_at: u64,
+    /// Policy hash at creation, hex.
+    pub policy_hash: String,
+    /// [`PaymentRequest::digest`], hex.
+    pub request_digest: String,
+    /// Accepted signatures, in order.
+    pub signatures: Vec<StoredSignature>,
+    /// When a payment used the approval.
+    pub consumed_at: Option<u64>,
+}
+
+fn hex32(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(b) = hex::decode(s) {
+        if b.len() == 32 {
+            out.copy_from_slice(&b);
+        }
+    }
+    out
+}
+
+/// The destinations field of the canonical digest.
+pub fn payee_field(outputs: &[(Destination, u64)]) -> String {
+    outputs
+        .iter()
+        .map(|(d, v)| format!("{d}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl ApprovalRecord {
+    /// Total amount.
+    pub fn amount_msat(&self) -> u64 {
+        self.outputs
+            .iter()
+            .fold(0u64, |a, (_, v)| a.saturating_add(*v))
+    }
+
+    /// The state at `now`: a pending or approved request past its expiry is expired.
+    pub fn state_at(&self, now: u64) -> RequestState {
+        match self.state {
+            RequestState::Pending | RequestState::Approved if now >= self.expires_at => {
+                RequestState::Expired
+            }
+            s => s,
+        }
+    }
+
+    /// The fields signatures cover, from this record.
+    pub fn fields(&self) -> ApprovalFields<'_> {
+        ApprovalFields {
+            id: &self.id,
+            payment_hash: hex32(&self.payment_hash),
+            amount_msat: self.amount_msat(),
+            payee: payee_field(&self.outputs),
+            policy_hash: hex32(&self.policy_hash),
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// What a BIP-340 admin signs for `decision`.
+    pub fn digest(&self, decision: Decision) -> [u8; 32] {
+        approval_digest(&self.fields(), decision)
+    }
+
+    /// What a hardware-wallet admin signs for `decision`.
+    pub fn text(&self, decision: Decision) -> String {
+        approval_text(&self.fields(), decision)
+    }
+
+    /// Admins who approved.
+    pub fn approvers(&self) -> Vec<&str> {
+        self.signatures
+            .iter()
+            .filter(|s| s.decision == Decision::Approve)
+            .map(|s| s.admin.as_str())
+            .collect()
+    }
+}
+
+/// Settings for the approval workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalConfig {
+    /// Rejections that reject a request (default 1: any admin can stop a payment).
+    pub rejections_needed: usize,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig {
+            rejections_needed: 1,
+        }
+    }
+}
+
+/// The result of a signature.
+#[derive(Debug, Clone)]
+pub struct ApprovalOutcome {
+    /// The request after the signature.
+    pub record: ApprovalRecord,
+    /// A sentence for the admin.
+    pub message: String,
+    /// Whether this signature changed the state (to approved or rejected).
+    pub decided: bool,
+}
+
+/// The approval requests.
+#[derive(Debug)]
+pub struct ApprovalStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    config: ApprovalConfig,
+    write: Mutex<()>,
+}
+
+fn io(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
+    move |e| StoreError::Io {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+fn rkey(id: &str) -> Vec<u8> {
+    let mut k = vec![b'r'];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn gkey(digest: &[u8; 32]) -> Vec<u8> {
+    let mut k = vec![b'g'];
+    k.extend_from_slice(digest);
+    k
+}
+
+impl ApprovalStore {
+    /// Open the approvals tree of `store`.
+    pub fn open(store: &Store, config: ApprovalConfig) -> Result<Self, StoreError> {
+        let tree = store
+            .db()
+            .open_tree("approvals")
+            .map_err(io("open approvals"))?;
+        Ok(ApprovalStore {
+            db: store.db().clone(),
+            tree,
+            config,
+            write: Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        let Some(v) = self.tree.get(rkey(id)).map_err(io("read approval"))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                key: format!("approvals/{id}"),
+                detail: e.to_string(),
+            })
+    }
+
+    fn write(&self, record: &ApprovalRecord, index: bool) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let json = serde_json::to_vec(record).map_err(|e| StoreError::Io {
+            op: "encode approval",
+            detail: e.to_string(),
+        })?;
+        batch.insert(rkey(&record.id), json);
+        if index {
+            batch.insert(gkey(&hex32(&record.request_digest)), record.id.as_bytes());
+        }
+        self.tree.apply_batch(batch).map_err(io("write approval"))?;
+        self.db.flush().map_err(io("flush"))?;
+        Ok(())
+    }
+
+    /// One request, in any state.
+    pub fn get(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
+        self.read(id)?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))
+    }
+
+    /// The newest request for exactly this payment, if any.
+    pub fn find(&self, req: &PaymentRequest) -> Result<Option<ApprovalRecord>, StoreError> {
+        match self
+            .tree
+            .get(gkey(&req.digest()))
+            .map_err(io("read approval index"))?
+        {
+            Some(id) => self.read(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Requests still pending at `now`, oldest first.
+    pub fn list_pending(&self, now: u64) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([b'r']) {
+            let (k, v) = kv.map_err(io("scan approvals"))?;
+            let r: ApprovalRecord =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    detail: e.to_string(),
+                })?;
+            if r.state_at(now) == RequestState::Pending {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| (r.created_at, r.id.clone()));
+        Ok(out)
+    }
+
+    /// Hold a payment for a quorum: return the open request for this exact payment, or create
+    /// one. The boolean says whether it was created (and so whether to announce it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_request(
+        &self,
+        req: &PaymentRequest,
+        rule_tag: &str,
+        tags: &[String],
+        quorum: &Quorum,
+        expiry_secs: u64,
+        policy: &Policy,
+        invoice: Option<String>,
+        now: u64,
+    ) -> Result<(ApprovalRecord, bool), StoreError> {
+        let _g = self.lock();
+        if let Some(existing) = self.find(req)? {
+            let open = matches!(
+                existing.state_at(now),
+                RequestState::Pending | RequestState::Approved
+            );
+            if open && existing.policy_hash == policy.hash_hex() {
+                return Ok((existing, false));
+            }
+        }
+        let digest = req.digest();
+        let mut e = sha256::Hash::engine();
+        e.input(&digest);
+        e.input(&now.to_be_bytes());
+        e.input(
+            &self
+                .db
+                .generate_id()
+                .map_err(io("generate id"))?
+                .to_be_bytes(),
+        );
+        let id = format!(
+            "rq-{}",
+            &hex::encode(sha256::Hash::from_engine(e).to_byte_array())[..16]
+        );
+        let record = ApprovalRecord {
+            v: 1,
+            id,
+            state: RequestState::Pending,
+            kind: match req.kind {
+                PaymentKind::Invoice => "invoice",
+                PaymentKind::Keysend => "keysend",
+                PaymentKind::OnChain => "onchain",
+            }
+            .into(),
+            payment_hash: req.payment_hash.map(hex::encode).unwrap_or_default(),
+            outputs: req.outputs.clone(),
+            description: req.description.clone(),
+            invoice,
+            rule_tag: rule_tag.to_string(),
+            tags: tags.to_vec(),
+            need: quorum.need,
+            of: quorum.of.clone(),
+            created_at: now,
+            expires_at: now.saturating_add(expiry_secs),
+            policy_hash: policy.hash_hex(),
+            request_digest: hex::encode(digest),
+            signatures: Vec::new(),
+            consumed_at: None,
+        };
+        self.write(&record, true)?;
+        Ok((record, true))
+    }
+
+    /// Add an admin's signed decision. Every check is made against `policy` (the policy in
+    /// force) before anything is written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign(
+        &self,
+        id: &str,
+        admin: &str,
+        decision: Decision,
+        format: SignatureFormat,
+        signature: &[u8],
+        reason: Option<String>,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<ApprovalOutcome, ApprovalError> {
+        let _g = self.lock();
+        let mut record = self.get(id)?;
+        match record.state_at(now) {
+            RequestState::Pending => {}
+            RequestState::Expired => {
+                if record.state != RequestState::Expired {
+                    record.state = RequestState::Expired;
+                    self.write(&record, false)?;
+                }
+                return Err(ApprovalError::Expired {
+                    id: id.into(),
+                    at: format_utc(record.expires_at),
+                });
+            }
+            other => {
+                return Err(ApprovalError::NotPending {
+                    id: id.into(),
+                    state: other.as_str().into(),
+                })
+            }
+        }
+        if record.policy_hash != policy.hash_hex() {
+            return Err(ApprovalError::PolicyChanged {
+                id: id.into(),
+                request_policy: record.policy_hash.clone(),
+                current_policy: policy.hash_hex(),
+            });
+        }
+        if !policy.admins.contains_key(admin) {
+            return Err(ApprovalError::UnknownAdmin(admin.into()));
+        }
+        let quorum = rule_quorum(policy, &record)?;
+        if !quorum.of.iter().any(|a| a == admin) {
+            return Err(ApprovalError::NotInQuorum {
+                admin: admin.into(),
+                rule: record.rule_tag.clone(),
+                of: quorum.of.join(", "),
+            });
+        }
+        if record.signatures.iter().any(|s| s.admin == admin) {
+            return Err(ApprovalError::AlreadySigned {
+                admin: admin.into(),
+                id: id.into(),
+            });
+        }
+        verify_admin_signature(policy, admin, &record.fields(), decision, format, signature)?;
+        record.signatures.push(StoredSignature {
+            admin: admin.into(),
+            decision,
+            format,
+            signature: hex::encode(signature),
+            signed_at: now,
+            reason,
+        });
+        let approvals = record.approvers().len();
+        let rejections = record.signatures.len() - approvals;
+        let (decided, message) = if rejections >= self.config.rejections_needed.max(1) {
+            record.state = RequestState::Rejected;
+            (
+                true,
+                format!("request {id} rejected by {admin}; the payment will be refused"),
+            )
+        } else if approvals >= quorum.need {
+            record.state = RequestState::Approved;
+            (
+                true,
+                format!("quorum reached ({approvals} of {}): request {id} is approved and the payment may proceed once", quorum.need),
+            )
+        } else {
+            (
+                false,
+                match decision {
+                    Decision::Approve => format!("{admin} approved request {id} ({approvals} of {} needed)", quorum.need),
+                    Decision::Reject => format!(
+                        "{admin} rejected request {id} ({rejections} of {} rejections needed to refuse it)",
+                        self.config.rejections_needed
+                    ),
+                },
+            )
+        };
+        self.write(&record, false)?;
+        Ok(ApprovalOutcome {
+            record,
+            message,
+            decided,
+        })
+    }
+
+    /// Use the approval of exactly this payment, once. Returns `None` when there is no approved,
+    /// unexpired request for it. The stored signatures are verified again, against the live
+    /// payment and the policy in force, before the request is marked consumed: a record edited
+    /// in the database does not pay.
+    pub fn consume(
+        &self,
+        req: &PaymentRequest,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<Option<ApprovalRecord>, ApprovalError> {
+        let _g = self.lock();
+        let Some(mut record) = self.find(req)? else {
+            return Ok(None);
+        };
+        match record.state_at(now) {
+            RequestState::Approved => {}
+            RequestState::Expired if record.state != RequestState::Expired => {
+                record.state = RequestState::Expired;
+                self.write(&record, false)?;
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        }
+        if record.policy_hash != policy.hash_hex() {
+            return Err(ApprovalError::PolicyChanged {
+                id: record.id.clone(),
+                request_policy: record.policy_hash.clone(),
+                current_policy: policy.hash_hex(),
+            });
+        }
+        let quorum = rule_quorum(policy, &record)?;
+        // The fields come from the live payment, not from the stored copy.
+        let fields = ApprovalFields {
+            id: &record.id,
+            payment_hash: req.payment_hash.unwrap_or([0; 32]),
+            amount_msat: req.amount_msat(),
+            payee: payee_field(&req.outputs),
+            policy_hash: policy.hash,
+            expires_at: record.expires_at,
+        };
+        let mut valid: Vec<&str> = Vec::new();
+        for s in record
+            .signatures
+            .iter()
+            .filter(|s| s.decision == Decision::Approve)
+        {
+            let tampered = |detail: String| ApprovalError::Tampered {
+                id: record.id.clone(),
+                detail,
+            };
+            let sig = hex::decode(&s.signature)
+                .map_err(|_| tampered(format!("the signature of {} is not hex", s.admin)))?;
+            verify_admin_signature(policy, &s.admin, &fields, Decision::Approve, s.format, &sig)
+                .map_err(|e| tampered(format!("the signature of {} fails: {e}", s.admin)))?;
+            if quorum.of.contains(&s.admin) && !valid.contains(&s.admin.as_str()) {
+                valid.push(&s.admin);
+            }
+        }
+        if valid.len() < quorum.need {
+            return Err(ApprovalError::Tampered {
+                id: record.id.clone(),
+                detail: format!(
+                    "the record says approved but only {} of {} required signatures verify",
+                    valid.len(),
+                    quorum.need
+                ),
+            });
+        }
+        record.state = RequestState::Consumed;
+        record.consumed_at = Some(now);
+        self.write(&record, false)?;
+        Ok(Some(record))
+    }
+
+    /// The raw tree, for tests that play a compromised database.
+    pub fn raw_tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+}
+
+fn rule_quorum(policy: &Policy, record: &ApprovalRecord) -> Result<Quorum, ApprovalError> {
+    policy
+        .approvals
+        .iter()
+        .find(|r| r.tag == record.rule_tag)
+        .map(|r| r.quorum.clone())
+        .ok_or_else(|| ApprovalError::PolicyChanged {
+            id: record.id.clone(),
+            request_policy: record.policy_hash.clone(),
+            current_policy: policy.hash_hex(),
+        })
+}

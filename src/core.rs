@@ -1,0 +1,277 @@
+//! The decision pipeline shared by the signer and the admin API.
+//!
+//! [`Core::decide_payment`] is what Warden's `Approve` implementation calls for every payment
+//! the node asks about. It never blocks on people and never fails open:
+//! - the policy approves → the spend is counted durably, then the answer is "approved";
+//! - the policy requires a quorum → "approved" only if the approval store holds a quorum-approved
+//!   request for exactly this payment (re-verified, then consumed); otherwise a pending request
+//!   is opened (once per payment), an event announces it, and the answer is "not approved";
+//! - the policy refuses → "not approved", with the rule tags in the log and the event;
+//! - anything fails (database, tampered approval) → "not approved", with the reason logged.
+
+use crate::approval::{ApprovalConfig, ApprovalError, ApprovalStore};
+use crate::clock::Clock;
+use crate::events::{EventBus, EventKind};
+use crate::policy::units::format_msat;
+use crate::policy::{PaymentRequest, Policy, PolicyEngine, Verdict};
+use crate::store::{Store, StoreError};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A policy with the exact text it was loaded from (what `GetPolicy` returns).
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    /// The validated policy.
+    pub policy: Arc<Policy>,
+    /// The file text; its SHA-256 is the policy hash.
+    pub text: String,
+}
+
+/// The signer's answer to one payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentAnswer {
+    /// Sign or not.
+    pub approved: bool,
+    /// The rules that decided.
+    pub tags: Vec<String>,
+    /// Why not, in a sentence (empty when approved).
+    pub reason: String,
+    /// The approval request holding the payment, or that approved it.
+    pub request_id: Option<String>,
+}
+
+impl PaymentAnswer {
+    fn refused(tags: Vec<String>, reason: String, request_id: Option<String>) -> Self {
+        PaymentAnswer {
+            approved: false,
+            tags,
+            reason,
+            request_id,
+        }
+    }
+}
+
+/// Warden's state and decision logic, shared by every front end.
+#[derive(Debug)]
+pub struct Core {
+    engine: Mutex<PolicyEngine>,
+    policy_text: RwLock<LoadedPolicy>,
+    /// Approval requests.
+    pub approvals: ApprovalStore,
+    /// The event stream.
+    pub events: EventBus,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The node id served, hex.
+    pub node_id: RwLock<String>,
+    /// "connected", "disconnected" or "not configured".
+    pub node_connection: RwLock<String>,
+}
+
+impl Core {
+    /// Build the core over an open store.
+    pub fn open(
+        store: Store,
+        policy: LoadedPolicy,
+        approvals: ApprovalConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let engine = PolicyEngine::open(policy.policy.clone(), store.clone(), clock.now())?;
+        let approvals = ApprovalStore::open(&store, approvals)?;
+        Ok(Core {
+            engine: Mutex::new(engine),
+            policy_text: RwLock::new(policy),
+            approvals,
+            events: EventBus::default(),
+            clock,
+            node_id: RwLock::new(String::new()),
+            node_connection: RwLock::new("not configured".into()),
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> LoadedPolicy {
+        self.policy_text
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replace the policy in force. Governance (quorum-signed policy changes) calls this once a
+    /// new file is approved; the velocity history carries over.
+    pub fn set_policy(&self, policy: LoadedPolicy) -> Result<(), StoreError> {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let store = engine.store().clone();
+        *engine = PolicyEngine::open(policy.policy.clone(), store, self.clock.now())?;
+        *self.policy_text.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        Ok(())
+    }
+
+    /// Run `f` with the policy engine (for status reports).
+    pub fn with_engine<T>(&self, f: impl FnOnce(&PolicyEngine) -> T) -> T {
+        f(&self.engine.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Decide a payment, durably, without waiting for anyone. See the module docs.
+    pub fn decide_payment(&self, req: &PaymentRequest, invoice: Option<String>) -> PaymentAnswer {
+        let now = self.clock.now();
+        let amount = req.amount_msat();
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let policy = engine.policy().clone();
+        let decision = match engine.decide(req, now) {
+            Ok(d) => d,
+            Err(e) => {
+                return self
+                    .fail_closed(&format!("the decision could not be recorded: {e}"), amount)
+            }
+        };
+        for w in &decision.warnings {
+            self.events.emit(
+                now,
+                EventKind::LimitWarning,
+                "",
+                std::slice::from_ref(&w.tag),
+                w.reason.clone(),
+                amount,
+            );
+        }
+        match decision.verdict {
+            Verdict::Approve => {
+                self.events.emit(
+                    now,
+                    EventKind::PaymentApproved,
+                    "",
+                    &decision.tags,
+                    format!("payment of {} approved", format_msat(amount)),
+                    amount,
+                );
+                PaymentAnswer {
+                    approved: true,
+                    tags: decision.tags,
+                    reason: String::new(),
+                    request_id: None,
+                }
+            }
+            Verdict::Deny { reason } => {
+                self.events.emit(
+                    now,
+                    EventKind::PaymentRefused,
+                    "",
+                    &decision.tags,
+                    reason.clone(),
+                    amount,
+                );
+                PaymentAnswer::refused(decision.tags, reason, None)
+            }
+            Verdict::RequireQuorum {
+                rule_tag,
+                quorum,
+                expiry_secs,
+                ..
+            } => match self.approvals.consume(req, &policy, now) {
+                Ok(Some(record)) => {
+                    if let Err(e) = engine.record_approved_spend(req, now, &decision.tags) {
+                        return self.fail_closed(
+                            &format!("the approved spend could not be recorded: {e}"),
+                            amount,
+                        );
+                    }
+                    let msg = format!(
+                        "payment of {} approved by quorum ({}) under request {}",
+                        format_msat(amount),
+                        record.approvers().join(", "),
+                        record.id
+                    );
+                    self.events.emit(
+                        now,
+                        EventKind::PaymentApproved,
+                        &record.id,
+                        &decision.tags,
+                        msg,
+                        amount,
+                    );
+                    PaymentAnswer {
+                        approved: true,
+                        tags: decision.tags,
+                        reason: String::new(),
+                        request_id: Some(record.id),
+                    }
+                }
+                Ok(None) => {
+                    match self.approvals.open_request(
+                        req,
+                        &rule_tag,
+                        &decision.tags,
+                        &quorum,
+                        expiry_secs,
+                        &policy,
+                        invoice,
+                        now,
+                    ) {
+                        Ok((record, created)) => {
+                            let reason = format!(
+                                "rule {rule_tag}: the payment of {} needs {} of [{}] to approve request {} (expires {})",
+                                format_msat(amount),
+                                quorum.need,
+                                quorum.of.join(", "),
+                                record.id,
+                                crate::clock::format_utc(record.expires_at)
+                            );
+                            if created {
+                                self.events.emit(
+                                    now,
+                                    EventKind::RequestCreated,
+                                    &record.id,
+                                    &decision.tags,
+                                    reason.clone(),
+                                    amount,
+                                );
+                            }
+                            PaymentAnswer::refused(decision.tags, reason, Some(record.id))
+                        }
+                        Err(e) => self.fail_closed(
+                            &format!("the approval request could not be stored: {e}"),
+                            amount,
+                        ),
+                    }
+                }
+                Err(e @ ApprovalError::Tampered { .. }) => {
+                    tracing::error!(error = %e, "refusing a payment whose approval does not verify");
+                    self.events.emit(
+                        now,
+                        EventKind::PaymentRefused,
+                        "",
+                        &decision.tags,
+                        e.to_string(),
+                        amount,
+                    );
+                    PaymentAnswer::refused(decision.tags, e.to_string(), None)
+                }
+                Err(e) => {
+                    self.events.emit(
+                        now,
+                        EventKind::PaymentRefused,
+                        "",
+                        &decision.tags,
+                        e.to_string(),
+                        amount,
+                    );
+                    PaymentAnswer::refused(decision.tags, e.to_string(), None)
+                }
+            },
+        }
+    }
+
+    fn fail_closed(&self, why: &str, amount: u64) -> PaymentAnswer {
+        let tag = "warden-store-failure".to_string();
+        tracing::error!(reason = why, "refusing a payment: fail closed");
+        self.events.emit(
+            self.clock.now(),
+            EventKind::PaymentRefused,
+            "",
+            std::slice::from_ref(&tag),
+            why.to_string(),
+            amount,
+        );
+        PaymentAnswer::refused(vec![tag], why.to_string(), None)
+    }
+}

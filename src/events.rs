@@ -1,0 +1,110 @@
+//! The event stream: what admins watch (`wardenctl watch`, `WatchEvents`) and what alerts are
+//! made of. Publishing never blocks the signer: a subscriber that falls behind loses the oldest
+//! events and is told how many it missed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::broadcast;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A payment was held for a quorum.
+    RequestCreated,
+    /// An admin signed a request (quorum not yet reached).
+    RequestSigned,
+    /// A request reached its quorum.
+    RequestApproved,
+    /// A request was rejected.
+    RequestRejected,
+    /// A request expired unapproved.
+    RequestExpired,
+    /// A payment was approved by the signer.
+    PaymentApproved,
+    /// A payment was refused; the tags say by which rules.
+    PaymentRefused,
+    /// A velocity window passed its warning threshold, or a warn-mode rule matched.
+    LimitWarning,
+    /// A recovery action started, was cancelled or executed.
+    Recovery,
+    /// The HSM failed or recovered.
+    Hsm,
+    /// The node connected or disconnected.
+    NodeConnection,
+    /// Repeated admin API authentication failures.
+    AuthFailure,
+    /// The policy changed.
+    Policy,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Increasing sequence number within this process.
+    pub seq: u64,
+    /// Unix time.
+    pub time: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The approval request concerned, if any.
+    pub request_id: String,
+    /// Rule tags involved.
+    pub tags: Vec<String>,
+    /// A sentence for people.
+    pub message: String,
+    /// The amount concerned, msat.
+    pub amount_msat: u64,
+}
+
+/// Fan-out of events to every subscriber.
+#[derive(Debug)]
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+    seq: AtomicU64,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new(1_024)
+    }
+}
+
+impl EventBus {
+    /// A bus keeping up to `capacity` undelivered events per subscriber.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity);
+        EventBus {
+            tx,
+            seq: AtomicU64::new(1),
+        }
+    }
+
+    /// Publish an event; returns it with its sequence number.
+    pub fn emit(
+        &self,
+        time: u64,
+        kind: EventKind,
+        request_id: &str,
+        tags: &[String],
+        message: String,
+        amount_msat: u64,
+    ) -> Event {
+        let event = Event {
+            seq: self.seq.fetch_add(1, Ordering::SeqCst),
+            time,
+            kind,
+            request_id: request_id.to_string(),
+            tags: tags.to_vec(),
+            message,
+            amount_msat,
+        };
+        tracing::info!(kind = ?event.kind, request = %event.request_id, tags = ?event.tags, "{}", event.message);
+        // No subscriber is not an error: events are also in the logs (and, later, the audit log).
+        let _ = self.tx.send(event.clone());
+        event
+    }
+
+    /// A new subscription, starting with the next event.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}

@@ -1,0 +1,588 @@
+//! Quorum approvals over the real admin API: mutual TLS 1.3 on loopback, sled in a temp dir,
+//! real admin keys (BIP-340) and real Bitcoin signed messages.
+
+mod common;
+
+use common::api::{AdminHarness, PAYEE};
+use tonic::Code;
+use warden::api::proto::{self, DecisionRequest, SignatureFormat};
+use warden::approval::keys::AdminKey;
+
+fn approve_req(id: &str, admin: &str, key: &AdminKey, digest: &[u8]) -> DecisionRequest {
+    DecisionRequest {
+        id: id.into(),
+        admin: admin.into(),
+        format: SignatureFormat::Bip340 as i32,
+        signature: key.sign_digest(digest.try_into().unwrap()).to_vec(),
+        reason: String::new(),
+    }
+}
+
+async fn pending(h: &AdminHarness, id: &str) -> proto::ApprovalRequest {
+    h.client("alice")
+        .await
+        .get_request(proto::GetRequestRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn two_admins_approve_then_the_payment_passes_exactly_once() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(1_500_000, 1);
+    let r = pending(&h, &id).await;
+    assert_eq!(r.state, proto::RequestState::Pending as i32);
+    assert_eq!((r.need, r.amount_msat), (2, 1_500_000_000));
+    assert_eq!(r.destinations, vec![format!("node {PAYEE}")]);
+    assert_eq!(r.rule_tag, "large-payment-quorum");
+    assert_eq!(r.invoice, "lnbcrt-test");
+
+    let out = h
+        .client("alice")
+        .await
+        .approve(approve_req(
+            &id,
+            "alice",
+            h.key("alice"),
+            &r.approval_digest,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        out.message,
+        format!("alice approved request {id} (1 of 2 needed)")
+    );
+    assert!(
+        !h.core.decide_payment(&req, None).approved,
+        "one approval is not a quorum"
+    );
+
+    let out = h
+        .client("bob")
+        .await
+        .approve(approve_req(&id, "bob", h.key("bob"), &r.approval_digest))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        out.message.starts_with("quorum reached (2 of 2)"),
+        "{}",
+        out.message
+    );
+    assert_eq!(
+        out.request.unwrap().state,
+        proto::RequestState::Approved as i32
+    );
+
+    let answer = h.core.decide_payment(&req, None);
+    assert!(answer.approved, "{answer:?}");
+    assert_eq!(answer.request_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        pending(&h, &id).await.state,
+        proto::RequestState::Consumed as i32
+    );
+
+    // A consumed approval cannot pay twice: the same payment is held again, under a new request.
+    let again = h.core.decide_payment(&req, None);
+    assert!(!again.approved);
+    assert_ne!(again.request_id.as_deref(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn the_same_admin_twice_leaves_the_request_pending() {
+    let h = AdminHarness::start().await;
+    let (_, id) = h.hold(2_000_000, 2);
+    let digest = pending(&h, &id).await.approval_digest;
+    let mut c = h.client("alice").await;
+    c.approve(approve_req(&id, "alice", h.key("alice"), &digest))
+        .await
+        .unwrap();
+    let err = c
+        .approve(approve_req(&id, "alice", h.key("alice"), &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.message(),
+        format!("admin \"alice\" has already signed request {id}; the same admin cannot count twice: another admin must sign")
+    );
+    assert_eq!(
+        pending(&h, &id).await.state,
+        proto::RequestState::Pending as i32
+    );
+}
+
+#[tokio::test]
+async fn a_third_partys_key_is_refused() {
+    let h = AdminHarness::start().await;
+    let (_, id) = h.hold(2_000_000, 3);
+    let digest = pending(&h, &id).await.approval_digest;
+    let mallory = AdminKey::generate();
+    let mut c = h.client("alice").await;
+    // Mallory's key claiming to be alice: the signature does not verify under alice's key.
+    let err = c
+        .approve(approve_req(&id, "alice", &mallory, &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("signature from admin \"alice\" does not verify"),
+        "{}",
+        err.message()
+    );
+    // Mallory as herself: not an admin.
+    let err = c
+        .approve(approve_req(&id, "mallory", &mallory, &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        "admin \"mallory\" is not declared in the policy's [admins]; only declared admins can sign"
+    );
+    // Erin is an admin, but not in this rule's quorum.
+    let err = c
+        .approve(approve_req(&id, "erin", h.key("erin"), &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("not in the quorum of rule large-payment-quorum (alice, bob, carol, dave)"),
+        "{}",
+        err.message()
+    );
+    assert!(pending(&h, &id).await.signatures.is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_or_wrong_signature_is_refused() {
+    let h = AdminHarness::start().await;
+    let (_, id) = h.hold(2_000_000, 4);
+    let mut c = h.client("bob").await;
+    let mut req = approve_req(&id, "bob", h.key("bob"), &[0u8; 32]);
+    let err = c.approve(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    req.signature = vec![7u8; 64];
+    assert_eq!(
+        c.approve(req.clone()).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    req.signature = vec![1, 2, 3];
+    assert_eq!(
+        c.approve(req.clone()).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    req.format = 0;
+    let err = c.approve(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "format must be BIP340 or BITCOIN_MESSAGE");
+}
+
+#[tokio::test]
+async fn an_expired_request_cannot_be_approved() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(2_000_000, 5);
+    let digest = pending(&h, &id).await.approval_digest;
+    h.clock.advance(3_600);
+    let err = h
+        .client("alice")
+        .await
+        .approve(approve_req(&id, "alice", h.key("alice"), &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), format!("request {id} expired at 2026-11-23 13:00:00 UTC; the payment must be retried to open a new request"));
+    assert_eq!(
+        pending(&h, &id).await.state,
+        proto::RequestState::Expired as i32
+    );
+    // The retried payment opens a fresh request.
+    let answer = h.core.decide_payment(&req, None);
+    assert_ne!(answer.request_id.as_deref(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn an_approval_after_the_policy_changed_is_refused() {
+    let h = AdminHarness::start().await;
+    let (_, id) = h.hold(2_000_000, 6);
+    let digest = pending(&h, &id).await.approval_digest;
+    let text = common::api::policy_text(&h.keys, &h.wallet.p2wpkh, "changed");
+    let policy = std::sync::Arc::new(warden::policy::parse_policy(&text).unwrap());
+    let new_hash = policy.hash_hex();
+    h.core
+        .set_policy(warden::core::LoadedPolicy { policy, text })
+        .unwrap();
+    let err = h
+        .client("alice")
+        .await
+        .approve(approve_req(&id, "alice", h.key("alice"), &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains(&format!("but policy {new_hash} is now in force")),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn an_approval_replayed_for_another_request_is_refused() {
+    let h = AdminHarness::start().await;
+    let (_, a) = h.hold(2_000_000, 7);
+    let (_, b) = h.hold(2_000_000, 8);
+    let digest_a = pending(&h, &a).await.approval_digest;
+    let mut c = h.client("alice").await;
+    let mut signed_for_a = approve_req(&a, "alice", h.key("alice"), &digest_a);
+    signed_for_a.id = b.clone();
+    let err = c.approve(signed_for_a).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains(&format!("over request {b}'s approve digest")),
+        "{}",
+        err.message()
+    );
+    // A rejection signature cannot be used as an approval either.
+    let r = pending(&h, &a).await;
+    let mut reject_as_approve = approve_req(&a, "alice", h.key("alice"), &r.reject_digest);
+    reject_as_approve.id = a.clone();
+    assert_eq!(
+        c.approve(reject_as_approve).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+}
+
+#[tokio::test]
+async fn one_rejection_rejects_and_the_payment_stays_refused() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(2_000_000, 9);
+    let r = pending(&h, &id).await;
+    let mut c = h.client("carol").await;
+    let mut rej = approve_req(&id, "carol", h.key("carol"), &r.reject_digest);
+    rej.reason = "unknown counterparty".into();
+    let out = c.reject(rej).await.unwrap().into_inner();
+    assert_eq!(
+        out.message,
+        format!("request {id} rejected by carol; the payment will be refused")
+    );
+    let err = c
+        .approve(approve_req(
+            &id,
+            "alice",
+            h.key("alice"),
+            &r.approval_digest,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        format!("request {id} is rejected; there is nothing left to sign")
+    );
+    assert!(!h.core.decide_payment(&req, None).approved);
+}
+
+#[tokio::test]
+async fn a_bitcoin_signed_message_from_the_declared_address_counts() {
+    for (p2pkh, label) in [(false, "BIP137 P2WPKH"), (true, "Bitcoin Core P2PKH")] {
+        let h = AdminHarness::start_full(|c| c, p2pkh).await;
+        let (req, id) = h.hold(3_000_000, 10);
+        let r = pending(&h, &id).await;
+        let sig = if p2pkh {
+            h.wallet.sign_core(&r.approval_text)
+        } else {
+            h.wallet.sign_bip137_p2wpkh(&r.approval_text)
+        };
+        let mut c = h.client("alice").await;
+        let msg = |signature: Vec<u8>| DecisionRequest {
+            id: id.clone(),
+            admin: "dave".into(),
+            format: SignatureFormat::BitcoinMessage as i32,
+            signature,
+            reason: String::new(),
+        };
+        // Another wallet's signature over the right text: refused.
+        let other = common::api::WalletAdmin::new(0x43);
+        let err = c
+            .approve(msg(other.sign_core(&r.approval_text)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{label}");
+        // The right wallet over different text: refused.
+        let err = c
+            .approve(msg(h.wallet.sign_core(&r.reject_text)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{label}");
+        // A BIP-340 signature from an address admin: the wrong format, named.
+        let err = c
+            .approve(approve_req(&id, "dave", h.key("alice"), &r.approval_digest))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message().contains("declared with an address"),
+            "{}",
+            err.message()
+        );
+
+        let out = c.approve(msg(sig)).await.unwrap().into_inner();
+        assert_eq!(
+            out.message,
+            format!("dave approved request {id} (1 of 2 needed)"),
+            "{label}"
+        );
+        c.approve(approve_req(
+            &id,
+            "alice",
+            h.key("alice"),
+            &r.approval_digest,
+        ))
+        .await
+        .unwrap();
+        assert!(
+            h.core.decide_payment(&req, None).approved,
+            "{label}: the wallet approval counts toward the quorum"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_burst_from_one_certificate_is_rate_limited_and_others_are_not() {
+    let h = AdminHarness::start_with(|mut c| {
+        c.rate_per_minute = 60;
+        c.burst = 50;
+        c
+    })
+    .await;
+    let alice = h.client("alice").await;
+    let results = futures::future::join_all((0..2_000).map(|_| {
+        let mut c = alice.clone();
+        async move { c.status(proto::StatusRequest {}).await }
+    }))
+    .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let limited = results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
+    assert!(
+        (50..=52).contains(&ok),
+        "the burst of 50 (plus refill) passes: {ok}"
+    );
+    assert_eq!(
+        ok + limited,
+        2_000,
+        "every other request is RESOURCE_EXHAUSTED"
+    );
+    let err = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert!(
+        err.message()
+            .contains("rate limit reached for this client certificate"),
+        "{}",
+        err.message()
+    );
+    // Bob has his own budget.
+    h.client("bob")
+        .await
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn clients_without_a_valid_certificate_are_refused_at_the_handshake() {
+    let h = AdminHarness::start().await;
+    let ca = std::fs::read(&h.pki.ca_cert).unwrap();
+    // No certificate.
+    let no_cert = match h.client_with(None, &ca).await {
+        Ok(mut c) => c.status(proto::StatusRequest {}).await.err(),
+        Err(_) => Some(tonic::Status::unavailable("connect refused")),
+    };
+    assert!(
+        no_cert.is_some(),
+        "a client without a certificate must not be served"
+    );
+    // A self-signed certificate.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "alice");
+    let cert = p.self_signed(&key).unwrap();
+    let self_signed = match h
+        .client_with(
+            Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
+            &ca,
+        )
+        .await
+    {
+        Ok(mut c) => c.status(proto::StatusRequest {}).await.err(),
+        Err(_) => Some(tonic::Status::unavailable("connect refused")),
+    };
+    assert!(
+        self_signed.is_some(),
+        "a self-signed certificate must be refused"
+    );
+    // A certificate from another CA.
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = warden::api::tls::init_pki(other.path(), &["alice".into()]).unwrap();
+    let (_, c, k) = &other_pki.clients[0];
+    let foreign = match h
+        .client_with(
+            Some((std::fs::read(c).unwrap(), std::fs::read(k).unwrap())),
+            &ca,
+        )
+        .await
+    {
+        Ok(mut c) => c.status(proto::StatusRequest {}).await.err(),
+        Err(_) => Some(tonic::Status::unavailable("connect refused")),
+    };
+    assert!(
+        foreign.is_some(),
+        "a certificate from an unknown CA must be refused"
+    );
+    // The failures were counted, and a valid client still gets through.
+    let status = h
+        .client("alice")
+        .await
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.auth_failures >= 3, "{status:?}");
+}
+
+#[tokio::test]
+async fn watch_events_delivers_a_new_pending_request() {
+    let h = AdminHarness::start().await;
+    let mut stream = h
+        .client("carol")
+        .await
+        .watch_events(proto::WatchEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // The server subscribed before it answered the call, so this event is delivered.
+    let (_, id) = h.hold(4_000_000, 11);
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let e = stream.message().await.unwrap().unwrap();
+            if e.kind == proto::EventKind::RequestCreated as i32 {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the event arrives");
+    assert_eq!(event.request_id, id);
+    assert_eq!(event.tags, vec!["large-payment-quorum"]);
+    assert_eq!(event.amount_msat, 4_000_000_000);
+    assert!(
+        event
+            .message
+            .contains("needs 2 of [alice, bob, carol, dave]"),
+        "{}",
+        event.message
+    );
+}
+
+#[tokio::test]
+async fn a_stored_signature_tampered_in_sled_is_detected_at_use() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(2_500_000, 12);
+    let digest = pending(&h, &id).await.approval_digest;
+    h.client("alice")
+        .await
+        .approve(approve_req(&id, "alice", h.key("alice"), &digest))
+        .await
+        .unwrap();
+    h.client("bob")
+        .await
+        .approve(approve_req(&id, "bob", h.key("bob"), &digest))
+        .await
+        .unwrap();
+    // Play a compromised database: flip one hex digit of bob's stored signature.
+    let tree = h.core.approvals.raw_tree();
+    let key = [b"r".as_slice(), id.as_bytes()].concat();
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&tree.get(&key).unwrap().unwrap()).unwrap();
+    let sig = record["signatures"][1]["signature"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flipped = format!(
+        "{}{}",
+        if sig.starts_with('0') { '1' } else { '0' },
+        &sig[1..]
+    );
+    record["signatures"][1]["signature"] = serde_json::Value::String(flipped);
+    tree.insert(&key, serde_json::to_vec(&record).unwrap())
+        .unwrap();
+    let answer = h.core.decide_payment(&req, None);
+    assert!(!answer.approved);
+    assert!(
+        answer.reason.contains(&format!(
+            "the stored approvals of request {id} do not verify"
+        )),
+        "{}",
+        answer.reason
+    );
+    assert!(
+        answer.reason.contains("the signature of bob fails"),
+        "{}",
+        answer.reason
+    );
+}
+
+#[tokio::test]
+async fn a_database_cannot_forge_approval_by_editing_the_state() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(2_500_000, 13);
+    let tree = h.core.approvals.raw_tree();
+    let key = [b"r".as_slice(), id.as_bytes()].concat();
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&tree.get(&key).unwrap().unwrap()).unwrap();
+    record["state"] = serde_json::Value::String("approved".into());
+    tree.insert(&key, serde_json::to_vec(&record).unwrap())
+        .unwrap();
+    let answer = h.core.decide_payment(&req, None);
+    assert!(!answer.approved);
+    assert!(
+        answer
+            .reason
+            .contains("only 0 of 2 required signatures verify"),
+        "{}",
+        answer.reason
+    );
+}
+
+#[tokio::test]
+async fn status_and_policy_report_what_is_in_force() {
+    let h = AdminHarness::start().await;
+    h.hold(2_000_000, 14);
+    let mut c = h.client("alice").await;
+    let s = c
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let p = c
+        .get_policy(proto::GetPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.pending, 1);
+    assert_eq!(s.policy_hash, p.policy_hash);
+    assert_eq!(p.policy_hash, h.core.policy().policy.hash_hex());
+    assert_eq!(p.text, h.core.policy().text);
+    assert_eq!(s.policy_name, "test");
+    let list = c
+        .list_pending(proto::ListPendingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.requests.len(), 1);
+}
