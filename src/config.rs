@@ -25,7 +25,13 @@ pub struct FileConfig {
     pub node: FileNode,
     /// `[admin]` table.
     #[serde(default)]
-    pub admin: FileListen,
+    pub admin: FileAdmin,
+    /// `[policy]` table.
+    #[serde(default)]
+    pub policy: FilePolicy,
+    /// `[approvals]` table.
+    #[serde(default)]
+    pub approvals: FileApprovals,
     /// `[metrics]` table.
     #[serde(default)]
     pub metrics: FileListen,
@@ -53,6 +59,42 @@ pub struct FileHsm {
 pub struct FileNode {
     /// Address of the node-side hsmd gRPC service (remote_hsmd_socket).
     pub hsmd_address: Option<String>,
+}
+
+/// `[admin]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// host:port to listen on.
+    pub listen: Option<String>,
+    /// Server certificate (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA that admin client certificates must chain to (PEM).
+    pub client_ca: Option<PathBuf>,
+    /// Serve without TLS; allowed only on a loopback address, for development.
+    pub plaintext_loopback: Option<bool>,
+    /// Sustained requests per minute per client certificate.
+    pub rate_per_minute: Option<u32>,
+    /// Burst per client certificate.
+    pub burst: Option<u32>,
+}
+
+/// `[policy]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePolicy {
+    /// The policy file; the embedded default when absent.
+    pub file: Option<PathBuf>,
+}
+
+/// `[approvals]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApprovals {
+    /// Rejections that refuse a held payment.
+    pub rejections_needed: Option<usize>,
 }
 
 /// A table with a listen address.
@@ -99,6 +141,36 @@ pub struct ConfigArgs {
     /// host:port for the Prometheus endpoint [default: 127.0.0.1:9464]
     #[arg(long, env = "WARDEN_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Admin API server certificate (PEM)
+    #[arg(long, env = "WARDEN_ADMIN_TLS_CERT")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// Admin API server key (PEM)
+    #[arg(long, env = "WARDEN_ADMIN_TLS_KEY")]
+    pub admin_tls_key: Option<PathBuf>,
+    /// CA that admin client certificates must chain to (PEM)
+    #[arg(long, env = "WARDEN_ADMIN_CLIENT_CA")]
+    pub admin_client_ca: Option<PathBuf>,
+    /// Policy file (TOML) [default: the embedded policy/default.toml]
+    #[arg(long, env = "WARDEN_POLICY")]
+    pub policy: Option<PathBuf>,
+}
+
+/// How the admin API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTls {
+    /// Mutual TLS with these files.
+    Mutual {
+        /// Server certificate.
+        cert: PathBuf,
+        /// Server key.
+        key: PathBuf,
+        /// Client CA.
+        client_ca: PathBuf,
+    },
+    /// No TLS, loopback only, for development.
+    PlaintextLoopback,
+    /// The admin API is off.
+    Disabled,
 }
 
 /// The validated configuration.
@@ -116,6 +188,16 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// The metrics listen address.
     pub metrics_listen: SocketAddr,
+    /// Admin API transport.
+    pub admin_tls: AdminTls,
+    /// Admin API rate limit per client certificate, per minute.
+    pub admin_rate_per_minute: u32,
+    /// Admin API burst per client certificate.
+    pub admin_burst: u32,
+    /// The policy file, or `None` for the embedded default.
+    pub policy_file: Option<PathBuf>,
+    /// Rejections that refuse a held payment.
+    pub rejections_needed: usize,
 }
 
 /// What was wrong with the configuration.
@@ -255,6 +337,68 @@ impl ConfigArgs {
             "127.0.0.1:9464",
         );
 
+        let cert = self.admin_tls_cert.clone().or(file.admin.tls_cert);
+        let key = self.admin_tls_key.clone().or(file.admin.tls_key);
+        let ca = self.admin_client_ca.clone().or(file.admin.client_ca);
+        let admin_tls = match (
+            cert,
+            key,
+            ca,
+            file.admin.plaintext_loopback.unwrap_or(false),
+        ) {
+            (Some(cert), Some(key), Some(client_ca), false) => {
+                for (k, p) in [
+                    ("admin.tls_cert", &cert),
+                    ("admin.tls_key", &key),
+                    ("admin.client_ca", &client_ca),
+                ] {
+                    if !p.is_file() {
+                        problems.push(format!(
+                            "{k}: {} does not exist; `wardenctl tls init DIR` creates a demo PKI",
+                            p.display()
+                        ));
+                    }
+                }
+                AdminTls::Mutual {
+                    cert,
+                    key,
+                    client_ca,
+                }
+            }
+            (None, None, None, false) => AdminTls::Disabled,
+            (None, None, None, true) => {
+                if !admin_listen.ip().is_loopback() {
+                    problems.push(format!(
+                        "admin.plaintext_loopback: the admin API listens on {admin_listen}, which is not a loopback address; plaintext is only allowed on 127.0.0.1/::1"
+                    ));
+                }
+                AdminTls::PlaintextLoopback
+            }
+            (_, _, _, true) => {
+                problems.push("admin.plaintext_loopback: set either plaintext_loopback or the TLS files, not both".into());
+                AdminTls::Disabled
+            }
+            _ => {
+                problems.push("admin.tls_cert, admin.tls_key and admin.client_ca: set all three (mutual TLS) or none".into());
+                AdminTls::Disabled
+            }
+        };
+        let admin_rate_per_minute = file.admin.rate_per_minute.unwrap_or(120);
+        let admin_burst = file.admin.burst.unwrap_or(30);
+        if admin_rate_per_minute == 0 || admin_burst == 0 {
+            problems.push("admin.rate_per_minute and admin.burst: must be at least 1".into());
+        }
+        let policy_file = self.policy.clone().or(file.policy.file);
+        if let Some(p) = &policy_file {
+            if !p.is_file() {
+                problems.push(format!("policy.file: {} does not exist", p.display()));
+            }
+        }
+        let rejections_needed = file.approvals.rejections_needed.unwrap_or(1);
+        if rejections_needed == 0 {
+            problems.push("approvals.rejections_needed: must be at least 1".into());
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
@@ -270,6 +414,11 @@ impl ConfigArgs {
             hsmd_address,
             admin_listen,
             metrics_listen,
+            admin_tls,
+            admin_rate_per_minute,
+            admin_burst,
+            policy_file,
+            rejections_needed,
         })
     }
 }
@@ -359,6 +508,28 @@ mod tests {
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("unknown field `pin`"), "{err}");
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn admin_tls_needs_all_three_files_and_plaintext_needs_loopback() {
+        let (_d, args) = args_with_file("[hsm]\npin_env = \"P\"\n[admin]\ntls_cert = \"/x.pem\"\n");
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("admin.tls_cert, admin.tls_key and admin.client_ca: set all three"),
+            "{err}"
+        );
+        let (_d, args) = args_with_file("[hsm]\npin_env = \"P\"\n[admin]\nlisten = \"0.0.0.0:7443\"\nplaintext_loopback = true\n");
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("0.0.0.0:7443, which is not a loopback address"),
+            "{err}"
+        );
+        let (_d, args) =
+            args_with_file("[hsm]\npin_env = \"P\"\n[admin]\nplaintext_loopback = true\n");
+        assert_eq!(
+            args.resolve().unwrap().admin_tls,
+            AdminTls::PlaintextLoopback
+        );
     }
 
     #[test]

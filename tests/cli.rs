@@ -218,3 +218,69 @@ fn wardenctl_init_with_an_unknown_token_exits_nonzero_with_the_label() {
     assert!(stderr.contains("no token labelled \"ghost\""), "{stderr}");
     assert!(!t.data_dir.join(warden::hsm::SEALED_SEED_FILE).exists());
 }
+
+#[test]
+fn wardend_serves_the_admin_api_over_mutual_tls() {
+    let t = TestToken::new("cli-admin");
+    assert!(t
+        .command("wardenctl")
+        .arg("init")
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let pki = t.path().join("pki");
+    let out = t
+        .command("wardenctl")
+        .args(["tls", "init"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = t
+        .command("wardend")
+        .env("WARDEN_ADMIN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WARDEN_ADMIN_TLS_CERT", pki.join("server.pem"))
+        .env("WARDEN_ADMIN_TLS_KEY", pki.join("server.key"))
+        .env("WARDEN_ADMIN_CLIENT_CA", pki.join("ca.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.starts_with("wardend ready: node id "), "{ready}");
+    let node_id = ready.split(' ').nth(4).unwrap().to_string();
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        format!("admin API on 127.0.0.1:{port}")
+    );
+
+    let status = t
+        .command("wardenctl")
+        .arg("status")
+        .env("WARDENCTL_SERVER", format!("https://localhost:{port}"))
+        .env("WARDENCTL_CA", pki.join("ca.pem"))
+        .env("WARDENCTL_CERT", pki.join("alice.pem"))
+        .env("WARDENCTL_CERT_KEY", pki.join("alice.key"))
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let (stdout, stderr) = text(&status);
+    assert!(status.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("node id      {node_id}")),
+        "{stdout}"
+    );
+    let default = warden::policy::parse_policy(warden::policy::DEFAULT_POLICY).unwrap();
+    assert!(
+        stdout.contains(&format!("policy       default {}", default.hash_hex())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("window       hourly-cap"), "{stdout}");
+}

@@ -4,6 +4,9 @@
 //! Being connected authorizes nothing by itself: approvals and rejections carry admin
 //! signatures that [`crate::approval`] verifies against the policy.
 
+// tonic's handlers return `Result<_, tonic::Status>`; helpers speak the same type.
+#![allow(clippy::result_large_err)]
+
 pub mod limits;
 pub mod tls;
 
@@ -131,6 +134,7 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
         approval_text: r.text(Decision::Approve),
         reject_digest: r.digest(Decision::Reject).to_vec(),
         reject_text: r.text(Decision::Reject),
+        output_amounts_msat: r.outputs.iter().map(|(_, v)| *v).collect(),
     }
 }
 

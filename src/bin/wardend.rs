@@ -1,11 +1,18 @@
 //! wardend: the signer daemon. It logs into the HSM, unseals the node seed into zeroizing
-//! memory, and serves the node. Configuration comes from a TOML file, the environment
-//! (WARDEN_*), and flags, in rising order of precedence; the HSM PIN is never a flag.
+//! memory, loads the policy and its state, and serves admins (and, through the signer, the
+//! node). Configuration comes from a TOML file, the environment (WARDEN_*), and flags, in
+//! rising order of precedence; the HSM PIN is never a flag.
 
 use anyhow::Context;
 use clap::Parser;
-use warden::config::ConfigArgs;
+use std::sync::Arc;
+use warden::approval::ApprovalConfig;
+use warden::clock::SystemClock;
+use warden::config::{AdminTls, ConfigArgs};
+use warden::core::{Core, LoadedPolicy};
 use warden::hsm::Hsm;
+use warden::policy::{load_policy_file, parse_policy, DEFAULT_POLICY};
+use warden::store::Store;
 
 /// Warden's signer daemon: an HSM-backed, validating Lightning signer.
 ///
@@ -31,18 +38,97 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = args.config.resolve()?;
+
+    let loaded = match &config.policy_file {
+        Some(path) => {
+            let policy = load_policy_file(path)?;
+            let text = std::fs::read_to_string(path)?;
+            LoadedPolicy {
+                policy: Arc::new(policy),
+                text,
+            }
+        }
+        None => LoadedPolicy {
+            policy: Arc::new(
+                parse_policy(DEFAULT_POLICY)
+                    .map_err(|e| anyhow::anyhow!("embedded default policy: {e:?}"))?,
+            ),
+            text: DEFAULT_POLICY.to_string(),
+        },
+    };
+
     let hsm = Hsm::open(&config.hsm)?;
     let seed = hsm.load_seed(&config.data_dir)?;
     let node_id = warden::signer::node_id(&seed, config.network);
     drop(seed);
     let audit_key = hsm.audit_public_key()?;
-    tracing::info!(%node_id, network = %config.network, audit_key = %audit_key, "wardend started on the sealed seed");
+
+    let store = Store::open(&config.data_dir.join("state"))?;
+    let core = Arc::new(Core::open(
+        store,
+        loaded.clone(),
+        ApprovalConfig {
+            rejections_needed: config.rejections_needed,
+        },
+        Arc::new(SystemClock),
+    )?);
+    *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
+    tracing::info!(
+        %node_id,
+        network = %config.network,
+        audit_key = %audit_key,
+        policy = %loaded.policy.hash_hex(),
+        "wardend started on the sealed seed"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut admin_task = None;
+    let api_tls = match &config.admin_tls {
+        AdminTls::Mutual {
+            cert,
+            key,
+            client_ca,
+        } => Some(Some(warden::api::tls::server_config(cert, key, client_ca)?)),
+        AdminTls::PlaintextLoopback => Some(None),
+        AdminTls::Disabled => {
+            tracing::warn!("admin API disabled: set admin.tls_cert, admin.tls_key and admin.client_ca to let admins approve payments");
+            None
+        }
+    };
+    if let Some(tls) = api_tls {
+        let listener = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on admin.listen {}", config.admin_listen))?;
+        let api = warden::api::ApiConfig {
+            tls,
+            rate_per_minute: config.admin_rate_per_minute,
+            burst: config.admin_burst,
+            max_message_bytes: 64 * 1024,
+        };
+        let mut rx = stop_rx.clone();
+        let core = core.clone();
+        tracing::info!(listen = %config.admin_listen, "admin API listening (mutual TLS 1.3)");
+        admin_task = Some(tokio::spawn(async move {
+            warden::api::serve(core, api, listener, async move {
+                let _ = rx.changed().await;
+            })
+            .await
+        }));
+    }
+
     println!(
         "wardend ready: node id {node_id} ({} network)",
         config.network
     );
+    if admin_task.is_some() {
+        println!("admin API on {}", config.admin_listen);
+    }
     wait_for_shutdown().await;
     tracing::info!("wardend stopping");
+    let _ = stop_tx.send(true);
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     Ok(())
 }
 

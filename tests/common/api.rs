@@ -122,7 +122,9 @@ impl AdminHarness {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let pki = tls::init_pki(&dir.path().join("pki"), &admins).unwrap();
+        let mut cert_holders = admins.clone();
+        cert_holders.push("dave".into());
+        let pki = tls::init_pki(&dir.path().join("pki"), &cert_holders).unwrap();
         let keys: Vec<(String, AdminKey)> = admins
             .iter()
             .map(|a| (a.clone(), AdminKey::generate()))

@@ -1,21 +1,30 @@
 //! wardenctl: the operator's and admins' command line.
 
+mod admin;
 mod policy;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use warden::config::ConfigArgs;
 use warden::hsm::Hsm;
 
-/// Administer a Warden signer: set up its HSM keys, inspect them, and check policy files.
+/// Administer a Warden signer: set up its HSM keys, check policy files, and approve or reject
+/// held payments.
 ///
-/// Exit codes: 0 success, 1 failure (the message says why; for `policy check`, the file has
-/// problems), 2 usage error.
+/// Exit codes: 0 success; 1 failure (the message says why; for `policy check`, the file has
+/// problems); 2 usage error; 3 wardend refused the request (signature, quorum, state, rate
+/// limit); 4 wardend could not be reached.
+///
+/// Admin commands connect with mutual TLS: --server, --ca, --cert, --cert-key and --admin, or
+/// WARDENCTL_* variables, or a --profile TOML file with the same keys (and admin_key).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    conn: admin::Conn,
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,6 +44,95 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Create the admin API's demo PKI: a CA, a server certificate for localhost and one client
+    /// certificate per admin (private keys 0600).
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+    /// Manage an admin's approval key.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// List payments waiting for approval.
+    Pending {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one request: amount, payee, description, the rule that holds it, who has signed.
+    Show {
+        /// Request id (rq-...).
+        id: String,
+        /// Print the exact text a hardware wallet signs (Bitcoin signed message).
+        #[arg(long)]
+        message: bool,
+        /// With --message: the text for rejecting instead of approving.
+        #[arg(long, requires = "message")]
+        reject: bool,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "message")]
+        json: bool,
+    },
+    /// Approve a request: sign it with your key (--key) or submit a wallet signature (--signature).
+    Approve {
+        /// Request id.
+        id: String,
+        /// Your admin key file (from `admin keygen`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// A base64 Bitcoin signed-message signature over `show ID --message`.
+        #[arg(long, conflicts_with = "key")]
+        signature: Option<String>,
+    },
+    /// Reject a request (one rejection refuses the payment by default).
+    Reject {
+        /// Request id.
+        id: String,
+        /// Your admin key file.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// A base64 Bitcoin signed-message signature over the reject text.
+        #[arg(long, conflicts_with = "key")]
+        signature: Option<String>,
+        /// Why, for the other admins.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Follow live events until interrupted.
+    Watch,
+    /// The signer's state: node, policy, velocity windows, pending approvals.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TlsCommand {
+    /// Write ca.pem, server.pem/.key and NAME.pem/.key per admin into DIR.
+    Init {
+        /// Directory to create.
+        dir: PathBuf,
+        /// Admin names, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "alice,bob,carol")]
+        admins: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create an approval key (0600) and print the line for the policy's [admins].
+    Keygen {
+        /// File to write; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        /// The admin's name, for the printed policy line.
+        #[arg(long, default_value = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,7 +147,8 @@ enum HsmCommand {
     },
 }
 
-fn main() {
+#[tokio::main]
+async fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -58,19 +157,85 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(cli) {
+    match run(cli).await {
         Ok(0) => {}
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::exit(1);
+            std::process::exit(admin::exit_code(&e));
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<i32> {
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let conn = cli.conn;
     match cli.command {
         Command::Policy { command } => policy::run(command),
+        Command::Tls {
+            command: TlsCommand::Init { dir, admins },
+        } => {
+            let pki = warden::api::tls::init_pki(&dir, &admins)?;
+            println!("CA certificate:     {}", pki.ca_cert.display());
+            println!(
+                "server certificate: {} (key {})",
+                pki.server_cert.display(),
+                pki.server_key.display()
+            );
+            for (admin, cert, key) in &pki.clients {
+                println!(
+                    "admin {admin:<12} {} (key {})",
+                    cert.display(),
+                    key.display()
+                );
+            }
+            Ok(0)
+        }
+        Command::Admin {
+            command: AdminCommand::Keygen { out, name },
+        } => {
+            let key = warden::approval::keys::AdminKey::generate();
+            key.save(&out)?;
+            println!("wrote {} (mode 600); keep it secret", out.display());
+            println!("add to the policy's [admins]:");
+            println!("{name} = {{ pubkey = \"{}\" }}", key.public_key());
+            Ok(0)
+        }
+        Command::Pending { json } => admin::pending(&conn, json).await.map(|_| 0),
+        Command::Show {
+            id,
+            message,
+            reject,
+            json,
+        } => admin::show(&conn, &id, message, reject, json)
+            .await
+            .map(|_| 0),
+        Command::Approve { id, key, signature } => admin::decide(
+            &conn,
+            &id,
+            warden::approval::Decision::Approve,
+            key,
+            signature,
+            None,
+        )
+        .await
+        .map(|_| 0),
+        Command::Reject {
+            id,
+            key,
+            signature,
+            reason,
+        } => admin::decide(
+            &conn,
+            &id,
+            warden::approval::Decision::Reject,
+            key,
+            signature,
+            reason,
+        )
+        .await
+        .map(|_| 0),
+        Command::Watch => admin::watch(&conn).await.map(|_| 0),
+        Command::Status { json } => admin::status(&conn, json).await.map(|_| 0),
         Command::Init { config } => {
             let config = config.resolve()?;
             let hsm = Hsm::open(&config.hsm)?;

@@ -1,0 +1,490 @@
+//! `wardenctl` for admins: see and decide held payments over the mutual-TLS admin API.
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine as _;
+use serde::Deserialize;
+use std::path::PathBuf;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use warden::api::proto::{self, warden_client::WardenClient};
+use warden::approval::keys::AdminKey;
+use warden::approval::{approval_digest, approval_text, ApprovalFields, Decision};
+use warden::clock::format_utc;
+use warden::policy::units::format_msat;
+
+/// Exit code when the daemon refused the request (signature, quorum, state, rate limit).
+pub const EXIT_REFUSED: i32 = 3;
+/// Exit code when wardend could not be reached.
+pub const EXIT_UNREACHABLE: i32 = 4;
+
+/// Connection settings: flags, then WARDENCTL_* environment, then the profile file.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Conn {
+    /// Profile file (TOML: server, ca, cert, key, admin, admin_key)
+    #[arg(long, env = "WARDENCTL_PROFILE", global = true)]
+    profile: Option<PathBuf>,
+    /// Admin API URL [default: https://localhost:7443]
+    #[arg(long, env = "WARDENCTL_SERVER", global = true)]
+    server: Option<String>,
+    /// CA certificate that signed wardend's certificate
+    #[arg(long, env = "WARDENCTL_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// This admin's client certificate
+    #[arg(long, env = "WARDENCTL_CERT", global = true)]
+    cert: Option<PathBuf>,
+    /// This admin's client certificate key
+    #[arg(long = "cert-key", env = "WARDENCTL_CERT_KEY", global = true)]
+    cert_key: Option<PathBuf>,
+    /// This admin's name in the policy's [admins]
+    #[arg(long, env = "WARDENCTL_ADMIN", global = true)]
+    admin: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    server: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    admin: Option<String>,
+    admin_key: Option<PathBuf>,
+}
+
+impl Conn {
+    fn profile(&self) -> anyhow::Result<Profile> {
+        match &self.profile {
+            None => Ok(Profile::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read profile {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("profile {}", p.display()))
+            }
+        }
+    }
+
+    /// The admin name.
+    pub fn admin(&self) -> anyhow::Result<String> {
+        self.admin
+            .clone()
+            .or(self.profile()?.admin)
+            .ok_or_else(|| anyhow!("which admin are you? pass --admin NAME (or WARDENCTL_ADMIN, or `admin` in the profile)"))
+    }
+
+    /// The admin's signing key file from the profile, when --key is not given.
+    pub fn admin_key(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(self.profile()?.admin_key)
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<WardenClient<Channel>> {
+        let p = self.profile()?;
+        let server = self
+            .server
+            .clone()
+            .or(p.server)
+            .unwrap_or_else(|| "https://localhost:7443".into());
+        let ca = self
+            .ca
+            .clone()
+            .or(p.ca)
+            .context("no CA certificate: pass --ca FILE (wardenctl tls init makes ca.pem)")?;
+        let cert = self
+            .cert
+            .clone()
+            .or(p.cert)
+            .context("no client certificate: pass --cert FILE")?;
+        let key = self
+            .cert_key
+            .clone()
+            .or(p.key)
+            .context("no client certificate key: pass --cert-key FILE")?;
+        let read =
+            |f: &PathBuf| std::fs::read(f).with_context(|| format!("cannot read {}", f.display()));
+        let key_pem = zeroize::Zeroizing::new(read(&key)?);
+        let host = server
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split([':', '/']).next())
+            .unwrap_or("localhost")
+            .to_string();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&ca)?))
+            .identity(Identity::from_pem(read(&cert)?, key_pem.as_slice()))
+            .domain_name(host);
+        let channel = Endpoint::from_shared(server.clone())
+            .with_context(|| format!("bad server URL {server}"))?
+            .tls_config(tls)?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect()
+            .await
+            .map_err(|e| Unreachable(format!("cannot reach wardend at {server}: {e}")))?;
+        Ok(WardenClient::new(channel).max_decoding_message_size(4 << 20))
+    }
+}
+
+/// wardend could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(String);
+
+/// The daemon said no.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(String);
+
+fn rpc(e: tonic::Status) -> anyhow::Error {
+    use tonic::Code::*;
+    match e.code() {
+        Unavailable | DeadlineExceeded | Unknown
+            if e.message().contains("connect") || e.code() == Unavailable =>
+        {
+            Unreachable(format!("wardend is unreachable: {}", e.message())).into()
+        }
+        _ => Refused(format!("wardend refused: {}", e.message())).into(),
+    }
+}
+
+/// Map an error to the documented exit code.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<Unreachable>().is_some() {
+        EXIT_UNREACHABLE
+    } else if e.downcast_ref::<Refused>().is_some() {
+        EXIT_REFUSED
+    } else {
+        1
+    }
+}
+
+fn state_name(s: i32) -> &'static str {
+    match proto::RequestState::try_from(s) {
+        Ok(proto::RequestState::Pending) => "pending",
+        Ok(proto::RequestState::Approved) => "approved",
+        Ok(proto::RequestState::Rejected) => "rejected",
+        Ok(proto::RequestState::Expired) => "expired",
+        Ok(proto::RequestState::Consumed) => "consumed",
+        _ => "unknown",
+    }
+}
+
+/// Recompute what is signed from the fields shown, and check the server agrees.
+fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalFields<'_>, [u8; 32])> {
+    if r.destinations.len() != r.output_amounts_msat.len() {
+        bail!("the request from wardend is inconsistent (destinations and amounts differ in number); refusing to sign");
+    }
+    let payee = r
+        .destinations
+        .iter()
+        .zip(&r.output_amounts_msat)
+        .map(|(d, v)| format!("{d}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let hash32 = |b: &[u8], what: &str| -> anyhow::Result<[u8; 32]> {
+        match b.len() {
+            0 => Ok([0; 32]),
+            32 => Ok(b.try_into().expect("32 bytes")),
+            n => bail!("the {what} from wardend has {n} bytes; refusing to sign"),
+        }
+    };
+    let policy = hex::decode(&r.policy_hash).context("policy hash is not hex")?;
+    let fields = ApprovalFields {
+        id: &r.id,
+        payment_hash: hash32(&r.payment_hash, "payment hash")?,
+        amount_msat: r.amount_msat,
+        payee,
+        policy_hash: hash32(&policy, "policy hash")?,
+        expires_at: r.expires_at,
+    };
+    let digest = approval_digest(&fields, Decision::Approve);
+    if digest.as_slice() != r.approval_digest.as_slice() {
+        bail!("the approval digest from wardend does not match the request it shows; refusing to sign (is something between you and wardend altering messages?)");
+    }
+    Ok((fields, digest))
+}
+
+fn print_request(r: &proto::ApprovalRequest) {
+    println!("request      {}", r.id);
+    println!("state        {}", state_name(r.state));
+    println!("kind         {}", r.kind);
+    println!(
+        "amount       {} ({} msat)",
+        format_msat(r.amount_msat),
+        r.amount_msat
+    );
+    for (d, v) in r.destinations.iter().zip(&r.output_amounts_msat) {
+        println!("payee        {d} ({})", format_msat(*v));
+    }
+    if !r.description.is_empty() {
+        println!("description  {}", r.description);
+    }
+    if !r.payment_hash.is_empty() {
+        println!("payment hash {}", hex::encode(&r.payment_hash));
+    }
+    println!(
+        "rule         {} (needs {} of {})",
+        r.rule_tag,
+        r.need,
+        r.of.join(", ")
+    );
+    println!("created      {}", format_utc(r.created_at));
+    println!("expires      {}", format_utc(r.expires_at));
+    println!("policy       {}", r.policy_hash);
+    let approvals = r
+        .signatures
+        .iter()
+        .filter(|s| s.decision == "approve")
+        .count();
+    println!("signed       {} of {} approvals", approvals, r.need);
+    for s in &r.signatures {
+        let reason = if s.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", s.reason)
+        };
+        println!(
+            "  {} {}s at {}{reason}",
+            s.admin,
+            s.decision,
+            format_utc(s.signed_at)
+        );
+    }
+}
+
+fn json_request(r: &proto::ApprovalRequest) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "state": state_name(r.state),
+        "kind": r.kind,
+        "amount_msat": r.amount_msat,
+        "destinations": r.destinations,
+        "output_amounts_msat": r.output_amounts_msat,
+        "description": r.description,
+        "payment_hash": hex::encode(&r.payment_hash),
+        "rule_tag": r.rule_tag,
+        "tags": r.tags,
+        "need": r.need,
+        "of": r.of,
+        "created_at": r.created_at,
+        "expires_at": r.expires_at,
+        "policy_hash": r.policy_hash,
+        "approval_digest": hex::encode(&r.approval_digest),
+        "signatures": r.signatures.iter().map(|s| serde_json::json!({"admin": s.admin, "decision": s.decision, "signed_at": s.signed_at, "reason": s.reason})).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn pending(conn: &Conn, json: bool) -> anyhow::Result<()> {
+    let list = conn
+        .connect()
+        .await?
+        .list_pending(proto::ListPendingRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &list.requests.iter().map(json_request).collect::<Vec<_>>()
+            )?
+        );
+        return Ok(());
+    }
+    if list.requests.is_empty() {
+        println!("no pending requests");
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>18} {:<9} {:<24} {:<22} payee",
+        "ID", "AMOUNT", "SIGNED", "RULE", "EXPIRES"
+    );
+    for r in &list.requests {
+        let approvals = r
+            .signatures
+            .iter()
+            .filter(|s| s.decision == "approve")
+            .count();
+        println!(
+            "{:<20} {:>18} {:<9} {:<24} {:<22} {}",
+            r.id,
+            format_msat(r.amount_msat),
+            format!("{approvals}/{}", r.need),
+            r.rule_tag,
+            format_utc(r.expires_at),
+            r.destinations.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub async fn show(
+    conn: &Conn,
+    id: &str,
+    message: bool,
+    reject: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let r = conn
+        .connect()
+        .await?
+        .get_request(proto::GetRequestRequest { id: id.into() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if message {
+        let (fields, _) = local_fields(&r)?;
+        // Exactly the text a hardware wallet signs (the final newline is not part of it).
+        let decision = if reject {
+            Decision::Reject
+        } else {
+            Decision::Approve
+        };
+        println!("{}", approval_text(&fields, decision));
+        return Ok(());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&json_request(&r))?);
+    } else {
+        print_request(&r);
+    }
+    Ok(())
+}
+
+pub async fn decide(
+    conn: &Conn,
+    id: &str,
+    decision: Decision,
+    key: Option<PathBuf>,
+    signature: Option<String>,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let admin = conn.admin()?;
+    let mut client = conn.connect().await?;
+    let r = client
+        .get_request(proto::GetRequestRequest { id: id.into() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let (fields, _) = local_fields(&r)?;
+    let (format, sig) = match (key.or(conn.admin_key()?), signature) {
+        (_, Some(b64)) => {
+            let sig = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .context(
+                    "--signature is not base64 (paste the output of your wallet's sign-message)",
+                )?;
+            (proto::SignatureFormat::BitcoinMessage, sig)
+        }
+        (Some(path), None) => {
+            let key = AdminKey::load(&path)?;
+            (
+                proto::SignatureFormat::Bip340,
+                key.sign_digest(approval_digest(&fields, decision)).to_vec(),
+            )
+        }
+        (None, None) => bail!(
+            "sign with --key FILE (BIP-340) or pass a wallet signature with --signature BASE64"
+        ),
+    };
+    let req = proto::DecisionRequest {
+        id: id.into(),
+        admin,
+        format: format as i32,
+        signature: sig,
+        reason: reason.unwrap_or_default(),
+    };
+    let out = match decision {
+        Decision::Approve => client.approve(req).await,
+        Decision::Reject => client.reject(req).await,
+    }
+    .map_err(rpc)?
+    .into_inner();
+    println!("{}", out.message);
+    Ok(())
+}
+
+pub async fn watch(conn: &Conn) -> anyhow::Result<()> {
+    let mut stream = conn
+        .connect()
+        .await?
+        .watch_events(proto::WatchEventsRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    while let Some(e) = stream.message().await.map_err(rpc)? {
+        let kind = proto::EventKind::try_from(e.kind)
+            .map(|k| {
+                k.as_str_name()
+                    .trim_start_matches("EVENT_KIND_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|_| "event".into());
+        let tags = if e.tags.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", e.tags.join(", "))
+        };
+        let id = if e.request_id.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", e.request_id)
+        };
+        println!("{} {kind}{id}{tags}: {}", format_utc(e.time), e.message);
+    }
+    Ok(())
+}
+
+pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
+    let s = conn
+        .connect()
+        .await?
+        .status(proto::StatusRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "node_id": s.node_id, "policy_hash": s.policy_hash, "policy_name": s.policy_name,
+                "pending": s.pending, "node_connection": s.node_connection, "time": s.time,
+                "auth_failures": s.auth_failures,
+                "windows": s.windows.iter().map(|w| serde_json::json!({"tag": w.tag, "window": w.window, "scope": w.scope, "used_msat": w.used_msat, "limit_msat": w.limit_msat, "used_count": w.used_count, "limit_count": w.limit_count})).collect::<Vec<_>>(),
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "node id      {}",
+        if s.node_id.is_empty() {
+            "(not yet known)"
+        } else {
+            &s.node_id
+        }
+    );
+    println!("node         {}", s.node_connection);
+    println!("policy       {} {}", s.policy_name, s.policy_hash);
+    println!("pending      {}", s.pending);
+    println!("time         {}", format_utc(s.time));
+    for w in &s.windows {
+        let pct = if w.limit_msat > 0 {
+            format!(
+                " ({:.0} %)",
+                w.used_msat as f64 * 100.0 / w.limit_msat as f64
+            )
+        } else {
+            String::new()
+        };
+        let count = if w.limit_count > 0 {
+            format!(", {} of {} payments", w.used_count, w.limit_count)
+        } else {
+            String::new()
+        };
+        println!(
+            "window       {:<20} {:>4} {:<20} {} of {}{pct}{count}",
+            w.tag,
+            w.window,
+            w.scope,
+            format_msat(w.used_msat),
+            format_msat(w.limit_msat)
+        );
+    }
+    Ok(())
+}
