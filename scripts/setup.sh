@@ -27,3 +27,17 @@ if have_cmd rustup; then
 fi
 
 test -e /usr/lib/softhsm/libsofthsm2.so || { echo "setup: softhsm2 installed but /usr/lib/softhsm/libsofthsm2.so is missing" >&2; exit 1; }
+
+# The real node-side peer for the end-to-end tests and the demo: VLS's remote_hsmd_socket, of the
+# same version as the crates Warden links (Cargo.toml pins =1.0.0-rc.1). Built once into a cache
+# outside the clone, keyed by version; reused by every later run.
+VLS_VERSION="1.0.0-rc.1"
+cache="${WARDEN_CACHE:-$HOME/.cache/warden}/vls-$VLS_VERSION"
+if [ ! -x "$cache/bin/remote_hsmd_socket" ]; then
+  echo "setup: building remote_hsmd_socket $VLS_VERSION into $cache (once; a few minutes)"
+  mkdir -p "$cache"
+  CARGO_TARGET_DIR="$cache/target" cargo install --locked --quiet vls-proxy --version "=$VLS_VERSION" \
+    --bin remote_hsmd_socket --root "$cache" -j "${CARGO_BUILD_JOBS:-2}"
+  rm -rf "$cache/target"
+fi
+test -x "$cache/bin/remote_hsmd_socket"

@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// `[approvals]` table.
     #[serde(default)]
     pub approvals: FileApprovals,
+    /// `[signer]` table.
+    #[serde(default)]
+    pub signer: FileSigner,
     /// `[metrics]` table.
     #[serde(default)]
     pub metrics: FileListen,
@@ -87,6 +90,14 @@ pub struct FileAdmin {
 pub struct FilePolicy {
     /// The policy file; the embedded default when absent.
     pub file: Option<PathBuf>,
+}
+
+/// `[signer]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSigner {
+    /// Live invoices VLS may hold.
+    pub max_invoices: Option<usize>,
 }
 
 /// `[approvals]` in the file.
@@ -153,6 +164,9 @@ pub struct ConfigArgs {
     /// Policy file (TOML) [default: the embedded policy/default.toml]
     #[arg(long, env = "WARDEN_POLICY")]
     pub policy: Option<PathBuf>,
+    /// Live invoices the VLS node may hold [default: 100000]
+    #[arg(long, env = "WARDEN_MAX_INVOICES")]
+    pub max_invoices: Option<usize>,
 }
 
 /// How the admin API is served.
@@ -198,6 +212,8 @@ pub struct Config {
     pub policy_file: Option<PathBuf>,
     /// Rejections that refuse a held payment.
     pub rejections_needed: usize,
+    /// Live invoices the VLS node may hold.
+    pub max_invoices: usize,
 }
 
 /// What was wrong with the configuration.
@@ -399,6 +415,16 @@ impl ConfigArgs {
             problems.push("approvals.rejections_needed: must be at least 1".into());
         }
 
+        let max_invoices = self
+            .max_invoices
+            .or(file.signer.max_invoices)
+            .unwrap_or(100_000);
+        if !(1..=10_000_000).contains(&max_invoices) {
+            problems.push(format!(
+                "signer.max_invoices: {max_invoices} is out of range; use 1 to 10,000,000"
+            ));
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
@@ -419,6 +445,7 @@ impl ConfigArgs {
             admin_burst,
             policy_file,
             rejections_needed,
+            max_invoices,
         })
     }
 }

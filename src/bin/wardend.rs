@@ -60,10 +60,10 @@ async fn main() -> anyhow::Result<()> {
     let hsm = Hsm::open(&config.hsm)?;
     let seed = hsm.load_seed(&config.data_dir)?;
     let node_id = warden::signer::node_id(&seed, config.network);
-    drop(seed);
     let audit_key = hsm.audit_public_key()?;
 
     let store = Store::open(&config.data_dir.join("state"))?;
+    let db = store.db().clone();
     let core = Arc::new(Core::open(
         store,
         loaded.clone(),
@@ -73,6 +73,16 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?);
     *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
+    let init = warden::signer::build_handler(
+        core.clone(),
+        &seed,
+        &db,
+        warden::signer::SignerSettings {
+            network: config.network,
+            max_invoices: config.max_invoices,
+        },
+    )?;
+    drop(seed);
     tracing::info!(
         %node_id,
         network = %config.network,
@@ -116,6 +126,15 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
 
+    let hsmd_uri = format!("http://{}", config.hsmd_address);
+    tracing::info!(node = %hsmd_uri, max_invoices = config.max_invoices, "serving the node's hsmd stream");
+    let signer_task = tokio::spawn(warden::signer::stream::run(
+        init,
+        core.clone(),
+        hsmd_uri,
+        stop_rx.clone(),
+    ));
+
     println!(
         "wardend ready: node id {node_id} ({} network)",
         config.network
@@ -126,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
     wait_for_shutdown().await;
     tracing::info!("wardend stopping");
     let _ = stop_tx.send(true);
+    let _ = signer_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }

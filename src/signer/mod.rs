@@ -1,13 +1,36 @@
-//! The signer: a VLS node built from the unsealed seed.
+//! The signer: a VLS node built from the HSM-unsealed seed, gated by Warden's approver, serving
+//! the node through the hsmd gRPC stream.
 //!
-//! This module grows into the hsmd stream client and Warden's `Approve` implementation; for now
-//! it holds the one derivation every part needs, the node id, computed exactly as VLS computes it
-//! for Core Lightning (native key derivation), so what Warden prints is what CLN will announce.
+//! VLS's Lightning validation is always on: the validator is built here, from VLS's enforcing
+//! default policy, with no switch (environment or configuration) that makes it permissive.
+//! Warden changes only two VLS settings: the invoice capacity (`max_invoices`, so enterprise
+//! volume fits) and VLS's own node-wide velocity control, which is left unlimited because
+//! Warden's policy owns limits.
 
+pub mod approver;
+pub mod persist;
+pub mod stream;
+
+use crate::core::Core;
 use crate::hsm::NodeSeed;
+use approver::WardenApprover;
 use lightning_signer::bitcoin::secp256k1::{PublicKey, Secp256k1};
 use lightning_signer::bitcoin::Network;
+use lightning_signer::node::NodeServices;
+use lightning_signer::persist::Persist;
+use lightning_signer::policy::onchain_validator::OnchainValidatorFactory;
+use lightning_signer::policy::simple_validator::{
+    make_simple_policy, OptionizedSimplePolicy, SimpleValidatorFactory,
+};
 use lightning_signer::signer::derive::{key_derive, KeyDerivationStyle};
+use lightning_signer::signer::ClockStartingTimeFactory;
+use lightning_signer::util::clock::StandardClock;
+use lightning_signer::util::velocity::VelocityControlSpec;
+use std::sync::Arc;
+use vls_persist::kvv::transactional::TransactionalKVVStore;
+use vls_persist::kvv::{JsonFormat, KVVPersister};
+use vls_protocol_signer::handler::{HandlerBuilder, InitHandler};
+use zeroize::Zeroize;
 
 /// The Lightning node id that a seed gives on `network`, CLN-style.
 pub fn node_id(seed: &NodeSeed, network: Network) -> PublicKey {
@@ -17,6 +40,98 @@ pub fn node_id(seed: &NodeSeed, network: Network) -> PublicKey {
     let mut secret = secret;
     secret.non_secure_erase();
     node_id
+}
+
+/// Settings of the VLS node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignerSettings {
+    /// Bitcoin network.
+    pub network: Network,
+    /// Live invoices VLS may hold (VLS's own default is 1,000).
+    pub max_invoices: usize,
+}
+
+/// Why the signer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    /// The VLS state database failed.
+    #[error("the VLS state database failed: {0}")]
+    Persist(String),
+    /// VLS refused to build or restore the node.
+    #[error("VLS could not build the node: {0}")]
+    Build(String),
+    /// The stored node is not the one the sealed seed gives.
+    #[error("the VLS state in the data directory belongs to node {stored}, but the sealed seed gives node {expected}; point data_dir at this seed's state")]
+    WrongNode {
+        /// Node id in the state.
+        stored: String,
+        /// Node id from the seed.
+        expected: String,
+    },
+}
+
+/// Build (or restore) the VLS node and its init handler. The seed is copied into VLS, which
+/// keeps it for the life of the node; Warden's own copy is wiped here.
+pub fn build_handler(
+    core: Arc<Core>,
+    seed: &NodeSeed,
+    db: &sled::Db,
+    settings: SignerSettings,
+) -> Result<InitHandler, SignerError> {
+    let store =
+        persist::SledKVVStore::open(db).map_err(|e| SignerError::Persist(format!("{e:?}")))?;
+    let persister: Arc<dyn Persist> =
+        Arc::new(KVVPersister(TransactionalKVVStore::new(store), JsonFormat));
+    let mut policy = make_simple_policy(settings.network, OptionizedSimplePolicy::default());
+    policy.max_invoices = settings.max_invoices;
+    policy.global_velocity_control = VelocityControlSpec::UNLIMITED;
+    let validator_factory = Arc::new(OnchainValidatorFactory::new_with_simple_factory(
+        SimpleValidatorFactory::new_with_policy(policy),
+    ));
+    let services = NodeServices {
+        validator_factory,
+        starting_time_factory: ClockStartingTimeFactory::new(),
+        persister: persister.clone(),
+        clock: Arc::new(StandardClock()),
+        trusted_oracle_pubkeys: vec![],
+    };
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes.copy_from_slice(seed.as_slice());
+    let expected = node_id(seed, settings.network);
+    persister
+        .enter()
+        .map_err(|e| SignerError::Persist(format!("{e:?}")))?;
+    let built = HandlerBuilder::new(settings.network, 0, services, seed_bytes)
+        .approver(Arc::new(WardenApprover::new(
+            core,
+            settings.network,
+            settings.max_invoices,
+        )))
+        .build();
+    seed_bytes.zeroize();
+    let init = match built {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = persister.commit();
+            return Err(SignerError::Build(format!("{e:?}")));
+        }
+    };
+    // Warden owns allowlisting: VLS's allowlist stays empty so no payee skips the policy.
+    let node = init.node().clone();
+    if node.allowlist().map(|l| !l.is_empty()).unwrap_or(false) {
+        node.set_allowlist(&[])
+            .map_err(|e| SignerError::Build(format!("clearing the VLS allowlist: {e:?}")))?;
+    }
+    persister
+        .commit()
+        .map_err(|e| SignerError::Persist(format!("{e:?}")))?;
+    if node.get_id() != expected {
+        return Err(SignerError::WrongNode {
+            stored: node.get_id().to_string(),
+            expected: expected.to_string(),
+        });
+    }
+    Ok(init)
 }
 
 #[cfg(test)]

@@ -126,3 +126,4 @@ pub fn bin_path(name: &str) -> PathBuf {
 }
 
 pub mod api;
+pub mod cln;

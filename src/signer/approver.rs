@@ -1,0 +1,234 @@
+//! Warden's `Approve`: every payment VLS is asked to preapprove goes through Warden's policy and
+//! quorum pipeline ([`Core::decide_payment`]).
+//!
+//! The `handle_proposed_*` methods are overridden because VLS's defaults take two shortcuts
+//! Warden must not take: a payee on VLS's node allowlist is approved without asking the approver
+//! at all (Warden keeps that allowlist empty and owns allowlisting in its policy), and the
+//! default keysend path hides the payee from the approver. A payment VLS already holds
+//! (`has_payment`) is approved again without being counted twice.
+//!
+//! No method here returns an error for a payment decision: a refusal, a capacity limit or an
+//! invoice VLS will not accept are all `Ok(false)`, with their tags in the log and the event
+//! stream, because any non-temporary error makes the node's hsmd exit.
+
+use crate::core::Core;
+use crate::events::EventKind;
+use crate::policy::PaymentRequest;
+use lightning_signer::bitcoin::bip32::DerivationPath;
+use lightning_signer::bitcoin::secp256k1::{PublicKey, SecretKey};
+use lightning_signer::bitcoin::{Address, Network, Transaction, TxOut};
+use lightning_signer::invoice::{Invoice, InvoiceAttributes};
+use lightning_signer::lightning::types::payment::PaymentHash;
+use lightning_signer::node::Node;
+use lightning_signer::policy::error::ValidationErrorKind;
+use lightning_signer::util::status::Status;
+use lightning_signer::SendSync;
+use std::sync::Arc;
+use vls_protocol_signer::approver::Approve;
+
+/// Tag of a refusal because VLS's invoice table is full.
+pub const TAG_CAPACITY: &str = "warden-invoice-capacity";
+/// Tag of a refusal because VLS would not accept the invoice (expired, malformed, duplicate).
+pub const TAG_VLS_REFUSED: &str = "warden-vls-refused";
+
+/// The approver VLS's handler calls.
+pub struct WardenApprover {
+    core: Arc<Core>,
+    network: Network,
+    max_invoices: usize,
+}
+
+impl SendSync for WardenApprover {}
+
+impl WardenApprover {
+    /// An approver deciding through `core`; `max_invoices` must match the VLS policy's.
+    pub fn new(core: Arc<Core>, network: Network, max_invoices: usize) -> Self {
+        WardenApprover {
+            core,
+            network,
+            max_invoices,
+        }
+    }
+
+    fn refuse(&self, tag: &str, reason: String, amount_msat: u64) -> Result<bool, Status> {
+        tracing::warn!(tag, %reason, "payment refused");
+        self.core.events.emit(
+            self.core.clock.now(),
+            EventKind::PaymentRefused,
+            "",
+            &[tag.to_string()],
+            reason,
+            amount_msat,
+        );
+        Ok(false)
+    }
+
+    fn request_for_invoice(invoice: &Invoice) -> PaymentRequest {
+        PaymentRequest::invoice(
+            invoice.payment_hash().0,
+            invoice.amount_milli_satoshis(),
+            &hex::encode(invoice.payee_pub_key().serialize()),
+            invoice.description(),
+        )
+    }
+
+    fn invoice_text(invoice: &Invoice) -> Option<String> {
+        match invoice {
+            Invoice::Bolt11(i) => Some(i.to_string()),
+            Invoice::Bolt12(_) => None,
+        }
+    }
+}
+
+impl Approve for WardenApprover {
+    fn approve_invoice(&self, invoice: &Invoice) -> bool {
+        self.core
+            .decide_payment(
+                &Self::request_for_invoice(invoice),
+                Self::invoice_text(invoice),
+            )
+            .approved
+    }
+
+    fn approve_keysend(&self, _payment_hash: PaymentHash, _amount_msat: u64) -> bool {
+        // Never reached: handle_proposed_keysend below decides with the payee known. Without the
+        // payee the policy cannot be applied, so the safe answer is no.
+        false
+    }
+
+    fn approve_onchain(
+        &self,
+        tx: &Transaction,
+        _prev_outs: &[TxOut],
+        unknown_indices: &[usize],
+    ) -> bool {
+        let outputs: Vec<(String, u64)> = unknown_indices
+            .iter()
+            .filter_map(|i| tx.output.get(*i))
+            .map(|o| {
+                let dest = Address::from_script(&o.script_pubkey, self.network)
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| {
+                        format!("script {}", hex::encode(o.script_pubkey.as_bytes()))
+                    });
+                (dest, o.value.to_sat().saturating_mul(1_000))
+            })
+            .collect();
+        self.core
+            .decide_payment(&PaymentRequest::onchain(outputs), None)
+            .approved
+    }
+
+    fn handle_proposed_invoice(&self, node: &Arc<Node>, invoice: Invoice) -> Result<bool, Status> {
+        let amount = invoice.amount_milli_satoshis();
+        let (payment_hash, _, invoice_hash) = match Node::payment_state_from_invoice(&invoice) {
+            Ok(x) => x,
+            Err(e) => {
+                return self.refuse(
+                    TAG_VLS_REFUSED,
+                    format!("invoice not accepted: {e}"),
+                    amount,
+                )
+            }
+        };
+        match node.has_payment(&payment_hash, &invoice_hash) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => {
+                return self.refuse(
+                    TAG_VLS_REFUSED,
+                    format!("invoice not accepted: {e}"),
+                    amount,
+                )
+            }
+        }
+        let live = node.get_state().invoices.len();
+        if live >= self.max_invoices {
+            return self.refuse(
+                TAG_CAPACITY,
+                format!(
+                    "rule {TAG_CAPACITY}: {live} live invoices, the configured capacity is {} (signer.max_invoices)",
+                    self.max_invoices
+                ),
+                amount,
+            );
+        }
+        if !self.approve_invoice(&invoice) {
+            return Ok(false);
+        }
+        match node.add_invoice(invoice) {
+            Ok(added) => Ok(added),
+            Err(e) => self.refuse(
+                TAG_VLS_REFUSED,
+                format!("VLS did not accept the approved invoice: {e}"),
+                amount,
+            ),
+        }
+    }
+
+    fn handle_proposed_keysend(
+        &self,
+        node: &Arc<Node>,
+        payee: PublicKey,
+        payment_hash: PaymentHash,
+        amount_msat: u64,
+    ) -> Result<bool, Status> {
+        let now = node.get_clock().now();
+        let invoice_hash =
+            match Node::payment_state_from_keysend(payee, payment_hash, amount_msat, now) {
+                Ok((_, h)) => h,
+                Err(e) => {
+                    return self.refuse(
+                        TAG_VLS_REFUSED,
+                        format!("keysend not accepted: {e}"),
+                        amount_msat,
+                    )
+                }
+            };
+        match node.has_payment(&payment_hash, &invoice_hash) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => {
+                return self.refuse(
+                    TAG_VLS_REFUSED,
+                    format!("keysend not accepted: {e}"),
+                    amount_msat,
+                )
+            }
+        }
+        let req =
+            PaymentRequest::keysend(payment_hash.0, amount_msat, &hex::encode(payee.serialize()));
+        if !self.core.decide_payment(&req, None).approved {
+            return Ok(false);
+        }
+        match node.add_keysend(payee, payment_hash, amount_msat) {
+            Ok(added) => Ok(added),
+            Err(e) => self.refuse(
+                TAG_VLS_REFUSED,
+                format!("VLS did not accept the approved keysend: {e}"),
+                amount_msat,
+            ),
+        }
+    }
+
+    fn handle_proposed_onchain(
+        &self,
+        node: &Arc<Node>,
+        tx: &Transaction,
+        segwit_flags: &[bool],
+        prev_outs: &[TxOut],
+        uniclosekeys: &[Option<(SecretKey, Vec<Vec<u8>>)>],
+        opaths: &[DerivationPath],
+    ) -> Result<bool, Status> {
+        match node.check_onchain_tx(tx, segwit_flags, prev_outs, uniclosekeys, opaths) {
+            Ok(()) => Ok(true),
+            Err(ve) => match ve.kind {
+                ValidationErrorKind::UnknownDestinations(_, ref indices) => {
+                    Ok(self.approve_onchain(tx, prev_outs, indices))
+                }
+                // VLS's own validation failed: its design is to refuse with an error.
+                _ => Err(Status::failed_precondition(ve.to_string())),
+            },
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The connection to the node: wardend dials the `hsmd.Hsmd` gRPC service that vls-proxy's
+//! `remote_hsmd_socket` (or the LDK node-side library) serves, opens `SignerStream`, and answers
+//! every `SignerRequest` with exactly one `SignerResponse`, the way VLS's `vlsd` does: the init
+//! handler until negotiation completes, then the root handler; `for_new_client` for requests
+//! whose context names a peer and dbid; the persister's transaction around every request, so
+//! state is durable before the answer is sent. On disconnect it reconnects with backoff and
+//! answers the proxy's replayed init with a fresh init handler.
+//!
+//! What Warden adds to vlsd's loop:
+//! - preapprove messages whose invoice cannot be parsed are answered *not approved* here,
+//!   because VLS's handler would turn them into a fatal error that stops the node;
+//! - a malformed or unknown message is a temporary failure, never a fatal one;
+//! - a refusal by VLS's own validation is recorded (log and event, with its rule tag) before the
+//!   error is sent.
+
+use super::approver::TAG_VLS_REFUSED;
+use crate::core::Core;
+use crate::events::EventKind;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use vls_protocol::msgs::{self, Message, SerBolt};
+use vls_protocol_signer::handler::{Error as HandlerError, Handler, InitHandler, RootHandler};
+use vls_protocol_signer::vls_protocol::model::PubKey;
+use vlsd::grpc::hsmd::hsmd_client::HsmdClient;
+use vlsd::grpc::hsmd::{PingRequest, SignerRequest, SignerResponse};
+
+/// Tag of a refusal because the invoice in a preapprove could not be parsed.
+pub const TAG_UNPARSABLE_INVOICE: &str = "warden-invoice-unparsable";
+/// Tag of a message Warden could not decode.
+pub const TAG_MALFORMED: &str = "warden-malformed-message";
+
+enum Phase {
+    Init(InitHandler),
+    Root(RootHandler),
+}
+
+fn response(request_id: u64, message: Vec<u8>) -> SignerResponse {
+    SignerResponse {
+        request_id,
+        message,
+        error: String::new(),
+        is_temporary_failure: false,
+    }
+}
+
+fn temporary(request_id: u64, error: String) -> SignerResponse {
+    SignerResponse {
+        request_id,
+        message: vec![],
+        error,
+        is_temporary_failure: true,
+    }
+}
+
+/// The first `policy-…` tag in a VLS error, if any.
+pub fn vls_tag(error: &str) -> Option<String> {
+    let start = error.find("policy-")?;
+    let tag: String = error[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    Some(tag)
+}
+
+/// Answer one request. Blocking: VLS and the stores are synchronous.
+fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> (SignerResponse, bool) {
+    let id = request.request_id;
+    let msg = match msgs::from_vec(request.message) {
+        Ok(m) => m,
+        Err(e) => {
+            let why = format!("rule {TAG_MALFORMED}: request {id} could not be decoded ({e:?}); answered as a temporary failure");
+            tracing::error!("{why}");
+            core.events.emit(
+                core.clock.now(),
+                EventKind::PaymentRefused,
+                "",
+                &[TAG_MALFORMED.into()],
+                why.clone(),
+                0,
+            );
+            return (temporary(id, why), false);
+        }
+    };
+    if let Message::Unknown(ref u) = msg {
+        let why = format!("rule {TAG_MALFORMED}: request {id} has unknown message type {}; answered as a temporary failure", u.message_type);
+        tracing::error!("{why}");
+        core.events.emit(
+            core.clock.now(),
+            EventKind::PaymentRefused,
+            "",
+            &[TAG_MALFORMED.into()],
+            why.clone(),
+            0,
+        );
+        return (temporary(id, why), false);
+    }
+    // Refuse unparsable invoices here, before VLS turns them into a fatal error.
+    if let Message::PreapproveInvoice(ref m) = msg {
+        let parsed = std::str::from_utf8(&m.invstring.0)
+            .ok()
+            .map(|s| lightning_signer::invoice::Invoice::from_str(s).is_ok());
+        if parsed != Some(true) {
+            let why = format!("rule {TAG_UNPARSABLE_INVOICE}: the invoice in preapprove request {id} is not a valid BOLT 11/12 invoice");
+            tracing::warn!("{why}");
+            core.events.emit(
+                core.clock.now(),
+                EventKind::PaymentRefused,
+                "",
+                &[TAG_UNPARSABLE_INVOICE.into()],
+                why,
+                0,
+            );
+            return (
+                response(id, msgs::PreapproveInvoiceReply { result: false }.as_vec()),
+                false,
+            );
+        }
+    }
+    let name = msg.inner().name();
+    let result: Result<(Option<Vec<u8>>, bool), HandlerError> = match phase {
+        Phase::Init(init) => {
+            let persister = init.node().get_persister();
+            if let Err(e) = persister.enter() {
+                return (
+                    temporary(id, format!("cannot start the state transaction: {e:?}")),
+                    false,
+                );
+            }
+            let r = init.handle(msg);
+            if let Err(e) = persister.commit() {
+                return (temporary(id, format!("cannot commit state: {e:?}")), false);
+            }
+            r.map(|(done, reply)| (reply.map(|r| r.as_vec()), done))
+        }
+        Phase::Root(root) => {
+            let persister = root.node().get_persister();
+            if let Err(e) = persister.enter() {
+                return (
+                    temporary(id, format!("cannot start the state transaction: {e:?}")),
+                    false,
+                );
+            }
+            let r = match request.context.as_ref().filter(|c| c.dbid > 0) {
+                Some(ctx) => match <[u8; 33]>::try_from(ctx.peer_id.as_slice()) {
+                    Ok(peer) => root
+                        .for_new_client(ctx.dbid, PubKey(peer), ctx.dbid)
+                        .handle(msg),
+                    Err(_) => Err(HandlerError::Temporary(
+                        lightning_signer::util::status::Status::invalid_argument(
+                            "peer id in the request context is not 33 bytes",
+                        ),
+                    )),
+                },
+                None => root.handle(msg),
+            };
+            if matches!(r, Err(HandlerError::Temporary(_))) {
+                // VLS guarantees a temporary error left no mutation; commit the empty transaction.
+                let _ = persister.commit();
+            } else if let Err(e) = persister.commit() {
+                return (temporary(id, format!("cannot commit state: {e:?}")), false);
+            }
+            r.map(|reply| (Some(reply.as_vec()), false))
+        }
+    };
+    match result {
+        Ok((Some(bytes), done)) => (response(id, bytes), done),
+        Ok((None, done)) => (response(id, vec![]), done),
+        Err(HandlerError::Temporary(status)) => {
+            tracing::warn!(
+                request = id,
+                message = name,
+                "temporary failure: {}",
+                status.message()
+            );
+            (temporary(id, status.message().to_string()), false)
+        }
+        Err(e) => {
+            let text = format!("{e:?}");
+            let tag = vls_tag(&text).unwrap_or_else(|| TAG_VLS_REFUSED.to_string());
+            let why = format!("VLS refused {name} (request {id}): {text}");
+            tracing::error!(%tag, "{why}");
+            core.events.emit(
+                core.clock.now(),
+                EventKind::PaymentRefused,
+                "",
+                &[tag],
+                why,
+                0,
+            );
+            (
+                SignerResponse {
+                    request_id: id,
+                    message: vec![],
+                    error: text,
+                    is_temporary_failure: false,
+                },
+                false,
+            )
+        }
+    }
+}
+
+fn set_connection(core: &Core, state: &str, detail: String) {
+    let mut c = core
+        .node_connection
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
+    if *c != state {
+        *c = state.to_string();
+        drop(c);
+        core.events.emit(
+            core.clock.now(),
+            EventKind::NodeConnection,
+            "",
+            &[],
+            detail,
+            0,
+        );
+    }
+}
+
+/// Serve the node at `uri` until `shutdown` is set, reconnecting with backoff.
+pub async fn run(
+    init: InitHandler,
+    core: Arc<Core>,
+    uri: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let connected = tokio::select! {
+            c = connect(&uri) => c,
+            _ = shutdown.changed() => break,
+        };
+        let mut client = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                set_connection(
+                    &core,
+                    "disconnected",
+                    format!("cannot reach the node's hsmd service at {uri}: {e}"),
+                );
+                tracing::debug!(%uri, error = %e, "node not reachable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {},
+                    _ = shutdown.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let (tx, rx) = mpsc::channel::<SignerResponse>(16);
+        let mut requests = match client.signer_stream(ReceiverStream::new(rx)).await {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                set_connection(
+                    &core,
+                    "disconnected",
+                    format!("the node refused the signer stream: {e}"),
+                );
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        set_connection(
+            &core,
+            "connected",
+            format!("connected to the node at {uri}"),
+        );
+        let mut fresh = init.clone();
+        fresh.reset();
+        let mut phase = Phase::Init(fresh);
+        loop {
+            let next = tokio::select! {
+                n = requests.next() => n,
+                _ = shutdown.changed() => None,
+            };
+            let Some(Ok(request)) = next else { break };
+            let (resp, done) = tokio::task::block_in_place(|| answer(&mut phase, &core, request));
+            let fatal = !resp.error.is_empty() && !resp.is_temporary_failure;
+            if tx.send(resp).await.is_err() {
+                break;
+            }
+            if done {
+                if let Phase::Init(i) = phase {
+                    phase = Phase::Root(i.into());
+                    tracing::info!("negotiation complete; serving the node");
+                }
+            }
+            if fatal {
+                // The proxy shuts down on a fatal error; expect the stream to end.
+                tracing::warn!("sent a fatal error; the node's hsmd will stop");
+            }
+        }
+        set_connection(
+            &core,
+            "disconnected",
+            format!("the node at {uri} disconnected"),
+        );
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+async fn connect(uri: &str) -> Result<HsmdClient<tonic::transport::Channel>, String> {
+    let mut client = HsmdClient::connect(uri.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .ping(PingRequest {
+            message: "warden".into(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_vls_policy_tag_in_an_error() {
+        assert_eq!(
+            vls_tag("Signing(Status { code: FailedPrecondition, message: \"policy-commitment-htlc-cltv-range: ...\" })").as_deref(),
+            Some("policy-commitment-htlc-cltv-range")
+        );
+        assert_eq!(vls_tag("no tag here"), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! Core Lightning's side, for end-to-end tests: VLS's real remote_hsmd_socket with the hsmd
+//! socket on fd 3, a bitcoind stand-in, and a real wardend process on a per-test SoftHSM token.
+#![allow(dead_code)]
+
+use super::TestToken;
+use lightning_signer::bitcoin::hashes::{sha256, Hash};
+use lightning_signer::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use lightning_signer::lightning::types::payment::{PaymentHash, PaymentSecret};
+use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use vls_protocol::msgs::{self, Message};
+use warden::approval::keys::AdminKey;
+use warden::standin::chain::ChainStub;
+use warden::standin::proxy::{default_binary, Proxy};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A payee whose key signs the BOLT 11 invoices the node is asked to pay.
+pub struct Payee {
+    pub secret: SecretKey,
+    pub node_id: PublicKey,
+}
+
+impl Payee {
+    pub fn new(seed: u8) -> Self {
+        let secret = SecretKey::from_slice(&[seed; 32]).unwrap();
+        Payee {
+            node_id: secret.public_key(&Secp256k1::new()),
+            secret,
+        }
+    }
+
+    pub fn hex(&self) -> String {
+        hex::encode(self.node_id.serialize())
+    }
+
+    /// A real, signed regtest invoice for `amount_msat`, unique per `n`.
+    pub fn invoice(&self, amount_msat: u64, n: u64) -> String {
+        let preimage =
+            sha256::Hash::hash(&[&self.node_id.serialize()[..], &n.to_be_bytes()].concat());
+        let hash = sha256::Hash::hash(preimage.as_byte_array());
+        let secp = Secp256k1::new();
+        InvoiceBuilder::new(Currency::Regtest)
+            .description(format!("order {n}"))
+            .payment_hash(hash)
+            .payment_secret(PaymentSecret([7u8; 32]))
+            .current_timestamp()
+            .min_final_cltv_expiry_delta(144)
+            .amount_milli_satoshis(amount_msat)
+            .build_signed(|m| secp.sign_ecdsa_recoverable(m, &self.secret))
+            .unwrap()
+            .to_string()
+    }
+}
+
+pub fn payment_hash_of(invoice: &str) -> PaymentHash {
+    let inv: lightning_signer::lightning_invoice::Bolt11Invoice = invoice.parse().unwrap();
+    PaymentHash(inv.payment_hash().to_byte_array())
+}
+
+pub struct Cln {
+    pub token: TestToken,
+    pub chain: ChainStub,
+    pub proxy: Proxy,
+    pub wardend: Option<Child>,
+    pub hsmd_port: u16,
+    pub admin_port: u16,
+    pub pki: PathBuf,
+    pub admin_keys: Vec<(String, PathBuf)>,
+    pub policy: PathBuf,
+    pub node_id_from_init: String,
+}
+
+impl Drop for Cln {
+    fn drop(&mut self) {
+        self.kill_wardend();
+    }
+}
+
+impl Cln {
+    /// `policy_rules` are appended to a policy declaring admins alice, bob and carol.
+    pub async fn start(label: &str, policy_rules: &str) -> Self {
+        let token = TestToken::new(label);
+        let out = token.command("wardenctl").arg("init").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let node_id_from_init = stdout
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("node id:")
+                    .map(|s| s.trim().split(' ').next().unwrap().to_string())
+            })
+            .unwrap();
+        let pki = token.path().join("pki");
+        warden::api::tls::init_pki(&pki, &["alice".into(), "bob".into(), "carol".into()]).unwrap();
+        let mut admins = String::new();
+        let mut admin_keys = Vec::new();
+        for name in ["alice", "bob", "carol"] {
+            let k = AdminKey::generate();
+            let p = token.path().join(format!("{name}.adminkey"));
+            k.save(&p).unwrap();
+            admins.push_str(&format!("{name} = {{ pubkey = \"{}\" }}\n", k.public_key()));
+            admin_keys.push((name.to_string(), p));
+        }
+        let policy = token.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!("version = 1\nname = \"e2e\"\n[admins]\n{admins}\n{policy_rules}"),
+        )
+        .unwrap();
+        warden::policy::load_policy_file(&policy).unwrap_or_else(|e| panic!("{e}"));
+
+        let chain = ChainStub::start().await.unwrap();
+        let hsmd_port = free_port();
+        let proxy_dir = token.path().join("proxy");
+        std::fs::create_dir_all(&proxy_dir).unwrap();
+        let proxy = Proxy::spawn(&default_binary(), hsmd_port, &chain.url(), &proxy_dir).unwrap();
+        let mut cln = Cln {
+            token,
+            chain,
+            proxy,
+            wardend: None,
+            hsmd_port,
+            admin_port: free_port(),
+            pki,
+            admin_keys,
+            policy,
+            node_id_from_init,
+        };
+        cln.start_wardend();
+        cln
+    }
+
+    pub fn start_wardend(&mut self) {
+        let mut child = self
+            .token
+            .command("wardend")
+            .env(
+                "WARDEN_HSMD_ADDRESS",
+                format!("127.0.0.1:{}", self.hsmd_port),
+            )
+            .env(
+                "WARDEN_ADMIN_LISTEN",
+                format!("127.0.0.1:{}", self.admin_port),
+            )
+            .env("WARDEN_ADMIN_TLS_CERT", self.pki.join("server.pem"))
+            .env("WARDEN_ADMIN_TLS_KEY", self.pki.join("server.key"))
+            .env("WARDEN_ADMIN_CLIENT_CA", self.pki.join("ca.pem"))
+            .env("WARDEN_POLICY", &self.policy)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines
+            .next()
+            .expect("wardend printed its ready line")
+            .unwrap();
+        assert!(ready.starts_with("wardend ready"), "{ready}");
+        // Keep reading stdout in the background so wardend never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.wardend = Some(child);
+    }
+
+    /// SIGKILL: a crash, not a clean stop.
+    pub fn kill_wardend(&mut self) {
+        if let Some(mut c) = self.wardend.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run a blocking hsmd call off the async runtime.
+    pub fn call<T: vls_protocol::msgs::DeBolt + lightning_signer::bitcoin::consensus::Encodable>(
+        &mut self,
+        msg: T,
+    ) -> Message {
+        self.proxy
+            .hsmd
+            .call(msg)
+            .unwrap_or_else(|e| panic!("hsmd call failed: {e}"))
+    }
+
+    pub fn init(&mut self) -> String {
+        match self.call(warden::standin::hsmd_init_regtest()) {
+            Message::HsmdInitReplyV4(r) => hex::encode(r.node_id.0),
+            other => panic!("unexpected init reply {other:?}"),
+        }
+    }
+
+    pub fn preapprove(&mut self, invoice: &str) -> bool {
+        match self.call(msgs::PreapproveInvoice {
+            invstring: vls_protocol::serde_bolt::WireString(invoice.as_bytes().to_vec()),
+        }) {
+            Message::PreapproveInvoiceReply(r) => r.result,
+            other => panic!("unexpected preapprove reply {other:?}"),
+        }
+    }
+
+    pub fn wardenctl(&self, admin: &str, args: &[&str]) -> std::process::Output {
+        let mut c = self.token.command("wardenctl");
+        c.args(args)
+            .env(
+                "WARDENCTL_SERVER",
+                format!("https://localhost:{}", self.admin_port),
+            )
+            .env("WARDENCTL_CA", self.pki.join("ca.pem"))
+            .env("WARDENCTL_CERT", self.pki.join(format!("{admin}.pem")))
+            .env("WARDENCTL_CERT_KEY", self.pki.join(format!("{admin}.key")))
+            .env("WARDENCTL_ADMIN", admin);
+        c.output().unwrap()
+    }
+
+    pub fn admin_key(&self, admin: &str) -> String {
+        self.admin_keys
+            .iter()
+            .find(|(n, _)| n == admin)
+            .unwrap()
+            .1
+            .display()
+            .to_string()
+    }
+
+    /// The pending requests, as `wardenctl pending --json` prints them.
+    pub fn pending(&self) -> serde_json::Value {
+        for _ in 0..100 {
+            let out = self.wardenctl("alice", &["pending", "--json"]);
+            if out.status.success() {
+                return serde_json::from_slice(&out.stdout).unwrap();
+            }
+            // The admin API may still be starting after a restart.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("wardenctl pending never succeeded");
+    }
+}
