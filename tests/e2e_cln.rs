@@ -1,14 +1,25 @@
 //! End to end against real VLS code: CLN's hsmd wire protocol through VLS's own
 //! remote_hsmd_socket (hsmd socket on fd 3) to a real wardend on a per-test SoftHSM token.
+//! Invoices are real BOLT 11 invoices signed by a test payee key.
 
 mod common;
 
-use common::cln::{Cln, Payee};
+use common::cln::{next_event, Cln, Payee};
+use lightning_signer::bitcoin::hashes::{sha256d, Hash};
+use lightning_signer::bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+use lightning_signer::bitcoin::secp256k1::{Message as SecpMessage, Secp256k1};
+use tokio::task::block_in_place;
+use vls_protocol::msgs::{self, Message};
+use warden::api::proto::EventKind;
 
-const RULES: &str = r#"
+const SAT: u64 = 1_000;
+
+fn rules(listed: &Payee) -> String {
+    format!(
+        r#"
 [[allowlist]]
 tag = "trusted-suppliers"
-payees = ["PAYEE_LISTED"]
+payees = ["{}"]
 
 [[limit]]
 tag = "per-payment-cap"
@@ -23,21 +34,290 @@ max_amount = "2_000_000 sat"
 [[approval]]
 tag = "large-payment-quorum"
 above = "1_000_000 sat"
-quorum = { need = 2, of = ["alice", "bob", "carol"] }
+quorum = {{ need = 2, of = ["alice", "bob", "carol"] }}
 expiry = "1h"
-"#;
+"#,
+        listed.hex()
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsmd_init_returns_the_node_id_of_the_hsm_sealed_seed() {
-    let listed = Payee::new(0x22);
-    let mut cln = Cln::start("e2e-init", &RULES.replace("PAYEE_LISTED", &listed.hex())).await;
-    let node_id = tokio::task::block_in_place(|| cln.init());
+    let mut cln = Cln::start("e2e-init", &rules(&Payee::new(0x22))).await;
+    let node_id = block_in_place(|| cln.init());
     assert_eq!(node_id, cln.node_id_from_init);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_payment_waits_for_two_admins_across_a_wardend_crash() {
+    let mut cln = Cln::start("e2e-quorum", &rules(&Payee::new(0x22))).await;
+    block_in_place(|| cln.init());
     let payee = Payee::new(0x11);
-    let small = payee.invoice(10_000_000, 1);
+
+    // (a) small: approved.
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(10_000 * SAT, 1))
+    ));
+
+    // (b) above the quorum threshold: not approved, and a pending request appears.
+    let large = payee.invoice(1_500_000 * SAT, 2);
+    assert!(!block_in_place(|| cln.preapprove(&large)));
+    let pending = block_in_place(|| cln.pending());
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    let id = pending[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(pending[0]["amount_msat"], 1_500_000 * SAT);
+    assert_eq!(pending[0]["rule_tag"], "large-payment-quorum");
+    // Asking again does not open a second request.
+    assert!(!block_in_place(|| cln.preapprove(&large)));
+    assert_eq!(
+        block_in_place(|| cln.pending()).as_array().unwrap().len(),
+        1
+    );
+
+    // wardend crashes; the proxy (and so CLN) keeps running and wardend comes back.
+    cln.kill_wardend();
     assert!(
-        tokio::task::block_in_place(|| cln.preapprove(&small)),
-        "a small payment is approved"
+        cln.proxy.is_running(),
+        "the proxy survives the signer's crash"
+    );
+    cln.start_wardend();
+    let pending = block_in_place(|| cln.pending());
+    assert_eq!(
+        pending[0]["id"],
+        id.as_str(),
+        "the pending request survived the restart"
+    );
+    let status = cln
+        .admin_client()
+        .await
+        .status(warden::api::proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let daily = status
+        .windows
+        .iter()
+        .find(|w| w.tag == "daily-cap")
+        .unwrap();
+    assert_eq!(
+        daily.used_msat,
+        10_000 * SAT,
+        "the velocity window survived the restart"
+    );
+
+    // Two admins approve with wardenctl; the same preapprove now passes.
+    for admin in ["alice", "bob"] {
+        let out = block_in_place(|| {
+            cln.wardenctl(admin, &["approve", &id, "--key", &cln.admin_key(admin)])
+        });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        block_in_place(|| cln.preapprove(&large)),
+        "approved after the quorum"
     );
     assert!(cln.proxy.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_over_the_daily_limit_is_refused_with_its_tag() {
+    let mut cln = Cln::start("e2e-daily", &rules(&Payee::new(0x22))).await;
+    block_in_place(|| cln.init());
+    let payee = Payee::new(0x11);
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(1_000_000 * SAT, 1))
+    ));
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(999_000 * SAT, 2))
+    ));
+    let mut events = cln.watch().await;
+    assert!(!block_in_place(
+        || cln.preapprove(&payee.invoice(2_000 * SAT, 3))
+    ));
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["daily-cap"]);
+    assert_eq!(
+        e.message,
+        "rule daily-cap: 2,001,000 sat would be spent in the last 24h; the limit is 2,000,000 sat"
+    );
+    assert!(cln.proxy.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowlisted_payee_above_the_per_payment_limit_is_still_refused() {
+    let listed = Payee::new(0x22);
+    let mut cln = Cln::start("e2e-allow", &rules(&listed)).await;
+    block_in_place(|| cln.init());
+    let mut events = cln.watch().await;
+    assert!(!block_in_place(
+        || cln.preapprove(&listed.invoice(2_500_000 * SAT, 1))
+    ));
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert!(e.tags.contains(&"per-payment-cap".to_string()), "{e:?}");
+    assert!(cln.proxy.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_message_and_sign_invoice_recover_to_the_node_id() {
+    let mut cln = Cln::start("e2e-sign", &rules(&Payee::new(0x22))).await;
+    let node_id = block_in_place(|| cln.init());
+    let secp = Secp256k1::verification_only();
+    let recover = |sig: &[u8; 65], digest: [u8; 32]| {
+        let rs = RecoverableSignature::from_compact(
+            &sig[..64],
+            RecoveryId::from_i32(i32::from(sig[64])).unwrap(),
+        )
+        .unwrap();
+        hex::encode(
+            secp.recover_ecdsa(&SecpMessage::from_digest(digest), &rs)
+                .unwrap()
+                .serialize(),
+        )
+    };
+
+    let text = b"warden end-to-end".to_vec();
+    let reply = block_in_place(|| {
+        cln.call(msgs::SignMessage {
+            message: vls_protocol::serde_bolt::Octets(text.clone()),
+        })
+    });
+    let Message::SignMessageReply(r) = reply else {
+        panic!("{reply:?}")
+    };
+    let digest = sha256d::Hash::hash(&[b"Lightning Signed Message:".as_slice(), &text].concat())
+        .to_byte_array();
+    assert_eq!(recover(&r.signature.0, digest), node_id);
+
+    // An invoice for our own node, signed by the node through VLS. CLN sends the invoice's
+    // data part as 5-bit values and its human-readable part; take both from a BOLT 11 string.
+    let template = Payee::new(0x44).invoice(50_000 * SAT, 9);
+    let parsed: lightning_signer::lightning_invoice::Bolt11Invoice = template.parse().unwrap();
+    let signable = parsed
+        .clone()
+        .into_signed_raw()
+        .raw_invoice()
+        .signable_hash();
+    let (hrp_text, rest) = template.rsplit_once('1').unwrap();
+    const CHARSET: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    // Drop the 104 characters of signature and the 6 of checksum.
+    let data = &rest[..rest.len() - 104 - 6];
+    let u5bytes: Vec<u8> = data
+        .chars()
+        .map(|c| CHARSET.find(c).unwrap() as u8)
+        .collect();
+    let hrp = hrp_text.as_bytes().to_vec();
+    let reply = block_in_place(|| {
+        cln.call(msgs::SignInvoice {
+            u5bytes: vls_protocol::serde_bolt::Octets(u5bytes),
+            hrp: vls_protocol::serde_bolt::Octets(hrp),
+        })
+    });
+    let Message::SignInvoiceReply(r) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(recover(&r.signature.0, signable), node_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_peer_request_is_served() {
+    let mut cln = Cln::start("e2e-peer", &rules(&Payee::new(0x22))).await;
+    block_in_place(|| cln.init());
+    let peer = Payee::new(0x33).node_id.serialize();
+    let reply = block_in_place(|| {
+        cln.call(msgs::NewChannel {
+            peer_id: vls_protocol::model::PubKey(peer),
+            dbid: 7,
+        })
+    });
+    assert!(matches!(reply, Message::NewChannelReply(_)), "{reply:?}");
+    let mut channel = block_in_place(|| cln.proxy.hsmd.new_client(peer, 7, 0)).unwrap();
+    let reply = block_in_place(|| {
+        channel.call(msgs::GetPerCommitmentPoint {
+            commitment_number: 0,
+        })
+    })
+    .unwrap();
+    let Message::GetPerCommitmentPointReply(r) = reply else {
+        panic!("{reply:?}")
+    };
+    lightning_signer::bitcoin::secp256k1::PublicKey::from_slice(&r.point.0)
+        .expect("a valid per-commitment point");
+    assert!(cln.proxy.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_answers_and_the_proxy_keeps_serving() {
+    let mut cln = Cln::start("e2e-refusals", &rules(&Payee::new(0x22))).await;
+    block_in_place(|| cln.init());
+    let payee = Payee::new(0x11);
+    // An unparsable invoice: not approved, not an error.
+    assert!(!block_in_place(|| cln.preapprove("lnbcrt1garbage")));
+    assert!(
+        cln.proxy.is_running(),
+        "an unparsable invoice must not stop the node"
+    );
+    // An expired invoice.
+    let expired = {
+        use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
+        let secp = Secp256k1::new();
+        InvoiceBuilder::new(Currency::Regtest)
+            .description("old".into())
+            .payment_hash(lightning_signer::bitcoin::hashes::sha256::Hash::hash(
+                b"old",
+            ))
+            .payment_secret(lightning_signer::lightning::types::payment::PaymentSecret(
+                [1u8; 32],
+            ))
+            .duration_since_epoch(std::time::Duration::from_secs(1_600_000_000))
+            .expiry_time(std::time::Duration::from_secs(60))
+            .min_final_cltv_expiry_delta(144)
+            .amount_milli_satoshis(1_000 * SAT)
+            .build_signed(|m| secp.sign_ecdsa_recoverable(m, &payee.secret))
+            .unwrap()
+            .to_string()
+    };
+    let mut events = cln.watch().await;
+    assert!(!block_in_place(|| cln.preapprove(&expired)));
+    assert!(
+        cln.proxy.is_running(),
+        "an expired invoice must not stop the node"
+    );
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(
+        e.tags,
+        vec!["policy-invoice-not-expired"],
+        "VLS's own rule tag: {e:?}"
+    );
+    let status = cln
+        .admin_client()
+        .await
+        .status(warden::api::proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let daily = status
+        .windows
+        .iter()
+        .find(|w| w.tag == "daily-cap")
+        .unwrap();
+    assert_eq!(
+        daily.used_msat, 0,
+        "a payment VLS refuses is not counted against the limits"
+    );
+    // Quorum, limit: refused, still running.
+    assert!(!block_in_place(
+        || cln.preapprove(&payee.invoice(1_500_000 * SAT, 5))
+    ));
+    assert!(!block_in_place(
+        || cln.preapprove(&payee.invoice(3_000_000 * SAT, 6))
+    ));
+    assert!(cln.proxy.is_running());
+    // And the node still gets service.
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(1_000 * SAT, 7))
+    ));
 }

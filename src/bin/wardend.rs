@@ -73,15 +73,19 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?);
     *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
-    let init = warden::signer::build_handler(
-        core.clone(),
-        &seed,
-        &db,
-        warden::signer::SignerSettings {
-            network: config.network,
-            max_invoices: config.max_invoices,
-        },
-    )?;
+    let settings = warden::signer::SignerSettings {
+        network: config.network,
+        max_invoices: config.max_invoices,
+    };
+    let init = warden::signer::build_handler(core.clone(), &seed, &db, settings)?;
+    // Kept (zeroizing) only to restore the node after a VLS panic; VLS holds its keys anyway.
+    let rebuild: warden::signer::stream::Rebuild = {
+        let (core, db, seed) = (core.clone(), db.clone(), seed.duplicate());
+        Arc::new(move || {
+            warden::signer::build_handler(core.clone(), &seed, &db, settings)
+                .map_err(|e| e.to_string())
+        })
+    };
     drop(seed);
     tracing::info!(
         %node_id,
@@ -133,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         core.clone(),
         hsmd_uri,
         stop_rx.clone(),
+        rebuild,
     ));
 
     println!(

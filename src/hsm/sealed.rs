@@ -45,6 +45,11 @@ impl NodeSeed {
         self.0.as_slice()
     }
 
+    /// A second zeroizing copy, for the signer's restore path.
+    pub fn duplicate(&self) -> Self {
+        NodeSeed(Zeroizing::new(*self.0))
+    }
+
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         self.0.as_mut_slice()
     }

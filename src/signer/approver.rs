@@ -21,6 +21,7 @@ use lightning_signer::invoice::{Invoice, InvoiceAttributes};
 use lightning_signer::lightning::types::payment::PaymentHash;
 use lightning_signer::node::Node;
 use lightning_signer::policy::error::ValidationErrorKind;
+use lightning_signer::policy::validator::ValidatorFactory;
 use lightning_signer::util::status::Status;
 use lightning_signer::SendSync;
 use std::sync::Arc;
@@ -36,17 +37,25 @@ pub struct WardenApprover {
     core: Arc<Core>,
     network: Network,
     max_invoices: usize,
+    validators: Arc<dyn ValidatorFactory>,
 }
 
 impl SendSync for WardenApprover {}
 
 impl WardenApprover {
-    /// An approver deciding through `core`; `max_invoices` must match the VLS policy's.
-    pub fn new(core: Arc<Core>, network: Network, max_invoices: usize) -> Self {
+    /// An approver deciding through `core`; `max_invoices` and `validators` must be the ones the
+    /// VLS node uses, so that an invoice VLS would refuse is refused before Warden counts it.
+    pub fn new(
+        core: Arc<Core>,
+        network: Network,
+        max_invoices: usize,
+        validators: Arc<dyn ValidatorFactory>,
+    ) -> Self {
         WardenApprover {
             core,
             network,
             max_invoices,
+            validators,
         }
     }
 
@@ -141,6 +150,16 @@ impl Approve for WardenApprover {
                     amount,
                 )
             }
+        }
+        // VLS's own invoice rules (expiry, clock skew) first: a payment VLS will refuse must not
+        // be counted in Warden's velocity windows or held for admins.
+        let validator = self
+            .validators
+            .make_validator(self.network, node.get_id(), None);
+        if let Err(e) = validator.validate_invoice(&invoice, node.get_clock().now()) {
+            let text = e.to_string();
+            let tag = super::stream::vls_tag(&text).unwrap_or_else(|| TAG_VLS_REFUSED.to_string());
+            return self.refuse(&tag, format!("VLS refuses the invoice: {text}"), amount);
         }
         let live = node.get_state().invoices.len();
         if live >= self.max_invoices {

@@ -22,6 +22,7 @@ use lightning_signer::policy::onchain_validator::OnchainValidatorFactory;
 use lightning_signer::policy::simple_validator::{
     make_simple_policy, OptionizedSimplePolicy, SimpleValidatorFactory,
 };
+use lightning_signer::policy::validator::ValidatorFactory;
 use lightning_signer::signer::derive::{key_derive, KeyDerivationStyle};
 use lightning_signer::signer::ClockStartingTimeFactory;
 use lightning_signer::util::clock::StandardClock;
@@ -85,11 +86,12 @@ pub fn build_handler(
     let mut policy = make_simple_policy(settings.network, OptionizedSimplePolicy::default());
     policy.max_invoices = settings.max_invoices;
     policy.global_velocity_control = VelocityControlSpec::UNLIMITED;
-    let validator_factory = Arc::new(OnchainValidatorFactory::new_with_simple_factory(
-        SimpleValidatorFactory::new_with_policy(policy),
-    ));
+    let validator_factory: Arc<dyn ValidatorFactory> =
+        Arc::new(OnchainValidatorFactory::new_with_simple_factory(
+            SimpleValidatorFactory::new_with_policy(policy),
+        ));
     let services = NodeServices {
-        validator_factory,
+        validator_factory: validator_factory.clone(),
         starting_time_factory: ClockStartingTimeFactory::new(),
         persister: persister.clone(),
         clock: Arc::new(StandardClock()),
@@ -106,6 +108,7 @@ pub fn build_handler(
             core,
             settings.network,
             settings.max_invoices,
+            validator_factory,
         )))
         .build();
     seed_bytes.zeroize();

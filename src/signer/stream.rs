@@ -32,6 +32,11 @@ use vlsd::grpc::hsmd::{PingRequest, SignerRequest, SignerResponse};
 pub const TAG_UNPARSABLE_INVOICE: &str = "warden-invoice-unparsable";
 /// Tag of a message Warden could not decode.
 pub const TAG_MALFORMED: &str = "warden-malformed-message";
+/// Tag of a request during which VLS panicked.
+pub const TAG_PANIC: &str = "warden-signer-panic";
+
+/// Rebuilds the node from its last committed state, after VLS panicked mid-request.
+pub type Rebuild = Arc<dyn Fn() -> Result<InitHandler, String> + Send + Sync>;
 
 enum Phase {
     Init(InitHandler),
@@ -224,11 +229,17 @@ fn set_connection(core: &Core, state: &str, detail: String) {
 }
 
 /// Serve the node at `uri` until `shutdown` is set, reconnecting with backoff.
+///
+/// If VLS panics while handling a request, the request gets a temporary failure, the in-memory
+/// node is discarded and `rebuild` restores it from the last committed state, and the
+/// connection is restarted so the proxy replays its init: Warden never signs with state that a
+/// half-finished request may have changed.
 pub async fn run(
-    init: InitHandler,
+    mut init: InitHandler,
     core: Arc<Core>,
     uri: String,
     mut shutdown: watch::Receiver<bool>,
+    rebuild: Rebuild,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -284,7 +295,36 @@ pub async fn run(
                 _ = shutdown.changed() => None,
             };
             let Some(Ok(request)) = next else { break };
-            let (resp, done) = tokio::task::block_in_place(|| answer(&mut phase, &core, request));
+            let request_id = request.request_id;
+            let outcome = tokio::task::block_in_place(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    answer(&mut phase, &core, request)
+                }))
+            });
+            let (resp, done) = match outcome {
+                Ok(r) => r,
+                Err(_) => {
+                    let why = format!("rule {TAG_PANIC}: VLS panicked on request {request_id}; the node is restored from its last committed state");
+                    tracing::error!("{why}");
+                    core.events.emit(
+                        core.clock.now(),
+                        EventKind::PaymentRefused,
+                        "",
+                        &[TAG_PANIC.into()],
+                        why.clone(),
+                        0,
+                    );
+                    let _ = tx.send(temporary(request_id, why)).await;
+                    match tokio::task::block_in_place(|| rebuild()) {
+                        Ok(fresh) => init = fresh,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot restore the node; stopping the signer");
+                            return;
+                        }
+                    }
+                    break;
+                }
+            };
             let fatal = !resp.error.is_empty() && !resp.is_temporary_failure;
             if tx.send(resp).await.is_err() {
                 break;

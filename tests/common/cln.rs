@@ -249,3 +249,59 @@ impl Cln {
         panic!("wardenctl pending never succeeded");
     }
 }
+
+impl Cln {
+    /// An admin API client (alice's certificate), retrying while wardend starts.
+    pub async fn admin_client(
+        &self,
+    ) -> warden::api::proto::warden_client::WardenClient<tonic::transport::Channel> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(
+                std::fs::read(self.pki.join("ca.pem")).unwrap(),
+            ))
+            .identity(Identity::from_pem(
+                std::fs::read(self.pki.join("alice.pem")).unwrap(),
+                std::fs::read(self.pki.join("alice.key")).unwrap(),
+            ))
+            .domain_name("localhost");
+        for _ in 0..100 {
+            let ep = Endpoint::from_shared(format!("https://localhost:{}", self.admin_port))
+                .unwrap()
+                .tls_config(tls.clone())
+                .unwrap();
+            if let Ok(ch) = ep.connect().await {
+                return warden::api::proto::warden_client::WardenClient::new(ch);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("admin API not reachable");
+    }
+
+    /// Subscribe to events; the returned stream sees everything after this call.
+    pub async fn watch(&self) -> tonic::Streaming<warden::api::proto::Event> {
+        self.admin_client()
+            .await
+            .watch_events(warden::api::proto::WatchEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+/// The next event of `kind` within 10 s.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<warden::api::proto::Event>,
+    kind: warden::api::proto::EventKind,
+) -> warden::api::proto::Event {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = stream.message().await.unwrap().expect("event stream open");
+            if e.kind == kind as i32 {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind:?} event"))
+}

@@ -68,6 +68,10 @@ impl TestToken {
         );
         let pin_file = dir.path().join("pin");
         std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let data_dir = dir.path().join("data");
         TestToken {
             conf,
