@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# The README's demo: installs what is missing, builds, creates a SoftHSM token under
-# ./demo-data, initializes Warden's keys and sealed seed, and starts wardend on it.
+# The README's demo. Installs what is missing, builds, creates a SoftHSM token under
+# ./demo-data, initializes Warden's HSM keys and sealed seed, makes an admin PKI and three admin
+# keys, and starts wardend with the default policy (its admin keys replaced by the demo's).
+# Then a Core Lightning stand-in (VLS's real remote_hsmd_socket, driven over CLN's hsmd wire
+# protocol) asks wardend to approve payments:
+#   - a small payment is signed;
+#   - a large one is held until two admins approve it with wardenctl;
+#   - one over the per-payment limit is refused, with the rule that refused it.
 # Re-running starts from a fresh ./demo-data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
 step "Installing what is missing"
 bash scripts/setup.sh
 
-step "Building wardend and wardenctl"
+step "Building wardend, wardenctl and the CLN stand-in"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 cargo build --locked --bins
 bin="$root/target/debug"
+export PATH="$bin:$PATH"
 
 demo="$root/demo-data"
 step "Creating a SoftHSM token under $demo"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
 rm -rf "$demo"
 mkdir -p "$demo/tokens"
 chmod 700 "$demo"
@@ -35,6 +46,21 @@ softhsm2-util --init-token --free --label warden-demo --so-pin "$so_pin" --pin "
 unset so_pin
 echo "token \"warden-demo\" created; user PIN in $demo/pin (mode 600)"
 
+step "Admin PKI (mutual TLS) and three admin approval keys"
+run wardenctl tls init "$demo/pki" --admins alice,bob,carol
+policy_src=$(cat policy/default.toml)
+for admin in alice bob carol; do
+  out=$(wardenctl admin keygen --name "$admin" --out "$demo/$admin.adminkey")
+  echo "$out"
+  pub=$(echo "$out" | sed -n 's/.*pubkey = "\([0-9a-f]*\)".*/\1/p')
+  policy_src=$(echo "$policy_src" | sed "s/^$admin = { pubkey = \"[0-9a-f]*\" }/$admin = { pubkey = \"$pub\" }/")
+done
+echo "$policy_src" > "$demo/policy.toml"
+run wardenctl policy check "$demo/policy.toml"
+run wardenctl policy explain "$demo/policy.toml"
+
+hsmd_port=17701
+admin_port=17443
 cat > "$demo/wardend.toml" <<CONF
 data_dir = "$demo/data"
 network = "regtest"
@@ -42,36 +68,82 @@ network = "regtest"
 [hsm]
 token_label = "warden-demo"
 pin_file = "$demo/pin"
+
+[node]
+hsmd_address = "127.0.0.1:$hsmd_port"
+
+[admin]
+listen = "127.0.0.1:$admin_port"
+tls_cert = "$demo/pki/server.pem"
+tls_key = "$demo/pki/server.key"
+client_ca = "$demo/pki/ca.pem"
+
+[policy]
+file = "$demo/policy.toml"
 CONF
 echo "configuration: $demo/wardend.toml"
-cat "$demo/wardend.toml"
 
 step "wardenctl init: HSM keys and the sealed node seed"
-"$bin/wardenctl" init --config "$demo/wardend.toml"
+run wardenctl init --config "$demo/wardend.toml"
 
 step "The sealed seed on disk (AES-256-GCM under a non-extractable HSM key)"
 ls -l "$demo/data/node-seed.sealed"
 od -An -tx1 "$demo/data/node-seed.sealed"
+run wardenctl hsm status --config "$demo/wardend.toml"
 
-step "wardenctl hsm status"
-"$bin/wardenctl" hsm status --config "$demo/wardend.toml"
-
-step "Starting wardend on the sealed seed"
-log="$demo/wardend.log"
-"$bin/wardend" --config "$demo/wardend.toml" >"$demo/wardend.out" 2>"$log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  grep -q "wardend ready" "$demo/wardend.out" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || { echo "wardend exited:"; cat "$log"; exit 1; }
-  sleep 0.1
-done
+step "Starting the Core Lightning stand-in (VLS remote_hsmd_socket on fd 3) and wardend"
+coproc CLN { exec warden-cln --port "$hsmd_port" --datadir "$demo/cln" 2>"$demo/cln.log"; }
+pids+=("$CLN_PID")
+read -r line <&"${CLN[0]}"; echo "cln: $line"
+wardend --config "$demo/wardend.toml" >"$demo/wardend.out" 2>"$demo/wardend.log" &
+pids+=("$!")
+for _ in $(seq 1 100); do grep -q "admin API on" "$demo/wardend.out" 2>/dev/null && break; sleep 0.1; done
 cat "$demo/wardend.out"
-echo "(logs in $log)"
-grep -q "wardend ready" "$demo/wardend.out"
 
-step "Stopping wardend"
-kill $pid
-wait $pid || true
+admin() {
+  local who=$1; shift
+  printf '\033[2m$ wardenctl %s   (as %s)\033[0m\n' "$*" "$who"
+  WARDENCTL_SERVER="https://localhost:$admin_port" WARDENCTL_CA="$demo/pki/ca.pem" \
+  WARDENCTL_CERT="$demo/pki/$who.pem" WARDENCTL_CERT_KEY="$demo/pki/$who.key" WARDENCTL_ADMIN="$who" \
+    wardenctl "$@"
+}
+cln() { echo "$*" >&"${CLN[1]}"; read -r reply <&"${CLN[0]}"; printf 'cln> %-28s -> %s\n' "$*" "$reply"; }
+
+WARDENCTL_SERVER="https://localhost:$admin_port" WARDENCTL_CA="$demo/pki/ca.pem" \
+WARDENCTL_CERT="$demo/pki/carol.pem" WARDENCTL_CERT_KEY="$demo/pki/carol.key" \
+  wardenctl watch >"$demo/events.log" 2>&1 &
+pids+=("$!")
+# Give the watcher time to connect, so it sees every event below.
+sleep 1
+
+step "CLN initializes its hsmd: the node id comes from the HSM-sealed seed"
+cln init
+
+step "A small payment (25,000 sat): signed"
+cln pay 25000 1
+
+step "A large payment (1,500,000 sat): held for 2 of 3 admins"
+cln pay 1500000 2
+admin alice pending
+id=$(admin alice pending --json 2>/dev/null | sed -n 's/.*"id": "\(rq-[0-9a-f]*\)".*/\1/p' | head -1)
+admin alice show "$id"
+admin alice approve "$id" --key "$demo/alice.adminkey"
+admin bob approve "$id" --key "$demo/bob.adminkey"
+echo "CLN retries the same payment:"
+cln pay 1500000 2
+
+step "A payment over the per-payment limit (2,500,000 sat): refused, with its rule"
+cln pay 2500000 3
+sleep 0.5
+
+step "What the admins saw (wardenctl watch)"
+cat "$demo/events.log"
+
+step "wardenctl status"
+admin carol status
+
+step "Stopping"
+echo quit >&"${CLN[1]}" || true
+cleanup
 trap - EXIT
-echo "done. Everything the demo made is in $demo."
+echo "done. Everything the demo made is in $demo (wardend log: $demo/wardend.log)."

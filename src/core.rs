@@ -124,7 +124,12 @@ impl Core {
                     .fail_closed(&format!("the decision could not be recorded: {e}"), amount)
             }
         };
-        for w in &decision.warnings {
+        // Warn-mode rules raise warnings; notes on other rules stay in the decision record.
+        for w in decision
+            .warnings
+            .iter()
+            .filter(|w| policy.is_warn_rule(&w.tag))
+        {
             self.events.emit(
                 now,
                 EventKind::LimitWarning,

@@ -202,6 +202,18 @@ impl Policy {
         self.allow.iter().any(|a| a.destinations.contains(d))
     }
 
+    /// Whether `tag` names a rule in `warn` mode (whose matches are reported as warnings).
+    pub fn is_warn_rule(&self, tag: &str) -> bool {
+        let warn = |m: Mode| m == Mode::Warn;
+        self.deny.iter().any(|r| r.tag == tag && warn(r.mode))
+            || self.limits.iter().any(|r| r.tag == tag && warn(r.mode))
+            || self
+                .time_windows
+                .iter()
+                .any(|r| r.tag == tag && warn(r.mode))
+            || self.approvals.iter().any(|r| r.tag == tag && warn(r.mode))
+    }
+
     /// The longest rolling window, which bounds how much velocity history must be kept.
     pub fn longest_window_secs(&self) -> u64 {
         self.limits
