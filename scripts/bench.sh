@@ -5,6 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+# The comparison signer: VLS's own vlsd, same version as the proxy and the crates, cached like
+# remote_hsmd_socket. Only the benchmarks need it.
+VLS_VERSION="1.0.0-rc.1"
+cache="${WARDEN_CACHE:-$HOME/.cache/warden}/vls-$VLS_VERSION"
+if [ ! -x "$cache/bin/vlsd" ]; then
+  echo "bench: building vlsd $VLS_VERSION into $cache (once)"
+  CARGO_TARGET_DIR="$cache/target-vlsd" cargo install --locked --quiet vlsd --version "=$VLS_VERSION" \
+    --bin vlsd --root "$cache" -j "$CARGO_BUILD_JOBS"
+  rm -rf "$cache/target-vlsd"
+fi
 echo "== machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "== benches/hsm.rs (criterion): ECDSA sign, SoftHSM2 vs in-process secp256k1"
 cargo bench --locked --bench hsm -- "$@"

@@ -321,3 +321,90 @@ async fn refusals_are_answers_and_the_proxy_keeps_serving() {
         || cln.preapprove(&payee.invoice(1_000 * SAT, 7))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_invoice_capacity_the_answer_is_a_tagged_refusal() {
+    let mut cln = Cln::start_with_env(
+        "e2e-capacity",
+        &rules(&Payee::new(0x22)),
+        &[("WARDEN_MAX_INVOICES", "2")],
+    )
+    .await;
+    block_in_place(|| cln.init());
+    let payee = Payee::new(0x11);
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(1_000 * SAT, 1))
+    ));
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(1_000 * SAT, 2))
+    ));
+    let mut events = cln.watch().await;
+    assert!(!block_in_place(
+        || cln.preapprove(&payee.invoice(1_000 * SAT, 3))
+    ));
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["warden-invoice-capacity"]);
+    assert!(
+        e.message
+            .contains("2 live invoices, the configured capacity is 2"),
+        "{e:?}"
+    );
+    assert!(
+        cln.proxy.is_running(),
+        "capacity is a refusal, never an error"
+    );
+    // An invoice already held is still approved at capacity.
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(1_000 * SAT, 1))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_invoices_survive_a_restart_and_are_not_counted_twice() {
+    let mut cln = Cln::start("e2e-persist", &rules(&Payee::new(0x22))).await;
+    block_in_place(|| cln.init());
+    let payee = Payee::new(0x11);
+    let invoices: Vec<String> = (1..=5).map(|n| payee.invoice(100_000 * SAT, n)).collect();
+    for inv in &invoices {
+        assert!(block_in_place(|| cln.preapprove(inv)));
+    }
+    cln.kill_wardend();
+    cln.start_wardend();
+    let daily = |s: &warden::api::proto::StatusResponse| {
+        s.windows
+            .iter()
+            .find(|w| w.tag == "daily-cap")
+            .unwrap()
+            .used_msat
+    };
+    let before = cln
+        .admin_client()
+        .await
+        .status(warden::api::proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(daily(&before), 500_000 * SAT);
+    // VLS restored every invoice from Warden's per-entry state: asking again is approved by
+    // VLS's own record of the payment, and nothing is counted a second time.
+    for inv in &invoices {
+        assert!(block_in_place(|| cln.preapprove(inv)));
+    }
+    let after = cln
+        .admin_client()
+        .await
+        .status(warden::api::proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(daily(&after), 500_000 * SAT);
+    assert_eq!(
+        after
+            .windows
+            .iter()
+            .find(|w| w.tag == "daily-cap")
+            .unwrap()
+            .used_count,
+        5
+    );
+}

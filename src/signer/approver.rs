@@ -11,6 +11,7 @@
 //! invoice VLS will not accept are all `Ok(false)`, with their tags in the log and the event
 //! stream, because any non-temporary error makes the node's hsmd exit.
 
+use super::node_persist::WardenPersister;
 use crate::core::Core;
 use crate::events::EventKind;
 use crate::policy::PaymentRequest;
@@ -38,6 +39,7 @@ pub struct WardenApprover {
     network: Network,
     max_invoices: usize,
     validators: Arc<dyn ValidatorFactory>,
+    persister: Arc<WardenPersister>,
 }
 
 impl SendSync for WardenApprover {}
@@ -50,12 +52,14 @@ impl WardenApprover {
         network: Network,
         max_invoices: usize,
         validators: Arc<dyn ValidatorFactory>,
+        persister: Arc<WardenPersister>,
     ) -> Self {
         WardenApprover {
             core,
             network,
             max_invoices,
             validators,
+            persister,
         }
     }
 
@@ -175,7 +179,11 @@ impl Approve for WardenApprover {
         if !self.approve_invoice(&invoice) {
             return Ok(false);
         }
-        match node.add_invoice(invoice) {
+        // Tell the persister which entry VLS is about to add, so only it is written.
+        self.persister.expect_payment_added(payment_hash.0);
+        let added = node.add_invoice(invoice);
+        self.persister.clear_hint();
+        match added {
             Ok(added) => Ok(added),
             Err(e) => self.refuse(
                 TAG_VLS_REFUSED,
@@ -220,7 +228,10 @@ impl Approve for WardenApprover {
         if !self.core.decide_payment(&req, None).approved {
             return Ok(false);
         }
-        match node.add_keysend(payee, payment_hash, amount_msat) {
+        self.persister.expect_payment_added(payment_hash.0);
+        let added = node.add_keysend(payee, payment_hash, amount_msat);
+        self.persister.clear_hint();
+        match added {
             Ok(added) => Ok(added),
             Err(e) => self.refuse(
                 TAG_VLS_REFUSED,

@@ -8,6 +8,7 @@
 //! Warden's policy owns limits.
 
 pub mod approver;
+pub mod node_persist;
 pub mod persist;
 pub mod stream;
 
@@ -28,8 +29,6 @@ use lightning_signer::signer::ClockStartingTimeFactory;
 use lightning_signer::util::clock::StandardClock;
 use lightning_signer::util::velocity::VelocityControlSpec;
 use std::sync::Arc;
-use vls_persist::kvv::transactional::TransactionalKVVStore;
-use vls_persist::kvv::{JsonFormat, KVVPersister};
 use vls_protocol_signer::handler::{HandlerBuilder, InitHandler};
 use zeroize::Zeroize;
 
@@ -81,8 +80,8 @@ pub fn build_handler(
 ) -> Result<InitHandler, SignerError> {
     let store =
         persist::SledKVVStore::open(db).map_err(|e| SignerError::Persist(format!("{e:?}")))?;
-    let persister: Arc<dyn Persist> =
-        Arc::new(KVVPersister(TransactionalKVVStore::new(store), JsonFormat));
+    let warden_persister = Arc::new(node_persist::WardenPersister::new(store));
+    let persister: Arc<dyn Persist> = warden_persister.clone();
     let mut policy = make_simple_policy(settings.network, OptionizedSimplePolicy::default());
     policy.max_invoices = settings.max_invoices;
     policy.global_velocity_control = VelocityControlSpec::UNLIMITED;
@@ -109,6 +108,7 @@ pub fn build_handler(
             settings.network,
             settings.max_invoices,
             validator_factory,
+            warden_persister,
         )))
         .build();
     seed_bytes.zeroize();

@@ -72,6 +72,8 @@ pub struct Cln {
     pub chain: ChainStub,
     pub proxy: Proxy,
     pub wardend: Option<Child>,
+    /// Extra environment for wardend.
+    pub wardend_env: Vec<(String, String)>,
     pub hsmd_port: u16,
     pub admin_port: u16,
     pub pki: PathBuf,
@@ -89,6 +91,10 @@ impl Drop for Cln {
 impl Cln {
     /// `policy_rules` are appended to a policy declaring admins alice, bob and carol.
     pub async fn start(label: &str, policy_rules: &str) -> Self {
+        Self::start_with_env(label, policy_rules, &[]).await
+    }
+
+    pub async fn start_with_env(label: &str, policy_rules: &str, env: &[(&str, &str)]) -> Self {
         let token = TestToken::new(label);
         let out = token.command("wardenctl").arg("init").output().unwrap();
         assert!(
@@ -134,6 +140,7 @@ impl Cln {
             chain,
             proxy,
             wardend: None,
+            wardend_env: Vec::new(),
             hsmd_port,
             admin_port: free_port(),
             pki,
@@ -141,6 +148,10 @@ impl Cln {
             policy,
             node_id_from_init,
         };
+        cln.wardend_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         cln.start_wardend();
         cln
     }
@@ -162,6 +173,11 @@ impl Cln {
             .env("WARDEN_ADMIN_CLIENT_CA", self.pki.join("ca.pem"))
             .env("WARDEN_POLICY", &self.policy)
             .env("RUST_LOG", "warn")
+            .envs(
+                self.wardend_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
