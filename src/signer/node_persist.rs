@@ -399,3 +399,114 @@ impl Persist for WardenPersister {
         self.inner.signer_id()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use lightning_signer::node::PaymentType;
+    use lightning_signer::util::velocity::{VelocityControl, VelocityControlSpec};
+    use std::time::Duration;
+
+    fn state() -> NodeState {
+        NodeState::restore(
+            vec![],
+            vec![],
+            vec![],
+            0,
+            VelocityControl::new(VelocityControlSpec::UNLIMITED),
+            VelocityControl::new(VelocityControlSpec::UNLIMITED),
+            0,
+            vec![],
+        )
+    }
+
+    fn payment(n: u64) -> PaymentState {
+        PaymentState {
+            invoice_hash: [n as u8; 32],
+            amount_msat: n,
+            payee: SecretKey::from_slice(&[1; 32])
+                .unwrap()
+                .public_key(&Secp256k1::new()),
+            duration_since_epoch: Duration::from_secs(1_700_000_000),
+            expiry_duration: Duration::from_secs(3_600),
+            is_fulfilled: false,
+            payment_type: PaymentType::Invoice,
+        }
+    }
+
+    fn hash(n: u64) -> [u8; 32] {
+        sha256::Hash::hash(&n.to_be_bytes()).to_byte_array()
+    }
+
+    #[test]
+    fn the_state_record_stays_small_and_each_invoice_is_its_own_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let p = WardenPersister::new(SledKVVStore::open(&db).unwrap());
+        let node = SecretKey::from_slice(&[2; 32])
+            .unwrap()
+            .public_key(&Secp256k1::new());
+        let mut st = state();
+        let key = format!("node/state/{}", hex::encode(node.serialize()));
+        let mut sizes = Vec::new();
+        for n in 0..200u64 {
+            p.enter().unwrap();
+            st.invoices.insert(PaymentHash(hash(n)), payment(n));
+            p.expect_payment_added(hash(n));
+            p.update_node(&node, &st).unwrap();
+            p.commit().unwrap();
+            sizes.push(p.store().get(&key).unwrap().unwrap().1.len());
+        }
+        assert!(
+            sizes.windows(2).all(|w| w[0] == w[1]),
+            "the state record does not grow: {sizes:?}"
+        );
+        let stored = p.store().get_prefix(INV).unwrap().count();
+        assert_eq!(stored, 200);
+
+        // An unhinted change elsewhere (an invoice VLS marks fulfilled, one it prunes) is found.
+        p.enter().unwrap();
+        st.invoices
+            .get_mut(&PaymentHash(hash(7)))
+            .unwrap()
+            .is_fulfilled = true;
+        st.invoices.remove(&PaymentHash(hash(8)));
+        p.update_node(&node, &st).unwrap();
+        p.commit().unwrap();
+        let fulfilled: PaymentState = JsonFormat::de_value(
+            &p.store()
+                .get(&format!("{INV}{}", hex::encode(hash(7))))
+                .unwrap()
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        assert!(fulfilled.is_fulfilled);
+        assert!(
+            p.store()
+                .get(&format!("{INV}{}", hex::encode(hash(8))))
+                .unwrap()
+                .unwrap()
+                .1
+                .is_empty(),
+            "deleted"
+        );
+
+        // A hint that does not match what changed falls back to the full comparison.
+        p.enter().unwrap();
+        st.issued_invoices
+            .insert(PaymentHash(hash(999)), payment(999));
+        st.invoices.insert(PaymentHash(hash(1000)), payment(1000));
+        p.expect_payment_added(hash(1000));
+        p.update_node(&node, &st).unwrap();
+        p.commit().unwrap();
+        assert!(
+            p.store()
+                .get(&format!("{ISS}{}", hex::encode(hash(999))))
+                .unwrap()
+                .is_some(),
+            "issued invoice written"
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! Load through the full path: CLN stand-in → VLS's remote_hsmd_socket → signer, for Warden
+//! (wardend on SoftHSM, policy evaluated and every decision durable) and for VLS's own vlsd (its
+//! permissive approver, VLS_AUTOAPPROVE=1) behind the same proxy, in the same run.
+//!
+//! Reports SignMessage and approved-preapprove latency (p50, p99) and preapprovals per second,
+//! then the scale curve: approval latency at 10, 1,000, 10,000 and 100,000 live invoices for
+//! Warden, and how far vlsd gets. `scripts/bench.sh` runs it (`cargo bench --bench signer`);
+//! under `cargo test` it runs a short smoke pass on Warden only.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use common::cln::{free_port, Cln};
+use lightning_signer::bitcoin::hashes::{sha256, Hash};
+use lightning_signer::bitcoin::secp256k1::{All, Secp256k1, SecretKey};
+use lightning_signer::lightning::types::payment::PaymentSecret;
+use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vls_protocol::msgs::{self, Message};
+use warden::standin::chain::ChainStub;
+use warden::standin::proxy::{default_binary, Proxy};
+
+struct Invoices {
+    secp: Secp256k1<All>,
+    payee: SecretKey,
+    next: u64,
+    tag: u8,
+}
+
+impl Invoices {
+    fn new(tag: u8) -> Self {
+        Invoices {
+            secp: Secp256k1::new(),
+            payee: SecretKey::from_slice(&[0x5a; 32]).unwrap(),
+            next: 0,
+            tag,
+        }
+    }
+
+    fn next(&mut self) -> String {
+        self.next += 1;
+        let preimage = sha256::Hash::hash(&[&[self.tag][..], &self.next.to_be_bytes()].concat());
+        InvoiceBuilder::new(Currency::Regtest)
+            .description("load".into())
+            .payment_hash(sha256::Hash::hash(preimage.as_byte_array()))
+            .payment_secret(PaymentSecret([1u8; 32]))
+            .current_timestamp()
+            .expiry_time(Duration::from_secs(86_400))
+            .min_final_cltv_expiry_delta(144)
+            .amount_milli_satoshis(1_000_000)
+            .build_signed(|m| self.secp.sign_ecdsa_recoverable(m, &self.payee))
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn preapprove(proxy: &mut Proxy, invoice: String) -> Result<bool, String> {
+    match proxy.hsmd.call(msgs::PreapproveInvoice {
+        invstring: vls_protocol::serde_bolt::WireString(invoice.into_bytes()),
+    }) {
+        Ok(Message::PreapproveInvoiceReply(r)) => Ok(r.result),
+        Ok(other) => Err(format!("unexpected reply {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn sign_message(proxy: &mut Proxy, n: u64) {
+    match proxy.hsmd.call(msgs::SignMessage {
+        message: vls_protocol::serde_bolt::Octets(n.to_be_bytes().to_vec()),
+    }) {
+        Ok(Message::SignMessageReply(_)) => {}
+        other => panic!("SignMessage failed: {other:?}"),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    n: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    per_sec: f64,
+}
+
+fn stats(mut ns: Vec<Duration>, wall: Duration) -> Stats {
+    ns.sort_unstable();
+    let p = |q: f64| ns[((ns.len() as f64 * q) as usize).min(ns.len() - 1)].as_secs_f64() * 1e3;
+    Stats {
+        n: ns.len(),
+        p50_ms: p(0.5),
+        p99_ms: p(0.99),
+        per_sec: ns.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+fn timed(n: usize, mut f: impl FnMut(u64)) -> Stats {
+    let mut ns = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        f(i as u64);
+        ns.push(t.elapsed());
+    }
+    stats(ns, start.elapsed())
+}
+
+fn print(label: &str, s: Stats) {
+    println!(
+        "  {label:<44} n={:<6} p50 {:>7.3} ms  p99 {:>7.3} ms  {:>8.0}/s",
+        s.n, s.p50_ms, s.p99_ms, s.per_sec
+    );
+}
+
+struct Vlsd {
+    _chain: ChainStub,
+    proxy: Proxy,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Vlsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_vlsd(binary: &std::path::Path) -> Vlsd {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainStub::start().await.unwrap();
+    let port = free_port();
+    let mut proxy = Proxy::spawn(&default_binary(), port, &chain.url(), dir.path()).unwrap();
+    let data = dir.path().join("vlsd");
+    std::fs::create_dir_all(data.join("regtest")).unwrap();
+    let child = Command::new(binary)
+        .args([
+            "--network",
+            "regtest",
+            "--connect",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .arg("--datadir")
+        .arg(&data)
+        .env("VLS_AUTOAPPROVE", "1")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    match proxy
+        .hsmd
+        .call(warden::standin::hsmd_init_regtest())
+        .unwrap()
+    {
+        Message::HsmdInitReplyV4(_) => {}
+        other => panic!("vlsd init: {other:?}"),
+    }
+    Vlsd {
+        _chain: chain,
+        proxy,
+        child,
+        _dir: dir,
+    }
+}
+
+const RULES: &str = r#"
+[[limit]]
+tag = "per-payment-cap"
+window = "payment"
+max_amount = "1 btc"
+
+[[limit]]
+tag = "daily-cap"
+window = "24h"
+max_amount = "100000 btc"
+"#;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (n_sign, n_pre, levels): (usize, usize, Vec<usize>) = if full {
+        (2_000, 2_000, vec![10, 1_000, 10_000, 100_000])
+    } else {
+        (20, 20, vec![10])
+    };
+    let per_level = if full { 500 } else { 10 };
+
+    println!(
+        "signer load through CLN stand-in -> remote_hsmd_socket -> signer ({})",
+        if full { "full" } else { "smoke" }
+    );
+    let mut cln = Cln::start_with_env(
+        "bench-warden",
+        RULES,
+        &[("WARDEN_MAX_INVOICES", "150000"), ("RUST_LOG", "error")],
+    )
+    .await;
+    tokio::task::block_in_place(|| cln.init());
+    let mut inv = Invoices::new(1);
+
+    let vlsd_binary = default_binary().with_file_name("vlsd");
+    let mut vlsd = if full && vlsd_binary.is_file() {
+        Some(start_vlsd(&vlsd_binary).await)
+    } else {
+        None
+    };
+    let mut vinv = Invoices::new(2);
+
+    tokio::task::block_in_place(|| {
+        println!("same run, same proxy build, same machine:");
+        let w_sign = timed(n_sign, |i| sign_message(&mut cln.proxy, i));
+        print("warden SignMessage", w_sign);
+        let v_sign = vlsd
+            .as_mut()
+            .map(|v| timed(n_sign, |i| sign_message(&mut v.proxy, i)));
+        if let Some(v) = v_sign {
+            print("vlsd   SignMessage", v);
+            println!(
+                "  SignMessage p50 ratio warden/vlsd: {:.2}",
+                w_sign.p50_ms / v.p50_ms
+            );
+        }
+        // vlsd holds at most 1,000 invoices: stay below for the head-to-head comparison.
+        let head = n_pre.min(900);
+        let invoices: Vec<String> = (0..head).map(|_| inv.next()).collect();
+        let mut it = invoices.into_iter();
+        let w_pre = timed(head, |_| {
+            assert_eq!(preapprove(&mut cln.proxy, it.next().unwrap()), Ok(true))
+        });
+        print("warden approved preapprove (policy + durable)", w_pre);
+        if let Some(v) = vlsd.as_mut() {
+            let invoices: Vec<String> = (0..head).map(|_| vinv.next()).collect();
+            let mut it = invoices.into_iter();
+            let v_pre = timed(head, |_| {
+                assert_eq!(preapprove(&mut v.proxy, it.next().unwrap()), Ok(true))
+            });
+            print("vlsd   approved preapprove (auto-approve)", v_pre);
+            println!(
+                "  preapprove p50 ratio warden/vlsd: {:.2}",
+                w_pre.p50_ms / v_pre.p50_ms
+            );
+        }
+
+        println!("scale curve (approval latency at N live invoices):");
+        let mut live = head;
+        let fill_start = Instant::now();
+        let mut filled = 0usize;
+        for level in &levels {
+            while live < *level {
+                let i = inv.next();
+                assert_eq!(
+                    preapprove(&mut cln.proxy, i),
+                    Ok(true),
+                    "warden at {live} invoices"
+                );
+                live += 1;
+                filled += 1;
+            }
+            let invoices: Vec<String> = (0..per_level).map(|_| inv.next()).collect();
+            let mut it = invoices.into_iter();
+            let s = timed(per_level, |_| {
+                assert_eq!(preapprove(&mut cln.proxy, it.next().unwrap()), Ok(true))
+            });
+            live += per_level;
+            print(&format!("warden at {level:>6} live invoices"), s);
+        }
+        let fill = fill_start.elapsed();
+        if filled > 0 {
+            println!(
+                "  warden sustained: {filled} approved preapprovals (plus the timed ones) in {:.1} s = {:.0}/s, every decision durable",
+                fill.as_secs_f64(),
+                (filled + per_level * levels.len()) as f64 / fill.as_secs_f64()
+            );
+        }
+        if let Some(v) = vlsd.as_mut() {
+            let mut vlive = head;
+            'levels: for level in &levels {
+                while vlive < *level {
+                    match preapprove(&mut v.proxy, vinv.next()) {
+                        Ok(true) => vlive += 1,
+                        other => {
+                            println!("  vlsd stops at {vlive} live invoices: {other:?}; proxy running: {}", v.proxy.is_running());
+                            break 'levels;
+                        }
+                    }
+                }
+                let invoices: Vec<String> = (0..per_level).map(|_| vinv.next()).collect();
+                let mut ok = true;
+                let mut it = invoices.into_iter();
+                let s = timed(per_level, |_| {
+                    if ok {
+                        ok = preapprove(&mut v.proxy, it.next().unwrap()) == Ok(true);
+                    }
+                });
+                if !ok {
+                    println!("  vlsd fails during the {level} level (at about {vlive} live invoices); proxy running: {}", v.proxy.is_running());
+                    break;
+                }
+                vlive += per_level;
+                print(&format!("vlsd   at {level:>6} live invoices"), s);
+            }
+        } else if full {
+            println!(
+                "  (vlsd not installed at {}; scripts/bench.sh builds it)",
+                vlsd_binary.display()
+            );
+        }
+    });
+}
