@@ -8,7 +8,6 @@
 //! under `cargo test` it runs a short smoke pass on Warden only.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::cln::{free_port, Cln};
