@@ -98,6 +98,46 @@ pub struct FilePolicy {
 pub struct FileSigner {
     /// Live invoices VLS may hold.
     pub max_invoices: Option<usize>,
+    /// VLS policy filter rules, `"TAG:warn"` / `"TAG:error"`, `TAG*` for a prefix.
+    pub vls_filters: Option<Vec<String>>,
+}
+
+/// One VLS policy filter rule, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlsFilter {
+    /// The VLS rule tag, or a tag prefix.
+    pub tag: String,
+    /// Whether `tag` is a prefix.
+    pub prefix: bool,
+    /// Demote to a warning (true) or keep as an error (false).
+    pub warn: bool,
+}
+
+/// Parse `"policy-channel-safe-mode:warn"`. A filter may demote named VLS rules to warnings,
+/// but never all of them: a catch-all would switch VLS's validation off.
+pub fn parse_vls_filter(spec: &str) -> Result<VlsFilter, String> {
+    let (tag, action) = spec.split_once(':').ok_or_else(|| {
+        format!("\"{spec}\" needs an action: write \"{spec}:warn\" or \"{spec}:error\"")
+    })?;
+    let warn = match action {
+        "warn" => true,
+        "error" => false,
+        other => {
+            return Err(format!(
+                "\"{spec}\": unknown action \"{other}\"; use warn or error"
+            ))
+        }
+    };
+    let (tag, prefix) = match tag.strip_suffix('*') {
+        Some(t) => (t.to_string(), true),
+        None => (tag.to_string(), false),
+    };
+    if !tag.starts_with("policy-") || (prefix && warn && tag.len() <= "policy-".len() + 2) {
+        return Err(format!(
+            "\"{spec}\" would demote all or most of VLS's rules; VLS validation always stays on, so name the rules (e.g. policy-channel-safe-mode:warn)"
+        ));
+    }
+    Ok(VlsFilter { tag, prefix, warn })
 }
 
 /// `[approvals]` in the file.
@@ -214,6 +254,8 @@ pub struct Config {
     pub rejections_needed: usize,
     /// Live invoices the VLS node may hold.
     pub max_invoices: usize,
+    /// VLS policy filter rules.
+    pub vls_filters: Vec<VlsFilter>,
 }
 
 /// What was wrong with the configuration.
@@ -425,6 +467,14 @@ impl ConfigArgs {
             ));
         }
 
+        let mut vls_filters = Vec::new();
+        for spec in file.signer.vls_filters.unwrap_or_default() {
+            match parse_vls_filter(&spec) {
+                Ok(f) => vls_filters.push(f),
+                Err(e) => problems.push(format!("signer.vls_filters: {e}")),
+            }
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
@@ -446,6 +496,7 @@ impl ConfigArgs {
             policy_file,
             rejections_needed,
             max_invoices,
+            vls_filters,
         })
     }
 }
@@ -557,6 +608,35 @@ mod tests {
             args.resolve().unwrap().admin_tls,
             AdminTls::PlaintextLoopback
         );
+    }
+
+    #[test]
+    fn vls_filters_name_rules_and_never_switch_vls_off() {
+        assert_eq!(
+            parse_vls_filter("policy-channel-safe-mode:warn").unwrap(),
+            VlsFilter {
+                tag: "policy-channel-safe-mode".into(),
+                prefix: false,
+                warn: true
+            }
+        );
+        assert!(
+            parse_vls_filter("policy-commitment-*:error")
+                .unwrap()
+                .prefix
+        );
+        for bad in [
+            "*:warn",
+            "policy-*:warn",
+            ":warn",
+            "policy-channel-safe-mode",
+            "policy-x:ignore",
+        ] {
+            assert!(parse_vls_filter(bad).is_err(), "{bad}");
+        }
+        assert!(parse_vls_filter("*:warn")
+            .unwrap_err()
+            .contains("VLS validation always stays on"));
     }
 
     #[test]

@@ -284,3 +284,32 @@ fn wardend_serves_the_admin_api_over_mutual_tls() {
     );
     assert!(stdout.contains("window       hourly-cap"), "{stdout}");
 }
+
+#[test]
+fn a_second_wardend_on_the_same_data_directory_is_refused() {
+    let t = TestToken::new("cli-second");
+    assert!(t
+        .command("wardenctl")
+        .arg("init")
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let mut first = t
+        .command("wardend")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("wardend ready"));
+    let second = t.command("wardend").output().unwrap();
+    let (_, stderr) = text(&second);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(!second.status.success());
+    assert!(
+        stderr.contains("is another wardend running on this data directory?"),
+        "{stderr}"
+    );
+}

@@ -77,12 +77,13 @@ async fn main() -> anyhow::Result<()> {
         network: config.network,
         max_invoices: config.max_invoices,
     };
-    let init = warden::signer::build_handler(core.clone(), &seed, &db, settings)?;
+    let filter = warden::signer::vls_filter(&config.vls_filters);
+    let init = warden::signer::build_handler(core.clone(), &seed, &db, settings, &filter)?;
     // Kept (zeroizing) only to restore the node after a VLS panic; VLS holds its keys anyway.
     let rebuild: warden::signer::stream::Rebuild = {
-        let (core, db, seed) = (core.clone(), db.clone(), seed.duplicate());
+        let (core, db, seed, filter) = (core.clone(), db.clone(), seed.duplicate(), filter.clone());
         Arc::new(move || {
-            warden::signer::build_handler(core.clone(), &seed, &db, settings)
+            warden::signer::build_handler(core.clone(), &seed, &db, settings, &filter)
                 .map_err(|e| e.to_string())
         })
     };

@@ -51,6 +51,27 @@ pub struct SignerSettings {
     pub max_invoices: usize,
 }
 
+/// VLS policy filter rules from the configuration, merged after VLS's defaults.
+pub fn vls_filter(
+    rules: &[crate::config::VlsFilter],
+) -> lightning_signer::policy::filter::PolicyFilter {
+    use lightning_signer::policy::filter::{FilterResult, FilterRule, PolicyFilter};
+    PolicyFilter {
+        rules: rules
+            .iter()
+            .map(|r| FilterRule {
+                tag: r.tag.clone(),
+                is_prefix: r.prefix,
+                action: if r.warn {
+                    FilterResult::Warn
+                } else {
+                    FilterResult::Error
+                },
+            })
+            .collect(),
+    }
+}
+
 /// Why the signer could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SignerError {
@@ -77,6 +98,7 @@ pub fn build_handler(
     seed: &NodeSeed,
     db: &sled::Db,
     settings: SignerSettings,
+    filter: &lightning_signer::policy::filter::PolicyFilter,
 ) -> Result<InitHandler, SignerError> {
     let store =
         persist::SledKVVStore::open(db).map_err(|e| SignerError::Persist(format!("{e:?}")))?;
@@ -84,6 +106,7 @@ pub fn build_handler(
     let persister: Arc<dyn Persist> = warden_persister.clone();
     let mut policy = make_simple_policy(settings.network, OptionizedSimplePolicy::default());
     policy.max_invoices = settings.max_invoices;
+    policy.filter.merge(filter.clone());
     policy.global_velocity_control = VelocityControlSpec::UNLIMITED;
     let validator_factory: Arc<dyn ValidatorFactory> =
         Arc::new(OnchainValidatorFactory::new_with_simple_factory(
