@@ -65,6 +65,7 @@ pub struct Core {
     pub node_id: RwLock<String>,
     /// "connected", "disconnected" or "not configured".
     pub node_connection: RwLock<String>,
+    audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
 }
 
 impl Core {
@@ -85,7 +86,54 @@ impl Core {
             clock,
             node_id: RwLock::new(String::new()),
             node_connection: RwLock::new("not configured".into()),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Record decisions and events in `audit` from now on. Decisions are then fail-closed: a
+    /// decision whose audit record cannot be written is a refusal.
+    pub fn attach_audit(&self, audit: Arc<crate::audit::AuditLog>) {
+        self.events.attach_audit(audit.clone());
+        let _ = self.audit.set(audit);
+    }
+
+    /// The audit log, when attached.
+    pub fn audit(&self) -> Option<&Arc<crate::audit::AuditLog>> {
+        self.audit.get()
+    }
+
+    /// Write a decision's audit record (unflushed: the decision's own flush covers it).
+    fn audit_decision(
+        &self,
+        now: u64,
+        req: &PaymentRequest,
+        decision: &crate::policy::Decision,
+        extra: serde_json::Value,
+    ) -> Result<(), String> {
+        let Some(audit) = self.audit.get() else {
+            return Ok(());
+        };
+        let (verdict, reason) = match &decision.verdict {
+            Verdict::Approve => ("approve", String::new()),
+            Verdict::RequireQuorum { .. } => ("require-quorum", String::new()),
+            Verdict::Deny { reason } => ("deny", reason.clone()),
+        };
+        let data = serde_json::json!({
+            "request_digest": hex::encode(req.digest()),
+            "kind": format!("{:?}", req.kind).to_lowercase(),
+            "amount_msat": req.amount_msat(),
+            "destinations": req.outputs.iter().map(|(d, v)| serde_json::json!({"destination": d.to_string(), "amount_msat": v})).collect::<Vec<_>>(),
+            "verdict": verdict,
+            "tags": decision.tags,
+            "reason": reason,
+            "warnings": decision.warnings.iter().map(|w| w.reason.clone()).collect::<Vec<_>>(),
+            "policy_hash": hex::encode(decision.policy_hash),
+            "extra": extra,
+        });
+        audit
+            .append(now, "decision", data, false)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// The policy in force.
@@ -102,7 +150,17 @@ impl Core {
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         let store = engine.store().clone();
         *engine = PolicyEngine::open(policy.policy.clone(), store, self.clock.now())?;
+        let hash = policy.policy.hash_hex();
         *self.policy_text.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        drop(engine);
+        self.events.emit(
+            self.clock.now(),
+            EventKind::Policy,
+            "",
+            &[],
+            format!("policy {hash} is now in force"),
+            0,
+        );
         Ok(())
     }
 
@@ -174,6 +232,20 @@ impl Core {
                 ..
             } => match self.approvals.consume(req, &policy, now) {
                 Ok(Some(record)) => {
+                    let approved = crate::policy::Decision {
+                        verdict: Verdict::Approve,
+                        tags: decision.tags.clone(),
+                        warnings: vec![],
+                        policy_hash: decision.policy_hash,
+                    };
+                    let extra = serde_json::json!({"approved_by_quorum": record.id, "approvers": record.approvers()});
+                    if let Err(e) = self.audit_decision(now, req, &approved, extra) {
+                        return self.fail_closed_tag(
+                            "warden-audit-failure",
+                            &format!("the audit record could not be written: {e}"),
+                            amount,
+                        );
+                    }
                     if let Err(e) = engine.record_approved_spend(req, now, &decision.tags) {
                         return self.fail_closed(
                             &format!("the approved spend could not be recorded: {e}"),
@@ -267,7 +339,11 @@ impl Core {
     }
 
     fn fail_closed(&self, why: &str, amount: u64) -> PaymentAnswer {
-        let tag = "warden-store-failure".to_string();
+        self.fail_closed_tag("warden-store-failure", why, amount)
+    }
+
+    fn fail_closed_tag(&self, tag: &str, why: &str, amount: u64) -> PaymentAnswer {
+        let tag = tag.to_string();
         tracing::error!(reason = why, "refusing a payment: fail closed");
         self.events.emit(
             self.clock.now(),

@@ -55,11 +55,33 @@ pub struct Event {
     pub amount_msat: u64,
 }
 
-/// Fan-out of events to every subscriber.
+/// Fan-out of events to every subscriber, and into the audit log when one is attached.
 #[derive(Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<Event>,
     seq: AtomicU64,
+    audit: std::sync::OnceLock<std::sync::Arc<crate::audit::AuditLog>>,
+}
+
+impl EventKind {
+    /// The name used in logs, audit records and webhooks.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::RequestCreated => "request-created",
+            EventKind::RequestSigned => "request-signed",
+            EventKind::RequestApproved => "request-approved",
+            EventKind::RequestRejected => "request-rejected",
+            EventKind::RequestExpired => "request-expired",
+            EventKind::PaymentApproved => "payment-approved",
+            EventKind::PaymentRefused => "payment-refused",
+            EventKind::LimitWarning => "limit-warning",
+            EventKind::Recovery => "recovery",
+            EventKind::Hsm => "hsm",
+            EventKind::NodeConnection => "node-connection",
+            EventKind::AuthFailure => "auth-failure",
+            EventKind::Policy => "policy",
+        }
+    }
 }
 
 impl Default for EventBus {
@@ -75,7 +97,13 @@ impl EventBus {
         EventBus {
             tx,
             seq: AtomicU64::new(1),
+            audit: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Record every event in `audit` from now on.
+    pub fn attach_audit(&self, audit: std::sync::Arc<crate::audit::AuditLog>) {
+        let _ = self.audit.set(audit);
     }
 
     /// Publish an event; returns it with its sequence number.
@@ -98,6 +126,19 @@ impl EventBus {
             amount_msat,
         };
         tracing::info!(kind = ?event.kind, request = %event.request_id, tags = ?event.tags, "{}", event.message);
+        if let Some(audit) = self.audit.get() {
+            let data = serde_json::json!({
+                "event": event.kind.name(),
+                "request_id": event.request_id,
+                "tags": event.tags,
+                "message": event.message,
+                "amount_msat": event.amount_msat,
+            });
+            // Durable with the next flush of the database (every decision flushes).
+            if let Err(e) = audit.append(time, "event", data, false) {
+                tracing::error!(error = %e, "could not record an event in the audit log");
+            }
+        }
         // No subscriber is not an error: events are also in the logs (and, later, the audit log).
         let _ = self.tx.send(event.clone());
         event

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod approval;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod core;

@@ -238,6 +238,26 @@ impl AdminService {
                 now,
             )
             .map_err(to_status)?;
+        if let Some(audit) = self.core.audit() {
+            let data = serde_json::json!({
+                "request_id": out.record.id,
+                "admin": req.admin,
+                "decision": decision.as_str(),
+                "format": format.as_str(),
+                "signature": hex::encode(&req.signature),
+                "state": out.record.state.as_str(),
+                "amount_msat": out.record.amount_msat(),
+                "policy_hash": out.record.policy_hash,
+            });
+            let kind = if decision == Decision::Approve {
+                "approval"
+            } else {
+                "rejection"
+            };
+            if let Err(e) = audit.append(now, kind, data, true) {
+                tracing::error!(error = %e, "the admin's signature was stored but could not be audited");
+            }
+        }
         let kind = match (out.decided, out.record.state) {
             (true, RequestState::Approved) => EventKind::RequestApproved,
             (true, RequestState::Rejected) => EventKind::RequestRejected,
@@ -464,18 +484,8 @@ pub async fn serve(
                             Ok(Ok(tls)) => {
                                 let _ = tx.send(Ok(tls)).await;
                             }
-                            Ok(Err(e)) => auth.record(
-                                &peer_text(peer),
-                                &e.to_string(),
-                                &core.events,
-                                core.clock.now(),
-                            ),
-                            Err(_) => auth.record(
-                                &peer_text(peer),
-                                "handshake timed out",
-                                &core.events,
-                                core.clock.now(),
-                            ),
+                            Ok(Err(e)) => failed(&core, &auth, peer, &e.to_string()),
+                            Err(_) => failed(&core, &auth, peer, "handshake timed out"),
                         }
                     });
                 }
@@ -492,6 +502,13 @@ pub async fn serve(
     }
 }
 
-fn peer_text(peer: SocketAddr) -> String {
-    peer.to_string()
+fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
+    let now = core.clock.now();
+    if let Some(audit) = core.audit() {
+        let data = serde_json::json!({"peer": peer.to_string(), "detail": detail});
+        if let Err(e) = audit.append(now, "auth-failure", data, true) {
+            tracing::error!(error = %e, "could not audit an authentication failure");
+        }
+    }
+    auth.record(&peer.to_string(), detail, &core.events, now);
 }

@@ -73,6 +73,23 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?);
     *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
+    let audit = Arc::new(warden::audit::AuditLog::open(
+        &db,
+        Arc::new(hsm.clone()),
+        warden::audit::AuditConfig::default(),
+    )?);
+    core.attach_audit(audit.clone());
+    audit.append(
+        core.clock.now(),
+        "start",
+        serde_json::json!({
+            "node_id": node_id.to_string(),
+            "policy_hash": loaded.policy.hash_hex(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "audit_key": audit_key.to_string(),
+        }),
+        true,
+    )?;
     let settings = warden::signer::SignerSettings {
         network: config.network,
         max_invoices: config.max_invoices,
@@ -152,6 +169,18 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("wardend stopping");
     let _ = stop_tx.send(true);
     let _ = signer_task.await;
+    let now = core.clock.now();
+    if let Err(e) = audit
+        .append(
+            now,
+            "stop",
+            serde_json::json!({"node_id": node_id.to_string()}),
+            true,
+        )
+        .and_then(|_| audit.checkpoint(now))
+    {
+        tracing::error!(error = %e, "could not close the audit log with a checkpoint");
+    }
     if let Some(t) = admin_task {
         let _ = t.await;
     }

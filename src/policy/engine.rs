@@ -69,6 +69,40 @@ impl PolicyEngine {
         Ok(())
     }
 
+    /// Evaluate without recording (the first half of [`PolicyEngine::decide`]).
+    pub fn evaluate(&self, req: &PaymentRequest, now: u64) -> Decision {
+        evaluate(&self.policy, req, &self.state, now)
+    }
+
+    /// Record a decision from [`PolicyEngine::evaluate`], durably, counting an approval's spend.
+    pub fn commit(
+        &mut self,
+        req: &PaymentRequest,
+        decision: &Decision,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let changes = if decision.is_approved() {
+            spend_changes(&self.policy, req, &self.state, now)
+        } else {
+            Vec::new()
+        };
+        let mut record = record_for(
+            Some(req),
+            &self.policy,
+            now,
+            "",
+            &decision.tags,
+            Some(decision),
+        );
+        self.store.commit_decision(&mut record, &changes, &[])?;
+        self.state.apply(&changes);
+        self.since_compaction += 1;
+        if self.since_compaction >= COMPACT_EVERY {
+            self.compact(now)?;
+        }
+        Ok(())
+    }
+
     /// Decide a payment and make the decision durable. An approval's spend is counted in the
     /// velocity windows in the same write.
     pub fn decide(&mut self, req: &PaymentRequest, now: u64) -> Result<Decision, StoreError> {

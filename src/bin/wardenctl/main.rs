@@ -1,6 +1,7 @@
 //! wardenctl: the operator's and admins' command line.
 
 mod admin;
+mod audit;
 mod policy;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ use warden::hsm::Hsm;
 ///
 /// Exit codes: 0 success; 1 failure (the message says why; for `policy check`, the file has
 /// problems); 2 usage error; 3 wardend refused the request (signature, quorum, state, rate
-/// limit); 4 wardend could not be reached.
+/// limit); 4 wardend could not be reached; 5 the audit log does not verify.
 ///
 /// Admin commands connect with mutual TLS: --server, --ca, --cert, --cert-key and --admin, or
 /// WARDENCTL_* variables, or a --profile TOML file with the same keys (and admin_key).
@@ -100,6 +101,13 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Verify and export the audit log (stop wardend first).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Report on a month (or range) from the verified audit log: table, csv, json or html.
+    Report(audit::ReportArgs),
     /// Follow live events until interrupted.
     Watch,
     /// The signer's state: node, policy, velocity windows, pending approvals.
@@ -234,6 +242,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         )
         .await
         .map(|_| 0),
+        Command::Audit { command } => audit::run(command),
+        Command::Report(args) => audit::report(args),
         Command::Watch => admin::watch(&conn).await.map(|_| 0),
         Command::Status { json } => admin::status(&conn, json).await.map(|_| 0),
         Command::Init { config } => {

@@ -1,0 +1,374 @@
+//! The audit log: one record per security-relevant event, hash-chained, with checkpoints signed
+//! by the HSM's secp256k1 key.
+//!
+//! Each record holds the hash of the one before it, so editing, deleting or reordering any
+//! record breaks the chain from that point on; every [`AuditConfig::checkpoint_every`] records
+//! (or [`AuditConfig::checkpoint_secs`] seconds) the chain head is signed in the HSM, so even
+//! someone who rewrites the whole chain cannot produce checkpoints for it without the token.
+//! `wardenctl audit verify` walks the chain and checks every checkpoint against the HSM key.
+//!
+//! Layout (sled tree `audit`): `r` + seq (u64 BE) → record JSON; `c` + seq → checkpoint JSON.
+//! A record is written and flushed before the decision it records is answered (fail closed:
+//! a decision whose record cannot be written is a refusal).
+
+pub mod report;
+pub mod verify;
+
+use crate::store::StoreError;
+use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
+use lightning_signer::bitcoin::secp256k1::{ecdsa::Signature, PublicKey};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+
+/// What signs checkpoints: the HSM in wardend.
+pub trait CheckpointSigner: Send + Sync {
+    /// A low-S ECDSA signature over `digest`.
+    fn sign(&self, digest: &[u8; 32]) -> Result<Signature, String>;
+    /// The public key that verifies it.
+    fn public_key(&self) -> Result<PublicKey, String>;
+}
+
+impl CheckpointSigner for crate::hsm::Hsm {
+    fn sign(&self, digest: &[u8; 32]) -> Result<Signature, String> {
+        self.sign_digest(digest).map_err(|e| e.to_string())
+    }
+    fn public_key(&self) -> Result<PublicKey, String> {
+        self.audit_public_key().map_err(|e| e.to_string())
+    }
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Format version.
+    pub v: u8,
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Unix time.
+    pub time: u64,
+    /// What happened: "decision", "approval", "rejection", "start", "stop", "policy", "hsm-error",
+    /// "auth-failure", "refusal", …
+    pub kind: String,
+    /// The event's details (amounts, tags, policy hash, admin signature, …).
+    pub data: serde_json::Value,
+    /// Hash of the previous record (zeros for the first).
+    pub prev: String,
+    /// This record's hash: see [`record_hash`].
+    pub hash: String,
+}
+
+/// A signed chain head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version.
+    pub v: u8,
+    /// The last record covered.
+    pub seq: u64,
+    /// That record's hash.
+    pub head: String,
+    /// Unix time of signing.
+    pub time: u64,
+    /// DER-less compact ECDSA signature (hex) over [`checkpoint_digest`].
+    pub signature: String,
+    /// The signing key (compressed, hex), for reference; verification uses the HSM's key.
+    pub public_key: String,
+}
+
+/// `sha256("warden/audit/v1" || seq || time || len(kind) || kind || len(data) || data || prev)`.
+pub fn record_hash(
+    seq: u64,
+    time: u64,
+    kind: &str,
+    data: &serde_json::Value,
+    prev: &[u8; 32],
+) -> [u8; 32] {
+    let data = serde_json::to_vec(data).unwrap_or_default();
+    let mut e = sha256::Hash::engine();
+    e.input(b"warden/audit/v1");
+    e.input(&seq.to_be_bytes());
+    e.input(&time.to_be_bytes());
+    e.input(&(kind.len() as u64).to_be_bytes());
+    e.input(kind.as_bytes());
+    e.input(&(data.len() as u64).to_be_bytes());
+    e.input(&data);
+    e.input(prev);
+    sha256::Hash::from_engine(e).to_byte_array()
+}
+
+/// `sha256("warden/audit-checkpoint/v1" || seq || head || time)`.
+pub fn checkpoint_digest(seq: u64, head: &[u8; 32], time: u64) -> [u8; 32] {
+    let mut e = sha256::Hash::engine();
+    e.input(b"warden/audit-checkpoint/v1");
+    e.input(&seq.to_be_bytes());
+    e.input(head);
+    e.input(&time.to_be_bytes());
+    sha256::Hash::from_engine(e).to_byte_array()
+}
+
+/// How often to checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditConfig {
+    /// Records between checkpoints.
+    pub checkpoint_every: u64,
+    /// Seconds between checkpoints (checked when a record is appended).
+    pub checkpoint_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_every: 100,
+            checkpoint_secs: 60,
+        }
+    }
+}
+
+/// Why the audit log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HSM could not sign a checkpoint.
+    #[error("the HSM could not sign an audit checkpoint: {0}")]
+    Sign(String),
+    /// A stored record does not decode.
+    #[error("audit record {key} does not decode: {detail}")]
+    Corrupt {
+        /// Which.
+        key: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+struct Head {
+    seq: u64,
+    hash: [u8; 32],
+    last_checkpoint_seq: u64,
+    last_checkpoint_time: u64,
+}
+
+/// The append side of the audit log.
+pub struct AuditLog {
+    db: sled::Db,
+    tree: sled::Tree,
+    signer: Arc<dyn CheckpointSigner>,
+    config: AuditConfig,
+    head: Mutex<Head>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+fn io(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
+    move |e| StoreError::Io {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+fn key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Open the audit tree of a database (for appending or for reading).
+pub fn open_tree(db: &sled::Db) -> Result<sled::Tree, StoreError> {
+    db.open_tree("audit").map_err(io("open audit"))
+}
+
+/// Every record, in order.
+pub fn read_records(tree: &sled::Tree) -> Result<Vec<AuditRecord>, AuditError> {
+    tree.scan_prefix([b'r'])
+        .map(|kv| {
+            let (k, v) = kv.map_err(io("scan audit"))?;
+            serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt {
+                key: hex::encode(&k),
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Every checkpoint, in order.
+pub fn read_checkpoints(tree: &sled::Tree) -> Result<Vec<Checkpoint>, AuditError> {
+    tree.scan_prefix([b'c'])
+        .map(|kv| {
+            let (k, v) = kv.map_err(io("scan checkpoints"))?;
+            serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt {
+                key: hex::encode(&k),
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+impl AuditLog {
+    /// Open the log in `db`, continuing its chain.
+    pub fn open(
+        db: &sled::Db,
+        signer: Arc<dyn CheckpointSigner>,
+        config: AuditConfig,
+    ) -> Result<Self, AuditError> {
+        let tree = open_tree(db)?;
+        let last = tree
+            .scan_prefix([b'r'])
+            .next_back()
+            .transpose()
+            .map_err(io("read audit head"))?;
+        let (seq, hash, time) = match last {
+            Some((k, v)) => {
+                let r: AuditRecord =
+                    serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt {
+                        key: hex::encode(&k),
+                        detail: e.to_string(),
+                    })?;
+                let mut h = [0u8; 32];
+                hex::decode_to_slice(&r.hash, &mut h).map_err(|e| AuditError::Corrupt {
+                    key: hex::encode(&k),
+                    detail: e.to_string(),
+                })?;
+                (r.seq, h, r.time)
+            }
+            None => (0, [0u8; 32], 0),
+        };
+        let last_ckpt = tree
+            .scan_prefix([b'c'])
+            .next_back()
+            .transpose()
+            .map_err(io("read checkpoints"))?;
+        let (cseq, ctime) = match last_ckpt {
+            Some((_, v)) => serde_json::from_slice::<Checkpoint>(&v)
+                .map(|c| (c.seq, c.time))
+                .unwrap_or((0, 0)),
+            None => (0, time),
+        };
+        Ok(AuditLog {
+            db: db.clone(),
+            tree,
+            signer,
+            config,
+            head: Mutex::new(Head {
+                seq,
+                hash,
+                last_checkpoint_seq: cseq,
+                last_checkpoint_time: ctime,
+            }),
+        })
+    }
+
+    /// Append a record, checkpointing when due. With `flush`, it is on disk when this returns;
+    /// without, the caller's next flush of the same database makes it durable (sled recovers a
+    /// prefix of its log, so nothing written after it can survive a crash without it).
+    pub fn append(
+        &self,
+        time: u64,
+        kind: &str,
+        data: serde_json::Value,
+        flush: bool,
+    ) -> Result<u64, AuditError> {
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = head.seq + 1;
+        let hash = record_hash(seq, time, kind, &data, &head.hash);
+        let record = AuditRecord {
+            v: 1,
+            seq,
+            time,
+            kind: kind.to_string(),
+            data,
+            prev: hex::encode(head.hash),
+            hash: hex::encode(hash),
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            &key(b'r', seq),
+            serde_json::to_vec(&record).expect("serializable"),
+        );
+        let due = seq - head.last_checkpoint_seq >= self.config.checkpoint_every
+            || time.saturating_sub(head.last_checkpoint_time) >= self.config.checkpoint_secs;
+        let mut checkpointed = false;
+        if due {
+            let sig = self
+                .signer
+                .sign(&checkpoint_digest(seq, &hash, time))
+                .map_err(AuditError::Sign)?;
+            let pk = self.signer.public_key().map_err(AuditError::Sign)?;
+            let c = Checkpoint {
+                v: 1,
+                seq,
+                head: hex::encode(hash),
+                time,
+                signature: hex::encode(sig.serialize_compact()),
+                public_key: hex::encode(pk.serialize()),
+            };
+            batch.insert(
+                &key(b'c', seq),
+                serde_json::to_vec(&c).expect("serializable"),
+            );
+            checkpointed = true;
+        }
+        self.tree.apply_batch(batch).map_err(io("write audit"))?;
+        if flush || checkpointed {
+            self.db.flush().map_err(io("flush audit"))?;
+        }
+        head.seq = seq;
+        head.hash = hash;
+        if checkpointed {
+            head.last_checkpoint_seq = seq;
+            head.last_checkpoint_time = time;
+        }
+        Ok(seq)
+    }
+
+    /// Sign the current head now (at shutdown, so the last records are covered).
+    pub fn checkpoint(&self, time: u64) -> Result<(), AuditError> {
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        if head.seq == 0 || head.last_checkpoint_seq == head.seq {
+            return Ok(());
+        }
+        let sig = self
+            .signer
+            .sign(&checkpoint_digest(head.seq, &head.hash, time))
+            .map_err(AuditError::Sign)?;
+        let pk = self.signer.public_key().map_err(AuditError::Sign)?;
+        let c = Checkpoint {
+            v: 1,
+            seq: head.seq,
+            head: hex::encode(head.hash),
+            time,
+            signature: hex::encode(sig.serialize_compact()),
+            public_key: hex::encode(pk.serialize()),
+        };
+        self.tree
+            .insert(
+                key(b'c', head.seq),
+                serde_json::to_vec(&c).expect("serializable"),
+            )
+            .map_err(io("write checkpoint"))?;
+        self.db.flush().map_err(io("flush audit"))?;
+        head.last_checkpoint_seq = head.seq;
+        head.last_checkpoint_time = time;
+        Ok(())
+    }
+
+    /// Records so far.
+    pub fn len(&self) -> u64 {
+        self.head.lock().unwrap_or_else(|p| p.into_inner()).seq
+    }
+
+    /// Whether nothing was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tree, for tests that play an attacker.
+    pub fn raw_tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+}

@@ -1,0 +1,192 @@
+//! `wardenctl audit …` and `wardenctl report`: read the audit log from the data directory (stop
+//! wardend first: the state database admits one process), verify it against the HSM's audit
+//! key, export it, report on it.
+
+use anyhow::{bail, Context};
+use lightning_signer::bitcoin::secp256k1::PublicKey;
+use std::path::PathBuf;
+use warden::audit::report::{self, date_start, month_range};
+use warden::audit::verify::{verify, Finding};
+use warden::audit::{open_tree, read_checkpoints, read_records, AuditRecord};
+use warden::config::ConfigArgs;
+
+/// Exit code when the audit log does not verify.
+pub const EXIT_TAMPERED: i32 = 5;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk the hash chain and check every checkpoint signature against the HSM's audit key.
+    /// Exit 0 when intact; exit 5 naming the first bad record.
+    Verify {
+        #[command(flatten)]
+        source: Source,
+    },
+    /// Export records (verified first) for compliance.
+    Export {
+        #[command(flatten)]
+        source: Source,
+        /// First day (YYYY-MM-DD, UTC) or Unix time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Day after the last (YYYY-MM-DD, UTC) or Unix time.
+        #[arg(long)]
+        until: Option<String>,
+        /// jsonl or csv.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
+}
+
+/// Where the log is and what key it must verify against.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Source {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The audit public key (hex) to verify against, instead of reading it from the HSM; for
+    /// auditors without access to the token. Compare it with `wardenctl hsm status`.
+    #[arg(long)]
+    pub audit_key: Option<String>,
+}
+
+fn open(
+    source: &Source,
+) -> anyhow::Result<(Vec<AuditRecord>, Vec<warden::audit::Checkpoint>, PublicKey)> {
+    let config = source.config.resolve()?;
+    let key = match &source.audit_key {
+        Some(hex) => hex
+            .parse::<PublicKey>()
+            .context("--audit-key is not a public key")?,
+        None => warden::hsm::Hsm::open(&config.hsm)?.audit_public_key()?,
+    };
+    let store = warden::store::Store::open(&config.data_dir.join("state"))
+        .context("opening the state database (stop wardend first)")?;
+    let tree = open_tree(store.db())?;
+    Ok((read_records(&tree)?, read_checkpoints(&tree)?, key))
+}
+
+fn bound(s: &Option<String>, default: u64) -> anyhow::Result<u64> {
+    match s {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(t) => Ok(t),
+            Err(_) => date_start(s).map_err(|e| anyhow::anyhow!(e)),
+        },
+    }
+}
+
+pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
+    match cmd {
+        AuditCommand::Verify { source } => {
+            let (records, checkpoints, key) = open(&source)?;
+            match verify(&records, &checkpoints, &key) {
+                Finding::Ok {
+                    records,
+                    checkpoints,
+                    unsigned_tail,
+                } => {
+                    println!("audit log OK: {records} records, {checkpoints} checkpoints signed by {key}; {unsigned_tail} records after the last checkpoint");
+                    Ok(0)
+                }
+                Finding::Bad { seq, problem } => {
+                    eprintln!("audit log BROKEN at record {seq}: {problem}");
+                    Ok(EXIT_TAMPERED)
+                }
+            }
+        }
+        AuditCommand::Export {
+            source,
+            since,
+            until,
+            format,
+        } => {
+            let (records, checkpoints, key) = open(&source)?;
+            if let Finding::Bad { seq, problem } = verify(&records, &checkpoints, &key) {
+                bail!("refusing to export a log that does not verify (record {seq}: {problem})");
+            }
+            let (since, until) = (bound(&since, 0)?, bound(&until, u64::MAX)?);
+            let selected = records.iter().filter(|r| r.time >= since && r.time < until);
+            match format.as_str() {
+                "jsonl" => {
+                    for r in selected {
+                        println!("{}", serde_json::to_string(r)?);
+                    }
+                }
+                "csv" => {
+                    println!("seq,time,utc,kind,hash,prev,data");
+                    for r in selected {
+                        let data = serde_json::to_string(&r.data)?.replace('"', "\"\"");
+                        println!(
+                            "{},{},{},{},{},{},\"{data}\"",
+                            r.seq,
+                            r.time,
+                            warden::clock::format_utc(r.time),
+                            r.kind,
+                            r.hash,
+                            r.prev
+                        );
+                    }
+                }
+                other => bail!("unknown format \"{other}\"; use jsonl or csv"),
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `wardenctl report`.
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The month, YYYY-MM (UTC).
+    #[arg(long, conflicts_with_all = ["since", "until"])]
+    month: Option<String>,
+    /// First day, YYYY-MM-DD.
+    #[arg(long)]
+    since: Option<String>,
+    /// Day after the last, YYYY-MM-DD.
+    #[arg(long)]
+    until: Option<String>,
+    /// table, csv, json or html.
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
+    let (records, checkpoints, key) = open(&args.source)?;
+    if let Finding::Bad { seq, problem } = verify(&records, &checkpoints, &key) {
+        bail!("refusing to report from a log that does not verify (record {seq}: {problem})");
+    }
+    let (since, until) = match &args.month {
+        Some(m) => month_range(m).map_err(|e| anyhow::anyhow!(e))?,
+        None => (bound(&args.since, 0)?, bound(&args.until, u64::MAX)?),
+    };
+    let config = args.source.config.resolve()?;
+    let policy = match &config.policy_file {
+        Some(p) => warden::policy::load_policy_file(p)?,
+        None => warden::policy::parse_policy(warden::policy::DEFAULT_POLICY)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    };
+    let daily_limit = policy
+        .limits
+        .iter()
+        .filter(|l| l.window_secs == Some(86_400) && l.scope == warden::policy::LimitScope::Node)
+        .filter_map(|l| l.max_amount_msat)
+        .min();
+    let r = report::compute(&records, since, until, daily_limit);
+    let text = match args.format.as_str() {
+        "table" => report::render_table(&r),
+        "csv" => report::render_csv(&r),
+        "json" => serde_json::to_string_pretty(&r)? + "\n",
+        "html" => report::render_html(&r),
+        other => bail!("unknown format \"{other}\"; use table, csv, json or html"),
+    };
+    match args.out {
+        Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(0)
+}
