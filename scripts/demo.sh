@@ -96,7 +96,8 @@ coproc CLN { exec warden-cln --port "$hsmd_port" --datadir "$demo/cln" 2>"$demo/
 pids+=("$CLN_PID")
 read -r line <&"${CLN[0]}"; echo "cln: $line"
 wardend --config "$demo/wardend.toml" >"$demo/wardend.out" 2>"$demo/wardend.log" &
-pids+=("$!")
+wardend_pid=$!
+pids+=("$wardend_pid")
 for _ in $(seq 1 100); do grep -q "admin API on" "$demo/wardend.out" 2>/dev/null && break; sleep 0.1; done
 cat "$demo/wardend.out"
 
@@ -142,8 +143,23 @@ cat "$demo/events.log"
 step "wardenctl status"
 admin carol status
 
-step "Stopping"
+step "Prometheus metrics (excerpt)"
+metrics=$(sed -n 's/^metrics on //p' "$demo/wardend.out")
+curl -s "$metrics" 2>/dev/null | grep -E '^warden_(decisions_total|pending_approvals|velocity_used_ratio|audit_chain_length)' \
+  || echo "(see $metrics)"
+
+step "Stopping wardend (it closes the audit log with an HSM-signed checkpoint)"
 echo quit >&"${CLN[1]}" || true
+kill "$wardend_pid"; wait "$wardend_pid" 2>/dev/null || true
+
+step "wardenctl audit verify: the hash chain and every HSM-signed checkpoint"
+run wardenctl audit verify --config "$demo/wardend.toml"
+
+step "wardenctl report: this month, from the verified audit log"
+run wardenctl report --config "$demo/wardend.toml" --month "$(date -u +%Y-%m)"
+wardenctl report --config "$demo/wardend.toml" --month "$(date -u +%Y-%m)" --format html --out "$demo/report.html"
+echo "(an HTML version with charts: $demo/report.html)"
+
 cleanup
 trap - EXIT
 echo "done. Everything the demo made is in $demo (wardend log: $demo/wardend.log)."

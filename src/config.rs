@@ -35,6 +35,9 @@ pub struct FileConfig {
     /// `[signer]` table.
     #[serde(default)]
     pub signer: FileSigner,
+    /// `[alerts]` table.
+    #[serde(default)]
+    pub alerts: FileAlerts,
     /// `[metrics]` table.
     #[serde(default)]
     pub metrics: FileListen,
@@ -90,6 +93,31 @@ pub struct FileAdmin {
 pub struct FilePolicy {
     /// The policy file; the embedded default when absent.
     pub file: Option<PathBuf>,
+}
+
+/// `[alerts]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAlerts {
+    /// Fraction of a window's limit that raises a warning (0 < x ≤ 1).
+    pub window_warn_fraction: Option<f64>,
+    /// Seconds of node disconnection that raise an alert.
+    pub node_disconnect_secs: Option<u64>,
+    /// Webhook URL (http://) for alert events.
+    pub webhook_url: Option<String>,
+    /// File holding the webhook's HMAC secret.
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// Alert settings, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    /// Warning threshold as a fraction of a window's limit.
+    pub window_warn_fraction: f64,
+    /// Disconnection alert threshold, seconds.
+    pub node_disconnect_secs: u64,
+    /// Webhook URL and secret file.
+    pub webhook: Option<(String, PathBuf)>,
 }
 
 /// `[signer]` in the file.
@@ -228,7 +256,7 @@ pub enum AdminTls {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Directory for the sealed seed and the state database.
     pub data_dir: PathBuf,
@@ -256,6 +284,8 @@ pub struct Config {
     pub max_invoices: usize,
     /// VLS policy filter rules.
     pub vls_filters: Vec<VlsFilter>,
+    /// Alerts.
+    pub alerts: AlertSettings,
 }
 
 /// What was wrong with the configuration.
@@ -475,6 +505,34 @@ impl ConfigArgs {
             }
         }
 
+        let window_warn_fraction = file.alerts.window_warn_fraction.unwrap_or(0.8);
+        if !(window_warn_fraction > 0.0 && window_warn_fraction <= 1.0) {
+            problems.push(format!("alerts.window_warn_fraction: {window_warn_fraction} is not a fraction; use e.g. 0.8 for 80 %"));
+        }
+        let node_disconnect_secs = file.alerts.node_disconnect_secs.unwrap_or(60);
+        if node_disconnect_secs == 0 {
+            problems.push("alerts.node_disconnect_secs: must be at least 1".into());
+        }
+        let webhook = match (file.alerts.webhook_url, file.alerts.webhook_secret_file) {
+            (Some(u), Some(f)) => {
+                if !u.starts_with("http://") {
+                    problems.push(format!("alerts.webhook_url: \"{u}\" must be an http:// URL; for https, run a TLS relay on loopback"));
+                }
+                if !f.is_file() {
+                    problems.push(format!(
+                        "alerts.webhook_secret_file: {} does not exist",
+                        f.display()
+                    ));
+                }
+                Some((u, f))
+            }
+            (None, None) => None,
+            _ => {
+                problems.push("alerts.webhook_url and alerts.webhook_secret_file: set both (deliveries are HMAC-signed) or neither".into());
+                None
+            }
+        };
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
@@ -497,6 +555,11 @@ impl ConfigArgs {
             rejections_needed,
             max_invoices,
             vls_filters,
+            alerts: AlertSettings {
+                window_warn_fraction,
+                node_disconnect_secs,
+                webhook,
+            },
         })
     }
 }

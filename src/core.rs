@@ -66,6 +66,47 @@ pub struct Core {
     /// "connected", "disconnected" or "not configured".
     pub node_connection: RwLock<String>,
     audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    windows: crate::alerts::WindowWatch,
+    /// Fraction of a window's limit at which a warning event is raised.
+    pub window_warn_fraction: RwLock<f64>,
+}
+
+/// One rolling window's use, for status, metrics and alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowUse {
+    /// The limit's tag.
+    pub tag: String,
+    /// Window length, seconds.
+    pub window_secs: u64,
+    /// "node", "listed destinations" or "busiest destination".
+    pub scope: &'static str,
+    /// Msat used.
+    pub used_msat: u64,
+    /// The amount limit, if any.
+    pub limit_msat: Option<u64>,
+    /// Payments counted.
+    pub used_count: u64,
+    /// The count limit, if any.
+    pub limit_count: Option<u64>,
+}
+
+impl WindowUse {
+    /// The larger of the amount and count fractions used.
+    pub fn fraction(&self) -> f64 {
+        let a = self
+            .limit_msat
+            .filter(|l| *l > 0)
+            .map(|l| self.used_msat as f64 / l as f64)
+            .unwrap_or(0.0);
+        let c = self
+            .limit_count
+            .filter(|l| *l > 0)
+            .map(|l| self.used_count as f64 / l as f64)
+            .unwrap_or(0.0);
+        a.max(c)
+    }
 }
 
 impl Core {
@@ -87,6 +128,9 @@ impl Core {
             node_id: RwLock::new(String::new()),
             node_connection: RwLock::new("not configured".into()),
             audit: std::sync::OnceLock::new(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+            windows: crate::alerts::WindowWatch::default(),
+            window_warn_fraction: RwLock::new(0.8),
         })
     }
 
@@ -95,6 +139,103 @@ impl Core {
     pub fn attach_audit(&self, audit: Arc<crate::audit::AuditLog>) {
         self.events.attach_audit(audit.clone());
         let _ = self.audit.set(audit);
+    }
+
+    /// Every rolling window's use at `now`. With `all_destinations`, per-destination limits
+    /// report their busiest destination (a scan of every destination ledger).
+    pub fn window_usage(&self, now: u64, all_destinations: bool) -> Vec<WindowUse> {
+        use crate::policy::{LedgerKey, LimitScope};
+        self.with_engine(|engine| {
+            let state = engine.state();
+            engine
+                .policy()
+                .limits
+                .iter()
+                .filter_map(|l| {
+                    let w = l.window_secs?;
+                    let (scope, totals) = match &l.scope {
+                        LimitScope::Node => ("node", state.totals(&LedgerKey::Node, now, w)),
+                        LimitScope::Destinations(_) => (
+                            "listed destinations",
+                            state.totals(&LedgerKey::Group(l.tag.clone()), now, w),
+                        ),
+                        LimitScope::EachDestination if all_destinations => (
+                            "busiest destination",
+                            state
+                                .ledgers()
+                                .filter(|(k, _)| matches!(k, LedgerKey::Destination(_)))
+                                .map(|(_, ledger)| ledger.totals(now, w))
+                                .max_by_key(|t| t.amount_msat)
+                                .unwrap_or_default(),
+                        ),
+                        LimitScope::EachDestination => return None,
+                    };
+                    Some(WindowUse {
+                        tag: l.tag.clone(),
+                        window_secs: w,
+                        scope,
+                        used_msat: u64::try_from(totals.amount_msat).unwrap_or(u64::MAX),
+                        limit_msat: l.max_amount_msat,
+                        used_count: totals.count,
+                        limit_count: l.max_count,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The Prometheus exposition, with current gauges.
+    pub fn render_metrics(&self) -> String {
+        let now = self.clock.now();
+        let pending = self
+            .approvals
+            .list_pending(now)
+            .map(|l| l.len() as u64)
+            .unwrap_or(0);
+        let connected = self
+            .node_connection
+            .read()
+            .map(|c| *c == "connected")
+            .unwrap_or(false);
+        let audit = self.audit.get().map(|a| a.len()).unwrap_or(0);
+        let usage: Vec<(String, f64)> = self
+            .window_usage(now, true)
+            .iter()
+            .map(|w| (w.tag.clone(), w.fraction()))
+            .collect();
+        self.metrics.render(pending, connected, audit, &usage)
+    }
+
+    fn check_windows(&self, now: u64) {
+        let threshold = *self
+            .window_warn_fraction
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let usage = self.window_usage(now, false);
+        let fractions: Vec<(String, f64)> = usage
+            .iter()
+            .map(|w| (w.tag.clone(), w.fraction()))
+            .collect();
+        for (tag, used) in self.windows.crossings(&fractions, threshold) {
+            let w = usage.iter().find(|w| w.tag == tag).expect("from usage");
+            let msg = format!(
+                "window {tag} ({}) is at {:.0} % of its limit: {} of {}",
+                crate::policy::units::format_duration(w.window_secs),
+                used * 100.0,
+                format_msat(w.used_msat),
+                w.limit_msat
+                    .map(format_msat)
+                    .unwrap_or_else(|| format!("{} payments", w.limit_count.unwrap_or(0)))
+            );
+            self.events.emit(
+                now,
+                EventKind::LimitWarning,
+                "",
+                std::slice::from_ref(&tag),
+                msg,
+                w.used_msat,
+            );
+        }
     }
 
     /// The audit log, when attached.
@@ -175,13 +316,18 @@ impl Core {
         let amount = req.amount_msat();
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         let policy = engine.policy().clone();
-        let decision = match engine.decide(req, now) {
-            Ok(d) => d,
-            Err(e) => {
-                return self
-                    .fail_closed(&format!("the decision could not be recorded: {e}"), amount)
-            }
-        };
+        let decision = engine.evaluate(req, now);
+        // Fail closed: no audit record, no approval. The record is flushed with the decision.
+        if let Err(e) = self.audit_decision(now, req, &decision, serde_json::Value::Null) {
+            return self.fail_closed_tag(
+                "warden-audit-failure",
+                &format!("the audit record could not be written: {e}"),
+                amount,
+            );
+        }
+        if let Err(e) = engine.commit(req, &decision, now) {
+            return self.fail_closed(&format!("the decision could not be recorded: {e}"), amount);
+        }
         // Warn-mode rules raise warnings; notes on other rules stay in the decision record.
         for w in decision
             .warnings
@@ -199,6 +345,9 @@ impl Core {
         }
         match decision.verdict {
             Verdict::Approve => {
+                self.metrics.decision("approve", &decision.tags);
+                drop(engine);
+                self.check_windows(now);
                 self.events.emit(
                     now,
                     EventKind::PaymentApproved,
@@ -215,6 +364,7 @@ impl Core {
                 }
             }
             Verdict::Deny { reason } => {
+                self.metrics.decision("deny", &decision.tags);
                 self.events.emit(
                     now,
                     EventKind::PaymentRefused,
@@ -252,6 +402,9 @@ impl Core {
                             amount,
                         );
                     }
+                    self.metrics.decision("approve", &decision.tags);
+                    drop(engine);
+                    self.check_windows(now);
                     let msg = format!(
                         "payment of {} approved by quorum ({}) under request {}",
                         format_msat(amount),
@@ -274,6 +427,7 @@ impl Core {
                     }
                 }
                 Ok(None) => {
+                    self.metrics.decision("hold", &decision.tags);
                     match self.approvals.open_request(
                         req,
                         &rule_tag,
@@ -344,6 +498,17 @@ impl Core {
 
     fn fail_closed_tag(&self, tag: &str, why: &str, amount: u64) -> PaymentAnswer {
         let tag = tag.to_string();
+        self.metrics.decision("deny", std::slice::from_ref(&tag));
+        if tag == "warden-audit-failure" {
+            self.events.emit(
+                self.clock.now(),
+                EventKind::Hsm,
+                "",
+                std::slice::from_ref(&tag),
+                format!("audit or HSM failure: {why}"),
+                amount,
+            );
+        }
         tracing::error!(reason = why, "refusing a payment: fail closed");
         self.events.emit(
             self.clock.now(),

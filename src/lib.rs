@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod api;
 pub mod approval;
 pub mod audit;
@@ -31,6 +32,7 @@ pub mod core;
 pub mod events;
 pub mod fsutil;
 pub mod hsm;
+pub mod metrics;
 pub mod policy;
 pub mod signer;
 pub mod standin;

@@ -20,7 +20,6 @@ use crate::approval::{ApprovalError, ApprovalRecord, Decision, RequestState, Sig
 use crate::core::Core;
 use crate::events::{Event, EventKind};
 use crate::policy::units::format_duration;
-use crate::policy::{LedgerKey, LimitScope};
 use futures::Stream;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use limits::{AuthFailures, RateLimiter};
@@ -352,42 +351,20 @@ impl Warden for AdminService {
         self.admit(&request)?;
         let now = self.core.clock.now();
         let loaded = self.core.policy();
-        let windows = self.core.with_engine(|engine| {
-            let state = engine.state();
-            loaded
-                .policy
-                .limits
-                .iter()
-                .filter_map(|l| {
-                    let w = l.window_secs?;
-                    let totals = match &l.scope {
-                        LimitScope::Node => state.totals(&LedgerKey::Node, now, w),
-                        LimitScope::Destinations(_) => {
-                            state.totals(&LedgerKey::Group(l.tag.clone()), now, w)
-                        }
-                        LimitScope::EachDestination => state
-                            .ledgers()
-                            .filter(|(k, _)| matches!(k, LedgerKey::Destination(_)))
-                            .map(|(_, ledger)| ledger.totals(now, w))
-                            .max_by_key(|t| t.amount_msat)
-                            .unwrap_or_default(),
-                    };
-                    Some(proto::WindowUsage {
-                        tag: l.tag.clone(),
-                        window: format_duration(w),
-                        scope: match &l.scope {
-                            LimitScope::Node => "node".into(),
-                            LimitScope::EachDestination => "busiest destination".into(),
-                            LimitScope::Destinations(_) => "listed destinations".into(),
-                        },
-                        used_msat: u64::try_from(totals.amount_msat).unwrap_or(u64::MAX),
-                        limit_msat: l.max_amount_msat.unwrap_or(0),
-                        used_count: totals.count,
-                        limit_count: l.max_count.unwrap_or(0),
-                    })
-                })
-                .collect()
-        });
+        let windows = self
+            .core
+            .window_usage(now, true)
+            .into_iter()
+            .map(|w| proto::WindowUsage {
+                tag: w.tag,
+                window: format_duration(w.window_secs),
+                scope: w.scope.into(),
+                used_msat: w.used_msat,
+                limit_msat: w.limit_msat.unwrap_or(0),
+                used_count: w.used_count,
+                limit_count: w.limit_count.unwrap_or(0),
+            })
+            .collect();
         let pending = self
             .core
             .approvals
@@ -504,6 +481,7 @@ pub async fn serve(
 
 fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
     let now = core.clock.now();
+    core.metrics.auth_failure();
     if let Some(audit) = core.audit() {
         let data = serde_json::json!({"peer": peer.to_string(), "detail": detail});
         if let Err(e) = audit.append(now, "auth-failure", data, true) {

@@ -127,15 +127,22 @@ pub fn compute(
                             r.by_rule.entry(t).or_default().add(amount);
                         }
                     }
-                    Some("require-quorum") => {
-                        for t in tags {
-                            r.by_rule.entry(t).or_default().add(amount);
-                        }
-                    }
+                    // Holds are counted once per request, from its request-created event:
+                    // a retried payment is evaluated again before its approval is used.
                     _ => {}
                 }
             }
-            "event" if d["event"] == "request-created" => r.held.add(amount),
+            "event" if d["event"] == "request-created" => {
+                r.held.add(amount);
+                for t in d["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str())
+                {
+                    r.by_rule.entry(t.to_string()).or_default().add(amount);
+                }
+            }
             "event" if d["event"] == "payment-refused" => {
                 // Refusals outside the policy pipeline (VLS rules, capacity, malformed input).
                 let tags: Vec<String> = d["tags"]

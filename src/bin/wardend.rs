@@ -73,9 +73,16 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?);
     *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
+    *core
+        .window_warn_fraction
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = config.alerts.window_warn_fraction;
     let audit = Arc::new(warden::audit::AuditLog::open(
         &db,
-        Arc::new(hsm.clone()),
+        Arc::new(warden::metrics::MeteredHsm {
+            hsm: hsm.clone(),
+            metrics: core.metrics.clone(),
+        }),
         warden::audit::AuditConfig::default(),
     )?);
     core.attach_audit(audit.clone());
@@ -148,6 +155,42 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
 
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on metrics.listen {}", config.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(warden::metrics::serve(
+            core.clone(),
+            metrics_listener,
+            async move {
+                let _ = rx.changed().await;
+            },
+        ));
+    }
+    tokio::spawn(warden::alerts::watch_node(
+        core.clone(),
+        std::time::Duration::from_secs(config.alerts.node_disconnect_secs),
+        stop_rx.clone(),
+    ));
+    if let Some((url, secret_file)) = &config.alerts.webhook {
+        let secret = zeroize::Zeroizing::new(std::fs::read(secret_file).with_context(|| {
+            format!(
+                "reading alerts.webhook_secret_file {}",
+                secret_file.display()
+            )
+        })?);
+        let hook = warden::alerts::Webhook {
+            url: url.clone(),
+            secret: secret.trim_ascii().to_vec(),
+            attempts: 5,
+            backoff: std::time::Duration::from_millis(500),
+        };
+        tokio::spawn(hook.run(core.events.subscribe()));
+        tracing::info!(%url, "alerts are delivered to the webhook");
+    }
+
     let hsmd_uri = format!("http://{}", config.hsmd_address);
     tracing::info!(node = %hsmd_uri, max_invoices = config.max_invoices, "serving the node's hsmd stream");
     let signer_task = tokio::spawn(warden::signer::stream::run(
@@ -165,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
     if admin_task.is_some() {
         println!("admin API on {}", config.admin_listen);
     }
+    println!("metrics on http://{metrics_addr}/metrics");
     wait_for_shutdown().await;
     tracing::info!("wardend stopping");
     let _ = stop_tx.send(true);
@@ -182,7 +226,15 @@ async fn main() -> anyhow::Result<()> {
         tracing::error!(error = %e, "could not close the audit log with a checkpoint");
     }
     if let Some(t) = admin_task {
-        let _ = t.await;
+        // Open event streams (wardenctl watch, top) would hold a graceful shutdown forever:
+        // give in-flight calls a moment, then close what is left.
+        let abort = t.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(3), t)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     Ok(())
 }

@@ -73,6 +73,17 @@ pub fn vls_tag(error: &str) -> Option<String> {
 
 /// Answer one request. Blocking: VLS and the stores are synchronous.
 fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> (SignerResponse, bool) {
+    let started = std::time::Instant::now();
+    let name = msgs::from_vec(request.message.clone())
+        .map(|m| m.inner().name())
+        .unwrap_or("malformed");
+    let out = answer_inner(phase, core, request);
+    core.metrics
+        .hsmd_request(name, started.elapsed().as_secs_f64());
+    out
+}
+
+fn answer_inner(phase: &mut Phase, core: &Core, request: SignerRequest) -> (SignerResponse, bool) {
     let id = request.request_id;
     let msg = match msgs::from_vec(request.message) {
         Ok(m) => m,

@@ -82,6 +82,12 @@ impl Proxy {
         })
     }
 
+    /// Stop the proxy, as when the node goes away.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the proxy process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

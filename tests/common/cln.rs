@@ -80,6 +80,8 @@ pub struct Cln {
     pub admin_keys: Vec<(String, PathBuf)>,
     pub policy: PathBuf,
     pub node_id_from_init: String,
+    /// Where wardend serves /metrics.
+    pub metrics_addr: String,
 }
 
 impl Drop for Cln {
@@ -147,6 +149,7 @@ impl Cln {
             admin_keys,
             policy,
             node_id_from_init,
+            metrics_addr: String::new(),
         };
         cln.wardend_env = env
             .iter()
@@ -188,9 +191,26 @@ impl Cln {
             .expect("wardend printed its ready line")
             .unwrap();
         assert!(ready.starts_with("wardend ready"), "{ready}");
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(url) = line.strip_prefix("metrics on http://") {
+                self.metrics_addr = url.trim_end_matches("/metrics").to_string();
+                break;
+            }
+        }
         // Keep reading stdout in the background so wardend never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.wardend = Some(child);
+    }
+
+    /// SIGTERM and wait: a clean stop (wardend closes the audit log with a checkpoint).
+    pub fn stop_wardend(&mut self) {
+        if let Some(mut c) = self.wardend.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
     }
 
     /// SIGKILL: a crash, not a clean stop.

@@ -112,7 +112,8 @@ impl TestToken {
             .env("WARDEN_HSM_MODULE", DEFAULT_MODULE)
             .env("WARDEN_HSM_TOKEN", &self.label)
             .env("WARDEN_HSM_PIN_FILE", &self.pin_file)
-            .env("WARDEN_NETWORK", "regtest");
+            .env("WARDEN_NETWORK", "regtest")
+            .env("WARDEN_METRICS_LISTEN", "127.0.0.1:0");
         c
     }
 

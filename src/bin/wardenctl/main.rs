@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod policy;
+mod top;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -110,6 +111,8 @@ enum Command {
     Report(audit::ReportArgs),
     /// Follow live events until interrupted.
     Watch,
+    /// A live terminal view: connection, velocity windows, pending approvals, last decisions.
+    Top,
     /// The signer's state: node, policy, velocity windows, pending approvals.
     Status {
         /// Print JSON.
@@ -245,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit { command } => audit::run(command),
         Command::Report(args) => audit::report(args),
         Command::Watch => admin::watch(&conn).await.map(|_| 0),
+        Command::Top => top::run(&conn).await.map(|_| 0),
         Command::Status { json } => admin::status(&conn, json).await.map(|_| 0),
         Command::Init { config } => {
             let config = config.resolve()?;

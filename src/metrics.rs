@@ -1,0 +1,267 @@
+//! Prometheus metrics, on their own listener (`metrics.listen`), in the text exposition format.
+//!
+//! Counters and histograms are updated where things happen; gauges that describe current state
+//! (pending approvals, velocity used per window, node connection, audit chain length) are read
+//! from Warden's state when `/metrics` is scraped, so they are never stale.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: String,
+    tag: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Warden's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    decisions: Family<DecisionLabels, Counter>,
+    hsmd_requests: Family<NameLabel, Histogram, fn() -> Histogram>,
+    hsm_ops: Family<NameLabel, Histogram, fn() -> Histogram>,
+    hsm_errors: Family<NameLabel, Counter>,
+    auth_failures: Counter,
+    pending: Gauge,
+    node_connected: Gauge,
+    audit_records: Gauge,
+    velocity_used: Family<NameLabel, Gauge<f64, AtomicU64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("warden");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        r.register(
+            "decisions",
+            "Payment decisions by outcome (approve, hold, deny) and deciding rule tag",
+            decisions.clone(),
+        );
+        let hsmd_requests = Family::<NameLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        r.register(
+            "hsmd_request_seconds",
+            "Time to answer a request from the node, by message",
+            hsmd_requests.clone(),
+        );
+        let hsm_ops = Family::<NameLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        r.register(
+            "hsm_operation_seconds",
+            "HSM operation latency, by operation",
+            hsm_ops.clone(),
+        );
+        let hsm_errors = Family::<NameLabel, Counter>::default();
+        r.register(
+            "hsm_errors",
+            "HSM operations that failed, by operation",
+            hsm_errors.clone(),
+        );
+        let auth_failures = Counter::default();
+        r.register(
+            "admin_auth_failures",
+            "Failed admin API TLS handshakes",
+            auth_failures.clone(),
+        );
+        let pending = Gauge::default();
+        r.register(
+            "pending_approvals",
+            "Payments waiting for a quorum",
+            pending.clone(),
+        );
+        let node_connected = Gauge::default();
+        r.register(
+            "node_connected",
+            "1 while the node's hsmd stream is connected",
+            node_connected.clone(),
+        );
+        let audit_records = Gauge::default();
+        r.register(
+            "audit_chain_length",
+            "Records in the audit log",
+            audit_records.clone(),
+        );
+        let velocity_used = Family::<NameLabel, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "velocity_used_ratio",
+            "Amount used in each rolling window as a fraction of its limit, by rule tag",
+            velocity_used.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(r),
+            decisions,
+            hsmd_requests,
+            hsm_ops,
+            hsm_errors,
+            auth_failures,
+            pending,
+            node_connected,
+            audit_records,
+            velocity_used,
+        }
+    }
+}
+
+impl Metrics {
+    /// A decision: outcome "approve", "hold" or "deny", with the tags that decided it.
+    pub fn decision(&self, outcome: &str, tags: &[String]) {
+        if tags.is_empty() {
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    outcome: outcome.into(),
+                    tag: String::new(),
+                })
+                .inc();
+        }
+        for t in tags {
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    outcome: outcome.into(),
+                    tag: t.clone(),
+                })
+                .inc();
+        }
+    }
+
+    /// The node asked `name` and got an answer after `secs`.
+    pub fn hsmd_request(&self, name: &str, secs: f64) {
+        self.hsmd_requests
+            .get_or_create(&NameLabel { name: name.into() })
+            .observe(secs);
+    }
+
+    /// An HSM operation took `secs`; `ok` says whether it succeeded.
+    pub fn hsm_op(&self, op: &str, secs: f64, ok: bool) {
+        self.hsm_ops
+            .get_or_create(&NameLabel { name: op.into() })
+            .observe(secs);
+        if !ok {
+            self.hsm_errors
+                .get_or_create(&NameLabel { name: op.into() })
+                .inc();
+        }
+    }
+
+    /// A failed admin handshake.
+    pub fn auth_failure(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// Render with current gauges.
+    pub fn render(
+        &self,
+        pending: u64,
+        node_connected: bool,
+        audit_records: u64,
+        velocity: &[(String, f64)],
+    ) -> String {
+        self.pending.set(pending as i64);
+        self.node_connected.set(i64::from(node_connected));
+        self.audit_records.set(audit_records as i64);
+        for (tag, used) in velocity {
+            self.velocity_used
+                .get_or_create(&NameLabel { name: tag.clone() })
+                .set(*used);
+        }
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+/// Serve `/metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    core: std::sync::Arc<crate::core::Core>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::pin!(shutdown);
+    loop {
+        let (mut sock, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+            _ = &mut shutdown => break,
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body, ctype) =
+                if req.starts_with("GET /metrics ") || req.starts_with("GET /metrics?") {
+                    (
+                        "200 OK",
+                        core.render_metrics(),
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        "only /metrics is served here\n".to_string(),
+                        "text/plain",
+                    )
+                };
+            let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// The HSM as the audit log's checkpoint signer, with its latency and errors measured.
+pub struct MeteredHsm {
+    /// The HSM.
+    pub hsm: crate::hsm::Hsm,
+    /// Where to count.
+    pub metrics: std::sync::Arc<Metrics>,
+}
+
+impl crate::audit::CheckpointSigner for MeteredHsm {
+    fn sign(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<lightning_signer::bitcoin::secp256k1::ecdsa::Signature, String> {
+        let t = std::time::Instant::now();
+        let r = self.hsm.sign_digest(digest).map_err(|e| e.to_string());
+        self.metrics
+            .hsm_op("sign", t.elapsed().as_secs_f64(), r.is_ok());
+        r
+    }
+
+    fn public_key(&self) -> Result<lightning_signer::bitcoin::secp256k1::PublicKey, String> {
+        let t = std::time::Instant::now();
+        let r = self.hsm.audit_public_key().map_err(|e| e.to_string());
+        self.metrics
+            .hsm_op("public_key", t.elapsed().as_secs_f64(), r.is_ok());
+        r
+    }
+}

@@ -1,0 +1,268 @@
+//! The audit log against a real SoftHSM token and real sled: every decision recorded and
+//! chained, checkpoints signed in the HSM; tampering (edit, delete, reorder, truncate, forged
+//! checkpoint) caught at the right record; an audit log that cannot be written refuses payments.
+
+mod common;
+
+use common::TestToken;
+use lightning_signer::bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
+use std::sync::Arc;
+use warden::approval::ApprovalConfig;
+use warden::audit::verify::{verify_db, Finding};
+use warden::audit::{checkpoint_digest, AuditConfig, AuditLog};
+use warden::clock::{Clock, ManualClock};
+use warden::core::{Core, LoadedPolicy};
+use warden::policy::{parse_policy, PaymentRequest};
+use warden::store::Store;
+
+const PAYEE: &str = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
+const T0: u64 = 1_795_435_200;
+
+struct Setup {
+    token: TestToken,
+    hsm: warden::hsm::Hsm,
+    core: Arc<Core>,
+    audit: Arc<AuditLog>,
+    db: sled::Db,
+    clock: ManualClock,
+}
+
+fn setup(label: &str, checkpoint_every: u64) -> Setup {
+    let token = TestToken::new(label);
+    let hsm = token.open();
+    hsm.init(&token.data_dir).unwrap();
+    let text = "version = 1\n[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_amount = \"1_000_000 sat\"\n".to_string();
+    let policy = Arc::new(parse_policy(&text).unwrap());
+    let clock = ManualClock::new(T0);
+    let store = Store::open(&token.path().join("state")).unwrap();
+    let db = store.db().clone();
+    let core = Arc::new(
+        Core::open(
+            store,
+            LoadedPolicy { policy, text },
+            ApprovalConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .unwrap(),
+    );
+    let audit = Arc::new(
+        AuditLog::open(
+            &db,
+            Arc::new(hsm.clone()),
+            AuditConfig {
+                checkpoint_every,
+                checkpoint_secs: 86_400,
+            },
+        )
+        .unwrap(),
+    );
+    core.attach_audit(audit.clone());
+    Setup {
+        token,
+        hsm,
+        core,
+        audit,
+        db,
+        clock,
+    }
+}
+
+fn pay(s: &Setup, n: u8, sat: u64) -> warden::core::PaymentAnswer {
+    s.clock.advance(10);
+    s.core.decide_payment(
+        &PaymentRequest::invoice([n; 32], sat * 1_000, PAYEE, None),
+        None,
+    )
+}
+
+/// A log of `n` decisions (and their events) with checkpoints every 3 records.
+fn populated(label: &str, n: u8) -> Setup {
+    let s = setup(label, 3);
+    for i in 0..n {
+        pay(&s, i, if i % 3 == 0 { 2_000_000 } else { 1_000 });
+    }
+    s.audit.checkpoint(s.clock.now()).unwrap();
+    s
+}
+
+fn finding(s: &Setup) -> Finding {
+    verify_db(&s.db, &s.hsm.audit_public_key().unwrap()).unwrap()
+}
+
+fn rkey(seq: u64) -> Vec<u8> {
+    [&[b'r'][..], &seq.to_be_bytes()].concat()
+}
+
+#[test]
+fn every_decision_is_recorded_and_the_log_verifies() {
+    let s = populated("audit-ok", 6);
+    let tree = warden::audit::open_tree(&s.db).unwrap();
+    let records = warden::audit::read_records(&tree).unwrap();
+    let decisions: Vec<_> = records.iter().filter(|r| r.kind == "decision").collect();
+    assert_eq!(decisions.len(), 6);
+    assert_eq!(decisions[0].data["verdict"], "deny");
+    assert_eq!(decisions[0].data["tags"][0], "cap");
+    assert_eq!(decisions[1].data["verdict"], "approve");
+    assert_eq!(decisions[1].data["amount_msat"], 1_000_000);
+    assert!(records
+        .iter()
+        .any(|r| r.kind == "event" && r.data["event"] == "payment-refused"));
+    match finding(&s) {
+        Finding::Ok {
+            records: n,
+            checkpoints,
+            unsigned_tail,
+        } => {
+            assert_eq!(n as usize, records.len());
+            assert!(
+                checkpoints >= 3,
+                "checkpoints every 3 records: {checkpoints}"
+            );
+            assert_eq!(unsigned_tail, 0);
+        }
+        bad => panic!("{bad:?}"),
+    }
+}
+
+#[test]
+fn an_edited_record_is_caught_at_that_record() {
+    let s = populated("audit-edit", 6);
+    let tree = s.audit.raw_tree();
+    let mut r: serde_json::Value =
+        serde_json::from_slice(&tree.get(rkey(5)).unwrap().unwrap()).unwrap();
+    r["data"]["amount_msat"] = serde_json::json!(1);
+    tree.insert(rkey(5), serde_json::to_vec(&r).unwrap())
+        .unwrap();
+    assert_eq!(
+        finding(&s),
+        Finding::Bad {
+            seq: 5,
+            problem: "record 5 was altered (its content does not match its hash)".into()
+        }
+    );
+}
+
+#[test]
+fn a_deleted_record_is_caught_at_its_position() {
+    let s = populated("audit-delete", 6);
+    s.audit.raw_tree().remove(rkey(4)).unwrap();
+    match finding(&s) {
+        Finding::Bad { seq: 4, problem } => assert!(
+            problem.contains("record 4 is missing or out of order"),
+            "{problem}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reordered_records_are_caught() {
+    let s = populated("audit-reorder", 6);
+    let tree = s.audit.raw_tree();
+    let (a, b) = (
+        tree.get(rkey(3)).unwrap().unwrap(),
+        tree.get(rkey(4)).unwrap().unwrap(),
+    );
+    tree.insert(rkey(3), b).unwrap();
+    tree.insert(rkey(4), a).unwrap();
+    match finding(&s) {
+        Finding::Bad { seq: 3, problem } => {
+            assert!(problem.contains("found record 4 in its place"), "{problem}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_truncated_log_is_caught_by_its_checkpoints() {
+    let s = populated("audit-truncate", 6);
+    let tree = warden::audit::open_tree(&s.db).unwrap();
+    let last = warden::audit::read_records(&tree).unwrap().len() as u64;
+    for seq in last - 2..=last {
+        s.audit.raw_tree().remove(rkey(seq)).unwrap();
+    }
+    match finding(&s) {
+        Finding::Bad { problem, .. } => assert!(
+            problem.contains("covers a record that is not in the log (truncated?)"),
+            "{problem}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_checkpoint_signed_by_another_key_is_caught() {
+    let s = populated("audit-forge", 6);
+    let tree = s.audit.raw_tree();
+    let (k, v) = tree.scan_prefix([b'c']).next().unwrap().unwrap();
+    let mut c: warden::audit::Checkpoint = serde_json::from_slice(&v).unwrap();
+    let mut head = [0u8; 32];
+    hex::decode_to_slice(&c.head, &mut head).unwrap();
+    let forger = SecretKey::from_slice(&[9; 32]).unwrap();
+    let sig = Secp256k1::new().sign_ecdsa(
+        &Message::from_digest(checkpoint_digest(c.seq, &head, c.time)),
+        &forger,
+    );
+    c.signature = hex::encode(sig.serialize_compact());
+    tree.insert(k, serde_json::to_vec(&c).unwrap()).unwrap();
+    match finding(&s) {
+        Finding::Bad { seq, problem } => {
+            assert_eq!(seq, c.seq);
+            assert!(
+                problem.contains("is not signed by the HSM audit key"),
+                "{problem}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn when_the_audit_record_cannot_be_written_the_payment_is_refused() {
+    // Checkpoint on every record, then remove the HSM's audit key behind wardend's back: the
+    // next audit record cannot be checkpointed, so the decision must fail closed.
+    let s = setup("audit-failclosed", 1);
+    assert!(pay(&s, 1, 1_000).approved);
+    let out = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &s.token.conf)
+        .args([
+            "--module",
+            warden::hsm::DEFAULT_MODULE,
+            "--token-label",
+            &s.token.label,
+            "--login",
+            "--pin",
+            common::USER_PIN,
+        ])
+        .args([
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            warden::hsm::AUDIT_KEY_LABEL,
+        ])
+        .output()
+        .expect("pkcs11-tool (opensc) is installed by scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = pay(&s, 2, 1_000);
+    assert!(!answer.approved, "no audit record, no approval: {answer:?}");
+    assert_eq!(answer.tags, vec!["warden-audit-failure"]);
+    assert!(
+        answer
+            .reason
+            .contains("the audit record could not be written"),
+        "{}",
+        answer.reason
+    );
+    // And the refused payment was not counted.
+    let used = s.core.with_engine(|e| {
+        e.state()
+            .totals(&warden::policy::LedgerKey::Node, s.clock.now(), 86_400)
+            .amount_msat
+    });
+    assert_eq!(used, 1_000_000);
+}
