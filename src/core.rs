@@ -277,6 +277,16 @@ impl Core {
             .map_err(|e| e.to_string())
     }
 
+    /// Flush the state database (see [`crate::store::Store::defer_flush`]).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.with_engine(|e| e.store().flush())
+    }
+
+    /// Let the caller flush once per request instead of flushing every decision.
+    pub fn defer_flush(&self, defer: bool) {
+        self.with_engine(|e| e.store().defer_flush(defer));
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> LoadedPolicy {
         self.policy_text

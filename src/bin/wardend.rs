@@ -100,7 +100,10 @@ async fn main() -> anyhow::Result<()> {
     let settings = warden::signer::SignerSettings {
         network: config.network,
         max_invoices: config.max_invoices,
+        flush_per_request: true,
     };
+    // The stream loop flushes once per request, before answering.
+    core.defer_flush(true);
     let filter = warden::signer::vls_filter(&config.vls_filters);
     let init = warden::signer::build_handler(core.clone(), &seed, &db, settings, &filter)?;
     // Kept (zeroizing) only to restore the node after a VLS panic; VLS holds its keys anyway.

@@ -18,6 +18,7 @@ pub struct SledKVVStore {
     tree: sled::Tree,
     versions: Mutex<HashMap<String, u64>>,
     signer_id: [u8; 16],
+    defer_flush: bool,
 }
 
 impl SendSync for SledKVVStore {}
@@ -65,7 +66,14 @@ impl SledKVVStore {
             tree,
             versions: Mutex::new(versions),
             signer_id,
+            defer_flush: false,
         })
+    }
+
+    /// Leave the flush to the caller, who flushes once per request before answering.
+    pub fn deferring_flush(mut self, defer: bool) -> Self {
+        self.defer_flush = defer;
+        self
     }
 
     fn check(
@@ -135,8 +143,11 @@ impl KVVStore for SledKVVStore {
             staged.insert(key, version);
         }
         self.tree.apply_batch(batch).map_err(io)?;
-        // Durable before VLS's commit returns, and so before the signer answers.
-        self.db.flush().map_err(io)?;
+        // Durable before VLS's commit returns (or, when deferring, before the stream loop
+        // answers: it flushes after every request).
+        if !self.defer_flush {
+            self.db.flush().map_err(io)?;
+        }
         versions.extend(staged);
         Ok(())
     }

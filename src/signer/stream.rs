@@ -312,7 +312,7 @@ pub async fn run(
                     answer(&mut phase, &core, request)
                 }))
             });
-            let (resp, done) = match outcome {
+            let (mut resp, done) = match outcome {
                 Ok(r) => r,
                 Err(_) => {
                     let why = format!("rule {TAG_PANIC}: VLS panicked on request {request_id}; the node is restored from its last committed state");
@@ -336,6 +336,12 @@ pub async fn run(
                     break;
                 }
             };
+            // Everything this request wrote (VLS state, Warden's decision and audit record) is
+            // on disk before the answer leaves: one fsync for all of it.
+            if let Err(e) = tokio::task::block_in_place(|| core.flush()) {
+                tracing::error!(error = %e, "cannot flush state; answering with a temporary failure");
+                resp = temporary(request_id, format!("state could not be made durable: {e}"));
+            }
             let fatal = !resp.error.is_empty() && !resp.is_temporary_failure;
             if tx.send(resp).await.is_err() {
                 break;
