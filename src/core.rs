@@ -475,19 +475,10 @@ impl Core {
                         ),
                     }
                 }
-                Err(e @ ApprovalError::Tampered { .. }) => {
-                    tracing::error!(error = %e, "refusing a payment whose approval does not verify");
-                    self.events.emit(
-                        now,
-                        EventKind::PaymentRefused,
-                        "",
-                        &decision.tags,
-                        e.to_string(),
-                        amount,
-                    );
-                    PaymentAnswer::refused(decision.tags, e.to_string(), None)
-                }
                 Err(e) => {
+                    if matches!(e, ApprovalError::Tampered { .. }) {
+                        tracing::error!(error = %e, "refusing a payment whose approval does not verify");
+                    }
                     self.events.emit(
                         now,
                         EventKind::PaymentRefused,

@@ -106,26 +106,8 @@ impl PolicyEngine {
     /// Decide a payment and make the decision durable. An approval's spend is counted in the
     /// velocity windows in the same write.
     pub fn decide(&mut self, req: &PaymentRequest, now: u64) -> Result<Decision, StoreError> {
-        let decision = evaluate(&self.policy, req, &self.state, now);
-        let changes = if decision.is_approved() {
-            spend_changes(&self.policy, req, &self.state, now)
-        } else {
-            Vec::new()
-        };
-        let mut record = record_for(
-            Some(req),
-            &self.policy,
-            now,
-            "",
-            &decision.tags,
-            Some(&decision),
-        );
-        self.store.commit_decision(&mut record, &changes, &[])?;
-        self.state.apply(&changes);
-        self.since_compaction += 1;
-        if self.since_compaction >= COMPACT_EVERY {
-            self.compact(now)?;
-        }
+        let decision = self.evaluate(req, now);
+        self.commit(req, &decision, now)?;
         Ok(decision)
     }
 

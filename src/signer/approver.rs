@@ -76,6 +76,48 @@ impl WardenApprover {
         Ok(false)
     }
 
+    /// A payment VLS already holds was approved before: approve it again without counting it
+    /// twice. `None` when VLS does not hold it.
+    fn already_held(
+        &self,
+        node: &Node,
+        hash: &PaymentHash,
+        invoice_hash: &[u8; 32],
+        what: &str,
+        amount_msat: u64,
+    ) -> Option<Result<bool, Status>> {
+        match node.has_payment(hash, invoice_hash) {
+            Ok(true) => Some(Ok(true)),
+            Ok(false) => None,
+            Err(e) => Some(self.refuse(
+                TAG_VLS_REFUSED,
+                format!("{what} not accepted: {e}"),
+                amount_msat,
+            )),
+        }
+    }
+
+    /// Add an approved payment to VLS, telling the persister which entry is about to be added
+    /// so only it is written.
+    fn add_to_vls(
+        &self,
+        hash: PaymentHash,
+        what: &str,
+        amount_msat: u64,
+        add: impl FnOnce() -> Result<bool, Status>,
+    ) -> Result<bool, Status> {
+        self.persister.expect_payment_added(hash.0);
+        let added = add();
+        self.persister.clear_hint();
+        added.or_else(|e| {
+            self.refuse(
+                TAG_VLS_REFUSED,
+                format!("VLS did not accept the approved {what}: {e}"),
+                amount_msat,
+            )
+        })
+    }
+
     fn request_for_invoice(invoice: &Invoice) -> PaymentRequest {
         PaymentRequest::invoice(
             invoice.payment_hash().0,
@@ -144,16 +186,10 @@ impl Approve for WardenApprover {
                 )
             }
         };
-        match node.has_payment(&payment_hash, &invoice_hash) {
-            Ok(true) => return Ok(true),
-            Ok(false) => {}
-            Err(e) => {
-                return self.refuse(
-                    TAG_VLS_REFUSED,
-                    format!("invoice not accepted: {e}"),
-                    amount,
-                )
-            }
+        if let Some(answer) =
+            self.already_held(node, &payment_hash, &invoice_hash, "invoice", amount)
+        {
+            return answer;
         }
         // VLS's own invoice rules (expiry, clock skew) first: a payment VLS will refuse must not
         // be counted in Warden's velocity windows or held for admins.
@@ -179,18 +215,9 @@ impl Approve for WardenApprover {
         if !self.approve_invoice(&invoice) {
             return Ok(false);
         }
-        // Tell the persister which entry VLS is about to add, so only it is written.
-        self.persister.expect_payment_added(payment_hash.0);
-        let added = node.add_invoice(invoice);
-        self.persister.clear_hint();
-        match added {
-            Ok(added) => Ok(added),
-            Err(e) => self.refuse(
-                TAG_VLS_REFUSED,
-                format!("VLS did not accept the approved invoice: {e}"),
-                amount,
-            ),
-        }
+        self.add_to_vls(payment_hash, "invoice", amount, || {
+            node.add_invoice(invoice)
+        })
     }
 
     fn handle_proposed_keysend(
@@ -212,33 +239,19 @@ impl Approve for WardenApprover {
                     )
                 }
             };
-        match node.has_payment(&payment_hash, &invoice_hash) {
-            Ok(true) => return Ok(true),
-            Ok(false) => {}
-            Err(e) => {
-                return self.refuse(
-                    TAG_VLS_REFUSED,
-                    format!("keysend not accepted: {e}"),
-                    amount_msat,
-                )
-            }
+        if let Some(answer) =
+            self.already_held(node, &payment_hash, &invoice_hash, "keysend", amount_msat)
+        {
+            return answer;
         }
         let req =
             PaymentRequest::keysend(payment_hash.0, amount_msat, &hex::encode(payee.serialize()));
         if !self.core.decide_payment(&req, None).approved {
             return Ok(false);
         }
-        self.persister.expect_payment_added(payment_hash.0);
-        let added = node.add_keysend(payee, payment_hash, amount_msat);
-        self.persister.clear_hint();
-        match added {
-            Ok(added) => Ok(added),
-            Err(e) => self.refuse(
-                TAG_VLS_REFUSED,
-                format!("VLS did not accept the approved keysend: {e}"),
-                amount_msat,
-            ),
-        }
+        self.add_to_vls(payment_hash, "keysend", amount_msat, || {
+            node.add_keysend(payee, payment_hash, amount_msat)
+        })
     }
 
     fn handle_proposed_onchain(

@@ -71,49 +71,50 @@ pub fn vls_tag(error: &str) -> Option<String> {
     Some(tag)
 }
 
-/// Answer one request. Blocking: VLS and the stores are synchronous.
+/// Refuse a message Warden cannot decode: a temporary failure, never a fatal answer.
+fn malformed(core: &Core, id: u64, what: String) -> (SignerResponse, bool) {
+    let why = format!("rule {TAG_MALFORMED}: request {id} {what}; answered as a temporary failure");
+    tracing::error!("{why}");
+    core.events.emit(
+        core.clock.now(),
+        EventKind::PaymentRefused,
+        "",
+        &[TAG_MALFORMED.into()],
+        why.clone(),
+        0,
+    );
+    (temporary(id, why), false)
+}
+
+/// Answer one request, timing it. Blocking: VLS and the stores are synchronous.
 fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> (SignerResponse, bool) {
     let started = std::time::Instant::now();
-    let name = msgs::from_vec(request.message.clone())
-        .map(|m| m.inner().name())
-        .unwrap_or("malformed");
-    let out = answer_inner(phase, core, request);
+    let id = request.request_id;
+    let msg = match msgs::from_vec(request.message) {
+        Ok(Message::Unknown(u)) => {
+            return malformed(
+                core,
+                id,
+                format!("has unknown message type {}", u.message_type),
+            )
+        }
+        Ok(m) => m,
+        Err(e) => return malformed(core, id, format!("could not be decoded ({e:?})")),
+    };
+    let name = msg.inner().name();
+    let out = answer_message(phase, core, id, request.context, msg);
     core.metrics
         .hsmd_request(name, started.elapsed().as_secs_f64());
     out
 }
 
-fn answer_inner(phase: &mut Phase, core: &Core, request: SignerRequest) -> (SignerResponse, bool) {
-    let id = request.request_id;
-    let msg = match msgs::from_vec(request.message) {
-        Ok(m) => m,
-        Err(e) => {
-            let why = format!("rule {TAG_MALFORMED}: request {id} could not be decoded ({e:?}); answered as a temporary failure");
-            tracing::error!("{why}");
-            core.events.emit(
-                core.clock.now(),
-                EventKind::PaymentRefused,
-                "",
-                &[TAG_MALFORMED.into()],
-                why.clone(),
-                0,
-            );
-            return (temporary(id, why), false);
-        }
-    };
-    if let Message::Unknown(ref u) = msg {
-        let why = format!("rule {TAG_MALFORMED}: request {id} has unknown message type {}; answered as a temporary failure", u.message_type);
-        tracing::error!("{why}");
-        core.events.emit(
-            core.clock.now(),
-            EventKind::PaymentRefused,
-            "",
-            &[TAG_MALFORMED.into()],
-            why.clone(),
-            0,
-        );
-        return (temporary(id, why), false);
-    }
+fn answer_message(
+    phase: &mut Phase,
+    core: &Core,
+    id: u64,
+    context: Option<vlsd::grpc::hsmd::HsmRequestContext>,
+    msg: Message,
+) -> (SignerResponse, bool) {
     // Refuse unparsable invoices here, before VLS turns them into a fatal error.
     if let Message::PreapproveInvoice(ref m) = msg {
         let parsed = std::str::from_utf8(&m.invstring.0)
@@ -160,7 +161,7 @@ fn answer_inner(phase: &mut Phase, core: &Core, request: SignerRequest) -> (Sign
                     false,
                 );
             }
-            let r = match request.context.as_ref().filter(|c| c.dbid > 0) {
+            let r = match context.as_ref().filter(|c| c.dbid > 0) {
                 Some(ctx) => match <[u8; 33]>::try_from(ctx.peer_id.as_slice()) {
                     Ok(peer) => root
                         .for_new_client(ctx.dbid, PubKey(peer), ctx.dbid)
