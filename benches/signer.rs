@@ -286,14 +286,21 @@ async fn main() {
                 }
                 let invoices: Vec<String> = (0..per_level).map(|_| vinv.next()).collect();
                 let mut ok = true;
+                let mut approved = 0usize;
                 let mut it = invoices.into_iter();
                 let s = timed(per_level, |_| {
                     if ok {
                         ok = preapprove(&mut v.proxy, it.next().unwrap()) == Ok(true);
+                        approved += usize::from(ok);
                     }
                 });
                 if !ok {
-                    println!("  vlsd fails during the {level} level (at about {vlive} live invoices); proxy running: {}", v.proxy.is_running());
+                    std::thread::sleep(Duration::from_millis(500));
+                    println!(
+                        "  vlsd stops at {} live invoices (the next preapprove fails); proxy running afterwards: {}",
+                        vlive + approved,
+                        v.proxy.is_running()
+                    );
                     break;
                 }
                 vlive += per_level;
