@@ -76,8 +76,8 @@ pub fn event_json(e: &Event) -> serde_json::Value {
 pub struct Webhook {
     /// `http://host:port/path` (use a local relay or tunnel for TLS endpoints).
     pub url: String,
-    /// HMAC key.
-    pub secret: Vec<u8>,
+    /// HMAC key, wiped when dropped.
+    pub secret: zeroize::Zeroizing<Vec<u8>>,
     /// Attempts per event.
     pub attempts: u32,
     /// First retry delay; doubles each time.

@@ -408,3 +408,53 @@ async fn approved_invoices_survive_a_restart_and_are_not_counted_twice() {
         5
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_rules_and_time_windows_refuse_without_stopping_the_node() {
+    let denied = Payee::new(0x66);
+    // A one-hour window that does not contain the current UTC hour (wardend uses the real clock).
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3_600)
+        % 24;
+    let (from, to) = ((hour + 2) % 24, (hour + 3) % 24);
+    let rules = format!(
+        r#"
+[[deny]]
+tag = "blocked-payee"
+payees = ["{}"]
+
+[[time_window]]
+tag = "office-hours"
+above = "100_000 sat"
+from = "{from:02}:00"
+to = "{to:02}:00"
+"#,
+        denied.hex()
+    );
+    let mut cln = Cln::start("e2e-deny-time", &rules).await;
+    block_in_place(|| cln.init());
+    let mut events = cln.watch().await;
+    assert!(!block_in_place(
+        || cln.preapprove(&denied.invoice(1_000 * SAT, 1))
+    ));
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["blocked-payee"]);
+    assert!(cln.proxy.is_running(), "a deny rule must not stop the node");
+    let payee = Payee::new(0x11);
+    assert!(!block_in_place(
+        || cln.preapprove(&payee.invoice(200_000 * SAT, 2))
+    ));
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["office-hours"]);
+    assert!(
+        cln.proxy.is_running(),
+        "a time window must not stop the node"
+    );
+    assert!(
+        block_in_place(|| cln.preapprove(&payee.invoice(50_000 * SAT, 3))),
+        "small payments any time"
+    );
+}

@@ -70,8 +70,13 @@ impl AdminKey {
 
     /// Write the key to `path` (0600, atomically, never over an existing file).
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
-        let text = Zeroizing::new(format!("{}\n", hex::encode(self.keypair.secret_bytes())));
-        crate::fsutil::write_atomic(path, text.as_bytes(), false).map_err(|e| KeyFileError::Io {
+        // Every buffer holding the key (raw and hex) is wiped when dropped.
+        let secret = Zeroizing::new(self.keypair.secret_bytes());
+        let mut text = Zeroizing::new(vec![0u8; 65]);
+        hex::encode_to_slice(secret.as_slice(), &mut text[..64])
+            .expect("32 bytes are 64 hex characters");
+        text[64] = b'\n';
+        crate::fsutil::write_atomic(path, &text, false).map_err(|e| KeyFileError::Io {
             path: path.display().to_string(),
             detail: if e.kind() == std::io::ErrorKind::AlreadyExists {
                 "the file exists; refusing to overwrite an admin key".into()

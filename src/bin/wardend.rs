@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         })?);
         let hook = warden::alerts::Webhook {
             url: url.clone(),
-            secret: secret.trim_ascii().to_vec(),
+            secret: zeroize::Zeroizing::new(secret.trim_ascii().to_vec()),
             attempts: 5,
             backoff: std::time::Duration::from_millis(500),
         };
