@@ -32,6 +32,7 @@ pub mod core;
 pub mod events;
 pub mod fsutil;
 pub mod hsm;
+pub mod ldk;
 pub mod metrics;
 pub mod policy;
 pub mod signer;
