@@ -290,35 +290,62 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn bar_chart(id: &str, title: &str, bars: &[(String, f64)], limit: Option<f64>) -> String {
-    let (w, h, pad) = (640.0, 240.0, 40.0);
+fn bar_chart(
+    id: &str,
+    title: &str,
+    bars: &[(String, f64, String)],
+    limit: Option<(f64, String)>,
+) -> String {
+    let (w, h, pad, foot) = (640.0, 260.0, 30.0, 40.0);
     let max = bars
         .iter()
         .map(|b| b.1)
-        .fold(limit.unwrap_or(0.0), f64::max)
+        .fold(limit.as_ref().map(|l| l.0).unwrap_or(0.0), f64::max)
         .max(1.0);
     let n = bars.len().max(1) as f64;
     let bw = (w - 2.0 * pad) / n;
+    let plot = h - pad - foot;
     let mut svg = format!(
-        "<svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>",
+        "<svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\" font-family=\"sans-serif\" font-size=\"11\"><title>{}</title>",
         esc(title),
         esc(title)
     );
-    for (i, (label, v)) in bars.iter().enumerate() {
-        let bh = v / max * (h - 2.0 * pad);
+    svg.push_str(&format!(
+        "<line x1=\"{pad}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"#333\"/>",
+        w - pad,
+        pad + plot,
+        pad + plot
+    ));
+    for (i, (label, v, shown)) in bars.iter().enumerate() {
+        let bh = v / max * plot;
         let x = pad + i as f64 * bw;
+        let bar_w = (bw * 0.7).max(1.0);
+        let cx = x + bar_w / 2.0;
         svg.push_str(&format!(
-            "<rect class=\"bar\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#3b6ea5\"><title>{}: {v}</title></rect>",
-            h - pad - bh,
-            (bw * 0.8).max(1.0),
+            "<rect class=\"bar\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar_w:.1}\" height=\"{bh:.1}\" fill=\"#3b6ea5\"><title>{}: {}</title></rect>",
+            pad + plot - bh,
+            esc(label),
+            esc(shown)
+        ));
+        svg.push_str(&format!(
+            "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            pad + plot - bh - 4.0,
+            esc(shown)
+        ));
+        svg.push_str(&format!(
+            "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            pad + plot + 16.0,
             esc(label)
         ));
     }
-    if let Some(l) = limit {
-        let y = h - pad - l / max * (h - 2.0 * pad);
+    if let Some((l, shown)) = limit {
+        let y = pad + plot - l / max * plot;
         svg.push_str(&format!(
-            "<line class=\"limit\" x1=\"{pad}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#c0392b\" stroke-dasharray=\"4\"/>",
-            w - pad
+            "<line class=\"limit\" x1=\"{pad}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#c0392b\" stroke-dasharray=\"4\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#c0392b\">daily limit {}</text>",
+            w - pad,
+            w - pad,
+            y - 4.0,
+            esc(&shown)
         ));
     }
     svg.push_str("</svg>");
@@ -327,15 +354,15 @@ fn bar_chart(id: &str, title: &str, bars: &[(String, f64)], limit: Option<f64>) 
 
 /// A self-contained HTML page with inline SVG charts; prints as it shows.
 pub fn render_html(r: &Report) -> String {
-    let daily: Vec<(String, f64)> = r
+    let daily: Vec<(String, f64, String)> = r
         .daily_volume
         .iter()
-        .map(|(d, v)| (d.clone(), *v as f64))
+        .map(|(d, v)| (d[5..].to_string(), *v as f64, format_msat(*v)))
         .collect();
-    let rules: Vec<(String, f64)> = r
+    let rules: Vec<(String, f64, String)> = r
         .by_rule
         .iter()
-        .map(|(t, v)| (t.clone(), v.count as f64))
+        .map(|(t, v)| (t.clone(), v.count as f64, v.count.to_string()))
         .collect();
     let mut rows = String::new();
     for (t, v) in &r.by_rule {
@@ -381,7 +408,12 @@ pub fn render_html(r: &Report) -> String {
         r.held.count,
         r.held.amount_msat,
         esc(&format_msat(r.held.amount_msat)),
-        bar_chart("daily-volume", "Approved volume per day (msat) and the daily limit", &daily, r.daily_limit_msat.map(|l| l as f64)),
+        bar_chart(
+            "daily-volume",
+            "Approved volume per day and the daily limit",
+            &daily,
+            r.daily_limit_msat.map(|l| (l as f64, format_msat(l)))
+        ),
         bar_chart("refusals-by-rule", "Refusals and holds by rule", &rules, None),
     )
 }
