@@ -61,10 +61,11 @@ fn init_then_status_then_wardend_prints_the_same_node_id() {
     );
     assert!(child.try_wait().unwrap().is_none(), "wardend keeps running");
     // SIGTERM stops it cleanly.
-    std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM delivered");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

@@ -206,9 +206,10 @@ impl Cln {
     /// SIGTERM and wait: a clean stop (wardend closes the audit log with a checkpoint).
     pub fn stop_wardend(&mut self) {
         if let Some(mut c) = self.wardend.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(c.id().to_string())
-                .status();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = c.wait();
         }
     }
