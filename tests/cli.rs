@@ -83,13 +83,7 @@ fn init_then_status_then_wardend_prints_the_same_node_id() {
 #[test]
 fn second_init_fails_with_the_reason_and_keeps_the_seed() {
     let t = TestToken::new("cli-twice");
-    assert!(t
-        .command("wardenctl")
-        .arg("init")
-        .output()
-        .unwrap()
-        .status
-        .success());
+    t.init();
     let seed_file = t.data_dir.join(warden::hsm::SEALED_SEED_FILE);
     let before = std::fs::read(&seed_file).unwrap();
     let out = t.command("wardenctl").arg("init").output().unwrap();
@@ -105,13 +99,7 @@ fn second_init_fails_with_the_reason_and_keeps_the_seed() {
 #[test]
 fn wardend_refuses_to_start_on_a_wrong_pin() {
     let t = TestToken::new("cli-pin");
-    assert!(t
-        .command("wardenctl")
-        .arg("init")
-        .output()
-        .unwrap()
-        .status
-        .success());
+    t.init();
     let out = t
         .command("wardend")
         .env_remove("WARDEN_HSM_PIN_FILE")
@@ -223,13 +211,7 @@ fn wardenctl_init_with_an_unknown_token_exits_nonzero_with_the_label() {
 #[test]
 fn wardend_serves_the_admin_api_over_mutual_tls() {
     let t = TestToken::new("cli-admin");
-    assert!(t
-        .command("wardenctl")
-        .arg("init")
-        .output()
-        .unwrap()
-        .status
-        .success());
+    t.init();
     let pki = t.path().join("pki");
     let out = t
         .command("wardenctl")
@@ -289,13 +271,7 @@ fn wardend_serves_the_admin_api_over_mutual_tls() {
 #[test]
 fn a_second_wardend_on_the_same_data_directory_is_refused() {
     let t = TestToken::new("cli-second");
-    assert!(t
-        .command("wardenctl")
-        .arg("init")
-        .output()
-        .unwrap()
-        .status
-        .success());
+    t.init();
     let mut first = t
         .command("wardend")
         .stdout(Stdio::piped())

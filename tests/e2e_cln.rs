@@ -87,18 +87,7 @@ async fn a_large_payment_waits_for_two_admins_across_a_wardend_crash() {
         id.as_str(),
         "the pending request survived the restart"
     );
-    let status = cln
-        .admin_client()
-        .await
-        .status(warden::api::proto::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let daily = status
-        .windows
-        .iter()
-        .find(|w| w.tag == "daily-cap")
-        .unwrap();
+    let daily = cln.window("daily-cap").await;
     assert_eq!(
         daily.used_msat,
         10_000 * SAT,
@@ -292,18 +281,7 @@ async fn refusals_are_answers_and_the_proxy_keeps_serving() {
         vec!["policy-invoice-not-expired"],
         "VLS's own rule tag: {e:?}"
     );
-    let status = cln
-        .admin_client()
-        .await
-        .status(warden::api::proto::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let daily = status
-        .windows
-        .iter()
-        .find(|w| w.tag == "daily-cap")
-        .unwrap();
+    let daily = cln.window("daily-cap").await;
     assert_eq!(
         daily.used_msat, 0,
         "a payment VLS refuses is not counted against the limits"
@@ -370,43 +348,15 @@ async fn approved_invoices_survive_a_restart_and_are_not_counted_twice() {
     }
     cln.kill_wardend();
     cln.start_wardend();
-    let daily = |s: &warden::api::proto::StatusResponse| {
-        s.windows
-            .iter()
-            .find(|w| w.tag == "daily-cap")
-            .unwrap()
-            .used_msat
-    };
-    let before = cln
-        .admin_client()
-        .await
-        .status(warden::api::proto::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(daily(&before), 500_000 * SAT);
+    assert_eq!(cln.window("daily-cap").await.used_msat, 500_000 * SAT);
     // VLS restored every invoice from Warden's per-entry state: asking again is approved by
     // VLS's own record of the payment, and nothing is counted a second time.
     for inv in &invoices {
         assert!(block_in_place(|| cln.preapprove(inv)));
     }
-    let after = cln
-        .admin_client()
-        .await
-        .status(warden::api::proto::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(daily(&after), 500_000 * SAT);
-    assert_eq!(
-        after
-            .windows
-            .iter()
-            .find(|w| w.tag == "daily-cap")
-            .unwrap()
-            .used_count,
-        5
-    );
+    let after = cln.window("daily-cap").await;
+    assert_eq!(after.used_msat, 500_000 * SAT);
+    assert_eq!(after.used_count, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,17 +42,7 @@ fn start_wardend(t: &TestToken, port: u16) -> Wardend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_manager_client_is_answered_by_wardend() {
     let t = TestToken::new("ldk-keys");
-    let out = t.command("wardenctl").arg("init").output().unwrap();
-    assert!(out.status.success());
-    let init_out = String::from_utf8_lossy(&out.stdout).into_owned();
-    let node_id = init_out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("node id:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let node_id = t.init();
 
     let link = LdkSignerLink::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -98,21 +98,7 @@ impl Cln {
 
     pub async fn start_with_env(label: &str, policy_rules: &str, env: &[(&str, &str)]) -> Self {
         let token = TestToken::new(label);
-        let out = token.command("wardenctl").arg("init").output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let node_id_from_init = stdout
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("node id:")
-                    .map(|s| s.trim().split(' ').next().unwrap().to_string())
-            })
-            .unwrap();
+        let node_id_from_init = token.init();
         let pki = token.path().join("pki");
         warden::api::tls::init_pki(&pki, &["alice".into(), "bob".into(), "carol".into()]).unwrap();
         let mut admins = String::new();
@@ -313,6 +299,22 @@ impl Cln {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("admin API not reachable");
+    }
+
+    /// The current use of the rolling window `tag`, from wardend's Status.
+    pub async fn window(&self, tag: &str) -> warden::api::proto::WindowUsage {
+        let status = self
+            .admin_client()
+            .await
+            .status(warden::api::proto::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        status
+            .windows
+            .into_iter()
+            .find(|w| w.tag == tag)
+            .unwrap_or_else(|| panic!("no window {tag}"))
     }
 
     /// Subscribe to events; the returned stream sees everything after this call.

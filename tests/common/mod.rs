@@ -117,6 +117,23 @@ impl TestToken {
         c
     }
 
+    /// `wardenctl init` on this token, which must succeed; returns the node id it printed.
+    pub fn init(&self) -> String {
+        let out = self.command("wardenctl").arg("init").output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "wardenctl init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("node id:"))
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no node id in: {stdout}"))
+            .to_string()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
