@@ -204,6 +204,9 @@ async fn main() -> anyhow::Result<()> {
         rebuild,
     ));
 
+    // Signal handlers go in before "ready" is printed: a supervisor that sends SIGTERM as soon
+    // as it reads that line must get a clean shutdown, not the default signal death.
+    let shutdown = shutdown_signals();
     println!(
         "wardend ready: node id {node_id} ({} network)",
         config.network
@@ -212,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
         println!("admin API on {}", config.admin_listen);
     }
     println!("metrics on http://{metrics_addr}/metrics");
-    wait_for_shutdown().await;
+    shutdown.await;
     tracing::info!("wardend stopping");
     let _ = stop_tx.send(true);
     let _ = signer_task.await;
@@ -242,17 +245,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGINT/SIGTERM handlers now and returns a future that resolves on either.
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())
+            .expect("installing a SIGINT handler cannot fail on Unix");
+        let mut term = signal(SignalKind::terminate())
             .expect("installing a SIGTERM handler cannot fail on Unix");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        async move {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
