@@ -10,7 +10,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::cln::{free_port, Cln};
+use common::cln::Cln;
+use common::daemon::free_port;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{All, Secp256k1, SecretKey};
 use lightning_signer::lightning::types::payment::PaymentSecret;

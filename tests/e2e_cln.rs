@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::cln::{next_event, Cln, Payee};
+use common::cln::{Cln, Payee};
+use common::daemon::next_event;
 use lightning_signer::bitcoin::hashes::{sha256d, Hash};
 use lightning_signer::bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use lightning_signer::bitcoin::secp256k1::{Message as SecpMessage, Secp256k1};

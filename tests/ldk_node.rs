@@ -1,140 +1,484 @@
-//! An LDK node signed by a real wardend through the node-side library (`warden::ldk`):
-//! VLS's own `KeysManagerClient` (LDK's NodeSigner/SignerProvider) over the hsmd gRPC link.
-//! This covers the node id, invoice signing, channel signers and a wardend restart; the
-//! two-node channel test of issue 8 builds on it.
+//! LDK nodes signed by a real wardend through the node-side library (`warden::ldk`): VLS's own
+//! `KeysManagerClient` (LDK's NodeSigner/SignerProvider/EntropySource) over the hsmd gRPC link.
+//!
+//! The two-node test runs real LDK `ChannelManager`s talking through their `PeerManager`s over
+//! an in-memory pipe, on a chain the test mines: node A is signed by wardend (SoftHSM-sealed
+//! seed, VLS validation on), node B by LDK's own `KeysManager`.
 
 mod common;
 
-use common::TestToken;
-use lightning_signer::bitcoin::hashes::{sha256, Hash};
-use lightning_signer::bitcoin::secp256k1::Secp256k1;
-use lightning_signer::lightning::sign::{
-    ChannelSigner, NodeSigner, ReceiveAuthKey, Recipient, SignerProvider,
+use common::daemon::{next_event, Daemon};
+use common::ldk_net::{Chain, Keys, Net, Node};
+use lightning::events::Event;
+use lightning::ln::channelmanager::{Bolt11InvoiceParameters, PaymentId, Retry};
+use lightning::routing::router::RouteParametersConfig;
+use lightning::sign::{
+    ChannelSigner, KeysManager, NodeSigner, ReceiveAuthKey, Recipient, SignerProvider,
 };
-use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
-use std::process::{Child, Stdio};
+use lightning::types::payment::{PaymentHash, PaymentPreimage};
+use lightning::util::config::UserConfig;
+use lightning_signer::bitcoin::hashes::{sha256, Hash};
+use lightning_signer::bitcoin::secp256k1::{self, ecdsa, Secp256k1};
+use lightning_signer::bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use lightning_signer::bitcoin::transaction::Version;
+use lightning_signer::bitcoin::{
+    absolute::LockTime, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    Witness,
+};
+use lightning_signer::lightning;
+use lightning_signer::lightning_invoice::{
+    Bolt11Invoice, Bolt11InvoiceDescription, Currency, Description, InvoiceBuilder,
+};
 use std::sync::Arc;
 use vls_protocol_client::KeysManagerClient;
-use warden::ldk::LdkSignerLink;
+use warden::api::proto::EventKind;
+use warden::ldk::{ChainFeed, LdkError, LdkSignerLink, WalletInput};
 
-/// wardend, killed when the test ends, also when it fails.
-struct Wardend(Child);
+const SAT: u64 = 1_000;
 
-impl Drop for Wardend {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// The default policy's rules (policy/default.toml) scaled to a 5,000,000 sat test channel: a
+/// per-payment cap, a daily cap, and 2-of-3 approval above 1,000,000 sat.
+const RULES: &str = r#"
+[[limit]]
+tag = "per-payment-cap"
+window = "payment"
+max_amount = "2_000_000 sat"
+
+[[limit]]
+tag = "daily-cap"
+window = "24h"
+max_amount = "2_000_000 sat"
+
+[[approval]]
+tag = "large-payment-quorum"
+above = "1_000_000 sat"
+quorum = { need = 2, of = ["alice", "bob", "carol"] }
+expiry = "1h"
+"#;
+
+/// The node side: the link's hsmd.Hsmd service on a loopback port, and the runtime serving it.
+struct NodeSide {
+    rt: tokio::runtime::Runtime,
+    link: LdkSignerLink,
+    port: u16,
+}
+
+impl NodeSide {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let link = LdkSignerLink::default();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(link.service())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        NodeSide { rt, link, port }
+    }
+
+    /// VLS's KeysManagerClient over the link: answered by wardend (blocks until it connects).
+    fn keys(&self) -> KeysManagerClient {
+        KeysManagerClient::new(
+            Arc::new(self.link.clone()),
+            "regtest".into(),
+            None,
+            None,
+            ReceiveAuthKey([7u8; 32]),
+        )
     }
 }
 
-fn start_wardend(t: &TestToken, port: u16) -> Wardend {
-    Wardend(
-        t.command("wardend")
-            .env("WARDEN_HSMD_ADDRESS", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_manager_client_is_answered_by_wardend() {
-    let t = TestToken::new("ldk-keys");
-    let node_id = t.init();
-
-    let link = LdkSignerLink::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(link.service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let wardend = start_wardend(&t, port);
-
-    let transport: Arc<dyn vls_protocol_client::Transport> = Arc::new(link.clone());
-    let keys = tokio::task::spawn_blocking({
-        let transport = transport.clone();
-        move || {
-            KeysManagerClient::new(
-                transport,
-                "regtest".into(),
-                None,
-                None,
-                ReceiveAuthKey([7u8; 32]),
-            )
-        }
-    })
-    .await
-    .unwrap();
-    let keys = Arc::new(keys);
+#[test]
+fn keys_manager_client_is_answered_by_wardend() {
+    let side = NodeSide::start();
+    let mut d = Daemon::prepare("ldk-keys", RULES, side.port);
+    d.start_wardend();
+    let keys = Arc::new(side.keys());
 
     // The node id LDK sees is the one derived from the HSM-sealed seed.
     let got = keys.get_node_id(Recipient::Node).unwrap();
-    assert_eq!(got.to_string(), node_id);
+    assert_eq!(got.to_string(), d.node_id_from_init);
 
     // LDK's NodeSigner signs an invoice for this node; the signature recovers to the node id.
     let raw = InvoiceBuilder::new(Currency::Regtest)
         .description("ldk incoming".into())
         .payment_hash(sha256::Hash::hash(b"ldk preimage"))
-        .payment_secret(lightning_signer::lightning::types::payment::PaymentSecret(
-            [5u8; 32],
-        ))
+        .payment_secret(lightning::types::payment::PaymentSecret([5u8; 32]))
         .current_timestamp()
         .min_final_cltv_expiry_delta(144)
         .amount_milli_satoshis(25_000_000)
         .build_raw()
         .unwrap();
     let signable = raw.signable_hash();
-    let k = keys.clone();
-    let sig = tokio::task::spawn_blocking(move || k.sign_invoice(&raw, Recipient::Node))
-        .await
-        .unwrap()
-        .unwrap();
+    let sig = keys.sign_invoice(&raw, Recipient::Node).unwrap();
     let recovered = Secp256k1::verification_only()
-        .recover_ecdsa(
-            &lightning_signer::bitcoin::secp256k1::Message::from_digest(signable),
-            &sig,
-        )
+        .recover_ecdsa(&secp256k1::Message::from_digest(signable), &sig)
         .unwrap();
     assert_eq!(recovered, got);
 
-    // A channel signer: NewChannel and GetChannelBasepoints go to wardend, the per-channel
-    // calls carry the channel's dbid in their context.
-    let k = keys.clone();
-    let (id_a, pubkeys_a, id_b, pubkeys_b) = tokio::task::spawn_blocking(move || {
-        let a = k.generate_channel_keys_id(false, 1);
-        let b = k.generate_channel_keys_id(false, 2);
-        let sa = k.derive_channel_signer(a);
-        let sb = k.derive_channel_signer(b);
-        (
-            a,
-            sa.pubkeys(&Secp256k1::new()),
-            b,
-            sb.pubkeys(&Secp256k1::new()),
-        )
-    })
-    .await
-    .unwrap();
+    // A channel signer: NewChannel and GetChannelBasepoints go to wardend; each channel has its
+    // own keys.
+    let id_a = keys.generate_channel_keys_id(false, 1);
+    let id_b = keys.generate_channel_keys_id(false, 2);
     assert_ne!(id_a, id_b);
-    assert_ne!(
-        pubkeys_a.funding_pubkey, pubkeys_b.funding_pubkey,
-        "each channel has its own keys"
-    );
+    let pubkeys_a = keys.derive_channel_signer(id_a).pubkeys(&Secp256k1::new());
+    let pubkeys_b = keys.derive_channel_signer(id_b).pubkeys(&Secp256k1::new());
+    assert_ne!(pubkeys_a.funding_pubkey, pubkeys_b.funding_pubkey);
 
     // wardend restarts: the link replays the init and LDK keeps being served, with the same keys.
-    drop(wardend);
-    let _wardend = start_wardend(&t, port);
-    let k = keys.clone();
-    let again = tokio::task::spawn_blocking(move || {
-        k.derive_channel_signer(id_a).pubkeys(&Secp256k1::new())
-    })
-    .await
-    .unwrap();
+    d.kill_wardend();
+    d.start_wardend();
+    let again = keys.derive_channel_signer(id_a).pubkeys(&Secp256k1::new());
     assert_eq!(
         again.funding_pubkey, pubkeys_a.funding_pubkey,
         "the same channel keys after a restart"
+    );
+}
+
+/// B (LDK's KeysManager) writes an invoice for `amount_msat`.
+fn invoice<A: Keys, B: Keys>(net: &Net<A, B>, amount_msat: u64, what: &str) -> Bolt11Invoice {
+    net.b
+        .manager
+        .create_bolt11_invoice(Bolt11InvoiceParameters {
+            amount_msats: Some(amount_msat),
+            description: Bolt11InvoiceDescription::Direct(Description::new(what.into()).unwrap()),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+/// A pays `invoice` the way an application using Warden does: preapprove with wardend, then
+/// hand the invoice to LDK; B claims it. Returns the preimage A learned.
+fn pay<A: Keys, B: Keys>(
+    net: &Net<A, B>,
+    link: &LdkSignerLink,
+    invoice: &Bolt11Invoice,
+) -> Result<PaymentPreimage, LdkError> {
+    link.preapprove_invoice(invoice)?;
+    let hash = PaymentHash(invoice.payment_hash().to_byte_array());
+    net.a
+        .manager
+        .pay_for_bolt11_invoice(
+            invoice,
+            PaymentId(hash.0),
+            None,
+            RouteParametersConfig::default(),
+            Retry::Attempts(0),
+        )
+        .expect("LDK accepts the payment");
+    net.pump();
+    let preimage = net
+        .b
+        .take_event(|e| match e {
+            Event::PaymentClaimable {
+                payment_hash,
+                purpose,
+                amount_msat,
+                ..
+            } if *payment_hash == hash => {
+                assert_eq!(Some(*amount_msat), invoice.amount_milli_satoshis());
+                purpose.preimage()
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("B was not offered {hash}: {:?}", net.b.events));
+    net.b.manager.claim_funds(preimage);
+    net.pump();
+    let sent = net
+        .a
+        .take_event(|e| match e {
+            Event::PaymentSent {
+                payment_hash,
+                payment_preimage,
+                ..
+            } if *payment_hash == hash => Some(*payment_preimage),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("A's payment {hash} did not complete: {:?}", net.a.events));
+    assert_eq!(sent, preimage);
+    assert_eq!(
+        PaymentHash(sha256::Hash::hash(&sent.0).to_byte_array()),
+        hash,
+        "the preimage A holds proves the payment"
+    );
+    Ok(sent)
+}
+
+/// Check a P2WPKH input's signature against the output it spends.
+fn assert_p2wpkh_signed(tx: &Transaction, input: usize, spent: &TxOut) {
+    let w = &tx.input[input].witness;
+    assert_eq!(w.len(), 2, "a P2WPKH witness is signature and key");
+    let pubkey = secp256k1::PublicKey::from_slice(&w[1]).unwrap();
+    let key = lightning_signer::bitcoin::CompressedPublicKey(pubkey);
+    assert_eq!(
+        ScriptBuf::new_p2wpkh(&key.wpubkey_hash()),
+        spent.script_pubkey,
+        "signed with the wallet key the output pays to"
+    );
+    let sig = &w[0];
+    assert_eq!(*sig.last().unwrap(), EcdsaSighashType::All as u8);
+    let sighash = SighashCache::new(tx)
+        .p2wpkh_signature_hash(
+            input,
+            &spent.script_pubkey,
+            spent.value,
+            EcdsaSighashType::All,
+        )
+        .unwrap();
+    Secp256k1::verification_only()
+        .verify_ecdsa(
+            &secp256k1::Message::from_digest(sighash.to_byte_array()),
+            &ecdsa::Signature::from_der(&sig[..sig.len() - 1]).unwrap(),
+            &pubkey,
+        )
+        .expect("the funding input's signature is valid");
+}
+
+#[test]
+fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
+    const CHANNEL_SAT: u64 = 5_000_000;
+    const FEE_SAT: u64 = 2_000;
+    let side = NodeSide::start();
+    let mut d = Daemon::prepare("ldk-two-nodes", RULES, side.port);
+    d.start_wardend();
+
+    let chain = Chain::default();
+    let keys_a = Arc::new(side.keys());
+    assert_eq!(
+        keys_a.get_node_id(Recipient::Node).unwrap().to_string(),
+        d.node_id_from_init,
+        "node A's identity is the HSM-sealed seed's"
+    );
+    let a = Node::new("A", keys_a, &chain, UserConfig::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let keys_b = Arc::new(KeysManager::new(
+        &[0x42; 32],
+        now.as_secs(),
+        now.subsec_nanos(),
+        true,
+    ));
+    let mut config_b = UserConfig::default();
+    // B accepts A's largest payment (1,500,000 sat) in flight on a 5,000,000 sat channel.
+    config_b
+        .channel_handshake_config
+        .max_inbound_htlc_value_in_flight_percent_of_channel = 100;
+    let b = Node::new("B", keys_b, &chain, config_b);
+    let mut net = Net::connect(a, b, chain);
+    // Node A hands every block to wardend's chain tracker, as it would from chain::Listen.
+    let mut feed = ChainFeed::new(Network::Regtest);
+    let feed_link = side.link.clone();
+    net.on_block = Some(Box::new(move |block, height| {
+        feed.block_connected(&feed_link, block, height)
+            .expect("wardend takes the block")
+    }));
+
+    // A's wallet receives coins on the address wardend's wallet key gives LDK.
+    let wallet_script = net.a.keys.get_destination_script([0; 32]).unwrap();
+    let faucet = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: net.chain.blocks[0].txdata[0].compute_txid(),
+                vout: 0,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(CHANNEL_SAT + FEE_SAT),
+            script_pubkey: wallet_script,
+        }],
+    };
+    net.mine(vec![faucet.clone()]);
+
+    // A opens a channel to B.
+    net.a
+        .manager
+        .create_channel(net.b.id, CHANNEL_SAT, 0, 1, None, None)
+        .unwrap();
+    net.pump();
+    let (temporary_channel_id, funding_script) = net
+        .a
+        .take_event(|e| match e {
+            Event::FundingGenerationReady {
+                temporary_channel_id,
+                output_script,
+                channel_value_satoshis,
+                ..
+            } => {
+                assert_eq!(*channel_value_satoshis, CHANNEL_SAT);
+                Some((*temporary_channel_id, output_script.clone()))
+            }
+            _ => None,
+        })
+        .expect("FundingGenerationReady");
+    let wallet_input = WalletInput {
+        prev_tx: faucet.clone(),
+        vout: 0,
+        keyindex: 1,
+    };
+    let unsigned = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: wallet_input.outpoint(),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(CHANNEL_SAT),
+            script_pubkey: funding_script,
+        }],
+    };
+    // Before the commitment exchange VLS knows no channel with this funding output, so the
+    // transaction is an on-chain payment of 5,000,000 sat to an unknown script: Warden's policy
+    // refuses it, naming both rules it breaks, and nothing is signed. Funds never go into a channel
+    // A could not close.
+    let mut events = side.rt.block_on(d.watch());
+    let early = side
+        .link
+        .sign_wallet_spend(&unsigned, std::slice::from_ref(&wallet_input));
+    match &early {
+        Err(LdkError::Signer(text)) => assert!(text.contains("unapproved destination"), "{text}"),
+        other => panic!("funding signed before the commitment exchange: {other:?}"),
+    }
+    let e = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::PaymentRefused));
+    assert_eq!(e.tags, vec!["per-payment-cap", "daily-cap"]);
+    net.a
+        .manager
+        .unsafe_manual_funding_transaction_generated(
+            temporary_channel_id,
+            net.b.id,
+            lightning::chain::transaction::OutPoint {
+                txid: unsigned.compute_txid(),
+                index: 0,
+            },
+        )
+        .unwrap();
+    net.pump();
+    net.a
+        .take_event(|e| matches!(e, Event::FundingTxBroadcastSafe { .. }).then_some(()))
+        .unwrap_or_else(|| panic!("FundingTxBroadcastSafe: {:?}", net.a.events));
+
+    // Now wardend signs the funding transaction; it is mined and confirmed six times.
+    let funding = side
+        .link
+        .sign_wallet_spend(&unsigned, std::slice::from_ref(&wallet_input))
+        .expect("wardend signs the funding transaction");
+    assert_eq!(funding.compute_txid(), unsigned.compute_txid());
+    assert_p2wpkh_signed(&funding, 0, &faucet.output[0]);
+    net.mine(vec![funding]);
+    for _ in 0..5 {
+        net.mine(vec![]);
+    }
+    for node_ready in [
+        net.a
+            .take_event(|e| matches!(e, Event::ChannelReady { .. }).then_some(())),
+        net.b
+            .take_event(|e| matches!(e, Event::ChannelReady { .. }).then_some(())),
+    ] {
+        node_ready.expect("both sides see the channel ready");
+    }
+    let usable = net.a.manager.list_usable_channels();
+    assert_eq!(usable.len(), 1, "one usable channel");
+    let capacity_before = usable[0].outbound_capacity_msat;
+
+    // (1) Below the quorum threshold: approved by wardend, paid, preimage returned.
+    let small = invoice(&net, 200_000 * SAT, "small");
+    pay(&net, &side.link, &small).expect("a small payment succeeds");
+
+    // (2) Above the threshold: refused, no HTLC leaves A, and a request waits for admins.
+    let large = invoice(&net, 1_500_000 * SAT, "large");
+    let capacity = net.a.manager.list_usable_channels()[0].outbound_capacity_msat;
+    match pay(&net, &side.link, &large) {
+        Err(LdkError::Refused {
+            amount_msat,
+            payment_hash,
+        }) => {
+            assert_eq!(amount_msat, 1_500_000 * SAT);
+            assert_eq!(payment_hash, large.payment_hash().to_string());
+        }
+        other => panic!("a large payment before approval: {other:?}"),
+    }
+    net.pump();
+    let channel = &net.a.manager.list_usable_channels()[0];
+    assert!(
+        channel.pending_outbound_htlcs.is_empty(),
+        "no HTLC was sent"
+    );
+    assert_eq!(channel.outbound_capacity_msat, capacity);
+    let pending = d.pending();
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    assert_eq!(pending[0]["rule_tag"], "large-payment-quorum");
+    assert_eq!(pending[0]["amount_msat"], 1_500_000 * SAT);
+    let id = pending[0]["id"].as_str().unwrap().to_string();
+    for admin in ["alice", "bob"] {
+        let out = d.wardenctl(admin, &["approve", &id, "--key", &d.admin_key(admin)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    pay(&net, &side.link, &large).expect("the retry after two approvals succeeds");
+
+    // (3) Over the daily limit (1,700,000 sat spent, 2,000,000 allowed): refused by its rule.
+    let mut events = side.rt.block_on(d.watch());
+    let over = invoice(&net, 400_000 * SAT, "over the day");
+    let refused = pay(&net, &side.link, &over).expect_err("over the daily limit");
+    assert!(matches!(refused, LdkError::Refused { .. }), "{refused:?}");
+    let e = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::PaymentRefused));
+    assert_eq!(e.tags, vec!["daily-cap"]);
+    assert_eq!(
+        e.message,
+        "rule daily-cap: 2,100,000 sat would be spent in the last 24h; the limit is 2,000,000 sat"
+    );
+
+    // Every commitment A signed went through wardend (and so through VLS's validation).
+    let metrics = side.rt.block_on(d.scrape_metrics());
+    for message in [
+        "SignRemoteCommitmentTx2",
+        "ValidateCommitmentTx2",
+        "ValidateRevocation",
+        "SignWithdrawal",
+    ] {
+        let key = format!("warden_hsmd_request_seconds_count{{name=\"{message}\"}}");
+        assert!(
+            metrics.get(&key).copied().unwrap_or(0.0) >= 1.0,
+            "wardend answered {message} {key} in {metrics:#?}"
+        );
+    }
+
+    // (4) wardend restarts between payments: the channel resumes and the next payment succeeds.
+    d.stop_wardend();
+    d.start_wardend();
+    let after_restart = invoice(&net, 100_000 * SAT, "after restart");
+    pay(&net, &side.link, &after_restart).expect("a payment after wardend restarted");
+
+    let channel = &net.a.manager.list_usable_channels()[0];
+    assert_eq!(
+        capacity_before - channel.outbound_capacity_msat,
+        1_800_000 * SAT,
+        "A paid 200,000 + 1,500,000 + 100,000 sat"
+    );
+    assert_eq!(
+        side.rt.block_on(d.window("daily-cap")).used_msat,
+        1_800_000 * SAT
     );
 }

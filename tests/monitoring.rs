@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::cln::{next_event, Cln, Payee};
-use std::collections::HashMap;
+use common::cln::{Cln, Payee};
+use common::daemon::next_event;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::block_in_place;
 use warden::api::proto::EventKind;
@@ -20,35 +20,11 @@ window = "24h"
 max_amount = "2_000_000 sat"
 "#;
 
-/// Scrape /metrics and parse the text format into `name{labels}` → value.
-async fn scrape(addr: &str) -> HashMap<String, f64> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l}"));
-            (
-                k.to_string(),
-                v.parse::<f64>()
-                    .unwrap_or_else(|_| panic!("bad value in {l}")),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_scraped_over_http_and_counters_move() {
     let mut cln = Cln::start("mon-metrics", RULES).await;
     block_in_place(|| cln.init());
-    let before = scrape(&cln.metrics_addr).await;
+    let before = cln.scrape_metrics().await;
     let approved = "warden_decisions_total{outcome=\"approve\",tag=\"per-payment-cap\"}";
     let denied = "warden_decisions_total{outcome=\"deny\",tag=\"per-payment-cap\"}";
     assert_eq!(before.get(approved), None);
@@ -59,7 +35,7 @@ async fn metrics_are_scraped_over_http_and_counters_move() {
     assert!(!block_in_place(
         || cln.preapprove(&payee.invoice(1_500_000_000, 2))
     ));
-    let after = scrape(&cln.metrics_addr).await;
+    let after = cln.scrape_metrics().await;
     assert_eq!(after.get(approved), Some(&1.0), "{after:#?}");
     assert_eq!(after.get(denied), Some(&1.0));
     assert!(after["warden_hsmd_request_seconds_count{name=\"PreapproveInvoice\"}"] >= 2.0);

@@ -1,28 +1,17 @@
 //! Core Lightning's side, for end-to-end tests: VLS's real remote_hsmd_socket with the hsmd
-//! socket on fd 3, a bitcoind stand-in, and a real wardend process on a per-test SoftHSM token.
+//! socket on fd 3, a bitcoind stand-in, and a real wardend ([`Daemon`]) on a per-test SoftHSM token.
 #![allow(dead_code)]
 
-use super::TestToken;
+use super::daemon::Daemon;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use lightning_signer::lightning::types::payment::{PaymentHash, PaymentSecret};
 use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::time::Duration;
 use vls_protocol::msgs::{self, Message};
-use warden::approval::keys::AdminKey;
 use warden::standin::chain::ChainStub;
 use warden::standin::proxy::{default_binary, Proxy};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::daemon::free_port;
 
 /// A payee whose key signs the BOLT 11 invoices the node is asked to pay.
 pub struct Payee {
@@ -67,26 +56,24 @@ pub fn payment_hash_of(invoice: &str) -> PaymentHash {
     PaymentHash(inv.payment_hash().to_byte_array())
 }
 
+/// Core Lightning's side (VLS's remote_hsmd_socket and a bitcoind stand-in) with its wardend.
+/// Derefs to the [`Daemon`] for wardend's lifecycle and the admin tools.
 pub struct Cln {
-    pub token: TestToken,
+    pub daemon: Daemon,
     pub chain: ChainStub,
     pub proxy: Proxy,
-    pub wardend: Option<Child>,
-    /// Extra environment for wardend.
-    pub wardend_env: Vec<(String, String)>,
-    pub hsmd_port: u16,
-    pub admin_port: u16,
-    pub pki: PathBuf,
-    pub admin_keys: Vec<(String, PathBuf)>,
-    pub policy: PathBuf,
-    pub node_id_from_init: String,
-    /// Where wardend serves /metrics.
-    pub metrics_addr: String,
 }
 
-impl Drop for Cln {
-    fn drop(&mut self) {
-        self.kill_wardend();
+impl std::ops::Deref for Cln {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Cln {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
     }
 }
 
@@ -97,114 +84,26 @@ impl Cln {
     }
 
     pub async fn start_with_env(label: &str, policy_rules: &str, env: &[(&str, &str)]) -> Self {
-        let token = TestToken::new(label);
-        let node_id_from_init = token.init();
-        let pki = token.path().join("pki");
-        warden::api::tls::init_pki(&pki, &["alice".into(), "bob".into(), "carol".into()]).unwrap();
-        let mut admins = String::new();
-        let mut admin_keys = Vec::new();
-        for name in ["alice", "bob", "carol"] {
-            let k = AdminKey::generate();
-            let p = token.path().join(format!("{name}.adminkey"));
-            k.save(&p).unwrap();
-            admins.push_str(&format!("{name} = {{ pubkey = \"{}\" }}\n", k.public_key()));
-            admin_keys.push((name.to_string(), p));
-        }
-        let policy = token.path().join("policy.toml");
-        std::fs::write(
-            &policy,
-            format!("version = 1\nname = \"e2e\"\n[admins]\n{admins}\n{policy_rules}"),
+        let mut daemon = Daemon::prepare(label, policy_rules, free_port());
+        let chain = ChainStub::start().await.unwrap();
+        let proxy_dir = daemon.token.path().join("proxy");
+        std::fs::create_dir_all(&proxy_dir).unwrap();
+        let proxy = Proxy::spawn(
+            &default_binary(),
+            daemon.hsmd_port,
+            &chain.url(),
+            &proxy_dir,
         )
         .unwrap();
-        warden::policy::load_policy_file(&policy).unwrap_or_else(|e| panic!("{e}"));
-
-        let chain = ChainStub::start().await.unwrap();
-        let hsmd_port = free_port();
-        let proxy_dir = token.path().join("proxy");
-        std::fs::create_dir_all(&proxy_dir).unwrap();
-        let proxy = Proxy::spawn(&default_binary(), hsmd_port, &chain.url(), &proxy_dir).unwrap();
-        let mut cln = Cln {
-            token,
-            chain,
-            proxy,
-            wardend: None,
-            wardend_env: Vec::new(),
-            hsmd_port,
-            admin_port: free_port(),
-            pki,
-            admin_keys,
-            policy,
-            node_id_from_init,
-            metrics_addr: String::new(),
-        };
-        cln.wardend_env = env
+        daemon.wardend_env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        cln.start_wardend();
-        cln
-    }
-
-    pub fn start_wardend(&mut self) {
-        let mut child = self
-            .token
-            .command("wardend")
-            .env(
-                "WARDEN_HSMD_ADDRESS",
-                format!("127.0.0.1:{}", self.hsmd_port),
-            )
-            .env(
-                "WARDEN_ADMIN_LISTEN",
-                format!("127.0.0.1:{}", self.admin_port),
-            )
-            .env("WARDEN_ADMIN_TLS_CERT", self.pki.join("server.pem"))
-            .env("WARDEN_ADMIN_TLS_KEY", self.pki.join("server.key"))
-            .env("WARDEN_ADMIN_CLIENT_CA", self.pki.join("ca.pem"))
-            .env("WARDEN_POLICY", &self.policy)
-            .env("RUST_LOG", "warn")
-            .envs(
-                self.wardend_env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = lines
-            .next()
-            .expect("wardend printed its ready line")
-            .unwrap();
-        assert!(ready.starts_with("wardend ready"), "{ready}");
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(url) = line.strip_prefix("metrics on http://") {
-                self.metrics_addr = url.trim_end_matches("/metrics").to_string();
-                break;
-            }
-        }
-        // Keep reading stdout in the background so wardend never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        self.wardend = Some(child);
-    }
-
-    /// SIGTERM and wait: a clean stop (wardend closes the audit log with a checkpoint).
-    pub fn stop_wardend(&mut self) {
-        if let Some(mut c) = self.wardend.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGKILL: a crash, not a clean stop.
-    pub fn kill_wardend(&mut self) {
-        if let Some(mut c) = self.wardend.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        daemon.start_wardend();
+        Cln {
+            daemon,
+            chain,
+            proxy,
         }
     }
 
@@ -234,113 +133,4 @@ impl Cln {
             other => panic!("unexpected preapprove reply {other:?}"),
         }
     }
-
-    pub fn wardenctl(&self, admin: &str, args: &[&str]) -> std::process::Output {
-        let mut c = self.token.command("wardenctl");
-        c.args(args)
-            .env(
-                "WARDENCTL_SERVER",
-                format!("https://localhost:{}", self.admin_port),
-            )
-            .env("WARDENCTL_CA", self.pki.join("ca.pem"))
-            .env("WARDENCTL_CERT", self.pki.join(format!("{admin}.pem")))
-            .env("WARDENCTL_CERT_KEY", self.pki.join(format!("{admin}.key")))
-            .env("WARDENCTL_ADMIN", admin);
-        c.output().unwrap()
-    }
-
-    pub fn admin_key(&self, admin: &str) -> String {
-        self.admin_keys
-            .iter()
-            .find(|(n, _)| n == admin)
-            .unwrap()
-            .1
-            .display()
-            .to_string()
-    }
-
-    /// The pending requests, as `wardenctl pending --json` prints them.
-    pub fn pending(&self) -> serde_json::Value {
-        for _ in 0..100 {
-            let out = self.wardenctl("alice", &["pending", "--json"]);
-            if out.status.success() {
-                return serde_json::from_slice(&out.stdout).unwrap();
-            }
-            // The admin API may still be starting after a restart.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("wardenctl pending never succeeded");
-    }
-}
-
-impl Cln {
-    /// An admin API client (alice's certificate), retrying while wardend starts.
-    pub async fn admin_client(
-        &self,
-    ) -> warden::api::proto::warden_client::WardenClient<tonic::transport::Channel> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(
-                std::fs::read(self.pki.join("ca.pem")).unwrap(),
-            ))
-            .identity(Identity::from_pem(
-                std::fs::read(self.pki.join("alice.pem")).unwrap(),
-                std::fs::read(self.pki.join("alice.key")).unwrap(),
-            ))
-            .domain_name("localhost");
-        for _ in 0..100 {
-            let ep = Endpoint::from_shared(format!("https://localhost:{}", self.admin_port))
-                .unwrap()
-                .tls_config(tls.clone())
-                .unwrap();
-            if let Ok(ch) = ep.connect().await {
-                return warden::api::proto::warden_client::WardenClient::new(ch);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("admin API not reachable");
-    }
-
-    /// The current use of the rolling window `tag`, from wardend's Status.
-    pub async fn window(&self, tag: &str) -> warden::api::proto::WindowUsage {
-        let status = self
-            .admin_client()
-            .await
-            .status(warden::api::proto::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        status
-            .windows
-            .into_iter()
-            .find(|w| w.tag == tag)
-            .unwrap_or_else(|| panic!("no window {tag}"))
-    }
-
-    /// Subscribe to events; the returned stream sees everything after this call.
-    pub async fn watch(&self) -> tonic::Streaming<warden::api::proto::Event> {
-        self.admin_client()
-            .await
-            .watch_events(warden::api::proto::WatchEventsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-    }
-}
-
-/// The next event of `kind` within 10 s.
-pub async fn next_event(
-    stream: &mut tonic::Streaming<warden::api::proto::Event>,
-    kind: warden::api::proto::EventKind,
-) -> warden::api::proto::Event {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let e = stream.message().await.unwrap().expect("event stream open");
-            if e.kind == kind as i32 {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind:?} event"))
 }

@@ -149,3 +149,5 @@ pub fn bin_path(name: &str) -> PathBuf {
 
 pub mod api;
 pub mod cln;
+pub mod daemon;
+pub mod ldk_net;

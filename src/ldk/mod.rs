@@ -1,0 +1,424 @@
+//! The node side for LDK applications: the same `hsmd.Hsmd` gRPC service that
+//! `remote_hsmd_socket` serves to Core Lightning, served inside the LDK process, and a
+//! `vls_protocol_client::Transport` over it. Hand the transport to
+//! `vls_protocol_client::KeysManagerClient` and LDK's `NodeSigner`, `SignerProvider`,
+//! `EntropySource` and channel signers are all answered by wardend, exactly as for CLN; wardend
+//! connects to this service as it does to CLN's proxy.
+//!
+//! Like the proxy, this side numbers requests, keeps each until it is answered, retransmits the
+//! unanswered ones when wardend reconnects, and replays the init message (request id
+//! `u64::MAX`) so a restarted wardend negotiates again. The link has no authentication of its
+//! own: keep it on loopback or in a tunnel (SECURITY.md).
+//!
+//! `Transport` calls block; make them from LDK's threads (or `spawn_blocking`), not from inside
+//! an async task.
+
+use lightning_signer::bitcoin::psbt::Psbt;
+use lightning_signer::bitcoin::secp256k1::PublicKey;
+use lightning_signer::bitcoin::{OutPoint, Transaction, TxOut};
+use lightning_signer::lightning::types::payment::PaymentHash;
+use lightning_signer::lightning_invoice::Bolt11Invoice;
+mod chain;
+
+pub use chain::{ChainFeed, KEPT_BLOCKS};
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use vls_protocol::model::{PubKey, Utxo};
+use vls_protocol::msgs::{self, DeBolt, SerBolt};
+use vls_protocol::psbt::StreamedPSBT;
+use vls_protocol::serde_bolt::{Array, Octets, WireString};
+use vls_protocol_client::{Error as ClientError, Transport};
+use vlsd::grpc::hsmd::hsmd_server::{Hsmd, HsmdServer};
+use vlsd::grpc::hsmd::{HsmRequestContext, PingReply, PingRequest, SignerRequest, SignerResponse};
+
+/// The message id of `HsmdInit2`, replayed to a reconnecting signer.
+const HSMD_INIT2: u16 = 1011;
+/// Request id the proxy protocol reserves for the replayed init.
+const REPLAYED_INIT: u64 = u64::MAX;
+
+type Reply = std::sync::mpsc::Sender<SignerResponse>;
+
+struct Outstanding {
+    request: SignerRequest,
+    reply: Reply,
+}
+
+#[derive(Default)]
+struct Shared {
+    next_id: u64,
+    outstanding: BTreeMap<u64, Outstanding>,
+    init: Option<Vec<u8>>,
+    /// Feeds the current signer stream; replaced on each connection.
+    stream: Option<mpsc::UnboundedSender<SignerRequest>>,
+}
+
+/// The node-side link to wardend.
+#[derive(Clone)]
+pub struct LdkSignerLink {
+    shared: Arc<Mutex<Shared>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for LdkSignerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdkSignerLink").finish_non_exhaustive()
+    }
+}
+
+impl Default for LdkSignerLink {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
+}
+
+impl LdkSignerLink {
+    /// A link whose calls give up after `timeout` without an answer.
+    pub fn new(timeout: Duration) -> Self {
+        LdkSignerLink {
+            shared: Arc::new(Mutex::new(Shared::default())),
+            timeout,
+        }
+    }
+
+    /// The tonic service to serve (on loopback) for wardend to connect to.
+    pub fn service(&self) -> HsmdServer<LdkSignerLink> {
+        HsmdServer::new(self.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One request to wardend, retried while wardend answers "temporary failure".
+    fn request(
+        &self,
+        context: Option<HsmRequestContext>,
+        message: Vec<u8>,
+    ) -> Result<Vec<u8>, LdkError> {
+        let mut delay = Duration::from_millis(200);
+        let mut last_temporary = String::new();
+        for _ in 0..8 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let id = {
+                let mut s = self.lock();
+                let id = s.next_id;
+                s.next_id += 1;
+                let request = SignerRequest {
+                    request_id: id,
+                    context: context.clone(),
+                    message: message.clone(),
+                };
+                if let Some(stream) = &s.stream {
+                    let _ = stream.send(request.clone());
+                }
+                s.outstanding.insert(id, Outstanding { request, reply: tx });
+                id
+            };
+            let Ok(resp) = rx.recv_timeout(self.timeout) else {
+                // Not answered in time: forget it, so it is not retransmitted later.
+                self.lock().outstanding.remove(&id);
+                return Err(LdkError::Unanswered(self.timeout));
+            };
+            if resp.is_temporary_failure {
+                tracing::warn!(error = %resp.error, "signer temporary failure; retrying");
+                last_temporary = resp.error;
+                std::thread::sleep(delay);
+                delay *= 2;
+                continue;
+            }
+            if !resp.error.is_empty() {
+                tracing::error!(error = %resp.error, "signer refused");
+                return Err(LdkError::Signer(resp.error));
+            }
+            return Ok(resp.message);
+        }
+        Err(LdkError::Temporary(last_temporary))
+    }
+
+    /// A node-level request and its typed reply.
+    fn node_request<T: SerBolt, R: DeBolt>(&self, message: T) -> Result<R, LdkError> {
+        let reply = self.request(None, message.as_vec())?;
+        R::from_vec(reply).map_err(|e| LdkError::BadReply(format!("{e:?}")))
+    }
+
+    /// A node-level request whose reply may be one of several messages (or a SignerError).
+    fn node_message<T: SerBolt>(&self, message: T) -> Result<msgs::Message, LdkError> {
+        let reply = self.request(None, message.as_vec())?;
+        msgs::from_vec(reply).map_err(|e| LdkError::BadReply(format!("{e:?}")))
+    }
+
+    /// Ask wardend to approve paying `invoice`; call it before
+    /// `ChannelManager::pay_for_bolt11_invoice`. LDK itself never asks its signer about a
+    /// payment, and VLS refuses to sign a commitment carrying an outgoing HTLC it was not told
+    /// about, so skipping this leaves the payment stuck at its first commitment signature
+    /// instead of failing cleanly.
+    ///
+    /// A refusal (a limit, a deny rule, a time window, or a request now held for admin approval)
+    /// is [`LdkError::Refused`]: send nothing. Once admins approve a held request, the same call
+    /// succeeds. Asking again for an invoice already approved succeeds without counting it twice.
+    pub fn preapprove_invoice(&self, invoice: &Bolt11Invoice) -> Result<(), LdkError> {
+        let reply: msgs::PreapproveInvoiceReply = self.node_request(msgs::PreapproveInvoice {
+            invstring: WireString(invoice.to_string().into_bytes()),
+        })?;
+        if reply.result {
+            Ok(())
+        } else {
+            Err(LdkError::Refused {
+                payment_hash: invoice.payment_hash().to_string(),
+                amount_msat: invoice.amount_milli_satoshis().unwrap_or(0),
+            })
+        }
+    }
+
+    /// [`Self::preapprove_invoice`] for a spontaneous (keysend) payment to `payee`.
+    pub fn preapprove_keysend(
+        &self,
+        payee: PublicKey,
+        payment_hash: PaymentHash,
+        amount_msat: u64,
+    ) -> Result<(), LdkError> {
+        let reply: msgs::PreapproveKeysendReply = self.node_request(msgs::PreapproveKeysend {
+            destination: PubKey(payee.serialize()),
+            payment_hash: vls_protocol::model::Sha256(payment_hash.0),
+            amount_msat,
+        })?;
+        if reply.result {
+            Ok(())
+        } else {
+            Err(LdkError::Refused {
+                payment_hash: hex::encode(payment_hash.0),
+                amount_msat,
+            })
+        }
+    }
+
+    /// Have wardend sign `tx`, whose inputs all spend the node's own wallet outputs (`inputs`,
+    /// one per input, any order). This is how an LDK node funds a channel with Warden: pass the
+    /// funding outpoint to `ChannelManager::unsafe_manual_funding_transaction_generated`, wait for
+    /// `Event::FundingTxBroadcastSafe`, then sign here and broadcast. VLS signs a funding
+    /// transaction only once the channel's first commitment has been countersigned, and treats
+    /// an output that is neither a channel's funding output nor the wallet's as a payment that
+    /// Warden's on-chain policy must approve.
+    pub fn sign_wallet_spend(
+        &self,
+        tx: &Transaction,
+        inputs: &[WalletInput],
+    ) -> Result<Transaction, LdkError> {
+        let mut psbt = Psbt::from_unsigned_tx(tx.clone())
+            .map_err(|e| LdkError::Unsignable(format!("not an unsigned transaction: {e}")))?;
+        let mut utxos = Vec::with_capacity(tx.input.len());
+        for (i, txin) in tx.input.iter().enumerate() {
+            let w = inputs
+                .iter()
+                .find(|w| w.outpoint() == txin.previous_output)
+                .ok_or_else(|| {
+                    LdkError::Unsignable(format!(
+                        "input {i} spends {}, which is not among the wallet inputs given",
+                        txin.previous_output
+                    ))
+                })?;
+            let txout = w.txout().ok_or_else(|| {
+                LdkError::Unsignable(format!(
+                    "wallet input {} names output {} of a transaction with {} outputs",
+                    i,
+                    w.vout,
+                    w.prev_tx.output.len()
+                ))
+            })?;
+            psbt.inputs[i].witness_utxo = Some(txout.clone());
+            psbt.inputs[i].non_witness_utxo = Some(w.prev_tx.clone());
+            utxos.push(Utxo {
+                txid: txin.previous_output.txid,
+                outnum: w.vout,
+                amount: txout.value.to_sat(),
+                keyindex: w.keyindex,
+                is_p2sh: false,
+                script: Octets::EMPTY,
+                close_info: None,
+                is_in_coinbase: false,
+            });
+        }
+        let reply: msgs::SignWithdrawalReply = self.node_request(msgs::SignWithdrawal {
+            utxos: Array(utxos),
+            psbt: StreamedPSBT::new(psbt).into(),
+        })?;
+        let signed = reply.psbt.0.inner;
+        let mut out = tx.clone();
+        for (i, (txin, pin)) in out.input.iter_mut().zip(signed.inputs).enumerate() {
+            txin.witness = pin.final_script_witness.ok_or_else(|| {
+                LdkError::BadReply(format!("wardend returned no witness for input {i}"))
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+/// A wallet output the node wants to spend: the whole transaction that created it (VLS checks
+/// its txid, so the amount and the output's segwit-ness cannot be misstated, which is what keeps
+/// a funding transaction's id from being malleated), which output, and the BIP32 child index
+/// (under the wallet key wardend reports at init) whose key it pays to.
+/// `SignerProvider::get_destination_script` of `KeysManagerClient` pays to index 1.
+#[derive(Debug, Clone)]
+pub struct WalletInput {
+    /// The transaction holding the output.
+    pub prev_tx: Transaction,
+    /// The output's index in it.
+    pub vout: u32,
+    /// Its key's child index in the node's wallet.
+    pub keyindex: u32,
+}
+
+impl WalletInput {
+    /// The output being spent.
+    pub fn outpoint(&self) -> OutPoint {
+        OutPoint {
+            txid: self.prev_tx.compute_txid(),
+            vout: self.vout,
+        }
+    }
+
+    /// The output's value and script, if `vout` exists.
+    pub fn txout(&self) -> Option<&TxOut> {
+        self.prev_tx.output.get(self.vout as usize)
+    }
+}
+
+/// Why a request from the LDK node to wardend did not give what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LdkError {
+    /// Warden's policy or VLS said no; nothing was signed.
+    #[error(
+        "wardend refused the payment {payment_hash} of {amount_msat} msat: the rule is named in \
+         wardend's event stream and audit log; if it is held for approval, `wardenctl pending` \
+         lists it and the same call succeeds once admins approve"
+    )]
+    Refused {
+        /// The payment hash, hex.
+        payment_hash: String,
+        /// The amount asked for.
+        amount_msat: u64,
+    },
+    /// wardend answered with an error (VLS validation or an unapproved on-chain destination).
+    #[error("wardend refused the request: {0}")]
+    Signer(String),
+    /// wardend kept answering "temporary failure".
+    #[error("wardend is temporarily unable to sign ({0}); retry later")]
+    Temporary(String),
+    /// No answer in time: wardend is not connected to this node's hsmd port.
+    #[error(
+        "no answer from wardend within {0:?}: is wardend running with hsmd.address pointing at \
+         this node's hsmd port?"
+    )]
+    Unanswered(Duration),
+    /// wardend's answer did not decode as the reply expected.
+    #[error("wardend's reply could not be used: {0}")]
+    BadReply(String),
+    /// The chain feed cannot bring wardend's chain tracker to the node's tip.
+    #[error("chain feed: {0}")]
+    Chain(String),
+    /// The transaction cannot be signed as asked (the node's mistake, not wardend's).
+    #[error("cannot ask wardend to sign this transaction: {0}")]
+    Unsignable(String),
+}
+
+impl From<LdkError> for ClientError {
+    fn from(e: LdkError) -> Self {
+        match e {
+            LdkError::Temporary(_) => ClientError::TransportTransient,
+            _ => ClientError::Transport,
+        }
+    }
+}
+
+impl Transport for LdkSignerLink {
+    fn node_call(&self, message: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        Ok(self.request(None, message)?)
+    }
+
+    fn call(&self, dbid: u64, peer_id: PubKey, message: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        Ok(self.request(
+            Some(HsmRequestContext {
+                peer_id: peer_id.0.to_vec(),
+                dbid,
+                capabilities: 0,
+            }),
+            message,
+        )?)
+    }
+}
+
+type RequestStream = Pin<Box<dyn Stream<Item = Result<SignerRequest, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Hsmd for LdkSignerLink {
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        Ok(Response::new(PingReply {
+            message: request.into_inner().message,
+        }))
+    }
+
+    type SignerStreamStream = RequestStream;
+
+    async fn signer_stream(
+        &self,
+        request: Request<Streaming<SignerResponse>>,
+    ) -> Result<Response<RequestStream>, Status> {
+        let mut responses = request.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel::<SignerRequest>();
+        {
+            let mut s = self.lock();
+            // A new signer connection replaces the old one: replay the init, then everything
+            // still unanswered, in order.
+            if let Some(init) = &s.init {
+                let _ = tx.send(SignerRequest {
+                    request_id: REPLAYED_INIT,
+                    context: None,
+                    message: init.clone(),
+                });
+            }
+            for o in s.outstanding.values() {
+                let _ = tx.send(o.request.clone());
+            }
+            s.stream = Some(tx);
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(resp)) = responses.next().await {
+                if resp.request_id == REPLAYED_INIT {
+                    continue;
+                }
+                let waiting = shared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .outstanding
+                    .remove(&resp.request_id);
+                match waiting {
+                    Some(o) => {
+                        // Cache the init once it has been answered: a reconnecting signer
+                        // gets it replayed; one still waiting for its answer is resent as is.
+                        let m = &o.request.message;
+                        if resp.error.is_empty()
+                            && m.len() >= 2
+                            && u16::from_be_bytes([m[0], m[1]]) == HSMD_INIT2
+                        {
+                            shared.lock().unwrap_or_else(|p| p.into_inner()).init = Some(m.clone());
+                        }
+                        let _ = o.reply.send(resp);
+                    }
+                    None => tracing::warn!(
+                        request = resp.request_id,
+                        "answer to an unknown request ignored"
+                    ),
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,279 @@
+//! A real wardend process on a per-test SoftHSM token, with three admins (alice, bob, carol),
+//! their mTLS certificates and approval keys, and a policy: the signer side every end-to-end
+//! test shares, whatever node (CLN's proxy or an LDK node) it serves.
+#![allow(dead_code)]
+
+use super::TestToken;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use warden::approval::keys::AdminKey;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Daemon {
+    pub token: TestToken,
+    pub wardend: Option<Child>,
+    /// Extra environment for wardend.
+    pub wardend_env: Vec<(String, String)>,
+    /// Where the node side serves hsmd.Hsmd; wardend connects to it.
+    pub hsmd_port: u16,
+    pub admin_port: u16,
+    pub pki: PathBuf,
+    pub admin_keys: Vec<(String, PathBuf)>,
+    pub policy: PathBuf,
+    pub node_id_from_init: String,
+    /// Where wardend serves /metrics.
+    pub metrics_addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_wardend();
+    }
+}
+
+impl Daemon {
+    /// A token initialised with `wardenctl init`, PKI and admin keys for alice, bob and carol,
+    /// and a policy of those admins plus `policy_rules`. wardend is not started yet.
+    pub fn prepare(label: &str, policy_rules: &str, hsmd_port: u16) -> Self {
+        let token = TestToken::new(label);
+        let node_id_from_init = token.init();
+        let pki = token.path().join("pki");
+        warden::api::tls::init_pki(&pki, &["alice".into(), "bob".into(), "carol".into()]).unwrap();
+        let mut admins = String::new();
+        let mut admin_keys = Vec::new();
+        for name in ["alice", "bob", "carol"] {
+            let k = AdminKey::generate();
+            let p = token.path().join(format!("{name}.adminkey"));
+            k.save(&p).unwrap();
+            admins.push_str(&format!("{name} = {{ pubkey = \"{}\" }}\n", k.public_key()));
+            admin_keys.push((name.to_string(), p));
+        }
+        let policy = token.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!("version = 1\nname = \"e2e\"\n[admins]\n{admins}\n{policy_rules}"),
+        )
+        .unwrap();
+        warden::policy::load_policy_file(&policy).unwrap_or_else(|e| panic!("{e}"));
+        Daemon {
+            token,
+            wardend: None,
+            wardend_env: Vec::new(),
+            hsmd_port,
+            admin_port: free_port(),
+            pki,
+            admin_keys,
+            policy,
+            node_id_from_init,
+            metrics_addr: String::new(),
+        }
+    }
+
+    pub fn start_wardend(&mut self) {
+        let mut child = self
+            .token
+            .command("wardend")
+            .env(
+                "WARDEN_HSMD_ADDRESS",
+                format!("127.0.0.1:{}", self.hsmd_port),
+            )
+            .env(
+                "WARDEN_ADMIN_LISTEN",
+                format!("127.0.0.1:{}", self.admin_port),
+            )
+            .env("WARDEN_ADMIN_TLS_CERT", self.pki.join("server.pem"))
+            .env("WARDEN_ADMIN_TLS_KEY", self.pki.join("server.key"))
+            .env("WARDEN_ADMIN_CLIENT_CA", self.pki.join("ca.pem"))
+            .env("WARDEN_POLICY", &self.policy)
+            .env("RUST_LOG", "warn")
+            .envs(
+                self.wardend_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines
+            .next()
+            .expect("wardend printed its ready line")
+            .unwrap();
+        assert!(ready.starts_with("wardend ready"), "{ready}");
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(url) = line.strip_prefix("metrics on http://") {
+                self.metrics_addr = url.trim_end_matches("/metrics").to_string();
+                break;
+            }
+        }
+        // Keep reading stdout in the background so wardend never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.wardend = Some(child);
+    }
+
+    /// SIGTERM and wait: a clean stop (wardend closes the audit log with a checkpoint).
+    pub fn stop_wardend(&mut self) {
+        if let Some(mut c) = self.wardend.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL: a crash, not a clean stop.
+    pub fn kill_wardend(&mut self) {
+        if let Some(mut c) = self.wardend.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn wardenctl(&self, admin: &str, args: &[&str]) -> std::process::Output {
+        let mut c = self.token.command("wardenctl");
+        c.args(args)
+            .env(
+                "WARDENCTL_SERVER",
+                format!("https://localhost:{}", self.admin_port),
+            )
+            .env("WARDENCTL_CA", self.pki.join("ca.pem"))
+            .env("WARDENCTL_CERT", self.pki.join(format!("{admin}.pem")))
+            .env("WARDENCTL_CERT_KEY", self.pki.join(format!("{admin}.key")))
+            .env("WARDENCTL_ADMIN", admin);
+        c.output().unwrap()
+    }
+
+    pub fn admin_key(&self, admin: &str) -> String {
+        self.admin_keys
+            .iter()
+            .find(|(n, _)| n == admin)
+            .unwrap()
+            .1
+            .display()
+            .to_string()
+    }
+
+    /// The pending requests, as `wardenctl pending --json` prints them.
+    pub fn pending(&self) -> serde_json::Value {
+        for _ in 0..100 {
+            let out = self.wardenctl("alice", &["pending", "--json"]);
+            if out.status.success() {
+                return serde_json::from_slice(&out.stdout).unwrap();
+            }
+            // The admin API may still be starting after a restart.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("wardenctl pending never succeeded");
+    }
+}
+
+impl Daemon {
+    /// Scrape /metrics and parse the text format into `name{labels}` → value.
+    pub async fn scrape_metrics(&self) -> std::collections::HashMap<String, f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.metrics_addr)
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l}"));
+                (
+                    k.to_string(),
+                    v.parse::<f64>()
+                        .unwrap_or_else(|_| panic!("bad value in {l}")),
+                )
+            })
+            .collect()
+    }
+
+    /// An admin API client (alice's certificate), retrying while wardend starts.
+    pub async fn admin_client(
+        &self,
+    ) -> warden::api::proto::warden_client::WardenClient<tonic::transport::Channel> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(
+                std::fs::read(self.pki.join("ca.pem")).unwrap(),
+            ))
+            .identity(Identity::from_pem(
+                std::fs::read(self.pki.join("alice.pem")).unwrap(),
+                std::fs::read(self.pki.join("alice.key")).unwrap(),
+            ))
+            .domain_name("localhost");
+        for _ in 0..100 {
+            let ep = Endpoint::from_shared(format!("https://localhost:{}", self.admin_port))
+                .unwrap()
+                .tls_config(tls.clone())
+                .unwrap();
+            if let Ok(ch) = ep.connect().await {
+                return warden::api::proto::warden_client::WardenClient::new(ch);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("admin API not reachable");
+    }
+
+    /// The current use of the rolling window `tag`, from wardend's Status.
+    pub async fn window(&self, tag: &str) -> warden::api::proto::WindowUsage {
+        let status = self
+            .admin_client()
+            .await
+            .status(warden::api::proto::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        status
+            .windows
+            .into_iter()
+            .find(|w| w.tag == tag)
+            .unwrap_or_else(|| panic!("no window {tag}"))
+    }
+
+    /// Subscribe to events; the returned stream sees everything after this call.
+    pub async fn watch(&self) -> tonic::Streaming<warden::api::proto::Event> {
+        self.admin_client()
+            .await
+            .watch_events(warden::api::proto::WatchEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+/// The next event of `kind` within 10 s.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<warden::api::proto::Event>,
+    kind: warden::api::proto::EventKind,
+) -> warden::api::proto::Event {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = stream.message().await.unwrap().expect("event stream open");
+            if e.kind == kind as i32 {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind:?} event"))
+}

@@ -1,0 +1,469 @@
+//! Two LDK nodes in one process: real `ChannelManager`s, `ChainMonitor`s and `PeerManager`s
+//! (Noise handshake and all), connected by an in-memory byte pipe, on a chain the test builds
+//! block by block. Each node is generic over its keys, so one can be signed by wardend
+//! (`KeysManagerClient`) and the other by LDK's own `KeysManager`.
+//!
+//! Everything here is synchronous: LDK calls its signer from whichever thread drives it, and
+//! `KeysManagerClient` blocks on wardend. Drive the nodes from a plain thread, never from inside
+//! an async task.
+#![allow(dead_code)]
+
+use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
+use lightning::chain::chainmonitor::{ChainMonitor, Persist};
+use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
+use lightning::chain::{BestBlock, ChannelMonitorUpdateStatus, Filter, Listen};
+use lightning::events::{Event, EventsProvider, ReplayEvent};
+use lightning::ln::channelmanager::{ChainParameters, ChannelManager};
+use lightning::ln::peer_handler::{
+    IgnoringMessageHandler, MessageHandler, PeerManager, SocketDescriptor,
+};
+use lightning::onion_message::messenger::DefaultMessageRouter;
+use lightning::routing::gossip::NetworkGraph;
+use lightning::routing::router::DefaultRouter;
+use lightning::routing::scoring::FixedPenaltyScorer;
+use lightning::sign::ecdsa::EcdsaChannelSigner;
+use lightning::sign::{EntropySource, NodeSigner, Recipient, SignerProvider};
+use lightning::util::config::UserConfig;
+use lightning::util::logger::{Level, Logger, Record};
+use lightning::util::persist::MonitorName;
+use lightning_signer::bitcoin::absolute::LockTime;
+use lightning_signer::bitcoin::block::{Header, Version as BlockVersion};
+use lightning_signer::bitcoin::blockdata::constants::genesis_block;
+use lightning_signer::bitcoin::hash_types::TxMerkleNode;
+use lightning_signer::bitcoin::hashes::Hash;
+use lightning_signer::bitcoin::script::Builder;
+use lightning_signer::bitcoin::secp256k1::PublicKey;
+use lightning_signer::bitcoin::transaction::Version;
+use lightning_signer::bitcoin::{
+    Amount, Block, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+};
+use lightning_signer::lightning;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a node's keys must provide for LDK.
+pub trait Keys: NodeSigner + SignerProvider + EntropySource + Send + Sync + 'static {}
+impl<K: NodeSigner + SignerProvider + EntropySource + Send + Sync + 'static> Keys for K {}
+
+/// LDK's log, printed at warn and above (set WARDEN_TEST_LDK_LOG=trace for everything).
+pub struct Log(pub &'static str);
+
+impl Logger for Log {
+    fn log(&self, record: Record) {
+        let trace = std::env::var("WARDEN_TEST_LDK_LOG").is_ok_and(|v| v == "trace");
+        if trace || record.level >= Level::Warn {
+            eprintln!("[ldk {}] {} {}", self.0, record.level, record.args);
+        }
+    }
+}
+
+/// Transactions a node asked to broadcast; the test mines them.
+#[derive(Default)]
+pub struct Broadcasts(pub Mutex<Vec<Transaction>>);
+
+impl BroadcasterInterface for Broadcasts {
+    fn broadcast_transactions(&self, txs: &[&Transaction]) {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(txs.iter().map(|t| (*t).clone()));
+    }
+}
+
+/// One fee rate for everything: both nodes agree, and it is inside VLS's accepted range.
+pub struct Fees;
+
+impl FeeEstimator for Fees {
+    fn get_est_sat_per_1000_weight(&self, _: ConfirmationTarget) -> u32 {
+        1_000
+    }
+}
+
+/// Channel monitors kept in memory. The nodes in these tests never restart (wardend does), so
+/// completing every update at once is the honest answer.
+pub struct MemPersist;
+
+impl<S: EcdsaChannelSigner> Persist<S> for MemPersist {
+    fn persist_new_channel(
+        &self,
+        _: MonitorName,
+        _: &ChannelMonitor<S>,
+    ) -> ChannelMonitorUpdateStatus {
+        ChannelMonitorUpdateStatus::Completed
+    }
+    fn update_persisted_channel(
+        &self,
+        _: MonitorName,
+        _: Option<&ChannelMonitorUpdate>,
+        _: &ChannelMonitor<S>,
+    ) -> ChannelMonitorUpdateStatus {
+        ChannelMonitorUpdateStatus::Completed
+    }
+    fn archive_persisted_channel(&self, _: MonitorName) {}
+}
+
+/// One end of an in-memory connection: what this node's `PeerManager` sends waits in `outbox`
+/// until the pump hands it to the other side's `read_event`.
+#[derive(Clone)]
+pub struct Pipe {
+    id: u64,
+    outbox: Arc<Mutex<Vec<u8>>>,
+    closed: Arc<AtomicBool>,
+}
+
+static PIPE_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl Pipe {
+    fn new() -> Self {
+        Pipe {
+            id: PIPE_IDS.fetch_add(1, Ordering::Relaxed),
+            outbox: Arc::default(),
+            closed: Arc::default(),
+        }
+    }
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.outbox.lock().unwrap())
+    }
+}
+
+impl PartialEq for Pipe {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for Pipe {}
+impl std::hash::Hash for Pipe {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state)
+    }
+}
+
+impl SocketDescriptor for Pipe {
+    fn send_data(&mut self, data: &[u8], _continue_read: bool) -> usize {
+        if self.closed.load(Ordering::SeqCst) {
+            return 0;
+        }
+        self.outbox.lock().unwrap().extend_from_slice(data);
+        data.len()
+    }
+    fn disconnect_socket(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+type Graph = NetworkGraph<Arc<Log>>;
+pub type ChainMon<K> = ChainMonitor<
+    <K as SignerProvider>::EcdsaSigner,
+    Arc<dyn Filter + Send + Sync>,
+    Arc<Broadcasts>,
+    Arc<Fees>,
+    Arc<Log>,
+    Arc<MemPersist>,
+    Arc<K>,
+>;
+type Router<K> = DefaultRouter<
+    Arc<Graph>,
+    Arc<Log>,
+    Arc<K>,
+    Arc<Mutex<FixedPenaltyScorer>>,
+    (),
+    FixedPenaltyScorer,
+>;
+type MsgRouter<K> = DefaultMessageRouter<Arc<Graph>, Arc<Log>, Arc<K>>;
+pub type Manager<K> = ChannelManager<
+    Arc<ChainMon<K>>,
+    Arc<Broadcasts>,
+    Arc<K>,
+    Arc<K>,
+    Arc<K>,
+    Arc<Fees>,
+    Arc<Router<K>>,
+    Arc<MsgRouter<K>>,
+    Arc<Log>,
+>;
+pub type Peers<K> = PeerManager<
+    Pipe,
+    Arc<Manager<K>>,
+    Arc<IgnoringMessageHandler>,
+    Arc<IgnoringMessageHandler>,
+    Arc<Log>,
+    Arc<IgnoringMessageHandler>,
+    Arc<K>,
+    Arc<IgnoringMessageHandler>,
+>;
+
+/// A complete LDK node minus its wallet and disk.
+pub struct Node<K: Keys> {
+    pub name: &'static str,
+    pub keys: Arc<K>,
+    pub id: PublicKey,
+    pub chain_monitor: Arc<ChainMon<K>>,
+    pub manager: Arc<Manager<K>>,
+    pub peers: Arc<Peers<K>>,
+    pub broadcasts: Arc<Broadcasts>,
+    /// Every event the node has emitted, in order; tests look them up and drain them.
+    pub events: Mutex<Vec<Event>>,
+}
+
+impl<K: Keys> Node<K> {
+    /// A node on `chain`'s current tip with `config`.
+    pub fn new(name: &'static str, keys: Arc<K>, chain: &Chain, config: UserConfig) -> Self {
+        let log = Arc::new(Log(name));
+        let broadcasts = Arc::new(Broadcasts::default());
+        let fees = Arc::new(Fees);
+        let chain_monitor = Arc::new(ChainMonitor::new(
+            None,
+            broadcasts.clone(),
+            log.clone(),
+            fees.clone(),
+            Arc::new(MemPersist),
+            keys.clone(),
+            keys.get_peer_storage_key(),
+        ));
+        let graph = Arc::new(NetworkGraph::new(Network::Regtest, log.clone()));
+        let router = Arc::new(DefaultRouter::new(
+            graph.clone(),
+            log.clone(),
+            keys.clone(),
+            Arc::new(Mutex::new(FixedPenaltyScorer::with_penalty(0))),
+            (),
+        ));
+        let msg_router = Arc::new(DefaultMessageRouter::new(graph, keys.clone()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32;
+        let manager = Arc::new(ChannelManager::new(
+            fees,
+            chain_monitor.clone(),
+            broadcasts.clone(),
+            router,
+            msg_router,
+            log.clone(),
+            keys.clone(),
+            keys.clone(),
+            keys.clone(),
+            config,
+            ChainParameters {
+                network: Network::Regtest,
+                best_block: chain.tip(),
+            },
+            now,
+        ));
+        let ignore = Arc::new(IgnoringMessageHandler {});
+        let peers = Arc::new(PeerManager::new(
+            MessageHandler {
+                chan_handler: manager.clone(),
+                route_handler: Arc::clone(&ignore),
+                onion_message_handler: Arc::clone(&ignore),
+                custom_message_handler: Arc::clone(&ignore),
+                send_only_message_handler: ignore,
+            },
+            now,
+            &keys.get_secure_random_bytes(),
+            log,
+            keys.clone(),
+        ));
+        let id = keys.get_node_id(Recipient::Node).unwrap();
+        Node {
+            name,
+            keys,
+            id,
+            chain_monitor,
+            manager,
+            peers,
+            broadcasts,
+            events: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Collect the manager's and the monitor's events; true if there were any.
+    fn collect_events(&self) -> bool {
+        let before = self.events.lock().unwrap().len();
+        let handler = |e: Event| -> Result<(), ReplayEvent> {
+            self.events.lock().unwrap().push(e);
+            Ok(())
+        };
+        self.manager.process_pending_events(&handler);
+        self.chain_monitor.process_pending_events(&handler);
+        self.events.lock().unwrap().len() > before
+    }
+
+    /// Remove and return the first event `pick` accepts.
+    pub fn take_event<T>(&self, mut pick: impl FnMut(&Event) -> Option<T>) -> Option<T> {
+        let mut events = self.events.lock().unwrap();
+        let i = events.iter().position(|e| pick(e).is_some())?;
+        let e = events.remove(i);
+        pick(&e)
+    }
+
+    /// Feed a block to the manager and the monitor.
+    pub fn connect(&self, block: &Block, height: u32) {
+        self.manager.block_connected(block, height);
+        self.chain_monitor.block_connected(block, height);
+    }
+}
+
+/// What [`Net::mine`] calls with each block and its height.
+pub type BlockHook = Box<dyn FnMut(&Block, u32)>;
+
+/// Two nodes and the connection between them.
+pub struct Net<A: Keys, B: Keys> {
+    pub a: Node<A>,
+    pub b: Node<B>,
+    a_end: Pipe,
+    b_end: Pipe,
+    pub chain: Chain,
+    /// Called with each new block before the nodes see it (e.g. to feed wardend's chain
+    /// tracker).
+    pub on_block: Option<BlockHook>,
+}
+
+impl<A: Keys, B: Keys> Net<A, B> {
+    /// Connect `a` to `b` (a dials) and run the handshake to completion.
+    pub fn connect(a: Node<A>, b: Node<B>, chain: Chain) -> Self {
+        let a_end = Pipe::new();
+        let b_end = Pipe::new();
+        let act_one = a
+            .peers
+            .new_outbound_connection(b.id, a_end.clone(), None)
+            .expect("outbound connection");
+        b.peers
+            .new_inbound_connection(b_end.clone(), None)
+            .expect("inbound connection");
+        a_end.outbox.lock().unwrap().extend_from_slice(&act_one);
+        let net = Net {
+            a,
+            b,
+            a_end,
+            b_end,
+            chain,
+            on_block: None,
+        };
+        net.pump();
+        assert_eq!(
+            net.a.peers.list_peers().len(),
+            1,
+            "A sees B after the handshake"
+        );
+        assert_eq!(
+            net.b.peers.list_peers().len(),
+            1,
+            "B sees A after the handshake"
+        );
+        net
+    }
+
+    /// Deliver messages both ways and let both nodes act on them until neither has anything
+    /// more to say.
+    pub fn pump(&self) {
+        for _ in 0..10_000 {
+            let mut busy = false;
+            let to_b = self.a_end.take();
+            if !to_b.is_empty() {
+                busy = true;
+                let mut end = self.b_end.clone();
+                self.b
+                    .peers
+                    .read_event(&mut end, &to_b)
+                    .expect("B reads A's bytes");
+            }
+            let to_a = self.b_end.take();
+            if !to_a.is_empty() {
+                busy = true;
+                let mut end = self.a_end.clone();
+                self.a
+                    .peers
+                    .read_event(&mut end, &to_a)
+                    .expect("A reads B's bytes");
+            }
+            self.a.manager.process_pending_htlc_forwards();
+            self.b.manager.process_pending_htlc_forwards();
+            self.a.peers.process_events();
+            self.b.peers.process_events();
+            busy |= self.a.collect_events();
+            busy |= self.b.collect_events();
+            if !busy
+                && self.a_end.outbox.lock().unwrap().is_empty()
+                && self.b_end.outbox.lock().unwrap().is_empty()
+            {
+                return;
+            }
+        }
+        panic!("the two nodes kept talking for 10,000 rounds");
+    }
+
+    /// Mine a block holding `txs` and connect it to both nodes.
+    pub fn mine(&mut self, txs: Vec<Transaction>) {
+        let height = self.chain.mine(txs);
+        let block = self.chain.blocks.last().unwrap().clone();
+        if let Some(hook) = self.on_block.as_mut() {
+            hook(&block, height);
+        }
+        self.a.connect(&block, height);
+        self.b.connect(&block, height);
+        self.pump();
+    }
+}
+
+/// A regtest chain from genesis, built by the test.
+pub struct Chain {
+    pub blocks: Vec<Block>,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            blocks: vec![genesis_block(Network::Regtest)],
+        }
+    }
+}
+
+impl Chain {
+    pub fn tip(&self) -> BestBlock {
+        BestBlock::new(
+            self.blocks.last().unwrap().block_hash(),
+            (self.blocks.len() - 1) as u32,
+        )
+    }
+
+    /// Append a block with a coinbase and `txs`; returns its height.
+    pub fn mine(&mut self, txs: Vec<Transaction>) -> u32 {
+        let height = self.blocks.len() as u32;
+        let prev = self.blocks.last().unwrap().header;
+        let coinbase = Transaction {
+            version: Version::ONE,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                script_sig: Builder::new().push_int(height as i64).into_script(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(50 * 100_000_000),
+                script_pubkey: ScriptBuf::new_op_return([0u8; 4]),
+            }],
+        };
+        let mut txdata = vec![coinbase];
+        txdata.extend(txs);
+        let mut block = Block {
+            header: Header {
+                version: BlockVersion::TWO,
+                prev_blockhash: prev.block_hash(),
+                merkle_root: TxMerkleNode::all_zeros(),
+                time: prev.time + 600,
+                bits: prev.bits,
+                nonce: 0,
+            },
+            txdata,
+        };
+        block.header.merkle_root = block.compute_merkle_root().unwrap();
+        // Regtest proof of work (VLS checks it): about two tries.
+        while block.header.validate_pow(block.header.target()).is_err() {
+            block.header.nonce += 1;
+        }
+        self.blocks.push(block);
+        height
+    }
+}
