@@ -9,6 +9,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/stats.rs"]
+mod stats;
 
 use common::cln::Cln;
 use common::daemon::free_port;
@@ -16,6 +18,7 @@ use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{All, Secp256k1, SecretKey};
 use lightning_signer::lightning::types::payment::PaymentSecret;
 use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
+use stats::{print, timed};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vls_protocol::msgs::{self, Message};
@@ -73,43 +76,6 @@ fn sign_message(proxy: &mut Proxy, n: u64) {
         Ok(Message::SignMessageReply(_)) => {}
         other => panic!("SignMessage failed: {other:?}"),
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    n: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    per_sec: f64,
-}
-
-fn stats(mut ns: Vec<Duration>, wall: Duration) -> Stats {
-    ns.sort_unstable();
-    let p = |q: f64| ns[((ns.len() as f64 * q) as usize).min(ns.len() - 1)].as_secs_f64() * 1e3;
-    Stats {
-        n: ns.len(),
-        p50_ms: p(0.5),
-        p99_ms: p(0.99),
-        per_sec: ns.len() as f64 / wall.as_secs_f64(),
-    }
-}
-
-fn timed(n: usize, mut f: impl FnMut(u64)) -> Stats {
-    let mut ns = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        f(i as u64);
-        ns.push(t.elapsed());
-    }
-    stats(ns, start.elapsed())
-}
-
-fn print(label: &str, s: Stats) {
-    println!(
-        "  {label:<44} n={:<6} p50 {:>7.3} ms  p99 {:>7.3} ms  {:>8.0}/s",
-        s.n, s.p50_ms, s.p99_ms, s.per_sec
-    );
 }
 
 struct Vlsd {

@@ -21,3 +21,7 @@ echo "== benches/hsm.rs (criterion): ECDSA sign, SoftHSM2 vs in-process secp256k
 cargo bench --locked --bench hsm -- "$@"
 echo "== benches/policy.rs: policy decision latency"
 cargo bench --locked --bench policy
+echo "== benches/signer.rs: the full CLN path, Warden vs vlsd"
+cargo bench --locked --bench signer
+echo "== benches/ldk.rs: LDK payment round trip, Warden vs LDK's KeysManager"
+cargo bench --locked --bench ldk

@@ -8,31 +8,18 @@
 mod common;
 
 use common::daemon::{next_event, Daemon};
-use common::ldk_net::{Chain, Keys, Net, Node};
-use lightning::events::Event;
-use lightning::ln::channelmanager::{Bolt11InvoiceParameters, PaymentId, Retry};
-use lightning::routing::router::RouteParametersConfig;
-use lightning::sign::{
-    ChannelSigner, KeysManager, NodeSigner, ReceiveAuthKey, Recipient, SignerProvider,
-};
-use lightning::types::payment::{PaymentHash, PaymentPreimage};
+use common::ldk_net::{keys_manager, receiver_config, spend, Chain, Net, Node, WardenSide};
+use lightning::sign::{ChannelSigner, NodeSigner, Recipient, SignerProvider};
 use lightning::util::config::UserConfig;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{self, ecdsa, Secp256k1};
 use lightning_signer::bitcoin::sighash::{EcdsaSighashType, SighashCache};
-use lightning_signer::bitcoin::transaction::Version;
-use lightning_signer::bitcoin::{
-    absolute::LockTime, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
-    Witness,
-};
+use lightning_signer::bitcoin::{ScriptBuf, Transaction, TxOut};
 use lightning_signer::lightning;
-use lightning_signer::lightning_invoice::{
-    Bolt11Invoice, Bolt11InvoiceDescription, Currency, Description, InvoiceBuilder,
-};
+use lightning_signer::lightning_invoice::{Bolt11Invoice, Currency, InvoiceBuilder};
 use std::sync::Arc;
-use vls_protocol_client::KeysManagerClient;
 use warden::api::proto::EventKind;
-use warden::ldk::{ChainFeed, LdkError, LdkSignerLink, WalletInput};
+use warden::ldk::{LdkError, WalletInput};
 
 const SAT: u64 = 1_000;
 
@@ -56,48 +43,9 @@ quorum = { need = 2, of = ["alice", "bob", "carol"] }
 expiry = "1h"
 "#;
 
-/// The node side: the link's hsmd.Hsmd service on a loopback port, and the runtime serving it.
-struct NodeSide {
-    rt: tokio::runtime::Runtime,
-    link: LdkSignerLink,
-    port: u16,
-}
-
-impl NodeSide {
-    fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let link = LdkSignerLink::default();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        rt.spawn(
-            tonic::transport::Server::builder()
-                .add_service(link.service())
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        NodeSide { rt, link, port }
-    }
-
-    /// VLS's KeysManagerClient over the link: answered by wardend (blocks until it connects).
-    fn keys(&self) -> KeysManagerClient {
-        KeysManagerClient::new(
-            Arc::new(self.link.clone()),
-            "regtest".into(),
-            None,
-            None,
-            ReceiveAuthKey([7u8; 32]),
-        )
-    }
-}
-
 #[test]
 fn keys_manager_client_is_answered_by_wardend() {
-    let side = NodeSide::start();
+    let side = WardenSide::start();
     let mut d = Daemon::prepare("ldk-keys", RULES, side.port);
     d.start_wardend();
     let keys = Arc::new(side.keys());
@@ -142,75 +90,6 @@ fn keys_manager_client_is_answered_by_wardend() {
     );
 }
 
-/// B (LDK's KeysManager) writes an invoice for `amount_msat`.
-fn invoice<A: Keys, B: Keys>(net: &Net<A, B>, amount_msat: u64, what: &str) -> Bolt11Invoice {
-    net.b
-        .manager
-        .create_bolt11_invoice(Bolt11InvoiceParameters {
-            amount_msats: Some(amount_msat),
-            description: Bolt11InvoiceDescription::Direct(Description::new(what.into()).unwrap()),
-            ..Default::default()
-        })
-        .unwrap()
-}
-
-/// A pays `invoice` the way an application using Warden does: preapprove with wardend, then
-/// hand the invoice to LDK; B claims it. Returns the preimage A learned.
-fn pay<A: Keys, B: Keys>(
-    net: &Net<A, B>,
-    link: &LdkSignerLink,
-    invoice: &Bolt11Invoice,
-) -> Result<PaymentPreimage, LdkError> {
-    link.preapprove_invoice(invoice)?;
-    let hash = PaymentHash(invoice.payment_hash().to_byte_array());
-    net.a
-        .manager
-        .pay_for_bolt11_invoice(
-            invoice,
-            PaymentId(hash.0),
-            None,
-            RouteParametersConfig::default(),
-            Retry::Attempts(0),
-        )
-        .expect("LDK accepts the payment");
-    net.pump();
-    let preimage = net
-        .b
-        .take_event(|e| match e {
-            Event::PaymentClaimable {
-                payment_hash,
-                purpose,
-                amount_msat,
-                ..
-            } if *payment_hash == hash => {
-                assert_eq!(Some(*amount_msat), invoice.amount_milli_satoshis());
-                purpose.preimage()
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("B was not offered {hash}: {:?}", net.b.events));
-    net.b.manager.claim_funds(preimage);
-    net.pump();
-    let sent = net
-        .a
-        .take_event(|e| match e {
-            Event::PaymentSent {
-                payment_hash,
-                payment_preimage,
-                ..
-            } if *payment_hash == hash => Some(*payment_preimage),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("A's payment {hash} did not complete: {:?}", net.a.events));
-    assert_eq!(sent, preimage);
-    assert_eq!(
-        PaymentHash(sha256::Hash::hash(&sent.0).to_byte_array()),
-        hash,
-        "the preimage A holds proves the payment"
-    );
-    Ok(sent)
-}
-
 /// Check a P2WPKH input's signature against the output it spends.
 fn assert_p2wpkh_signed(tx: &Transaction, input: usize, spent: &TxOut) {
     let w = &tx.input[input].witness;
@@ -245,7 +124,7 @@ fn assert_p2wpkh_signed(tx: &Transaction, input: usize, spent: &TxOut) {
 fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     const CHANNEL_SAT: u64 = 5_000_000;
     const FEE_SAT: u64 = 2_000;
-    let side = NodeSide::start();
+    let side = WardenSide::start();
     let mut d = Daemon::prepare("ldk-two-nodes", RULES, side.port);
     d.start_wardend();
 
@@ -257,95 +136,26 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
         "node A's identity is the HSM-sealed seed's"
     );
     let a = Node::new("A", keys_a, &chain, UserConfig::default());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let keys_b = Arc::new(KeysManager::new(
-        &[0x42; 32],
-        now.as_secs(),
-        now.subsec_nanos(),
-        true,
-    ));
-    let mut config_b = UserConfig::default();
-    // B accepts A's largest payment (1,500,000 sat) in flight on a 5,000,000 sat channel.
-    config_b
-        .channel_handshake_config
-        .max_inbound_htlc_value_in_flight_percent_of_channel = 100;
-    let b = Node::new("B", keys_b, &chain, config_b);
+    let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
     let mut net = Net::connect(a, b, chain);
-    // Node A hands every block to wardend's chain tracker, as it would from chain::Listen.
-    let mut feed = ChainFeed::new(Network::Regtest);
-    let feed_link = side.link.clone();
-    net.on_block = Some(Box::new(move |block, height| {
-        feed.block_connected(&feed_link, block, height)
-            .expect("wardend takes the block")
-    }));
+    net.on_block = Some(side.chain_feed());
 
-    // A's wallet receives coins on the address wardend's wallet key gives LDK.
+    // A's wallet receives coins on the address wardend's wallet key gives LDK; A opens a
+    // channel to B, funded from them.
     let wallet_script = net.a.keys.get_destination_script([0; 32]).unwrap();
-    let faucet = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint {
-                txid: net.chain.blocks[0].txdata[0].compute_txid(),
-                vout: 0,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut {
-            value: Amount::from_sat(CHANNEL_SAT + FEE_SAT),
-            script_pubkey: wallet_script,
-        }],
-    };
-    net.mine(vec![faucet.clone()]);
-
-    // A opens a channel to B.
-    net.a
-        .manager
-        .create_channel(net.b.id, CHANNEL_SAT, 0, 1, None, None)
-        .unwrap();
-    net.pump();
-    let (temporary_channel_id, funding_script) = net
-        .a
-        .take_event(|e| match e {
-            Event::FundingGenerationReady {
-                temporary_channel_id,
-                output_script,
-                channel_value_satoshis,
-                ..
-            } => {
-                assert_eq!(*channel_value_satoshis, CHANNEL_SAT);
-                Some((*temporary_channel_id, output_script.clone()))
-            }
-            _ => None,
-        })
-        .expect("FundingGenerationReady");
+    let faucet = net.fund_wallet(wallet_script, CHANNEL_SAT + FEE_SAT);
+    let (temporary_channel_id, funding_script) = net.request_channel(CHANNEL_SAT);
     let wallet_input = WalletInput {
         prev_tx: faucet.clone(),
         vout: 0,
         keyindex: 1,
     };
-    let unsigned = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: wallet_input.outpoint(),
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut {
-            value: Amount::from_sat(CHANNEL_SAT),
-            script_pubkey: funding_script,
-        }],
-    };
+    let unsigned = spend(&faucet, 0, funding_script, CHANNEL_SAT);
+
     // Before the commitment exchange VLS knows no channel with this funding output, so the
     // transaction is an on-chain payment of 5,000,000 sat to an unknown script: Warden's policy
-    // refuses it, naming both rules it breaks, and nothing is signed. Funds never go into a channel
-    // A could not close.
+    // refuses it, naming both rules it breaks, and nothing is signed. Funds never go into a
+    // channel A could not close.
     let mut events = side.rt.block_on(d.watch());
     let early = side
         .link
@@ -358,53 +168,28 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
         .rt
         .block_on(next_event(&mut events, EventKind::PaymentRefused));
     assert_eq!(e.tags, vec!["per-payment-cap", "daily-cap"]);
-    net.a
-        .manager
-        .unsafe_manual_funding_transaction_generated(
-            temporary_channel_id,
-            net.b.id,
-            lightning::chain::transaction::OutPoint {
-                txid: unsigned.compute_txid(),
-                index: 0,
-            },
-        )
-        .unwrap();
-    net.pump();
-    net.a
-        .take_event(|e| matches!(e, Event::FundingTxBroadcastSafe { .. }).then_some(()))
-        .unwrap_or_else(|| panic!("FundingTxBroadcastSafe: {:?}", net.a.events));
 
-    // Now wardend signs the funding transaction; it is mined and confirmed six times.
+    // After it, wardend signs the funding transaction; it is mined and confirmed six times.
+    net.commit_funding(temporary_channel_id, &unsigned);
     let funding = side
         .link
         .sign_wallet_spend(&unsigned, std::slice::from_ref(&wallet_input))
         .expect("wardend signs the funding transaction");
     assert_eq!(funding.compute_txid(), unsigned.compute_txid());
     assert_p2wpkh_signed(&funding, 0, &faucet.output[0]);
-    net.mine(vec![funding]);
-    for _ in 0..5 {
-        net.mine(vec![]);
-    }
-    for node_ready in [
-        net.a
-            .take_event(|e| matches!(e, Event::ChannelReady { .. }).then_some(())),
-        net.b
-            .take_event(|e| matches!(e, Event::ChannelReady { .. }).then_some(())),
-    ] {
-        node_ready.expect("both sides see the channel ready");
-    }
-    let usable = net.a.manager.list_usable_channels();
-    assert_eq!(usable.len(), 1, "one usable channel");
-    let capacity_before = usable[0].outbound_capacity_msat;
+    net.confirm_funding(funding);
+    let capacity_before = net.a.manager.list_usable_channels()[0].outbound_capacity_msat;
+    let preapprove = |i: &Bolt11Invoice| side.link.preapprove_invoice(i);
 
     // (1) Below the quorum threshold: approved by wardend, paid, preimage returned.
-    let small = invoice(&net, 200_000 * SAT, "small");
-    pay(&net, &side.link, &small).expect("a small payment succeeds");
+    let small = net.invoice(200_000 * SAT, "small");
+    net.pay(&small, preapprove)
+        .expect("a small payment succeeds");
 
     // (2) Above the threshold: refused, no HTLC leaves A, and a request waits for admins.
-    let large = invoice(&net, 1_500_000 * SAT, "large");
+    let large = net.invoice(1_500_000 * SAT, "large");
     let capacity = net.a.manager.list_usable_channels()[0].outbound_capacity_msat;
-    match pay(&net, &side.link, &large) {
+    match net.pay(&large, preapprove) {
         Err(LdkError::Refused {
             amount_msat,
             payment_hash,
@@ -434,12 +219,15 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    pay(&net, &side.link, &large).expect("the retry after two approvals succeeds");
+    net.pay(&large, preapprove)
+        .expect("the retry after two approvals succeeds");
 
     // (3) Over the daily limit (1,700,000 sat spent, 2,000,000 allowed): refused by its rule.
     let mut events = side.rt.block_on(d.watch());
-    let over = invoice(&net, 400_000 * SAT, "over the day");
-    let refused = pay(&net, &side.link, &over).expect_err("over the daily limit");
+    let over = net.invoice(400_000 * SAT, "over the day");
+    let refused = net
+        .pay(&over, preapprove)
+        .expect_err("over the daily limit");
     assert!(matches!(refused, LdkError::Refused { .. }), "{refused:?}");
     let e = side
         .rt
@@ -468,8 +256,9 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     // (4) wardend restarts between payments: the channel resumes and the next payment succeeds.
     d.stop_wardend();
     d.start_wardend();
-    let after_restart = invoice(&net, 100_000 * SAT, "after restart");
-    pay(&net, &side.link, &after_restart).expect("a payment after wardend restarted");
+    let after_restart = net.invoice(100_000 * SAT, "after restart");
+    net.pay(&after_restart, preapprove)
+        .expect("a payment after wardend restarted");
 
     let channel = &net.a.manager.list_usable_channels()[0];
     assert_eq!(

@@ -225,3 +225,28 @@ impl ChainFeed {
 fn unexpected(asked: &str, got: &Message) -> LdkError {
     LdkError::BadReply(format!("{asked} was answered with {got:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightning_signer::bitcoin::blockdata::constants::genesis_block;
+    use std::time::Duration;
+
+    #[test]
+    fn a_block_that_does_not_extend_the_tip_is_refused_with_both_hashes() {
+        let mut feed = ChainFeed::new(Network::Regtest);
+        let link = LdkSignerLink::new(Duration::from_millis(1));
+        // The genesis block again, at height 1: it does not extend genesis.
+        let genesis = genesis_block(Network::Regtest);
+        let err = feed.block_connected(&link, &genesis, 1).unwrap_err();
+        let hash = genesis.block_hash();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "chain feed: block {hash} at height 1 does not extend the feed's tip {hash} at \
+                 height 0; reorganisations are not fed to wardend"
+            )
+        );
+        assert_eq!(feed.height(), 0, "the refused block is not kept");
+    }
+}

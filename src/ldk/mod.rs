@@ -10,6 +10,11 @@
 //! `u64::MAX`) so a restarted wardend negotiates again. The link has no authentication of its
 //! own: keep it on loopback or in a tunnel (SECURITY.md).
 //!
+//! What LDK does not do by itself, the link adds: [`LdkSignerLink::preapprove_invoice`] and
+//! [`LdkSignerLink::preapprove_keysend`] (payments go through Warden's policy before LDK sends
+//! them), [`LdkSignerLink::sign_wallet_spend`] (channel funding signed by wardend), and
+//! [`ChainFeed`] (VLS's chain tracker follows the node's blocks).
+//!
 //! `Transport` calls block; make them from LDK's threads (or `spawn_blocking`), not from inside
 //! an async task.
 
@@ -420,5 +425,98 @@ impl Hsmd for LdkSignerLink {
         });
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightning_signer::bitcoin::absolute::LockTime;
+    use lightning_signer::bitcoin::transaction::Version;
+    use lightning_signer::bitcoin::{Amount, ScriptBuf, Sequence, TxIn, Witness};
+
+    fn tx(spends: OutPoint) -> Transaction {
+        Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: spends,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(1_000),
+                script_pubkey: ScriptBuf::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn an_input_that_is_not_a_wallet_input_is_refused_before_asking_wardend() {
+        let prev = tx(OutPoint::null());
+        let other = tx(OutPoint {
+            txid: prev.compute_txid(),
+            vout: 7,
+        });
+        let link = LdkSignerLink::new(Duration::from_millis(1));
+        let wallet = WalletInput {
+            prev_tx: prev.clone(),
+            vout: 0,
+            keyindex: 1,
+        };
+        let err = link.sign_wallet_spend(&other, &[wallet]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot ask wardend to sign this transaction: input 0 spends {}:7, which is not \
+                 among the wallet inputs given",
+                prev.compute_txid()
+            )
+        );
+    }
+
+    #[test]
+    fn a_wallet_input_naming_a_missing_output_is_refused() {
+        let prev = tx(OutPoint::null());
+        let spending = tx(OutPoint {
+            txid: prev.compute_txid(),
+            vout: 3,
+        });
+        let link = LdkSignerLink::new(Duration::from_millis(1));
+        let wallet = WalletInput {
+            prev_tx: prev,
+            vout: 3,
+            keyindex: 1,
+        };
+        let err = link.sign_wallet_spend(&spending, &[wallet]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot ask wardend to sign this transaction: wallet input 0 names output 3 of a \
+             transaction with 1 outputs"
+        );
+    }
+
+    #[test]
+    fn without_wardend_a_request_ends_in_a_timeout_that_says_where_to_look() {
+        let link = LdkSignerLink::new(Duration::from_millis(20));
+        let err = link
+            .preapprove_keysend(
+                lightning_signer::bitcoin::secp256k1::PublicKey::from_slice(&[2u8; 33]).unwrap(),
+                PaymentHash([1; 32]),
+                5_000,
+            )
+            .unwrap_err();
+        assert!(matches!(err, LdkError::Unanswered(_)), "{err:?}");
+        assert!(
+            err.to_string().contains(
+                "is wardend running with hsmd.address pointing at this node's hsmd port?"
+            ),
+            "{err}"
+        );
+        assert!(
+            link.lock().outstanding.is_empty(),
+            "an unanswered request is forgotten"
+        );
     }
 }

@@ -13,16 +13,22 @@ use lightning::chain::chainmonitor::{ChainMonitor, Persist};
 use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::chain::{BestBlock, ChannelMonitorUpdateStatus, Filter, Listen};
 use lightning::events::{Event, EventsProvider, ReplayEvent};
+use lightning::ln::channelmanager::{Bolt11InvoiceParameters, PaymentId, Retry};
 use lightning::ln::channelmanager::{ChainParameters, ChannelManager};
 use lightning::ln::peer_handler::{
     IgnoringMessageHandler, MessageHandler, PeerManager, SocketDescriptor,
 };
+use lightning::ln::types::ChannelId;
 use lightning::onion_message::messenger::DefaultMessageRouter;
 use lightning::routing::gossip::NetworkGraph;
 use lightning::routing::router::DefaultRouter;
+use lightning::routing::router::RouteParametersConfig;
 use lightning::routing::scoring::FixedPenaltyScorer;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
-use lightning::sign::{EntropySource, NodeSigner, Recipient, SignerProvider};
+use lightning::sign::{
+    EntropySource, KeysManager, NodeSigner, ReceiveAuthKey, Recipient, SignerProvider,
+};
+use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use lightning::util::config::UserConfig;
 use lightning::util::logger::{Level, Logger, Record};
 use lightning::util::persist::MonitorName;
@@ -30,6 +36,7 @@ use lightning_signer::bitcoin::absolute::LockTime;
 use lightning_signer::bitcoin::block::{Header, Version as BlockVersion};
 use lightning_signer::bitcoin::blockdata::constants::genesis_block;
 use lightning_signer::bitcoin::hash_types::TxMerkleNode;
+use lightning_signer::bitcoin::hashes::sha256;
 use lightning_signer::bitcoin::hashes::Hash;
 use lightning_signer::bitcoin::script::Builder;
 use lightning_signer::bitcoin::secp256k1::PublicKey;
@@ -38,8 +45,11 @@ use lightning_signer::bitcoin::{
     Amount, Block, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
 };
 use lightning_signer::lightning;
+use lightning_signer::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use vls_protocol_client::KeysManagerClient;
+use warden::ldk::{ChainFeed, LdkSignerLink};
 
 /// What a node's keys must provide for LDK.
 pub trait Keys: NodeSigner + SignerProvider + EntropySource + Send + Sync + 'static {}
@@ -465,5 +475,283 @@ impl Chain {
         }
         self.blocks.push(block);
         height
+    }
+}
+
+/// The node side of Warden for an LDK node: the link's hsmd.Hsmd service on a loopback port
+/// (wardend connects to it), and the runtime serving it.
+pub struct WardenSide {
+    pub rt: tokio::runtime::Runtime,
+    pub link: LdkSignerLink,
+    pub port: u16,
+}
+
+impl WardenSide {
+    pub fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let link = LdkSignerLink::default();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(link.service())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        WardenSide { rt, link, port }
+    }
+
+    /// VLS's KeysManagerClient over the link: answered by wardend (blocks until it connects).
+    pub fn keys(&self) -> KeysManagerClient {
+        KeysManagerClient::new(
+            Arc::new(self.link.clone()),
+            "regtest".into(),
+            None,
+            None,
+            ReceiveAuthKey([7u8; 32]),
+        )
+    }
+
+    /// A hook for [`Net::on_block`] that hands every block to wardend's chain tracker, as an
+    /// LDK node would from `chain::Listen`.
+    pub fn chain_feed(&self) -> BlockHook {
+        let mut feed = ChainFeed::new(Network::Regtest);
+        let link = self.link.clone();
+        Box::new(move |block, height| {
+            feed.block_connected(&link, block, height)
+                .expect("wardend takes the block")
+        })
+    }
+}
+
+/// LDK's own KeysManager from `seed`.
+pub fn keys_manager(seed: u8) -> Arc<KeysManager> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Arc::new(KeysManager::new(
+        &[seed; 32],
+        now.as_secs(),
+        now.subsec_nanos(),
+        true,
+    ))
+}
+
+/// The receiving node's configuration: it accepts a whole channel's worth in flight, so a large
+/// payment on a small test channel is limited by policy, not by LDK's default 10 %.
+pub fn receiver_config() -> UserConfig {
+    let mut config = UserConfig::default();
+    config
+        .channel_handshake_config
+        .max_inbound_htlc_value_in_flight_percent_of_channel = 100;
+    config
+}
+
+/// An unsigned transaction spending `prev`'s output `vout` (worth `sat` + fee) to `script`.
+pub fn spend(prev: &Transaction, vout: u32, script: ScriptBuf, sat: u64) -> Transaction {
+    Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: prev.compute_txid(),
+                vout,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(sat),
+            script_pubkey: script,
+        }],
+    }
+}
+
+impl<A: Keys, B: Keys> Net<A, B> {
+    /// Mine a transaction paying `sat` to `script` (A's wallet); returns it.
+    pub fn fund_wallet(&mut self, script: ScriptBuf, sat: u64) -> Transaction {
+        let coinbase = self.chain.blocks.last().unwrap().txdata[0].clone();
+        let mut faucet = spend(&coinbase, 0, script, sat);
+        faucet.input[0].sequence = Sequence::MAX;
+        self.mine(vec![faucet.clone()]);
+        faucet
+    }
+
+    /// A asks B for a channel of `sat`; returns the temporary channel id and the funding script
+    /// from `FundingGenerationReady`.
+    pub fn request_channel(&self, sat: u64) -> (ChannelId, ScriptBuf) {
+        self.a
+            .manager
+            .create_channel(self.b.id, sat, 0, 1, None, None)
+            .unwrap();
+        self.pump();
+        self.a
+            .take_event(|e| match e {
+                Event::FundingGenerationReady {
+                    temporary_channel_id,
+                    output_script,
+                    channel_value_satoshis,
+                    ..
+                } => {
+                    assert_eq!(*channel_value_satoshis, sat);
+                    Some((*temporary_channel_id, output_script.clone()))
+                }
+                _ => None,
+            })
+            .expect("FundingGenerationReady")
+    }
+
+    /// Give A the (unsigned) funding transaction and run the commitment exchange, until LDK
+    /// says the funding may be broadcast.
+    pub fn commit_funding(&self, temporary_channel_id: ChannelId, unsigned: &Transaction) {
+        self.a
+            .manager
+            .unsafe_manual_funding_transaction_generated(
+                temporary_channel_id,
+                self.b.id,
+                lightning::chain::transaction::OutPoint {
+                    txid: unsigned.compute_txid(),
+                    index: 0,
+                },
+            )
+            .unwrap();
+        self.pump();
+        self.a
+            .take_event(|e| matches!(e, Event::FundingTxBroadcastSafe { .. }).then_some(()))
+            .unwrap_or_else(|| panic!("FundingTxBroadcastSafe: {:?}", self.a.events));
+    }
+
+    /// Mine the funding transaction, confirm it six times, and see both sides ready.
+    pub fn confirm_funding(&mut self, funding: Transaction) {
+        self.mine(vec![funding]);
+        for _ in 0..5 {
+            self.mine(vec![]);
+        }
+        self.a
+            .take_event(|e| matches!(e, Event::ChannelReady { .. }).then_some(()))
+            .expect("A sees the channel ready");
+        self.b
+            .take_event(|e| matches!(e, Event::ChannelReady { .. }).then_some(()))
+            .expect("B sees the channel ready");
+        assert_eq!(self.a.manager.list_usable_channels().len(), 1);
+    }
+
+    /// B writes an invoice for `amount_msat`.
+    pub fn invoice(&self, amount_msat: u64, what: &str) -> Bolt11Invoice {
+        self.b
+            .manager
+            .create_bolt11_invoice(Bolt11InvoiceParameters {
+                amount_msats: Some(amount_msat),
+                description: Bolt11InvoiceDescription::Direct(
+                    Description::new(what.into()).unwrap(),
+                ),
+                ..Default::default()
+            })
+            .unwrap()
+    }
+
+    /// A pays `invoice` the way an application using Warden does: `preapprove` first (nothing
+    /// is sent if it fails), then LDK pays; B claims. Returns the preimage A learned.
+    pub fn pay<E>(
+        &self,
+        invoice: &Bolt11Invoice,
+        preapprove: impl FnOnce(&Bolt11Invoice) -> Result<(), E>,
+    ) -> Result<PaymentPreimage, E> {
+        preapprove(invoice)?;
+        let hash = PaymentHash(invoice.payment_hash().to_byte_array());
+        self.a
+            .manager
+            .pay_for_bolt11_invoice(
+                invoice,
+                PaymentId(hash.0),
+                None,
+                RouteParametersConfig::default(),
+                Retry::Attempts(0),
+            )
+            .expect("LDK accepts the payment");
+        self.pump();
+        let preimage = self
+            .b
+            .take_event(|e| match e {
+                Event::PaymentClaimable {
+                    payment_hash,
+                    purpose,
+                    amount_msat,
+                    ..
+                } if *payment_hash == hash => {
+                    assert_eq!(Some(*amount_msat), invoice.amount_milli_satoshis());
+                    purpose.preimage()
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("B was not offered {hash}: {:?}", self.b.events));
+        self.b.manager.claim_funds(preimage);
+        self.pump();
+        let sent = self
+            .a
+            .take_event(|e| match e {
+                Event::PaymentSent {
+                    payment_hash,
+                    payment_preimage,
+                    ..
+                } if *payment_hash == hash => Some(*payment_preimage),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("A's payment {hash} did not complete: {:?}", self.a.events));
+        assert_eq!(sent, preimage);
+        assert_eq!(
+            PaymentHash(sha256::Hash::hash(&sent.0).to_byte_array()),
+            hash,
+            "the preimage A holds proves the payment"
+        );
+        Ok(sent)
+    }
+}
+
+/// A one-key P2WPKH wallet for a node that is not signed by Warden: funding transactions must
+/// carry a witness (LDK checks), so they are signed for real.
+pub struct LocalWallet {
+    secret: lightning_signer::bitcoin::secp256k1::SecretKey,
+    secp:
+        lightning_signer::bitcoin::secp256k1::Secp256k1<lightning_signer::bitcoin::secp256k1::All>,
+}
+
+impl LocalWallet {
+    pub fn new(seed: u8) -> Self {
+        LocalWallet {
+            secret: lightning_signer::bitcoin::secp256k1::SecretKey::from_slice(&[seed; 32])
+                .unwrap(),
+            secp: lightning_signer::bitcoin::secp256k1::Secp256k1::new(),
+        }
+    }
+
+    fn key(&self) -> lightning_signer::bitcoin::CompressedPublicKey {
+        lightning_signer::bitcoin::CompressedPublicKey(self.secret.public_key(&self.secp))
+    }
+
+    /// Where coins for this wallet go.
+    pub fn script(&self) -> ScriptBuf {
+        ScriptBuf::new_p2wpkh(&self.key().wpubkey_hash())
+    }
+
+    /// Sign input 0 of `tx`, which spends `spent` (an output to [`LocalWallet::script`]).
+    pub fn sign(&self, mut tx: Transaction, spent: &TxOut) -> Transaction {
+        use lightning_signer::bitcoin::sighash::{EcdsaSighashType, SighashCache};
+        let sighash = SighashCache::new(&tx)
+            .p2wpkh_signature_hash(0, &spent.script_pubkey, spent.value, EcdsaSighashType::All)
+            .unwrap();
+        let sig = self.secp.sign_ecdsa(
+            &lightning_signer::bitcoin::secp256k1::Message::from_digest(sighash.to_byte_array()),
+            &self.secret,
+        );
+        let sig = lightning_signer::bitcoin::ecdsa::Signature::sighash_all(sig);
+        tx.input[0].witness = Witness::p2wpkh(&sig, &self.key().0);
+        tx
     }
 }

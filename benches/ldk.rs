@@ -1,0 +1,156 @@
+//! Payment round trip between two LDK nodes in one process, node A signed by Warden versus node
+//! A using LDK's own `KeysManager`, in the same run on the same machine.
+//!
+//! Both runs use the harness of `tests/ldk_node.rs`: real `ChannelManager`s and `PeerManager`s
+//! over an in-memory pipe, one 5,000,000 sat channel, node B on LDK's `KeysManager`. With Warden,
+//! A is `KeysManagerClient` over `warden::ldk::LdkSignerLink` to a release `wardend` on a SoftHSM
+//! token, and each payment is preapproved first (policy evaluated, counted, audited, flushed).
+//! One round trip: preapprove (Warden only), `pay_for_bolt11_invoice`, B's claim, until A holds
+//! the preimage (`Event::PaymentSent`). Invoices are written by B before the clock starts.
+//!
+//! `scripts/bench.sh` runs it (`cargo bench --bench ldk`); under `cargo test` it is a short smoke
+//! pass.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/stats.rs"]
+mod stats;
+
+use common::daemon::Daemon;
+use common::ldk_net::{
+    keys_manager, receiver_config, spend, Chain, Keys, LocalWallet, Net, Node, WardenSide,
+};
+use lightning_signer::lightning::sign::SignerProvider;
+use lightning_signer::lightning::util::config::UserConfig;
+use stats::{print, timed, Stats};
+use std::sync::Arc;
+use warden::ldk::WalletInput;
+
+const CHANNEL_SAT: u64 = 5_000_000;
+const FEE_SAT: u64 = 2_000;
+/// 1,000 sat per payment: hundreds fit in one channel.
+const AMOUNT_MSAT: u64 = 1_000_000;
+
+/// Limits far above what the run spends, and no approval rule: every payment is decided by the
+/// policy and approved.
+const RULES: &str = r#"
+[[limit]]
+tag = "per-payment-cap"
+window = "payment"
+max_amount = "1 btc"
+
+[[limit]]
+tag = "daily-cap"
+window = "24h"
+max_amount = "100 btc"
+"#;
+
+fn measure<A: Keys, B: Keys, E: std::fmt::Debug>(
+    net: &Net<A, B>,
+    n: usize,
+    preapprove: impl Fn(&lightning_signer::lightning_invoice::Bolt11Invoice) -> Result<(), E>,
+) -> Stats {
+    // Two untimed payments warm both nodes' paths first.
+    for i in 0..2 {
+        let invoice = net.invoice(AMOUNT_MSAT, &format!("warm-up {i}"));
+        net.pay(&invoice, &preapprove).expect("warm-up payment");
+    }
+    let invoices: Vec<_> = (0..n)
+        .map(|i| net.invoice(AMOUNT_MSAT, &format!("payment {i}")))
+        .collect();
+    timed(n, |i| {
+        net.pay(&invoices[i as usize], &preapprove)
+            .expect("payment");
+    })
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { 500 } else { 5 };
+    println!(
+        "LDK payment round trip, A -> B over one channel ({})",
+        if full { "full" } else { "smoke" }
+    );
+
+    // Node A signed by wardend.
+    let side = WardenSide::start();
+    let mut d = Daemon::prepare("bench-ldk", RULES, side.port);
+    d.wardend_env = vec![
+        ("RUST_LOG".into(), "error".into()),
+        ("WARDEN_MAX_INVOICES".into(), "150000".into()),
+    ];
+    d.start_wardend();
+    let chain = Chain::default();
+    let a = Node::new("A", Arc::new(side.keys()), &chain, UserConfig::default());
+    let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
+    let mut net = Net::connect(a, b, chain);
+    net.on_block = Some(side.chain_feed());
+    let faucet = net.fund_wallet(
+        net.a.keys.get_destination_script([0; 32]).unwrap(),
+        CHANNEL_SAT + FEE_SAT,
+    );
+    let (temporary, script) = net.request_channel(CHANNEL_SAT);
+    let unsigned = spend(&faucet, 0, script, CHANNEL_SAT);
+    net.commit_funding(temporary, &unsigned);
+    let funding = side
+        .link
+        .sign_wallet_spend(
+            &unsigned,
+            &[WalletInput {
+                prev_tx: faucet,
+                vout: 0,
+                keyindex: 1,
+            }],
+        )
+        .expect("wardend signs the funding");
+    net.confirm_funding(funding);
+    let before = side.rt.block_on(d.scrape_metrics());
+    let warden = measure(&net, n, |i| side.link.preapprove_invoice(i));
+    let after = side.rt.block_on(d.scrape_metrics());
+    drop(net);
+    // Where Warden's time goes: wardend's own count and time of each request kind, per payment
+    // (the two warm-up payments are in the counts too).
+    let paid = (n + 2) as f64;
+    let mut per_kind: Vec<(String, f64, f64)> = after
+        .iter()
+        .filter_map(|(k, count)| {
+            let name = k
+                .strip_prefix("warden_hsmd_request_seconds_count{name=\"")?
+                .strip_suffix("\"}")?;
+            let sum_key = format!("warden_hsmd_request_seconds_sum{{name=\"{name}\"}}");
+            let count_key = k.as_str();
+            let count = count - before.get(count_key).copied().unwrap_or(0.0);
+            let sum = after[&sum_key] - before.get(&sum_key).copied().unwrap_or(0.0);
+            (count > 0.0).then(|| (name.to_string(), count / paid, sum / count * 1e3))
+        })
+        .collect();
+    per_kind.sort_by(|a, b| a.0.cmp(&b.0));
+
+    // Node A with LDK's own KeysManager, funded from a local one-key wallet.
+    let chain = Chain::default();
+    let a = Node::new("A", keys_manager(0x41), &chain, UserConfig::default());
+    let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
+    let mut net = Net::connect(a, b, chain);
+    let wallet = LocalWallet::new(0x33);
+    let faucet = net.fund_wallet(wallet.script(), CHANNEL_SAT + FEE_SAT);
+    let (temporary, script) = net.request_channel(CHANNEL_SAT);
+    let unsigned = spend(&faucet, 0, script, CHANNEL_SAT);
+    net.commit_funding(temporary, &unsigned);
+    net.confirm_funding(wallet.sign(unsigned, &faucet.output[0]));
+    let ldk = measure(&net, n, |_| Ok::<(), ()>(()));
+
+    println!(
+        "same run, same machine, {n} payments of {} sat each:",
+        AMOUNT_MSAT / 1000
+    );
+    print("A signed by wardend (preapprove + pay)", warden);
+    print("A with LDK's KeysManager (pay)", ldk);
+    println!(
+        "  p50 ratio warden/KeysManager: {:.1}",
+        warden.p50_ms / ldk.p50_ms
+    );
+    println!("  wardend's requests per payment (its own time per request, mean):");
+    for (name, per_payment, mean_ms) in per_kind {
+        println!("    {name:<28} {per_payment:>5.2} x {mean_ms:>6.3} ms");
+    }
+}
