@@ -16,34 +16,17 @@ mod common;
 #[path = "support/stats.rs"]
 mod stats;
 
-use common::daemon::Daemon;
+use common::daemon::{Daemon, LOAD_RULES};
 use common::ldk_net::{
     keys_manager, receiver_config, spend, Chain, Keys, LocalWallet, Net, Node, WardenSide,
 };
-use lightning_signer::lightning::sign::SignerProvider;
 use lightning_signer::lightning::util::config::UserConfig;
 use stats::{print, timed, Stats};
 use std::sync::Arc;
-use warden::ldk::WalletInput;
 
 const CHANNEL_SAT: u64 = 5_000_000;
-const FEE_SAT: u64 = 2_000;
 /// 1,000 sat per payment: hundreds fit in one channel.
 const AMOUNT_MSAT: u64 = 1_000_000;
-
-/// Limits far above what the run spends, and no approval rule: every payment is decided by the
-/// policy and approved.
-const RULES: &str = r#"
-[[limit]]
-tag = "per-payment-cap"
-window = "payment"
-max_amount = "1 btc"
-
-[[limit]]
-tag = "daily-cap"
-window = "24h"
-max_amount = "100 btc"
-"#;
 
 fn measure<A: Keys, B: Keys, E: std::fmt::Debug>(
     net: &Net<A, B>,
@@ -74,7 +57,7 @@ fn main() {
 
     // Node A signed by wardend.
     let side = WardenSide::start();
-    let mut d = Daemon::prepare("bench-ldk", RULES, side.port);
+    let mut d = Daemon::prepare("bench-ldk", LOAD_RULES, side.port);
     d.wardend_env = vec![
         ("RUST_LOG".into(), "error".into()),
         ("WARDEN_MAX_INVOICES".into(), "150000".into()),
@@ -85,25 +68,7 @@ fn main() {
     let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
     let mut net = Net::connect(a, b, chain);
     net.on_block = Some(side.chain_feed());
-    let faucet = net.fund_wallet(
-        net.a.keys.get_destination_script([0; 32]).unwrap(),
-        CHANNEL_SAT + FEE_SAT,
-    );
-    let (temporary, script) = net.request_channel(CHANNEL_SAT);
-    let unsigned = spend(&faucet, 0, script, CHANNEL_SAT);
-    net.commit_funding(temporary, &unsigned);
-    let funding = side
-        .link
-        .sign_wallet_spend(
-            &unsigned,
-            &[WalletInput {
-                prev_tx: faucet,
-                vout: 0,
-                keyindex: 1,
-            }],
-        )
-        .expect("wardend signs the funding");
-    net.confirm_funding(funding);
+    side.open_channel(&mut net, CHANNEL_SAT);
     let before = side.rt.block_on(d.scrape_metrics());
     let warden = measure(&net, n, |i| side.link.preapprove_invoice(i));
     let after = side.rt.block_on(d.scrape_metrics());
@@ -132,7 +97,7 @@ fn main() {
     let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
     let mut net = Net::connect(a, b, chain);
     let wallet = LocalWallet::new(0x33);
-    let faucet = net.fund_wallet(wallet.script(), CHANNEL_SAT + FEE_SAT);
+    let faucet = net.fund_wallet(wallet.script(), CHANNEL_SAT + 2_000);
     let (temporary, script) = net.request_channel(CHANNEL_SAT);
     let unsigned = spend(&faucet, 0, script, CHANNEL_SAT);
     net.commit_funding(temporary, &unsigned);

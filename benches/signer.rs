@@ -13,7 +13,7 @@ mod common;
 mod stats;
 
 use common::cln::Cln;
-use common::daemon::free_port;
+use common::daemon::{free_port, LOAD_RULES};
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{All, Secp256k1, SecretKey};
 use lightning_signer::lightning::types::payment::PaymentSecret;
@@ -130,18 +130,6 @@ async fn start_vlsd(binary: &std::path::Path) -> Vlsd {
     }
 }
 
-const RULES: &str = r#"
-[[limit]]
-tag = "per-payment-cap"
-window = "payment"
-max_amount = "1 btc"
-
-[[limit]]
-tag = "daily-cap"
-window = "24h"
-max_amount = "100000 btc"
-"#;
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -158,7 +146,7 @@ async fn main() {
     );
     let mut cln = Cln::start_with_env(
         "bench-warden",
-        RULES,
+        LOAD_RULES,
         &[("WARDEN_MAX_INVOICES", "150000"), ("RUST_LOG", "error")],
     )
     .await;

@@ -9,6 +9,8 @@ mod common;
 
 use common::daemon::{next_event, Daemon};
 use common::ldk_net::{keys_manager, receiver_config, spend, Chain, Net, Node, WardenSide};
+use lightning::ln::channelmanager::{PaymentId, Retry};
+use lightning::routing::router::RouteParametersConfig;
 use lightning::sign::{ChannelSigner, NodeSigner, Recipient, SignerProvider};
 use lightning::util::config::UserConfig;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
@@ -260,14 +262,95 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     net.pay(&after_restart, preapprove)
         .expect("a payment after wardend restarted");
 
+    // (5) A keysend reaches Warden's approver as a keysend approval under the same rules:
+    // 150,000 sat fits the day, a second one of 100,000 sat does not.
+    let keysend = |payee, hash, amount| side.link.preapprove_keysend(payee, hash, amount);
+    net.keysend(150_000 * SAT, keysend)
+        .expect("a keysend within the limits succeeds");
+    let mut events = side.rt.block_on(d.watch());
+    let refused = net
+        .keysend(100_000 * SAT, keysend)
+        .expect_err("a keysend over the daily limit");
+    assert!(
+        matches!(refused, LdkError::Refused { amount_msat, .. } if amount_msat == 100_000 * SAT)
+    );
+    let e = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::PaymentRefused));
+    assert_eq!(e.tags, vec!["daily-cap"]);
+
     let channel = &net.a.manager.list_usable_channels()[0];
     assert_eq!(
         capacity_before - channel.outbound_capacity_msat,
-        1_800_000 * SAT,
-        "A paid 200,000 + 1,500,000 + 100,000 sat"
+        1_950_000 * SAT,
+        "A paid 200,000 + 1,500,000 + 100,000 + 150,000 sat"
+    );
+    assert!(channel.pending_outbound_htlcs.is_empty());
+    assert_eq!(
+        side.rt.block_on(d.window("daily-cap")).used_msat,
+        1_950_000 * SAT
+    );
+}
+
+#[test]
+fn a_payment_sent_without_asking_warden_is_never_signed() {
+    let side = WardenSide::start();
+    let mut d = Daemon::prepare("ldk-unasked", RULES, side.port);
+    d.start_wardend();
+    let chain = Chain::default();
+    let a = Node::new("A", Arc::new(side.keys()), &chain, UserConfig::default());
+    let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
+    let mut net = Net::connect(a, b, chain);
+    net.on_block = Some(side.chain_feed());
+    side.open_channel(&mut net, 5_000_000);
+
+    // A buggy or compromised node skips preapprove_invoice and hands LDK the invoice directly.
+    // VLS inside wardend refuses to sign a commitment carrying an HTLC nobody approved, so B
+    // never gets a commitment it can claim against and A never learns a preimage.
+    let invoice = net.invoice(50_000 * SAT, "never asked");
+    let mut events = side.rt.block_on(d.watch());
+    net.a
+        .manager
+        .pay_for_bolt11_invoice(
+            &invoice,
+            PaymentId(invoice.payment_hash().to_byte_array()),
+            None,
+            RouteParametersConfig::default(),
+            Retry::Attempts(0),
+        )
+        .expect("LDK itself accepts the payment");
+    net.pump();
+    let e = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::PaymentRefused));
+    assert_eq!(e.tags, vec!["warden-vls-refused"]);
+    let hash = invoice.payment_hash().to_string();
+    assert!(
+        e.message.contains("unbalanced payments") && e.message.contains(&hash),
+        "{}",
+        e.message
+    );
+    assert!(
+        net.b
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| !matches!(e, lightning::events::Event::PaymentClaimable { .. })),
+        "B was never offered the payment"
+    );
+    assert!(
+        net.a
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| !matches!(e, lightning::events::Event::PaymentSent { .. })),
+        "A holds no preimage"
     );
     assert_eq!(
         side.rt.block_on(d.window("daily-cap")).used_msat,
-        1_800_000 * SAT
+        0,
+        "nothing was counted as spent"
     );
 }

@@ -355,7 +355,9 @@ pub async fn run(
             }
             if fatal {
                 // The proxy shuts down on a fatal error; expect the stream to end.
-                tracing::warn!("sent a fatal error; the node's hsmd will stop");
+                tracing::warn!(
+                    "sent an error answer; CLN's hsmd stops on it, an LDK node gets an error"
+                );
             }
         }
         set_connection(

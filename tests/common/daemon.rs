@@ -10,6 +10,20 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 use warden::approval::keys::AdminKey;
 
+/// Policy rules for load runs: limits far above what a run spends and no approval rule, so every
+/// payment is decided by the policy (evaluated, counted, audited) and approved.
+pub const LOAD_RULES: &str = r#"
+[[limit]]
+tag = "per-payment-cap"
+window = "payment"
+max_amount = "1 btc"
+
+[[limit]]
+tag = "daily-cap"
+window = "24h"
+max_amount = "100000 btc"
+"#;
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

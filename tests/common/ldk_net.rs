@@ -13,6 +13,7 @@ use lightning::chain::chainmonitor::{ChainMonitor, Persist};
 use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::chain::{BestBlock, ChannelMonitorUpdateStatus, Filter, Listen};
 use lightning::events::{Event, EventsProvider, ReplayEvent};
+use lightning::ln::channelmanager::RecipientOnionFields;
 use lightning::ln::channelmanager::{Bolt11InvoiceParameters, PaymentId, Retry};
 use lightning::ln::channelmanager::{ChainParameters, ChannelManager};
 use lightning::ln::peer_handler::{
@@ -22,7 +23,7 @@ use lightning::ln::types::ChannelId;
 use lightning::onion_message::messenger::DefaultMessageRouter;
 use lightning::routing::gossip::NetworkGraph;
 use lightning::routing::router::DefaultRouter;
-use lightning::routing::router::RouteParametersConfig;
+use lightning::routing::router::{PaymentParameters, RouteParameters, RouteParametersConfig};
 use lightning::routing::scoring::FixedPenaltyScorer;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
 use lightning::sign::{
@@ -529,6 +530,28 @@ impl WardenSide {
     }
 }
 
+impl WardenSide {
+    /// A (signed through this side) opens a `sat` channel to B, funded from A's wardend wallet
+    /// and signed by wardend after the commitment exchange; returns when both sides are ready.
+    pub fn open_channel<B: Keys>(&self, net: &mut Net<KeysManagerClient, B>, sat: u64) {
+        let wallet = net.a.keys.get_destination_script([0; 32]).unwrap();
+        let faucet = net.fund_wallet(wallet, sat + 2_000);
+        let (temporary, script) = net.request_channel(sat);
+        let unsigned = spend(&faucet, 0, script, sat);
+        net.commit_funding(temporary, &unsigned);
+        let input = warden::ldk::WalletInput {
+            prev_tx: faucet,
+            vout: 0,
+            keyindex: 1,
+        };
+        let funding = self
+            .link
+            .sign_wallet_spend(&unsigned, &[input])
+            .expect("wardend signs the funding");
+        net.confirm_funding(funding);
+    }
+}
+
 /// LDK's own KeysManager from `seed`.
 pub fn keys_manager(seed: u8) -> Arc<KeysManager> {
     let now = std::time::SystemTime::now()
@@ -676,6 +699,40 @@ impl<A: Keys, B: Keys> Net<A, B> {
             )
             .expect("LDK accepts the payment");
         self.pump();
+        Ok(self.complete(hash, invoice.amount_milli_satoshis().unwrap()))
+    }
+
+    /// A pays B `amount_msat` spontaneously (keysend), after `preapprove(payee, hash, amount)`.
+    pub fn keysend<E>(
+        &self,
+        amount_msat: u64,
+        preapprove: impl FnOnce(PublicKey, PaymentHash, u64) -> Result<(), E>,
+    ) -> Result<PaymentPreimage, E> {
+        let preimage = PaymentPreimage(self.a.keys.get_secure_random_bytes());
+        let hash = PaymentHash(sha256::Hash::hash(&preimage.0).to_byte_array());
+        preapprove(self.b.id, hash, amount_msat)?;
+        let route = RouteParameters::from_payment_params_and_value(
+            PaymentParameters::for_keysend(self.b.id, 40, false),
+            amount_msat,
+        );
+        self.a
+            .manager
+            .send_spontaneous_payment(
+                Some(preimage),
+                RecipientOnionFields::spontaneous_empty(),
+                PaymentId(hash.0),
+                route,
+                Retry::Attempts(0),
+            )
+            .expect("LDK accepts the keysend");
+        self.pump();
+        let sent = self.complete(hash, amount_msat);
+        assert_eq!(sent, preimage);
+        Ok(sent)
+    }
+
+    /// B claims the payment `hash` it was offered; A learns the preimage.
+    fn complete(&self, hash: PaymentHash, amount: u64) -> PaymentPreimage {
         let preimage = self
             .b
             .take_event(|e| match e {
@@ -685,7 +742,7 @@ impl<A: Keys, B: Keys> Net<A, B> {
                     amount_msat,
                     ..
                 } if *payment_hash == hash => {
-                    assert_eq!(Some(*amount_msat), invoice.amount_milli_satoshis());
+                    assert_eq!(*amount_msat, amount);
                     purpose.preimage()
                 }
                 _ => None,
@@ -710,7 +767,7 @@ impl<A: Keys, B: Keys> Net<A, B> {
             hash,
             "the preimage A holds proves the payment"
         );
-        Ok(sent)
+        sent
     }
 }
 
