@@ -22,7 +22,6 @@ use common::ldk_net::{
 };
 use lightning_signer::lightning::util::config::UserConfig;
 use stats::{print, timed, Stats};
-use std::sync::Arc;
 
 const CHANNEL_SAT: u64 = 5_000_000;
 /// 1,000 sat per payment: hundreds fit in one channel.
@@ -63,11 +62,7 @@ fn main() {
         ("WARDEN_MAX_INVOICES".into(), "150000".into()),
     ];
     d.start_wardend();
-    let chain = Chain::default();
-    let a = Node::new("A", Arc::new(side.keys()), &chain, UserConfig::default());
-    let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
-    let mut net = Net::connect(a, b, chain);
-    net.on_block = Some(side.chain_feed());
+    let mut net = side.net();
     side.open_channel(&mut net, CHANNEL_SAT);
     let before = side.rt.block_on(d.scrape_metrics());
     let warden = measure(&net, n, |i| side.link.preapprove_invoice(i));

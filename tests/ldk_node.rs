@@ -8,11 +8,10 @@
 mod common;
 
 use common::daemon::{next_event, Daemon};
-use common::ldk_net::{keys_manager, receiver_config, spend, Chain, Net, Node, WardenSide};
+use common::ldk_net::{spend, WardenSide};
 use lightning::ln::channelmanager::{PaymentId, Retry};
 use lightning::routing::router::RouteParametersConfig;
 use lightning::sign::{ChannelSigner, NodeSigner, Recipient, SignerProvider};
-use lightning::util::config::UserConfig;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{self, ecdsa, Secp256k1};
 use lightning_signer::bitcoin::sighash::{EcdsaSighashType, SighashCache};
@@ -130,17 +129,12 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     let mut d = Daemon::prepare("ldk-two-nodes", RULES, side.port);
     d.start_wardend();
 
-    let chain = Chain::default();
-    let keys_a = Arc::new(side.keys());
+    let mut net = side.net();
     assert_eq!(
-        keys_a.get_node_id(Recipient::Node).unwrap().to_string(),
+        net.a.id.to_string(),
         d.node_id_from_init,
         "node A's identity is the HSM-sealed seed's"
     );
-    let a = Node::new("A", keys_a, &chain, UserConfig::default());
-    let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
-    let mut net = Net::connect(a, b, chain);
-    net.on_block = Some(side.chain_feed());
 
     // A's wallet receives coins on the address wardend's wallet key gives LDK; A opens a
     // channel to B, funded from them.
@@ -297,11 +291,7 @@ fn a_payment_sent_without_asking_warden_is_never_signed() {
     let side = WardenSide::start();
     let mut d = Daemon::prepare("ldk-unasked", RULES, side.port);
     d.start_wardend();
-    let chain = Chain::default();
-    let a = Node::new("A", Arc::new(side.keys()), &chain, UserConfig::default());
-    let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
-    let mut net = Net::connect(a, b, chain);
-    net.on_block = Some(side.chain_feed());
+    let mut net = side.net();
     side.open_channel(&mut net, 5_000_000);
 
     // A buggy or compromised node skips preapprove_invoice and hands LDK the invoice directly.

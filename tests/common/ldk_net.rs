@@ -531,6 +531,17 @@ impl WardenSide {
 }
 
 impl WardenSide {
+    /// Two connected nodes on a fresh chain: A signed by wardend through this side (blocks fed
+    /// to wardend's chain tracker), B on LDK's KeysManager configured to receive.
+    pub fn net(&self) -> Net<KeysManagerClient, KeysManager> {
+        let chain = Chain::default();
+        let a = Node::new("A", Arc::new(self.keys()), &chain, UserConfig::default());
+        let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
+        let mut net = Net::connect(a, b, chain);
+        net.on_block = Some(self.chain_feed());
+        net
+    }
+
     /// A (signed through this side) opens a `sat` channel to B, funded from A's wardend wallet
     /// and signed by wardend after the commitment exchange; returns when both sides are ready.
     pub fn open_channel<B: Keys>(&self, net: &mut Net<KeysManagerClient, B>, sat: u64) {
