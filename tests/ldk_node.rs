@@ -344,3 +344,87 @@ fn a_payment_sent_without_asking_warden_is_never_signed() {
         "nothing was counted as spent"
     );
 }
+
+#[test]
+fn the_chain_feed_follows_blocks_a_reorganisation_and_a_restart() {
+    use lightning_signer::bitcoin::{absolute::LockTime, transaction::Version, Network};
+    use warden::ldk::ChainFeed;
+
+    let side = WardenSide::start();
+    let mut d = Daemon::prepare("ldk-reorg", RULES, side.port);
+    d.start_wardend();
+    let _keys = side.keys(); // the node is initialised in wardend
+    let link = &side.link;
+    let mut chain = common::ldk_net::Chain::default();
+    let mut feed = ChainFeed::new(Network::Regtest);
+    for _ in 0..3 {
+        let height = chain.mine(vec![]);
+        feed.block_connected(link, chain.blocks.last().unwrap(), height)
+            .unwrap();
+    }
+    assert_eq!(
+        feed.wardend_tip(link).unwrap(),
+        (3, chain.blocks[3].block_hash())
+    );
+
+    // The chain reorganises from height 1: two blocks are taken back from wardend's tracker,
+    // and a longer branch (different blocks: they carry a transaction) replaces them.
+    feed.blocks_disconnected(link, 1).unwrap();
+    assert_eq!(
+        feed.wardend_tip(link).unwrap(),
+        (1, chain.blocks[1].block_hash())
+    );
+    let old_tip = chain.blocks[3].block_hash();
+    chain.blocks.truncate(2);
+    for n in 0..3u8 {
+        let marker = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![lightning_signer::bitcoin::TxIn {
+                previous_output: lightning_signer::bitcoin::OutPoint {
+                    // Distinct outpoints: the branch's blocks differ from the old ones.
+                    txid: old_tip.to_raw_hash().into(),
+                    vout: n as u32,
+                },
+                ..Default::default()
+            }],
+            output: vec![TxOut {
+                value: lightning_signer::bitcoin::Amount::from_sat(1_000),
+                script_pubkey: ScriptBuf::new_op_return([n]),
+            }],
+        };
+        let height = chain.mine(vec![marker]);
+        feed.block_connected(link, chain.blocks.last().unwrap(), height)
+            .unwrap();
+    }
+    assert_ne!(chain.blocks[3].block_hash(), old_tip);
+    assert_eq!(
+        feed.wardend_tip(link).unwrap(),
+        (4, chain.blocks[4].block_hash())
+    );
+
+    // A block that does not extend the tip is refused by the feed; wardend is not touched.
+    let stale = chain.blocks[2].clone();
+    let err = feed.block_connected(link, &stale, 5).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("call blocks_disconnected with the fork point first"),
+        "{err}"
+    );
+    assert_eq!(feed.wardend_tip(link).unwrap().0, 4);
+
+    // wardend restarts from its persisted tracker and keeps following.
+    d.kill_wardend();
+    d.start_wardend();
+    assert_eq!(
+        feed.wardend_tip(link).unwrap(),
+        (4, chain.blocks[4].block_hash())
+    );
+    let height = chain.mine(vec![]);
+    feed.block_connected(link, chain.blocks.last().unwrap(), height)
+        .unwrap();
+    assert_eq!(
+        feed.wardend_tip(link).unwrap(),
+        (5, chain.blocks[5].block_hash())
+    );
+}

@@ -7,6 +7,9 @@
 //! bitcoind; an LDK node already receives every block (`chain::Listen`), so it hands them to a
 //! [`ChainFeed`] too.
 //!
+//! Reorganisations go through [`ChainFeed::blocks_disconnected`]: each block above the fork
+//! point is taken back from VLS's tracker with a proof over what VLS watched in it.
+//!
 //! The proofs are attested by a key this feed draws at start. wardend accepts them because no
 //! trusted TXOO oracle is configured, exactly as with CLN's proxy: the node is trusted for chain
 //! data, and VLS still checks proof of work, header linkage, the SPV proofs and the filters.
@@ -18,14 +21,14 @@ use lightning_signer::bitcoin::hash_types::FilterHeader;
 use lightning_signer::bitcoin::hashes::Hash;
 use lightning_signer::bitcoin::key::Keypair;
 use lightning_signer::bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
-use lightning_signer::bitcoin::{Block, BlockHash, Network};
+use lightning_signer::bitcoin::{Block, BlockHash, Network, OutPoint, Txid};
 use lightning_signer::txoo::filter::BlockSpendFilter;
 use lightning_signer::txoo::proof::TxoProof;
 use lightning_signer::txoo::util::sign_attestation;
 use lightning_signer::txoo::Attestation;
 use std::collections::VecDeque;
 use vls_protocol::msgs::{self, DebugTxoProof, Message};
-use vls_protocol::serde_bolt::Octets;
+use vls_protocol::serde_bolt::{LargeOctets, Octets};
 
 /// How many recent blocks the feed keeps to catch a restarted wardend up.
 pub const KEPT_BLOCKS: usize = 288;
@@ -106,7 +109,7 @@ impl ChainFeed {
         if height != last.height + 1 || block.header.prev_blockhash != last.header.block_hash() {
             return Err(LdkError::Chain(format!(
                 "block {} at height {height} does not extend the feed's tip {} at height {}; \
-                 reorganisations are not fed to wardend",
+                 after a reorganisation call blocks_disconnected with the fork point first",
                 block.block_hash(),
                 last.header.block_hash(),
                 last.height
@@ -128,10 +131,7 @@ impl ChainFeed {
     /// Send wardend every block it has not seen yet, from its own tip on. Needed after wardend
     /// restarted from an older state; [`ChainFeed::block_connected`] calls it.
     pub fn sync(&self, link: &LdkSignerLink) -> Result<(), LdkError> {
-        let (tip_height, tip_hash) = match link.node_message(msgs::TipInfo {})? {
-            Message::TipInfoReply(r) => (r.height, r.block_hash),
-            other => return Err(unexpected("TipInfo", &other)),
-        };
+        let (tip_height, tip_hash) = self.wardend_tip(link)?;
         let Some(start) = self
             .recent
             .iter()
@@ -139,8 +139,9 @@ impl ChainFeed {
         else {
             return Err(LdkError::Chain(format!(
                 "wardend's chain tip {tip_hash} at height {tip_height} is not among the last \
-                 {} blocks this feed holds (heights {}..={}); start the feed from a checkpoint \
-                 at or below wardend's tip",
+                 {} blocks this feed holds (heights {}..={}); if the node's chain reorganised, \
+                 call blocks_disconnected first, else start the feed from a checkpoint at or \
+                 below wardend's tip",
                 self.recent.len(),
                 self.recent.front().expect("never empty").height,
                 self.height()
@@ -152,19 +153,66 @@ impl ChainFeed {
         Ok(())
     }
 
-    fn add_block(
+    /// Take back every block above `height` (the fork point), newest first, from the feed and
+    /// from wardend's chain tracker. Call it from `chain::Listen::blocks_disconnected` before
+    /// connecting the new branch. VLS keeps the last 100 blocks it can take back.
+    pub fn blocks_disconnected(
+        &mut self,
+        link: &LdkSignerLink,
+        height: u32,
+    ) -> Result<(), LdkError> {
+        let base = self.recent.front().expect("never empty").height;
+        if height < base {
+            return Err(LdkError::Chain(format!(
+                "cannot go back to height {height}: the feed holds blocks from {base} on"
+            )));
+        }
+        // Bring wardend to the feed's tip first, so both take back the same blocks.
+        self.sync(link)?;
+        while self.height() > height {
+            let fed = self.recent.pop_back().expect("above the base");
+            let parent = self.recent.back().expect("the base stays");
+            let (txids, outpoints) = match link.node_message(msgs::ReverseWatches {})? {
+                Message::ReverseWatchesReply(r) => (r.txids.0, r.outpoints.0),
+                other => return Err(unexpected("ReverseWatches", &other)),
+            };
+            let proof = self.prove(link, &parent.filter_header, &fed, &outpoints, &txids)?;
+            match link.node_message(msgs::RemoveBlock {
+                unspent_proof: Some(LargeOctets(serialize(&proof))),
+                prev_block_header: parent.header,
+                prev_filter_header: parent.filter_header,
+            })? {
+                Message::RemoveBlockReply(_) => {}
+                other => {
+                    self.recent.push_back(fed);
+                    return Err(unexpected("RemoveBlock", &other));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// wardend's chain tip: its height and block hash.
+    pub fn wardend_tip(&self, link: &LdkSignerLink) -> Result<(u32, BlockHash), LdkError> {
+        match link.node_message(msgs::TipInfo {})? {
+            Message::TipInfoReply(r) => Ok((r.height, r.block_hash)),
+            other => Err(unexpected("TipInfo", &other)),
+        }
+    }
+
+    /// A TXOO proof for `fed` over the watched outpoints and txids, attested by this feed; a
+    /// filter false positive needs the whole block, which is streamed to wardend first.
+    fn prove(
         &self,
         link: &LdkSignerLink,
         prev_filter_header: &FilterHeader,
         fed: &Fed,
-    ) -> Result<(), LdkError> {
+        outpoints: &[OutPoint],
+        txids: &[Txid],
+    ) -> Result<TxoProof, LdkError> {
         let block = fed.block.as_ref().ok_or_else(|| {
             LdkError::Chain(format!("the feed no longer holds block {}", fed.height))
         })?;
-        let (txids, outpoints) = match link.node_message(msgs::ForwardWatches {})? {
-            Message::ForwardWatchesReply(r) => (r.txids.0, r.outpoints.0),
-            other => return Err(unexpected("ForwardWatches", &other)),
-        };
         let attestation = sign_attestation(
             Attestation {
                 block_hash: block.block_hash(),
@@ -184,10 +232,9 @@ impl ChainFeed {
             prev_filter_header,
             block,
             fed.height,
-            &outpoints,
-            &txids,
+            outpoints,
+            txids,
         );
-        // A filter false positive needs the whole block: stream it first.
         let (proof, whole) = proof.take_block();
         if let Some(whole) = whole {
             let hash: BlockHash = whole.block_hash();
@@ -205,6 +252,20 @@ impl ChainFeed {
                 offset += chunk.len() as u32;
             }
         }
+        Ok(proof)
+    }
+
+    fn add_block(
+        &self,
+        link: &LdkSignerLink,
+        prev_filter_header: &FilterHeader,
+        fed: &Fed,
+    ) -> Result<(), LdkError> {
+        let (txids, outpoints) = match link.node_message(msgs::ForwardWatches {})? {
+            Message::ForwardWatchesReply(r) => (r.txids.0, r.outpoints.0),
+            other => return Err(unexpected("ForwardWatches", &other)),
+        };
+        let proof = self.prove(link, prev_filter_header, fed, &outpoints, &txids)?;
         match link.node_message(msgs::AddBlock {
             header: Octets(serialize(&fed.header)),
             unspent_proof: Some(DebugTxoProof(proof)),
@@ -244,7 +305,8 @@ mod tests {
             err.to_string(),
             format!(
                 "chain feed: block {hash} at height 1 does not extend the feed's tip {hash} at \
-                 height 0; reorganisations are not fed to wardend"
+                 height 0; after a reorganisation call blocks_disconnected with the fork point \
+                 first"
             )
         );
         assert_eq!(feed.height(), 0, "the refused block is not kept");
