@@ -126,22 +126,18 @@ pub fn init_pki(dir: &Path, admins: &[String]) -> Result<Pki, TlsError> {
         path: dir.into(),
         detail: e.to_string(),
     })?;
-    let write_cert = |name: &str, pem: String| -> Result<PathBuf, TlsError> {
+    let write = |name: &str, pem: &[u8]| -> Result<PathBuf, TlsError> {
         let p = dir.join(name);
-        crate::fsutil::write_atomic(&p, pem.as_bytes(), false).map_err(|e| TlsError::File {
+        crate::fsutil::write_atomic(&p, pem, false).map_err(|e| TlsError::File {
             path: p.clone(),
             detail: e.to_string(),
         })?;
         Ok(p)
     };
-    let write_key = |name: &str, key: &KeyPair| -> Result<PathBuf, TlsError> {
+    let write_cert = |name: &str, pem: String| write(name, pem.as_bytes());
+    let write_key = |name: &str, key: &KeyPair| {
         let pem = zeroize::Zeroizing::new(key.serialize_pem());
-        let p = dir.join(name);
-        crate::fsutil::write_atomic(&p, pem.as_bytes(), false).map_err(|e| TlsError::File {
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
-        Ok(p)
+        write(name, pem.as_bytes())
     };
     let ca_key = KeyPair::generate().map_err(gen)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(gen)?;

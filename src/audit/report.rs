@@ -218,21 +218,20 @@ pub fn render_table(r: &Report) -> String {
             p * 100.0
         ));
     }
-    out.push_str("by rule (refused or held):\n");
-    for (t, v) in &r.by_rule {
-        out.push_str(&format!(
-            "  {t:<32} {:>6}  {:>24}\n",
-            v.count,
-            format_msat(v.amount_msat)
-        ));
-    }
-    out.push_str("by destination (approved):\n");
-    for (d, v) in &r.by_destination {
-        out.push_str(&format!(
-            "  {d:<80} {:>6}  {:>24}\n",
-            v.count,
-            format_msat(v.amount_msat)
-        ));
+    // Rule tags are short; destinations are whole node ids or addresses.
+    for (title, tallies, width) in [
+        ("by rule (refused or held):", &r.by_rule, 32),
+        ("by destination (approved):", &r.by_destination, 80),
+    ] {
+        out.push_str(title);
+        out.push('\n');
+        for (k, v) in tallies {
+            out.push_str(&format!(
+                "  {k:<width$} {:>6}  {:>24}\n",
+                v.count,
+                format_msat(v.amount_msat)
+            ));
+        }
     }
     out.push_str("admin signatures:\n");
     for (a, m) in &r.approvals_by_admin {
@@ -261,16 +260,15 @@ pub fn render_csv(r: &Report) -> String {
         "total,held,{},{}\n",
         r.held.count, r.held.amount_msat
     ));
-    for (k, v) in &r.by_rule {
-        out.push_str(&format!("rule,{},{},{}\n", q(k), v.count, v.amount_msat));
-    }
-    for (k, v) in &r.by_destination {
-        out.push_str(&format!(
-            "destination,{},{},{}\n",
-            q(k),
-            v.count,
-            v.amount_msat
-        ));
+    for (section, tallies) in [("rule", &r.by_rule), ("destination", &r.by_destination)] {
+        for (k, v) in tallies {
+            out.push_str(&format!(
+                "{section},{},{},{}\n",
+                q(k),
+                v.count,
+                v.amount_msat
+            ));
+        }
     }
     for (k, v) in &r.daily_volume {
         out.push_str(&format!("day,{k},,{v}\n"));

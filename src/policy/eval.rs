@@ -227,9 +227,16 @@ pub fn evaluate(
 ) -> Decision {
     let mut objections: Vec<RuleHit> = Vec::new();
     let mut warnings: Vec<RuleHit> = Vec::new();
-    let mut push = |mode: Mode, hit: RuleHit, objections: &mut Vec<RuleHit>| match mode {
-        Mode::Enforce => objections.push(hit),
-        Mode::Warn => warnings.push(hit),
+    // An enforcing rule objects, a warn-mode rule only warns; either way it is named.
+    let mut push = |mode: Mode, tag: &str, reason: String, objections: &mut Vec<RuleHit>| {
+        let hit = RuleHit {
+            tag: tag.to_string(),
+            reason,
+        };
+        match mode {
+            Mode::Enforce => objections.push(hit),
+            Mode::Warn => warnings.push(hit),
+        }
     };
     let total = req.total_msat_wide();
 
@@ -238,14 +245,7 @@ pub fn evaluate(
         for (d, _) in &req.outputs {
             if rule.destinations.contains(d) {
                 let reason = format!("rule {}: {d} is on the deny list", rule.tag);
-                push(
-                    rule.mode,
-                    RuleHit {
-                        tag: rule.tag.clone(),
-                        reason,
-                    },
-                    &mut objections,
-                );
+                push(rule.mode, &rule.tag, reason, &mut objections);
             }
         }
     }
@@ -293,14 +293,7 @@ pub fn evaluate(
                                 format_msat(amount),
                                 format_msat(max)
                             );
-                            push(
-                                limit.mode,
-                                RuleHit {
-                                    tag: limit.tag.clone(),
-                                    reason,
-                                },
-                                &mut objections,
-                            );
+                            push(limit.mode, &limit.tag, reason, &mut objections);
                         }
                     }
                 }
@@ -316,14 +309,7 @@ pub fn evaluate(
                                 format_duration(window),
                                 format_msat(max)
                             );
-                            push(
-                                limit.mode,
-                                RuleHit {
-                                    tag: limit.tag.clone(),
-                                    reason,
-                                },
-                                &mut objections,
-                            );
+                            push(limit.mode, &limit.tag, reason, &mut objections);
                         }
                     }
                     if let Some(max) = limit.max_count {
@@ -334,14 +320,7 @@ pub fn evaluate(
                                 limit.tag,
                                 format_duration(window)
                             );
-                            push(
-                                limit.mode,
-                                RuleHit {
-                                    tag: limit.tag.clone(),
-                                    reason,
-                                },
-                                &mut objections,
-                            );
+                            push(limit.mode, &limit.tag, reason, &mut objections);
                         }
                     }
                 }
@@ -378,14 +357,7 @@ pub fn evaluate(
                 WEEKDAYS[weekday as usize],
                 hhmm(minute)
             );
-            push(
-                tw.mode,
-                RuleHit {
-                    tag: tw.tag.clone(),
-                    reason,
-                },
-                &mut objections,
-            );
+            push(tw.mode, &tw.tag, reason, &mut objections);
         }
     }
 
