@@ -393,15 +393,25 @@ async fn a_burst_from_one_certificate_is_rate_limited_and_others_are_not() {
         .unwrap();
 }
 
+/// Why a Status call with this client identity was not answered (`None`: it was answered).
+/// A refused connection counts as a refusal.
+async fn status_refusal(
+    h: &AdminHarness,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    ca: &[u8],
+) -> Option<tonic::Status> {
+    match h.client_with(identity, ca).await {
+        Ok(mut c) => c.status(proto::StatusRequest {}).await.err(),
+        Err(_) => Some(tonic::Status::unavailable("connect refused")),
+    }
+}
+
 #[tokio::test]
 async fn clients_without_a_valid_certificate_are_refused_at_the_handshake() {
     let h = AdminHarness::start().await;
     let ca = std::fs::read(&h.pki.ca_cert).unwrap();
     // No certificate.
-    let no_cert = match h.client_with(None, &ca).await {
-        Ok(mut c) => c.status(proto::StatusRequest {}).await.err(),
-        Err(_) => Some(tonic::Status::unavailable("connect refused")),
-    };
+    let no_cert = status_refusal(&h, None, &ca).await;
     assert!(
         no_cert.is_some(),
         "a client without a certificate must not be served"
@@ -412,16 +422,12 @@ async fn clients_without_a_valid_certificate_are_refused_at_the_handshake() {
     p.distinguished_name
         .push(rcgen::DnType::CommonName, "alice");
     let cert = p.self_signed(&key).unwrap();
-    let self_signed = match h
-        .client_with(
-            Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
-            &ca,
-        )
-        .await
-    {
-        Ok(mut c) => c.status(proto::StatusRequest {}).await.err(),
-        Err(_) => Some(tonic::Status::unavailable("connect refused")),
-    };
+    let self_signed = status_refusal(
+        &h,
+        Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
+        &ca,
+    )
+    .await;
     assert!(
         self_signed.is_some(),
         "a self-signed certificate must be refused"
@@ -430,16 +436,12 @@ async fn clients_without_a_valid_certificate_are_refused_at_the_handshake() {
     let other = tempfile::tempdir().unwrap();
     let other_pki = warden::api::tls::init_pki(other.path(), &["alice".into()]).unwrap();
     let (_, c, k) = &other_pki.clients[0];
-    let foreign = match h
-        .client_with(
-            Some((std::fs::read(c).unwrap(), std::fs::read(k).unwrap())),
-            &ca,
-        )
-        .await
-    {
-        Ok(mut c) => c.status(proto::StatusRequest {}).await.err(),
-        Err(_) => Some(tonic::Status::unavailable("connect refused")),
-    };
+    let foreign = status_refusal(
+        &h,
+        Some((std::fs::read(c).unwrap(), std::fs::read(k).unwrap())),
+        &ca,
+    )
+    .await;
     assert!(
         foreign.is_some(),
         "a certificate from an unknown CA must be refused"

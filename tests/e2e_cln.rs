@@ -5,7 +5,7 @@
 mod common;
 
 use common::cln::{Cln, Payee};
-use common::daemon::next_event;
+use common::daemon::{next_event, QUORUM_RULES};
 use lightning_signer::bitcoin::hashes::{sha256d, Hash};
 use lightning_signer::bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use lightning_signer::bitcoin::secp256k1::{Message as SecpMessage, Secp256k1};
@@ -15,29 +15,10 @@ use warden::api::proto::EventKind;
 
 const SAT: u64 = 1_000;
 
+/// [`QUORUM_RULES`] with `listed` on an allowlist.
 fn rules(listed: &Payee) -> String {
     format!(
-        r#"
-[[allowlist]]
-tag = "trusted-suppliers"
-payees = ["{}"]
-
-[[limit]]
-tag = "per-payment-cap"
-window = "payment"
-max_amount = "2_000_000 sat"
-
-[[limit]]
-tag = "daily-cap"
-window = "24h"
-max_amount = "2_000_000 sat"
-
-[[approval]]
-tag = "large-payment-quorum"
-above = "1_000_000 sat"
-quorum = {{ need = 2, of = ["alice", "bob", "carol"] }}
-expiry = "1h"
-"#,
+        "[[allowlist]]\ntag = \"trusted-suppliers\"\npayees = [\"{}\"]\n{QUORUM_RULES}",
         listed.hex()
     )
 }

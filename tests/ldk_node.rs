@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::daemon::{next_event, Daemon};
+use common::daemon::{next_event, Daemon, QUORUM_RULES};
 use common::ldk_net::{spend, WardenSide};
 use lightning::ln::channelmanager::{PaymentId, Retry};
 use lightning::routing::router::RouteParametersConfig;
@@ -24,30 +24,10 @@ use warden::ldk::{LdkError, WalletInput};
 
 const SAT: u64 = 1_000;
 
-/// The default policy's rules (policy/default.toml) scaled to a 5,000,000 sat test channel: a
-/// per-payment cap, a daily cap, and 2-of-3 approval above 1,000,000 sat.
-const RULES: &str = r#"
-[[limit]]
-tag = "per-payment-cap"
-window = "payment"
-max_amount = "2_000_000 sat"
-
-[[limit]]
-tag = "daily-cap"
-window = "24h"
-max_amount = "2_000_000 sat"
-
-[[approval]]
-tag = "large-payment-quorum"
-above = "1_000_000 sat"
-quorum = { need = 2, of = ["alice", "bob", "carol"] }
-expiry = "1h"
-"#;
-
 #[test]
 fn keys_manager_client_is_answered_by_wardend() {
     let side = WardenSide::start();
-    let mut d = Daemon::prepare("ldk-keys", RULES, side.port);
+    let mut d = Daemon::prepare("ldk-keys", QUORUM_RULES, side.port);
     d.start_wardend();
     let keys = Arc::new(side.keys());
 
@@ -126,7 +106,7 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     const CHANNEL_SAT: u64 = 5_000_000;
     const FEE_SAT: u64 = 2_000;
     let side = WardenSide::start();
-    let mut d = Daemon::prepare("ldk-two-nodes", RULES, side.port);
+    let mut d = Daemon::prepare("ldk-two-nodes", QUORUM_RULES, side.port);
     d.start_wardend();
 
     let mut net = side.net();
@@ -289,7 +269,7 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
 #[test]
 fn a_payment_sent_without_asking_warden_is_never_signed() {
     let side = WardenSide::start();
-    let mut d = Daemon::prepare("ldk-unasked", RULES, side.port);
+    let mut d = Daemon::prepare("ldk-unasked", QUORUM_RULES, side.port);
     d.start_wardend();
     let mut net = side.net();
     side.open_channel(&mut net, 5_000_000);
@@ -351,7 +331,7 @@ fn the_chain_feed_follows_blocks_a_reorganisation_and_a_restart() {
     use warden::ldk::ChainFeed;
 
     let side = WardenSide::start();
-    let mut d = Daemon::prepare("ldk-reorg", RULES, side.port);
+    let mut d = Daemon::prepare("ldk-reorg", QUORUM_RULES, side.port);
     d.start_wardend();
     let _keys = side.keys(); // the node is initialised in wardend
     let link = &side.link;

@@ -10,6 +10,27 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 use warden::approval::keys::AdminKey;
 
+/// The end-to-end suites' rules: the default policy's shape (policy/default.toml) scaled so a
+/// test reaches every rule in a few payments: a per-payment cap and a daily cap of 2,000,000 sat,
+/// and 2-of-3 approval above 1,000,000 sat.
+pub const QUORUM_RULES: &str = r#"
+[[limit]]
+tag = "per-payment-cap"
+window = "payment"
+max_amount = "2_000_000 sat"
+
+[[limit]]
+tag = "daily-cap"
+window = "24h"
+max_amount = "2_000_000 sat"
+
+[[approval]]
+tag = "large-payment-quorum"
+above = "1_000_000 sat"
+quorum = { need = 2, of = ["alice", "bob", "carol"] }
+expiry = "1h"
+"#;
+
 /// Policy rules for load runs: limits far above what a run spends and no approval rule, so every
 /// payment is decided by the policy (evaluated, counted, audited) and approved.
 pub const LOAD_RULES: &str = r#"
