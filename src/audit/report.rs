@@ -101,14 +101,7 @@ pub fn compute(
         let amount = d["amount_msat"].as_u64().unwrap_or(0);
         match rec.kind.as_str() {
             "decision" => {
-                let tags: Vec<String> = d["tags"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|t| t.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let tags = strings(&d["tags"]);
                 match d["verdict"].as_str() {
                     Some("approve") => {
                         r.approved.add(amount);
@@ -145,14 +138,7 @@ pub fn compute(
             }
             "event" if d["event"] == "payment-refused" => {
                 // Refusals outside the policy pipeline (VLS rules, capacity, malformed input).
-                let tags: Vec<String> = d["tags"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|t| t.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let tags = strings(&d["tags"]);
                 if tags
                     .iter()
                     .any(|t| t.starts_with("policy-") || t.starts_with("warden-"))
@@ -459,6 +445,17 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// The strings of a JSON array (a record's rule tags); anything else is no strings.
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
