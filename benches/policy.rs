@@ -2,17 +2,18 @@
 //! a full day of history at 10 payments/s (864,000 payments in minute buckets).
 //!
 //! Reports median, p99 and decisions/s for (a) the pure evaluation and (b) a durable decision:
-//! evaluation + one sled batch (decision record + velocity buckets) + flush.
+//! evaluation + one durable commit of the velocity buckets (sled batch, flush, fsync).
 //! `scripts/bench.sh` runs it (`cargo bench --bench policy`); under `cargo test` it runs a
 //! short smoke pass so the code stays working without costing test time.
 
 use std::sync::Arc;
 use std::time::Instant;
+use warden::core::PolicyEngine;
+use warden::policy::velocity::codec;
 use warden::policy::{
-    evaluate, parse_policy, Bucket, Destination, LedgerKey, PaymentRequest, Policy, PolicyEngine,
-    VelocityState,
+    evaluate, parse_policy, Bucket, Destination, LedgerKey, PaymentRequest, Policy, VelocityState,
 };
-use warden::store::{DecisionRecord, Store};
+use warden::store::{Namespace, Store};
 
 const NOW: u64 = 1_795_435_200; // Monday 12:00 UTC
 const DESTINATIONS: usize = 50;
@@ -234,21 +235,18 @@ fn main() {
     {
         let store = Store::open(dir.path()).unwrap();
         for chunk in history.chunks(10_000) {
-            let mut record = DecisionRecord {
-                v: 1,
-                seq: 0,
-                time: NOW,
-                policy_hash: policy.hash_hex(),
-                request_digest: String::new(),
-                kind: "history-import".into(),
-                amount_msat: 0,
-                destinations: vec![],
-                verdict: "import".into(),
-                tags: vec![],
-                reason: None,
-                warnings: vec![],
-            };
-            store.commit_decision(&mut record, chunk, &[]).unwrap();
+            store
+                .write(|| {
+                    for (key, b) in chunk {
+                        store.put(
+                            Namespace::Velocity,
+                            codec::bucket_key(key, b.minute),
+                            codec::encode_bucket(b),
+                        )?;
+                    }
+                    Ok::<_, warden::store::StoreError>(())
+                })
+                .unwrap();
         }
     }
     let t_open = Instant::now();
@@ -266,7 +264,7 @@ fn main() {
         approved += usize::from(d.is_approved());
     }
     let (p50, p99, rate) = percentiles(ns);
-    println!("policy/decide (evaluate + sled batch + flush, same policy and history):");
+    println!("policy/decide (evaluate + one durable commit: sled batch, flush, fsync; same policy and history):");
     println!("  n={n_durable}  approved={approved}  p50 {p50:.1} µs  p99 {p99:.1} µs  {rate:.0} decisions/s");
     println!(
         "  store open with a day of history: {open_ms:.0} ms ({} ledgers)",

@@ -183,7 +183,8 @@ impl Webhook {
 /// Raise a `NodeConnection` alert when the node has been disconnected for longer than
 /// `threshold`; once per disconnection. Runs until `shutdown` changes.
 pub async fn watch_node(
-    core: std::sync::Arc<crate::core::Core>,
+    connected: impl Fn() -> bool,
+    alert: impl Fn(String),
     threshold: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -194,12 +195,7 @@ pub async fn watch_node(
             _ = tokio::time::sleep(Duration::from_secs(1).min(threshold)) => {},
             _ = shutdown.changed() => break,
         }
-        let connected = core
-            .node_connection
-            .read()
-            .map(|c| *c == "connected")
-            .unwrap_or(false);
-        if connected {
+        if connected() {
             since = None;
             alerted = false;
             continue;
@@ -207,17 +203,10 @@ pub async fn watch_node(
         let start = *since.get_or_insert_with(std::time::Instant::now);
         if !alerted && start.elapsed() >= threshold {
             alerted = true;
-            core.events.emit(
-                core.clock.now(),
-                EventKind::NodeConnection,
-                "",
-                &["warden-node-disconnected".to_string()],
-                format!(
-                    "the node has been disconnected for more than {} s",
-                    threshold.as_secs()
-                ),
-                0,
-            );
+            alert(format!(
+                "the node has been disconnected for more than {} s",
+                threshold.as_secs()
+            ));
         }
     }
 }

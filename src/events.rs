@@ -126,22 +126,31 @@ impl EventBus {
             amount_msat,
         };
         tracing::info!(kind = ?event.kind, request = %event.request_id, tags = ?event.tags, "{}", event.message);
-        if let Some(audit) = self.audit.get() {
-            let data = serde_json::json!({
-                "event": event.kind.name(),
-                "request_id": event.request_id,
-                "tags": event.tags,
-                "message": event.message,
-                "amount_msat": event.amount_msat,
-            });
-            // Durable with the next flush of the database (every decision flushes).
-            if let Err(e) = audit.append(time, "event", data, false) {
-                tracing::error!(error = %e, "could not record an event in the audit log");
+        // No subscriber is not an error: events are also in the logs and the audit log.
+        let tx = self.tx.clone();
+        let out = event.clone();
+        match self.audit.get() {
+            Some(audit) => {
+                let data = serde_json::json!({
+                    "event": event.kind.name(),
+                    "request_id": event.request_id,
+                    "tags": event.tags,
+                    "message": event.message,
+                    "amount_msat": event.amount_msat,
+                });
+                // In the request's transaction: recorded and delivered only if it commits.
+                if let Err(e) = audit.append(time, "event", data) {
+                    tracing::error!(error = %e, "could not record an event in the audit log");
+                }
+                audit.store().after_commit(move || {
+                    let _ = tx.send(event);
+                });
+            }
+            None => {
+                let _ = tx.send(event);
             }
         }
-        // No subscriber is not an error: events are also in the logs (and, later, the audit log).
-        let _ = self.tx.send(event.clone());
-        event
+        out
     }
 
     /// A new subscription, starting with the next event.

@@ -7,6 +7,7 @@ use common::api::{AdminHarness, PAYEE};
 use tonic::Code;
 use warden::api::proto::{self, DecisionRequest, SignatureFormat};
 use warden::approval::keys::AdminKey;
+use warden::store::Namespace;
 
 fn approve_req(id: &str, admin: &str, key: &AdminKey, digest: &[u8]) -> DecisionRequest {
     DecisionRequest {
@@ -492,7 +493,7 @@ async fn watch_events_delivers_a_new_pending_request() {
 }
 
 #[tokio::test]
-async fn a_stored_signature_tampered_in_sled_is_detected_at_use() {
+async fn a_stored_signature_tampered_in_the_database_is_detected_at_use() {
     let h = AdminHarness::start().await;
     let (req, id) = h.hold(2_500_000, 12);
     let digest = pending(&h, &id).await.approval_digest;
@@ -507,10 +508,10 @@ async fn a_stored_signature_tampered_in_sled_is_detected_at_use() {
         .await
         .unwrap();
     // Play a compromised database: flip one hex digit of bob's stored signature.
-    let tree = h.core.approvals.raw_tree();
+    let store = h.core.store();
     let key = [b"r".as_slice(), id.as_bytes()].concat();
     let mut record: serde_json::Value =
-        serde_json::from_slice(&tree.get(&key).unwrap().unwrap()).unwrap();
+        serde_json::from_slice(&store.get(Namespace::Approvals, &key).unwrap().unwrap()).unwrap();
     let sig = record["signatures"][1]["signature"]
         .as_str()
         .unwrap()
@@ -521,8 +522,11 @@ async fn a_stored_signature_tampered_in_sled_is_detected_at_use() {
         &sig[1..]
     );
     record["signatures"][1]["signature"] = serde_json::Value::String(flipped);
-    tree.insert(&key, serde_json::to_vec(&record).unwrap())
-        .unwrap();
+    store.tamper(
+        Namespace::Approvals,
+        &key,
+        Some(&serde_json::to_vec(&record).unwrap()),
+    );
     let answer = h.core.decide_payment(&req, None);
     assert!(!answer.approved);
     assert!(
@@ -543,13 +547,16 @@ async fn a_stored_signature_tampered_in_sled_is_detected_at_use() {
 async fn a_database_cannot_forge_approval_by_editing_the_state() {
     let h = AdminHarness::start().await;
     let (req, id) = h.hold(2_500_000, 13);
-    let tree = h.core.approvals.raw_tree();
+    let store = h.core.store();
     let key = [b"r".as_slice(), id.as_bytes()].concat();
     let mut record: serde_json::Value =
-        serde_json::from_slice(&tree.get(&key).unwrap().unwrap()).unwrap();
+        serde_json::from_slice(&store.get(Namespace::Approvals, &key).unwrap().unwrap()).unwrap();
     record["state"] = serde_json::Value::String("approved".into());
-    tree.insert(&key, serde_json::to_vec(&record).unwrap())
-        .unwrap();
+    store.tamper(
+        Namespace::Approvals,
+        &key,
+        Some(&serde_json::to_vec(&record).unwrap()),
+    );
     let answer = h.core.decide_payment(&req, None);
     assert!(!answer.approved);
     assert!(

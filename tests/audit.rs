@@ -8,12 +8,12 @@ use common::TestToken;
 use lightning_signer::bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
 use std::sync::Arc;
 use warden::approval::ApprovalConfig;
-use warden::audit::verify::{verify_db, Finding};
+use warden::audit::verify::{verify_store, Finding};
 use warden::audit::{checkpoint_digest, AuditConfig, AuditLog};
 use warden::clock::{Clock, ManualClock};
 use warden::core::{Core, LoadedPolicy};
 use warden::policy::{parse_policy, PaymentRequest};
-use warden::store::Store;
+use warden::store::{Namespace, Store};
 
 const PAYEE: &str = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
 const T0: u64 = 1_795_435_200;
@@ -23,7 +23,7 @@ struct Setup {
     hsm: warden::hsm::Hsm,
     core: Arc<Core>,
     audit: Arc<AuditLog>,
-    db: sled::Db,
+    store: Store,
     clock: ManualClock,
 }
 
@@ -35,10 +35,9 @@ fn setup(label: &str, checkpoint_every: u64) -> Setup {
     let policy = Arc::new(parse_policy(&text).unwrap());
     let clock = ManualClock::new(T0);
     let store = Store::open(&token.path().join("state")).unwrap();
-    let db = store.db().clone();
     let core = Arc::new(
         Core::open(
-            store,
+            store.clone(),
             LoadedPolicy { policy, text },
             ApprovalConfig::default(),
             Arc::new(clock.clone()),
@@ -47,7 +46,7 @@ fn setup(label: &str, checkpoint_every: u64) -> Setup {
     );
     let audit = Arc::new(
         AuditLog::open(
-            &db,
+            &store,
             Arc::new(hsm.clone()),
             AuditConfig {
                 checkpoint_every,
@@ -62,7 +61,7 @@ fn setup(label: &str, checkpoint_every: u64) -> Setup {
         hsm,
         core,
         audit,
-        db,
+        store,
         clock,
     }
 }
@@ -86,7 +85,7 @@ fn populated(label: &str, n: u8) -> Setup {
 }
 
 fn finding(s: &Setup) -> Finding {
-    verify_db(&s.db, &s.hsm.audit_public_key().unwrap()).unwrap()
+    verify_store(&s.store, &s.hsm.audit_public_key().unwrap()).unwrap()
 }
 
 fn rkey(seq: u64) -> Vec<u8> {
@@ -96,8 +95,7 @@ fn rkey(seq: u64) -> Vec<u8> {
 #[test]
 fn every_decision_is_recorded_and_the_log_verifies() {
     let s = populated("audit-ok", 6);
-    let tree = warden::audit::open_tree(&s.db).unwrap();
-    let records = warden::audit::read_records(&tree).unwrap();
+    let records = warden::audit::read_records(&s.store).unwrap();
     let decisions: Vec<_> = records.iter().filter(|r| r.kind == "decision").collect();
     assert_eq!(decisions.len(), 6);
     assert_eq!(decisions[0].data["verdict"], "deny");
@@ -127,12 +125,14 @@ fn every_decision_is_recorded_and_the_log_verifies() {
 #[test]
 fn an_edited_record_is_caught_at_that_record() {
     let s = populated("audit-edit", 6);
-    let tree = s.audit.raw_tree();
     let mut r: serde_json::Value =
-        serde_json::from_slice(&tree.get(rkey(5)).unwrap().unwrap()).unwrap();
+        serde_json::from_slice(&s.store.get(Namespace::Audit, &rkey(5)).unwrap().unwrap()).unwrap();
     r["data"]["amount_msat"] = serde_json::json!(1);
-    tree.insert(rkey(5), serde_json::to_vec(&r).unwrap())
-        .unwrap();
+    s.store.tamper(
+        Namespace::Audit,
+        &rkey(5),
+        Some(&serde_json::to_vec(&r).unwrap()),
+    );
     assert_eq!(
         finding(&s),
         Finding::Bad {
@@ -145,7 +145,7 @@ fn an_edited_record_is_caught_at_that_record() {
 #[test]
 fn a_deleted_record_is_caught_at_its_position() {
     let s = populated("audit-delete", 6);
-    s.audit.raw_tree().remove(rkey(4)).unwrap();
+    s.store.tamper(Namespace::Audit, &rkey(4), None);
     match finding(&s) {
         Finding::Bad { seq: 4, problem } => assert!(
             problem.contains("record 4 is missing or out of order"),
@@ -158,13 +158,12 @@ fn a_deleted_record_is_caught_at_its_position() {
 #[test]
 fn reordered_records_are_caught() {
     let s = populated("audit-reorder", 6);
-    let tree = s.audit.raw_tree();
     let (a, b) = (
-        tree.get(rkey(3)).unwrap().unwrap(),
-        tree.get(rkey(4)).unwrap().unwrap(),
+        s.store.get(Namespace::Audit, &rkey(3)).unwrap().unwrap(),
+        s.store.get(Namespace::Audit, &rkey(4)).unwrap().unwrap(),
     );
-    tree.insert(rkey(3), b).unwrap();
-    tree.insert(rkey(4), a).unwrap();
+    s.store.tamper(Namespace::Audit, &rkey(3), Some(&b));
+    s.store.tamper(Namespace::Audit, &rkey(4), Some(&a));
     match finding(&s) {
         Finding::Bad { seq: 3, problem } => {
             assert!(problem.contains("found record 4 in its place"), "{problem}")
@@ -176,10 +175,9 @@ fn reordered_records_are_caught() {
 #[test]
 fn a_truncated_log_is_caught_by_its_checkpoints() {
     let s = populated("audit-truncate", 6);
-    let tree = warden::audit::open_tree(&s.db).unwrap();
-    let last = warden::audit::read_records(&tree).unwrap().len() as u64;
+    let last = warden::audit::read_records(&s.store).unwrap().len() as u64;
     for seq in last - 2..=last {
-        s.audit.raw_tree().remove(rkey(seq)).unwrap();
+        s.store.tamper(Namespace::Audit, &rkey(seq), None);
     }
     match finding(&s) {
         Finding::Bad { problem, .. } => assert!(
@@ -193,8 +191,13 @@ fn a_truncated_log_is_caught_by_its_checkpoints() {
 #[test]
 fn a_checkpoint_signed_by_another_key_is_caught() {
     let s = populated("audit-forge", 6);
-    let tree = s.audit.raw_tree();
-    let (k, v) = tree.scan_prefix([b'c']).next().unwrap().unwrap();
+    let (k, v) = s
+        .store
+        .scan(Namespace::Audit, b"c")
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
     let mut c: warden::audit::Checkpoint = serde_json::from_slice(&v).unwrap();
     let mut head = [0u8; 32];
     hex::decode_to_slice(&c.head, &mut head).unwrap();
@@ -204,7 +207,8 @@ fn a_checkpoint_signed_by_another_key_is_caught() {
         &forger,
     );
     c.signature = hex::encode(sig.serialize_compact());
-    tree.insert(k, serde_json::to_vec(&c).unwrap()).unwrap();
+    s.store
+        .tamper(Namespace::Audit, &k, Some(&serde_json::to_vec(&c).unwrap()));
     match finding(&s) {
         Finding::Bad { seq, problem } => {
             assert_eq!(seq, c.seq);

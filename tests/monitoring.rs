@@ -213,8 +213,8 @@ async fn sigterm_stops_wardend_promptly_even_with_a_watcher_connected() {
         "took {:?}",
         started.elapsed()
     );
-    let db = sled::open(cln.token.data_dir.join("state")).unwrap();
-    let records = warden::audit::read_records(&warden::audit::open_tree(&db).unwrap()).unwrap();
+    let store = warden::store::Store::open(&cln.token.data_dir.join("state")).unwrap();
+    let records = warden::audit::read_records(&store).unwrap();
     assert_eq!(
         records.last().unwrap().kind,
         "stop",

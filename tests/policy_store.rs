@@ -1,8 +1,10 @@
-//! The policy engine over a real sled database: decisions are durable, the velocity windows
+//! The policy engine over a real sled database: approvals are durable, the velocity windows
 //! survive a restart exactly, and old buckets are compacted away.
 
 use std::sync::Arc;
-use warden::policy::{parse_policy, LedgerKey, PaymentRequest, PolicyEngine, Verdict};
+use warden::core::engine::load_velocity;
+use warden::core::PolicyEngine;
+use warden::policy::{parse_policy, LedgerKey, PaymentRequest, Verdict};
 use warden::store::Store;
 
 const PAYEE: &str = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
@@ -65,30 +67,26 @@ fn velocity_windows_survive_a_restart_exactly() {
 }
 
 #[test]
-fn every_decision_is_recorded_with_its_tags_and_policy_hash() {
+fn an_approval_is_one_commit_and_a_refusal_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let p = policy();
-    {
-        let mut e = PolicyEngine::open(p.clone(), Store::open(dir.path()).unwrap(), T0).unwrap();
-        e.decide(&pay(1, 900_000), T0).unwrap();
-        e.decide(&pay(2, 200_000), T0 + 1).unwrap();
-    }
-    let records = Store::open(dir.path()).unwrap().decisions().unwrap();
-    assert_eq!(records.len(), 2);
-    assert_eq!(records[0].verdict, "approve");
-    assert_eq!(records[0].tags, vec!["hourly-cap", "daily-cap"]);
-    assert_eq!(records[1].verdict, "deny");
-    assert_eq!(records[1].tags, vec!["hourly-cap"]);
-    assert!(records[1]
-        .reason
-        .as_deref()
-        .unwrap()
-        .contains("1,100,000 sat would be spent"));
-    assert!(records.iter().all(|r| r.policy_hash == p.hash_hex()));
-    assert!(records[0].seq < records[1].seq);
+    let store = Store::open(dir.path()).unwrap();
+    let mut e = PolicyEngine::open(policy(), store.clone(), T0).unwrap();
+    let before = store.commits();
+    assert!(e.decide(&pay(1, 900_000), T0).unwrap().is_approved());
     assert_eq!(
-        records[0].request_digest,
-        hex::encode(pay(1, 900_000).digest())
+        store.commits(),
+        before + 1,
+        "the approval's buckets are one commit"
+    );
+    let d = e.decide(&pay(2, 200_000), T0 + 1).unwrap();
+    assert_eq!(d.tags, vec!["hourly-cap"]);
+    assert_eq!(store.commits(), before + 1, "a refusal commits nothing");
+    assert_eq!(
+        load_velocity(&store)
+            .unwrap()
+            .totals(&LedgerKey::Node, T0 + 1, 3_600)
+            .amount_msat,
+        900_000_000
     );
 }
 
@@ -117,7 +115,7 @@ fn old_buckets_are_compacted_on_disk_and_in_memory() {
         let e = PolicyEngine::open(policy(), Store::open(dir.path()).unwrap(), later).unwrap();
         assert!(e.state().is_empty(), "{:?}", e.state());
     }
-    let reloaded = Store::open(dir.path()).unwrap().load_velocity().unwrap();
+    let reloaded = load_velocity(&Store::open(dir.path()).unwrap()).unwrap();
     assert!(
         reloaded.is_empty(),
         "compaction reached the disk: {reloaded:?}"

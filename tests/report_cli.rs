@@ -200,14 +200,17 @@ async fn verify_names_the_first_altered_record_and_exits_5() {
     }
     cln.stop_wardend();
     {
-        let db = sled::open(cln.token.data_dir.join("state")).unwrap();
-        let tree = warden::audit::open_tree(&db).unwrap();
+        use warden::store::{Namespace, Store};
+        let store = Store::open(&cln.token.data_dir.join("state")).unwrap();
         let key = [&[b'r'][..], &3u64.to_be_bytes()].concat();
         let mut r: serde_json::Value =
-            serde_json::from_slice(&tree.get(&key).unwrap().unwrap()).unwrap();
+            serde_json::from_slice(&store.get(Namespace::Audit, &key).unwrap().unwrap()).unwrap();
         r["time"] = serde_json::json!(r["time"].as_u64().unwrap() + 1);
-        tree.insert(&key, serde_json::to_vec(&r).unwrap()).unwrap();
-        db.flush().unwrap();
+        store.tamper(
+            Namespace::Audit,
+            &key,
+            Some(&serde_json::to_vec(&r).unwrap()),
+        );
     }
     let (code, _, err) = ctl(&cln, &["audit", "verify"]);
     assert_eq!(code, 5, "{err}");

@@ -77,7 +77,7 @@ fn to_status(e: ApprovalError) -> Status {
         | ApprovalError::BadSignature { .. }
         | ApprovalError::WrongFormat { .. } => Status::permission_denied(msg),
         ApprovalError::Tampered { .. } => Status::data_loss(msg),
-        ApprovalError::Store(_) => Status::unavailable(msg),
+        ApprovalError::Store(_) | ApprovalError::Audit(_) => Status::unavailable(msg),
     }
 }
 
@@ -221,55 +221,18 @@ impl AdminService {
             return Err(Status::invalid_argument("reason is limited to 1,000 bytes"));
         }
         let now = self.core.clock.now();
-        let policy = self.core.policy().policy;
         let reason = (!req.reason.is_empty()).then(|| req.reason.clone());
         let out = self
             .core
-            .approvals
-            .sign(
+            .decide_request(
                 &req.id,
                 &req.admin,
                 decision,
                 format,
                 &req.signature,
                 reason,
-                &policy,
-                now,
             )
             .map_err(to_status)?;
-        if let Some(audit) = self.core.audit() {
-            let data = serde_json::json!({
-                "request_id": out.record.id,
-                "admin": req.admin,
-                "decision": decision.as_str(),
-                "format": format.as_str(),
-                "signature": hex::encode(&req.signature),
-                "state": out.record.state.as_str(),
-                "amount_msat": out.record.amount_msat(),
-                "policy_hash": out.record.policy_hash,
-            });
-            let kind = if decision == Decision::Approve {
-                "approval"
-            } else {
-                "rejection"
-            };
-            if let Err(e) = audit.append(now, kind, data, true) {
-                tracing::error!(error = %e, "the admin's signature was stored but could not be audited");
-            }
-        }
-        let kind = match (out.decided, out.record.state) {
-            (true, RequestState::Approved) => EventKind::RequestApproved,
-            (true, RequestState::Rejected) => EventKind::RequestRejected,
-            _ => EventKind::RequestSigned,
-        };
-        self.core.events.emit(
-            now,
-            kind,
-            &out.record.id,
-            &out.record.tags,
-            out.message.clone(),
-            out.record.amount_msat(),
-        );
         Ok(Response::new(proto::DecisionResponse {
             request: Some(record_proto(&out.record, now)),
             message: out.message,
@@ -382,12 +345,7 @@ impl Warden for AdminService {
             policy_name: loaded.policy.name.clone().unwrap_or_default(),
             windows,
             pending,
-            node_connection: self
-                .core
-                .node_connection
-                .read()
-                .map(|s| s.clone())
-                .unwrap_or_default(),
+            node_connection: self.core.connection().as_str().to_string(),
             time: now,
             auth_failures: self.auth.total(),
         }))
@@ -484,7 +442,7 @@ fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
     core.metrics.auth_failure();
     if let Some(audit) = core.audit() {
         let data = serde_json::json!({"peer": peer.to_string(), "detail": detail});
-        if let Err(e) = audit.append(now, "auth-failure", data, true) {
+        if let Err(e) = audit.append(now, "auth-failure", data) {
             tracing::error!(error = %e, "could not audit an authentication failure");
         }
     }

@@ -201,6 +201,9 @@ pub enum ApprovalError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The signature's audit record could not be written, so the signature was not kept.
+    #[error("the audit record of this signature could not be written ({0}); nothing was recorded. Check the HSM (wardenctl hsm status) and sign again")]
+    Audit(String),
 }
 
 #[cfg(test)]

@@ -1,18 +1,19 @@
-//! Approval requests and their signatures, in sled.
+//! Approval requests and their signatures, in the store's `approvals` namespace.
 //!
-//! Layout of the `approvals` tree: `r` + id → record (JSON, versioned); `g` + request digest →
-//! id of the newest request for that exact payment. Every change is one batch, flushed before
-//! the call returns; changes are serialized by a mutex, so two admins signing at once, or the
-//! signer consuming while an admin signs, never lose an update.
+//! Layout: `r` + id → record (JSON, versioned); `g` + request digest → id of the newest request
+//! for that exact payment. Every change is staged in the request's transaction (the admin call or
+//! the hsmd request that makes it), so a signature, a consumed approval or a new request lands
+//! in the same durable commit as its audit record and the spend it allows. Transactions are
+//! serialized by the store, so two admins signing at once, or the signer consuming while an
+//! admin signs, never lose an update.
 
 use super::verify::{verify_admin_signature, SignatureFormat};
 use super::{approval_digest, approval_text, ApprovalError, ApprovalFields, Decision};
 use crate::clock::format_utc;
 use crate::policy::{Destination, PaymentKind, PaymentRequest, Policy, Quorum};
-use crate::store::{Store, StoreError};
+use crate::store::{Namespace, Store, StoreError};
 use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 
 /// Where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,17 +200,8 @@ pub struct ApprovalOutcome {
 /// The approval requests.
 #[derive(Debug)]
 pub struct ApprovalStore {
-    db: sled::Db,
-    tree: sled::Tree,
+    store: Store,
     config: ApprovalConfig,
-    write: Mutex<()>,
-}
-
-fn io(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
-    move |e| StoreError::Io {
-        op,
-        detail: e.to_string(),
-    }
 }
 
 fn rkey(id: &str) -> Vec<u8> {
@@ -224,49 +216,43 @@ fn gkey(digest: &[u8; 32]) -> Vec<u8> {
     k
 }
 
+fn decode(key: &str, v: &[u8]) -> Result<ApprovalRecord, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: format!("approvals/{key}"),
+        detail: e.to_string(),
+    })
+}
+
 impl ApprovalStore {
-    /// Open the approvals tree of `store`.
+    /// The approval requests of `store`.
     pub fn open(store: &Store, config: ApprovalConfig) -> Result<Self, StoreError> {
-        let tree = store
-            .db()
-            .open_tree("approvals")
-            .map_err(io("open approvals"))?;
         Ok(ApprovalStore {
-            db: store.db().clone(),
-            tree,
+            store: store.clone(),
             config,
-            write: Mutex::new(()),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.write.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn read(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
-        let Some(v) = self.tree.get(rkey(id)).map_err(io("read approval"))? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                key: format!("approvals/{id}"),
-                detail: e.to_string(),
-            })
+        self.store
+            .get(Namespace::Approvals, &rkey(id))?
+            .map(|v| decode(id, &v))
+            .transpose()
     }
 
     fn write(&self, record: &ApprovalRecord, index: bool) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         let json = serde_json::to_vec(record).map_err(|e| StoreError::Io {
             op: "encode approval",
             detail: e.to_string(),
         })?;
-        batch.insert(rkey(&record.id), json);
+        self.store
+            .put(Namespace::Approvals, rkey(&record.id), json)?;
         if index {
-            batch.insert(gkey(&hex32(&record.request_digest)), record.id.as_bytes());
+            self.store.put(
+                Namespace::Approvals,
+                gkey(&hex32(&record.request_digest)),
+                record.id.as_bytes().to_vec(),
+            )?;
         }
-        self.tree.apply_batch(batch).map_err(io("write approval"))?;
-        self.db.flush().map_err(io("flush"))?;
         Ok(())
     }
 
@@ -278,11 +264,7 @@ impl ApprovalStore {
 
     /// The newest request for exactly this payment, if any.
     pub fn find(&self, req: &PaymentRequest) -> Result<Option<ApprovalRecord>, StoreError> {
-        match self
-            .tree
-            .get(gkey(&req.digest()))
-            .map_err(io("read approval index"))?
-        {
+        match self.store.get(Namespace::Approvals, &gkey(&req.digest()))? {
             Some(id) => self.read(&String::from_utf8_lossy(&id)),
             None => Ok(None),
         }
@@ -291,13 +273,8 @@ impl ApprovalStore {
     /// Requests still pending at `now`, oldest first.
     pub fn list_pending(&self, now: u64) -> Result<Vec<ApprovalRecord>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix([b'r']) {
-            let (k, v) = kv.map_err(io("scan approvals"))?;
-            let r: ApprovalRecord =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    detail: e.to_string(),
-                })?;
+        for (k, v) in self.store.scan(Namespace::Approvals, b"r")? {
+            let r = decode(&String::from_utf8_lossy(&k[1..]), &v)?;
             if r.state_at(now) == RequestState::Pending {
                 out.push(r);
             }
@@ -320,7 +297,32 @@ impl ApprovalStore {
         invoice: Option<String>,
         now: u64,
     ) -> Result<(ApprovalRecord, bool), StoreError> {
-        let _g = self.lock();
+        self.store.write(|| {
+            self.open_request_in(
+                req,
+                rule_tag,
+                tags,
+                quorum,
+                expiry_secs,
+                policy,
+                invoice,
+                now,
+            )
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_request_in(
+        &self,
+        req: &PaymentRequest,
+        rule_tag: &str,
+        tags: &[String],
+        quorum: &Quorum,
+        expiry_secs: u64,
+        policy: &Policy,
+        invoice: Option<String>,
+        now: u64,
+    ) -> Result<(ApprovalRecord, bool), StoreError> {
         if let Some(existing) = self.find(req)? {
             let open = matches!(
                 existing.state_at(now),
@@ -331,16 +333,15 @@ impl ApprovalStore {
             }
         }
         let digest = req.digest();
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Io {
+            op: "draw a request id",
+            detail: e.to_string(),
+        })?;
         let mut e = sha256::Hash::engine();
         e.input(&digest);
         e.input(&now.to_be_bytes());
-        e.input(
-            &self
-                .db
-                .generate_id()
-                .map_err(io("generate id"))?
-                .to_be_bytes(),
-        );
+        e.input(&nonce);
         let id = format!(
             "rq-{}",
             &hex::encode(sha256::Hash::from_engine(e).to_byte_array())[..16]
@@ -388,7 +389,22 @@ impl ApprovalStore {
         policy: &Policy,
         now: u64,
     ) -> Result<ApprovalOutcome, ApprovalError> {
-        let _g = self.lock();
+        self.store
+            .write(|| self.sign_in(id, admin, decision, format, signature, reason, policy, now))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sign_in(
+        &self,
+        id: &str,
+        admin: &str,
+        decision: Decision,
+        format: SignatureFormat,
+        signature: &[u8],
+        reason: Option<String>,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<ApprovalOutcome, ApprovalError> {
         let mut record = self.get(id)?;
         match record.state_at(now) {
             RequestState::Pending => {}
@@ -486,7 +502,15 @@ impl ApprovalStore {
         policy: &Policy,
         now: u64,
     ) -> Result<Option<ApprovalRecord>, ApprovalError> {
-        let _g = self.lock();
+        self.store.write(|| self.consume_in(req, policy, now))
+    }
+
+    fn consume_in(
+        &self,
+        req: &PaymentRequest,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<Option<ApprovalRecord>, ApprovalError> {
         let Some(mut record) = self.find(req)? else {
             return Ok(None);
         };
@@ -548,11 +572,6 @@ impl ApprovalStore {
         record.consumed_at = Some(now);
         self.write(&record, false)?;
         Ok(Some(record))
-    }
-
-    /// The raw tree, for tests that play a compromised database.
-    pub fn raw_tree(&self) -> &sled::Tree {
-        &self.tree
     }
 }
 

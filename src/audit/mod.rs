@@ -7,14 +7,15 @@
 //! someone who rewrites the whole chain cannot produce checkpoints for it without the token.
 //! `wardenctl audit verify` walks the chain and checks every checkpoint against the HSM key.
 //!
-//! Layout (sled tree `audit`): `r` + seq (u64 BE) → record JSON; `c` + seq → checkpoint JSON.
-//! A record is written and flushed before the decision it records is answered (fail closed:
-//! a decision whose record cannot be written is a refusal).
+//! Layout (store namespace `audit`): `r` + seq (u64 BE) → record JSON; `c` + seq → checkpoint
+//! JSON. A record is staged in the transaction of the request it records and is durable in the
+//! same commit as the state change (fail closed: a decision whose record cannot be written is a
+//! refusal, and a record whose request's commit fails is gone with it).
 
 pub mod report;
 pub mod verify;
 
-use crate::store::StoreError;
+use crate::store::{Namespace, Store, StoreError};
 use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
 use lightning_signer::bitcoin::secp256k1::{ecdsa::Signature, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -142,6 +143,7 @@ pub enum AuditError {
     },
 }
 
+#[derive(Debug, Clone, Copy)]
 struct Head {
     seq: u64,
     hash: [u8; 32],
@@ -151,8 +153,7 @@ struct Head {
 
 /// The append side of the audit log.
 pub struct AuditLog {
-    db: sled::Db,
-    tree: sled::Tree,
+    store: Store,
     signer: Arc<dyn CheckpointSigner>,
     config: AuditConfig,
     head: Mutex<Head>,
@@ -164,197 +165,170 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-fn io(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
-    move |e| StoreError::Io {
-        op,
-        detail: e.to_string(),
-    }
-}
-
-fn key(prefix: u8, seq: u64) -> [u8; 9] {
+/// The key of record or checkpoint `seq` (`prefix` b'r' or b'c').
+pub fn key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = prefix;
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
-/// Open the audit tree of a database (for appending or for reading).
-pub fn open_tree(db: &sled::Db) -> Result<sled::Tree, StoreError> {
-    db.open_tree("audit").map_err(io("open audit"))
+fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, AuditError> {
+    serde_json::from_slice(v).map_err(|e| AuditError::Corrupt {
+        key: hex::encode(k),
+        detail: e.to_string(),
+    })
 }
 
 /// Every record, in order.
-pub fn read_records(tree: &sled::Tree) -> Result<Vec<AuditRecord>, AuditError> {
-    tree.scan_prefix([b'r'])
-        .map(|kv| {
-            let (k, v) = kv.map_err(io("scan audit"))?;
-            serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt {
-                key: hex::encode(&k),
-                detail: e.to_string(),
-            })
-        })
+pub fn read_records(store: &Store) -> Result<Vec<AuditRecord>, AuditError> {
+    store
+        .scan(Namespace::Audit, b"r")?
+        .iter()
+        .map(|(k, v)| decode(k, v))
         .collect()
 }
 
 /// Every checkpoint, in order.
-pub fn read_checkpoints(tree: &sled::Tree) -> Result<Vec<Checkpoint>, AuditError> {
-    tree.scan_prefix([b'c'])
-        .map(|kv| {
-            let (k, v) = kv.map_err(io("scan checkpoints"))?;
-            serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt {
-                key: hex::encode(&k),
-                detail: e.to_string(),
-            })
-        })
+pub fn read_checkpoints(store: &Store) -> Result<Vec<Checkpoint>, AuditError> {
+    store
+        .scan(Namespace::Audit, b"c")?
+        .iter()
+        .map(|(k, v)| decode(k, v))
         .collect()
 }
 
+fn read_head(store: &Store) -> Result<Head, AuditError> {
+    let (seq, hash, time) = match store.last(Namespace::Audit, b"r")? {
+        Some((k, v)) => {
+            let r: AuditRecord = decode(&k, &v)?;
+            let mut h = [0u8; 32];
+            hex::decode_to_slice(&r.hash, &mut h).map_err(|e| AuditError::Corrupt {
+                key: hex::encode(&k),
+                detail: e.to_string(),
+            })?;
+            (r.seq, h, r.time)
+        }
+        None => (0, [0u8; 32], 0),
+    };
+    let (cseq, ctime) = match store.last(Namespace::Audit, b"c")? {
+        Some((k, v)) => {
+            let c: Checkpoint = decode(&k, &v)?;
+            (c.seq, c.time)
+        }
+        None => (0, time),
+    };
+    Ok(Head {
+        seq,
+        hash,
+        last_checkpoint_seq: cseq,
+        last_checkpoint_time: ctime,
+    })
+}
+
 impl AuditLog {
-    /// Open the log in `db`, continuing its chain.
+    /// Open the log in `store`, continuing its chain.
     pub fn open(
-        db: &sled::Db,
+        store: &Store,
         signer: Arc<dyn CheckpointSigner>,
         config: AuditConfig,
     ) -> Result<Self, AuditError> {
-        let tree = open_tree(db)?;
-        let last = tree
-            .scan_prefix([b'r'])
-            .next_back()
-            .transpose()
-            .map_err(io("read audit head"))?;
-        let (seq, hash, time) = match last {
-            Some((k, v)) => {
-                let r: AuditRecord =
-                    serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt {
-                        key: hex::encode(&k),
-                        detail: e.to_string(),
-                    })?;
-                let mut h = [0u8; 32];
-                hex::decode_to_slice(&r.hash, &mut h).map_err(|e| AuditError::Corrupt {
-                    key: hex::encode(&k),
-                    detail: e.to_string(),
-                })?;
-                (r.seq, h, r.time)
-            }
-            None => (0, [0u8; 32], 0),
-        };
-        let last_ckpt = tree
-            .scan_prefix([b'c'])
-            .next_back()
-            .transpose()
-            .map_err(io("read checkpoints"))?;
-        let (cseq, ctime) = match last_ckpt {
-            Some((_, v)) => serde_json::from_slice::<Checkpoint>(&v)
-                .map(|c| (c.seq, c.time))
-                .unwrap_or((0, 0)),
-            None => (0, time),
-        };
         Ok(AuditLog {
-            db: db.clone(),
-            tree,
+            head: Mutex::new(read_head(store)?),
+            store: store.clone(),
             signer,
             config,
-            head: Mutex::new(Head {
-                seq,
-                hash,
-                last_checkpoint_seq: cseq,
-                last_checkpoint_time: ctime,
-            }),
         })
     }
 
-    /// Append a record, checkpointing when due. With `flush`, it is on disk when this returns;
-    /// without, the caller's next flush of the same database makes it durable (sled recovers a
-    /// prefix of its log, so nothing written after it can survive a crash without it).
+    /// The store the log is kept in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Forget what memory holds beyond the committed chain (after a discarded transaction).
+    pub fn reload(&self) -> Result<(), AuditError> {
+        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = read_head(&self.store)?;
+        Ok(())
+    }
+
+    fn sign_head(&self, seq: u64, hash: &[u8; 32], time: u64) -> Result<(), AuditError> {
+        let sig = self
+            .signer
+            .sign(&checkpoint_digest(seq, hash, time))
+            .map_err(AuditError::Sign)?;
+        let pk = self.signer.public_key().map_err(AuditError::Sign)?;
+        let c = Checkpoint {
+            v: 1,
+            seq,
+            head: hex::encode(hash),
+            time,
+            signature: hex::encode(sig.serialize_compact()),
+            public_key: hex::encode(pk.serialize()),
+        };
+        self.store.put(
+            Namespace::Audit,
+            key(b'c', seq).to_vec(),
+            serde_json::to_vec(&c).expect("serializable"),
+        )?;
+        Ok(())
+    }
+
+    /// Append a record to the request's transaction (or to a transaction of its own when no
+    /// request is open on this thread), checkpointing when due. The record is durable exactly
+    /// when that transaction commits.
     pub fn append(
         &self,
         time: u64,
         kind: &str,
         data: serde_json::Value,
-        flush: bool,
     ) -> Result<u64, AuditError> {
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = head.seq + 1;
-        let hash = record_hash(seq, time, kind, &data, &head.hash);
-        let record = AuditRecord {
-            v: 1,
-            seq,
-            time,
-            kind: kind.to_string(),
-            data,
-            prev: hex::encode(head.hash),
-            hash: hex::encode(hash),
-        };
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            &key(b'r', seq),
-            serde_json::to_vec(&record).expect("serializable"),
-        );
-        let due = seq - head.last_checkpoint_seq >= self.config.checkpoint_every
-            || time.saturating_sub(head.last_checkpoint_time) >= self.config.checkpoint_secs;
-        let mut checkpointed = false;
-        if due {
-            let sig = self
-                .signer
-                .sign(&checkpoint_digest(seq, &hash, time))
-                .map_err(AuditError::Sign)?;
-            let pk = self.signer.public_key().map_err(AuditError::Sign)?;
-            let c = Checkpoint {
+        self.store.write(|| {
+            let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = head.seq + 1;
+            let hash = record_hash(seq, time, kind, &data, &head.hash);
+            let record = AuditRecord {
                 v: 1,
                 seq,
-                head: hex::encode(hash),
                 time,
-                signature: hex::encode(sig.serialize_compact()),
-                public_key: hex::encode(pk.serialize()),
+                kind: kind.to_string(),
+                data,
+                prev: hex::encode(head.hash),
+                hash: hex::encode(hash),
             };
-            batch.insert(
-                &key(b'c', seq),
-                serde_json::to_vec(&c).expect("serializable"),
-            );
-            checkpointed = true;
-        }
-        self.tree.apply_batch(batch).map_err(io("write audit"))?;
-        if flush || checkpointed {
-            self.db.flush().map_err(io("flush audit"))?;
-        }
-        head.seq = seq;
-        head.hash = hash;
-        if checkpointed {
-            head.last_checkpoint_seq = seq;
-            head.last_checkpoint_time = time;
-        }
-        Ok(seq)
+            self.store.put(
+                Namespace::Audit,
+                key(b'r', seq).to_vec(),
+                serde_json::to_vec(&record).expect("serializable"),
+            )?;
+            let due = seq - head.last_checkpoint_seq >= self.config.checkpoint_every
+                || time.saturating_sub(head.last_checkpoint_time) >= self.config.checkpoint_secs;
+            if due {
+                self.sign_head(seq, &hash, time)?;
+            }
+            head.seq = seq;
+            head.hash = hash;
+            if due {
+                head.last_checkpoint_seq = seq;
+                head.last_checkpoint_time = time;
+            }
+            Ok(seq)
+        })
     }
 
     /// Sign the current head now (at shutdown, so the last records are covered).
     pub fn checkpoint(&self, time: u64) -> Result<(), AuditError> {
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        if head.seq == 0 || head.last_checkpoint_seq == head.seq {
-            return Ok(());
-        }
-        let sig = self
-            .signer
-            .sign(&checkpoint_digest(head.seq, &head.hash, time))
-            .map_err(AuditError::Sign)?;
-        let pk = self.signer.public_key().map_err(AuditError::Sign)?;
-        let c = Checkpoint {
-            v: 1,
-            seq: head.seq,
-            head: hex::encode(head.hash),
-            time,
-            signature: hex::encode(sig.serialize_compact()),
-            public_key: hex::encode(pk.serialize()),
-        };
-        self.tree
-            .insert(
-                key(b'c', head.seq),
-                serde_json::to_vec(&c).expect("serializable"),
-            )
-            .map_err(io("write checkpoint"))?;
-        self.db.flush().map_err(io("flush audit"))?;
-        head.last_checkpoint_seq = head.seq;
-        head.last_checkpoint_time = time;
-        Ok(())
+        self.store.write(|| {
+            let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+            if head.seq == 0 || head.last_checkpoint_seq == head.seq {
+                return Ok(());
+            }
+            let (seq, hash) = (head.seq, head.hash);
+            self.sign_head(seq, &hash, time)?;
+            head.last_checkpoint_seq = seq;
+            head.last_checkpoint_time = time;
+            Ok(())
+        })
     }
 
     /// Records so far.
@@ -365,10 +339,5 @@ impl AuditLog {
     /// Whether nothing was recorded yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The tree, for tests that play an attacker.
-    pub fn raw_tree(&self) -> &sled::Tree {
-        &self.tree
     }
 }

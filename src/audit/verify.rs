@@ -116,11 +116,10 @@ pub fn verify(records: &[AuditRecord], checkpoints: &[Checkpoint], key: &PublicK
 }
 
 /// Read and verify a database's audit log.
-pub fn verify_db(db: &sled::Db, key: &PublicKey) -> Result<Finding, AuditError> {
-    let tree = super::open_tree(db)?;
+pub fn verify_store(store: &crate::store::Store, key: &PublicKey) -> Result<Finding, AuditError> {
     Ok(verify(
-        &read_records(&tree)?,
-        &read_checkpoints(&tree)?,
+        &read_records(store)?,
+        &read_checkpoints(store)?,
         key,
     ))
 }

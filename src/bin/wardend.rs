@@ -63,9 +63,8 @@ async fn main() -> anyhow::Result<()> {
     let audit_key = hsm.audit_public_key()?;
 
     let store = Store::open(&config.data_dir.join("state"))?;
-    let db = store.db().clone();
     let core = Arc::new(Core::open(
-        store,
+        store.clone(),
         loaded.clone(),
         ApprovalConfig {
             rejections_needed: config.rejections_needed,
@@ -78,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         .write()
         .unwrap_or_else(|p| p.into_inner()) = config.alerts.window_warn_fraction;
     let audit = Arc::new(warden::audit::AuditLog::open(
-        &db,
+        &store,
         Arc::new(warden::metrics::MeteredHsm {
             hsm: hsm.clone(),
             metrics: core.metrics.clone(),
@@ -95,22 +94,23 @@ async fn main() -> anyhow::Result<()> {
             "version": env!("CARGO_PKG_VERSION"),
             "audit_key": audit_key.to_string(),
         }),
-        true,
     )?;
     let settings = warden::signer::SignerSettings {
         network: config.network,
         max_invoices: config.max_invoices,
-        flush_per_request: true,
     };
-    // The stream loop flushes once per request, before answering.
-    core.defer_flush(true);
     let filter = warden::signer::vls_filter(&config.vls_filters);
-    let init = warden::signer::build_handler(core.clone(), &seed, &db, settings, &filter)?;
+    let init = warden::signer::build_handler(core.clone(), &seed, &store, settings, &filter)?;
     // Kept (zeroizing) only to restore the node after a VLS panic; VLS holds its keys anyway.
     let rebuild: warden::signer::stream::Rebuild = {
-        let (core, db, seed, filter) = (core.clone(), db.clone(), seed.duplicate(), filter.clone());
+        let (core, store, seed, filter) = (
+            core.clone(),
+            store.clone(),
+            seed.duplicate(),
+            filter.clone(),
+        );
         Arc::new(move || {
-            warden::signer::build_handler(core.clone(), &seed, &db, settings, &filter)
+            warden::signer::build_handler(core.clone(), &seed, &store, settings, &filter)
                 .map_err(|e| e.to_string())
         })
     };
@@ -164,16 +164,28 @@ async fn main() -> anyhow::Result<()> {
     let metrics_addr = metrics_listener.local_addr()?;
     {
         let mut rx = stop_rx.clone();
+        let core = core.clone();
         tokio::spawn(warden::metrics::serve(
-            core.clone(),
+            move || core.render_metrics(),
             metrics_listener,
             async move {
                 let _ = rx.changed().await;
             },
         ));
     }
+    let (seen, alerting) = (core.clone(), core.clone());
     tokio::spawn(warden::alerts::watch_node(
-        core.clone(),
+        move || seen.connection() == warden::core::NodeConnection::Connected,
+        move |message| {
+            alerting.events.emit(
+                alerting.clock.now(),
+                warden::events::EventKind::NodeConnection,
+                "",
+                &["warden-node-disconnected".to_string()],
+                message,
+                0,
+            );
+        },
         std::time::Duration::from_secs(config.alerts.node_disconnect_secs),
         stop_rx.clone(),
     ));
@@ -220,15 +232,15 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = signer_task.await;
     let now = core.clock.now();
-    if let Err(e) = audit
-        .append(
+    // The stop record and the checkpoint that covers it are one commit.
+    if let Err(e) = store.write(|| {
+        audit.append(
             now,
             "stop",
             serde_json::json!({"node_id": node_id.to_string()}),
-            true,
-        )
-        .and_then(|_| audit.checkpoint(now))
-    {
+        )?;
+        audit.checkpoint(now)
+    }) {
         tracing::error!(error = %e, "could not close the audit log with a checkpoint");
     }
     if let Some(t) = admin_task {

@@ -6,7 +6,6 @@
 //! into every problem it has, with line and column; [`eval::evaluate`] decides a payment as a
 //! pure function of the policy, the request, the velocity state and the time.
 
-pub mod engine;
 pub mod eval;
 pub mod explain;
 pub mod load;
@@ -14,7 +13,6 @@ pub mod model;
 pub mod units;
 pub mod velocity;
 
-pub use engine::PolicyEngine;
 pub use eval::{evaluate, spend_changes, Decision, PaymentKind, PaymentRequest, RuleHit, Verdict};
 pub use load::{
     load_policy_file, parse_policy, PolicyError, PolicyLoadError, DEFAULT_POLICY, KNOWN_KEYS,

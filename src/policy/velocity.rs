@@ -184,6 +184,120 @@ impl VelocityState {
     }
 }
 
+/// The on-disk codec of velocity buckets: key = ledger key + minute (u64 BE), value = amount msat
+/// (u64 BE) + count (u64 BE). Pure, so the store stays ignorant of policy types and the policy
+/// ignorant of the store.
+pub mod codec {
+    use super::{Bucket, BucketChange, LedgerKey};
+    use crate::policy::model::Destination;
+
+    /// Encode a ledger key; the inverse of [`decode_ledger_key`].
+    pub fn encode_ledger_key(key: &LedgerKey, out: &mut Vec<u8>) {
+        let (tag, text): (u8, &str) = match key {
+            LedgerKey::Node => (0, ""),
+            LedgerKey::Destination(Destination::Node(n)) => (1, n),
+            LedgerKey::Destination(Destination::Address(a)) => (2, a),
+            LedgerKey::Group(g) => (3, g),
+        };
+        out.push(tag);
+        out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    /// Decode a ledger key from the front of `b`; returns it and the rest.
+    pub fn decode_ledger_key(b: &[u8]) -> Option<(LedgerKey, &[u8])> {
+        let (&tag, rest) = b.split_first()?;
+        if rest.len() < 2 {
+            return None;
+        }
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        let rest = &rest[2..];
+        if rest.len() < len {
+            return None;
+        }
+        let text = std::str::from_utf8(&rest[..len]).ok()?.to_string();
+        let key = match tag {
+            0 if len == 0 => LedgerKey::Node,
+            1 => LedgerKey::Destination(Destination::Node(text)),
+            2 => LedgerKey::Destination(Destination::Address(text)),
+            3 => LedgerKey::Group(text),
+            _ => return None,
+        };
+        Some((key, &rest[len..]))
+    }
+
+    /// The key of one ledger's bucket.
+    pub fn bucket_key(key: &LedgerKey, minute: u64) -> Vec<u8> {
+        let mut k = Vec::with_capacity(16);
+        encode_ledger_key(key, &mut k);
+        k.extend_from_slice(&minute.to_be_bytes());
+        k
+    }
+
+    /// A bucket's value.
+    pub fn encode_bucket(b: &Bucket) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&b.amount_msat.to_be_bytes());
+        v.extend_from_slice(&b.count.to_be_bytes());
+        v
+    }
+
+    /// A stored bucket back, or what is wrong with it.
+    pub fn decode_bucket(k: &[u8], v: &[u8]) -> Result<BucketChange, &'static str> {
+        let (key, rest) = decode_ledger_key(k).ok_or("bad ledger key")?;
+        let minute = u64::from_be_bytes(rest.try_into().map_err(|_| "bad minute")?);
+        if v.len() != 16 {
+            return Err("bucket value is not 16 bytes");
+        }
+        let amount_msat = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+        let count = u64::from_be_bytes(v[8..].try_into().expect("8 bytes"));
+        Ok((
+            key,
+            Bucket {
+                minute,
+                amount_msat,
+                count,
+            },
+        ))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ledger_keys_and_buckets_round_trip() {
+            for key in [
+                LedgerKey::Node,
+                LedgerKey::Destination(Destination::Node("02ab".into())),
+                LedgerKey::Destination(Destination::Address("bc1qxyz".into())),
+                LedgerKey::Group("supplier-daily".into()),
+            ] {
+                let mut b = Vec::new();
+                encode_ledger_key(&key, &mut b);
+                b.extend_from_slice(&[9, 9]);
+                let (back, rest) = decode_ledger_key(&b).unwrap();
+                assert_eq!(back, key);
+                assert_eq!(rest, &[9, 9]);
+                let bucket = Bucket {
+                    minute: 7,
+                    amount_msat: 1_000,
+                    count: 2,
+                };
+                let (k2, b2) =
+                    decode_bucket(&bucket_key(&key, 7), &encode_bucket(&bucket)).unwrap();
+                assert_eq!((k2, b2), (key, bucket));
+            }
+            assert!(decode_ledger_key(&[7, 0, 0]).is_none());
+            assert!(decode_ledger_key(&[1, 0, 5, b'a']).is_none());
+            assert_eq!(
+                decode_bucket(&bucket_key(&LedgerKey::Node, 1), &[0; 15]),
+                Err("bucket value is not 16 bytes")
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,9 +49,6 @@ pub struct SignerSettings {
     pub network: Network,
     /// Live invoices VLS may hold (VLS's own default is 1,000).
     pub max_invoices: usize,
-    /// The stream loop flushes the database once per request, before answering; the stores
-    /// then skip their own flushes.
-    pub flush_per_request: bool,
 }
 
 /// VLS policy filter rules from the configuration, merged after VLS's defaults.
@@ -99,13 +96,12 @@ pub enum SignerError {
 pub fn build_handler(
     core: Arc<Core>,
     seed: &NodeSeed,
-    db: &sled::Db,
+    store: &crate::store::Store,
     settings: SignerSettings,
     filter: &lightning_signer::policy::filter::PolicyFilter,
 ) -> Result<InitHandler, SignerError> {
-    let store = persist::SledKVVStore::open(db)
-        .map_err(|e| SignerError::Persist(format!("{e:?}")))?
-        .deferring_flush(settings.flush_per_request);
+    let store =
+        persist::VlsKvvStore::open(store).map_err(|e| SignerError::Persist(format!("{e:?}")))?;
     let warden_persister = Arc::new(node_persist::WardenPersister::new(store));
     let persister: Arc<dyn Persist> = warden_persister.clone();
     let mut policy = make_simple_policy(settings.network, OptionizedSimplePolicy::default());

@@ -17,9 +17,9 @@
 //!   written (a fingerprint per entry) and writes the differences, so nothing VLS changes
 //!   elsewhere is ever lost.
 //!
-//! All writes go through VLS's transactional store and land in one sled batch at commit.
+//! All writes go through VLS's transactional store and land in the request's transaction at commit.
 
-use super::persist::SledKVVStore;
+use super::persist::VlsKvvStore;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::PublicKey;
 use lightning_signer::chain::tracker::ChainTracker;
@@ -38,7 +38,7 @@ use vls_persist::kvv::transactional::TransactionalKVVStore;
 use vls_persist::kvv::{JsonFormat, KVVPersister, KVVStore, ValueFormat};
 use vls_persist::model::NodeStateEntry;
 
-type Inner = KVVPersister<TransactionalKVVStore<SledKVVStore>, JsonFormat>;
+type Inner = KVVPersister<TransactionalKVVStore<VlsKvvStore>, JsonFormat>;
 
 const INV: &str = "warden/inv/";
 const ISS: &str = "warden/iss/";
@@ -75,8 +75,8 @@ fn ser<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Error> {
 }
 
 impl WardenPersister {
-    /// Over a sled-backed store.
-    pub fn new(store: SledKVVStore) -> Self {
+    /// Over Warden's store.
+    pub fn new(store: VlsKvvStore) -> Self {
         WardenPersister {
             inner: KVVPersister(TransactionalKVVStore::new(store), JsonFormat),
             shadow: Mutex::new(Shadow::default()),
@@ -94,7 +94,7 @@ impl WardenPersister {
         self.hint.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    fn store(&self) -> &TransactionalKVVStore<SledKVVStore> {
+    fn store(&self) -> &TransactionalKVVStore<VlsKvvStore> {
         &self.inner.0
     }
 
@@ -442,8 +442,8 @@ mod tests {
     #[test]
     fn the_state_record_stays_small_and_each_invoice_is_its_own_key() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let p = WardenPersister::new(SledKVVStore::open(&db).unwrap());
+        let db = crate::store::Store::open(dir.path()).unwrap();
+        let p = WardenPersister::new(VlsKvvStore::open(&db).unwrap());
         let node = SecretKey::from_slice(&[2; 32])
             .unwrap()
             .public_key(&Secp256k1::new());

@@ -1,30 +1,29 @@
-//! VLS's node and channel state in sled.
+//! VLS's node and channel state in the store's `vls` namespace.
 //!
-//! [`SledKVVStore`] implements VLS's key-version-value store interface on a sled tree, with the
-//! same rules as VLS's own stores (a key's version never goes backwards; a re-put at the same
-//! version must carry the same value). VLS's `TransactionalKVVStore` buffers a request's writes
-//! between `enter` and `commit`; the commit lands here as one sled batch, flushed before the
-//! signer's answer is released.
+//! [`VlsKvvStore`] implements VLS's key-version-value store interface with the same rules as
+//! VLS's own stores (a key's version never goes backwards; a re-put at the same version must
+//! carry the same value). VLS's `TransactionalKVVStore` buffers a request's writes between
+//! `enter` and `commit`; its commit stages them here, in the request's transaction, so they
+//! become durable in the one commit that also holds Warden's decision and audit record.
 
+use crate::store::{Namespace, Store, StoreError};
 use lightning_signer::persist::Error;
 use lightning_signer::SendSync;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use vls_persist::kvv::{KVVStore, KVV};
 
-/// A key-version-value store on a sled tree.
-pub struct SledKVVStore {
-    db: sled::Db,
-    tree: sled::Tree,
+/// VLS's key-version-value store on Warden's store.
+pub struct VlsKvvStore {
+    store: Store,
     versions: Mutex<HashMap<String, u64>>,
     signer_id: [u8; 16],
-    defer_flush: bool,
 }
 
-impl SendSync for SledKVVStore {}
+impl SendSync for VlsKvvStore {}
 
 fn io(e: impl std::fmt::Display) -> Error {
-    Error::Internal(format!("sled: {e}"))
+    Error::Internal(format!("state database: {e}"))
 }
 
 fn encode(version: u64, value: &[u8]) -> Vec<u8> {
@@ -41,39 +40,31 @@ fn decode(vv: &[u8]) -> (u64, Vec<u8>) {
     (u64::from_be_bytes(b), val.to_vec())
 }
 
-impl SledKVVStore {
-    /// Open the `vls` tree of `db`, loading every key's version.
-    pub fn open(db: &sled::Db) -> Result<Self, Error> {
-        let tree = db.open_tree("vls").map_err(io)?;
+const SIGNER_ID: &[u8] = b"vls-signer-id";
+
+impl VlsKvvStore {
+    /// Over `store`, loading every key's version.
+    pub fn open(store: &Store) -> Result<Self, Error> {
         let mut versions = HashMap::new();
-        for kv in tree.iter() {
-            let (k, v) = kv.map_err(io)?;
+        for (k, v) in store.scan(Namespace::Vls, b"").map_err(io)? {
             versions.insert(String::from_utf8_lossy(&k).into_owned(), decode(&v).0);
         }
-        let meta = db.open_tree("vls-meta").map_err(io)?;
-        let signer_id = match meta.get("signer_id").map_err(io)? {
-            Some(v) if v.len() == 16 => v.as_ref().try_into().expect("16 bytes"),
+        let signer_id = match store.get(Namespace::Meta, SIGNER_ID).map_err(io)? {
+            Some(v) if v.len() == 16 => v.as_slice().try_into().expect("16 bytes"),
             _ => {
                 let mut id = [0u8; 16];
                 getrandom::getrandom(&mut id).map_err(io)?;
-                meta.insert("signer_id", &id).map_err(io)?;
-                db.flush().map_err(io)?;
+                store
+                    .write(|| store.put(Namespace::Meta, SIGNER_ID.to_vec(), id.to_vec()))
+                    .map_err(io)?;
                 id
             }
         };
-        Ok(SledKVVStore {
-            db: db.clone(),
-            tree,
+        Ok(VlsKvvStore {
+            store: store.clone(),
             versions: Mutex::new(versions),
             signer_id,
-            defer_flush: false,
         })
-    }
-
-    /// Leave the flush to the caller, who flushes once per request before answering.
-    pub fn deferring_flush(mut self, defer: bool) -> Self {
-        self.defer_flush = defer;
-        self
     }
 
     fn check(
@@ -88,7 +79,7 @@ impl SledKVVStore {
                 return Err(Error::VersionMismatch);
             }
             if version == *v {
-                let existing = self.tree.get(key).map_err(io)?;
+                let existing = self.store.get(Namespace::Vls, key.as_bytes()).map_err(io)?;
                 if existing.as_deref() != Some(vv) {
                     return Err(Error::VersionMismatch);
                 }
@@ -108,7 +99,7 @@ impl Iterator for Iter {
     }
 }
 
-impl KVVStore for SledKVVStore {
+impl KVVStore for VlsKvvStore {
     type Iter = Iter;
 
     fn put(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
@@ -128,32 +119,40 @@ impl KVVStore for SledKVVStore {
 
     fn put_batch(&self, kvvs: Vec<KVV>) -> Result<(), Error> {
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = sled::Batch::default();
-        let mut staged: HashMap<String, u64> = HashMap::new();
+        let mut staged: Vec<(String, u64, Vec<u8>)> = Vec::with_capacity(kvvs.len());
+        let mut seen: HashMap<String, u64> = HashMap::new();
         for KVV(key, (version, value)) in kvvs {
             let vv = encode(version, &value);
-            if let Some(v) = staged.get(&key) {
+            if let Some(v) = seen.get(&key) {
                 if version < *v {
                     return Err(Error::VersionMismatch);
                 }
             } else {
                 self.check(&versions, &key, version, &vv)?;
             }
-            batch.insert(key.as_bytes(), vv);
-            staged.insert(key, version);
+            seen.insert(key.clone(), version);
+            staged.push((key, version, vv));
         }
-        self.tree.apply_batch(batch).map_err(io)?;
-        // Durable before VLS's commit returns (or, when deferring, before the stream loop
-        // answers: it flushes after every request).
-        if !self.defer_flush {
-            self.db.flush().map_err(io)?;
-        }
-        versions.extend(staged);
+        // Checked in full before anything is staged: a stale version writes nothing.
+        self.store
+            .write(|| {
+                for (key, _, vv) in &staged {
+                    self.store
+                        .put(Namespace::Vls, key.as_bytes().to_vec(), vv.clone())?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .map_err(io)?;
+        versions.extend(staged.into_iter().map(|(k, v, _)| (k, v)));
         Ok(())
     }
 
     fn get(&self, key: &str) -> Result<Option<(u64, Vec<u8>)>, Error> {
-        Ok(self.tree.get(key).map_err(io)?.map(|v| decode(&v)))
+        Ok(self
+            .store
+            .get(Namespace::Vls, key.as_bytes())
+            .map_err(io)?
+            .map(|v| decode(&v)))
     }
 
     fn get_version(&self, key: &str) -> Result<Option<u64>, Error> {
@@ -166,11 +165,13 @@ impl KVVStore for SledKVVStore {
     }
 
     fn get_prefix(&self, prefix: &str) -> Result<Self::Iter, Error> {
-        let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(prefix.as_bytes()) {
-            let (k, v) = kv.map_err(io)?;
-            out.push(KVV(String::from_utf8_lossy(&k).into_owned(), decode(&v)));
-        }
+        let out = self
+            .store
+            .scan(Namespace::Vls, prefix.as_bytes())
+            .map_err(io)?
+            .into_iter()
+            .map(|(k, v)| KVV(String::from_utf8_lossy(&k).into_owned(), decode(&v)))
+            .collect::<Vec<_>>();
         Ok(Iter(out.into_iter()))
     }
 
@@ -179,24 +180,30 @@ impl KVVStore for SledKVVStore {
     }
 
     fn clear_database(&self) -> Result<(), Error> {
-        self.tree.clear().map_err(io)?;
-        self.db.flush().map_err(io)?;
-        self.versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        self.store
+            .write(|| {
+                for (k, _) in self.store.scan(Namespace::Vls, b"")? {
+                    self.store.delete(Namespace::Vls, k)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .map_err(io)?;
+        versions.clear();
         Ok(())
     }
 
     fn reset_versions(&self) -> Result<(), Error> {
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = sled::Batch::default();
-        for kv in self.tree.iter() {
-            let (k, v) = kv.map_err(io)?;
-            batch.insert(k, encode(0, &decode(&v).1));
-        }
-        self.tree.apply_batch(batch).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.store
+            .write(|| {
+                for (k, v) in self.store.scan(Namespace::Vls, b"")? {
+                    self.store
+                        .put(Namespace::Vls, k, encode(0, &decode(&v).1))?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .map_err(io)?;
         versions.values_mut().for_each(|v| *v = 0);
         Ok(())
     }
@@ -213,8 +220,8 @@ mod tests {
     #[test]
     fn versions_never_go_backwards_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let s = SledKVVStore::open(&db).unwrap();
+        let db = Store::open(dir.path()).unwrap();
+        let s = VlsKvvStore::open(&db).unwrap();
         s.put("a", b"1".to_vec()).unwrap();
         s.put("a", b"2".to_vec()).unwrap();
         assert_eq!(s.get("a").unwrap(), Some((1, b"2".to_vec())));
@@ -234,7 +241,7 @@ mod tests {
         .unwrap();
         let id = s.signer_id();
         drop(s);
-        let s = SledKVVStore::open(&db).unwrap();
+        let s = VlsKvvStore::open(&db).unwrap();
         assert_eq!(s.get_version("a").unwrap(), Some(1));
         assert_eq!(s.signer_id(), id);
         let keys: Vec<String> = s.get_prefix("b/").unwrap().map(|k| k.0).collect();
@@ -244,8 +251,8 @@ mod tests {
     #[test]
     fn a_batch_with_a_stale_version_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let s = SledKVVStore::open(&db).unwrap();
+        let db = Store::open(dir.path()).unwrap();
+        let s = VlsKvvStore::open(&db).unwrap();
         s.put("a", b"1".to_vec()).unwrap();
         s.put("a", b"2".to_vec()).unwrap();
         let r = s.put_batch(vec![

@@ -2,8 +2,11 @@
 //! `remote_hsmd_socket` (or the LDK node-side library) serves, opens `SignerStream`, and answers
 //! every `SignerRequest` with exactly one `SignerResponse`, the way VLS's `vlsd` does: the init
 //! handler until negotiation completes, then the root handler; `for_new_client` for requests
-//! whose context names a peer and dbid; the persister's transaction around every request, so
-//! state is durable before the answer is sent. On disconnect it reconnects with backoff and
+//! whose context names a peer and dbid. Every request is one transaction of the store
+//! ([`Session::handle`]): VLS's writes, Warden's decision, the velocity change, the approval
+//! consumed or opened and every audit record of the request are committed, durably, in one
+//! commit before the answer is sent; if that commit fails the answer is a temporary failure and
+//! the in-memory node is rebuilt from what is committed. On disconnect it reconnects with backoff and
 //! answers the proxy's replayed init with a fresh init handler.
 //!
 //! What Warden adds to vlsd's loop:
@@ -14,7 +17,7 @@
 //!   error is sent.
 
 use super::approver::TAG_VLS_REFUSED;
-use crate::core::Core;
+use crate::core::{Core, NodeConnection};
 use crate::events::EventKind;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,6 +37,8 @@ pub const TAG_UNPARSABLE_INVOICE: &str = "warden-invoice-unparsable";
 pub const TAG_MALFORMED: &str = "warden-malformed-message";
 /// Tag of a request during which VLS panicked.
 pub const TAG_PANIC: &str = "warden-signer-panic";
+/// Tag of a request whose state could not be committed.
+pub const TAG_STORE_FAILURE: &str = "warden-store-failure";
 
 /// Rebuilds the node from its last committed state, after VLS panicked mid-request.
 pub type Rebuild = Arc<dyn Fn() -> Result<InitHandler, String> + Send + Sync>;
@@ -71,8 +76,12 @@ pub fn vls_tag(error: &str) -> Option<String> {
     Some(tag)
 }
 
+/// An answer, whether negotiation completed with it, and whether the request's transaction must
+/// be discarded (VLS's own state could not be staged).
+type Reply = (SignerResponse, bool, bool);
+
 /// Refuse a message Warden cannot decode: a temporary failure, never a fatal answer.
-fn malformed(core: &Core, id: u64, what: String) -> (SignerResponse, bool) {
+fn malformed(core: &Core, id: u64, what: String) -> Reply {
     let why = format!("rule {TAG_MALFORMED}: request {id} {what}; answered as a temporary failure");
     tracing::error!("{why}");
     core.events.emit(
@@ -83,11 +92,11 @@ fn malformed(core: &Core, id: u64, what: String) -> (SignerResponse, bool) {
         why.clone(),
         0,
     );
-    (temporary(id, why), false)
+    (temporary(id, why), false, false)
 }
 
 /// Answer one request, timing it. Blocking: VLS and the stores are synchronous.
-fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> (SignerResponse, bool) {
+fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> Reply {
     let started = std::time::Instant::now();
     let id = request.request_id;
     let msg = match msgs::from_vec(request.message) {
@@ -114,7 +123,7 @@ fn answer_message(
     id: u64,
     context: Option<vlsd::grpc::hsmd::HsmRequestContext>,
     msg: Message,
-) -> (SignerResponse, bool) {
+) -> Reply {
     // Refuse unparsable invoices here, before VLS turns them into a fatal error.
     if let Message::PreapproveInvoice(ref m) = msg {
         let parsed = std::str::from_utf8(&m.invstring.0)
@@ -134,6 +143,7 @@ fn answer_message(
             return (
                 response(id, msgs::PreapproveInvoiceReply { result: false }.as_vec()),
                 false,
+                false,
             );
         }
     }
@@ -145,11 +155,16 @@ fn answer_message(
                 return (
                     temporary(id, format!("cannot start the state transaction: {e:?}")),
                     false,
+                    true,
                 );
             }
             let r = init.handle(msg);
             if let Err(e) = persister.commit() {
-                return (temporary(id, format!("cannot commit state: {e:?}")), false);
+                return (
+                    temporary(id, format!("cannot commit state: {e:?}")),
+                    false,
+                    true,
+                );
             }
             r.map(|(done, reply)| (reply.map(|r| r.as_vec()), done))
         }
@@ -159,6 +174,7 @@ fn answer_message(
                 return (
                     temporary(id, format!("cannot start the state transaction: {e:?}")),
                     false,
+                    true,
                 );
             }
             let r = match context.as_ref().filter(|c| c.dbid > 0) {
@@ -178,14 +194,18 @@ fn answer_message(
                 // VLS guarantees a temporary error left no mutation; commit the empty transaction.
                 let _ = persister.commit();
             } else if let Err(e) = persister.commit() {
-                return (temporary(id, format!("cannot commit state: {e:?}")), false);
+                return (
+                    temporary(id, format!("cannot commit state: {e:?}")),
+                    false,
+                    true,
+                );
             }
             r.map(|reply| (Some(reply.as_vec()), false))
         }
     };
     match result {
-        Ok((Some(bytes), done)) => (response(id, bytes), done),
-        Ok((None, done)) => (response(id, vec![]), done),
+        Ok((Some(bytes), done)) => (response(id, bytes), done, false),
+        Ok((None, done)) => (response(id, vec![]), done, false),
         Err(HandlerError::Temporary(status)) => {
             tracing::warn!(
                 request = id,
@@ -193,7 +213,7 @@ fn answer_message(
                 "temporary failure: {}",
                 status.message()
             );
-            (temporary(id, status.message().to_string()), false)
+            (temporary(id, status.message().to_string()), false, false)
         }
         Err(e) => {
             let text = format!("{e:?}");
@@ -216,18 +236,114 @@ fn answer_message(
                     is_temporary_failure: false,
                 },
                 false,
+                false,
             )
         }
     }
 }
 
-fn set_connection(core: &Core, state: &str, detail: String) {
+/// One request answered by a [`Session`].
+#[derive(Debug)]
+pub struct Answered {
+    /// What to send back.
+    pub response: SignerResponse,
+    /// The in-memory node may be ahead of the committed state (VLS panicked, or the commit
+    /// failed): rebuild it from the store and restart the connection before the next request.
+    pub broken: bool,
+}
+
+/// The node side of one connection: the handler phase and the core, answering each request in
+/// one transaction. Synchronous; the stream loop runs it off the async runtime.
+pub struct Session {
+    phase: Phase,
+    core: Arc<Core>,
+}
+
+impl Session {
+    /// A session starting with a fresh init handler (the proxy replays its init on connect).
+    pub fn new(init: &InitHandler, core: Arc<Core>) -> Self {
+        let mut fresh = init.clone();
+        fresh.reset();
+        Session {
+            phase: Phase::Init(fresh),
+            core,
+        }
+    }
+
+    /// Answer one request: open the request's transaction, let VLS and Warden's approver handle
+    /// it, commit durably, and only then return the answer.
+    pub fn handle(&mut self, request: SignerRequest) -> Answered {
+        let id = request.request_id;
+        let core = self.core.clone();
+        let txn = match core.store().begin() {
+            Ok(t) => t,
+            Err(e) => {
+                return Answered {
+                    response: temporary(id, format!("cannot open the state transaction: {e}")),
+                    broken: false,
+                }
+            }
+        };
+        let phase = &mut self.phase;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            answer(phase, &core, request)
+        }));
+        let (resp, done, discard) = match outcome {
+            Ok(r) => r,
+            Err(_) => {
+                txn.abort();
+                core.reload();
+                let why = format!("rule {TAG_PANIC}: VLS panicked on request {id}; the node is restored from its last committed state");
+                tracing::error!("{why}");
+                core.events.emit(
+                    core.clock.now(),
+                    EventKind::PaymentRefused,
+                    "",
+                    &[TAG_PANIC.into()],
+                    why.clone(),
+                    0,
+                );
+                return Answered {
+                    response: temporary(id, why),
+                    broken: true,
+                };
+            }
+        };
+        let committed = if discard {
+            txn.abort();
+            Err("VLS's state could not be staged".to_string())
+        } else {
+            txn.commit().map_err(|e| e.to_string())
+        };
+        if let Err(e) = committed {
+            core.reload();
+            let why = format!("rule {TAG_STORE_FAILURE}: request {id} could not be committed ({e}); answered as a temporary failure, and the node is restored from its last committed state");
+            tracing::error!("{why}");
+            return Answered {
+                response: temporary(id, why),
+                broken: true,
+            };
+        }
+        if done {
+            if let Phase::Init(i) = &self.phase {
+                self.phase = Phase::Root(i.clone().into());
+                tracing::info!("negotiation complete; serving the node");
+            }
+        }
+        Answered {
+            response: resp,
+            broken: false,
+        }
+    }
+}
+
+fn set_connection(core: &Core, state: NodeConnection, detail: String) {
     let mut c = core
         .node_connection
         .write()
         .unwrap_or_else(|p| p.into_inner());
     if *c != state {
-        *c = state.to_string();
+        *c = state;
         drop(c);
         core.events.emit(
             core.clock.now(),
@@ -267,7 +383,7 @@ pub async fn run(
             Err(e) => {
                 set_connection(
                     &core,
-                    "disconnected",
+                    NodeConnection::Disconnected,
                     format!("cannot reach the node's hsmd service at {uri}: {e}"),
                 );
                 tracing::debug!(%uri, error = %e, "node not reachable; retrying");
@@ -286,7 +402,7 @@ pub async fn run(
             Err(e) => {
                 set_connection(
                     &core,
-                    "disconnected",
+                    NodeConnection::Disconnected,
                     format!("the node refused the signer stream: {e}"),
                 );
                 tokio::time::sleep(backoff).await;
@@ -295,63 +411,31 @@ pub async fn run(
         };
         set_connection(
             &core,
-            "connected",
+            NodeConnection::Connected,
             format!("connected to the node at {uri}"),
         );
-        let mut fresh = init.clone();
-        fresh.reset();
-        let mut phase = Phase::Init(fresh);
+        let mut session = Session::new(&init, core.clone());
         loop {
             let next = tokio::select! {
                 n = requests.next() => n,
                 _ = shutdown.changed() => None,
             };
             let Some(Ok(request)) = next else { break };
-            let request_id = request.request_id;
-            let outcome = tokio::task::block_in_place(|| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    answer(&mut phase, &core, request)
-                }))
-            });
-            let (mut resp, done) = match outcome {
-                Ok(r) => r,
-                Err(_) => {
-                    let why = format!("rule {TAG_PANIC}: VLS panicked on request {request_id}; the node is restored from its last committed state");
-                    tracing::error!("{why}");
-                    core.events.emit(
-                        core.clock.now(),
-                        EventKind::PaymentRefused,
-                        "",
-                        &[TAG_PANIC.into()],
-                        why.clone(),
-                        0,
-                    );
-                    let _ = tx.send(temporary(request_id, why)).await;
-                    match tokio::task::block_in_place(|| rebuild()) {
-                        Ok(fresh) => init = fresh,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot restore the node; stopping the signer");
-                            return;
-                        }
-                    }
-                    break;
-                }
-            };
-            // Everything this request wrote (VLS state, Warden's decision and audit record) is
-            // on disk before the answer leaves: one fsync for all of it.
-            if let Err(e) = tokio::task::block_in_place(|| core.flush()) {
-                tracing::error!(error = %e, "cannot flush state; answering with a temporary failure");
-                resp = temporary(request_id, format!("state could not be made durable: {e}"));
-            }
-            let fatal = !resp.error.is_empty() && !resp.is_temporary_failure;
-            if tx.send(resp).await.is_err() {
+            let answered = tokio::task::block_in_place(|| session.handle(request));
+            let fatal =
+                !answered.response.error.is_empty() && !answered.response.is_temporary_failure;
+            if tx.send(answered.response).await.is_err() {
                 break;
             }
-            if done {
-                if let Phase::Init(i) = phase {
-                    phase = Phase::Root(i.into());
-                    tracing::info!("negotiation complete; serving the node");
+            if answered.broken {
+                match tokio::task::block_in_place(|| rebuild()) {
+                    Ok(fresh) => init = fresh,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot restore the node; stopping the signer");
+                        return;
+                    }
                 }
+                break;
             }
             if fatal {
                 // The proxy shuts down on a fatal error; expect the stream to end.
@@ -362,7 +446,7 @@ pub async fn run(
         }
         set_connection(
             &core,
-            "disconnected",
+            NodeConnection::Disconnected,
             format!("the node at {uri} disconnected"),
         );
         if *shutdown.borrow() {

@@ -1,27 +1,88 @@
-//! Warden's state in sled.
+//! The only module that touches a database: one seam, one atomic and durable commit per request.
 //!
-//! Every decision and the state change it causes are written as one atomic batch and flushed
-//! to disk before the decision is returned: a crash after the answer leaves the velocity
-//! windows exactly as the answer assumed, and a crash before it leaves nothing half-written.
+//! Every piece of Warden's state (velocity buckets, approval requests, the audit chain, VLS's
+//! node and channel state, metadata) lives in one [`Namespace`] of one [`Backend`]. A request (an
+//! hsmd message, an admin call) opens one transaction with [`Store::begin`]; everything the
+//! request writes, whichever module writes it, is staged in that transaction and reaches the
+//! backend in one [`Backend::commit`], which is atomic and returns only once the data and the
+//! file metadata are on stable storage. Nothing is answered before that commit returns.
 //!
-//! Layout of the `policy` tree (keys sort in time order within a prefix):
-//! - `v` + ledger key + minute (u64 BE) → amount msat (u64 BE) + count (u64 BE)
-//! - `d` + sequence (u64 BE) → a decision record (JSON, versioned)
+//! The open transaction belongs to the thread that opened it: writes from that thread are staged
+//! in it and its reads see them; other threads read committed state only, and a second writer
+//! waits until the first commits or aborts. Code that runs both inside a request and on its own
+//! (an event at startup, a test calling the policy engine directly) uses [`Store::write`], which
+//! joins the transaction open on this thread or, if there is none, commits its own.
+//!
+//! Backends: [`self::sled::SledBackend`] (the default, embedded) and [`fault::FaultBackend`] (tests:
+//! crashes at the k-th commit). The trait is small on purpose, in the style of LDK's
+//! `KVStoreSync`: get, scan a prefix, read the last key of a prefix, commit a batch.
 
-use crate::policy::model::Destination;
-use crate::policy::velocity::{Bucket, BucketChange, LedgerKey, VelocityState};
-use serde::{Deserialize, Serialize};
-use std::path::Path;
+pub mod fault;
+pub mod sled;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+/// The namespaces of Warden's state, declared once. The byte is the key prefix on disk; a
+/// namespace's byte never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Namespace {
+    /// Velocity buckets of the policy's rolling windows (see `policy::velocity`'s codec).
+    Velocity,
+    /// Approval requests and their admin signatures (`approval::store`).
+    Approvals,
+    /// The hash-chained audit log and its HSM-signed checkpoints (`audit`).
+    Audit,
+    /// VLS's node, channel and chain-tracker state (`signer::persist`).
+    Vls,
+    /// Format version and identifiers (the VLS signer id).
+    Meta,
+}
+
+impl Namespace {
+    /// Every namespace.
+    pub const ALL: [Namespace; 5] = [
+        Namespace::Velocity,
+        Namespace::Approvals,
+        Namespace::Audit,
+        Namespace::Vls,
+        Namespace::Meta,
+    ];
+
+    /// The key prefix on disk.
+    pub fn prefix(self) -> u8 {
+        match self {
+            Namespace::Velocity => b'V',
+            Namespace::Approvals => b'A',
+            Namespace::Audit => b'L',
+            Namespace::Vls => b'S',
+            Namespace::Meta => b'M',
+        }
+    }
+
+    /// The name in errors and diagnostics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::Velocity => "velocity",
+            Namespace::Approvals => "approvals",
+            Namespace::Audit => "audit",
+            Namespace::Vls => "vls",
+            Namespace::Meta => "meta",
+        }
+    }
+}
 
 /// What went wrong with the state database.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// sled could not open the directory.
+    /// The database could not be opened.
     #[error("cannot open the state database in {path}: {detail}. Check that the data directory exists and is writable, and that no other wardend is running on it")]
     Open {
         /// The database directory.
         path: String,
-        /// sled's error.
+        /// The engine's error.
         detail: String,
     },
     /// A read or write failed.
@@ -29,7 +90,7 @@ pub enum StoreError {
     Io {
         /// What was being done.
         op: &'static str,
-        /// sled's error.
+        /// The engine's error.
         detail: String,
     },
     /// A stored record does not decode: the database was altered or written by another version.
@@ -37,254 +98,397 @@ pub enum StoreError {
         "state database record {key} is corrupt: {detail}. Restore the data directory from backup"
     )]
     Corrupt {
-        /// The key, in hex.
+        /// The key.
         key: String,
         /// What is wrong.
         detail: String,
     },
+    /// A write outside any transaction: a bug in Warden, never an input problem.
+    #[error("internal error: a {0} write was attempted outside a transaction")]
+    NoTransaction(&'static str),
+    /// The thread already holds an open transaction.
+    #[error("internal error: a transaction is already open on this thread")]
+    Nested,
 }
 
-fn io(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
-    move |e| StoreError::Io {
-        op,
-        detail: e.to_string(),
+/// Writes staged for one commit: per namespace and key, the new value or a deletion.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    ops: BTreeMap<(Namespace, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl Batch {
+    /// Stage `value` under `key`.
+    pub fn put(&mut self, ns: Namespace, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.insert((ns, key), Some(value));
+    }
+
+    /// Stage the removal of `key`.
+    pub fn delete(&mut self, ns: Namespace, key: Vec<u8>) {
+        self.ops.insert((ns, key), None);
+    }
+
+    /// The staged operations, in key order (`None` = delete).
+    pub fn iter(&self) -> impl Iterator<Item = (Namespace, &[u8], Option<&[u8]>)> {
+        self.ops
+            .iter()
+            .map(|((ns, k), v)| (*ns, k.as_slice(), v.as_deref()))
+    }
+
+    /// Operations staged.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn get(&self, ns: Namespace, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        // BTreeMap<(Namespace, Vec<u8>)> cannot be queried with a borrowed slice; the key copy
+        // is small next to the database read it saves.
+        self.ops.get(&(ns, key.to_vec()))
+    }
+
+    fn range<'a>(
+        &'a self,
+        ns: Namespace,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
+        self.ops
+            .range((ns, prefix.to_vec())..)
+            .take_while(move |((n, k), _)| *n == ns && k.starts_with(prefix))
+            .map(|((_, k), v)| (k, v))
     }
 }
 
-/// A decision as recorded, for audit, reports and the simulator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DecisionRecord {
-    /// Record format version.
-    pub v: u8,
-    /// Sequence number, assigned by the store.
-    pub seq: u64,
-    /// Unix time of the decision.
-    pub time: u64,
-    /// Policy hash, hex.
-    pub policy_hash: String,
-    /// Request digest, hex.
-    pub request_digest: String,
-    /// "invoice", "keysend" or "onchain".
-    pub kind: String,
-    /// Total msat.
-    pub amount_msat: u64,
-    /// Destinations, as "node <id>" / "address <addr>".
-    pub destinations: Vec<String>,
-    /// "approve", "require-quorum" or "deny".
-    pub verdict: String,
-    /// Deciding rule tags.
-    pub tags: Vec<String>,
-    /// The refusal reason, if any.
-    pub reason: Option<String>,
-    /// Warnings (warn-mode rules), as sentences.
-    pub warnings: Vec<String>,
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A database engine under Warden. Reads see committed state only; [`Backend::commit`] applies a
+/// whole batch or nothing and returns only when it is durable (data and file metadata on stable
+/// storage).
+pub trait Backend: Send + Sync {
+    /// The value under `key`.
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan(&self, ns: Namespace, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// The entry with the greatest key starting with `prefix`.
+    fn last(&self, ns: Namespace, prefix: &[u8]) -> Result<Option<Entry>, StoreError>;
+    /// Apply `batch` atomically and durably.
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    /// Bytes the database occupies on disk, where the engine can tell.
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
 }
 
-/// The state database.
+type Hook = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Slot {
+    owner: Option<ThreadId>,
+    batch: Batch,
+    after_commit: Vec<Hook>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    slot: Mutex<Slot>,
+    free: Condvar,
+    commits: AtomicU64,
+    aborts: AtomicU64,
+}
+
+/// Warden's state: a backend and the transaction open on it.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    policy: sled::Tree,
-    defer_flush: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("commits", &self.commits())
+            .finish_non_exhaustive()
     }
 }
 
-/// sled reports a held file lock as an I/O error whose message names it (its kind is not
-/// always `WouldBlock`).
-fn is_lock_held(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+/// The staged writes of a transaction at one moment (see [`Store::savepoint`]).
+#[derive(Debug)]
+pub struct Savepoint(Batch);
+
+/// An open transaction. [`Txn::commit`] makes everything staged durable; dropping it without
+/// committing discards everything staged (the caller then restores its in-memory state from
+/// the committed state).
+#[must_use = "a transaction that is not committed is discarded"]
+pub struct Txn {
+    store: Store,
+    open: bool,
 }
 
-const V: u8 = b'v';
-const D: u8 = b'd';
-
-/// Encode a ledger key; the inverse of [`decode_ledger_key`].
-pub fn encode_ledger_key(key: &LedgerKey, out: &mut Vec<u8>) {
-    let (tag, text): (u8, &str) = match key {
-        LedgerKey::Node => (0, ""),
-        LedgerKey::Destination(Destination::Node(n)) => (1, n),
-        LedgerKey::Destination(Destination::Address(a)) => (2, a),
-        LedgerKey::Group(g) => (3, g),
-    };
-    out.push(tag);
-    out.extend_from_slice(&(text.len() as u16).to_be_bytes());
-    out.extend_from_slice(text.as_bytes());
-}
-
-/// Decode a ledger key from the front of `b`; returns it and the rest.
-pub fn decode_ledger_key(b: &[u8]) -> Option<(LedgerKey, &[u8])> {
-    let (&tag, rest) = b.split_first()?;
-    if rest.len() < 2 {
-        return None;
+impl Txn {
+    /// Commit everything staged since [`Store::begin`], durably, then run the after-commit
+    /// hooks (event delivery). On error nothing was applied.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        self.store.finish(true)
     }
-    let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-    let rest = &rest[2..];
-    if rest.len() < len {
-        return None;
+
+    /// Discard everything staged.
+    pub fn abort(mut self) {
+        self.open = false;
+        let _ = self.store.finish(false);
     }
-    let text = std::str::from_utf8(&rest[..len]).ok()?.to_string();
-    let key = match tag {
-        0 if len == 0 => LedgerKey::Node,
-        1 => LedgerKey::Destination(Destination::Node(text)),
-        2 => LedgerKey::Destination(Destination::Address(text)),
-        3 => LedgerKey::Group(text),
-        _ => return None,
-    };
-    Some((key, &rest[len..]))
 }
 
-fn bucket_key(key: &LedgerKey, minute: u64) -> Vec<u8> {
-    let mut k = vec![V];
-    encode_ledger_key(key, &mut k);
-    k.extend_from_slice(&minute.to_be_bytes());
-    k
+impl Drop for Txn {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.store.finish(false);
+        }
+    }
 }
 
 impl Store {
-    /// Open (or create) the database in `dir`.
-    ///
-    /// sled's background flusher is off: Warden flushes explicitly before every answer, and
-    /// without the thread the file lock is released as soon as the last handle is dropped. A
-    /// lock still held (a previous wardend that is exiting) is retried for up to two seconds,
-    /// then reported as another process using the directory.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let db = loop {
-            match sled::Config::new()
-                .path(dir)
-                .mode(sled::Mode::HighThroughput)
-                .flush_every_ms(None)
-                .open()
-            {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e)) if is_lock_held(&e) && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(sled::Error::Io(e)) if is_lock_held(&e) => {
-                    return Err(StoreError::Open {
-                        path: dir.display().to_string(),
-                        detail: "another process holds its lock (is another wardend running on this data directory?)"
-                            .into(),
-                    })
-                }
-                Err(e) => {
-                    return Err(StoreError::Open {
-                        path: dir.display().to_string(),
-                        detail: e.to_string(),
-                    })
+    /// A store over `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                slot: Mutex::new(Slot::default()),
+                free: Condvar::new(),
+                commits: AtomicU64::new(0),
+                aborts: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Open (or create) the default sled database in `dir`.
+    pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
+        Ok(Store::new(Arc::new(self::sled::SledBackend::open(dir)?)))
+    }
+
+    /// The backend, for a store over the same database (a restart in tests).
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.inner.backend.clone()
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.inner.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open this thread's transaction, waiting while another thread holds one.
+    pub fn begin(&self) -> Result<Txn, StoreError> {
+        let me = std::thread::current().id();
+        let mut slot = self.slot();
+        loop {
+            match slot.owner {
+                None => break,
+                Some(o) if o == me => return Err(StoreError::Nested),
+                Some(_) => {
+                    slot = self
+                        .inner
+                        .free
+                        .wait(slot)
+                        .unwrap_or_else(|p| p.into_inner())
                 }
             }
-        };
-        let policy = db.open_tree("policy").map_err(io("open tree"))?;
-        Ok(Store {
-            db,
-            policy,
-            defer_flush: Default::default(),
+        }
+        slot.owner = Some(me);
+        slot.batch = Batch::default();
+        slot.after_commit.clear();
+        Ok(Txn {
+            store: self.clone(),
+            open: true,
         })
     }
 
-    /// Leave flushing decisions to the caller, who flushes once per request before answering
-    /// (the signer's stream loop does): a decision, VLS's state change and the audit record of
-    /// one request then cost one fsync instead of three.
-    pub fn defer_flush(&self, defer: bool) {
-        self.defer_flush
-            .store(defer, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Flush everything written so far to disk.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(io("flush"))
-    }
-
-    /// The underlying database, for the modules that keep their own trees.
-    pub fn db(&self) -> &sled::Db {
-        &self.db
-    }
-
-    /// Load every velocity bucket.
-    pub fn load_velocity(&self) -> Result<VelocityState, StoreError> {
-        let mut state = VelocityState::default();
-        let mut changes = Vec::new();
-        for kv in self.policy.scan_prefix([V]) {
-            let (k, v) = kv.map_err(io("scan velocity"))?;
-            let corrupt = |detail: &str| StoreError::Corrupt {
-                key: hex::encode(&k),
-                detail: detail.into(),
+    fn finish(&self, commit: bool) -> Result<(), StoreError> {
+        let mut slot = self.slot();
+        let batch = std::mem::take(&mut slot.batch);
+        let hooks = std::mem::take(&mut slot.after_commit);
+        // The backend commit runs while this thread still owns the slot, so no other writer
+        // stages anything that depends on state this commit may not make durable.
+        let result = if commit {
+            let r = if batch.is_empty() {
+                Ok(())
+            } else {
+                self.inner.backend.commit(&batch)
             };
-            let (key, rest) =
-                decode_ledger_key(&k[1..]).ok_or_else(|| corrupt("bad ledger key"))?;
-            let minute = u64::from_be_bytes(rest.try_into().map_err(|_| corrupt("bad minute"))?);
-            if v.len() != 16 {
-                return Err(corrupt("bucket value is not 16 bytes"));
+            match &r {
+                Ok(()) => self.inner.commits.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.inner.aborts.fetch_add(1, Ordering::Relaxed),
+            };
+            r
+        } else {
+            self.inner.aborts.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        slot.owner = None;
+        drop(slot);
+        self.inner.free.notify_one();
+        if commit && result.is_ok() {
+            for hook in hooks {
+                hook();
             }
-            let amount_msat = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-            let count = u64::from_be_bytes(v[8..].try_into().expect("8 bytes"));
-            changes.push((
-                key,
-                Bucket {
-                    minute,
-                    amount_msat,
-                    count,
-                },
-            ));
         }
-        state.apply(&changes);
-        Ok(state)
+        result
     }
 
-    /// Write a decision, its bucket changes and the buckets dropped by compaction as one
-    /// atomic batch, and flush it to disk. Returns the record's sequence number.
-    pub fn commit_decision(
-        &self,
-        record: &mut DecisionRecord,
-        changes: &[BucketChange],
-        dropped: &[(LedgerKey, u64)],
-    ) -> Result<u64, StoreError> {
-        let seq = self.db.generate_id().map_err(io("generate id"))?;
-        record.seq = seq;
-        let mut batch = sled::Batch::default();
-        for (key, b) in changes {
-            let mut v = Vec::with_capacity(16);
-            v.extend_from_slice(&b.amount_msat.to_be_bytes());
-            v.extend_from_slice(&b.count.to_be_bytes());
-            batch.insert(bucket_key(key, b.minute), v);
-        }
-        for (key, minute) in dropped {
-            batch.remove(bucket_key(key, *minute));
-        }
-        let mut k = vec![D];
-        k.extend_from_slice(&seq.to_be_bytes());
-        let json = serde_json::to_vec(record).map_err(|e| StoreError::Io {
-            op: "encode decision",
-            detail: e.to_string(),
-        })?;
-        batch.insert(k, json);
-        self.policy
-            .apply_batch(batch)
-            .map_err(io("write decision"))?;
-        if !self.defer_flush.load(std::sync::atomic::Ordering::Relaxed) {
-            self.db.flush().map_err(io("flush"))?;
-        }
-        Ok(seq)
+    /// What this thread's transaction has staged so far, to return to with
+    /// [`Store::rollback_to`] (a step of a request that fails after staging part of its writes).
+    /// Empty outside a transaction.
+    pub fn savepoint(&self) -> Savepoint {
+        let slot = self.slot();
+        Savepoint(if slot.owner == Some(std::thread::current().id()) {
+            slot.batch.clone()
+        } else {
+            Batch::default()
+        })
     }
 
-    /// Every recorded decision, oldest first.
-    pub fn decisions(&self) -> Result<Vec<DecisionRecord>, StoreError> {
-        self.policy
-            .scan_prefix([D])
-            .map(|kv| {
-                let (k, v) = kv.map_err(io("scan decisions"))?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: hex::encode(&k),
-                    detail: e.to_string(),
-                })
-            })
-            .collect()
+    /// Discard what this thread's transaction staged after `savepoint`.
+    pub fn rollback_to(&self, savepoint: Savepoint) {
+        let mut slot = self.slot();
+        if slot.owner == Some(std::thread::current().id()) {
+            slot.batch = savepoint.0;
+        }
+    }
+
+    /// Whether this thread holds the open transaction.
+    pub fn in_transaction(&self) -> bool {
+        self.slot().owner == Some(std::thread::current().id())
+    }
+
+    /// Run `f` inside this thread's open transaction, or, when there is none, inside a new one
+    /// that is committed if `f` succeeds (and discarded if it fails).
+    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        if self.in_transaction() {
+            return f();
+        }
+        let txn = self.begin()?;
+        let out = f()?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Run `hook` once the open transaction commits (never if it is discarded); at once when
+    /// this thread has no open transaction.
+    pub fn after_commit(&self, hook: impl FnOnce() + Send + 'static) {
+        let me = std::thread::current().id();
+        let mut slot = self.slot();
+        if slot.owner == Some(me) {
+            slot.after_commit.push(Box::new(hook));
+        } else {
+            drop(slot);
+            hook();
+        }
+    }
+
+    fn stage(&self, what: &'static str, f: impl FnOnce(&mut Batch)) -> Result<(), StoreError> {
+        let me = std::thread::current().id();
+        let mut slot = self.slot();
+        if slot.owner != Some(me) {
+            return Err(StoreError::NoTransaction(what));
+        }
+        f(&mut slot.batch);
+        Ok(())
+    }
+
+    /// Stage `value` under `key` in this thread's transaction.
+    pub fn put(&self, ns: Namespace, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+        self.stage(ns.name(), |b| b.put(ns, key, value))
+    }
+
+    /// Stage the removal of `key` in this thread's transaction.
+    pub fn delete(&self, ns: Namespace, key: Vec<u8>) -> Result<(), StoreError> {
+        self.stage(ns.name(), |b| b.delete(ns, key))
+    }
+
+    /// The value under `key`: this thread's staged write if any, else the committed value.
+    pub fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        {
+            let slot = self.slot();
+            if slot.owner == Some(std::thread::current().id()) {
+                if let Some(staged) = slot.batch.get(ns, key) {
+                    return Ok(staged.clone());
+                }
+            }
+        }
+        self.inner.backend.get(ns, key)
+    }
+
+    /// Every entry under `prefix`, in key order, with this thread's staged writes applied.
+    pub fn scan(&self, ns: Namespace, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let committed = self.inner.backend.scan(ns, prefix)?;
+        let slot = self.slot();
+        if slot.owner != Some(std::thread::current().id()) {
+            return Ok(committed);
+        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
+        for (k, v) in slot.batch.range(ns, prefix) {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    /// The entry with the greatest key under `prefix`, with this thread's staged writes applied.
+    pub fn last(&self, ns: Namespace, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let staged = {
+            let slot = self.slot();
+            if slot.owner == Some(std::thread::current().id()) {
+                slot.batch
+                    .range(ns, prefix)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            } else {
+                Vec::new()
+            }
+        };
+        if staged.iter().all(|(_, v)| v.is_some()) {
+            let committed = self.inner.backend.last(ns, prefix)?;
+            let top = staged
+                .into_iter()
+                .next_back()
+                .map(|(k, v)| (k, v.expect("checked")));
+            return Ok(match (committed, top) {
+                (Some(c), Some(s)) => Some(if s.0 >= c.0 { s } else { c }),
+                (c, s) => c.or(s),
+            });
+        }
+        // A staged deletion may remove the committed last entry: merge the whole prefix.
+        Ok(self.scan(ns, prefix)?.pop())
+    }
+
+    /// Transactions committed by this process (empty ones included).
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Transactions discarded, or whose commit failed.
+    pub fn aborts(&self) -> u64 {
+        self.inner.aborts.load(Ordering::Relaxed)
+    }
+
+    /// Bytes on disk, where the backend can tell.
+    pub fn size_on_disk(&self) -> Option<u64> {
+        self.inner.backend.size_on_disk()
+    }
+
+    /// Write `value` under `key` behind Warden's back, as an attacker with the database would.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn tamper(&self, ns: Namespace, key: &[u8], value: Option<&[u8]>) {
+        let mut b = Batch::default();
+        match value {
+            Some(v) => b.put(ns, key.to_vec(), v.to_vec()),
+            None => b.delete(ns, key.to_vec()),
+        }
+        self.inner.backend.commit(&b).expect("tamper commit");
     }
 }
 
@@ -292,22 +496,121 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
     #[test]
-    fn ledger_keys_round_trip() {
-        for key in [
-            LedgerKey::Node,
-            LedgerKey::Destination(Destination::Node("02ab".into())),
-            LedgerKey::Destination(Destination::Address("bc1qxyz".into())),
-            LedgerKey::Group("supplier-daily".into()),
-        ] {
-            let mut b = Vec::new();
-            encode_ledger_key(&key, &mut b);
-            b.extend_from_slice(&[9, 9]);
-            let (back, rest) = decode_ledger_key(&b).unwrap();
-            assert_eq!(back, key);
-            assert_eq!(rest, &[9, 9]);
+    fn a_transaction_reads_its_own_writes_and_others_see_them_only_after_commit() {
+        let (_d, s) = store();
+        let txn = s.begin().unwrap();
+        s.put(Namespace::Meta, b"k".to_vec(), b"v".to_vec())
+            .unwrap();
+        assert_eq!(s.get(Namespace::Meta, b"k").unwrap(), Some(b"v".to_vec()));
+        let other = s.clone();
+        let seen = std::thread::spawn(move || other.get(Namespace::Meta, b"k").unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(seen, None, "another thread must not see uncommitted writes");
+        txn.commit().unwrap();
+        let other = s.clone();
+        let seen = std::thread::spawn(move || other.get(Namespace::Meta, b"k").unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(seen, Some(b"v".to_vec()));
+        assert_eq!(s.commits(), 1);
+    }
+
+    #[test]
+    fn a_dropped_transaction_writes_nothing_and_hooks_do_not_run() {
+        let (_d, s) = store();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let _txn = s.begin().unwrap();
+            s.put(Namespace::Velocity, b"a".to_vec(), b"1".to_vec())
+                .unwrap();
+            let ran = ran.clone();
+            s.after_commit(move || ran.store(true, Ordering::SeqCst));
         }
-        assert!(decode_ledger_key(&[7, 0, 0]).is_none());
-        assert!(decode_ledger_key(&[1, 0, 5, b'a']).is_none());
+        assert_eq!(s.get(Namespace::Velocity, b"a").unwrap(), None);
+        assert!(!ran.load(Ordering::SeqCst));
+        assert_eq!(s.aborts(), 1);
+    }
+
+    #[test]
+    fn writes_outside_a_transaction_are_refused() {
+        let (_d, s) = store();
+        let e = s
+            .put(Namespace::Audit, b"x".to_vec(), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("audit write was attempted outside a transaction"),
+            "{e}"
+        );
+        let _t = s.begin().unwrap();
+        assert!(matches!(s.begin(), Err(StoreError::Nested)));
+    }
+
+    #[test]
+    fn scans_and_last_merge_staged_puts_and_deletes() {
+        let (_d, s) = store();
+        s.write(|| {
+            for k in [b"p1", b"p2", b"p3"] {
+                s.put(Namespace::Approvals, k.to_vec(), k.to_vec())?;
+            }
+            s.put(Namespace::Audit, b"p9".to_vec(), vec![])?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        let _t = s.begin().unwrap();
+        s.delete(Namespace::Approvals, b"p3".to_vec()).unwrap();
+        s.put(Namespace::Approvals, b"p0".to_vec(), b"new".to_vec())
+            .unwrap();
+        let keys: Vec<Vec<u8>> = s
+            .scan(Namespace::Approvals, b"p")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![b"p0".to_vec(), b"p1".to_vec(), b"p2".to_vec()]);
+        assert_eq!(
+            s.last(Namespace::Approvals, b"p").unwrap().unwrap().0,
+            b"p2".to_vec()
+        );
+        s.put(Namespace::Approvals, b"p5".to_vec(), b"x".to_vec())
+            .unwrap();
+        assert_eq!(
+            s.last(Namespace::Approvals, b"p").unwrap().unwrap().0,
+            b"p5".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_second_writer_waits_for_the_first_to_commit() {
+        let (_d, s) = store();
+        let txn = s.begin().unwrap();
+        s.put(Namespace::Meta, b"n".to_vec(), b"1".to_vec())
+            .unwrap();
+        let other = s.clone();
+        let t = std::thread::spawn(move || {
+            other
+                .write(|| {
+                    let seen = other.get(Namespace::Meta, b"n")?;
+                    other.put(Namespace::Meta, b"n".to_vec(), b"2".to_vec())?;
+                    Ok::<_, StoreError>(seen)
+                })
+                .unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        txn.commit().unwrap();
+        assert_eq!(
+            t.join().unwrap(),
+            Some(b"1".to_vec()),
+            "the second writer ran after the first committed"
+        );
+        assert_eq!(s.get(Namespace::Meta, b"n").unwrap(), Some(b"2".to_vec()));
     }
 }

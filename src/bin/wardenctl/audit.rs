@@ -7,7 +7,7 @@ use lightning_signer::bitcoin::secp256k1::PublicKey;
 use std::path::PathBuf;
 use warden::audit::report::{self, date_start, month_range};
 use warden::audit::verify::{verify, Finding};
-use warden::audit::{open_tree, read_checkpoints, read_records, AuditRecord};
+use warden::audit::{read_checkpoints, read_records, AuditRecord};
 use warden::config::ConfigArgs;
 
 /// Exit code when the audit log does not verify.
@@ -60,8 +60,7 @@ fn open(
     };
     let store = warden::store::Store::open(&config.data_dir.join("state"))
         .context("opening the state database (stop wardend first)")?;
-    let tree = open_tree(store.db())?;
-    Ok((read_records(&tree)?, read_checkpoints(&tree)?, key))
+    Ok((read_records(&store)?, read_checkpoints(&store)?, key))
 }
 
 fn bound(s: &Option<String>, default: u64) -> anyhow::Result<u64> {

@@ -8,12 +8,23 @@
 //!   is opened (once per payment), an event announces it, and the answer is "not approved";
 //! - the policy refuses → "not approved", with the rule tags in the log and the event;
 //! - anything fails (database, tampered approval) → "not approved", with the reason logged.
+//!
+//! Every decision runs inside the request's transaction (see [`crate::store`]): its audit
+//! record, the spend it counts, the approval it consumes or opens and the events it raises are
+//! durable in one commit, or none of them is. When a decision fails closed part-way, what it had
+//! staged is rolled back to the savepoint taken at its start.
+
+pub mod engine;
+pub mod status;
+
+pub use engine::PolicyEngine;
+pub use status::{NodeConnection, WindowUse};
 
 use crate::approval::{ApprovalConfig, ApprovalError, ApprovalStore};
 use crate::clock::Clock;
 use crate::events::{EventBus, EventKind};
 use crate::policy::units::format_msat;
-use crate::policy::{PaymentRequest, Policy, PolicyEngine, Verdict};
+use crate::policy::{PaymentRequest, Policy, Verdict};
 use crate::store::{Store, StoreError};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -53,6 +64,7 @@ impl PaymentAnswer {
 /// Warden's state and decision logic, shared by every front end.
 #[derive(Debug)]
 pub struct Core {
+    store: Store,
     engine: Mutex<PolicyEngine>,
     policy_text: RwLock<LoadedPolicy>,
     /// Approval requests.
@@ -63,50 +75,14 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     /// The node id served, hex.
     pub node_id: RwLock<String>,
-    /// "connected", "disconnected" or "not configured".
-    pub node_connection: RwLock<String>,
+    /// Whether the node's hsmd stream is up.
+    pub node_connection: RwLock<NodeConnection>,
     audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     windows: crate::alerts::WindowWatch,
     /// Fraction of a window's limit at which a warning event is raised.
     pub window_warn_fraction: RwLock<f64>,
-}
-
-/// One rolling window's use, for status, metrics and alerts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowUse {
-    /// The limit's tag.
-    pub tag: String,
-    /// Window length, seconds.
-    pub window_secs: u64,
-    /// "node", "listed destinations" or "busiest destination".
-    pub scope: &'static str,
-    /// Msat used.
-    pub used_msat: u64,
-    /// The amount limit, if any.
-    pub limit_msat: Option<u64>,
-    /// Payments counted.
-    pub used_count: u64,
-    /// The count limit, if any.
-    pub limit_count: Option<u64>,
-}
-
-impl WindowUse {
-    /// The larger of the amount and count fractions used.
-    pub fn fraction(&self) -> f64 {
-        let a = self
-            .limit_msat
-            .filter(|l| *l > 0)
-            .map(|l| self.used_msat as f64 / l as f64)
-            .unwrap_or(0.0);
-        let c = self
-            .limit_count
-            .filter(|l| *l > 0)
-            .map(|l| self.used_count as f64 / l as f64)
-            .unwrap_or(0.0);
-        a.max(c)
-    }
 }
 
 impl Core {
@@ -120,13 +96,14 @@ impl Core {
         let engine = PolicyEngine::open(policy.policy.clone(), store.clone(), clock.now())?;
         let approvals = ApprovalStore::open(&store, approvals)?;
         Ok(Core {
+            store,
             engine: Mutex::new(engine),
             policy_text: RwLock::new(policy),
             approvals,
             events: EventBus::default(),
             clock,
             node_id: RwLock::new(String::new()),
-            node_connection: RwLock::new("not configured".into()),
+            node_connection: RwLock::new(NodeConnection::NotConfigured),
             audit: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             windows: crate::alerts::WindowWatch::default(),
@@ -139,71 +116,6 @@ impl Core {
     pub fn attach_audit(&self, audit: Arc<crate::audit::AuditLog>) {
         self.events.attach_audit(audit.clone());
         let _ = self.audit.set(audit);
-    }
-
-    /// Every rolling window's use at `now`. With `all_destinations`, per-destination limits
-    /// report their busiest destination (a scan of every destination ledger).
-    pub fn window_usage(&self, now: u64, all_destinations: bool) -> Vec<WindowUse> {
-        use crate::policy::{LedgerKey, LimitScope};
-        self.with_engine(|engine| {
-            let state = engine.state();
-            engine
-                .policy()
-                .limits
-                .iter()
-                .filter_map(|l| {
-                    let w = l.window_secs?;
-                    let (scope, totals) = match &l.scope {
-                        LimitScope::Node => ("node", state.totals(&LedgerKey::Node, now, w)),
-                        LimitScope::Destinations(_) => (
-                            "listed destinations",
-                            state.totals(&LedgerKey::Group(l.tag.clone()), now, w),
-                        ),
-                        LimitScope::EachDestination if all_destinations => (
-                            "busiest destination",
-                            state
-                                .ledgers()
-                                .filter(|(k, _)| matches!(k, LedgerKey::Destination(_)))
-                                .map(|(_, ledger)| ledger.totals(now, w))
-                                .max_by_key(|t| t.amount_msat)
-                                .unwrap_or_default(),
-                        ),
-                        LimitScope::EachDestination => return None,
-                    };
-                    Some(WindowUse {
-                        tag: l.tag.clone(),
-                        window_secs: w,
-                        scope,
-                        used_msat: u64::try_from(totals.amount_msat).unwrap_or(u64::MAX),
-                        limit_msat: l.max_amount_msat,
-                        used_count: totals.count,
-                        limit_count: l.max_count,
-                    })
-                })
-                .collect()
-        })
-    }
-
-    /// The Prometheus exposition, with current gauges.
-    pub fn render_metrics(&self) -> String {
-        let now = self.clock.now();
-        let pending = self
-            .approvals
-            .list_pending(now)
-            .map(|l| l.len() as u64)
-            .unwrap_or(0);
-        let connected = self
-            .node_connection
-            .read()
-            .map(|c| *c == "connected")
-            .unwrap_or(false);
-        let audit = self.audit.get().map(|a| a.len()).unwrap_or(0);
-        let usage: Vec<(String, f64)> = self
-            .window_usage(now, true)
-            .iter()
-            .map(|w| (w.tag.clone(), w.fraction()))
-            .collect();
-        self.metrics.render(pending, connected, audit, &usage)
     }
 
     fn check_windows(&self, now: u64) {
@@ -272,19 +184,32 @@ impl Core {
             "extra": extra,
         });
         audit
-            .append(now, "decision", data, false)
+            .append(now, "decision", data)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
-    /// Flush the state database (see [`crate::store::Store::defer_flush`]).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.with_engine(|e| e.store().flush())
+    /// The state database.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
-    /// Let the caller flush once per request instead of flushing every decision.
-    pub fn defer_flush(&self, defer: bool) {
-        self.with_engine(|e| e.store().defer_flush(defer));
+    /// Bring the in-memory state (velocity windows, audit chain head) back to what the store
+    /// holds, after a transaction was discarded or rolled back to a savepoint.
+    pub fn reload(&self) {
+        if let Err(e) = self
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reload()
+        {
+            tracing::error!(error = %e, "cannot reload the velocity windows");
+        }
+        if let Some(audit) = self.audit.get() {
+            if let Err(e) = audit.reload() {
+                tracing::error!(error = %e, "cannot reload the audit chain head");
+            }
+        }
     }
 
     /// The policy in force.
@@ -295,12 +220,11 @@ impl Core {
             .clone()
     }
 
-    /// Replace the policy in force. Governance (quorum-signed policy changes) calls this once a
-    /// new file is approved; the velocity history carries over.
+    /// Replace the policy in force; the velocity history carries over. No admin path calls
+    /// this yet: governed policy changes (issue 14) will, once a quorum approves a new file.
     pub fn set_policy(&self, policy: LoadedPolicy) -> Result<(), StoreError> {
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let store = engine.store().clone();
-        *engine = PolicyEngine::open(policy.policy.clone(), store, self.clock.now())?;
+        engine.with_policy(policy.policy.clone());
         let hash = policy.policy.hash_hex();
         *self.policy_text.write().unwrap_or_else(|p| p.into_inner()) = policy;
         drop(engine);
@@ -320,24 +244,61 @@ impl Core {
         f(&self.engine.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Decide a payment, durably, without waiting for anyone. See the module docs.
+    /// Decide a payment, durably, without waiting for anyone. See the module docs. Inside a
+    /// request's transaction (the hsmd stream) the decision joins it; called on its own, it
+    /// commits its own transaction before answering.
     pub fn decide_payment(&self, req: &PaymentRequest, invoice: Option<String>) -> PaymentAnswer {
+        if self.store.in_transaction() {
+            return self.decide_in(req, invoice);
+        }
+        let amount = req.amount_msat();
+        let txn = match self.store.begin() {
+            Ok(t) => t,
+            Err(e) => return self.fail_closed(&format!("no transaction: {e}"), amount),
+        };
+        let answer = self.decide_in(req, invoice);
+        match txn.commit() {
+            Ok(()) => answer,
+            Err(e) => {
+                self.reload();
+                self.fail_closed(&format!("the decision could not be committed: {e}"), amount)
+            }
+        }
+    }
+
+    fn decide_in(&self, req: &PaymentRequest, invoice: Option<String>) -> PaymentAnswer {
+        let savepoint = self.store.savepoint();
+        let answer = self.decide_staged(req, invoice);
+        if let Err((tag, why)) = answer {
+            // Whatever this decision staged before it failed is not kept.
+            self.store.rollback_to(savepoint);
+            self.reload();
+            return self.fail_closed_tag(tag, &why, req.amount_msat());
+        }
+        answer.expect("checked")
+    }
+
+    fn decide_staged(
+        &self,
+        req: &PaymentRequest,
+        invoice: Option<String>,
+    ) -> Result<PaymentAnswer, (&'static str, String)> {
+        const AUDIT: &str = "warden-audit-failure";
+        const STORE: &str = "warden-store-failure";
         let now = self.clock.now();
         let amount = req.amount_msat();
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         let policy = engine.policy().clone();
         let decision = engine.evaluate(req, now);
-        // Fail closed: no audit record, no approval. The record is flushed with the decision.
-        if let Err(e) = self.audit_decision(now, req, &decision, serde_json::Value::Null) {
-            return self.fail_closed_tag(
-                "warden-audit-failure",
-                &format!("the audit record could not be written: {e}"),
-                amount,
-            );
+        let quorum_pending = matches!(decision.verdict, Verdict::RequireQuorum { .. });
+        // A decision that may be approved by quorum is audited once its outcome is known.
+        if !quorum_pending {
+            self.audit_decision(now, req, &decision, serde_json::Value::Null)
+                .map_err(|e| (AUDIT, format!("the audit record could not be written: {e}")))?;
         }
-        if let Err(e) = engine.commit(req, &decision, now) {
-            return self.fail_closed(&format!("the decision could not be recorded: {e}"), amount);
-        }
+        engine
+            .commit(req, &decision, now)
+            .map_err(|e| (STORE, format!("the decision could not be recorded: {e}")))?;
         // Warn-mode rules raise warnings; notes on other rules stay in the decision record.
         for w in decision
             .warnings
@@ -353,7 +314,7 @@ impl Core {
                 amount,
             );
         }
-        match decision.verdict {
+        let answer = match decision.verdict {
             Verdict::Approve => {
                 self.metrics.decision("approve", &decision.tags);
                 drop(engine);
@@ -386,8 +347,8 @@ impl Core {
                 PaymentAnswer::refused(decision.tags, reason, None)
             }
             Verdict::RequireQuorum {
-                rule_tag,
-                quorum,
+                ref rule_tag,
+                ref quorum,
                 expiry_secs,
                 ..
             } => match self.approvals.consume(req, &policy, now) {
@@ -399,19 +360,16 @@ impl Core {
                         policy_hash: decision.policy_hash,
                     };
                     let extra = serde_json::json!({"approved_by_quorum": record.id, "approvers": record.approvers()});
-                    if let Err(e) = self.audit_decision(now, req, &approved, extra) {
-                        return self.fail_closed_tag(
-                            "warden-audit-failure",
-                            &format!("the audit record could not be written: {e}"),
-                            amount,
-                        );
-                    }
-                    if let Err(e) = engine.record_approved_spend(req, now, &decision.tags) {
-                        return self.fail_closed(
-                            &format!("the approved spend could not be recorded: {e}"),
-                            amount,
-                        );
-                    }
+                    self.audit_decision(now, req, &approved, extra)
+                        .map_err(|e| {
+                            (AUDIT, format!("the audit record could not be written: {e}"))
+                        })?;
+                    engine.record_approved_spend(req, now).map_err(|e| {
+                        (
+                            STORE,
+                            format!("the approved spend could not be recorded: {e}"),
+                        )
+                    })?;
                     self.metrics.decision("approve", &decision.tags);
                     drop(engine);
                     self.check_windows(now);
@@ -437,48 +395,66 @@ impl Core {
                     }
                 }
                 Ok(None) => {
+                    self.audit_decision(now, req, &decision, serde_json::Value::Null)
+                        .map_err(|e| {
+                            (AUDIT, format!("the audit record could not be written: {e}"))
+                        })?;
+                    let (record, created) = self
+                        .approvals
+                        .open_request(
+                            req,
+                            rule_tag,
+                            &decision.tags,
+                            quorum,
+                            expiry_secs,
+                            &policy,
+                            invoice,
+                            now,
+                        )
+                        .map_err(|e| {
+                            (
+                                STORE,
+                                format!("the approval request could not be stored: {e}"),
+                            )
+                        })?;
                     self.metrics.decision("hold", &decision.tags);
-                    match self.approvals.open_request(
-                        req,
-                        &rule_tag,
-                        &decision.tags,
-                        &quorum,
-                        expiry_secs,
-                        &policy,
-                        invoice,
-                        now,
-                    ) {
-                        Ok((record, created)) => {
-                            let reason = format!(
-                                "rule {rule_tag}: the payment of {} needs {} of [{}] to approve request {} (expires {})",
-                                format_msat(amount),
-                                quorum.need,
-                                quorum.of.join(", "),
-                                record.id,
-                                crate::clock::format_utc(record.expires_at)
-                            );
-                            if created {
-                                self.events.emit(
-                                    now,
-                                    EventKind::RequestCreated,
-                                    &record.id,
-                                    &decision.tags,
-                                    reason.clone(),
-                                    amount,
-                                );
-                            }
-                            PaymentAnswer::refused(decision.tags, reason, Some(record.id))
-                        }
-                        Err(e) => self.fail_closed(
-                            &format!("the approval request could not be stored: {e}"),
+                    let reason = format!(
+                        "rule {rule_tag}: the payment of {} needs {} of [{}] to approve request {} (expires {})",
+                        format_msat(amount),
+                        quorum.need,
+                        quorum.of.join(", "),
+                        record.id,
+                        crate::clock::format_utc(record.expires_at)
+                    );
+                    if created {
+                        self.events.emit(
+                            now,
+                            EventKind::RequestCreated,
+                            &record.id,
+                            &decision.tags,
+                            reason.clone(),
                             amount,
-                        ),
+                        );
                     }
+                    PaymentAnswer::refused(decision.tags.clone(), reason, Some(record.id))
                 }
                 Err(e) => {
                     if matches!(e, ApprovalError::Tampered { .. }) {
                         tracing::error!(error = %e, "refusing a payment whose approval does not verify");
                     }
+                    let refused = crate::policy::Decision {
+                        verdict: Verdict::Deny {
+                            reason: e.to_string(),
+                        },
+                        tags: decision.tags.clone(),
+                        warnings: vec![],
+                        policy_hash: decision.policy_hash,
+                    };
+                    self.audit_decision(now, req, &refused, serde_json::Value::Null)
+                        .map_err(|e| {
+                            (AUDIT, format!("the audit record could not be written: {e}"))
+                        })?;
+                    self.metrics.decision("deny", &decision.tags);
                     self.events.emit(
                         now,
                         EventKind::PaymentRefused,
@@ -487,10 +463,71 @@ impl Core {
                         e.to_string(),
                         amount,
                     );
-                    PaymentAnswer::refused(decision.tags, e.to_string(), None)
+                    PaymentAnswer::refused(decision.tags.clone(), e.to_string(), None)
                 }
             },
+        };
+        Ok(answer)
+    }
+
+    /// An admin's signed decision on a request, with its audit record and event, in one commit:
+    /// a signature whose record cannot be written is not kept, and one that is kept is audited.
+    pub fn decide_request(
+        &self,
+        id: &str,
+        admin: &str,
+        decision: crate::approval::Decision,
+        format: crate::approval::SignatureFormat,
+        signature: &[u8],
+        reason: Option<String>,
+    ) -> Result<crate::approval::ApprovalOutcome, ApprovalError> {
+        use crate::approval::{Decision, RequestState};
+        let now = self.clock.now();
+        let policy = self.policy().policy;
+        let txn = self.store.begin()?;
+        let out = self
+            .approvals
+            .sign(id, admin, decision, format, signature, reason, &policy, now)?;
+        if let Some(audit) = self.audit() {
+            let data = serde_json::json!({
+                "request_id": out.record.id,
+                "admin": admin,
+                "decision": decision.as_str(),
+                "format": format.as_str(),
+                "signature": hex::encode(signature),
+                "state": out.record.state.as_str(),
+                "amount_msat": out.record.amount_msat(),
+                "policy_hash": out.record.policy_hash,
+            });
+            let kind = if decision == Decision::Approve {
+                "approval"
+            } else {
+                "rejection"
+            };
+            if let Err(e) = audit.append(now, kind, data) {
+                drop(txn);
+                self.reload();
+                return Err(ApprovalError::Audit(e.to_string()));
+            }
         }
+        let kind = match (out.decided, out.record.state) {
+            (true, RequestState::Approved) => EventKind::RequestApproved,
+            (true, RequestState::Rejected) => EventKind::RequestRejected,
+            _ => EventKind::RequestSigned,
+        };
+        self.events.emit(
+            now,
+            kind,
+            &out.record.id,
+            &out.record.tags,
+            out.message.clone(),
+            out.record.amount_msat(),
+        );
+        if let Err(e) = txn.commit() {
+            self.reload();
+            return Err(e.into());
+        }
+        Ok(out)
     }
 
     fn fail_closed(&self, why: &str, amount: u64) -> PaymentAnswer {

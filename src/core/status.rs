@@ -1,0 +1,134 @@
+//! The status view of the core: window use, the node connection and the Prometheus
+//! exposition. Read-only: it sees committed state and the in-memory windows, and writes nothing.
+
+use super::Core;
+use crate::policy::{LedgerKey, LimitScope};
+
+/// Whether the node's hsmd stream is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeConnection {
+    /// wardend does not serve a node (tests, the admin API alone).
+    NotConfigured,
+    /// The stream to the node is open.
+    Connected,
+    /// The node cannot be reached, or its stream ended.
+    Disconnected,
+}
+
+impl NodeConnection {
+    /// The name in status replies and `wardenctl status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeConnection::NotConfigured => "not configured",
+            NodeConnection::Connected => "connected",
+            NodeConnection::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// One rolling window's use, for status, metrics and alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowUse {
+    /// The limit's tag.
+    pub tag: String,
+    /// Window length, seconds.
+    pub window_secs: u64,
+    /// "node", "listed destinations" or "busiest destination".
+    pub scope: &'static str,
+    /// Msat used.
+    pub used_msat: u64,
+    /// The amount limit, if any.
+    pub limit_msat: Option<u64>,
+    /// Payments counted.
+    pub used_count: u64,
+    /// The count limit, if any.
+    pub limit_count: Option<u64>,
+}
+
+impl WindowUse {
+    /// The larger of the amount and count fractions used.
+    pub fn fraction(&self) -> f64 {
+        let a = self
+            .limit_msat
+            .filter(|l| *l > 0)
+            .map(|l| self.used_msat as f64 / l as f64)
+            .unwrap_or(0.0);
+        let c = self
+            .limit_count
+            .filter(|l| *l > 0)
+            .map(|l| self.used_count as f64 / l as f64)
+            .unwrap_or(0.0);
+        a.max(c)
+    }
+}
+
+impl Core {
+    /// Every rolling window's use at `now`. With `all_destinations`, per-destination limits
+    /// report their busiest destination (a scan of every destination ledger).
+    pub fn window_usage(&self, now: u64, all_destinations: bool) -> Vec<WindowUse> {
+        self.with_engine(|engine| {
+            let state = engine.state();
+            engine
+                .policy()
+                .limits
+                .iter()
+                .filter_map(|l| {
+                    let w = l.window_secs?;
+                    let (scope, totals) = match &l.scope {
+                        LimitScope::Node => ("node", state.totals(&LedgerKey::Node, now, w)),
+                        LimitScope::Destinations(_) => (
+                            "listed destinations",
+                            state.totals(&LedgerKey::Group(l.tag.clone()), now, w),
+                        ),
+                        LimitScope::EachDestination if all_destinations => (
+                            "busiest destination",
+                            state
+                                .ledgers()
+                                .filter(|(k, _)| matches!(k, LedgerKey::Destination(_)))
+                                .map(|(_, ledger)| ledger.totals(now, w))
+                                .max_by_key(|t| t.amount_msat)
+                                .unwrap_or_default(),
+                        ),
+                        LimitScope::EachDestination => return None,
+                    };
+                    Some(WindowUse {
+                        tag: l.tag.clone(),
+                        window_secs: w,
+                        scope,
+                        used_msat: u64::try_from(totals.amount_msat).unwrap_or(u64::MAX),
+                        limit_msat: l.max_amount_msat,
+                        used_count: totals.count,
+                        limit_count: l.max_count,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The node connection's state.
+    pub fn connection(&self) -> NodeConnection {
+        *self
+            .node_connection
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Prometheus exposition, with current gauges.
+    pub fn render_metrics(&self) -> String {
+        let now = self.clock.now();
+        let pending = self
+            .approvals
+            .list_pending(now)
+            .map(|l| l.len() as u64)
+            .unwrap_or(0);
+        let connected = self.connection() == NodeConnection::Connected;
+        let audit = self.audit().map(|a| a.len()).unwrap_or(0);
+        let usage: Vec<(String, f64)> = self
+            .window_usage(now, true)
+            .iter()
+            .map(|w| (w.tag.clone(), w.fraction()))
+            .collect();
+        self.metrics
+            .render(pending, connected, audit, &usage, self.store().commits())
+    }
+}
