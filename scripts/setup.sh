@@ -11,6 +11,7 @@ have_pkg softhsm2 || need_pkgs+=(softhsm2)
 have_pkg opensc || need_pkgs+=(opensc)              # pkcs11-tool, for inspecting tokens by hand
 have_cmd protoc || need_pkgs+=(protobuf-compiler)   # tonic-build compiles proto/ with it
 have_cmd tmux || need_pkgs+=(tmux)                   # the wardenctl top test runs it in a real terminal
+have_cmd strace || need_pkgs+=(strace)               # the durability test watches wardend's fsyncs
 
 if ((${#need_pkgs[@]})); then
   echo "setup: installing ${need_pkgs[*]}"

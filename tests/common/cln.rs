@@ -84,7 +84,18 @@ impl Cln {
     }
 
     pub async fn start_with_env(label: &str, policy_rules: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_full(label, policy_rules, env, &[]).await
+    }
+
+    /// wardend under `wrapper` (a program and its arguments, e.g. strace).
+    pub async fn start_full(
+        label: &str,
+        policy_rules: &str,
+        env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> Self {
         let mut daemon = Daemon::prepare(label, policy_rules, free_port());
+        daemon.wardend_wrapper = wrapper.to_vec();
         let chain = ChainStub::start().await.unwrap();
         let proxy_dir = daemon.token.path().join("proxy");
         std::fs::create_dir_all(&proxy_dir).unwrap();

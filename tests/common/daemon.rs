@@ -58,6 +58,8 @@ pub struct Daemon {
     pub wardend: Option<Child>,
     /// Extra environment for wardend.
     pub wardend_env: Vec<(String, String)>,
+    /// A command wardend runs under (e.g. strace and its flags); empty for none.
+    pub wardend_wrapper: Vec<String>,
     /// Where the node side serves hsmd.Hsmd; wardend connects to it.
     pub hsmd_port: u16,
     pub admin_port: u16,
@@ -103,6 +105,7 @@ impl Daemon {
             token,
             wardend: None,
             wardend_env: Vec::new(),
+            wardend_wrapper: Vec::new(),
             hsmd_port,
             admin_port: free_port(),
             pki,
@@ -116,7 +119,7 @@ impl Daemon {
     pub fn start_wardend(&mut self) {
         let mut child = self
             .token
-            .command("wardend")
+            .command_via(&self.wardend_wrapper, "wardend")
             .env(
                 "WARDEN_HSMD_ADDRESS",
                 format!("127.0.0.1:{}", self.hsmd_port),

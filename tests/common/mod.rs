@@ -105,7 +105,19 @@ impl TestToken {
 
     /// A wardend/wardenctl command with this token's environment.
     pub fn command(&self, bin: &str) -> Command {
-        let mut c = Command::new(bin_path(bin));
+        self.command_via(&[], bin)
+    }
+
+    /// [`TestToken::command`] run under `wrapper` (a program and its arguments), when not empty.
+    pub fn command_via(&self, wrapper: &[String], bin: &str) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin_path(bin));
+                c
+            }
+            None => Command::new(bin_path(bin)),
+        };
         c.env("SOFTHSM2_CONF", &self.conf)
             .env_remove("WARDEN_CONFIG")
             .env("WARDEN_DATA_DIR", &self.data_dir)
