@@ -38,3 +38,4 @@ pub mod policy;
 pub mod signer;
 pub mod standin;
 pub mod store;
+pub mod tags;

@@ -64,6 +64,62 @@ fn the_default_policy_needs_two_of_three_above_one_million_sat() {
     assert_eq!(q.mode, Mode::Enforce);
 }
 
+/// Every `warden-…` tag spelled in `text`.
+fn warden_tags(text: &str) -> BTreeSet<String> {
+    text.match_indices("warden-")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect::<String>()
+        })
+        .filter(|t| t.len() > "warden-".len())
+        .collect()
+}
+
+#[test]
+fn warden_tags_are_defined_once_and_documented_in_the_reference() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/README.md")).unwrap();
+    let section = readme
+        .split("## Warden's own tags")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("policy/README.md has a section \"Warden's own tags\"");
+    let documented = warden_tags(section);
+    let defined: BTreeSet<String> = warden::tags::ALL.iter().map(|s| s.to_string()).collect();
+    assert_eq!(documented, defined, "policy/README.md vs src/tags.rs");
+    // No tag is spelled outside src/tags.rs: the names below are HSM object labels and a
+    // directory, not tags.
+    let not_tags: BTreeSet<&str> = ["warden-audit-ecdsa", "warden-seed-seal", "warden-data"].into();
+    let mut stack = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("src/tags.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for lit in text.split('"').skip(1).step_by(2) {
+                if lit.starts_with("warden-") && lit.len() > "warden-".len() {
+                    assert!(
+                        not_tags.contains(lit),
+                        "{} spells the tag \"{lit}\"; define it in src/tags.rs and document it in policy/README.md",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn the_reference_documents_exactly_the_keys_the_parser_accepts() {
     let readme =

@@ -181,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
                 alerting.clock.now(),
                 warden::events::EventKind::NodeConnection,
                 "",
-                &["warden-node-disconnected".to_string()],
+                &[warden::tags::NODE_DISCONNECTED.to_string()],
                 message,
                 0,
             );

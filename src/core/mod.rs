@@ -283,8 +283,7 @@ impl Core {
         req: &PaymentRequest,
         invoice: Option<String>,
     ) -> Result<PaymentAnswer, (&'static str, String)> {
-        const AUDIT: &str = "warden-audit-failure";
-        const STORE: &str = "warden-store-failure";
+        use crate::tags::{AUDIT_FAILURE as AUDIT, STORE_FAILURE as STORE};
         let now = self.clock.now();
         let amount = req.amount_msat();
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
@@ -531,13 +530,13 @@ impl Core {
     }
 
     fn fail_closed(&self, why: &str, amount: u64) -> PaymentAnswer {
-        self.fail_closed_tag("warden-store-failure", why, amount)
+        self.fail_closed_tag(crate::tags::STORE_FAILURE, why, amount)
     }
 
     fn fail_closed_tag(&self, tag: &str, why: &str, amount: u64) -> PaymentAnswer {
         let tag = tag.to_string();
         self.metrics.decision("deny", std::slice::from_ref(&tag));
-        if tag == "warden-audit-failure" {
+        if tag == crate::tags::AUDIT_FAILURE {
             self.events.emit(
                 self.clock.now(),
                 EventKind::Hsm,

@@ -28,10 +28,7 @@ use lightning_signer::SendSync;
 use std::sync::Arc;
 use vls_protocol_signer::approver::Approve;
 
-/// Tag of a refusal because VLS's invoice table is full.
-pub const TAG_CAPACITY: &str = "warden-invoice-capacity";
-/// Tag of a refusal because VLS would not accept the invoice (expired, malformed, duplicate).
-pub const TAG_VLS_REFUSED: &str = "warden-vls-refused";
+use crate::tags::{INVOICE_CAPACITY as TAG_CAPACITY, VLS_REFUSED as TAG_VLS_REFUSED};
 
 /// The approver VLS's handler calls.
 pub struct WardenApprover {
@@ -197,9 +194,12 @@ impl Approve for WardenApprover {
             .validators
             .make_validator(self.network, node.get_id(), None);
         if let Err(e) = validator.validate_invoice(&invoice, node.get_clock().now()) {
-            let text = e.to_string();
-            let tag = super::stream::vls_tag(&text).unwrap_or_else(|| TAG_VLS_REFUSED.to_string());
-            return self.refuse(&tag, format!("VLS refuses the invoice: {text}"), amount);
+            let tag = if e.tag.is_empty() {
+                TAG_VLS_REFUSED.to_string()
+            } else {
+                e.tag.clone()
+            };
+            return self.refuse(&tag, format!("VLS refuses the invoice: {e}"), amount);
         }
         let live = node.get_state().invoices.len();
         if live >= self.max_invoices {

@@ -16,9 +16,12 @@
 //! - a refusal by VLS's own validation is recorded (log and event, with its rule tag) before the
 //!   error is sent.
 
-use super::approver::TAG_VLS_REFUSED;
 use crate::core::{Core, NodeConnection};
 use crate::events::EventKind;
+use crate::tags::{
+    vls_tag_in, INVOICE_UNPARSABLE as TAG_UNPARSABLE_INVOICE, MALFORMED_MESSAGE as TAG_MALFORMED,
+    SIGNER_PANIC as TAG_PANIC, STORE_FAILURE as TAG_STORE_FAILURE, VLS_REFUSED as TAG_VLS_REFUSED,
+};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +33,6 @@ use vls_protocol_signer::handler::{Error as HandlerError, Handler, InitHandler, 
 use vls_protocol_signer::vls_protocol::model::PubKey;
 use vlsd::grpc::hsmd::hsmd_client::HsmdClient;
 use vlsd::grpc::hsmd::{PingRequest, SignerRequest, SignerResponse};
-
-/// Tag of a refusal because the invoice in a preapprove could not be parsed.
-pub const TAG_UNPARSABLE_INVOICE: &str = "warden-invoice-unparsable";
-/// Tag of a message Warden could not decode.
-pub const TAG_MALFORMED: &str = "warden-malformed-message";
-/// Tag of a request during which VLS panicked.
-pub const TAG_PANIC: &str = "warden-signer-panic";
-/// Tag of a request whose state could not be committed.
-pub const TAG_STORE_FAILURE: &str = "warden-store-failure";
 
 /// Rebuilds the node from its last committed state, after VLS panicked mid-request.
 pub type Rebuild = Arc<dyn Fn() -> Result<InitHandler, String> + Send + Sync>;
@@ -64,16 +58,6 @@ fn temporary(request_id: u64, error: String) -> SignerResponse {
         error,
         is_temporary_failure: true,
     }
-}
-
-/// The first `policy-…` tag in a VLS error, if any.
-pub fn vls_tag(error: &str) -> Option<String> {
-    let start = error.find("policy-")?;
-    let tag: String = error[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    Some(tag)
 }
 
 /// An answer, whether negotiation completed with it, and whether the request's transaction must
@@ -217,7 +201,7 @@ fn answer_message(
         }
         Err(e) => {
             let text = format!("{e:?}");
-            let tag = vls_tag(&text).unwrap_or_else(|| TAG_VLS_REFUSED.to_string());
+            let tag = vls_tag_in(&text).unwrap_or_else(|| TAG_VLS_REFUSED.to_string());
             let why = format!("VLS refused {name} (request {id}): {text}");
             tracing::error!(%tag, "{why}");
             core.events.emit(
@@ -466,18 +450,4 @@ async fn connect(uri: &str) -> Result<HsmdClient<tonic::transport::Channel>, Str
         .await
         .map_err(|e| e.to_string())?;
     Ok(client)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_vls_policy_tag_in_an_error() {
-        assert_eq!(
-            vls_tag("Signing(Status { code: FailedPrecondition, message: \"policy-commitment-htlc-cltv-range: ...\" })").as_deref(),
-            Some("policy-commitment-htlc-cltv-range")
-        );
-        assert_eq!(vls_tag("no tag here"), None);
-    }
 }

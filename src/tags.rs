@@ -1,0 +1,60 @@
+//! Every `warden-*` tag: the rules Warden itself applies outside the policy file. A refusal's tag
+//! leads here and to `policy/README.md` ("Warden's own tags") with one grep; the policy file's
+//! own rules carry the tags their authors give them, and VLS's rules carry VLS's `policy-…` tags.
+//! `tests/policy_files.rs` holds the three together: every tag here is documented there, every
+//! documented one is here, and no `"warden-…"` tag is spelled anywhere else in `src/`.
+
+/// The audit record of a decision or signature could not be written (HSM or database): refused.
+pub const AUDIT_FAILURE: &str = "warden-audit-failure";
+/// The state database could not record or commit a decision: refused, or a temporary failure.
+pub const STORE_FAILURE: &str = "warden-store-failure";
+/// VLS's invoice table is full (`signer.max_invoices`).
+pub const INVOICE_CAPACITY: &str = "warden-invoice-capacity";
+/// The invoice in a preapprove request is not a BOLT 11/12 invoice.
+pub const INVOICE_UNPARSABLE: &str = "warden-invoice-unparsable";
+/// An hsmd message Warden could not decode, or of an unknown type: a temporary failure.
+pub const MALFORMED_MESSAGE: &str = "warden-malformed-message";
+/// VLS panicked while handling a request; the node is rebuilt from committed state.
+pub const SIGNER_PANIC: &str = "warden-signer-panic";
+/// VLS refused (expired, duplicate or malformed invoice; a channel-level rule without its own tag).
+pub const VLS_REFUSED: &str = "warden-vls-refused";
+/// The node has been disconnected longer than `alerts.node_disconnect_secs`.
+pub const NODE_DISCONNECTED: &str = "warden-node-disconnected";
+
+/// Every tag above, in the order `policy/README.md` lists them.
+pub const ALL: [&str; 8] = [
+    AUDIT_FAILURE,
+    STORE_FAILURE,
+    INVOICE_CAPACITY,
+    INVOICE_UNPARSABLE,
+    MALFORMED_MESSAGE,
+    SIGNER_PANIC,
+    VLS_REFUSED,
+    NODE_DISCONNECTED,
+];
+
+/// The first `policy-…` tag in the text of a VLS error. VLS's handler turns its
+/// `ValidationError` (which carries the tag as a field, used wherever Warden holds one) into a
+/// status message before it reaches the stream, so there the text is all there is.
+pub fn vls_tag_in(error: &str) -> Option<String> {
+    let start = error.find("policy-")?;
+    let tag: String = error[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    Some(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_vls_policy_tag_in_an_error() {
+        assert_eq!(
+            vls_tag_in("Signing(Status { code: FailedPrecondition, message: \"policy-commitment-htlc-cltv-range: ...\" })").as_deref(),
+            Some("policy-commitment-htlc-cltv-range")
+        );
+        assert_eq!(vls_tag_in("no tag here"), None);
+    }
+}
