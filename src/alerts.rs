@@ -20,7 +20,6 @@ pub fn is_alert(kind: EventKind) -> bool {
             | EventKind::LimitWarning
             | EventKind::Hsm
             | EventKind::NodeConnection
-            | EventKind::Recovery
             | EventKind::AuthFailure
             | EventKind::RequestCreated
     )

@@ -24,8 +24,6 @@ pub enum EventKind {
     PaymentRefused,
     /// A velocity window passed its warning threshold, or a warn-mode rule matched.
     LimitWarning,
-    /// A recovery action started, was cancelled or executed.
-    Recovery,
     /// The HSM failed or recovered.
     Hsm,
     /// The node connected or disconnected.
@@ -60,7 +58,7 @@ pub struct Event {
 pub struct EventBus {
     tx: broadcast::Sender<Event>,
     seq: AtomicU64,
-    audit: std::sync::OnceLock<std::sync::Arc<crate::audit::AuditLog>>,
+    audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
 }
 
 impl EventKind {
@@ -75,7 +73,6 @@ impl EventKind {
             EventKind::PaymentApproved => "payment-approved",
             EventKind::PaymentRefused => "payment-refused",
             EventKind::LimitWarning => "limit-warning",
-            EventKind::Recovery => "recovery",
             EventKind::Hsm => "hsm",
             EventKind::NodeConnection => "node-connection",
             EventKind::AuthFailure => "auth-failure",
@@ -97,13 +94,17 @@ impl EventBus {
         EventBus {
             tx,
             seq: AtomicU64::new(1),
-            audit: std::sync::OnceLock::new(),
+            audit: None,
         }
     }
 
-    /// Record every event in `audit` from now on.
-    pub fn attach_audit(&self, audit: std::sync::Arc<crate::audit::AuditLog>) {
-        let _ = self.audit.set(audit);
+    /// A bus that records every event in `audit`, in the transaction of the request that
+    /// raises it, and delivers it only once that transaction commits.
+    pub fn recording(audit: std::sync::Arc<crate::audit::AuditLog>) -> Self {
+        EventBus {
+            audit: Some(audit),
+            ..Self::default()
+        }
     }
 
     /// Publish an event; returns it with its sequence number.
@@ -129,7 +130,7 @@ impl EventBus {
         // No subscriber is not an error: events are also in the logs and the audit log.
         let tx = self.tx.clone();
         let out = event.clone();
-        match self.audit.get() {
+        match &self.audit {
             Some(audit) => {
                 let data = serde_json::json!({
                     "event": event.kind.name(),

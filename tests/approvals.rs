@@ -595,3 +595,34 @@ async fn status_and_policy_report_what_is_in_force() {
         .into_inner();
     assert_eq!(list.requests.len(), 1);
 }
+
+#[tokio::test]
+async fn an_expired_request_is_marked_and_announced_once_by_the_sweep() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(2_500_000, 21);
+    let mut events = h.core.events.subscribe();
+    h.clock.advance(3_599);
+    h.core.sweep().unwrap();
+    assert!(events.try_recv().is_err(), "not expired one second early");
+    h.clock.advance(1);
+    h.core.sweep().unwrap();
+    let e = events.try_recv().unwrap();
+    assert_eq!(e.kind, warden::events::EventKind::RequestExpired);
+    assert_eq!(e.request_id, id);
+    assert!(
+        e.message
+            .contains("expired at 2026-11-23 13:00:00 UTC without its quorum (0 of 2 approvals)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        h.core.approvals.get(&id).unwrap().state,
+        warden::approval::RequestState::Expired
+    );
+    h.core.sweep().unwrap();
+    assert!(events.try_recv().is_err(), "announced once");
+    // The payment stays refused; asking again opens a new request.
+    let again = h.core.decide_payment(&req, None);
+    assert!(!again.approved);
+    assert_ne!(again.request_id.as_deref(), Some(id.as_str()));
+}

@@ -28,6 +28,10 @@ struct Setup {
 }
 
 fn setup(label: &str, checkpoint_every: u64) -> Setup {
+    setup_timed(label, checkpoint_every, 86_400)
+}
+
+fn setup_timed(label: &str, checkpoint_every: u64, checkpoint_secs: u64) -> Setup {
     let token = TestToken::new(label);
     let hsm = token.open();
     hsm.init(&token.data_dir).unwrap();
@@ -35,27 +39,28 @@ fn setup(label: &str, checkpoint_every: u64) -> Setup {
     let policy = Arc::new(parse_policy(&text).unwrap());
     let clock = ManualClock::new(T0);
     let store = Store::open(&token.path().join("state")).unwrap();
-    let core = Arc::new(
-        Core::open(
-            store.clone(),
-            LoadedPolicy { policy, text },
-            ApprovalConfig::default(),
-            Arc::new(clock.clone()),
-        )
-        .unwrap(),
-    );
     let audit = Arc::new(
         AuditLog::open(
             &store,
             Arc::new(hsm.clone()),
             AuditConfig {
                 checkpoint_every,
-                checkpoint_secs: 86_400,
+                checkpoint_secs,
             },
         )
         .unwrap(),
     );
-    core.attach_audit(audit.clone());
+    let core = Arc::new(
+        Core::open(
+            store.clone(),
+            LoadedPolicy { policy, text },
+            ApprovalConfig::default(),
+            Arc::new(clock.clone()),
+            audit.clone(),
+            Default::default(),
+        )
+        .unwrap(),
+    );
     Setup {
         token,
         hsm,
@@ -269,4 +274,41 @@ fn when_the_audit_record_cannot_be_written_the_payment_is_refused() {
             .amount_msat
     });
     assert_eq!(used, 1_000_000);
+}
+
+#[test]
+fn an_unsigned_tail_is_checkpointed_by_the_sweep_within_the_interval_without_new_records() {
+    // Checkpoints every 100 records or 60 s: after the first record (signed at once, nothing
+    // came before it) two payments leave an unsigned tail that no later record will trigger.
+    let s = setup_timed("audit-timer", 100, 60);
+    pay(&s, 1, 1_000);
+    pay(&s, 2, 1_000);
+    let tail = |s: &Setup| match finding(s) {
+        Finding::Ok { unsigned_tail, .. } => unsigned_tail,
+        bad => panic!("{bad:?}"),
+    };
+    assert!(
+        tail(&s) > 0,
+        "the second payment's records are not signed yet"
+    );
+    let signed_at = warden::audit::read_checkpoints(&s.store)
+        .unwrap()
+        .last()
+        .unwrap()
+        .time;
+    s.clock.set(signed_at + 59);
+    s.core.sweep().unwrap();
+    assert!(
+        tail(&s) > 0,
+        "59 s after the last checkpoint nothing is due"
+    );
+    s.clock.advance(1);
+    s.core.sweep().unwrap();
+    assert_eq!(
+        tail(&s),
+        0,
+        "60 s after the last checkpoint the sweep signed the tail"
+    );
+    let checkpoints = warden::audit::read_checkpoints(&s.store).unwrap();
+    assert_eq!(checkpoints.last().unwrap().time, s.clock.now());
 }

@@ -126,19 +126,20 @@ struct Stack {
 impl Stack {
     fn new(w: &World, backend: Arc<dyn Backend>) -> Self {
         let store = Store::new(backend);
+        let audit = Arc::new(
+            AuditLog::open(&store, Arc::new(w.hsm.clone()), AuditConfig::default()).unwrap(),
+        );
         let core = Arc::new(
             Core::open(
                 store.clone(),
                 w.policy.clone(),
                 ApprovalConfig::default(),
                 Arc::new(w.clock.clone()),
+                audit,
+                Default::default(),
             )
             .unwrap(),
         );
-        let audit = Arc::new(
-            AuditLog::open(&store, Arc::new(w.hsm.clone()), AuditConfig::default()).unwrap(),
-        );
-        core.attach_audit(audit);
         let settings = SignerSettings {
             network: lightning_signer::bitcoin::Network::Regtest,
             max_invoices: 1_000,

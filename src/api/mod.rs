@@ -148,7 +148,6 @@ pub fn event_proto(e: &Event) -> proto::Event {
         EventKind::PaymentApproved => proto::EventKind::PaymentApproved,
         EventKind::PaymentRefused => proto::EventKind::PaymentRefused,
         EventKind::LimitWarning => proto::EventKind::LimitWarning,
-        EventKind::Recovery => proto::EventKind::Recovery,
         EventKind::Hsm => proto::EventKind::Hsm,
         EventKind::NodeConnection => proto::EventKind::NodeConnection,
         EventKind::AuthFailure => proto::EventKind::AuthFailure,
@@ -440,11 +439,9 @@ pub async fn serve(
 fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
     let now = core.clock.now();
     core.metrics.auth_failure();
-    if let Some(audit) = core.audit() {
-        let data = serde_json::json!({"peer": peer.to_string(), "detail": detail});
-        if let Err(e) = audit.append(now, "auth-failure", data) {
-            tracing::error!(error = %e, "could not audit an authentication failure");
-        }
+    let data = serde_json::json!({"peer": peer.to_string(), "detail": detail});
+    if let Err(e) = core.audit().append(now, "auth-failure", data) {
+        tracing::error!(error = %e, "could not audit an authentication failure");
     }
     auth.record(&peer.to_string(), detail, &core.events, now);
 }

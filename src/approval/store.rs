@@ -283,6 +283,23 @@ impl ApprovalStore {
         Ok(out)
     }
 
+    /// Mark every pending or approved request whose expiry has passed as expired, in the open
+    /// transaction (or one of its own), and return them: the caller announces each once.
+    pub fn expire_due(&self, now: u64) -> Result<Vec<ApprovalRecord>, StoreError> {
+        self.store.write(|| {
+            let mut out = Vec::new();
+            for (k, v) in self.store.scan(Namespace::Approvals, b"r")? {
+                let mut r = decode(&String::from_utf8_lossy(&k[1..]), &v)?;
+                if r.state != RequestState::Expired && r.state_at(now) == RequestState::Expired {
+                    r.state = RequestState::Expired;
+                    self.write(&r, false)?;
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Hold a payment for a quorum: return the open request for this exact payment, or create
     /// one. The boolean says whether it was created (and so whether to announce it).
     #[allow(clippy::too_many_arguments)]
@@ -409,10 +426,7 @@ impl ApprovalStore {
         match record.state_at(now) {
             RequestState::Pending => {}
             RequestState::Expired => {
-                if record.state != RequestState::Expired {
-                    record.state = RequestState::Expired;
-                    self.write(&record, false)?;
-                }
+                // The sweep (Core::sweep) records the expiry and announces it, once.
                 return Err(ApprovalError::Expired {
                     id: id.into(),
                     at: format_utc(record.expires_at),
@@ -516,11 +530,6 @@ impl ApprovalStore {
         };
         match record.state_at(now) {
             RequestState::Approved => {}
-            RequestState::Expired if record.state != RequestState::Expired => {
-                record.state = RequestState::Expired;
-                self.write(&record, false)?;
-                return Ok(None);
-            }
             _ => return Ok(None),
         }
         if record.policy_hash != policy.hash_hex() {

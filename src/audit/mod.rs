@@ -316,6 +316,21 @@ impl AuditLog {
         })
     }
 
+    /// Sign the head when records are unsigned and the interval has passed since the last
+    /// checkpoint: the timer that keeps "at most `checkpoint_secs` unsigned" true when no new
+    /// record arrives to trigger it.
+    pub fn checkpoint_if_due(&self, time: u64) -> Result<bool, AuditError> {
+        let due = {
+            let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+            head.seq > head.last_checkpoint_seq
+                && time.saturating_sub(head.last_checkpoint_time) >= self.config.checkpoint_secs
+        };
+        if due {
+            self.checkpoint(time)?;
+        }
+        Ok(due)
+    }
+
     /// Sign the current head now (at shutdown, so the last records are covered).
     pub fn checkpoint(&self, time: u64) -> Result<(), AuditError> {
         self.store.write(|| {

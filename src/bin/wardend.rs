@@ -63,6 +63,15 @@ async fn main() -> anyhow::Result<()> {
     let audit_key = hsm.audit_public_key()?;
 
     let store = Store::open(&config.data_dir.join("state"))?;
+    let metrics = Arc::new(warden::metrics::Metrics::default());
+    let audit = Arc::new(warden::audit::AuditLog::open(
+        &store,
+        Arc::new(warden::metrics::MeteredHsm {
+            hsm: hsm.clone(),
+            metrics: metrics.clone(),
+        }),
+        warden::audit::AuditConfig::default(),
+    )?);
     let core = Arc::new(Core::open(
         store.clone(),
         loaded.clone(),
@@ -70,21 +79,14 @@ async fn main() -> anyhow::Result<()> {
             rejections_needed: config.rejections_needed,
         },
         Arc::new(SystemClock),
+        audit.clone(),
+        metrics,
     )?);
     *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
     *core
         .window_warn_fraction
         .write()
         .unwrap_or_else(|p| p.into_inner()) = config.alerts.window_warn_fraction;
-    let audit = Arc::new(warden::audit::AuditLog::open(
-        &store,
-        Arc::new(warden::metrics::MeteredHsm {
-            hsm: hsm.clone(),
-            metrics: core.metrics.clone(),
-        }),
-        warden::audit::AuditConfig::default(),
-    )?);
-    core.attach_audit(audit.clone());
     audit.append(
         core.clock.now(),
         "start",
@@ -208,6 +210,24 @@ async fn main() -> anyhow::Result<()> {
 
     let hsmd_uri = format!("http://{}", config.hsmd_address);
     tracing::info!(node = %hsmd_uri, max_invoices = config.max_invoices, "serving the node's hsmd stream");
+    // Expiries and the audit tail's checkpoint are due by the clock, not by a request.
+    {
+        let core = core.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(SWEEP_SECS));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {},
+                    _ = rx.changed() => break,
+                }
+                let core = core.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || core.sweep()).await {
+                    tracing::error!(error = %e, "the periodic sweep could not commit");
+                }
+            }
+        });
+    }
     let signer_task = tokio::spawn(warden::signer::stream::run(
         init,
         core.clone(),
@@ -256,6 +276,9 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Seconds between sweeps (expired requests, the audit tail's checkpoint).
+const SWEEP_SECS: u64 = 5;
 
 /// Installs the SIGINT/SIGTERM handlers now and returns a future that resolves on either.
 fn shutdown_signals() -> impl std::future::Future<Output = ()> {

@@ -77,7 +77,7 @@ pub struct Core {
     pub node_id: RwLock<String>,
     /// Whether the node's hsmd stream is up.
     pub node_connection: RwLock<NodeConnection>,
-    audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
+    audit: Arc<crate::audit::AuditLog>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     windows: crate::alerts::WindowWatch,
@@ -87,11 +87,16 @@ pub struct Core {
 
 impl Core {
     /// Build the core over an open store.
+    ///
+    /// The audit log is required: every decision, signature and event is recorded in it, in the
+    /// request's own commit, and a decision whose record cannot be written is a refusal.
     pub fn open(
         store: Store,
         policy: LoadedPolicy,
         approvals: ApprovalConfig,
         clock: Arc<dyn Clock>,
+        audit: Arc<crate::audit::AuditLog>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, StoreError> {
         let engine = PolicyEngine::open(policy.policy.clone(), store.clone(), clock.now())?;
         let approvals = ApprovalStore::open(&store, approvals)?;
@@ -100,22 +105,15 @@ impl Core {
             engine: Mutex::new(engine),
             policy_text: RwLock::new(policy),
             approvals,
-            events: EventBus::default(),
+            events: EventBus::recording(audit.clone()),
             clock,
             node_id: RwLock::new(String::new()),
             node_connection: RwLock::new(NodeConnection::NotConfigured),
-            audit: std::sync::OnceLock::new(),
-            metrics: Arc::new(crate::metrics::Metrics::default()),
+            audit,
+            metrics,
             windows: crate::alerts::WindowWatch::default(),
             window_warn_fraction: RwLock::new(0.8),
         })
-    }
-
-    /// Record decisions and events in `audit` from now on. Decisions are then fail-closed: a
-    /// decision whose audit record cannot be written is a refusal.
-    pub fn attach_audit(&self, audit: Arc<crate::audit::AuditLog>) {
-        self.events.attach_audit(audit.clone());
-        let _ = self.audit.set(audit);
     }
 
     fn check_windows(&self, now: u64) {
@@ -150,9 +148,9 @@ impl Core {
         }
     }
 
-    /// The audit log, when attached.
-    pub fn audit(&self) -> Option<&Arc<crate::audit::AuditLog>> {
-        self.audit.get()
+    /// The audit log.
+    pub fn audit(&self) -> &Arc<crate::audit::AuditLog> {
+        &self.audit
     }
 
     /// Write a decision's audit record (unflushed: the decision's own flush covers it).
@@ -163,9 +161,7 @@ impl Core {
         decision: &crate::policy::Decision,
         extra: serde_json::Value,
     ) -> Result<(), String> {
-        let Some(audit) = self.audit.get() else {
-            return Ok(());
-        };
+        let audit = &self.audit;
         let (verdict, reason) = match &decision.verdict {
             Verdict::Approve => ("approve", String::new()),
             Verdict::RequireQuorum { .. } => ("require-quorum", String::new()),
@@ -205,10 +201,8 @@ impl Core {
         {
             tracing::error!(error = %e, "cannot reload the velocity windows");
         }
-        if let Some(audit) = self.audit.get() {
-            if let Err(e) = audit.reload() {
-                tracing::error!(error = %e, "cannot reload the audit chain head");
-            }
+        if let Err(e) = self.audit.reload() {
+            tracing::error!(error = %e, "cannot reload the audit chain head");
         }
     }
 
@@ -487,27 +481,25 @@ impl Core {
         let out = self
             .approvals
             .sign(id, admin, decision, format, signature, reason, &policy, now)?;
-        if let Some(audit) = self.audit() {
-            let data = serde_json::json!({
-                "request_id": out.record.id,
-                "admin": admin,
-                "decision": decision.as_str(),
-                "format": format.as_str(),
-                "signature": hex::encode(signature),
-                "state": out.record.state.as_str(),
-                "amount_msat": out.record.amount_msat(),
-                "policy_hash": out.record.policy_hash,
-            });
-            let kind = if decision == Decision::Approve {
-                "approval"
-            } else {
-                "rejection"
-            };
-            if let Err(e) = audit.append(now, kind, data) {
-                drop(txn);
-                self.reload();
-                return Err(ApprovalError::Audit(e.to_string()));
-            }
+        let data = serde_json::json!({
+            "request_id": out.record.id,
+            "admin": admin,
+            "decision": decision.as_str(),
+            "format": format.as_str(),
+            "signature": hex::encode(signature),
+            "state": out.record.state.as_str(),
+            "amount_msat": out.record.amount_msat(),
+            "policy_hash": out.record.policy_hash,
+        });
+        let kind = if decision == Decision::Approve {
+            "approval"
+        } else {
+            "rejection"
+        };
+        if let Err(e) = self.audit.append(now, kind, data) {
+            drop(txn);
+            self.reload();
+            return Err(ApprovalError::Audit(e.to_string()));
         }
         let kind = match (out.decided, out.record.state) {
             (true, RequestState::Approved) => EventKind::RequestApproved,
@@ -527,6 +519,45 @@ impl Core {
             return Err(e.into());
         }
         Ok(out)
+    }
+
+    /// Work that time makes due, in one commit: requests past their expiry are marked expired
+    /// and announced (once each), and an unsigned audit tail older than the checkpoint interval
+    /// is signed. wardend runs it every few seconds.
+    pub fn sweep(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let txn = self.store.begin()?;
+        let expired = match self.approvals.expire_due(now) {
+            Ok(e) => e,
+            Err(e) => {
+                drop(txn);
+                return Err(e);
+            }
+        };
+        for r in &expired {
+            self.events.emit(
+                now,
+                EventKind::RequestExpired,
+                &r.id,
+                &r.tags,
+                format!(
+                    "request {} expired at {} without its quorum ({} of {} approvals); the payment stays refused",
+                    r.id,
+                    crate::clock::format_utc(r.expires_at),
+                    r.approvers().len(),
+                    r.need
+                ),
+                r.amount_msat(),
+            );
+        }
+        if let Err(e) = self.audit.checkpoint_if_due(now) {
+            tracing::error!(error = %e, "cannot sign the audit log's tail");
+        }
+        let r = txn.commit();
+        if r.is_err() {
+            self.reload();
+        }
+        r
     }
 
     fn fail_closed(&self, why: &str, amount: u64) -> PaymentAnswer {

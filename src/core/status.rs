@@ -122,7 +122,7 @@ impl Core {
             .map(|l| l.len() as u64)
             .unwrap_or(0);
         let connected = self.connection() == NodeConnection::Connected;
-        let audit = self.audit().map(|a| a.len()).unwrap_or(0);
+        let audit = self.audit().len();
         let usage: Vec<(String, f64)> = self
             .window_usage(now, true)
             .iter()

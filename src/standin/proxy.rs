@@ -46,7 +46,9 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    /// Start the proxy on `port`, with `rpc_url` as its bitcoind and `datadir` for its logs.
+    /// Start the proxy on `port`, with `rpc_url` as its bitcoind and `datadir` for its files.
+    /// The proxy runs in `datadir`: it writes its TXOO attestation (`public/`) into its working
+    /// directory, which must not be the caller's checkout.
     pub fn spawn(binary: &Path, port: u16, rpc_url: &str, datadir: &Path) -> std::io::Result<Self> {
         if !binary.is_file() {
             return Err(std::io::Error::new(
@@ -58,6 +60,7 @@ impl Proxy {
         let theirs: OwnedFd = theirs.into();
         let mut cmd = Command::new(binary);
         cmd.arg(format!("--datadir={}", datadir.display()))
+            .current_dir(datadir)
             .env("VLS_PORT", port.to_string())
             .env("VLS_NETWORK", "regtest")
             .env("BITCOIND_RPC_URL", rpc_url)

@@ -2,6 +2,7 @@
 //! a temp dir, real admin keys, a manual clock, and the tonic server over mutual TLS 1.3.
 #![allow(dead_code)]
 
+use super::TestToken;
 use lightning_signer::bitcoin::hashes::Hash;
 use lightning_signer::bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
 use lightning_signer::bitcoin::sign_message::{signed_msg_hash, MessageSignature};
@@ -12,6 +13,7 @@ use warden::api::proto::warden_client::WardenClient;
 use warden::api::{tls, ApiConfig};
 use warden::approval::keys::AdminKey;
 use warden::approval::ApprovalConfig;
+use warden::audit::{AuditConfig, AuditLog};
 use warden::clock::ManualClock;
 use warden::core::{Core, LoadedPolicy};
 use warden::policy::{parse_policy, PaymentRequest};
@@ -62,6 +64,7 @@ impl WalletAdmin {
 
 pub struct AdminHarness {
     pub dir: tempfile::TempDir,
+    _token: super::TestToken,
     pub pki: tls::Pki,
     pub core: Arc<Core>,
     pub clock: ManualClock,
@@ -139,12 +142,20 @@ impl AdminHarness {
         let policy = Arc::new(parse_policy(&text).unwrap_or_else(|e| panic!("{e:#?}")));
         let clock = ManualClock::new(T0);
         let store = Store::open(&dir.path().join("state")).unwrap();
+        // The audit log is part of the core: its checkpoints are signed by a real SoftHSM key.
+        let token = TestToken::new("api");
+        let hsm = token.open();
+        hsm.init(&token.data_dir).unwrap();
+        let audit =
+            Arc::new(AuditLog::open(&store, Arc::new(hsm), AuditConfig::default()).unwrap());
         let core = Arc::new(
             Core::open(
                 store,
                 LoadedPolicy { policy, text },
                 ApprovalConfig::default(),
                 Arc::new(clock.clone()),
+                audit,
+                Default::default(),
             )
             .unwrap(),
         );
@@ -164,6 +175,7 @@ impl AdminHarness {
         });
         AdminHarness {
             dir,
+            _token: token,
             pki,
             core,
             clock,
