@@ -4,8 +4,10 @@
 //!
 //! Reports SignMessage and approved-preapprove latency (p50, p99) and preapprovals per second,
 //! then the scale curve: approval latency at 10, 1,000, 10,000 and 100,000 live invoices for
-//! Warden, and how far vlsd gets. `scripts/bench.sh` runs it (`cargo bench --bench signer`);
-//! under `cargo test` it runs a short smoke pass on Warden only.
+//! Warden, and how far vlsd gets; where one approval's time goes (wardend's own stage metrics);
+//! the state on disk per approval; and the quorum-approved path (held, two admins approve with
+//! wardenctl, the retry timed). `scripts/bench.sh` runs it (`cargo bench --bench signer`); under
+//! `cargo test` it runs a short smoke pass on Warden only.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -13,12 +15,13 @@ mod common;
 mod stats;
 
 use common::cln::Cln;
-use common::daemon::{free_port, LOAD_RULES};
+use common::daemon::{free_port, Daemon, LOAD_RULES};
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{All, Secp256k1, SecretKey};
 use lightning_signer::lightning::types::payment::PaymentSecret;
 use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
 use stats::{print, timed};
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vls_protocol::msgs::{self, Message};
@@ -76,6 +79,95 @@ fn sign_message(proxy: &mut Proxy, n: u64) {
         Ok(Message::SignMessageReply(_)) => {}
         other => panic!("SignMessage failed: {other:?}"),
     }
+}
+
+fn scrape(d: &Daemon) -> HashMap<String, f64> {
+    tokio::runtime::Handle::current().block_on(d.scrape_metrics())
+}
+
+/// Mean milliseconds per observation of a histogram (`_sum` / `_count`) between two scrapes.
+fn mean_ms(before: &HashMap<String, f64>, after: &HashMap<String, f64>, name: &str) -> f64 {
+    let d = |suffix: &str| {
+        let k = name.replacen('{', &format!("{suffix}{{"), 1);
+        after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0)
+    };
+    let n = d("_count");
+    if n == 0.0 {
+        0.0
+    } else {
+        d("_sum") / n * 1e3
+    }
+}
+
+/// Mean milliseconds per run of a store step between two scrapes.
+fn step_ms(before: &HashMap<String, f64>, after: &HashMap<String, f64>, step: &str) -> f64 {
+    let d = |m: &str| {
+        let k = format!("warden_{m}{{name=\"{step}\"}}");
+        after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0)
+    };
+    let n = d("store_step_count");
+    if n == 0.0 {
+        0.0
+    } else {
+        d("store_step_seconds") / n * 1e3
+    }
+}
+
+/// Bytes the files under `dir` occupy on disk (allocated blocks) and by length.
+fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.0 += m.blocks() * 512;
+                out.1 += m.len();
+            }
+        }
+    }
+    out
+}
+
+fn breakdown(before: &HashMap<String, f64>, after: &HashMap<String, f64>, client_ms: f64) {
+    let handle = mean_ms(
+        before,
+        after,
+        "warden_hsmd_request_seconds{name=\"PreapproveInvoice\"}",
+    );
+    let vls = mean_ms(before, after, "warden_request_stage_seconds{name=\"vls\"}");
+    let decide = mean_ms(
+        before,
+        after,
+        "warden_request_stage_seconds{name=\"decide\"}",
+    );
+    let commit = mean_ms(
+        before,
+        after,
+        "warden_request_stage_seconds{name=\"commit\"}",
+    );
+    println!("  where one approved preapprove's time goes (means, wardend's own metrics):");
+    println!("    node side sees (p50)                          {client_ms:>7.3} ms");
+    println!(
+        "    VLS handler, Warden's decision excluded        {:>7.3} ms",
+        vls - decide
+    );
+    println!("    Warden's decision (policy, approvals, audit)   {decide:>7.3} ms");
+    println!("    the one commit                                 {commit:>7.3} ms");
+    for step in ["write", "flush", "fsync"] {
+        println!(
+            "      {step:<8}                                     {:>7.3} ms",
+            step_ms(before, after, step)
+        );
+    }
+    println!(
+        "    proxy and gRPC hops (the rest)                 {:>7.3} ms",
+        (client_ms - vls - commit).max(0.0)
+    );
+    println!("    (wardend's handling of the message in all: {handle:.3} ms)");
 }
 
 struct Vlsd {
@@ -179,10 +271,13 @@ async fn main() {
         let head = n_pre.min(900);
         let invoices: Vec<String> = (0..head).map(|_| inv.next()).collect();
         let mut it = invoices.into_iter();
+        let before = scrape(&cln);
         let w_pre = timed(head, |_| {
             assert_eq!(preapprove(&mut cln.proxy, it.next().unwrap()), Ok(true))
         });
+        let after = scrape(&cln);
         print("warden approved preapprove (policy + durable)", w_pre);
+        breakdown(&before, &after, w_pre.p50_ms);
         if let Some(v) = vlsd.as_mut() {
             let invoices: Vec<String> = (0..head).map(|_| vinv.next()).collect();
             let mut it = invoices.into_iter();
@@ -227,6 +322,14 @@ async fn main() {
                 (filled + per_level * levels.len()) as f64 / fill.as_secs_f64()
             );
         }
+        let approvals = live as u64;
+        let (allocated, length) = disk_usage(&cln.token.data_dir.join("state"));
+        println!(
+            "  state on disk after {approvals} approvals: {:.1} MB allocated ({:.0} bytes/approval), {:.1} MB by file length",
+            allocated as f64 / 1e6,
+            allocated as f64 / approvals as f64,
+            length as f64 / 1e6
+        );
         if let Some(v) = vlsd.as_mut() {
             let mut vlive = head;
             'levels: for level in &levels {
@@ -267,5 +370,57 @@ async fn main() {
                 vlsd_binary.display()
             );
         }
+    });
+
+    // The quorum path: held, two admins approve with wardenctl, the retry is approved.
+    let quorum_rules = format!(
+        "{LOAD_RULES}\n[[approval]]\ntag = \"bench-quorum\"\nabove = \"500 sat\"\nquorum = {{ need = 2, of = [\"alice\", \"bob\", \"carol\"] }}\nexpiry = \"1h\"\n"
+    );
+    let mut q = Cln::start_with_env("bench-quorum", &quorum_rules, &[("RUST_LOG", "error")]).await;
+    tokio::task::block_in_place(|| {
+        q.init();
+        let n = if full { 200 } else { 3 };
+        let mut qinv = Invoices::new(3);
+        let invoices: Vec<String> = (0..n).map(|_| qinv.next()).collect();
+        let mut it = invoices.iter();
+        let held = timed(n, |_| {
+            assert_eq!(
+                preapprove(&mut q.proxy, it.next().unwrap().clone()),
+                Ok(false)
+            )
+        });
+        print("warden quorum-held preapprove (request opened)", held);
+        let pending = q.pending();
+        let ids: Vec<String> = pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), n);
+        for id in &ids {
+            for admin in ["alice", "bob"] {
+                let out = q.wardenctl(admin, &["approve", id, "--key", &q.admin_key(admin)]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let before = scrape(&q);
+        let mut it = invoices.iter();
+        let approved = timed(n, |_| {
+            assert_eq!(
+                preapprove(&mut q.proxy, it.next().unwrap().clone()),
+                Ok(true)
+            )
+        });
+        let after = scrape(&q);
+        print("warden quorum-approved preapprove (consumed)", approved);
+        println!(
+            "  commits per quorum-approved preapprove: {:.2}",
+            (after["warden_state_commits"] - before["warden_state_commits"]) / n as f64
+        );
     });
 }

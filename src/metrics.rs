@@ -34,6 +34,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     decisions: Family<DecisionLabels, Counter>,
     hsmd_requests: Family<NameLabel, Histogram, fn() -> Histogram>,
+    stages: Family<NameLabel, Histogram, fn() -> Histogram>,
     hsm_ops: Family<NameLabel, Histogram, fn() -> Histogram>,
     hsm_errors: Family<NameLabel, Counter>,
     auth_failures: Counter,
@@ -41,6 +42,8 @@ pub struct Metrics {
     node_connected: Gauge,
     audit_records: Gauge,
     state_commits: Gauge,
+    store_seconds: Family<NameLabel, Gauge<f64, AtomicU64>>,
+    store_ops: Family<NameLabel, Gauge>,
     velocity_used: Family<NameLabel, Gauge<f64, AtomicU64>>,
 }
 
@@ -66,6 +69,14 @@ impl Default for Metrics {
             "hsmd_request_seconds",
             "Time to answer a request from the node, by message",
             hsmd_requests.clone(),
+        );
+        let stages = Family::<NameLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        r.register(
+            "request_stage_seconds",
+            "Where a request's time goes: vls (VLS's handler, Warden's decision included), decide (Warden's policy, approvals and audit records), commit (the one durable commit: write, flush, fsync)",
+            stages.clone(),
         );
         let hsm_ops = Family::<NameLabel, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
@@ -111,6 +122,18 @@ impl Default for Metrics {
             "Durable commits of the state database since wardend started (one per request that changes state)",
             state_commits.clone(),
         );
+        let store_seconds = Family::<NameLabel, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "store_step_seconds",
+            "Total time the state database spent in each step of its commits (write, flush, fsync)",
+            store_seconds.clone(),
+        );
+        let store_ops = Family::<NameLabel, Gauge>::default();
+        r.register(
+            "store_step_count",
+            "How often each step of the state database's commits ran",
+            store_ops.clone(),
+        );
         let velocity_used = Family::<NameLabel, Gauge<f64, AtomicU64>>::default();
         r.register(
             "velocity_used_ratio",
@@ -121,6 +144,7 @@ impl Default for Metrics {
             registry: Mutex::new(r),
             decisions,
             hsmd_requests,
+            stages,
             hsm_ops,
             hsm_errors,
             auth_failures,
@@ -128,6 +152,8 @@ impl Default for Metrics {
             node_connected,
             audit_records,
             state_commits,
+            store_seconds,
+            store_ops,
             velocity_used,
         }
     }
@@ -161,6 +187,13 @@ impl Metrics {
             .observe(secs);
     }
 
+    /// One stage of a request took `secs` (see the metric's help).
+    pub fn stage(&self, name: &str, secs: f64) {
+        self.stages
+            .get_or_create(&NameLabel { name: name.into() })
+            .observe(secs);
+    }
+
     /// An HSM operation took `secs`; `ok` says whether it succeeded.
     pub fn hsm_op(&self, op: &str, secs: f64, ok: bool) {
         self.hsm_ops
@@ -186,8 +219,21 @@ impl Metrics {
         audit_records: u64,
         velocity: &[(String, f64)],
         state_commits: u64,
+        store: &[crate::store::Timing],
     ) -> String {
         self.state_commits.set(state_commits as i64);
+        for t in store {
+            self.store_seconds
+                .get_or_create(&NameLabel {
+                    name: t.step.into(),
+                })
+                .set(t.nanos as f64 / 1e9);
+            self.store_ops
+                .get_or_create(&NameLabel {
+                    name: t.step.into(),
+                })
+                .set(t.count as i64);
+        }
         self.pending.set(pending as i64);
         self.node_connected.set(i64::from(node_connected));
         self.audit_records.set(audit_records as i64);

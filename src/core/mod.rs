@@ -261,8 +261,11 @@ impl Core {
     }
 
     fn decide_in(&self, req: &PaymentRequest, invoice: Option<String>) -> PaymentAnswer {
+        let started = std::time::Instant::now();
         let savepoint = self.store.savepoint();
         let answer = self.decide_staged(req, invoice);
+        self.metrics
+            .stage("decide", started.elapsed().as_secs_f64());
         if let Err((tag, why)) = answer {
             // Whatever this decision staged before it failed is not kept.
             self.store.rollback_to(savepoint);

@@ -128,7 +128,13 @@ impl Core {
             .iter()
             .map(|w| (w.tag.clone(), w.fraction()))
             .collect();
-        self.metrics
-            .render(pending, connected, audit, &usage, self.store().commits())
+        self.metrics.render(
+            pending,
+            connected,
+            audit,
+            &usage,
+            self.store().commits(),
+            &self.store().timings(),
+        )
     }
 }

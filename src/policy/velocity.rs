@@ -123,7 +123,7 @@ impl Ledger {
     }
 }
 
-/// All counters. Held in memory, persisted bucket by bucket in sled by `store`.
+/// All counters. Held in memory; persisted bucket by bucket through [`codec`] by the core.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VelocityState {
     ledgers: HashMap<LedgerKey, Ledger>,

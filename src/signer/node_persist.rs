@@ -483,14 +483,12 @@ mod tests {
         )
         .unwrap();
         assert!(fulfilled.is_fulfilled);
-        assert!(
+        assert_eq!(
             p.store()
                 .get(&format!("{INV}{}", hex::encode(hash(8))))
-                .unwrap()
-                .unwrap()
-                .1
-                .is_empty(),
-            "deleted"
+                .unwrap(),
+            None,
+            "deleted, with nothing left on disk"
         );
 
         // A hint that does not match what changed falls back to the full comparison.

@@ -5,6 +5,10 @@
 //! carry the same value). VLS's `TransactionalKVVStore` buffers a request's writes between
 //! `enter` and `commit`; its commit stages them here, in the request's transaction, so they
 //! become durable in the one commit that also holds Warden's decision and audit record.
+//!
+//! A deletion (VLS writes an empty value) removes the key: what VLS forgets (invoices past their
+//! retention, closed channels' stubs) leaves nothing behind on disk. VLS's stores keep such
+//! tombstones for replication to a cloud store, which Warden does not use.
 
 use crate::store::{Namespace, Store, StoreError};
 use lightning_signer::persist::Error;
@@ -137,13 +141,23 @@ impl KVVStore for VlsKvvStore {
         self.store
             .write(|| {
                 for (key, _, vv) in &staged {
-                    self.store
-                        .put(Namespace::Vls, key.as_bytes().to_vec(), vv.clone())?;
+                    if vv.len() == 8 {
+                        self.store.delete(Namespace::Vls, key.as_bytes().to_vec())?;
+                    } else {
+                        self.store
+                            .put(Namespace::Vls, key.as_bytes().to_vec(), vv.clone())?;
+                    }
                 }
                 Ok::<_, StoreError>(())
             })
             .map_err(io)?;
-        versions.extend(staged.into_iter().map(|(k, v, _)| (k, v)));
+        for (key, version, vv) in staged {
+            if vv.len() == 8 {
+                versions.remove(&key);
+            } else {
+                versions.insert(key, version);
+            }
+        }
         Ok(())
     }
 
@@ -261,5 +275,24 @@ mod tests {
         ]);
         assert!(matches!(r, Err(Error::VersionMismatch)));
         assert_eq!(s.get("new").unwrap(), None);
+    }
+
+    #[test]
+    fn a_deleted_key_leaves_nothing_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(dir.path()).unwrap();
+        let s = VlsKvvStore::open(&db).unwrap();
+        s.put("warden/inv/aa", b"invoice".to_vec()).unwrap();
+        s.delete("warden/inv/aa").unwrap();
+        assert_eq!(s.get("warden/inv/aa").unwrap(), None);
+        assert_eq!(s.get_version("warden/inv/aa").unwrap(), None);
+        assert!(db.scan(Namespace::Vls, b"warden/inv/").unwrap().is_empty());
+        assert_eq!(s.get_prefix("warden/").unwrap().count(), 0);
+        // Put again after the delete: a fresh key.
+        s.put("warden/inv/aa", b"again".to_vec()).unwrap();
+        assert_eq!(
+            s.get("warden/inv/aa").unwrap(),
+            Some((0, b"again".to_vec()))
+        );
     }
 }

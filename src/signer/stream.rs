@@ -269,9 +269,11 @@ impl Session {
             }
         };
         let phase = &mut self.phase;
+        let started = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             answer(phase, &core, request)
         }));
+        core.metrics.stage("vls", started.elapsed().as_secs_f64());
         let (resp, done, discard) = match outcome {
             Ok(r) => r,
             Err(_) => {
@@ -293,12 +295,15 @@ impl Session {
                 };
             }
         };
+        let started = std::time::Instant::now();
         let committed = if discard {
             txn.abort();
             Err("VLS's state could not be staged".to_string())
         } else {
             txn.commit().map_err(|e| e.to_string())
         };
+        core.metrics
+            .stage("commit", started.elapsed().as_secs_f64());
         if let Err(e) = committed {
             core.reload();
             let why = format!("rule {TAG_STORE_FAILURE}: request {id} could not be committed ({e}); answered as a temporary failure, and the node is restored from its last committed state");

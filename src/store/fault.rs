@@ -81,6 +81,10 @@ impl Backend for FaultBackend {
     fn size_on_disk(&self) -> Option<u64> {
         self.inner.size_on_disk()
     }
+
+    fn timings(&self) -> Vec<super::Timing> {
+        self.inner.timings()
+    }
 }
 
 #[cfg(test)]

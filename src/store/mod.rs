@@ -182,6 +182,21 @@ pub trait Backend: Send + Sync {
     fn size_on_disk(&self) -> Option<u64> {
         None
     }
+    /// Time spent in each step of committing so far, where the engine measures it.
+    fn timings(&self) -> Vec<Timing> {
+        Vec::new()
+    }
+}
+
+/// Total time and count of one step of the backend's commits (for metrics and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// The step: "write", "flush" or "fsync" for sled.
+    pub step: &'static str,
+    /// Nanoseconds spent in it, in total.
+    pub nanos: u64,
+    /// Times it ran.
+    pub count: u64,
 }
 
 type Hook = Box<dyn FnOnce() + Send>;
@@ -478,6 +493,11 @@ impl Store {
     /// Bytes on disk, where the backend can tell.
     pub fn size_on_disk(&self) -> Option<u64> {
         self.inner.backend.size_on_disk()
+    }
+
+    /// The backend's commit timings.
+    pub fn timings(&self) -> Vec<Timing> {
+        self.inner.backend.timings()
     }
 
     /// Write `value` under `key` behind Warden's back, as an attacker with the database would.

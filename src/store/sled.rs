@@ -10,11 +10,13 @@
 //! All namespaces share sled's default tree, each under its [`Namespace::prefix`] byte, so one
 //! batch covers every namespace a request touches.
 
-use super::{Backend, Batch, Entry, Namespace, StoreError};
+use super::{Backend, Batch, Entry, Namespace, StoreError, Timing};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// The format this module writes, kept under `Meta/format`.
 const FORMAT: u8 = 1;
@@ -70,6 +72,17 @@ pub struct SledBackend {
     dir: PathBuf,
     log: File,
     files: Mutex<BTreeSet<PathBuf>>,
+    /// Nanoseconds and counts of write, flush, fsync.
+    clocks: [(AtomicU64, AtomicU64); 3],
+}
+
+fn clock<T>(slot: &(AtomicU64, AtomicU64), f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = f();
+    slot.0
+        .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    slot.1.fetch_add(1, Ordering::Relaxed);
+    out
 }
 
 impl SledBackend {
@@ -110,6 +123,7 @@ impl SledBackend {
             dir: dir.to_path_buf(),
             log,
             files: Mutex::new(BTreeSet::new()),
+            clocks: Default::default(),
         };
         // The directory entries sled just created (conf, db, blobs/) must survive a power cut.
         sync_dir(dir)?;
@@ -170,10 +184,8 @@ impl SledBackend {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(io("flush"))?;
-        self.log
-            .sync_all()
-            .map_err(fs_io("fsync the database log"))?;
+        clock(&self.clocks[1], || self.db.flush()).map_err(io("flush"))?;
+        clock(&self.clocks[2], || self.log.sync_all()).map_err(fs_io("fsync the database log"))?;
         let now = listing(&self.dir);
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         if *files != now {
@@ -235,8 +247,20 @@ impl Backend for SledBackend {
                 None => b.remove(key(ns, k)),
             }
         }
-        self.db.apply_batch(b).map_err(io("write"))?;
+        clock(&self.clocks[0], || self.db.apply_batch(b)).map_err(io("write"))?;
         self.sync()
+    }
+
+    fn timings(&self) -> Vec<Timing> {
+        ["write", "flush", "fsync"]
+            .iter()
+            .zip(&self.clocks)
+            .map(|(step, (n, c))| Timing {
+                step,
+                nanos: n.load(Ordering::Relaxed),
+                count: c.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     fn size_on_disk(&self) -> Option<u64> {
