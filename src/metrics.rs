@@ -320,4 +320,23 @@ impl crate::audit::CheckpointSigner for MeteredHsm {
             .hsm_op("public_key", t.elapsed().as_secs_f64(), r.is_ok());
         r
     }
+
+    fn anchor(&self) -> Result<Option<crate::hsm::AuditAnchor>, String> {
+        let t = std::time::Instant::now();
+        let r = self.hsm.audit_anchor().map_err(|e| e.to_string());
+        self.metrics
+            .hsm_op("read_anchor", t.elapsed().as_secs_f64(), r.is_ok());
+        r
+    }
+
+    fn advance_anchor(&self, anchor: &crate::hsm::AuditAnchor) -> Result<(), String> {
+        let t = std::time::Instant::now();
+        let r = self
+            .hsm
+            .advance_audit_anchor(anchor)
+            .map_err(|e| e.to_string());
+        self.metrics
+            .hsm_op("advance_anchor", t.elapsed().as_secs_f64(), r.is_ok());
+        r
+    }
 }

@@ -12,6 +12,10 @@ pub const STORE_FAILURE: &str = "warden-store-failure";
 pub const INVOICE_CAPACITY: &str = "warden-invoice-capacity";
 /// The invoice in a preapprove request is not a BOLT 11/12 invoice.
 pub const INVOICE_UNPARSABLE: &str = "warden-invoice-unparsable";
+/// A BOLT 11 invoice without an amount: Warden cannot know what the node will pay.
+pub const INVOICE_WITHOUT_AMOUNT: &str = "warden-invoice-without-amount";
+/// A keysend whose destination is not a valid public key.
+pub const KEYSEND_BAD_DESTINATION: &str = "warden-keysend-bad-destination";
 /// An hsmd message Warden could not decode, or of an unknown type: a temporary failure.
 pub const MALFORMED_MESSAGE: &str = "warden-malformed-message";
 /// VLS panicked while handling a request; the node is rebuilt from committed state.
@@ -22,11 +26,13 @@ pub const VLS_REFUSED: &str = "warden-vls-refused";
 pub const NODE_DISCONNECTED: &str = "warden-node-disconnected";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 10] = [
     AUDIT_FAILURE,
     STORE_FAILURE,
     INVOICE_CAPACITY,
     INVOICE_UNPARSABLE,
+    INVOICE_WITHOUT_AMOUNT,
+    KEYSEND_BAD_DESTINATION,
     MALFORMED_MESSAGE,
     SIGNER_PANIC,
     VLS_REFUSED,

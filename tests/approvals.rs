@@ -7,6 +7,7 @@ use common::api::{AdminHarness, PAYEE};
 use tonic::Code;
 use warden::api::proto::{self, DecisionRequest, SignatureFormat};
 use warden::approval::keys::AdminKey;
+use warden::clock::Clock;
 use warden::store::Namespace;
 
 fn approve_req(id: &str, admin: &str, key: &AdminKey, digest: &[u8]) -> DecisionRequest {
@@ -284,7 +285,30 @@ async fn one_rejection_rejects_and_the_payment_stays_refused() {
         err.message(),
         format!("request {id} is rejected; there is nothing left to sign")
     );
-    assert!(!h.core.decide_payment(&req, None).approved);
+    // The node asks again: still refused, naming the rejection, and no fresh request for two
+    // other admins to approve (a rejection is a veto, not a reset).
+    for _ in 0..2 {
+        let again = h.core.decide_payment(&req, None);
+        assert!(!again.approved);
+        assert_eq!(again.request_id.as_deref(), Some(id.as_str()));
+        assert_eq!(
+            again.reason,
+            format!("request {id} for this payment was rejected by carol (\"unknown counterparty\"); the payment stays refused and is not put to the admins again")
+        );
+    }
+    assert!(
+        pending(&h, &id).await.state == proto::RequestState::Rejected as i32,
+        "the request stays rejected"
+    );
+    let open = h
+        .client("alice")
+        .await
+        .list_pending(proto::ListPendingRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert!(open.is_empty(), "no new request was opened: {open:?}");
 }
 
 #[tokio::test]
@@ -625,4 +649,97 @@ async fn an_expired_request_is_marked_and_announced_once_by_the_sweep() {
     let again = h.core.decide_payment(&req, None);
     assert!(!again.approved);
     assert_ne!(again.request_id.as_deref(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn failed_handshakes_are_audited_in_aggregate_and_a_knocking_address_is_dropped() {
+    let h = AdminHarness::start_with(|c| warden::api::ApiConfig {
+        auth_audit_secs: 1,
+        ..c
+    })
+    .await;
+    let ca = std::fs::read(&h.pki.ca_cert).unwrap();
+    let before = warden::audit::read_records(h.core.store()).unwrap().len();
+    let attempts = 40;
+    for _ in 0..attempts {
+        assert!(status_refusal(&h, None, &ca).await.is_some());
+    }
+    // Within a few seconds one aggregated record (or two, if the interval ticked mid-way)
+    // holds every attempt; not one record per attempt.
+    let mut counted = 0;
+    let mut records = Vec::new();
+    for _ in 0..50 {
+        records = warden::audit::read_records(h.core.store())
+            .unwrap()
+            .into_iter()
+            .skip(before)
+            .filter(|r| r.kind == "auth-failures")
+            .collect::<Vec<_>>();
+        counted = records
+            .iter()
+            .map(|r| r.data["failures"].as_u64().unwrap())
+            .sum::<u64>();
+        if counted >= attempts {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, attempts, "every attempt counted: {records:?}");
+    assert!(records.len() <= 2, "aggregated: {} records", records.len());
+    let all = warden::audit::read_records(h.core.store()).unwrap();
+    assert!(
+        all.len() - before <= 4,
+        "the log grew by {} records for {attempts} failed handshakes",
+        all.len() - before
+    );
+    // After its budget of failures the address is dropped before any TLS work.
+    let dropped = records
+        .iter()
+        .filter_map(|r| r.data["by_source"]["127.0.0.1"]["last_detail"].as_str())
+        .any(|d| d.contains("dropped: too many failed handshakes from this address"));
+    assert!(dropped, "{records:?}");
+}
+
+#[tokio::test]
+async fn a_request_moved_under_a_weaker_rule_in_the_database_does_not_pay() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(2_500_000, 31);
+    // With write access to the database and one admin key (erin's), move the request from
+    // "2 of alice, bob, carol, dave" to the policy's "1 of erin" rule, and let erin approve it.
+    let store = h.core.store();
+    let key = [b"r".as_slice(), id.as_bytes()].concat();
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&store.get(Namespace::Approvals, &key).unwrap().unwrap()).unwrap();
+    record["rule_tag"] = "treasury-quorum".into();
+    record["need"] = 1.into();
+    record["of"] = serde_json::json!(["erin"]);
+    store.tamper(
+        Namespace::Approvals,
+        &key,
+        Some(&serde_json::to_vec(&record).unwrap()),
+    );
+    let digest = pending(&h, &id).await.approval_digest;
+    let out = h
+        .client("erin")
+        .await
+        .approve(approve_req(&id, "erin", h.key("erin"), &digest))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(out.message.contains("quorum reached"), "{}", out.message);
+    // The live policy holds this payment under large-payment-quorum: erin's signature is over
+    // another rule and quorum, so it does not count, and the payment is refused.
+    let answer = h.core.decide_payment(&req, None);
+    assert!(!answer.approved, "{answer:?}");
+    assert!(
+        answer.reason.contains("the signature of erin fails"),
+        "{}",
+        answer.reason
+    );
+    let used = h.core.with_engine(|e| {
+        e.state()
+            .totals(&warden::policy::LedgerKey::Node, h.clock.now(), 86_400)
+            .amount_msat
+    });
+    assert_eq!(used, 0, "nothing counted");
 }

@@ -90,7 +90,12 @@ fn populated(label: &str, n: u8) -> Setup {
 }
 
 fn finding(s: &Setup) -> Finding {
-    verify_store(&s.store, &s.hsm.audit_public_key().unwrap()).unwrap()
+    verify_store(
+        &s.store,
+        &s.hsm.audit_public_key().unwrap(),
+        s.hsm.audit_anchor().unwrap().as_ref(),
+    )
+    .unwrap()
 }
 
 fn rkey(seq: u64) -> Vec<u8> {
@@ -311,4 +316,89 @@ fn an_unsigned_tail_is_checkpointed_by_the_sweep_within_the_interval_without_new
     );
     let checkpoints = warden::audit::read_checkpoints(&s.store).unwrap();
     assert_eq!(checkpoints.last().unwrap().time, s.clock.now());
+}
+
+#[test]
+fn a_rollback_to_an_earlier_checkpoint_is_caught_by_the_hsm_anchor_and_wardend_refuses_it() {
+    let s = populated("audit-rollback", 9);
+    let checkpoints = warden::audit::read_checkpoints(&s.store).unwrap();
+    let records = warden::audit::read_records(&s.store).unwrap();
+    assert!(checkpoints.len() >= 3, "{checkpoints:?}");
+    // The attacker keeps an early checkpoint and deletes every checkpoint and record after it:
+    // what remains is a consistent, fully signed, shorter chain.
+    let keep = checkpoints[1].seq;
+    for c in checkpoints.iter().filter(|c| c.seq > keep) {
+        s.store.tamper(
+            Namespace::Audit,
+            &[&[b'c'][..], &c.seq.to_be_bytes()].concat(),
+            None,
+        );
+    }
+    for r in records.iter().filter(|r| r.seq > keep) {
+        s.store.tamper(Namespace::Audit, &rkey(r.seq), None);
+    }
+    let key = s.hsm.audit_public_key().unwrap();
+    assert!(
+        matches!(
+            verify_store(&s.store, &key, None).unwrap(),
+            Finding::Ok { .. }
+        ),
+        "without the anchor the shortened chain verifies: the hole this closes"
+    );
+    let anchor = s
+        .hsm
+        .audit_anchor()
+        .unwrap()
+        .expect("checkpoints move the anchor");
+    assert_eq!(
+        anchor.seq,
+        records.len() as u64,
+        "the anchor is at the last checkpoint"
+    );
+    match finding(&s) {
+        Finding::Bad { seq, problem } => {
+            assert_eq!(seq, keep + 1);
+            assert_eq!(
+                problem,
+                format!("the log ends at record {keep} but the HSM's anchor says record {} was checkpointed: records were truncated or the log was rolled back", anchor.seq)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = AuditLog::open(&s.store, Arc::new(s.hsm.clone()), AuditConfig::default())
+        .expect_err("wardend must not continue a rolled-back log")
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "the audit log ends at record {keep} but the HSM's anchor says record {} was checkpointed",
+            anchor.seq
+        )) && e.contains("Restore the data directory from a backup"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_rewritten_record_after_the_anchor_stops_wardend_at_open() {
+    let s = populated("audit-rewrite-tail", 6);
+    let last = warden::audit::read_records(&s.store).unwrap().len() as u64;
+    // Rewrite the anchored record itself, keeping the chain internally consistent is not
+    // possible without the next records; change its time.
+    let mut r: serde_json::Value =
+        serde_json::from_slice(&s.store.get(Namespace::Audit, &rkey(last)).unwrap().unwrap())
+            .unwrap();
+    r["time"] = serde_json::json!(r["time"].as_u64().unwrap() + 1);
+    s.store.tamper(
+        Namespace::Audit,
+        &rkey(last),
+        Some(&serde_json::to_vec(&r).unwrap()),
+    );
+    let e = AuditLog::open(&s.store, Arc::new(s.hsm.clone()), AuditConfig::default())
+        .expect_err("a rewritten anchored record is refused")
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "record {last} is not the one the anchor checkpointed"
+        )),
+        "{e}"
+    );
 }

@@ -244,7 +244,8 @@ fn check_committed(w: &World, backend: Arc<dyn Backend>, at: &str) {
             "{at}: a large payment held without a request"
         );
     }
-    match verify_store(&store, &w.hsm.audit_public_key().unwrap()).unwrap() {
+    let anchor = w.hsm.audit_anchor().unwrap();
+    match verify_store(&store, &w.hsm.audit_public_key().unwrap(), anchor.as_ref()).unwrap() {
         Finding::Ok { .. } => {}
         bad => panic!("{at}: the audit chain does not verify: {bad:?}"),
     }
@@ -319,6 +320,7 @@ fn every_request_is_exactly_one_commit() {
 
 #[test]
 fn a_crash_at_any_commit_loses_nothing_and_counts_nothing_twice() {
+    // A token per run: the audit anchor on a token belongs to one log.
     let w = World::new("commits-walk");
     // How many commits the scenario makes without a crash.
     let total = {
@@ -335,6 +337,7 @@ fn a_crash_at_any_commit_loses_nothing_and_counts_nothing_twice() {
     };
     assert_eq!(total, COMMITS.iter().sum::<u64>());
     for k in 1..=total {
+        let w = World::new(&format!("commits-walk-{k}"));
         let dir = tempfile::tempdir().unwrap();
         let sled: Arc<dyn Backend> = Arc::new(SledBackend::open(dir.path()).unwrap());
         let fault = Arc::new(FaultBackend::new(sled.clone()));

@@ -91,7 +91,7 @@ async fn a_large_payment_waits_for_two_admins_across_a_wardend_crash() {
         block_in_place(|| cln.preapprove(&large)),
         "approved after the quorum"
     );
-    assert!(cln.proxy.is_running());
+    assert!(block_in_place(|| cln.still_serves()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +115,7 @@ async fn a_payment_over_the_daily_limit_is_refused_with_its_tag() {
         e.message,
         "rule daily-cap: 2,001,000 sat would be spent in the last 24h; the limit is 2,000,000 sat"
     );
-    assert!(cln.proxy.is_running());
+    assert!(block_in_place(|| cln.still_serves()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +129,7 @@ async fn an_allowlisted_payee_above_the_per_payment_limit_is_still_refused() {
     ));
     let e = next_event(&mut events, EventKind::PaymentRefused).await;
     assert!(e.tags.contains(&"per-payment-cap".to_string()), "{e:?}");
-    assert!(cln.proxy.is_running());
+    assert!(block_in_place(|| cln.still_serves()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +217,7 @@ async fn a_per_peer_request_is_served() {
     };
     lightning_signer::bitcoin::secp256k1::PublicKey::from_slice(&r.point.0)
         .expect("a valid per-commitment point");
-    assert!(cln.proxy.is_running());
+    assert!(block_in_place(|| cln.still_serves()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +228,7 @@ async fn refusals_are_answers_and_the_proxy_keeps_serving() {
     // An unparsable invoice: not approved, not an error.
     assert!(!block_in_place(|| cln.preapprove("lnbcrt1garbage")));
     assert!(
-        cln.proxy.is_running(),
+        block_in_place(|| cln.still_serves()),
         "an unparsable invoice must not stop the node"
     );
     // An expired invoice.
@@ -254,7 +254,7 @@ async fn refusals_are_answers_and_the_proxy_keeps_serving() {
     let mut events = cln.watch().await;
     assert!(!block_in_place(|| cln.preapprove(&expired)));
     assert!(
-        cln.proxy.is_running(),
+        block_in_place(|| cln.still_serves()),
         "an expired invoice must not stop the node"
     );
     let e = next_event(&mut events, EventKind::PaymentRefused).await;
@@ -275,7 +275,7 @@ async fn refusals_are_answers_and_the_proxy_keeps_serving() {
     assert!(!block_in_place(
         || cln.preapprove(&payee.invoice(3_000_000 * SAT, 6))
     ));
-    assert!(cln.proxy.is_running());
+    assert!(block_in_place(|| cln.still_serves()));
     // And the node still gets service.
     assert!(block_in_place(
         || cln.preapprove(&payee.invoice(1_000 * SAT, 7))
@@ -310,7 +310,7 @@ async fn at_invoice_capacity_the_answer_is_a_tagged_refusal() {
         "{e:?}"
     );
     assert!(
-        cln.proxy.is_running(),
+        block_in_place(|| cln.still_serves()),
         "capacity is a refusal, never an error"
     );
     // An invoice already held is still approved at capacity.
@@ -374,7 +374,10 @@ to = "{to:02}:00"
     ));
     let e = next_event(&mut events, EventKind::PaymentRefused).await;
     assert_eq!(e.tags, vec!["blocked-payee"]);
-    assert!(cln.proxy.is_running(), "a deny rule must not stop the node");
+    assert!(
+        block_in_place(|| cln.still_serves()),
+        "a deny rule must not stop the node"
+    );
     let payee = Payee::new(0x11);
     assert!(!block_in_place(
         || cln.preapprove(&payee.invoice(200_000 * SAT, 2))
@@ -382,11 +385,75 @@ to = "{to:02}:00"
     let e = next_event(&mut events, EventKind::PaymentRefused).await;
     assert_eq!(e.tags, vec!["office-hours"]);
     assert!(
-        cln.proxy.is_running(),
+        block_in_place(|| cln.still_serves()),
         "a time window must not stop the node"
     );
     assert!(
         block_in_place(|| cln.preapprove(&payee.invoice(50_000 * SAT, 3))),
         "small payments any time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amountless_invoice_and_a_keysend_to_a_non_key_are_tagged_refusals_and_the_node_keeps_service(
+) {
+    let mut cln = Cln::start("e2e-prescreen", &rules(&Payee::new(0x22))).await;
+    block_in_place(|| cln.init());
+    let payee = Payee::new(0x11);
+    let mut events = cln.watch().await;
+    let amountless = {
+        use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
+        let secp = Secp256k1::new();
+        InvoiceBuilder::new(Currency::Regtest)
+            .description("tip jar".into())
+            .payment_hash(lightning_signer::bitcoin::hashes::sha256::Hash::hash(
+                b"tip",
+            ))
+            .payment_secret(lightning_signer::lightning::types::payment::PaymentSecret(
+                [1u8; 32],
+            ))
+            .current_timestamp()
+            .min_final_cltv_expiry_delta(144)
+            .build_signed(|m| secp.sign_ecdsa_recoverable(m, &payee.secret))
+            .unwrap()
+            .to_string()
+    };
+    assert!(!block_in_place(|| cln.preapprove(&amountless)));
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["warden-invoice-without-amount"]);
+    assert!(
+        e.message.contains(
+            "has no amount, and CLN's preapprove does not say how much the node will pay"
+        ),
+        "{}",
+        e.message
+    );
+    let reply = block_in_place(|| {
+        cln.call(msgs::PreapproveKeysend {
+            destination: vls_protocol::model::PubKey([5u8; 33]),
+            payment_hash: vls_protocol::model::Sha256([9u8; 32]),
+            amount_msat: 1_000 * SAT,
+        })
+    });
+    match reply {
+        Message::PreapproveKeysendReply(r) => assert!(!r.result),
+        other => panic!("{other:?}"),
+    }
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["warden-keysend-bad-destination"]);
+    assert!(
+        e.message.contains("is not a valid public key"),
+        "{}",
+        e.message
+    );
+    // The proxy kept serving: the next request gets its answer (not just a live process).
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(1_000 * SAT, 8))
+    ));
+    let daily = cln.window("daily-cap").await;
+    assert_eq!(
+        daily.used_msat,
+        1_000 * SAT,
+        "only the good payment is counted"
     );
 }

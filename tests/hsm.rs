@@ -198,6 +198,12 @@ fn the_session_pool_serves_concurrent_signers() {
     for th in threads {
         th.join().unwrap();
     }
+    // Eight signers shared the bound: the pool opened exactly two sessions and reused them.
+    assert_eq!(
+        hsm.open_sessions(),
+        2,
+        "sessions opened for 80 signatures by 8 threads"
+    );
 }
 
 #[test]

@@ -359,3 +359,44 @@ fn digests_differ_for_any_change_of_payment() {
     }
     assert_eq!(base.digest(), pay(10, PAYEE, 1).digest());
 }
+
+#[test]
+fn per_destination_limits_sum_every_output_to_one_destination() {
+    // Three outputs of 0.09 BTC to one address: 0.27 BTC to that destination, which both the
+    // per-payment and the hourly per-destination limit of 0.1 BTC must see (not 0.09 three times).
+    let addr = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
+    let p = policy(
+        "[[limit]]\ntag = \"dest-payment\"\nwindow = \"payment\"\nscope = \"each-destination\"\nmax_amount = \"0.1 btc\"\n[[limit]]\ntag = \"dest-hourly\"\nwindow = \"1h\"\nscope = \"each-destination\"\nmax_amount = \"0.1 btc\"\n",
+    );
+    let split = PaymentRequest::onchain(vec![(addr.into(), 9_000_000 * SAT); 3]);
+    let d = evaluate(&p, &split, &VelocityState::default(), MONDAY_NOON);
+    assert_eq!(d.tags, vec!["dest-payment", "dest-hourly"], "{d:?}");
+    let reason = deny_reason(&d);
+    assert!(
+        reason.contains(&format!(
+            "rule dest-payment: this payment of 27,000,000 sat to address {addr} is above the per-payment limit of 10,000,000 sat"
+        )),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!(
+            "rule dest-hourly: 27,000,000 sat would be spent to address {addr} in the last 1h"
+        )),
+        "{reason}"
+    );
+    assert_eq!(
+        reason.matches("rule dest-hourly").count(),
+        1,
+        "named once: {reason}"
+    );
+    // Within the limit when summed, the same split passes and is counted as one payment.
+    let ok = PaymentRequest::onchain(vec![(addr.into(), 3_000_000 * SAT); 3]);
+    let mut s = VelocityState::default();
+    assert!(run(&p, &mut s, &ok, MONDAY_NOON).is_approved());
+    let t = s.totals(
+        &warden::policy::LedgerKey::Destination(warden::policy::Destination::Address(addr.into())),
+        MONDAY_NOON,
+        3_600,
+    );
+    assert_eq!((t.amount_msat, t.count), (9_000_000_000, 1));
+}

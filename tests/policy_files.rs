@@ -91,7 +91,13 @@ fn warden_tags_are_defined_once_and_documented_in_the_reference() {
     assert_eq!(documented, defined, "policy/README.md vs src/tags.rs");
     // No tag is spelled outside src/tags.rs: the names below are HSM object labels and a
     // directory, not tags.
-    let not_tags: BTreeSet<&str> = ["warden-audit-ecdsa", "warden-seed-seal", "warden-data"].into();
+    let not_tags: BTreeSet<&str> = [
+        "warden-audit-ecdsa",
+        "warden-seed-seal",
+        "warden-audit-anchor",
+        "warden-data",
+    ]
+    .into();
     let mut stack = vec![std::path::PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/src"
@@ -389,4 +395,56 @@ fn a_file_that_is_not_utf8_is_reported_with_the_file_name() {
         )),
         "{msg}"
     );
+}
+
+#[test]
+fn bad_23_one_key_as_two_admins_is_refused_naming_both() {
+    use lightning_signer::bitcoin::secp256k1::PublicKey;
+    use lightning_signer::bitcoin::{Address, CompressedPublicKey, Network};
+    use std::str::FromStr;
+    let key = |hex: &str| CompressedPublicKey(PublicKey::from_str(hex).unwrap());
+    let alice = key("02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828");
+    let bob = key("02c7710ba1c1b241e450d60cd814109129534559fd714b814baae7ac13849fc436");
+    let carol = key("022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e");
+    // Alice's key again; Bob's P2WPKH address; Carol's P2PKH address on another network;
+    // Alice's nested-segwit address. Every one is a second name for a key already declared.
+    let src = with_admins(&format!(
+        "dave = {{ pubkey = \"{}\" }}\nerin = {{ address = \"{}\" }}\nfrank = {{ address = \"{}\" }}\ngina = {{ address = \"{}\" }}\n",
+        alice.0,
+        Address::p2wpkh(&bob, Network::Bitcoin),
+        Address::p2pkh(carol, Network::Testnet),
+        Address::p2shwpkh(&alice, Network::Bitcoin),
+    ));
+    assert_errors(
+        &src,
+        &[
+            (
+                6,
+                1,
+                "admin \"dave\" signs with the same key as admin \"alice\"",
+            ),
+            (
+                7,
+                1,
+                "admin \"erin\" signs with the same key as admin \"bob\"",
+            ),
+            (
+                8,
+                1,
+                "admin \"frank\" signs with the same key as admin \"carol\"",
+            ),
+            (
+                9,
+                1,
+                "admin \"gina\" signs with the same key as admin \"alice\"",
+            ),
+        ],
+    );
+    // Distinct keys, one of them by address, are fine.
+    let other = key("03a34b99f22c790c4e36b2b3c2c35a36db06226e41c692fc82b8b56ac1c540c5bd");
+    parse_policy(&with_admins(&format!(
+        "dave = {{ address = \"{}\" }}\n",
+        Address::p2wpkh(&other, Network::Bitcoin)
+    )))
+    .unwrap();
 }

@@ -119,22 +119,63 @@ quorum = {{ need = 1, of = ["alice"] }}
         prop_assert_eq!(d.tags.first().map(String::as_str), Some("blocked"));
     }
 
+    /// Splitting a payment into several outputs to the same destinations never turns a
+    /// refusal into an approval, nor changes which limits object: per-destination limits judge
+    /// what each destination receives in total (an on-chain spend may carry any number of
+    /// outputs to one address).
     #[test]
-    fn evaluation_is_deterministic(
-        amounts in prop::collection::vec(1u64..3_000_000, 1..30),
-        now in 1_700_000_000u64..1_900_000_000,
+    fn splitting_outputs_to_one_destination_changes_no_decision(
+        limit_sat in 1_000u64..100_000,
+        outputs in prop::collection::vec((0usize..3, 1u64..60_000), 1..8),
+        splits in prop::collection::vec(1usize..5, 8),
+        history in prop::collection::vec((0usize..3, 1u64..60_000), 0..5),
     ) {
-        let p = parse_policy(warden::policy::DEFAULT_POLICY).unwrap();
+        const ADDRS: [&str; 3] = [
+            "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+            "bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh",
+            "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2",
+        ];
+        let p = parse_policy(&format!(
+            r#"version = 1
+[[limit]]
+tag = "dest-payment"
+window = "payment"
+scope = "each-destination"
+max_amount = "{limit_sat} sat"
+[[limit]]
+tag = "dest-hourly"
+window = "1h"
+scope = "each-destination"
+max_amount = "{} sat"
+"#,
+            limit_sat * 3
+        ))
+        .unwrap();
+        let now = 1_795_435_200;
         let mut state = VelocityState::default();
-        for (i, a) in amounts.iter().enumerate() {
-            let req = PaymentRequest::invoice([i as u8; 32], a * 1_000, PAYEES[i % 3], None);
-            let first = evaluate(&p, &req, &state, now + i as u64);
-            let copy = state.clone();
-            let second = evaluate(&p, &req, &copy, now + i as u64);
-            prop_assert_eq!(&first, &second);
-            if first.is_approved() {
-                state.apply(&spend_changes(&p, &req, &state, now + i as u64));
+        for (a, sat) in history {
+            let prior = PaymentRequest::onchain(vec![(ADDRS[a].into(), sat * 1_000)]);
+            if evaluate(&p, &prior, &state, now).is_approved() {
+                state.apply(&spend_changes(&p, &prior, &state, now));
             }
         }
+        let whole = PaymentRequest::onchain(
+            outputs.iter().map(|(a, sat)| (ADDRS[*a].to_string(), sat * 1_000)).collect(),
+        );
+        // The same amounts, each output cut into up to five pieces.
+        let mut pieces = Vec::new();
+        for (i, (a, sat)) in outputs.iter().enumerate() {
+            let n = splits[i].min(*sat as usize).max(1) as u64;
+            let msat = sat * 1_000;
+            for k in 0..n {
+                let part = msat / n + u64::from(k < msat % n);
+                pieces.push((ADDRS[*a].to_string(), part));
+            }
+        }
+        let split = PaymentRequest::onchain(pieces);
+        prop_assert_eq!(whole.total_msat_wide(), split.total_msat_wide());
+        let (dw, ds) = (evaluate(&p, &whole, &state, now), evaluate(&p, &split, &state, now));
+        prop_assert_eq!(dw.is_approved(), ds.is_approved(), "whole {:?} / split {:?}", dw, ds);
+        prop_assert_eq!(&dw.tags, &ds.tags);
     }
 }

@@ -1,9 +1,11 @@
-//! Abuse limits for the admin API: a token bucket per client certificate, and a watch on
-//! failed TLS handshakes. Rate limiting uses the monotonic clock (it is about load, not about
-//! policy time).
+//! Abuse limits for the admin API: a token bucket per client certificate, a bound on
+//! handshakes per source address, and a watch on failed TLS handshakes. Failures are counted
+//! per source and written to the audit log as one aggregated record per interval, never one
+//! record per attempt: a client without credentials cannot grow the state by knocking. Rate
+//! limiting uses the monotonic clock (it is about load, not about policy time).
 
 use crate::events::{EventBus, EventKind};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,6 +25,18 @@ impl RateLimiter {
             per_minute: f64::from(per_minute.max(1)),
             burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `client`'s bucket has a token, without taking it.
+    pub fn has_token(&self, client: [u8; 32]) -> bool {
+        let now = Instant::now();
+        let b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match b.get(&client) {
+            None => true,
+            Some((tokens, at)) => {
+                tokens + now.duration_since(*at).as_secs_f64() * self.per_minute / 60.0 >= 1.0
+            }
         }
     }
 
@@ -51,11 +65,28 @@ impl RateLimiter {
     }
 }
 
-/// Counts failed handshakes; announces repeated failures (at most once a minute).
+/// Counts failed handshakes; announces repeated failures (at most once a minute) and keeps
+/// per-source counts until [`AuthFailures::drain`] takes them for the audit log.
 #[derive(Debug, Default)]
 pub struct AuthFailures {
     total: AtomicU64,
     recent: Mutex<(VecDeque<Instant>, Option<Instant>)>,
+    by_source: Mutex<BTreeMap<String, SourceFailures>>,
+}
+
+/// Sources counted separately per interval; beyond this many, failures are counted under
+/// [`OTHER_SOURCES`] (bounded memory and a bounded audit record).
+pub const MAX_SOURCES: usize = 256;
+/// The source name that collects failures beyond [`MAX_SOURCES`].
+pub const OTHER_SOURCES: &str = "other sources";
+
+/// One source's failures in an interval.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceFailures {
+    /// Failed handshakes.
+    pub count: u64,
+    /// What the last one said.
+    pub last_detail: String,
 }
 
 /// Failures within [`WINDOW`] that make an alert.
@@ -68,6 +99,26 @@ impl AuthFailures {
     pub fn record(&self, peer: &str, detail: &str, events: &EventBus, now_unix: u64) {
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(%peer, %detail, total, "admin API authentication failure");
+        {
+            // The source is the address without the port: one client, many connections.
+            let source = peer
+                .rsplit_once(':')
+                .map(|(a, _)| a)
+                .unwrap_or(peer)
+                .to_string();
+            let mut by = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+            let key = if by.contains_key(&source) || by.len() < MAX_SOURCES {
+                source
+            } else {
+                OTHER_SOURCES.to_string()
+            };
+            let e = by.entry(key).or_insert(SourceFailures {
+                count: 0,
+                last_detail: String::new(),
+            });
+            e.count += 1;
+            e.last_detail = detail.chars().take(200).collect();
+        }
         let now = Instant::now();
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         r.0.push_back(now);
@@ -91,6 +142,11 @@ impl AuthFailures {
     /// Failures since start.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// The per-source counts since the last drain, and start counting afresh.
+    pub fn drain(&self) -> BTreeMap<String, SourceFailures> {
+        std::mem::take(&mut *self.by_source.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -119,5 +175,35 @@ mod tests {
         let e = rx.try_recv().unwrap();
         assert_eq!(e.kind, EventKind::AuthFailure);
         assert!(rx.try_recv().is_err(), "one alert per minute");
+    }
+
+    #[test]
+    fn failures_are_aggregated_per_source_and_bounded() {
+        let bus = EventBus::default();
+        let f = AuthFailures::default();
+        for i in 0..1_000 {
+            f.record(&format!("10.0.0.1:{i}"), "no certificate", &bus, 0);
+        }
+        for i in 0..(MAX_SOURCES + 50) {
+            f.record(
+                &format!("10.1.{}.{}:1", i / 256, i % 256),
+                "bad CA",
+                &bus,
+                0,
+            );
+        }
+        let drained = f.drain();
+        assert_eq!(
+            drained.len(),
+            MAX_SOURCES + 1,
+            "bounded, with one entry for the rest"
+        );
+        assert_eq!(
+            drained["10.0.0.1"].count, 1_000,
+            "one source, many ports: one entry"
+        );
+        assert_eq!(drained[OTHER_SOURCES].count, 51);
+        assert!(f.drain().is_empty(), "drained");
+        assert_eq!(f.total(), 1_000 + MAX_SOURCES as u64 + 50);
     }
 }

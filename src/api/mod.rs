@@ -42,6 +42,8 @@ pub struct ApiConfig {
     pub burst: u32,
     /// Largest request or response message, bytes.
     pub max_message_bytes: usize,
+    /// Seconds between the aggregated audit records of failed handshakes.
+    pub auth_audit_secs: u64,
 }
 
 impl ApiConfig {
@@ -52,6 +54,7 @@ impl ApiConfig {
             rate_per_minute: 120,
             burst: 30,
             max_message_bytes: 64 * 1024,
+            auth_audit_secs: AUTH_AUDIT_SECS,
         }
     }
 }
@@ -397,6 +400,30 @@ pub async fn serve(
             let (tx, rx) = tokio::sync::mpsc::channel::<
                 Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
             >(64);
+            // Handshakes cost CPU before anyone is authenticated: a bounded number at once, and
+            // a bounded rate per source address.
+            let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+            // Failed handshakes spend a source's budget; a source that spent it is dropped at
+            // once, before any TLS work, until its budget refills. Clients that authenticate
+            // spend nothing.
+            let per_source = Arc::new(RateLimiter::new(FAILURES_PER_MINUTE, FAILURE_BURST));
+            let auth_audit_secs = config.auth_audit_secs;
+            let auditor = {
+                let (core, auth) = (core.clone(), auth.clone());
+                tokio::spawn(async move {
+                    let mut tick =
+                        tokio::time::interval(Duration::from_secs(auth_audit_secs.max(1)));
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        let (core, auth) = (core.clone(), auth.clone());
+                        let _ =
+                            tokio::task::spawn_blocking(move || audit_auth_failures(&core, &auth))
+                                .await;
+                    }
+                })
+            };
+            let (audit_core, audit_auth) = (core.clone(), auth.clone());
             let accept_loop = tokio::spawn(async move {
                 loop {
                     let (tcp, peer) = match listener.accept().await {
@@ -407,19 +434,43 @@ pub async fn serve(
                             continue;
                         }
                     };
+                    let source =
+                        sha256::Hash::hash(peer.ip().to_string().as_bytes()).to_byte_array();
+                    if !per_source.has_token(source) {
+                        core.metrics.auth_failure();
+                        auth.record(
+                            &peer.to_string(),
+                            "dropped: too many failed handshakes from this address",
+                            &core.events,
+                            core.clock.now(),
+                        );
+                        continue;
+                    }
+                    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                        failed(&core, &auth, peer, "too many handshakes in progress");
+                        continue;
+                    };
                     let acceptor = acceptor.clone();
                     let tx = tx.clone();
                     let auth = auth.clone();
                     let core = core.clone();
+                    let per_source = per_source.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
                             .await
                         {
                             Ok(Ok(tls)) => {
                                 let _ = tx.send(Ok(tls)).await;
                             }
-                            Ok(Err(e)) => failed(&core, &auth, peer, &e.to_string()),
-                            Err(_) => failed(&core, &auth, peer, "handshake timed out"),
+                            Ok(Err(e)) => {
+                                per_source.admit(source);
+                                failed(&core, &auth, peer, &e.to_string())
+                            }
+                            Err(_) => {
+                                per_source.admit(source);
+                                failed(&core, &auth, peer, "handshake timed out")
+                            }
                         }
                     });
                 }
@@ -431,17 +482,39 @@ pub async fn serve(
                 )
                 .await;
             accept_loop.abort();
+            auditor.abort();
+            audit_auth_failures(&audit_core, &audit_auth);
             result
         }
     }
 }
 
 fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
-    let now = core.clock.now();
     core.metrics.auth_failure();
-    let data = serde_json::json!({"peer": peer.to_string(), "detail": detail});
-    if let Err(e) = core.audit().append(now, "auth-failure", data) {
-        tracing::error!(error = %e, "could not audit an authentication failure");
+    auth.record(&peer.to_string(), detail, &core.events, core.clock.now());
+}
+
+/// TLS handshakes in progress at once; more are dropped (and counted as failures).
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 64;
+/// Failed handshakes per minute from one address, sustained, before its connections are
+/// dropped unanswered.
+pub const FAILURES_PER_MINUTE: u32 = 60;
+/// Failed handshakes from one address at once before [`FAILURES_PER_MINUTE`] applies.
+pub const FAILURE_BURST: u32 = 20;
+
+/// Seconds between the aggregated audit records of authentication failures.
+pub const AUTH_AUDIT_SECS: u64 = 60;
+
+/// Write the failures counted since the last call as one audit record (nothing when there
+/// were none). The admin API calls it every [`ApiConfig::auth_audit_secs`] and when it stops.
+pub fn audit_auth_failures(core: &Core, auth: &AuthFailures) {
+    let drained = auth.drain();
+    if drained.is_empty() {
+        return;
     }
-    auth.record(&peer.to_string(), detail, &core.events, now);
+    let total: u64 = drained.values().map(|s| s.count).sum();
+    let data = serde_json::json!({"failures": total, "by_source": drained});
+    if let Err(e) = core.audit().append(core.clock.now(), "auth-failures", data) {
+        tracing::error!(error = %e, "could not audit authentication failures");
+    }
 }

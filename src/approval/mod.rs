@@ -5,24 +5,31 @@
 //! address, for hardware wallets) declared in the policy; wardend verifies every signature
 //! itself, when it is submitted and again when the payment finally uses it. A compromised relay
 //! or database can therefore delay or drop approvals but never forge one: the signatures cover
-//! the request id, the payment hash, the amount, the payee, the policy hash, the expiry and the
-//! decision, and the keys come from the policy in force, not from the database.
+//! the request id, the payment, the rule and quorum that govern it, the policy hash, the expiry
+//! and the decision, and the keys come from the policy in force, not from the database.
 //!
-//! ## The canonical approval digest
+//! ## The canonical approval digest (version 2)
 //! ```text
-//! sha256( "warden/approval/v1"
+//! sha256( "warden/approval/v2"
+//!       || u8(subject kind)                     -- 1 = payment
 //!       || u32be(len(id)) || id
-//!       || payment_hash            (32 bytes; zeros on-chain)
-//!       || u64be(amount_msat)
-//!       || u32be(len(payee)) || payee
-//!       || policy_hash             (32 bytes)
-//!       || u64be(expires_at)       (Unix seconds)
+//!       || u32be(len(subject)) || subject       -- payment: payment_hash (32 bytes; zeros
+//!                                               --   on-chain) || u64be(amount_msat)
+//!                                               --   || u32be(len(payee)) || payee
+//!       || u32be(len(rule_tag)) || rule_tag     -- the approval rule holding the payment
+//!       || u32be(need) || u32be(n)              -- its quorum: need of n members,
+//!       || n × (u32be(len(member)) || member)   --   members sorted by name
+//!       || policy_hash                          (32 bytes)
+//!       || u64be(expires_at)                    (Unix seconds)
 //!       || u32be(len(decision)) || decision )   -- "approve" or "reject"
 //! ```
 //! `payee` is the request's destinations as `node <id>` / `address <addr>`, each followed by
 //! `=<msat>`, joined by `,`. Admins with a public key sign this digest with BIP-340 Schnorr.
 //! Admins with an address sign [`approval_text`] (which contains the digest) as a Bitcoin
-//! signed message.
+//! signed message. When a held payment is retried, the signatures are checked against the
+//! digest built from the live payment and the rule and quorum the policy in force names for
+//! it, so a request moved under another rule in the database verifies under none.
+//! (Version 1 had no subject kind, rule or quorum; wardend accepts only version 2.)
 
 pub mod keys;
 mod store;
@@ -73,20 +80,41 @@ pub struct ApprovalFields<'a> {
     pub policy_hash: [u8; 32],
     /// Expiry, Unix seconds.
     pub expires_at: u64,
+    /// The approval rule whose quorum governs the request.
+    pub rule_tag: &'a str,
+    /// Signatures that rule needs.
+    pub need: usize,
+    /// The admins who may sign, in any order (the digest sorts them).
+    pub members: Vec<String>,
 }
+
+/// Subject kind of a payment in the digest.
+const SUBJECT_PAYMENT: u8 = 1;
 
 /// The digest an admin signs (BIP-340) for `decision`.
 pub fn approval_digest(f: &ApprovalFields, decision: Decision) -> [u8; 32] {
     let mut e = sha256::Hash::engine();
-    e.input(b"warden/approval/v1");
+    e.input(b"warden/approval/v2");
     let var = |e: &mut sha256::HashEngine, b: &[u8]| {
         e.input(&(b.len() as u32).to_be_bytes());
         e.input(b);
     };
+    e.input(&[SUBJECT_PAYMENT]);
     var(&mut e, f.id.as_bytes());
-    e.input(&f.payment_hash);
-    e.input(&f.amount_msat.to_be_bytes());
-    var(&mut e, f.payee.as_bytes());
+    let mut subject = Vec::with_capacity(44 + f.payee.len());
+    subject.extend_from_slice(&f.payment_hash);
+    subject.extend_from_slice(&f.amount_msat.to_be_bytes());
+    subject.extend_from_slice(&(f.payee.len() as u32).to_be_bytes());
+    subject.extend_from_slice(f.payee.as_bytes());
+    var(&mut e, &subject);
+    var(&mut e, f.rule_tag.as_bytes());
+    let mut members: Vec<&str> = f.members.iter().map(String::as_str).collect();
+    members.sort_unstable();
+    e.input(&(f.need as u32).to_be_bytes());
+    e.input(&(members.len() as u32).to_be_bytes());
+    for m in members {
+        var(&mut e, m.as_bytes());
+    }
     e.input(&f.policy_hash);
     e.input(&f.expires_at.to_be_bytes());
     var(&mut e, decision.as_str().as_bytes());
@@ -97,13 +125,20 @@ pub fn approval_digest(f: &ApprovalFields, decision: Decision) -> [u8; 32] {
 /// the admin is approving and ends with the digest, so the text and the digest cannot disagree.
 pub fn approval_text(f: &ApprovalFields, decision: Decision) -> String {
     format!(
-        "Warden approval\ndecision: {}\nrequest: {}\namount: {} ({} msat)\npayee: {}\npayment hash: {}\nexpires: {} ({})\npolicy: {}\ndigest: {}",
+        "Warden approval\ndecision: {}\nrequest: {}\namount: {} ({} msat)\npayee: {}\npayment hash: {}\nrule: {} ({} of {})\nexpires: {} ({})\npolicy: {}\ndigest: {}",
         decision.as_str(),
         f.id,
         format_msat(f.amount_msat),
         f.amount_msat,
         f.payee,
         hex::encode(f.payment_hash),
+        f.rule_tag,
+        f.need,
+        {
+            let mut m = f.members.clone();
+            m.sort_unstable();
+            m.join(", ")
+        },
         crate::clock::format_utc(f.expires_at),
         f.expires_at,
         hex::encode(f.policy_hash),
@@ -218,6 +253,9 @@ mod tests {
             payee: "node 02ab=1500000000".into(),
             policy_hash: [9; 32],
             expires_at: 1_795_438_800,
+            rule_tag: "large-payment-quorum",
+            need: 2,
+            members: vec!["alice".into(), "bob".into(), "carol".into()],
         }
     }
 
@@ -244,6 +282,19 @@ mod tests {
         let mut f = fields();
         f.expires_at += 1;
         variants.push(f);
+        let mut f = fields();
+        f.rule_tag = "small-quorum";
+        variants.push(f);
+        let mut f = fields();
+        f.need = 1;
+        variants.push(f);
+        let mut f = fields();
+        f.members.pop();
+        variants.push(f);
+        // The members are a set: their order does not change what is signed.
+        let mut f = fields();
+        f.members.reverse();
+        assert_eq!(approval_digest(&f, Decision::Approve), base);
         for v in variants {
             assert_ne!(approval_digest(&v, Decision::Approve), base, "{v:?}");
         }

@@ -148,6 +148,9 @@ impl ApprovalRecord {
             payee: payee_field(&self.outputs),
             policy_hash: hex32(&self.policy_hash),
             expires_at: self.expires_at,
+            rule_tag: &self.rule_tag,
+            need: self.need,
+            members: self.of.clone(),
         }
     }
 
@@ -508,21 +511,27 @@ impl ApprovalStore {
 
     /// Use the approval of exactly this payment, once. Returns `None` when there is no approved,
     /// unexpired request for it. The stored signatures are verified again, against the live
-    /// payment and the policy in force, before the request is marked consumed: a record edited
-    /// in the database does not pay.
+    /// payment, the policy in force and the rule and quorum (`rule_tag`, `quorum`) that policy's
+    /// verdict names for the payment, before the request is marked consumed: a record edited in
+    /// the database (its state, a signature, the rule it claims) does not pay.
     pub fn consume(
         &self,
         req: &PaymentRequest,
         policy: &Policy,
+        rule_tag: &str,
+        quorum: &Quorum,
         now: u64,
     ) -> Result<Option<ApprovalRecord>, ApprovalError> {
-        self.store.write(|| self.consume_in(req, policy, now))
+        self.store
+            .write(|| self.consume_in(req, policy, rule_tag, quorum, now))
     }
 
     fn consume_in(
         &self,
         req: &PaymentRequest,
         policy: &Policy,
+        rule_tag: &str,
+        quorum: &Quorum,
         now: u64,
     ) -> Result<Option<ApprovalRecord>, ApprovalError> {
         let Some(mut record) = self.find(req)? else {
@@ -539,8 +548,7 @@ impl ApprovalStore {
                 current_policy: policy.hash_hex(),
             });
         }
-        let quorum = rule_quorum(policy, &record)?;
-        // The fields come from the live payment, not from the stored copy.
+        // The fields come from the live payment and the live verdict, not from the stored copy.
         let fields = ApprovalFields {
             id: &record.id,
             payment_hash: req.payment_hash.unwrap_or([0; 32]),
@@ -548,6 +556,9 @@ impl ApprovalStore {
             payee: payee_field(&req.outputs),
             policy_hash: policy.hash,
             expires_at: record.expires_at,
+            rule_tag,
+            need: quorum.need,
+            members: quorum.of.clone(),
         };
         let mut valid: Vec<&str> = Vec::new();
         for s in record

@@ -27,6 +27,10 @@ pub trait CheckpointSigner: Send + Sync {
     fn sign(&self, digest: &[u8; 32]) -> Result<Signature, String>;
     /// The public key that verifies it.
     fn public_key(&self) -> Result<PublicKey, String>;
+    /// The anchor kept where the database cannot roll it back (the HSM token).
+    fn anchor(&self) -> Result<Option<crate::hsm::AuditAnchor>, String>;
+    /// Move the anchor forward (never back) to a checkpoint that is committed.
+    fn advance_anchor(&self, anchor: &crate::hsm::AuditAnchor) -> Result<(), String>;
 }
 
 impl CheckpointSigner for crate::hsm::Hsm {
@@ -35,6 +39,12 @@ impl CheckpointSigner for crate::hsm::Hsm {
     }
     fn public_key(&self) -> Result<PublicKey, String> {
         self.audit_public_key().map_err(|e| e.to_string())
+    }
+    fn anchor(&self) -> Result<Option<crate::hsm::AuditAnchor>, String> {
+        self.audit_anchor().map_err(|e| e.to_string())
+    }
+    fn advance_anchor(&self, anchor: &crate::hsm::AuditAnchor) -> Result<(), String> {
+        self.advance_audit_anchor(anchor).map_err(|e| e.to_string())
     }
 }
 
@@ -133,6 +143,20 @@ pub enum AuditError {
     /// The HSM could not sign a checkpoint.
     #[error("the HSM could not sign an audit checkpoint: {0}")]
     Sign(String),
+    /// The log ends before the checkpoint the HSM anchored: truncated or rolled back.
+    #[error("the audit log ends at record {log} but the HSM's anchor says record {anchor} was checkpointed: the log was truncated or rolled back. Restore the data directory from a backup that reaches record {anchor}; wardend will not continue a shortened log. To start a new log on this token on purpose, delete the anchor object first (pkcs11-tool --login --delete-object --type data --label warden-audit-anchor)")]
+    BehindAnchor {
+        /// The log's last record.
+        log: u64,
+        /// The anchored record.
+        anchor: u64,
+    },
+    /// The record at the anchor, or a record after it, is not what was chained and checkpointed.
+    #[error("the audit log does not match the HSM's anchor: {0}. The log was rewritten; restore the data directory from a backup and keep this one for investigation")]
+    Rewritten(String),
+    /// The HSM could not read or write the anchor.
+    #[error("the HSM could not read the audit anchor: {0}")]
+    Anchor(String),
     /// A stored record does not decode.
     #[error("audit record {key} does not decode: {detail}")]
     Corrupt {
@@ -226,15 +250,82 @@ fn read_head(store: &Store) -> Result<Head, AuditError> {
     })
 }
 
+/// The log must reach `anchor` with the same head, and chain from there to its end.
+fn check_tail(
+    store: &Store,
+    head: &Head,
+    anchor: &crate::hsm::AuditAnchor,
+) -> Result<(), AuditError> {
+    if head.seq < anchor.seq {
+        return Err(AuditError::BehindAnchor {
+            log: head.seq,
+            anchor: anchor.seq,
+        });
+    }
+    let mut prev: Option<[u8; 32]> = None;
+    for seq in anchor.seq..=head.seq {
+        let k = key(b'r', seq);
+        let Some(v) = store.get(Namespace::Audit, &k)? else {
+            return Err(AuditError::Rewritten(format!("record {seq} is missing")));
+        };
+        let r: AuditRecord = decode(&k, &v)?;
+        let mut stated_prev = [0u8; 32];
+        hex::decode_to_slice(&r.prev, &mut stated_prev).map_err(|e| AuditError::Corrupt {
+            key: hex::encode(k),
+            detail: e.to_string(),
+        })?;
+        if prev.is_some_and(|p| p != stated_prev) {
+            return Err(AuditError::Rewritten(format!(
+                "record {seq} does not chain to record {}",
+                seq - 1
+            )));
+        }
+        let h = record_hash(seq, r.time, &r.kind, &r.data, &stated_prev);
+        if seq == anchor.seq && h != anchor.head {
+            return Err(AuditError::Rewritten(format!(
+                "record {seq} is not the one the anchor checkpointed"
+            )));
+        }
+        if r.hash != hex::encode(h) {
+            return Err(AuditError::Rewritten(format!("record {seq} was altered")));
+        }
+        prev = Some(h);
+    }
+    Ok(())
+}
+
 impl AuditLog {
-    /// Open the log in `store`, continuing its chain.
+    /// Open the log in `store`, continuing its chain, after checking it against the HSM's
+    /// anchor: the log must reach the anchored checkpoint with the same chain head, and every
+    /// record from there on must chain to it. A token without an anchor (a new log, or a log
+    /// from before anchors) gets one at the latest checkpoint now.
     pub fn open(
         store: &Store,
         signer: Arc<dyn CheckpointSigner>,
         config: AuditConfig,
     ) -> Result<Self, AuditError> {
+        let head = read_head(store)?;
+        match signer.anchor().map_err(AuditError::Anchor)? {
+            Some(anchor) => check_tail(store, &head, &anchor)?,
+            None => {
+                if let Some((k, v)) = store.last(Namespace::Audit, b"c")? {
+                    let c: Checkpoint = decode(&k, &v)?;
+                    let mut h = [0u8; 32];
+                    hex::decode_to_slice(&c.head, &mut h).map_err(|e| AuditError::Corrupt {
+                        key: hex::encode(&k),
+                        detail: e.to_string(),
+                    })?;
+                    signer
+                        .advance_anchor(&crate::hsm::AuditAnchor {
+                            seq: c.seq,
+                            head: h,
+                        })
+                        .map_err(AuditError::Anchor)?;
+                }
+            }
+        }
         Ok(AuditLog {
-            head: Mutex::new(read_head(store)?),
+            head: Mutex::new(head),
             store: store.clone(),
             signer,
             config,
@@ -271,6 +362,15 @@ impl AuditLog {
             key(b'c', seq).to_vec(),
             serde_json::to_vec(&c).expect("serializable"),
         )?;
+        // The anchor moves only once the checkpoint is committed: a crash before that leaves
+        // the anchor behind the log (allowed), never ahead of it.
+        let signer = self.signer.clone();
+        let anchor = crate::hsm::AuditAnchor { seq, head: *hash };
+        self.store.after_commit(move || {
+            if let Err(e) = signer.advance_anchor(&anchor) {
+                tracing::error!(error = %e, seq, "cannot move the audit anchor on the HSM");
+            }
+        });
         Ok(())
     }
 

@@ -28,6 +28,42 @@ pub enum Finding {
     },
 }
 
+/// Verify records and checkpoints against `key` (the HSM's audit key), and, when the token's
+/// anchor is known, that the log reaches it with the same chain head: a log that ends before
+/// the anchor was truncated or rolled back, even if every checkpoint still present verifies.
+pub fn verify_anchored(
+    records: &[AuditRecord],
+    checkpoints: &[Checkpoint],
+    key: &PublicKey,
+    anchor: Option<&crate::hsm::AuditAnchor>,
+) -> Finding {
+    let finding = verify(records, checkpoints, key);
+    let Some(anchor) = anchor else {
+        return finding;
+    };
+    if !matches!(finding, Finding::Ok { .. }) {
+        return finding;
+    }
+    match records.get(anchor.seq as usize - 1).filter(|_| anchor.seq > 0) {
+        None => Finding::Bad {
+            seq: records.len() as u64 + 1,
+            problem: format!(
+                "the log ends at record {} but the HSM's anchor says record {} was checkpointed: records were truncated or the log was rolled back",
+                records.len(),
+                anchor.seq
+            ),
+        },
+        Some(r) if r.hash != hex::encode(anchor.head) => Finding::Bad {
+            seq: anchor.seq,
+            problem: format!(
+                "record {} is not the one the HSM's anchor checkpointed (its hash differs): the log was rewritten",
+                anchor.seq
+            ),
+        },
+        Some(_) => finding,
+    }
+}
+
 /// Verify records and checkpoints against `key` (the HSM's audit key).
 pub fn verify(records: &[AuditRecord], checkpoints: &[Checkpoint], key: &PublicKey) -> Finding {
     let bad = |seq: u64, problem: String| Finding::Bad { seq, problem };
@@ -115,11 +151,16 @@ pub fn verify(records: &[AuditRecord], checkpoints: &[Checkpoint], key: &PublicK
     }
 }
 
-/// Read and verify a database's audit log.
-pub fn verify_store(store: &crate::store::Store, key: &PublicKey) -> Result<Finding, AuditError> {
-    Ok(verify(
+/// Read and verify a database's audit log (see [`verify_anchored`]).
+pub fn verify_store(
+    store: &crate::store::Store,
+    key: &PublicKey,
+    anchor: Option<&crate::hsm::AuditAnchor>,
+) -> Result<Finding, AuditError> {
+    Ok(verify_anchored(
         &read_records(store)?,
         &read_checkpoints(store)?,
         key,
+        anchor,
     ))
 }

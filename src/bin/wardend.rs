@@ -148,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             rate_per_minute: config.admin_rate_per_minute,
             burst: config.admin_burst,
             max_message_bytes: 64 * 1024,
+            auth_audit_secs: warden::api::AUTH_AUDIT_SECS,
         };
         let mut rx = stop_rx.clone();
         let core = core.clone();

@@ -342,12 +342,42 @@ impl Core {
                 );
                 PaymentAnswer::refused(decision.tags, reason, None)
             }
+            Verdict::RequireQuorum { .. } if self.rejected(req).is_some() => {
+                // A rejection is a veto: the same payment is not put to the admins again.
+                let record = self.rejected(req).expect("checked");
+                let reason = rejection_reason(&record);
+                let refused = crate::policy::Decision {
+                    verdict: Verdict::Deny {
+                        reason: reason.clone(),
+                    },
+                    tags: decision.tags.clone(),
+                    warnings: vec![],
+                    policy_hash: decision.policy_hash,
+                };
+                self.audit_decision(
+                    now,
+                    req,
+                    &refused,
+                    serde_json::json!({"rejected_request": record.id}),
+                )
+                .map_err(|e| (AUDIT, format!("the audit record could not be written: {e}")))?;
+                self.metrics.decision("deny", &decision.tags);
+                self.events.emit(
+                    now,
+                    EventKind::PaymentRefused,
+                    &record.id,
+                    &decision.tags,
+                    reason.clone(),
+                    amount,
+                );
+                PaymentAnswer::refused(decision.tags.clone(), reason, Some(record.id))
+            }
             Verdict::RequireQuorum {
                 ref rule_tag,
                 ref quorum,
                 expiry_secs,
                 ..
-            } => match self.approvals.consume(req, &policy, now) {
+            } => match self.approvals.consume(req, &policy, rule_tag, quorum, now) {
                 Ok(Some(record)) => {
                     let approved = crate::policy::Decision {
                         verdict: Verdict::Approve,
@@ -464,6 +494,15 @@ impl Core {
             },
         };
         Ok(answer)
+    }
+
+    /// The rejected request for exactly this payment, if its newest request was rejected.
+    fn rejected(&self, req: &PaymentRequest) -> Option<crate::approval::ApprovalRecord> {
+        self.approvals
+            .find(req)
+            .ok()
+            .flatten()
+            .filter(|r| r.state == crate::approval::RequestState::Rejected)
     }
 
     /// An admin's signed decision on a request, with its audit record and event, in one commit:
@@ -591,4 +630,22 @@ impl Core {
         );
         PaymentAnswer::refused(vec![tag], why.to_string(), None)
     }
+}
+
+/// Why a rejected payment stays refused: who rejected it and why, in one sentence.
+fn rejection_reason(r: &crate::approval::ApprovalRecord) -> String {
+    let who: Vec<String> = r
+        .signatures
+        .iter()
+        .filter(|s| s.decision == crate::approval::Decision::Reject)
+        .map(|s| match &s.reason {
+            Some(why) => format!("{} (\"{why}\")", s.admin),
+            None => s.admin.clone(),
+        })
+        .collect();
+    format!(
+        "request {} for this payment was rejected by {}; the payment stays refused and is not put to the admins again",
+        r.id,
+        who.join(", ")
+    )
 }

@@ -10,11 +10,13 @@
 //! session open for the login and hands out the others from a small pool, so tokio tasks can
 //! share it (call it from `spawn_blocking`; PKCS#11 calls block).
 
+mod anchor;
 mod ecdsa;
 mod error;
 mod pin;
 pub mod sealed;
 
+pub use anchor::{AuditAnchor, AUDIT_ANCHOR_LABEL};
 pub use ecdsa::{public_key_from_ec_point, signature_from_raw, SECP256K1_EC_PARAMS};
 pub use error::HsmError;
 pub use pin::PinSource;
@@ -207,6 +209,15 @@ impl Hsm {
         pool.idle.push(session);
         self.inner.returned.notify_one();
         result
+    }
+
+    /// Sessions the pool has open (busy or idle); never more than `max_sessions`.
+    pub fn open_sessions(&self) -> usize {
+        self.inner
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .open
     }
 
     /// The configuration this handle was opened with.

@@ -85,6 +85,19 @@ impl PaymentRequest {
         u64::try_from(self.total_msat_wide()).unwrap_or(u64::MAX)
     }
 
+    /// Each destination once, in the order it first appears, with the sum of its outputs:
+    /// per-destination rules judge what a destination receives, however many outputs carry it.
+    pub fn per_destination(&self) -> Vec<(&Destination, u128)> {
+        let mut out: Vec<(&Destination, u128)> = Vec::with_capacity(self.outputs.len());
+        for (d, v) in &self.outputs {
+            match out.iter_mut().find(|(e, _)| *e == d) {
+                Some((_, sum)) => *sum += u128::from(*v),
+                None => out.push((d, u128::from(*v))),
+            }
+        }
+        out
+    }
+
     /// The exact total: limits compare against this, so no sum can wrap below a limit.
     pub fn total_msat_wide(&self) -> u128 {
         self.outputs.iter().map(|(_, v)| u128::from(*v)).sum()
@@ -240,9 +253,11 @@ pub fn evaluate(
     };
     let total = req.total_msat_wide();
 
+    let destinations = req.per_destination();
+
     // 1. Deny rules.
     for rule in &policy.deny {
-        for (d, _) in &req.outputs {
+        for (d, _) in &destinations {
             if rule.destinations.contains(d) {
                 let reason = format!("rule {}: {d} is on the deny list", rule.tag);
                 push(rule.mode, &rule.tag, reason, &mut objections);
@@ -261,14 +276,13 @@ pub fn evaluate(
         // text is only built when the rule objects, keeping the approval path allocation-light.
         let subjects: Vec<(Subject, u128, LedgerKey)> = match &limit.scope {
             LimitScope::Node => vec![(Subject::Node, total, LedgerKey::Node)],
-            LimitScope::EachDestination => req
-                .outputs
+            LimitScope::EachDestination => destinations
                 .iter()
                 .map(|(d, v)| {
                     (
                         Subject::Destination(d),
-                        u128::from(*v),
-                        LedgerKey::Destination(d.clone()),
+                        *v,
+                        LedgerKey::Destination((*d).clone()),
                     )
                 })
                 .collect(),

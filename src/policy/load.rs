@@ -478,6 +478,8 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         .map(|(n, _)| n);
 
     let mut admins = BTreeMap::new();
+    // (name, the key hashes it can sign as, where it is declared), in file order.
+    let mut identities: Vec<(String, Vec<[u8; 20]>, Span)> = Vec::new();
     if let Some((kspan, item)) = root.item("admins") {
         match item.as_table_like() {
             None => cx.err(
@@ -534,18 +536,31 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                         }
                         (Some(_), Some(_)) => {
                             cx.err(
-                                aspan,
+                                aspan.clone(),
                                 format!("{what} has both `pubkey` and `address`; keep one"),
                             );
                             None
                         }
                         (None, None) if f.map.is_empty() && !et.is_empty() => None,
                         (None, None) => {
-                            cx.err(aspan, format!("{what} needs `pubkey` (secp256k1, hex) or `address` (Bitcoin address)"));
+                            cx.err(aspan.clone(), format!("{what} needs `pubkey` (secp256k1, hex) or `address` (Bitcoin address)"));
                             None
                         }
                     };
                     if let Some(k) = key {
+                        let ids = key_identities(&k);
+                        if let Some((first, _, _)) = identities
+                            .iter()
+                            .find(|(_, other, _)| other.iter().any(|h| ids.contains(h)))
+                        {
+                            cx.err(
+                                aspan.clone(),
+                                format!(
+                                    "{what} signs with the same key as admin \"{first}\" (the same public key, or an address of it); one person's key may stand for one admin only, or a quorum could be met by one person"
+                                ),
+                            );
+                        }
+                        identities.push((admin.to_string(), ids, aspan.clone()));
                         admins.insert(admin.to_string(), k);
                     } else {
                         // Keep the name known, so quorums naming it are not reported twice.
@@ -896,6 +911,41 @@ fn check_limit_ordering(cx: &mut Cx, limits: &[LimitRule], spans: &[(Span, Span)
                         ),
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The key hashes an admin key can sign as: HASH160 of the public key, and HASH160 of its
+/// P2SH-P2WPKH redeem script; for an address, what its script commits to. Two admins with a
+/// hash in common are one key.
+fn key_identities(k: &AdminKey) -> Vec<[u8; 20]> {
+    use lightning_signer::bitcoin::address::AddressData;
+    use lightning_signer::bitcoin::hashes::hash160;
+    let with_nested = |h: [u8; 20]| {
+        let mut redeem = vec![0x00, 0x14];
+        redeem.extend_from_slice(&h);
+        vec![h, hash160::Hash::hash(&redeem).to_byte_array()]
+    };
+    match k {
+        AdminKey::PublicKey(pk) => {
+            with_nested(hash160::Hash::hash(&pk.serialize()).to_byte_array())
+        }
+        AdminKey::Address(a) => {
+            let Ok(addr) = lightning_signer::bitcoin::Address::from_str(a) else {
+                return Vec::new();
+            };
+            match addr.assume_checked().to_address_data() {
+                AddressData::P2pkh { pubkey_hash } => with_nested(pubkey_hash.to_byte_array()),
+                AddressData::P2sh { script_hash } => vec![script_hash.to_byte_array()],
+                AddressData::Segwit { witness_program } => {
+                    let p = witness_program.program().as_bytes();
+                    match <[u8; 20]>::try_from(p) {
+                        Ok(h) => with_nested(h),
+                        Err(_) => vec![hash160::Hash::hash(p).to_byte_array()],
+                    }
+                }
+                _ => Vec::new(),
             }
         }
     }

@@ -19,7 +19,9 @@
 use crate::core::{Core, NodeConnection};
 use crate::events::EventKind;
 use crate::tags::{
-    vls_tag_in, INVOICE_UNPARSABLE as TAG_UNPARSABLE_INVOICE, MALFORMED_MESSAGE as TAG_MALFORMED,
+    vls_tag_in, INVOICE_UNPARSABLE as TAG_UNPARSABLE_INVOICE,
+    INVOICE_WITHOUT_AMOUNT as TAG_INVOICE_WITHOUT_AMOUNT,
+    KEYSEND_BAD_DESTINATION as TAG_KEYSEND_BAD_DESTINATION, MALFORMED_MESSAGE as TAG_MALFORMED,
     SIGNER_PANIC as TAG_PANIC, STORE_FAILURE as TAG_STORE_FAILURE, VLS_REFUSED as TAG_VLS_REFUSED,
 };
 use std::str::FromStr;
@@ -79,6 +81,59 @@ fn malformed(core: &Core, id: u64, what: String) -> Reply {
     (temporary(id, why), false, false)
 }
 
+/// Payments Warden refuses before VLS sees them, because VLS would turn them into a fatal error
+/// (unparsable invoice, a keysend to something that is not a public key) or because Warden
+/// cannot judge them (an invoice without an amount: CLN's preapprove does not carry the amount
+/// the node will pay, so no limit or quorum could apply). Each is *not approved* with its tag.
+fn prescreen(core: &Core, id: u64, msg: &Message) -> Option<SignerResponse> {
+    let (tag, why, reply) = match msg {
+        Message::PreapproveInvoice(m) => {
+            let invoice = std::str::from_utf8(&m.invstring.0)
+                .ok()
+                .and_then(|s| lightning_signer::invoice::Invoice::from_str(s).ok());
+            let reply = msgs::PreapproveInvoiceReply { result: false }.as_vec();
+            match invoice {
+                None => (
+                    TAG_UNPARSABLE_INVOICE,
+                    format!("rule {TAG_UNPARSABLE_INVOICE}: the invoice in preapprove request {id} is not a valid BOLT 11/12 invoice"),
+                    reply,
+                ),
+                Some(lightning_signer::invoice::Invoice::Bolt11(i))
+                    if i.amount_milli_satoshis().is_none() =>
+                {
+                    (
+                        TAG_INVOICE_WITHOUT_AMOUNT,
+                        format!("rule {TAG_INVOICE_WITHOUT_AMOUNT}: the invoice in preapprove request {id} has no amount, and CLN's preapprove does not say how much the node will pay, so no limit or quorum could be applied; ask the payee for an invoice with an amount"),
+                        reply,
+                    )
+                }
+                Some(_) => return None,
+            }
+        }
+        Message::PreapproveKeysend(m)
+            if lightning_signer::bitcoin::secp256k1::PublicKey::from_slice(&m.destination.0)
+                .is_err() =>
+        {
+            (
+                TAG_KEYSEND_BAD_DESTINATION,
+                format!("rule {TAG_KEYSEND_BAD_DESTINATION}: the destination of keysend preapprove request {id} ({}) is not a valid public key", hex::encode(m.destination.0)),
+                msgs::PreapproveKeysendReply { result: false }.as_vec(),
+            )
+        }
+        _ => return None,
+    };
+    tracing::warn!("{why}");
+    core.events.emit(
+        core.clock.now(),
+        EventKind::PaymentRefused,
+        "",
+        &[tag.into()],
+        why,
+        0,
+    );
+    Some(response(id, reply))
+}
+
 /// Answer one request, timing it. Blocking: VLS and the stores are synchronous.
 fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> Reply {
     let started = std::time::Instant::now();
@@ -108,28 +163,8 @@ fn answer_message(
     context: Option<vlsd::grpc::hsmd::HsmRequestContext>,
     msg: Message,
 ) -> Reply {
-    // Refuse unparsable invoices here, before VLS turns them into a fatal error.
-    if let Message::PreapproveInvoice(ref m) = msg {
-        let parsed = std::str::from_utf8(&m.invstring.0)
-            .ok()
-            .map(|s| lightning_signer::invoice::Invoice::from_str(s).is_ok());
-        if parsed != Some(true) {
-            let why = format!("rule {TAG_UNPARSABLE_INVOICE}: the invoice in preapprove request {id} is not a valid BOLT 11/12 invoice");
-            tracing::warn!("{why}");
-            core.events.emit(
-                core.clock.now(),
-                EventKind::PaymentRefused,
-                "",
-                &[TAG_UNPARSABLE_INVOICE.into()],
-                why,
-                0,
-            );
-            return (
-                response(id, msgs::PreapproveInvoiceReply { result: false }.as_vec()),
-                false,
-                false,
-            );
-        }
+    if let Some(refusal) = prescreen(core, id, &msg) {
+        return (refusal, false, false);
     }
     let name = msg.inner().name();
     let result: Result<(Option<Vec<u8>>, bool), HandlerError> = match phase {

@@ -105,6 +105,14 @@ tag = "large-payment-quorum"
 above = "1_000_000 sat"
 quorum = {{ need = 2, of = ["alice", "bob", "carol", "dave"] }}
 expiry = "1h"
+
+# Holds nothing the per-payment cap lets through; there for the test that moves a request
+# under another rule in the database.
+[[approval]]
+tag = "treasury-quorum"
+above = "100_000_000 sat"
+quorum = {{ need = 1, of = ["erin"] }}
+expiry = "1h"
 "#
     )
 }

@@ -136,6 +136,18 @@ impl Cln {
         }
     }
 
+    /// Whether the proxy still serves the node: one more request gets its answer. A running
+    /// process alone proves nothing, because the proxy shuts down asynchronously after a fatal
+    /// answer.
+    pub fn still_serves(&mut self) -> bool {
+        matches!(
+            self.proxy.hsmd.call(msgs::SignMessage {
+                message: vls_protocol::serde_bolt::Octets(b"still serving?".to_vec()),
+            }),
+            Ok(Message::SignMessageReply(_))
+        )
+    }
+
     pub fn preapprove(&mut self, invoice: &str) -> bool {
         match self.call(msgs::PreapproveInvoice {
             invstring: vls_protocol::serde_bolt::WireString(invoice.as_bytes().to_vec()),

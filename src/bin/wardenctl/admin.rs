@@ -192,6 +192,9 @@ fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalFields<'_
         payee,
         policy_hash: hash32(&policy, "policy hash")?,
         expires_at: r.expires_at,
+        rule_tag: &r.rule_tag,
+        need: r.need as usize,
+        members: r.of.clone(),
     };
     let digest = approval_digest(&fields, Decision::Approve);
     if digest.as_slice() != r.approval_digest.as_slice() {

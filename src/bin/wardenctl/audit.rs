@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use lightning_signer::bitcoin::secp256k1::PublicKey;
 use std::path::PathBuf;
 use warden::audit::report::{self, date_start, month_range};
-use warden::audit::verify::{verify, Finding};
+use warden::audit::verify::{verify_anchored, Finding};
 use warden::audit::{read_checkpoints, read_records, AuditRecord};
 use warden::config::ConfigArgs;
 
@@ -48,19 +48,49 @@ pub struct Source {
     pub audit_key: Option<String>,
 }
 
-fn open(
-    source: &Source,
-) -> anyhow::Result<(Vec<AuditRecord>, Vec<warden::audit::Checkpoint>, PublicKey)> {
+/// A log read for verification, with the key and (when read from the token) the anchor.
+struct Loaded {
+    records: Vec<AuditRecord>,
+    checkpoints: Vec<warden::audit::Checkpoint>,
+    key: PublicKey,
+    anchor: Option<warden::hsm::AuditAnchor>,
+    anchor_checked: bool,
+}
+
+impl Loaded {
+    fn verify(&self) -> Finding {
+        verify_anchored(
+            &self.records,
+            &self.checkpoints,
+            &self.key,
+            self.anchor.as_ref(),
+        )
+    }
+}
+
+fn open(source: &Source) -> anyhow::Result<Loaded> {
     let config = source.config.resolve()?;
-    let key = match &source.audit_key {
-        Some(hex) => hex
-            .parse::<PublicKey>()
-            .context("--audit-key is not a public key")?,
-        None => warden::hsm::Hsm::open(&config.hsm)?.audit_public_key()?,
+    let (key, anchor, anchor_checked) = match &source.audit_key {
+        Some(hex) => (
+            hex.parse::<PublicKey>()
+                .context("--audit-key is not a public key")?,
+            None,
+            false,
+        ),
+        None => {
+            let hsm = warden::hsm::Hsm::open(&config.hsm)?;
+            (hsm.audit_public_key()?, hsm.audit_anchor()?, true)
+        }
     };
     let store = warden::store::Store::open(&config.data_dir.join("state"))
         .context("opening the state database (stop wardend first)")?;
-    Ok((read_records(&store)?, read_checkpoints(&store)?, key))
+    Ok(Loaded {
+        records: read_records(&store)?,
+        checkpoints: read_checkpoints(&store)?,
+        key,
+        anchor,
+        anchor_checked,
+    })
 }
 
 fn bound(s: &Option<String>, default: u64) -> anyhow::Result<u64> {
@@ -76,14 +106,20 @@ fn bound(s: &Option<String>, default: u64) -> anyhow::Result<u64> {
 pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
     match cmd {
         AuditCommand::Verify { source } => {
-            let (records, checkpoints, key) = open(&source)?;
-            match verify(&records, &checkpoints, &key) {
+            let loaded = open(&source)?;
+            match loaded.verify() {
                 Finding::Ok {
                     records,
                     checkpoints,
                     unsigned_tail,
                 } => {
+                    let key = loaded.key;
                     println!("audit log OK: {records} records, {checkpoints} checkpoints signed by {key}; {unsigned_tail} records after the last checkpoint");
+                    match (loaded.anchor_checked, loaded.anchor) {
+                        (true, Some(a)) => println!("it reaches the HSM's anchor (record {})", a.seq),
+                        (true, None) => println!("the HSM holds no anchor yet (no checkpoint was anchored)"),
+                        (false, _) => println!("the HSM's anchor was not checked (--audit-key): a rolled-back log cannot be told from a short one without the token"),
+                    }
                     Ok(0)
                 }
                 Finding::Bad { seq, problem } => {
@@ -98,10 +134,11 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
             until,
             format,
         } => {
-            let (records, checkpoints, key) = open(&source)?;
-            if let Finding::Bad { seq, problem } = verify(&records, &checkpoints, &key) {
+            let loaded = open(&source)?;
+            if let Finding::Bad { seq, problem } = loaded.verify() {
                 bail!("refusing to export a log that does not verify (record {seq}: {problem})");
             }
+            let records = loaded.records;
             let (since, until) = (bound(&since, 0)?, bound(&until, u64::MAX)?);
             let selected = records.iter().filter(|r| r.time >= since && r.time < until);
             match format.as_str() {
@@ -155,10 +192,11 @@ pub struct ReportArgs {
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
-    let (records, checkpoints, key) = open(&args.source)?;
-    if let Finding::Bad { seq, problem } = verify(&records, &checkpoints, &key) {
+    let loaded = open(&args.source)?;
+    if let Finding::Bad { seq, problem } = loaded.verify() {
         bail!("refusing to report from a log that does not verify (record {seq}: {problem})");
     }
+    let records = loaded.records;
     let (since, until) = match &args.month {
         Some(m) => month_range(m).map_err(|e| anyhow::anyhow!(e))?,
         None => (bound(&args.since, 0)?, bound(&args.until, u64::MAX)?),
