@@ -376,7 +376,21 @@ async fn main() {
     let quorum_rules = format!(
         "{LOAD_RULES}\n[[approval]]\ntag = \"bench-quorum\"\nabove = \"500 sat\"\nquorum = {{ need = 2, of = [\"alice\", \"bob\", \"carol\"] }}\nexpiry = \"1h\"\n"
     );
-    let mut q = Cln::start_with_env("bench-quorum", &quorum_rules, &[("RUST_LOG", "error")]).await;
+    // Two admins sign every held payment: lift the per-certificate rate limit for the run.
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("wardend.toml");
+    std::fs::write(
+        &conf,
+        "[admin]\nrate_per_minute = 1000000\nburst = 100000\n",
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let mut q = Cln::start_with_env(
+        "bench-quorum",
+        &quorum_rules,
+        &[("RUST_LOG", "error"), ("WARDEN_CONFIG", conf.as_str())],
+    )
+    .await;
     tokio::task::block_in_place(|| {
         q.init();
         let n = if full { 200 } else { 3 };

@@ -21,6 +21,7 @@ pub fn is_alert(kind: EventKind) -> bool {
             | EventKind::Hsm
             | EventKind::NodeConnection
             | EventKind::AuthFailure
+            | EventKind::Clock
             | EventKind::RequestCreated
     )
 }

@@ -103,6 +103,8 @@ pub struct FileAlerts {
     pub window_warn_fraction: Option<f64>,
     /// Seconds of node disconnection that raise an alert.
     pub node_disconnect_secs: Option<u64>,
+    /// Seconds the system clock may move beyond the time that passed before it is an alert.
+    pub clock_jump_secs: Option<u64>,
     /// Webhook URL (http://) for alert events.
     pub webhook_url: Option<String>,
     /// File holding the webhook's HMAC secret.
@@ -116,6 +118,8 @@ pub struct AlertSettings {
     pub window_warn_fraction: f64,
     /// Disconnection alert threshold, seconds.
     pub node_disconnect_secs: u64,
+    /// Forward clock jump alert threshold, seconds.
+    pub clock_jump_secs: u64,
     /// Webhook URL and secret file.
     pub webhook: Option<(String, PathBuf)>,
 }
@@ -513,6 +517,10 @@ impl ConfigArgs {
         if node_disconnect_secs == 0 {
             problems.push("alerts.node_disconnect_secs: must be at least 1".into());
         }
+        let clock_jump_secs = file.alerts.clock_jump_secs.unwrap_or(300);
+        if clock_jump_secs == 0 {
+            problems.push("alerts.clock_jump_secs: must be at least 1".into());
+        }
         let webhook = match (file.alerts.webhook_url, file.alerts.webhook_secret_file) {
             (Some(u), Some(f)) => {
                 if !u.starts_with("http://") {
@@ -558,6 +566,7 @@ impl ConfigArgs {
             alerts: AlertSettings {
                 window_warn_fraction,
                 node_disconnect_secs,
+                clock_jump_secs,
                 webhook,
             },
         })

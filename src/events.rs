@@ -32,6 +32,8 @@ pub enum EventKind {
     AuthFailure,
     /// The policy changed.
     Policy,
+    /// The system clock stepped back or jumped forward.
+    Clock,
 }
 
 /// One event.
@@ -77,6 +79,7 @@ impl EventKind {
             EventKind::NodeConnection => "node-connection",
             EventKind::AuthFailure => "auth-failure",
             EventKind::Policy => "policy",
+            EventKind::Clock => "clock",
         }
     }
 }
@@ -117,31 +120,66 @@ impl EventBus {
         message: String,
         amount_msat: u64,
     ) -> Event {
-        let event = Event {
-            seq: self.seq.fetch_add(1, Ordering::SeqCst),
-            time,
-            kind,
-            request_id: request_id.to_string(),
-            tags: tags.to_vec(),
-            message,
-            amount_msat,
-        };
+        self.publish(
+            Event {
+                seq: 0,
+                time,
+                kind,
+                request_id: request_id.to_string(),
+                tags: tags.to_vec(),
+                message,
+                amount_msat,
+            },
+            true,
+        )
+    }
+
+    /// Publish an event whose content is already in the audit log (a decision's own record
+    /// names its verdict, tags, warnings and amount): delivered like [`EventBus::emit`], after
+    /// the request commits, but not recorded a second time.
+    pub fn announce(
+        &self,
+        time: u64,
+        kind: EventKind,
+        request_id: &str,
+        tags: &[String],
+        message: String,
+        amount_msat: u64,
+    ) -> Event {
+        self.publish(
+            Event {
+                seq: 0,
+                time,
+                kind,
+                request_id: request_id.to_string(),
+                tags: tags.to_vec(),
+                message,
+                amount_msat,
+            },
+            false,
+        )
+    }
+
+    fn publish(&self, mut event: Event, record: bool) -> Event {
+        event.seq = self.seq.fetch_add(1, Ordering::SeqCst);
         tracing::info!(kind = ?event.kind, request = %event.request_id, tags = ?event.tags, "{}", event.message);
         // No subscriber is not an error: events are also in the logs and the audit log.
         let tx = self.tx.clone();
         let out = event.clone();
         match &self.audit {
             Some(audit) => {
-                let data = serde_json::json!({
-                    "event": event.kind.name(),
-                    "request_id": event.request_id,
-                    "tags": event.tags,
-                    "message": event.message,
-                    "amount_msat": event.amount_msat,
-                });
-                // In the request's transaction: recorded and delivered only if it commits.
-                if let Err(e) = audit.append(time, "event", data) {
-                    tracing::error!(error = %e, "could not record an event in the audit log");
+                if record {
+                    let data = serde_json::json!({
+                        "event": event.kind.name(),
+                        "request_id": event.request_id,
+                        "tags": event.tags,
+                        "message": event.message,
+                        "amount_msat": event.amount_msat,
+                    });
+                    // In the request's transaction: recorded and delivered only if it commits.
+                    if let Err(e) = audit.append(event.time, "event", data) {
+                        tracing::error!(error = %e, "could not record an event in the audit log");
+                    }
                 }
                 audit.store().after_commit(move || {
                     let _ = tx.send(event);

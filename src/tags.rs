@@ -24,9 +24,13 @@ pub const SIGNER_PANIC: &str = "warden-signer-panic";
 pub const VLS_REFUSED: &str = "warden-vls-refused";
 /// The node has been disconnected longer than `alerts.node_disconnect_secs`.
 pub const NODE_DISCONNECTED: &str = "warden-node-disconnected";
+/// The system clock read earlier than a time Warden already used; Warden keeps its own time.
+pub const CLOCK_STEPPED_BACK: &str = "warden-clock-stepped-back";
+/// The system clock moved further than the time that passed (`alerts.clock_jump_secs`).
+pub const CLOCK_JUMPED: &str = "warden-clock-jumped";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     AUDIT_FAILURE,
     STORE_FAILURE,
     INVOICE_CAPACITY,
@@ -37,6 +41,8 @@ pub const ALL: [&str; 10] = [
     SIGNER_PANIC,
     VLS_REFUSED,
     NODE_DISCONNECTED,
+    CLOCK_STEPPED_BACK,
+    CLOCK_JUMPED,
 ];
 
 /// The first `policy-…` tag in the text of a VLS error. VLS's handler turns its

@@ -35,7 +35,7 @@ fn setup_timed(label: &str, checkpoint_every: u64, checkpoint_secs: u64) -> Setu
     let token = TestToken::new(label);
     let hsm = token.open();
     hsm.init(&token.data_dir).unwrap();
-    let text = "version = 1\n[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_amount = \"1_000_000 sat\"\n".to_string();
+    let text = "version = 1\n[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_amount = \"1_000_000 sat\"\n[[limit]]\ntag = \"daily\"\nwindow = \"24h\"\nmax_amount = \"1_000_000 sat\"\n".to_string();
     let policy = Arc::new(parse_policy(&text).unwrap());
     let clock = ManualClock::new(T0);
     let store = Store::open(&token.path().join("state")).unwrap();
@@ -112,7 +112,8 @@ fn every_decision_is_recorded_and_the_log_verifies() {
     assert_eq!(decisions[0].data["tags"][0], "cap");
     assert_eq!(decisions[1].data["verdict"], "approve");
     assert_eq!(decisions[1].data["amount_msat"], 1_000_000);
-    assert!(records
+    // A decision is recorded once, as the decision; its announcement is not a second record.
+    assert!(!records
         .iter()
         .any(|r| r.kind == "event" && r.data["event"] == "payment-refused"));
     match finding(&s) {
@@ -400,5 +401,68 @@ fn a_rewritten_record_after_the_anchor_stops_wardend_at_open() {
             "record {last} is not the one the anchor checkpointed"
         )),
         "{e}"
+    );
+}
+
+#[test]
+fn a_clock_stepped_back_neither_moves_warden_back_nor_uncounts_and_is_announced() {
+    let s = setup("clock-back", 100);
+    let mut events = s.core.events.subscribe();
+    assert!(pay(&s, 1, 600_000).approved);
+    let used_at = s.clock.now();
+    // The system clock steps back two hours.
+    s.clock.set(used_at - 7_200);
+    let second = pay(&s, 2, 600_000);
+    assert!(
+        !second.approved,
+        "the first payment still counts: {second:?}"
+    );
+    assert!(
+        second
+            .reason
+            .contains("rule daily: 1,200,000 sat would be spent in the last 24h"),
+        "{}",
+        second.reason
+    );
+    let clock_events: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| e.kind == warden::events::EventKind::Clock)
+        .collect();
+    assert_eq!(clock_events.len(), 1, "announced once: {clock_events:?}");
+    assert_eq!(clock_events[0].tags, vec!["warden-clock-stepped-back"]);
+    assert!(
+        clock_events[0]
+            .message
+            .contains("Warden keeps deciding at its own time"),
+        "{}",
+        clock_events[0].message
+    );
+    // The decision was recorded at Warden's time, not the stepped-back clock.
+    let last_decision = warden::audit::read_records(&s.store)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == "decision")
+        .unwrap();
+    assert!(
+        last_decision.time >= used_at,
+        "{} < {used_at}",
+        last_decision.time
+    );
+    // A restart on the same database keeps Warden's time.
+    let audit = Arc::new(
+        AuditLog::open(&s.store, Arc::new(s.hsm.clone()), AuditConfig::default()).unwrap(),
+    );
+    let core = Core::open(
+        s.store.clone(),
+        s.core.policy(),
+        ApprovalConfig::default(),
+        Arc::new(s.clock.clone()),
+        audit,
+        Default::default(),
+    )
+    .unwrap();
+    assert!(
+        core.clock.now() >= used_at,
+        "Warden's time survives a restart"
     );
 }

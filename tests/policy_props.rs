@@ -178,4 +178,35 @@ max_amount = "{} sat"
         prop_assert_eq!(dw.is_approved(), ds.is_approved(), "whole {:?} / split {:?}", dw, ds);
         prop_assert_eq!(&dw.tags, &ds.tags);
     }
+
+    /// Whatever the system clock does (steps back, stands still, jumps), decisions are made at
+    /// Warden's time, which never goes back, and the approved sum in any window of that time
+    /// stays within every limit. Evaluated at the raw clock, a step back would un-count spends.
+    #[test]
+    fn approved_spend_never_exceeds_any_window_whatever_the_clock_does(
+        hour_sat in 1_000u64..50_000,
+        steps in prop::collection::vec((-7_200i64..7_200, 1u64..20_000), 1..80),
+    ) {
+        let p = limits_policy(hour_sat, hour_sat * 3, 1_000);
+        let mut guard = warden::clock::ClockGuard::new(0, Some(300));
+        let mut state = VelocityState::default();
+        let mut wall: i64 = 1_795_435_200;
+        let mut last = 0u64;
+        let mut approved = Vec::new();
+        for (i, (step, amount_sat)) in steps.into_iter().enumerate() {
+            wall += step;
+            let (now, _) = guard.observe(wall as u64, i as u64);
+            prop_assert!(now >= last, "Warden's time went back: {now} < {last}");
+            last = now;
+            let req = PaymentRequest::invoice([i as u8; 32], amount_sat * 1_000, PAYEES[0], None);
+            if evaluate(&p, &req, &state, now).is_approved() {
+                state.apply(&spend_changes(&p, &req, &state, now));
+                approved.push((now, amount_sat, 0usize));
+            }
+        }
+        let (hour_sum, _) = max_in_window(&approved, 3_600, None);
+        prop_assert!(hour_sum <= hour_sat, "hour sum {hour_sum} > {hour_sat}");
+        let (day_sum, _) = max_in_window(&approved, 86_400, None);
+        prop_assert!(day_sum <= hour_sat * 3, "day sum {day_sum}");
+    }
 }

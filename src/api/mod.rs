@@ -155,6 +155,7 @@ pub fn event_proto(e: &Event) -> proto::Event {
         EventKind::NodeConnection => proto::EventKind::NodeConnection,
         EventKind::AuthFailure => proto::EventKind::AuthFailure,
         EventKind::Policy => proto::EventKind::Policy,
+        EventKind::Clock => proto::EventKind::Clock,
     };
     proto::Event {
         seq: e.seq,

@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
     )?);
     *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
+    core.set_max_clock_jump(Some(config.alerts.clock_jump_secs));
     *core
         .window_warn_fraction
         .write()

@@ -28,6 +28,9 @@ use crate::policy::{PaymentRequest, Policy, Verdict};
 use crate::store::{Store, StoreError};
 use std::sync::{Arc, Mutex, RwLock};
 
+/// Where Warden's time (the high-water mark of every time it used) is kept.
+const TIME_HWM: &[u8] = b"time-hwm";
+
 /// A policy with the exact text it was loaded from (what `GetPolicy` returns).
 #[derive(Debug, Clone)]
 pub struct LoadedPolicy {
@@ -65,6 +68,8 @@ impl PaymentAnswer {
 #[derive(Debug)]
 pub struct Core {
     store: Store,
+    time: Arc<crate::clock::MonotonicClock>,
+    persisted_hwm: std::sync::atomic::AtomicU64,
     engine: Mutex<PolicyEngine>,
     policy_text: RwLock<LoadedPolicy>,
     /// Approval requests.
@@ -98,10 +103,23 @@ impl Core {
         audit: Arc<crate::audit::AuditLog>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, StoreError> {
-        let engine = PolicyEngine::open(policy.policy.clone(), store.clone(), clock.now())?;
+        // Warden's time never goes back: it starts from the persisted high-water mark, and
+        // compacting at open is relative to that mark, not to a system clock that may be far
+        // ahead (which would delete history no window had forgotten).
+        let hwm = store
+            .get(crate::store::Namespace::Meta, TIME_HWM)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let time = Arc::new(crate::clock::MonotonicClock::new(clock, hwm, None));
+        let compact_at = if hwm > 0 { hwm } else { time.now() };
+        let clock: Arc<dyn Clock> = time.clone();
+        let engine = PolicyEngine::open(policy.policy.clone(), store.clone(), compact_at)?;
         let approvals = ApprovalStore::open(&store, approvals)?;
         Ok(Core {
             store,
+            time,
+            persisted_hwm: std::sync::atomic::AtomicU64::new(hwm),
             engine: Mutex::new(engine),
             policy_text: RwLock::new(policy),
             approvals,
@@ -193,6 +211,16 @@ impl Core {
     /// Bring the in-memory state (velocity windows, audit chain head) back to what the store
     /// holds, after a transaction was discarded or rolled back to a savepoint.
     pub fn reload(&self) {
+        let stored = self
+            .store
+            .get(crate::store::Namespace::Meta, TIME_HWM)
+            .ok()
+            .flatten()
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        self.persisted_hwm
+            .store(stored, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self
             .engine
             .lock()
@@ -260,10 +288,62 @@ impl Core {
         }
     }
 
+    /// Report forward jumps of the system clock larger than `secs` (wardend sets
+    /// `alerts.clock_jump_secs`; tests on a manual clock leave it off).
+    pub fn set_max_clock_jump(&self, secs: Option<u64>) {
+        self.time.set_max_jump(secs);
+    }
+
+    /// Persist Warden's time in the open transaction when it moved, and announce what the clock
+    /// guard noticed.
+    fn keep_time(&self) {
+        use std::sync::atomic::Ordering;
+        let hwm = self.time.high_water_mark();
+        if hwm > self.persisted_hwm.load(Ordering::Relaxed) {
+            match self.store.put(
+                crate::store::Namespace::Meta,
+                TIME_HWM.to_vec(),
+                hwm.to_be_bytes().to_vec(),
+            ) {
+                Ok(()) => self.persisted_hwm.store(hwm, Ordering::Relaxed),
+                Err(e) => tracing::error!(error = %e, "cannot record Warden's time"),
+            }
+        }
+        for e in self.time.take_events() {
+            let (tag, msg) = match e {
+                crate::clock::ClockEvent::SteppedBack { wall, warden, by } => (
+                    crate::tags::CLOCK_STEPPED_BACK,
+                    format!(
+                        "the system clock reads {} ({by} s before {}, a time Warden already used); Warden keeps deciding at its own time until the clock catches up. Check NTP",
+                        crate::clock::format_utc(wall),
+                        crate::clock::format_utc(warden)
+                    ),
+                ),
+                crate::clock::ClockEvent::Jumped { by, to } => (
+                    crate::tags::CLOCK_JUMPED,
+                    format!(
+                        "the system clock jumped {by} s further than the time that passed, to {}; windows and expiries now count from it. Check NTP",
+                        crate::clock::format_utc(to)
+                    ),
+                ),
+            };
+            tracing::warn!(tag, "{msg}");
+            self.events.emit(
+                self.time.high_water_mark(),
+                EventKind::Clock,
+                "",
+                &[tag.to_string()],
+                msg,
+                0,
+            );
+        }
+    }
+
     fn decide_in(&self, req: &PaymentRequest, invoice: Option<String>) -> PaymentAnswer {
         let started = std::time::Instant::now();
         let savepoint = self.store.savepoint();
         let answer = self.decide_staged(req, invoice);
+        self.keep_time();
         self.metrics
             .stage("decide", started.elapsed().as_secs_f64());
         if let Err((tag, why)) = answer {
@@ -301,7 +381,7 @@ impl Core {
             .iter()
             .filter(|w| policy.is_warn_rule(&w.tag))
         {
-            self.events.emit(
+            self.events.announce(
                 now,
                 EventKind::LimitWarning,
                 "",
@@ -315,7 +395,7 @@ impl Core {
                 self.metrics.decision("approve", &decision.tags);
                 drop(engine);
                 self.check_windows(now);
-                self.events.emit(
+                self.events.announce(
                     now,
                     EventKind::PaymentApproved,
                     "",
@@ -332,7 +412,7 @@ impl Core {
             }
             Verdict::Deny { reason } => {
                 self.metrics.decision("deny", &decision.tags);
-                self.events.emit(
+                self.events.announce(
                     now,
                     EventKind::PaymentRefused,
                     "",
@@ -362,7 +442,7 @@ impl Core {
                 )
                 .map_err(|e| (AUDIT, format!("the audit record could not be written: {e}")))?;
                 self.metrics.decision("deny", &decision.tags);
-                self.events.emit(
+                self.events.announce(
                     now,
                     EventKind::PaymentRefused,
                     &record.id,
@@ -405,7 +485,7 @@ impl Core {
                         record.approvers().join(", "),
                         record.id
                     );
-                    self.events.emit(
+                    self.events.announce(
                         now,
                         EventKind::PaymentApproved,
                         &record.id,
@@ -481,7 +561,7 @@ impl Core {
                             (AUDIT, format!("the audit record could not be written: {e}"))
                         })?;
                     self.metrics.decision("deny", &decision.tags);
-                    self.events.emit(
+                    self.events.announce(
                         now,
                         EventKind::PaymentRefused,
                         "",
@@ -595,6 +675,7 @@ impl Core {
         if let Err(e) = self.audit.checkpoint_if_due(now) {
             tracing::error!(error = %e, "cannot sign the audit log's tail");
         }
+        self.keep_time();
         let r = txn.commit();
         if r.is_err() {
             self.reload();

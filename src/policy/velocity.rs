@@ -57,10 +57,9 @@ impl Ledger {
         let first_minute = start / BUCKET_SECS;
         let from = self.buckets.partition_point(|b| b.minute < first_minute);
         let mut t = Totals::default();
+        // Buckets after `now` count too: they can only exist if the clock went back, and a
+        // spend must never stop counting because of that.
         for b in self.buckets.range(from..) {
-            if b.minute * BUCKET_SECS > now {
-                break;
-            }
             t.amount_msat += u128::from(b.amount_msat);
             t.count = t.count.saturating_add(b.count);
         }
@@ -308,11 +307,13 @@ mod tests {
         l.set(l.bucket_after(0, 5)); // minute 0
         l.set(l.bucket_after(59, 7)); // minute 0 again
         l.set(l.bucket_after(3_600, 11)); // minute 60
+        // At 59 the bucket of minute 60 is in the future: it can only be there because the
+        // clock went back, and it still counts.
         assert_eq!(
             l.totals(59, 3_600),
             Totals {
-                amount_msat: 12,
-                count: 2
+                amount_msat: 23,
+                count: 3
             }
         );
         // At 3,659 the window starts at 59: minute 0 ends at 60 > 59, still counted.
