@@ -178,6 +178,10 @@ pub fn parse_vls_filter(spec: &str) -> Result<VlsFilter, String> {
 pub struct FileApprovals {
     /// Rejections that refuse a held payment.
     pub rejections_needed: Option<usize>,
+    /// Approval requests that may be open at once.
+    pub max_open: Option<usize>,
+    /// Days a closed request is kept before it is pruned.
+    pub retention_days: Option<u64>,
 }
 
 /// A table with a listen address.
@@ -284,6 +288,10 @@ pub struct Config {
     pub policy_file: Option<PathBuf>,
     /// Rejections that refuse a held payment.
     pub rejections_needed: usize,
+    /// Approval requests that may be open at once.
+    pub max_open_requests: usize,
+    /// Seconds a closed request is kept.
+    pub request_retention_secs: u64,
     /// Live invoices the VLS node may hold.
     pub max_invoices: usize,
     /// VLS policy filter rules.
@@ -487,6 +495,18 @@ impl ConfigArgs {
             }
         }
         let rejections_needed = file.approvals.rejections_needed.unwrap_or(1);
+        let max_open_requests = file.approvals.max_open.unwrap_or(1_000);
+        if !(1..=100_000).contains(&max_open_requests) {
+            problems.push(format!(
+                "approvals.max_open: {max_open_requests} is out of range; use 1 to 100000"
+            ));
+        }
+        let retention_days = file.approvals.retention_days.unwrap_or(90);
+        if !(1..=3_650).contains(&retention_days) {
+            problems.push(format!(
+                "approvals.retention_days: {retention_days} is out of range; use 1 to 3650"
+            ));
+        }
         if rejections_needed == 0 {
             problems.push("approvals.rejections_needed: must be at least 1".into());
         }
@@ -561,6 +581,8 @@ impl ConfigArgs {
             admin_burst,
             policy_file,
             rejections_needed,
+            max_open_requests,
+            request_retention_secs: retention_days * 86_400,
             max_invoices,
             vls_filters,
             alerts: AlertSettings {

@@ -16,6 +16,8 @@ pub const INVOICE_UNPARSABLE: &str = "warden-invoice-unparsable";
 pub const INVOICE_WITHOUT_AMOUNT: &str = "warden-invoice-without-amount";
 /// A keysend whose destination is not a valid public key.
 pub const KEYSEND_BAD_DESTINATION: &str = "warden-keysend-bad-destination";
+/// As many approval requests are open as `approvals.max_open` allows.
+pub const APPROVAL_CAPACITY: &str = "warden-approval-capacity";
 /// An hsmd message Warden could not decode, or of an unknown type: a temporary failure.
 pub const MALFORMED_MESSAGE: &str = "warden-malformed-message";
 /// VLS panicked while handling a request; the node is rebuilt from committed state.
@@ -30,10 +32,11 @@ pub const CLOCK_STEPPED_BACK: &str = "warden-clock-stepped-back";
 pub const CLOCK_JUMPED: &str = "warden-clock-jumped";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     AUDIT_FAILURE,
     STORE_FAILURE,
     INVOICE_CAPACITY,
+    APPROVAL_CAPACITY,
     INVOICE_UNPARSABLE,
     INVOICE_WITHOUT_AMOUNT,
     KEYSEND_BAD_DESTINATION,

@@ -8,6 +8,7 @@ use tonic::Code;
 use warden::api::proto::{self, DecisionRequest, SignatureFormat};
 use warden::approval::keys::AdminKey;
 use warden::clock::Clock;
+use warden::policy::PaymentRequest;
 use warden::store::Namespace;
 
 fn approve_req(id: &str, admin: &str, key: &AdminKey, digest: &[u8]) -> DecisionRequest {
@@ -613,7 +614,7 @@ async fn status_and_policy_report_what_is_in_force() {
     assert_eq!(p.text, h.core.policy().text);
     assert_eq!(s.policy_name, "test");
     let list = c
-        .list_pending(proto::ListPendingRequest {})
+        .list_pending(proto::ListPendingRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -742,4 +743,157 @@ async fn a_request_moved_under_a_weaker_rule_in_the_database_does_not_pay() {
             .amount_msat
     });
     assert_eq!(used, 0, "nothing counted");
+}
+
+#[tokio::test]
+async fn an_approved_request_under_an_old_policy_gives_way_to_a_new_request() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(2_000_000, 41);
+    let digest = pending(&h, &id).await.approval_digest;
+    for admin in ["alice", "bob"] {
+        h.client(admin)
+            .await
+            .approve(approve_req(&id, admin, h.key(admin), &digest))
+            .await
+            .unwrap();
+    }
+    let text = common::api::policy_text(&h.keys, &h.wallet.p2wpkh, "changed");
+    let policy = std::sync::Arc::new(warden::policy::parse_policy(&text).unwrap());
+    let old_hash = h.core.policy().policy.hash_hex();
+    h.core
+        .set_policy(warden::core::LoadedPolicy { policy, text })
+        .unwrap();
+    // The node retries: not paid on the old approvals, but a new request the admins can sign.
+    let answer = h.core.decide_payment(&req, None);
+    assert!(!answer.approved);
+    let new_id = answer.request_id.clone().unwrap();
+    assert_ne!(new_id, id);
+    assert!(
+        answer.reason.contains(&format!(
+            "it replaces request {id}, made under policy {old_hash} which is no longer in force"
+        )),
+        "{}",
+        answer.reason
+    );
+    let digest = pending(&h, &new_id).await.approval_digest;
+    for admin in ["alice", "carol"] {
+        h.client(admin)
+            .await
+            .approve(approve_req(&new_id, admin, h.key(admin), &digest))
+            .await
+            .unwrap();
+    }
+    assert!(
+        h.core.decide_payment(&req, None).approved,
+        "paid once, under the new policy"
+    );
+    assert!(!h.core.decide_payment(&req, None).approved, "and only once");
+}
+
+#[tokio::test]
+async fn open_requests_are_capped_listed_by_page_and_pruned_after_their_retention() {
+    let h = AdminHarness::start_approvals(warden::approval::ApprovalConfig {
+        max_open: 3,
+        retention_secs: 86_400,
+        ..Default::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..3u8 {
+        ids.push(h.hold(2_000_000, 50 + n).1);
+    }
+    // The fourth distinct held payment is refused at the cap, with its tag; the same payment
+    // asked again still finds its own request.
+    let fourth = PaymentRequest::invoice([60; 32], 2_000_000_000, PAYEE, None);
+    let answer = h.core.decide_payment(&fourth, None);
+    assert!(!answer.approved);
+    assert_eq!(answer.tags, vec!["warden-approval-capacity"]);
+    assert!(
+        answer.reason.contains(
+            "3 approval requests are open, the configured limit is 3 (approvals.max_open)"
+        ),
+        "{}",
+        answer.reason
+    );
+    let again = h.core.decide_payment(
+        &PaymentRequest::invoice(
+            [50; 32],
+            2_000_000_000,
+            PAYEE,
+            Some("test payment 50".into()),
+        ),
+        None,
+    );
+    assert_eq!(again.request_id.as_deref(), Some(ids[0].as_str()));
+    // Pages of two: the three requests, in order, then no token.
+    let mut c = h.client("alice").await;
+    let first = c
+        .list_pending(proto::ListPendingRequest {
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.requests.len(), 2);
+    assert_eq!(first.next_page_token, first.requests[1].id);
+    let second = c
+        .list_pending(proto::ListPendingRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.requests.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    let mut listed: Vec<String> = first
+        .requests
+        .iter()
+        .chain(&second.requests)
+        .map(|r| r.id.clone())
+        .collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let bad = c
+        .list_pending(proto::ListPendingRequest {
+            page_size: 2,
+            page_token: "rq-nonexistent".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        bad.message().contains("list again from the first page"),
+        "{}",
+        bad.message()
+    );
+    // They expire after an hour; a day after that they are pruned, and the cap frees up.
+    h.clock.advance(3_601);
+    h.core.sweep().unwrap();
+    assert!(
+        h.core.approvals.get(&ids[0]).is_ok(),
+        "expired, kept for the retention period"
+    );
+    h.clock.advance(86_400);
+    h.core.sweep().unwrap();
+    for id in &ids {
+        assert!(
+            matches!(
+                h.core.approvals.get(id),
+                Err(warden::approval::ApprovalError::NotFound(_))
+            ),
+            "{id} pruned"
+        );
+    }
+    let records = warden::audit::read_records(h.core.store()).unwrap();
+    assert!(
+        records.iter().any(|r| r.kind == "event"
+            && r.data["event"] == "request-created"
+            && r.data["request_id"] == ids[0].as_str()),
+        "the audit records of a pruned request stay"
+    );
+    let answer = h.core.decide_payment(&fourth, None);
+    assert!(answer.request_id.is_some(), "the cap freed up: {answer:?}");
 }

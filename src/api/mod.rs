@@ -253,13 +253,39 @@ impl Warden for AdminService {
     ) -> Result<Response<proto::ListPendingResponse>, Status> {
         self.admit(&request)?;
         let now = self.core.clock.now();
+        let req = request.into_inner();
+        let size = match req.page_size {
+            0 => 100,
+            n => (n as usize).min(1_000),
+        };
         let list = self
             .core
             .approvals
             .list_pending(now)
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        // Pages follow the list's order (creation time, then id); the token is the last id.
+        let start = if req.page_token.is_empty() {
+            0
+        } else {
+            match list.iter().position(|r| r.id == req.page_token) {
+                Some(i) => i + 1,
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "page_token {} names no pending request (it may have been decided since); list again from the first page",
+                        req.page_token
+                    )))
+                }
+            }
+        };
+        let page: Vec<_> = list.iter().skip(start).take(size).collect();
+        let next_page_token = if start + page.len() < list.len() {
+            page.last().map(|r| r.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(Response::new(proto::ListPendingResponse {
-            requests: list.iter().map(|r| record_proto(r, now)).collect(),
+            requests: page.iter().map(|r| record_proto(r, now)).collect(),
+            next_page_token,
         }))
     }
 

@@ -179,12 +179,20 @@ impl ApprovalRecord {
 pub struct ApprovalConfig {
     /// Rejections that reject a request (default 1: any admin can stop a payment).
     pub rejections_needed: usize,
+    /// Requests that may be open (pending or approved, unexpired) at once; a payment that would
+    /// open one more is refused (`warden-approval-capacity`).
+    pub max_open: usize,
+    /// Seconds a closed request (consumed, rejected, expired) is kept before the sweep prunes
+    /// it; its audit records stay.
+    pub retention_secs: u64,
 }
 
 impl Default for ApprovalConfig {
     fn default() -> Self {
         ApprovalConfig {
             rejections_needed: 1,
+            max_open: 1_000,
+            retention_secs: 90 * 86_400,
         }
     }
 }
@@ -284,6 +292,58 @@ impl ApprovalStore {
         }
         out.sort_by_key(|r| (r.created_at, r.id.clone()));
         Ok(out)
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> ApprovalConfig {
+        self.config
+    }
+
+    /// Requests open at `now` (pending, or approved and not yet used).
+    pub fn count_open(&self, now: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for (k, v) in self.store.scan(Namespace::Approvals, b"r")? {
+            let r = decode(&String::from_utf8_lossy(&k[1..]), &v)?;
+            n += usize::from(matches!(
+                r.state_at(now),
+                RequestState::Pending | RequestState::Approved
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Delete closed requests (consumed, rejected, expired) closed more than the retention
+    /// period before `now`, in the open transaction; returns how many. Their audit records
+    /// stay. A rejected payment's veto ends with its record: by then its invoice has expired.
+    pub fn prune(&self, now: u64) -> Result<usize, StoreError> {
+        let horizon = now.saturating_sub(self.config.retention_secs);
+        self.store.write(|| {
+            let mut n = 0;
+            for (k, v) in self.store.scan(Namespace::Approvals, b"r")? {
+                let r = decode(&String::from_utf8_lossy(&k[1..]), &v)?;
+                let closed_at = match r.state_at(now) {
+                    RequestState::Consumed => r.consumed_at.unwrap_or(r.expires_at),
+                    RequestState::Rejected => r
+                        .signatures
+                        .iter()
+                        .map(|s| s.signed_at)
+                        .max()
+                        .unwrap_or(r.created_at),
+                    RequestState::Expired => r.expires_at,
+                    RequestState::Pending | RequestState::Approved => continue,
+                };
+                if closed_at >= horizon {
+                    continue;
+                }
+                self.store.delete(Namespace::Approvals, k)?;
+                let g = gkey(&hex32(&r.request_digest));
+                if self.store.get(Namespace::Approvals, &g)?.as_deref() == Some(r.id.as_bytes()) {
+                    self.store.delete(Namespace::Approvals, g)?;
+                }
+                n += 1;
+            }
+            Ok(n)
+        })
     }
 
     /// Mark every pending or approved request whose expiry has passed as expired, in the open
@@ -542,11 +602,9 @@ impl ApprovalStore {
             _ => return Ok(None),
         }
         if record.policy_hash != policy.hash_hex() {
-            return Err(ApprovalError::PolicyChanged {
-                id: record.id.clone(),
-                request_policy: record.policy_hash.clone(),
-                current_policy: policy.hash_hex(),
-            });
+            // Approved under a policy no longer in force: the signatures cover that policy, so
+            // they do not carry over; the caller opens a new request under the policy in force.
+            return Ok(None);
         }
         // The fields come from the live payment and the live verdict, not from the stored copy.
         let fields = ApprovalFields {

@@ -77,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
         loaded.clone(),
         ApprovalConfig {
             rejections_needed: config.rejections_needed,
+            max_open: config.max_open_requests,
+            retention_secs: config.request_retention_secs,
         },
         Arc::new(SystemClock),
         audit.clone(),

@@ -501,6 +501,39 @@ impl Core {
                     }
                 }
                 Ok(None) => {
+                    // A request for this payment made under a policy no longer in force gives
+                    // way to a new one; the admins are told why they must sign again.
+                    let previous = self.approvals.find(req).ok().flatten().filter(|r| {
+                        r.policy_hash != policy.hash_hex()
+                            && matches!(
+                                r.state_at(now),
+                                crate::approval::RequestState::Pending
+                                    | crate::approval::RequestState::Approved
+                            )
+                    });
+                    let reuses = self.approvals.find(req).ok().flatten().is_some_and(|r| {
+                        r.policy_hash == policy.hash_hex()
+                            && matches!(
+                                r.state_at(now),
+                                crate::approval::RequestState::Pending
+                                    | crate::approval::RequestState::Approved
+                            )
+                    });
+                    let max_open = self.approvals.config().max_open;
+                    if !reuses {
+                        let open = self.approvals.count_open(now).map_err(|e| {
+                            (
+                                STORE,
+                                format!("the approval requests could not be counted: {e}"),
+                            )
+                        })?;
+                        if open >= max_open {
+                            return Err((
+                                crate::tags::APPROVAL_CAPACITY,
+                                format!("rule {}: {open} approval requests are open, the configured limit is {max_open} (approvals.max_open); approve, reject or let some expire before more payments are held", crate::tags::APPROVAL_CAPACITY),
+                            ));
+                        }
+                    }
                     self.audit_decision(now, req, &decision, serde_json::Value::Null)
                         .map_err(|e| {
                             (AUDIT, format!("the audit record could not be written: {e}"))
@@ -524,7 +557,7 @@ impl Core {
                             )
                         })?;
                     self.metrics.decision("hold", &decision.tags);
-                    let reason = format!(
+                    let mut reason = format!(
                         "rule {rule_tag}: the payment of {} needs {} of [{}] to approve request {} (expires {})",
                         format_msat(amount),
                         quorum.need,
@@ -532,6 +565,12 @@ impl Core {
                         record.id,
                         crate::clock::format_utc(record.expires_at)
                     );
+                    if let Some(old) = previous.filter(|_| created) {
+                        reason.push_str(&format!(
+                            "; it replaces request {}, made under policy {} which is no longer in force (approvals sign the policy, so they do not carry over)",
+                            old.id, old.policy_hash
+                        ));
+                    }
                     if created {
                         self.events.emit(
                             now,
@@ -674,6 +713,14 @@ impl Core {
         }
         if let Err(e) = self.audit.checkpoint_if_due(now) {
             tracing::error!(error = %e, "cannot sign the audit log's tail");
+        }
+        match self.approvals.prune(now) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                pruned = n,
+                "closed approval requests past their retention were pruned"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot prune closed approval requests"),
         }
         self.keep_time();
         let r = txn.commit();

@@ -307,8 +307,8 @@ mod tests {
         l.set(l.bucket_after(0, 5)); // minute 0
         l.set(l.bucket_after(59, 7)); // minute 0 again
         l.set(l.bucket_after(3_600, 11)); // minute 60
-        // At 59 the bucket of minute 60 is in the future: it can only be there because the
-        // clock went back, and it still counts.
+                                          // At 59 the bucket of minute 60 is in the future: it can only be there because the
+                                          // clock went back, and it still counts.
         assert_eq!(
             l.totals(59, 3_600),
             Totals {

@@ -128,6 +128,19 @@ impl AdminHarness {
 
     /// `p2pkh_wallet`: declare dave by his P2PKH address instead of P2WPKH.
     pub async fn start_full(tune: impl FnOnce(ApiConfig) -> ApiConfig, p2pkh_wallet: bool) -> Self {
+        Self::start_all(tune, p2pkh_wallet, ApprovalConfig::default()).await
+    }
+
+    /// With these approval settings (caps, retention).
+    pub async fn start_approvals(approvals: ApprovalConfig) -> Self {
+        Self::start_all(|c| c, false, approvals).await
+    }
+
+    async fn start_all(
+        tune: impl FnOnce(ApiConfig) -> ApiConfig,
+        p2pkh_wallet: bool,
+        approvals: ApprovalConfig,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let admins: Vec<String> = ["alice", "bob", "carol", "erin"]
             .iter()
@@ -160,7 +173,7 @@ impl AdminHarness {
             Core::open(
                 store,
                 LoadedPolicy { policy, text },
-                ApprovalConfig::default(),
+                approvals,
                 Arc::new(clock.clone()),
                 audit,
                 Default::default(),

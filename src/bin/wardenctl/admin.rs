@@ -274,13 +274,25 @@ fn json_request(r: &proto::ApprovalRequest) -> serde_json::Value {
 }
 
 pub async fn pending(conn: &Conn, json: bool) -> anyhow::Result<()> {
-    let list = conn
-        .connect()
-        .await?
-        .list_pending(proto::ListPendingRequest {})
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let mut client = conn.connect().await?;
+    let mut list = proto::ListPendingResponse::default();
+    let mut token = String::new();
+    // Every page, so a long queue shows whole.
+    loop {
+        let page = client
+            .list_pending(proto::ListPendingRequest {
+                page_size: 1_000,
+                page_token: token,
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        list.requests.extend(page.requests);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
     if json {
         println!(
             "{}",

@@ -197,7 +197,7 @@ pub async fn run(conn: &Conn) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    match (client.status(proto::StatusRequest {}).await, client.list_pending(proto::ListPendingRequest {}).await) {
+                    match (client.status(proto::StatusRequest {}).await, client.list_pending(proto::ListPendingRequest::default()).await) {
                         (Ok(s), Ok(p)) => {
                             view.status = Some(s.into_inner());
                             view.pending = p.into_inner().requests;
