@@ -133,6 +133,14 @@ admin bob approve "$id" --key "$demo/bob.adminkey"
 echo "CLN retries the same payment:"
 cln pay 1500000 2
 
+step "Another large payment (1,800,000 sat): one admin rejects it, and a rejection is a veto"
+cln pay 1800000 4
+id=$(admin alice pending --json 2>/dev/null | sed -n 's/.*"id": "\(rq-[0-9a-f]*\)".*/\1/p' | head -1)
+admin carol reject "$id" --key "$demo/carol.adminkey" --reason "unknown counterparty"
+echo "CLN retries: still refused, and no new request is put to the other admins:"
+cln pay 1800000 4
+admin alice pending
+
 step "A payment over the per-payment limit (2,500,000 sat): refused, with its rule"
 cln pay 2500000 3
 sleep 0.5
@@ -143,16 +151,16 @@ cat "$demo/events.log"
 step "wardenctl status"
 admin carol status
 
-step "Prometheus metrics (excerpt)"
+step "Prometheus metrics (excerpt): every request above was one durable commit (data and fsync)"
 metrics=$(sed -n 's/^metrics on //p' "$demo/wardend.out")
-curl -s "$metrics" 2>/dev/null | grep -E '^warden_(decisions_total|pending_approvals|velocity_used_ratio|audit_chain_length)' \
+curl -s "$metrics" 2>/dev/null | grep -E '^warden_(decisions_total|pending_approvals|velocity_used_ratio|audit_chain_length|state_commits|store_step_(seconds|count))' \
   || echo "(see $metrics)"
 
 step "Stopping wardend (it closes the audit log with an HSM-signed checkpoint)"
 echo quit >&"${CLN[1]}" || true
 kill "$wardend_pid"; wait "$wardend_pid" 2>/dev/null || true
 
-step "wardenctl audit verify: the hash chain and every HSM-signed checkpoint"
+step "wardenctl audit verify: the hash chain, every HSM-signed checkpoint, and the anchor on the token"
 run wardenctl audit verify --config "$demo/wardend.toml"
 
 step "wardenctl report: this month, from the verified audit log"
