@@ -56,8 +56,8 @@ for admin in alice bob carol; do
   policy_src=$(echo "$policy_src" | sed "s/^$admin = { pubkey = \"[0-9a-f]*\" }/$admin = { pubkey = \"$pub\" }/")
 done
 echo "$policy_src" > "$demo/policy.toml"
-run wardenctl policy check "$demo/policy.toml"
-run wardenctl policy explain "$demo/policy.toml"
+run wardenctl policy check "$demo/policy.toml" --network regtest
+run wardenctl policy explain "$demo/policy.toml" --network regtest
 
 hsmd_port=17701
 admin_port=17443

@@ -55,6 +55,28 @@ pub struct Event {
     pub amount_msat: u64,
 }
 
+impl Event {
+    /// An event not yet numbered (the bus numbers it when it is published).
+    fn new(
+        time: u64,
+        kind: EventKind,
+        request_id: &str,
+        tags: &[String],
+        message: String,
+        amount_msat: u64,
+    ) -> Self {
+        Event {
+            seq: 0,
+            time,
+            kind,
+            request_id: request_id.to_string(),
+            tags: tags.to_vec(),
+            message,
+            amount_msat,
+        }
+    }
+}
+
 /// Fan-out of events to every subscriber, and into the audit log when one is attached.
 #[derive(Debug)]
 pub struct EventBus {
@@ -120,18 +142,8 @@ impl EventBus {
         message: String,
         amount_msat: u64,
     ) -> Event {
-        self.publish(
-            Event {
-                seq: 0,
-                time,
-                kind,
-                request_id: request_id.to_string(),
-                tags: tags.to_vec(),
-                message,
-                amount_msat,
-            },
-            true,
-        )
+        let event = Event::new(time, kind, request_id, tags, message, amount_msat);
+        self.publish(event, true)
     }
 
     /// Publish an event whose content is already in the audit log (a decision's own record
@@ -146,18 +158,8 @@ impl EventBus {
         message: String,
         amount_msat: u64,
     ) -> Event {
-        self.publish(
-            Event {
-                seq: 0,
-                time,
-                kind,
-                request_id: request_id.to_string(),
-                tags: tags.to_vec(),
-                message,
-                amount_msat,
-            },
-            false,
-        )
+        let event = Event::new(time, kind, request_id, tags, message, amount_msat);
+        self.publish(event, false)
     }
 
     fn publish(&self, mut event: Event, record: bool) -> Event {

@@ -294,7 +294,7 @@ async fn one_rejection_rejects_and_the_payment_stays_refused() {
         assert_eq!(again.request_id.as_deref(), Some(id.as_str()));
         assert_eq!(
             again.reason,
-            format!("request {id} for this payment was rejected by carol (\"unknown counterparty\"); the payment stays refused and is not put to the admins again")
+            format!("request {id} for this payment was rejected by carol (\"unknown counterparty\"); the payment stays refused and is not put to the admins again unless the quorum re-opens it (wardenctl reopen {id})")
         );
     }
     assert!(
@@ -896,4 +896,112 @@ async fn open_requests_are_capped_listed_by_page_and_pruned_after_their_retentio
     );
     let answer = h.core.decide_payment(&fourth, None);
     assert!(answer.request_id.is_some(), "the cap freed up: {answer:?}");
+}
+
+#[tokio::test]
+async fn the_quorum_can_reopen_a_rejected_request_and_then_it_pays_once() {
+    let h = AdminHarness::start().await;
+    let (req, id) = h.hold(2_000_000, 71);
+    let r = pending(&h, &id).await;
+    h.client("carol")
+        .await
+        .reject(approve_req(&id, "carol", h.key("carol"), &r.reject_digest))
+        .await
+        .unwrap();
+    assert!(h
+        .core
+        .decide_payment(&req, None)
+        .reason
+        .contains("wardenctl reopen"));
+    // Re-opening a request that is not rejected is refused.
+    let (_, other) = h.hold(2_000_000, 72);
+    let o = pending(&h, &other).await;
+    let err = h
+        .client("alice")
+        .await
+        .reopen(approve_req(
+            &other,
+            "alice",
+            h.key("alice"),
+            &o.reopen_digest,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        format!("request {other} is pending; only a rejected request can be re-opened")
+    );
+    // The rule's quorum (2) re-opens it; carol, who rejected it, may be one of them.
+    let rejected = h
+        .client("alice")
+        .await
+        .get_request(proto::GetRequestRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = h
+        .client("alice")
+        .await
+        .reopen(approve_req(
+            &id,
+            "alice",
+            h.key("alice"),
+            &rejected.reopen_digest,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.message,
+        format!("alice asked to re-open request {id} (1 of 2 needed)")
+    );
+    assert!(
+        !h.core.decide_payment(&req, None).approved,
+        "still refused until the quorum"
+    );
+    let second = h
+        .client("carol")
+        .await
+        .reopen(approve_req(
+            &id,
+            "carol",
+            h.key("carol"),
+            &rejected.reopen_digest,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        second
+            .message
+            .contains("is re-opened and may be approved again"),
+        "{}",
+        second.message
+    );
+    let reopened = pending(&h, &id).await;
+    assert_eq!(reopened.state, proto::RequestState::Pending as i32);
+    assert!(reopened.signatures.is_empty());
+    for admin in ["alice", "bob"] {
+        h.client(admin)
+            .await
+            .approve(approve_req(
+                &id,
+                admin,
+                h.key(admin),
+                &reopened.approval_digest,
+            ))
+            .await
+            .unwrap();
+    }
+    assert!(h.core.decide_payment(&req, None).approved);
+    let kinds: Vec<String> = warden::audit::read_records(h.core.store())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "reopen").count(),
+        2,
+        "each reopen signature is audited"
+    );
 }

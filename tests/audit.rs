@@ -184,17 +184,36 @@ fn reordered_records_are_caught() {
 }
 
 #[test]
-fn a_truncated_log_is_caught_by_its_checkpoints() {
+fn a_truncated_log_is_caught_even_with_the_checkpoints_that_covered_the_cut_removed() {
     let s = populated("audit-truncate", 6);
     let last = warden::audit::read_records(&s.store).unwrap().len() as u64;
     for seq in last - 2..=last {
         s.store.tamper(Namespace::Audit, &rkey(seq), None);
     }
+    // With the checkpoint that covers the cut still there, the checkpoints catch it.
     match finding(&s) {
         Finding::Bad { problem, .. } => assert!(
             problem.contains("covers a record that is not in the log (truncated?)"),
             "{problem}"
         ),
+        other => panic!("{other:?}"),
+    }
+    // Remove every checkpoint past the cut too: what is left is a valid chain with valid
+    // checkpoints, and only the HSM's anchor shows that records were cut.
+    for (k, _) in s.store.scan(Namespace::Audit, b"c").unwrap() {
+        let seq = u64::from_be_bytes(k[1..].try_into().unwrap());
+        if seq > last - 3 {
+            s.store.tamper(Namespace::Audit, &k, None);
+        }
+    }
+    match finding(&s) {
+        Finding::Bad { seq, problem } => {
+            assert_eq!(seq, last - 2);
+            assert!(
+                problem.contains("records were truncated or the log was rolled back"),
+                "{problem}"
+            );
+        }
         other => panic!("{other:?}"),
     }
 }

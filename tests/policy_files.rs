@@ -448,3 +448,38 @@ fn bad_23_one_key_as_two_admins_is_refused_naming_both() {
     )))
     .unwrap();
 }
+
+#[test]
+fn addresses_are_parsed_for_the_network_and_matched_as_scripts_however_written() {
+    use warden::policy::{evaluate, parse_policy_for, PaymentRequest, VelocityState};
+    let lower = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
+    // Upper-case bech32 is the same script: the deny rule must deny the node's output to it.
+    let p = parse_policy(&with_admins(&format!(
+        "[[deny]]\ntag = \"blocked\"\naddresses = [\"{}\"]\n",
+        lower.to_uppercase()
+    )))
+    .unwrap();
+    let spend = PaymentRequest::onchain(vec![(lower.into(), 1_000_000)]);
+    let d = evaluate(&p, &spend, &VelocityState::default(), 1_795_435_200);
+    assert_eq!(d.tags, vec!["blocked"], "{d:?}");
+    // A testnet address in a policy for a mainnet node could never match: refused, with where.
+    let testnet = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx";
+    assert_errors(
+        &with_admins(&format!(
+            "[[deny]]\ntag = \"blocked\"\naddresses = [\"{testnet}\"]\n"
+        )),
+        &[(
+            8,
+            14,
+            "is not an address of the bitcoin network this policy is loaded for",
+        )],
+    );
+    // The same file for a testnet node loads.
+    parse_policy_for(
+        &with_admins(&format!(
+            "[[deny]]\ntag = \"blocked\"\naddresses = [\"{testnet}\"]\n"
+        )),
+        lightning_signer::bitcoin::Network::Testnet,
+    )
+    .unwrap();
+}

@@ -72,6 +72,7 @@ fn to_status(e: ApprovalError) -> Status {
     match e {
         ApprovalError::NotFound(_) => Status::not_found(msg),
         ApprovalError::NotPending { .. }
+        | ApprovalError::NotRejected { .. }
         | ApprovalError::Expired { .. }
         | ApprovalError::PolicyChanged { .. }
         | ApprovalError::AlreadySigned { .. } => Status::failed_precondition(msg),
@@ -136,6 +137,8 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
         approval_text: r.text(Decision::Approve),
         reject_digest: r.digest(Decision::Reject).to_vec(),
         reject_text: r.text(Decision::Reject),
+        reopen_digest: r.digest(Decision::Reopen).to_vec(),
+        reopen_text: r.text(Decision::Reopen),
         output_amounts_msat: r.outputs.iter().map(|(_, v)| *v).collect(),
     }
 }
@@ -313,6 +316,14 @@ impl Warden for AdminService {
     ) -> Result<Response<proto::DecisionResponse>, Status> {
         self.admit(&request)?;
         self.decide(request.into_inner(), Decision::Reject)
+    }
+
+    async fn reopen(
+        &self,
+        request: Request<proto::DecisionRequest>,
+    ) -> Result<Response<proto::DecisionResponse>, Status> {
+        self.admit(&request)?;
+        self.decide(request.into_inner(), Decision::Reopen)
     }
 
     type WatchEventsStream = EventStream;

@@ -21,7 +21,7 @@
 //!       || n × (u32be(len(member)) || member)   --   members sorted by name
 //!       || policy_hash                          (32 bytes)
 //!       || u64be(expires_at)                    (Unix seconds)
-//!       || u32be(len(decision)) || decision )   -- "approve" or "reject"
+//!       || u32be(len(decision)) || decision )   -- "approve", "reject" or "reopen"
 //! ```
 //! `payee` is the request's destinations as `node <id>` / `address <addr>`, each followed by
 //! `=<msat>`, joined by `,`. Admins with a public key sign this digest with BIP-340 Schnorr.
@@ -53,6 +53,8 @@ pub enum Decision {
     Approve,
     /// Refuse it.
     Reject,
+    /// Put a rejected request to the admins again (needs the rule's quorum).
+    Reopen,
 }
 
 impl Decision {
@@ -61,6 +63,7 @@ impl Decision {
         match self {
             Decision::Approve => "approve",
             Decision::Reject => "reject",
+            Decision::Reopen => "reopen",
         }
     }
 }
@@ -232,6 +235,14 @@ pub enum ApprovalError {
         id: String,
         /// What failed.
         detail: String,
+    },
+    /// Only a rejected request can be re-opened.
+    #[error("request {id} is {state}; only a rejected request can be re-opened")]
+    NotRejected {
+        /// The request.
+        id: String,
+        /// Its state.
+        state: String,
     },
     /// The database failed.
     #[error(transparent)]

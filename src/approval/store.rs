@@ -378,81 +378,57 @@ impl ApprovalStore {
         now: u64,
     ) -> Result<(ApprovalRecord, bool), StoreError> {
         self.store.write(|| {
-            self.open_request_in(
-                req,
-                rule_tag,
-                tags,
-                quorum,
-                expiry_secs,
-                policy,
-                invoice,
-                now,
-            )
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn open_request_in(
-        &self,
-        req: &PaymentRequest,
-        rule_tag: &str,
-        tags: &[String],
-        quorum: &Quorum,
-        expiry_secs: u64,
-        policy: &Policy,
-        invoice: Option<String>,
-        now: u64,
-    ) -> Result<(ApprovalRecord, bool), StoreError> {
-        if let Some(existing) = self.find(req)? {
-            let open = matches!(
-                existing.state_at(now),
-                RequestState::Pending | RequestState::Approved
+            if let Some(existing) = self.find(req)? {
+                let open = matches!(
+                    existing.state_at(now),
+                    RequestState::Pending | RequestState::Approved
+                );
+                if open && existing.policy_hash == policy.hash_hex() {
+                    return Ok((existing, false));
+                }
+            }
+            let digest = req.digest();
+            let mut nonce = [0u8; 16];
+            getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Io {
+                op: "draw a request id",
+                detail: e.to_string(),
+            })?;
+            let mut e = sha256::Hash::engine();
+            e.input(&digest);
+            e.input(&now.to_be_bytes());
+            e.input(&nonce);
+            let id = format!(
+                "rq-{}",
+                &hex::encode(sha256::Hash::from_engine(e).to_byte_array())[..16]
             );
-            if open && existing.policy_hash == policy.hash_hex() {
-                return Ok((existing, false));
-            }
-        }
-        let digest = req.digest();
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Io {
-            op: "draw a request id",
-            detail: e.to_string(),
-        })?;
-        let mut e = sha256::Hash::engine();
-        e.input(&digest);
-        e.input(&now.to_be_bytes());
-        e.input(&nonce);
-        let id = format!(
-            "rq-{}",
-            &hex::encode(sha256::Hash::from_engine(e).to_byte_array())[..16]
-        );
-        let record = ApprovalRecord {
-            v: 1,
-            id,
-            state: RequestState::Pending,
-            kind: match req.kind {
-                PaymentKind::Invoice => "invoice",
-                PaymentKind::Keysend => "keysend",
-                PaymentKind::OnChain => "onchain",
-            }
-            .into(),
-            payment_hash: req.payment_hash.map(hex::encode).unwrap_or_default(),
-            outputs: req.outputs.clone(),
-            description: req.description.clone(),
-            invoice,
-            rule_tag: rule_tag.to_string(),
-            tags: tags.to_vec(),
-            need: quorum.need,
-            of: quorum.of.clone(),
-            created_at: now,
-            expires_at: now.saturating_add(expiry_secs),
-            policy_hash: policy.hash_hex(),
-            request_digest: hex::encode(digest),
-            signatures: Vec::new(),
-            consumed_at: None,
-        };
-        self.write(&record, true)?;
-        Ok((record, true))
+            let record = ApprovalRecord {
+                v: 1,
+                id,
+                state: RequestState::Pending,
+                kind: match req.kind {
+                    PaymentKind::Invoice => "invoice",
+                    PaymentKind::Keysend => "keysend",
+                    PaymentKind::OnChain => "onchain",
+                }
+                .into(),
+                payment_hash: req.payment_hash.map(hex::encode).unwrap_or_default(),
+                outputs: req.outputs.clone(),
+                description: req.description.clone(),
+                invoice,
+                rule_tag: rule_tag.to_string(),
+                tags: tags.to_vec(),
+                need: quorum.need,
+                of: quorum.of.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(expiry_secs),
+                policy_hash: policy.hash_hex(),
+                request_digest: hex::encode(digest),
+                signatures: Vec::new(),
+                consumed_at: None,
+            };
+            self.write(&record, true)?;
+            Ok((record, true))
+        })
     }
 
     /// Add an admin's signed decision. Every check is made against `policy` (the policy in
@@ -469,103 +445,135 @@ impl ApprovalStore {
         policy: &Policy,
         now: u64,
     ) -> Result<ApprovalOutcome, ApprovalError> {
-        self.store
-            .write(|| self.sign_in(id, admin, decision, format, signature, reason, policy, now))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn sign_in(
-        &self,
-        id: &str,
-        admin: &str,
-        decision: Decision,
-        format: SignatureFormat,
-        signature: &[u8],
-        reason: Option<String>,
-        policy: &Policy,
-        now: u64,
-    ) -> Result<ApprovalOutcome, ApprovalError> {
-        let mut record = self.get(id)?;
-        match record.state_at(now) {
-            RequestState::Pending => {}
-            RequestState::Expired => {
-                // The sweep (Core::sweep) records the expiry and announces it, once.
-                return Err(ApprovalError::Expired {
+        self.store.write(|| {
+            let mut record = self.get(id)?;
+            match (decision, record.state_at(now)) {
+                (Decision::Reopen, RequestState::Rejected) => {}
+                (Decision::Reopen, other) => {
+                    return Err(ApprovalError::NotRejected {
+                        id: id.into(),
+                        state: other.as_str().into(),
+                    })
+                }
+                (_, RequestState::Pending) => {}
+                (_, RequestState::Expired) => {
+                    // The sweep (Core::sweep) records the expiry and announces it, once.
+                    return Err(ApprovalError::Expired {
+                        id: id.into(),
+                        at: format_utc(record.expires_at),
+                    });
+                }
+                (_, other) => {
+                    return Err(ApprovalError::NotPending {
+                        id: id.into(),
+                        state: other.as_str().into(),
+                    })
+                }
+            }
+            if record.policy_hash != policy.hash_hex() {
+                return Err(ApprovalError::PolicyChanged {
                     id: id.into(),
-                    at: format_utc(record.expires_at),
+                    request_policy: record.policy_hash.clone(),
+                    current_policy: policy.hash_hex(),
                 });
             }
-            other => {
-                return Err(ApprovalError::NotPending {
-                    id: id.into(),
-                    state: other.as_str().into(),
-                })
+            if !policy.admins.contains_key(admin) {
+                return Err(ApprovalError::UnknownAdmin(admin.into()));
             }
-        }
-        if record.policy_hash != policy.hash_hex() {
-            return Err(ApprovalError::PolicyChanged {
-                id: id.into(),
-                request_policy: record.policy_hash.clone(),
-                current_policy: policy.hash_hex(),
-            });
-        }
-        if !policy.admins.contains_key(admin) {
-            return Err(ApprovalError::UnknownAdmin(admin.into()));
-        }
-        let quorum = rule_quorum(policy, &record)?;
-        if !quorum.of.iter().any(|a| a == admin) {
-            return Err(ApprovalError::NotInQuorum {
+            let quorum = rule_quorum(policy, &record)?;
+            if !quorum.of.iter().any(|a| a == admin) {
+                return Err(ApprovalError::NotInQuorum {
+                    admin: admin.into(),
+                    rule: record.rule_tag.clone(),
+                    of: quorum.of.join(", "),
+                });
+            }
+            // A rejecting admin may still join a re-opening; nobody signs the same thing twice.
+            if record
+                .signatures
+                .iter()
+                .any(|s| s.admin == admin && (decision != Decision::Reopen || s.decision == decision))
+            {
+                return Err(ApprovalError::AlreadySigned {
+                    admin: admin.into(),
+                    id: id.into(),
+                });
+            }
+            verify_admin_signature(policy, admin, &record.fields(), decision, format, signature)?;
+            record.signatures.push(StoredSignature {
                 admin: admin.into(),
-                rule: record.rule_tag.clone(),
-                of: quorum.of.join(", "),
+                decision,
+                format,
+                signature: hex::encode(signature),
+                signed_at: now,
+                reason,
             });
-        }
-        if record.signatures.iter().any(|s| s.admin == admin) {
-            return Err(ApprovalError::AlreadySigned {
-                admin: admin.into(),
-                id: id.into(),
-            });
-        }
-        verify_admin_signature(policy, admin, &record.fields(), decision, format, signature)?;
-        record.signatures.push(StoredSignature {
-            admin: admin.into(),
-            decision,
-            format,
-            signature: hex::encode(signature),
-            signed_at: now,
-            reason,
-        });
-        let approvals = record.approvers().len();
-        let rejections = record.signatures.len() - approvals;
-        let (decided, message) = if rejections >= self.config.rejections_needed.max(1) {
-            record.state = RequestState::Rejected;
-            (
-                true,
-                format!("request {id} rejected by {admin}; the payment will be refused"),
-            )
-        } else if approvals >= quorum.need {
-            record.state = RequestState::Approved;
-            (
-                true,
-                format!("quorum reached ({approvals} of {}): request {id} is approved and the payment may proceed once", quorum.need),
-            )
-        } else {
-            (
-                false,
-                match decision {
-                    Decision::Approve => format!("{admin} approved request {id} ({approvals} of {} needed)", quorum.need),
-                    Decision::Reject => format!(
-                        "{admin} rejected request {id} ({rejections} of {} rejections needed to refuse it)",
-                        self.config.rejections_needed
-                    ),
-                },
-            )
-        };
-        self.write(&record, false)?;
-        Ok(ApprovalOutcome {
-            record,
-            message,
-            decided,
+            let count = |d: Decision| {
+                let mut who: Vec<&str> = record
+                    .signatures
+                    .iter()
+                    .filter(|s| s.decision == d && quorum.of.contains(&s.admin))
+                    .map(|s| s.admin.as_str())
+                    .collect();
+                who.dedup();
+                who.len()
+            };
+            let approvals = count(Decision::Approve);
+            let rejections = count(Decision::Reject);
+            let reopenings = count(Decision::Reopen);
+            let (decided, message) = if decision == Decision::Reopen {
+                if reopenings >= quorum.need {
+                    // A fresh start: the old signatures stay in the audit log, and the request
+                    // gets the rule's full time again.
+                    let expiry = policy
+                        .approvals
+                        .iter()
+                        .find(|r| r.tag == record.rule_tag)
+                        .map(|r| r.expiry_secs)
+                        .unwrap_or(3_600);
+                    record.state = RequestState::Pending;
+                    record.signatures.clear();
+                    record.expires_at = now.saturating_add(expiry);
+                    (
+                        true,
+                        format!("quorum reached ({reopenings} of {}): request {id} is re-opened and may be approved again until {}", quorum.need, format_utc(record.expires_at)),
+                    )
+                } else {
+                    (
+                        false,
+                        format!("{admin} asked to re-open request {id} ({reopenings} of {} needed)", quorum.need),
+                    )
+                }
+            } else if rejections >= self.config.rejections_needed.max(1) {
+                record.state = RequestState::Rejected;
+                (
+                    true,
+                    format!("request {id} rejected by {admin}; the payment will be refused"),
+                )
+            } else if approvals >= quorum.need {
+                record.state = RequestState::Approved;
+                (
+                    true,
+                    format!("quorum reached ({approvals} of {}): request {id} is approved and the payment may proceed once", quorum.need),
+                )
+            } else {
+                (
+                    false,
+                    match decision {
+                        Decision::Approve => format!("{admin} approved request {id} ({approvals} of {} needed)", quorum.need),
+                        Decision::Reject | Decision::Reopen => format!(
+                            "{admin} rejected request {id} ({rejections} of {} rejections needed to refuse it)",
+                            self.config.rejections_needed
+                        ),
+                    },
+                )
+            };
+            self.write(&record, false)?;
+            Ok(ApprovalOutcome {
+                record,
+                message,
+                decided,
+            })
         })
     }
 
@@ -582,74 +590,71 @@ impl ApprovalStore {
         quorum: &Quorum,
         now: u64,
     ) -> Result<Option<ApprovalRecord>, ApprovalError> {
-        self.store
-            .write(|| self.consume_in(req, policy, rule_tag, quorum, now))
-    }
-
-    fn consume_in(
-        &self,
-        req: &PaymentRequest,
-        policy: &Policy,
-        rule_tag: &str,
-        quorum: &Quorum,
-        now: u64,
-    ) -> Result<Option<ApprovalRecord>, ApprovalError> {
-        let Some(mut record) = self.find(req)? else {
-            return Ok(None);
-        };
-        match record.state_at(now) {
-            RequestState::Approved => {}
-            _ => return Ok(None),
-        }
-        if record.policy_hash != policy.hash_hex() {
-            // Approved under a policy no longer in force: the signatures cover that policy, so
-            // they do not carry over; the caller opens a new request under the policy in force.
-            return Ok(None);
-        }
-        // The fields come from the live payment and the live verdict, not from the stored copy.
-        let fields = ApprovalFields {
-            id: &record.id,
-            payment_hash: req.payment_hash.unwrap_or([0; 32]),
-            amount_msat: req.amount_msat(),
-            payee: payee_field(&req.outputs),
-            policy_hash: policy.hash,
-            expires_at: record.expires_at,
-            rule_tag,
-            need: quorum.need,
-            members: quorum.of.clone(),
-        };
-        let mut valid: Vec<&str> = Vec::new();
-        for s in record
-            .signatures
-            .iter()
-            .filter(|s| s.decision == Decision::Approve)
-        {
-            let tampered = |detail: String| ApprovalError::Tampered {
-                id: record.id.clone(),
-                detail,
+        self.store.write(|| {
+            let Some(mut record) = self.find(req)? else {
+                return Ok(None);
             };
-            let sig = hex::decode(&s.signature)
-                .map_err(|_| tampered(format!("the signature of {} is not hex", s.admin)))?;
-            verify_admin_signature(policy, &s.admin, &fields, Decision::Approve, s.format, &sig)
-                .map_err(|e| tampered(format!("the signature of {} fails: {e}", s.admin)))?;
-            if quorum.of.contains(&s.admin) && !valid.contains(&s.admin.as_str()) {
-                valid.push(&s.admin);
+            match record.state_at(now) {
+                RequestState::Approved => {}
+                _ => return Ok(None),
             }
-        }
-        if valid.len() < quorum.need {
-            return Err(ApprovalError::Tampered {
-                id: record.id.clone(),
-                detail: format!(
-                    "the record says approved but only {} of {} required signatures verify",
-                    valid.len(),
-                    quorum.need
-                ),
-            });
-        }
-        record.state = RequestState::Consumed;
-        record.consumed_at = Some(now);
-        self.write(&record, false)?;
-        Ok(Some(record))
+            if record.policy_hash != policy.hash_hex() {
+                // Approved under a policy no longer in force: the signatures cover that policy, so
+                // they do not carry over; the caller opens a new request under the policy in force.
+                return Ok(None);
+            }
+            // The fields come from the live payment and the live verdict, not from the stored copy.
+            let fields = ApprovalFields {
+                id: &record.id,
+                payment_hash: req.payment_hash.unwrap_or([0; 32]),
+                amount_msat: req.amount_msat(),
+                payee: payee_field(&req.outputs),
+                policy_hash: policy.hash,
+                expires_at: record.expires_at,
+                rule_tag,
+                need: quorum.need,
+                members: quorum.of.clone(),
+            };
+            let mut valid: Vec<&str> = Vec::new();
+            for s in record
+                .signatures
+                .iter()
+                .filter(|s| s.decision == Decision::Approve)
+            {
+                let tampered = |detail: String| ApprovalError::Tampered {
+                    id: record.id.clone(),
+                    detail,
+                };
+                let sig = hex::decode(&s.signature)
+                    .map_err(|_| tampered(format!("the signature of {} is not hex", s.admin)))?;
+                verify_admin_signature(
+                    policy,
+                    &s.admin,
+                    &fields,
+                    Decision::Approve,
+                    s.format,
+                    &sig,
+                )
+                .map_err(|e| tampered(format!("the signature of {} fails: {e}", s.admin)))?;
+                if quorum.of.contains(&s.admin) && !valid.contains(&s.admin.as_str()) {
+                    valid.push(&s.admin);
+                }
+            }
+            if valid.len() < quorum.need {
+                return Err(ApprovalError::Tampered {
+                    id: record.id.clone(),
+                    detail: format!(
+                        "the record says approved but only {} of {} required signatures verify",
+                        valid.len(),
+                        quorum.need
+                    ),
+                });
+            }
+            record.state = RequestState::Consumed;
+            record.consumed_at = Some(now);
+            self.write(&record, false)?;
+            Ok(Some(record))
+        })
     }
 }
 

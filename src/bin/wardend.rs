@@ -11,7 +11,7 @@ use warden::clock::SystemClock;
 use warden::config::{AdminTls, ConfigArgs};
 use warden::core::{Core, LoadedPolicy};
 use warden::hsm::Hsm;
-use warden::policy::{load_policy_file, parse_policy, DEFAULT_POLICY};
+use warden::policy::{load_policy_file_for, parse_policy_for, DEFAULT_POLICY};
 use warden::store::Store;
 
 /// Warden's signer daemon: an HSM-backed, validating Lightning signer.
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
 
     let loaded = match &config.policy_file {
         Some(path) => {
-            let policy = load_policy_file(path)?;
+            let policy = load_policy_file_for(path, config.network)?;
             let text = std::fs::read_to_string(path)?;
             LoadedPolicy {
                 policy: Arc::new(policy),
@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => LoadedPolicy {
             policy: Arc::new(
-                parse_policy(DEFAULT_POLICY)
+                parse_policy_for(DEFAULT_POLICY, config.network)
                     .map_err(|e| anyhow::anyhow!("embedded default policy: {e:?}"))?,
             ),
             text: DEFAULT_POLICY.to_string(),

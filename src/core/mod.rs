@@ -425,32 +425,15 @@ impl Core {
             Verdict::RequireQuorum { .. } if self.rejected(req).is_some() => {
                 // A rejection is a veto: the same payment is not put to the admins again.
                 let record = self.rejected(req).expect("checked");
-                let reason = rejection_reason(&record);
-                let refused = crate::policy::Decision {
-                    verdict: Verdict::Deny {
-                        reason: reason.clone(),
-                    },
-                    tags: decision.tags.clone(),
-                    warnings: vec![],
-                    policy_hash: decision.policy_hash,
-                };
-                self.audit_decision(
+                let extra = serde_json::json!({"rejected_request": record.id});
+                self.refuse_held(
                     now,
                     req,
-                    &refused,
-                    serde_json::json!({"rejected_request": record.id}),
-                )
-                .map_err(|e| (AUDIT, format!("the audit record could not be written: {e}")))?;
-                self.metrics.decision("deny", &decision.tags);
-                self.events.announce(
-                    now,
-                    EventKind::PaymentRefused,
-                    &record.id,
-                    &decision.tags,
-                    reason.clone(),
-                    amount,
-                );
-                PaymentAnswer::refused(decision.tags.clone(), reason, Some(record.id))
+                    &decision,
+                    rejection_reason(&record),
+                    Some(record.id),
+                    extra,
+                )?
             }
             Verdict::RequireQuorum {
                 ref rule_tag,
@@ -587,32 +570,60 @@ impl Core {
                     if matches!(e, ApprovalError::Tampered { .. }) {
                         tracing::error!(error = %e, "refusing a payment whose approval does not verify");
                     }
-                    let refused = crate::policy::Decision {
-                        verdict: Verdict::Deny {
-                            reason: e.to_string(),
-                        },
-                        tags: decision.tags.clone(),
-                        warnings: vec![],
-                        policy_hash: decision.policy_hash,
-                    };
-                    self.audit_decision(now, req, &refused, serde_json::Value::Null)
-                        .map_err(|e| {
-                            (AUDIT, format!("the audit record could not be written: {e}"))
-                        })?;
-                    self.metrics.decision("deny", &decision.tags);
-                    self.events.announce(
+                    self.refuse_held(
                         now,
-                        EventKind::PaymentRefused,
-                        "",
-                        &decision.tags,
+                        req,
+                        &decision,
                         e.to_string(),
-                        amount,
-                    );
-                    PaymentAnswer::refused(decision.tags.clone(), e.to_string(), None)
+                        None,
+                        serde_json::Value::Null,
+                    )?
                 }
             },
         };
         Ok(answer)
+    }
+
+    /// Refuse a payment the policy would hold, for a reason found on the way (a veto, an
+    /// approval that does not verify): audited as a refusal, announced, answered.
+    fn refuse_held(
+        &self,
+        now: u64,
+        req: &PaymentRequest,
+        decision: &crate::policy::Decision,
+        reason: String,
+        request_id: Option<String>,
+        extra: serde_json::Value,
+    ) -> Result<PaymentAnswer, (&'static str, String)> {
+        let refused = crate::policy::Decision {
+            verdict: Verdict::Deny {
+                reason: reason.clone(),
+            },
+            tags: decision.tags.clone(),
+            warnings: vec![],
+            policy_hash: decision.policy_hash,
+        };
+        self.audit_decision(now, req, &refused, extra)
+            .map_err(|e| {
+                (
+                    crate::tags::AUDIT_FAILURE,
+                    format!("the audit record could not be written: {e}"),
+                )
+            })?;
+        self.metrics.decision("deny", &decision.tags);
+        self.events.announce(
+            now,
+            EventKind::PaymentRefused,
+            request_id.as_deref().unwrap_or(""),
+            &decision.tags,
+            reason.clone(),
+            req.amount_msat(),
+        );
+        Ok(PaymentAnswer::refused(
+            decision.tags.clone(),
+            reason,
+            request_id,
+        ))
     }
 
     /// The rejected request for exactly this payment, if its newest request was rejected.
@@ -652,10 +663,10 @@ impl Core {
             "amount_msat": out.record.amount_msat(),
             "policy_hash": out.record.policy_hash,
         });
-        let kind = if decision == Decision::Approve {
-            "approval"
-        } else {
-            "rejection"
+        let kind = match decision {
+            Decision::Approve => "approval",
+            Decision::Reject => "rejection",
+            Decision::Reopen => "reopen",
         };
         if let Err(e) = self.audit.append(now, kind, data) {
             drop(txn);
@@ -772,8 +783,9 @@ fn rejection_reason(r: &crate::approval::ApprovalRecord) -> String {
         })
         .collect();
     format!(
-        "request {} for this payment was rejected by {}; the payment stays refused and is not put to the admins again",
+        "request {} for this payment was rejected by {}; the payment stays refused and is not put to the admins again unless the quorum re-opens it (wardenctl reopen {})",
         r.id,
-        who.join(", ")
+        who.join(", "),
+        r.id
     )
 }

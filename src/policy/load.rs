@@ -9,6 +9,7 @@ use super::model::*;
 use super::units::{format_duration, format_msat, parse_amount, parse_duration};
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::PublicKey;
+use lightning_signer::bitcoin::Network;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -108,6 +109,11 @@ fn render(path: &Path, errors: &[PolicyError]) -> String {
 
 /// Read and validate a policy file.
 pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyLoadError> {
+    load_policy_file_for(path, Network::Bitcoin)
+}
+
+/// [`load_policy_file`] for a node on `network`: on-chain addresses must be of that network.
+pub fn load_policy_file_for(path: &Path, network: Network) -> Result<Policy, PolicyLoadError> {
     let bytes = std::fs::read(path).map_err(|e| PolicyLoadError::Read {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -123,17 +129,25 @@ pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyLoadError> {
             ),
         }],
     })?;
-    parse_policy(&text).map_err(|errors| PolicyLoadError::Invalid {
+    parse_policy_for(&text, network).map_err(|errors| PolicyLoadError::Invalid {
         path: path.to_path_buf(),
         errors,
     })
 }
 
-/// Validate policy text. All problems are returned, sorted by position.
+/// Validate policy text for a mainnet node. All problems are returned, sorted by position.
 pub fn parse_policy(src: &str) -> Result<Policy, Vec<PolicyError>> {
+    parse_policy_for(src, Network::Bitcoin)
+}
+
+/// Validate policy text for a node on `network`: every on-chain address in a rule is parsed
+/// for that network (an address of another network is an error) and kept in its canonical
+/// form, so rules match the node's outputs as scripts, however the address was written.
+pub fn parse_policy_for(src: &str, network: Network) -> Result<Policy, Vec<PolicyError>> {
     let mut cx = Cx {
         src,
         errors: Vec::new(),
+        network,
     };
     let doc = match ImDocument::parse(src) {
         Ok(d) => d,
@@ -158,6 +172,7 @@ pub fn parse_policy(src: &str) -> Result<Policy, Vec<PolicyError>> {
 struct Cx<'s> {
     src: &'s str,
     errors: Vec<PolicyError>,
+    network: Network,
 }
 
 type Span = Option<Range<usize>>;
@@ -430,13 +445,22 @@ fn destinations(cx: &mut Cx, f: &Fields, what: &str) -> DestinationSet {
         }
     }
     for (a, span) in f.strings(cx, "addresses", what) {
-        if lightning_signer::bitcoin::Address::from_str(&a).is_err() {
-            cx.err(
+        match lightning_signer::bitcoin::Address::from_str(&a) {
+            Err(_) => cx.err(
                 span,
                 format!("\"{a}\" in `addresses` of {what} is not a Bitcoin address"),
-            );
-        } else {
-            set.addresses.push(a);
+            ),
+            Ok(unchecked) => match unchecked.require_network(cx.network) {
+                // Canonical text (lower-case bech32): one script, one spelling.
+                Ok(addr) => set.addresses.push(addr.to_string()),
+                Err(_) => cx.err(
+                    span,
+                    format!(
+                        "\"{a}\" in `addresses` of {what} is not an address of the {} network this policy is loaded for; it could never match an output",
+                        cx.network
+                    ),
+                ),
+            },
         }
     }
     set

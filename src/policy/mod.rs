@@ -15,7 +15,8 @@ pub mod velocity;
 
 pub use eval::{evaluate, spend_changes, Decision, PaymentKind, PaymentRequest, RuleHit, Verdict};
 pub use load::{
-    load_policy_file, parse_policy, PolicyError, PolicyLoadError, DEFAULT_POLICY, KNOWN_KEYS,
+    load_policy_file, load_policy_file_for, parse_policy, parse_policy_for, PolicyError,
+    PolicyLoadError, DEFAULT_POLICY, KNOWN_KEYS,
 };
 pub use model::*;
 pub use velocity::{Bucket, LedgerKey, Totals, VelocityState};

@@ -333,7 +333,7 @@ pub async fn show(
     conn: &Conn,
     id: &str,
     message: bool,
-    reject: bool,
+    decision: Decision,
     json: bool,
 ) -> anyhow::Result<()> {
     let r = conn
@@ -346,11 +346,6 @@ pub async fn show(
     if message {
         let (fields, _) = local_fields(&r)?;
         // Exactly the text a hardware wallet signs (the final newline is not part of it).
-        let decision = if reject {
-            Decision::Reject
-        } else {
-            Decision::Approve
-        };
         println!("{}", approval_text(&fields, decision));
         return Ok(());
     }
@@ -408,6 +403,7 @@ pub async fn decide(
     let out = match decision {
         Decision::Approve => client.approve(req).await,
         Decision::Reject => client.reject(req).await,
+        Decision::Reopen => client.reopen(req).await,
     }
     .map_err(rpc)?
     .into_inner();

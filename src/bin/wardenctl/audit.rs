@@ -203,8 +203,8 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
     };
     let config = args.source.config.resolve()?;
     let policy = match &config.policy_file {
-        Some(p) => warden::policy::load_policy_file(p)?,
-        None => warden::policy::parse_policy(warden::policy::DEFAULT_POLICY)
+        Some(p) => warden::policy::load_policy_file_for(p, config.network)?,
+        None => warden::policy::parse_policy_for(warden::policy::DEFAULT_POLICY, config.network)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?,
     };
     let daily_limit = policy

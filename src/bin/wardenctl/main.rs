@@ -73,6 +73,9 @@ enum Command {
         /// With --message: the text for rejecting instead of approving.
         #[arg(long, requires = "message")]
         reject: bool,
+        /// With --message: the text for re-opening a rejected request.
+        #[arg(long, requires = "message", conflicts_with = "reject")]
+        reopen: bool,
         /// Print JSON.
         #[arg(long, conflicts_with = "message")]
         json: bool,
@@ -101,6 +104,17 @@ enum Command {
         /// Why, for the other admins.
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Re-open a rejected request: once the rule's quorum has signed, it can be approved again.
+    Reopen {
+        /// Request id.
+        id: String,
+        /// Your admin key file.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// A base64 Bitcoin signed-message signature over `show ID --message --reopen`.
+        #[arg(long, conflicts_with = "key")]
+        signature: Option<String>,
     },
     /// Verify and export the audit log (stop wardend first).
     Audit {
@@ -216,10 +230,23 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             id,
             message,
             reject,
+            reopen,
             json,
-        } => admin::show(&conn, &id, message, reject, json)
-            .await
-            .map(|_| 0),
+        } => admin::show(
+            &conn,
+            &id,
+            message,
+            if reopen {
+                warden::approval::Decision::Reopen
+            } else if reject {
+                warden::approval::Decision::Reject
+            } else {
+                warden::approval::Decision::Approve
+            },
+            json,
+        )
+        .await
+        .map(|_| 0),
         Command::Approve { id, key, signature } => admin::decide(
             &conn,
             &id,
@@ -242,6 +269,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             key,
             signature,
             reason,
+        )
+        .await
+        .map(|_| 0),
+        Command::Reopen { id, key, signature } => admin::decide(
+            &conn,
+            &id,
+            warden::approval::Decision::Reopen,
+            key,
+            signature,
+            None,
         )
         .await
         .map(|_| 0),

@@ -1,12 +1,13 @@
 //! `wardenctl policy …`: check, explain and simulate a policy file before it is proposed.
 
 use anyhow::{bail, Context};
+use lightning_signer::bitcoin::Network;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use warden::policy::units::{format_msat, parse_amount, parse_duration};
 use warden::policy::{
-    evaluate, explain::explain, load_policy_file, spend_changes, PaymentRequest, Policy,
+    evaluate, explain::explain, load_policy_file_for, spend_changes, PaymentRequest, Policy,
     PolicyLoadError, VelocityState, Verdict,
 };
 
@@ -20,11 +21,17 @@ pub enum PolicyCommand {
     Check {
         /// The policy file.
         file: PathBuf,
+        /// The network of the node the policy is for: its addresses must be of it.
+        #[arg(long, default_value = "bitcoin", value_parser = parse_network)]
+        network: Network,
     },
     /// Say in plain language what a policy file allows.
     Explain {
         /// The policy file.
         file: PathBuf,
+        /// The network of the node the policy is for: its addresses must be of it.
+        #[arg(long, default_value = "bitcoin", value_parser = parse_network)]
+        network: Network,
     },
     /// Replay payments through the policy with a virtual clock and print each decision.
     ///
@@ -42,7 +49,15 @@ pub enum PolicyCommand {
         /// Unix time the simulation starts at [default: Monday 2026-11-23 00:00 UTC]
         #[arg(long, default_value_t = DEFAULT_SIM_START)]
         start: u64,
+        /// The network of the node the policy is for: its addresses must be of it.
+        #[arg(long, default_value = "bitcoin", value_parser = parse_network)]
+        network: Network,
     },
+}
+
+fn parse_network(s: &str) -> Result<Network, String> {
+    s.parse::<Network>()
+        .map_err(|_| format!("\"{s}\" is not a network; use bitcoin, testnet, signet or regtest"))
 }
 
 /// Exit code for a policy file with problems, distinct from usage errors.
@@ -50,14 +65,14 @@ pub const EXIT_INVALID: i32 = 1;
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
     match cmd {
-        PolicyCommand::Check { file } => match load(&file)? {
+        PolicyCommand::Check { file, network } => match load(&file, network)? {
             Ok(p) => {
                 println!("{}: OK — {}", file.display(), summary(&p));
                 Ok(0)
             }
             Err(code) => Ok(code),
         },
-        PolicyCommand::Explain { file } => match load(&file)? {
+        PolicyCommand::Explain { file, network } => match load(&file, network)? {
             Ok(p) => {
                 println!("{}", explain(&p));
                 Ok(0)
@@ -68,7 +83,8 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             file,
             payments,
             start,
-        } => match load(&file)? {
+            network,
+        } => match load(&file, network)? {
             Ok(p) => simulate(&p, &payments, start).map(|_| 0),
             Err(code) => Ok(code),
         },
@@ -76,8 +92,8 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
 }
 
 /// Load, printing problems in FILE:LINE:COL form; `Err(exit code)` when the file is invalid.
-fn load(file: &Path) -> anyhow::Result<Result<Policy, i32>> {
-    match load_policy_file(file) {
+fn load(file: &Path, network: Network) -> anyhow::Result<Result<Policy, i32>> {
+    match load_policy_file_for(file, network) {
         Ok(p) => Ok(Ok(p)),
         Err(e @ PolicyLoadError::Invalid { .. }) => {
             let PolicyLoadError::Invalid { errors, .. } = &e else {
