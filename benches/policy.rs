@@ -270,4 +270,46 @@ fn main() {
         "  store open with a day of history: {open_ms:.0} ms ({} ledgers)",
         engine.state().len()
     );
+
+    // Loading is linear in the file: files of valid rules and of errors, 1 MB and 10 MB.
+    use lightning_signer::bitcoin::hashes::Hash as _;
+    for size in [1_000_000usize, 10_000_000] {
+        let mut valid = String::from("version = 1\n[[deny]]\ntag = \"big-list\"\npayees = [\n");
+        let mut n = 0u32;
+        while valid.len() < size {
+            let pk = lightning_signer::bitcoin::secp256k1::SecretKey::from_slice(
+                &lightning_signer::bitcoin::hashes::sha256::Hash::hash(&n.to_be_bytes())
+                    .to_byte_array(),
+            )
+            .unwrap()
+            .public_key(&lightning_signer::bitcoin::secp256k1::Secp256k1::signing_only());
+            valid.push_str(&format!("  \"{pk}\",\n"));
+            n += 1;
+        }
+        valid.push_str("]\n");
+        let t = Instant::now();
+        let p = parse_policy(&valid).unwrap();
+        println!(
+            "policy/load a {:.1} MB file of valid rules ({} payees in one deny list): {:.0} ms",
+            valid.len() as f64 / 1e6,
+            p.deny[0].destinations.len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        let mut broken = String::from("version = 1\n");
+        let mut k = 0;
+        while broken.len() < size {
+            broken.push_str(&format!(
+                "[[limit]]\ntag = \"Bad{k}\"\nwindow = \"1h\"\nmax_amount = \"1 sat\"\n"
+            ));
+            k += 1;
+        }
+        let t = Instant::now();
+        let errors = parse_policy(&broken).unwrap_err();
+        println!(
+            "policy/load a {:.1} MB file of {k} broken rules: {:.0} ms ({} problems listed, the rest counted)",
+            broken.len() as f64 / 1e6,
+            t.elapsed().as_secs_f64() * 1e3,
+            errors.len()
+        );
+    }
 }

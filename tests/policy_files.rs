@@ -483,3 +483,49 @@ fn addresses_are_parsed_for_the_network_and_matched_as_scripts_however_written()
     )
     .unwrap();
 }
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_before_parsing() {
+    let big = format!(
+        "version = 1\n# {}\n",
+        "x".repeat(warden::policy::MAX_POLICY_BYTES)
+    );
+    assert_errors(
+        &big,
+        &[(1, 1, "a policy file may be at most 16777216 bytes (16 MiB)")],
+    );
+}
+
+#[test]
+fn a_file_of_thousands_of_errors_lists_a_thousand_and_counts_the_rest() {
+    let mut src = String::from(ADMINS);
+    for i in 0..5_000 {
+        src.push_str(&format!(
+            "[[limit]]\ntag = \"L{i}\"\nwindow = \"1h\"\nmax_amount = \"1 sat\"\n"
+        ));
+    }
+    let errors = parse_policy(&src).expect_err("every tag is invalid");
+    assert_eq!(errors.len(), warden::policy::MAX_REPORTED_ERRORS + 1);
+    let last = errors.last().unwrap();
+    assert_eq!(
+        last.message,
+        "4000 more problems are not listed (the first 1000 are); fix these and check again"
+    );
+    assert!(errors[0].message.contains("tag \"L0\""), "{:?}", errors[0]);
+}
+
+#[test]
+fn limits_over_the_same_destinations_compare_as_sets_whatever_the_order() {
+    // The same two payees in a different order are the same scope: the hourly limit allows
+    // more than the daily one over them, which the file must not be allowed to say.
+    let (a, b) = (
+        "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91",
+        "02e216c352020a0ed16d88971305ae047200fd8f4b3f0dcd5967cdf499e7efcadc",
+    );
+    assert_errors(
+        &with_admins(&format!(
+            "[[limit]]\ntag = \"hourly\"\nwindow = \"1h\"\npayees = [\"{a}\", \"{b}\"]\nmax_amount = \"5_000_000 sat\"\n\n[[limit]]\ntag = \"daily\"\nwindow = \"24h\"\npayees = [\"{b}\", \"{a}\"]\nmax_amount = \"2_000_000 sat\"\n"
+        )),
+        &[(10, 14, "limit \"hourly\" allows 5,000,000 sat per 1h, more than limit \"daily\" allows per 24h (2,000,000 sat)")],
+    );
+}

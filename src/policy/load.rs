@@ -135,6 +135,11 @@ pub fn load_policy_file_for(path: &Path, network: Network) -> Result<Policy, Pol
     })
 }
 
+/// The largest policy file Warden reads; larger ones are refused before parsing.
+pub const MAX_POLICY_BYTES: usize = 16 * 1024 * 1024;
+/// Problems listed for one file; more are counted in one last line.
+pub const MAX_REPORTED_ERRORS: usize = 1_000;
+
 /// Validate policy text for a mainnet node. All problems are returned, sorted by position.
 pub fn parse_policy(src: &str) -> Result<Policy, Vec<PolicyError>> {
     parse_policy_for(src, Network::Bitcoin)
@@ -144,11 +149,18 @@ pub fn parse_policy(src: &str) -> Result<Policy, Vec<PolicyError>> {
 /// for that network (an address of another network is an error) and kept in its canonical
 /// form, so rules match the node's outputs as scripts, however the address was written.
 pub fn parse_policy_for(src: &str, network: Network) -> Result<Policy, Vec<PolicyError>> {
-    let mut cx = Cx {
-        src,
-        errors: Vec::new(),
-        network,
-    };
+    if src.len() > MAX_POLICY_BYTES {
+        return Err(vec![PolicyError {
+            line: 1,
+            col: 1,
+            message: format!(
+                "the file is {} bytes; a policy file may be at most {} bytes (16 MiB). Split long lists, or keep them in fewer rules",
+                src.len(),
+                MAX_POLICY_BYTES
+            ),
+        }]);
+    }
+    let mut cx = Cx::new(src, network);
     let doc = match ImDocument::parse(src) {
         Ok(d) => d,
         Err(e) => {
@@ -165,6 +177,17 @@ pub fn parse_policy_for(src: &str, network: Network) -> Result<Policy, Vec<Polic
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.col));
         cx.errors.dedup();
+        if cx.more_errors > 0 {
+            let last = cx.errors.last().map(|e| e.line).unwrap_or(1);
+            cx.errors.push(PolicyError {
+                line: last,
+                col: 1,
+                message: format!(
+                    "{} more problems are not listed (the first {MAX_REPORTED_ERRORS} are); fix these and check again",
+                    cx.more_errors
+                ),
+            });
+        }
         Err(cx.errors)
     }
 }
@@ -173,12 +196,33 @@ struct Cx<'s> {
     src: &'s str,
     errors: Vec<PolicyError>,
     network: Network,
+    /// Byte offset of the start of every line, for positions in O(log n).
+    line_starts: Vec<usize>,
+    /// Problems found beyond [`MAX_REPORTED_ERRORS`]: counted, not listed.
+    more_errors: usize,
 }
 
 type Span = Option<Range<usize>>;
 
-impl Cx<'_> {
+impl<'s> Cx<'s> {
+    fn new(src: &'s str, network: Network) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Cx {
+            src,
+            errors: Vec::new(),
+            network,
+            line_starts,
+            more_errors: 0,
+        }
+    }
+
     fn err(&mut self, span: Span, message: impl Into<String>) {
+        if self.errors.len() >= MAX_REPORTED_ERRORS {
+            self.more_errors += 1;
+            return;
+        }
         let (line, col) = self.position(span.map(|r| r.start).unwrap_or(0));
         self.errors.push(PolicyError {
             line,
@@ -189,10 +233,17 @@ impl Cx<'_> {
 
     fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.src.len());
-        let before = &self.src[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        (line, before[line_start..].chars().count() + 1)
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        // Columns count characters; past the first 1,000 bytes of a line they count bytes, so
+        // no problem costs more than a bounded scan.
+        let prefix = &self.src.as_bytes()[start..offset];
+        let col = if prefix.len() <= 1_000 {
+            String::from_utf8_lossy(prefix).chars().count()
+        } else {
+            prefix.len()
+        };
+        (line, col + 1)
     }
 }
 
@@ -463,6 +514,10 @@ fn destinations(cx: &mut Cx, f: &Fields, what: &str) -> DestinationSet {
             },
         }
     }
+    set.nodes.sort_unstable();
+    set.nodes.dedup();
+    set.addresses.sort_unstable();
+    set.addresses.dedup();
     set
 }
 
@@ -502,8 +557,8 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         .map(|(n, _)| n);
 
     let mut admins = BTreeMap::new();
-    // (name, the key hashes it can sign as, where it is declared), in file order.
-    let mut identities: Vec<(String, Vec<[u8; 20]>, Span)> = Vec::new();
+    // Every key hash an admin can sign as, and the first admin declared with it.
+    let mut identities: HashMap<[u8; 20], String> = HashMap::new();
     if let Some((kspan, item)) = root.item("admins") {
         match item.as_table_like() {
             None => cx.err(
@@ -573,10 +628,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                     };
                     if let Some(k) = key {
                         let ids = key_identities(&k);
-                        if let Some((first, _, _)) = identities
-                            .iter()
-                            .find(|(_, other, _)| other.iter().any(|h| ids.contains(h)))
-                        {
+                        if let Some(first) = ids.iter().find_map(|h| identities.get(h)).cloned() {
                             cx.err(
                                 aspan.clone(),
                                 format!(
@@ -584,7 +636,9 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                                 ),
                             );
                         }
-                        identities.push((admin.to_string(), ids, aspan.clone()));
+                        for h in ids {
+                            identities.entry(h).or_insert_with(|| admin.to_string());
+                        }
                         admins.insert(admin.to_string(), k);
                     } else {
                         // Keep the name known, so quorums naming it are not reported twice.
@@ -899,44 +953,89 @@ fn parse_hhmm(s: &str) -> Option<u16> {
 }
 
 /// A shorter window allowing more than a longer one over the same scope is a mistake: the
-/// longer one silently caps it. Report it at the shorter limit's value.
+/// longer one silently caps it. Report it at the shorter limit's value, naming the tightest
+/// longer limit. Scopes compare as sets (the order destinations are listed in does not
+/// matter), and the check sorts once per scope instead of comparing every pair, so it is
+/// O(n log n) in the number of limits.
 fn check_limit_ordering(cx: &mut Cx, limits: &[LimitRule], spans: &[(Span, Span)]) {
     let window_name = |w: Option<u64>| {
         w.map(|s| format!("per {}", format_duration(s)))
             .unwrap_or_else(|| "per payment".into())
     };
-    for (i, a) in limits.iter().enumerate() {
-        for b in limits.iter() {
-            if a.scope != b.scope || a.mode != Mode::Enforce || b.mode != Mode::Enforce {
-                continue;
-            }
-            let (wa, wb) = (a.window_secs.unwrap_or(0), b.window_secs.unwrap_or(0));
-            if wa >= wb {
-                continue;
-            }
-            if let (Some(x), Some(y)) = (a.max_amount_msat, b.max_amount_msat) {
-                if x > y {
-                    cx.err(
-                        spans[i].0.clone(),
-                        format!(
-                            "limit \"{}\" allows {} {}, more than limit \"{}\" allows {} ({}); a shorter window cannot allow more than a longer one. Lower this `max_amount` or raise \"{}\"",
-                            a.tag, format_msat(x), window_name(a.window_secs), b.tag, window_name(b.window_secs), format_msat(y), b.tag
-                        ),
-                    );
-                }
-            }
-            if let (Some(x), Some(y), Some(_)) = (a.max_count, b.max_count, a.window_secs) {
-                if x > y {
-                    cx.err(
-                        spans[i].1.clone(),
-                        format!(
-                            "limit \"{}\" allows {x} payments {}, more than limit \"{}\" allows {} ({y}); lower this `max_count` or raise \"{}\"",
-                            a.tag, window_name(a.window_secs), b.tag, window_name(b.window_secs), b.tag
-                        ),
-                    );
-                }
+    let scope_key = |scope: &LimitScope| -> (u8, Vec<String>, Vec<String>) {
+        match scope {
+            LimitScope::Node => (0, vec![], vec![]),
+            LimitScope::EachDestination => (1, vec![], vec![]),
+            LimitScope::Destinations(set) => {
+                let mut n = set.nodes.clone();
+                n.sort_unstable();
+                n.dedup();
+                let mut a = set.addresses.clone();
+                a.sort_unstable();
+                a.dedup();
+                (2, n, a)
             }
         }
+    };
+    let mut groups: HashMap<(u8, Vec<String>, Vec<String>), Vec<usize>> = HashMap::new();
+    for (i, l) in limits.iter().enumerate() {
+        if l.mode == Mode::Enforce {
+            groups.entry(scope_key(&l.scope)).or_default().push(i);
+        }
+    }
+    let mut found: Vec<(Span, String)> = Vec::new();
+    for mut order in groups.into_values() {
+        let window = |i: usize| limits[i].window_secs.unwrap_or(0);
+        // Longest window first; equal windows are never compared with each other.
+        order.sort_by_key(|&i| (std::cmp::Reverse(window(i)), i));
+        // The tightest amount and count among limits with a strictly longer window.
+        let mut amount: Option<(u64, usize)> = None;
+        let mut count: Option<(u64, usize)> = None;
+        let mut k = 0;
+        while k < order.len() {
+            let w = window(order[k]);
+            let end = k + order[k..].iter().take_while(|&&i| window(i) == w).count();
+            for &i in &order[k..end] {
+                let a = &limits[i];
+                if let (Some(x), Some((y, j))) = (a.max_amount_msat, amount) {
+                    if x > y {
+                        let b = &limits[j];
+                        found.push((
+                            spans[i].0.clone(),
+                            format!(
+                                "limit \"{}\" allows {} {}, more than limit \"{}\" allows {} ({}); a shorter window cannot allow more than a longer one. Lower this `max_amount` or raise \"{}\"",
+                                a.tag, format_msat(x), window_name(a.window_secs), b.tag, window_name(b.window_secs), format_msat(y), b.tag
+                            ),
+                        ));
+                    }
+                }
+                if let (Some(x), Some((y, j)), Some(_)) = (a.max_count, count, a.window_secs) {
+                    if x > y {
+                        let b = &limits[j];
+                        found.push((
+                            spans[i].1.clone(),
+                            format!(
+                                "limit \"{}\" allows {x} payments {}, more than limit \"{}\" allows {} ({y}); lower this `max_count` or raise \"{}\"",
+                                a.tag, window_name(a.window_secs), b.tag, window_name(b.window_secs), b.tag
+                            ),
+                        ));
+                    }
+                }
+            }
+            for &i in &order[k..end] {
+                let tighter = |best: Option<(u64, usize)>, v: Option<u64>| match (best, v) {
+                    (Some((y, j)), Some(x)) if (x, i) < (y, j) => Some((x, i)),
+                    (None, Some(x)) => Some((x, i)),
+                    (best, _) => best,
+                };
+                amount = tighter(amount, limits[i].max_amount_msat);
+                count = tighter(count, limits[i].max_count);
+            }
+            k = end;
+        }
+    }
+    for (span, message) in found {
+        cx.err(span, message);
     }
 }
 

@@ -16,7 +16,7 @@ pub mod velocity;
 pub use eval::{evaluate, spend_changes, Decision, PaymentKind, PaymentRequest, RuleHit, Verdict};
 pub use load::{
     load_policy_file, load_policy_file_for, parse_policy, parse_policy_for, PolicyError,
-    PolicyLoadError, DEFAULT_POLICY, KNOWN_KEYS,
+    PolicyLoadError, DEFAULT_POLICY, KNOWN_KEYS, MAX_POLICY_BYTES, MAX_REPORTED_ERRORS,
 };
 pub use model::*;
 pub use velocity::{Bucket, LedgerKey, Totals, VelocityState};
