@@ -529,3 +529,19 @@ fn limits_over_the_same_destinations_compare_as_sets_whatever_the_order() {
         &[(10, 14, "limit \"hourly\" allows 5,000,000 sat per 1h, more than limit \"daily\" allows per 24h (2,000,000 sat)")],
     );
 }
+
+#[test]
+fn bad_24_values_are_parsed_strictly_as_documented() {
+    let uncompressed = "0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8";
+    assert_errors(
+        &format!(
+            "version = 1\n[admins]\nalice = {{ pubkey = \"{uncompressed}\" }}\nbob = {{ address = \"bc1pmfr3p9j00pfxjh0zmgp99y8zftmd3s5pmedqhyptwy6lm87hf5sspknck9\" }}\n[[time_window]]\ntag = \"office\"\ndays = [\"mon\"]\nfrom = \"+9:00\"\nto = \"17:00\"\n[[approval]]\ntag = \"q\"\nabove = \"1 sat\"\nquorum = {{ need = 1, of = [\"alice\"] }}\nexpiry = \"31d\"\n"
+        ),
+        &[
+            (3, 20, "`pubkey` of admin \"alice\" is not a compressed secp256k1 public key (66 hex characters)"),
+            (4, 19, "cannot sign a Bitcoin message Warden verifies"),
+            (8, 8, "from"),
+            (14, 10, "`expiry` in [[approval]] \"q\" is 31d; it must be between 1m and 30d"),
+        ],
+    );
+}

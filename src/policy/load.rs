@@ -135,6 +135,15 @@ pub fn load_policy_file_for(path: &Path, network: Network) -> Result<Policy, Pol
     })
 }
 
+/// The longest an approval request may stay open.
+pub const MAX_EXPIRY_SECS: u64 = 30 * 86_400;
+
+/// A compressed public key written as the reference says: 66 hex characters. (The parser
+/// behind it also takes 130-character uncompressed keys, which the reference does not allow.)
+fn is_compressed_hex(s: &str) -> bool {
+    s.len() == 66 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The largest policy file Warden reads; larger ones are refused before parsing.
 pub const MAX_POLICY_BYTES: usize = 16 * 1024 * 1024;
 /// Problems listed for one file; more are counted in one last line.
@@ -490,9 +499,9 @@ impl TagSeen {
 fn destinations(cx: &mut Cx, f: &Fields, what: &str) -> DestinationSet {
     let mut set = DestinationSet::default();
     for (p, span) in f.strings(cx, "payees", what) {
-        match PublicKey::from_str(&p) {
-            Ok(pk) => set.nodes.push(hex::encode(pk.serialize())),
-            Err(_) => cx.err(span, format!("\"{p}\" in `payees` of {what} is not a node id (66 hex characters, a compressed public key)")),
+        match PublicKey::from_str(&p).ok().filter(|_| is_compressed_hex(&p)) {
+            Some(pk) => set.nodes.push(hex::encode(pk.serialize())),
+            None => cx.err(span, format!("\"{p}\" in `payees` of {what} is not a node id (66 hex characters, a compressed public key)")),
         }
     }
     for (a, span) in f.strings(cx, "addresses", what) {
@@ -593,24 +602,41 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                     let pubkey = f.string(cx, "pubkey", &what, "02...");
                     let address = f.string(cx, "address", &what, "bc1q...");
                     let key = match (pubkey, address) {
-                        (Some((pk, span)), None) => match PublicKey::from_str(&pk) {
-                            Ok(k) => Some(AdminKey::PublicKey(k)),
-                            Err(_) => {
+                        (Some((pk, span)), None) => match PublicKey::from_str(&pk)
+                            .ok()
+                            .filter(|_| is_compressed_hex(&pk))
+                        {
+                            Some(k) => Some(AdminKey::PublicKey(k)),
+                            None => {
                                 cx.err(span, format!("`pubkey` of {what} is not a compressed secp256k1 public key (66 hex characters)"));
                                 None
                             }
                         },
                         (None, Some((a, span))) => {
-                            if lightning_signer::bitcoin::Address::from_str(&a).is_err() {
-                                cx.err(
-                                    span,
-                                    format!(
-                                        "`address` of {what}: \"{a}\" is not a Bitcoin address"
-                                    ),
-                                );
-                                None
-                            } else {
-                                Some(AdminKey::Address(a))
+                            use lightning_signer::bitcoin::AddressType;
+                            match lightning_signer::bitcoin::Address::from_str(&a)
+                                .map(|u| u.assume_checked().address_type())
+                            {
+                                Err(_) => {
+                                    cx.err(
+                                        span,
+                                        format!(
+                                            "`address` of {what}: \"{a}\" is not a Bitcoin address"
+                                        ),
+                                    );
+                                    None
+                                }
+                                // What a hardware wallet signs a message with (BIP137).
+                                Ok(Some(
+                                    AddressType::P2pkh | AddressType::P2wpkh | AddressType::P2sh,
+                                )) => Some(AdminKey::Address(a)),
+                                Ok(_) => {
+                                    cx.err(
+                                        span,
+                                        format!("`address` of {what}: \"{a}\" cannot sign a Bitcoin message Warden verifies; use a P2PKH, P2WPKH or P2SH-P2WPKH address of the admin's key, or a `pubkey`"),
+                                    );
+                                    None
+                                }
                             }
                         }
                         (Some(_), Some(_)) => {
@@ -844,8 +870,18 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         if !f.map.contains_key("above") && !unlisted_destination {
             cx.err(span.clone(), format!("{what} \"{tag}\" never applies; set `above` (an amount) and/or `unlisted_destination = true`"));
         }
-        let expiry_secs = match f.item("expiry") {
-            Some(_) => f.duration(cx, "expiry", what).map(|d| d.0).unwrap_or(3_600),
+        let expiry_secs = match f.duration(cx, "expiry", what) {
+            Some((secs, espan)) if !(60..=MAX_EXPIRY_SECS).contains(&secs) => {
+                cx.err(
+                    espan,
+                    format!(
+                        "`expiry` in {what} \"{tag}\" is {}; it must be between 1m and 30d",
+                        format_duration(secs)
+                    ),
+                );
+                3_600
+            }
+            Some((secs, _)) => secs,
             None => 3_600,
         };
         let quorum = match f.item("quorum") {
@@ -940,7 +976,8 @@ fn quorum(
 
 fn parse_hhmm(s: &str) -> Option<u16> {
     let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    // Strictly two ASCII digits each: `u16::from_str` alone would take "+9".
+    if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
         return None;
     }
     let h: u16 = h.parse().ok()?;
