@@ -292,6 +292,41 @@ fn when_the_audit_record_cannot_be_written_the_payment_is_refused() {
         "{}",
         answer.reason
     );
+    // An event raised while the HSM cannot sign is not recorded half-way: its record, whose
+    // checkpoint could not be signed, is not committed with anything else.
+    let before = warden::audit::read_records(&s.store).unwrap().len();
+    let txn = s.store.begin().unwrap();
+    s.core.events.emit(
+        s.clock.now(),
+        warden::events::EventKind::NodeConnection,
+        "",
+        &[],
+        "an event during the outage".into(),
+        0,
+    );
+    s.store
+        .put(Namespace::Meta, b"test-other-write".to_vec(), vec![1])
+        .unwrap();
+    txn.commit().unwrap();
+    let after = warden::audit::read_records(&s.store).unwrap();
+    assert_eq!(after.len(), before, "no record without its checkpoint");
+    assert!(
+        !after
+            .iter()
+            .any(|r| r.data["message"] == "an event during the outage"),
+        "the event's record was not committed"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|r| r.kind == "event" && r.data["tags"][0] == "warden-audit-failure"),
+        "nor the refusal's, made while the HSM could not sign"
+    );
+    assert!(s
+        .store
+        .get(Namespace::Meta, b"test-other-write")
+        .unwrap()
+        .is_some());
     // And the refused payment was not counted.
     let used = s.core.with_engine(|e| {
         e.state()

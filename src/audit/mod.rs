@@ -306,10 +306,16 @@ impl AuditLog {
     ) -> Result<Self, AuditError> {
         let head = read_head(store)?;
         match signer.anchor().map_err(AuditError::Anchor)? {
-            Some(anchor) => check_tail(store, &head, &anchor)?,
+            Some(anchor) if anchor.seq > 0 => check_tail(store, &head, &anchor)?,
+            Some(_) => {}
             None => {
                 if let Some((k, v)) = store.last(Namespace::Audit, b"c")? {
                     let c: Checkpoint = decode(&k, &v)?;
+                    if c.seq == 0 {
+                        return Err(AuditError::Rewritten(
+                            "a checkpoint claims record 0, which no log has".into(),
+                        ));
+                    }
                     let mut h = [0u8; 32];
                     hex::decode_to_slice(&c.head, &mut h).map_err(|e| AuditError::Corrupt {
                         key: hex::encode(&k),
@@ -384,8 +390,10 @@ impl AuditLog {
         data: serde_json::Value,
     ) -> Result<u64, AuditError> {
         self.store.write(|| {
+            // A record whose checkpoint cannot be signed is not kept either.
+            let savepoint = self.store.savepoint();
             let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-            let seq = head.seq + 1;
+            let seq = head.seq.saturating_add(1);
             let hash = record_hash(seq, time, kind, &data, &head.hash);
             let record = AuditRecord {
                 v: 1,
@@ -401,10 +409,13 @@ impl AuditLog {
                 key(b'r', seq).to_vec(),
                 serde_json::to_vec(&record).expect("serializable"),
             )?;
-            let due = seq - head.last_checkpoint_seq >= self.config.checkpoint_every
+            let due = seq.saturating_sub(head.last_checkpoint_seq) >= self.config.checkpoint_every
                 || time.saturating_sub(head.last_checkpoint_time) >= self.config.checkpoint_secs;
             if due {
-                self.sign_head(seq, &hash, time)?;
+                if let Err(e) = self.sign_head(seq, &hash, time) {
+                    self.store.rollback_to(savepoint);
+                    return Err(e);
+                }
             }
             head.seq = seq;
             head.hash = hash;

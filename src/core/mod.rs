@@ -69,8 +69,8 @@ impl PaymentAnswer {
 pub struct Core {
     store: Store,
     time: Arc<crate::clock::MonotonicClock>,
-    persisted_hwm: std::sync::atomic::AtomicU64,
-    engine: Mutex<PolicyEngine>,
+    persisted_hwm: Arc<std::sync::atomic::AtomicU64>,
+    engine: Arc<Mutex<PolicyEngine>>,
     policy_text: RwLock<LoadedPolicy>,
     /// Approval requests.
     pub approvals: ApprovalStore,
@@ -116,11 +116,30 @@ impl Core {
         let clock: Arc<dyn Clock> = time.clone();
         let engine = PolicyEngine::open(policy.policy.clone(), store.clone(), compact_at)?;
         let approvals = ApprovalStore::open(&store, approvals)?;
+        let engine = Arc::new(Mutex::new(engine));
+        let persisted_hwm = Arc::new(std::sync::atomic::AtomicU64::new(hwm));
+        // A discarded or failed transaction restores memory before any other writer begins.
+        {
+            // The store keeps the handler, which holds the core's parts weakly so they can go.
+            let (s, e, a, h) = (
+                store.downgrade(),
+                Arc::downgrade(&engine),
+                Arc::downgrade(&audit),
+                Arc::downgrade(&persisted_hwm),
+            );
+            store.set_on_abort(move || {
+                if let (Some(s), Some(e), Some(a), Some(h)) =
+                    (s.upgrade(), e.upgrade(), a.upgrade(), h.upgrade())
+                {
+                    restore(&s, &e, &a, &h);
+                }
+            });
+        }
         Ok(Core {
             store,
             time,
-            persisted_hwm: std::sync::atomic::AtomicU64::new(hwm),
-            engine: Mutex::new(engine),
+            persisted_hwm,
+            engine,
             policy_text: RwLock::new(policy),
             approvals,
             events: EventBus::recording(audit.clone()),
@@ -211,27 +230,7 @@ impl Core {
     /// Bring the in-memory state (velocity windows, audit chain head) back to what the store
     /// holds, after a transaction was discarded or rolled back to a savepoint.
     pub fn reload(&self) {
-        let stored = self
-            .store
-            .get(crate::store::Namespace::Meta, TIME_HWM)
-            .ok()
-            .flatten()
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        self.persisted_hwm
-            .store(stored, std::sync::atomic::Ordering::Relaxed);
-        if let Err(e) = self
-            .engine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reload()
-        {
-            tracing::error!(error = %e, "cannot reload the velocity windows");
-        }
-        if let Err(e) = self.audit.reload() {
-            tracing::error!(error = %e, "cannot reload the audit chain head");
-        }
+        restore(&self.store, &self.engine, &self.audit, &self.persisted_hwm);
     }
 
     /// The policy in force.
@@ -788,4 +787,28 @@ fn rejection_reason(r: &crate::approval::ApprovalRecord) -> String {
         who.join(", "),
         r.id
     )
+}
+
+/// In-memory state back to what `store` holds (committed state, plus what this thread's open
+/// transaction has staged, when there is one).
+fn restore(
+    store: &Store,
+    engine: &Mutex<PolicyEngine>,
+    audit: &crate::audit::AuditLog,
+    persisted_hwm: &std::sync::atomic::AtomicU64,
+) {
+    let stored = store
+        .get(crate::store::Namespace::Meta, TIME_HWM)
+        .ok()
+        .flatten()
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    persisted_hwm.store(stored, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = engine.lock().unwrap_or_else(|p| p.into_inner()).reload() {
+        tracing::error!(error = %e, "cannot reload the velocity windows");
+    }
+    if let Err(e) = audit.reload() {
+        tracing::error!(error = %e, "cannot reload the audit chain head");
+    }
 }

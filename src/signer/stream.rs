@@ -448,9 +448,8 @@ pub async fn run(
             let answered = tokio::task::block_in_place(|| session.handle(request));
             let fatal =
                 !answered.response.error.is_empty() && !answered.response.is_temporary_failure;
-            if tx.send(answered.response).await.is_err() {
-                break;
-            }
+            let sent = tx.send(answered.response).await.is_ok();
+            // A broken node is rebuilt whether or not the answer reached the node.
             if answered.broken {
                 match tokio::task::block_in_place(|| rebuild()) {
                     Ok(fresh) => init = fresh,
@@ -459,6 +458,9 @@ pub async fn run(
                         return;
                     }
                 }
+                break;
+            }
+            if !sent {
                 break;
             }
             if fatal {

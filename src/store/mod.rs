@@ -214,6 +214,7 @@ struct Inner {
     free: Condvar,
     commits: AtomicU64,
     aborts: AtomicU64,
+    on_abort: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 /// Warden's state: a backend and the transaction open on it.
@@ -230,9 +231,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A [`Store`] that does not keep it alive.
+#[derive(Clone)]
+pub struct WeakStore(std::sync::Weak<Inner>);
+
+impl WeakStore {
+    /// The store, while it is alive.
+    pub fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
+
 /// The staged writes of a transaction at one moment (see [`Store::savepoint`]).
 #[derive(Debug)]
-pub struct Savepoint(Batch);
+pub struct Savepoint(Batch, usize);
 
 /// An open transaction. [`Txn::commit`] makes everything staged durable; dropping it without
 /// committing discards everything staged (the caller then restores its in-memory state from
@@ -276,6 +288,7 @@ impl Store {
                 free: Condvar::new(),
                 commits: AtomicU64::new(0),
                 aborts: AtomicU64::new(0),
+                on_abort: Mutex::new(None),
             }),
         }
     }
@@ -283,6 +296,11 @@ impl Store {
     /// Open (or create) the default sled database in `dir`.
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
         Ok(Store::new(Arc::new(self::sled::SledBackend::open(dir)?)))
+    }
+
+    /// A handle that does not keep the store alive (for callbacks the store itself holds).
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
     }
 
     /// The backend, for a store over the same database (a restart in tests).
@@ -341,6 +359,22 @@ impl Store {
             self.inner.aborts.fetch_add(1, Ordering::Relaxed);
             Ok(())
         };
+        let failed = !commit || result.is_err();
+        if failed {
+            // Memory may be ahead of disk now. Bring it back (the abort handler reads committed
+            // state) while this thread still owns the slot, so no other writer runs on it.
+            let handler = self
+                .inner
+                .on_abort
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(h) = handler {
+                drop(slot);
+                h();
+                slot = self.slot();
+            }
+        }
         slot.owner = None;
         drop(slot);
         self.inner.free.notify_one();
@@ -357,19 +391,32 @@ impl Store {
     /// Empty outside a transaction.
     pub fn savepoint(&self) -> Savepoint {
         let slot = self.slot();
-        Savepoint(if slot.owner == Some(std::thread::current().id()) {
-            slot.batch.clone()
+        if slot.owner == Some(std::thread::current().id()) {
+            Savepoint(slot.batch.clone(), slot.after_commit.len())
         } else {
-            Batch::default()
-        })
+            Savepoint(Batch::default(), 0)
+        }
     }
 
-    /// Discard what this thread's transaction staged after `savepoint`.
+    /// Discard what this thread's transaction staged after `savepoint`, and the after-commit
+    /// hooks registered since (their work is gone with it).
     pub fn rollback_to(&self, savepoint: Savepoint) {
         let mut slot = self.slot();
         if slot.owner == Some(std::thread::current().id()) {
             slot.batch = savepoint.0;
+            slot.after_commit.truncate(savepoint.1);
         }
+    }
+
+    /// What to run when a transaction is discarded or its commit fails, before any other
+    /// writer may begin: the owner of in-memory state (the core) restores it from committed
+    /// state here. It runs on the aborting thread, which may read the store but not write.
+    pub fn set_on_abort(&self, handler: impl Fn() + Send + Sync + 'static) {
+        *self
+            .inner
+            .on_abort
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
     }
 
     /// Whether this thread holds the open transaction.
@@ -606,6 +653,58 @@ mod tests {
             s.last(Namespace::Approvals, b"p").unwrap().unwrap().0,
             b"p5".to_vec()
         );
+    }
+
+    #[test]
+    fn the_abort_handler_runs_before_another_writer_may_begin() {
+        let (_d, s) = store();
+        let restored = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let restored = restored.clone();
+            s.set_on_abort(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                restored.store(true, Ordering::SeqCst);
+            });
+        }
+        let txn = s.begin().unwrap();
+        s.put(Namespace::Meta, b"x".to_vec(), vec![1]).unwrap();
+        let (other, seen) = (s.clone(), restored.clone());
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let _t = other.begin().unwrap();
+            seen.load(Ordering::SeqCst)
+        });
+        drop(txn);
+        assert!(
+            t.join().unwrap(),
+            "the next writer began only after memory was restored"
+        );
+        assert_eq!(s.get(Namespace::Meta, b"x").unwrap(), None);
+    }
+
+    #[test]
+    fn rolling_back_to_a_savepoint_drops_the_hooks_registered_since() {
+        let (_d, s) = store();
+        let ran = Arc::new(AtomicU64::new(0));
+        let txn = s.begin().unwrap();
+        let r = ran.clone();
+        s.after_commit(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let sp = s.savepoint();
+        let r = ran.clone();
+        s.after_commit(move || {
+            r.fetch_add(10, Ordering::SeqCst);
+        });
+        s.put(Namespace::Meta, b"later".to_vec(), vec![]).unwrap();
+        s.rollback_to(sp);
+        txn.commit().unwrap();
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            1,
+            "only the hook from before the savepoint"
+        );
+        assert_eq!(s.get(Namespace::Meta, b"later").unwrap(), None);
     }
 
     #[test]

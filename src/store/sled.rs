@@ -74,6 +74,10 @@ pub struct SledBackend {
     files: Mutex<BTreeSet<PathBuf>>,
     /// Nanoseconds and counts of write, flush, fsync.
     clocks: [(AtomicU64, AtomicU64); 3],
+    /// A batch was applied but could not be made durable: it is visible and may or may not
+    /// survive, so nothing more may be committed on top of it until a restart reads what is
+    /// really on disk.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 fn clock<T>(slot: &(AtomicU64, AtomicU64), f: impl FnOnce() -> T) -> T {
@@ -124,6 +128,7 @@ impl SledBackend {
             log,
             files: Mutex::new(BTreeSet::new()),
             clocks: Default::default(),
+            poisoned: Default::default(),
         };
         // The directory entries sled just created (conf, db, blobs/) must survive a power cut.
         sync_dir(dir)?;
@@ -240,6 +245,12 @@ impl Backend for SledBackend {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                op: "commit",
+                detail: "an earlier commit could not be made durable; restart wardend so it reads what is really on disk (check the disk and its logs first)".into(),
+            });
+        }
         let mut b = sled::Batch::default();
         for (ns, k, v) in batch.iter() {
             match v {
@@ -249,6 +260,7 @@ impl Backend for SledBackend {
         }
         clock(&self.clocks[0], || self.db.apply_batch(b)).map_err(io("write"))?;
         self.sync()
+            .inspect_err(|_| self.poisoned.store(true, Ordering::SeqCst))
     }
 
     fn timings(&self) -> Vec<Timing> {
