@@ -16,6 +16,8 @@ pub const INVOICE_UNPARSABLE: &str = "warden-invoice-unparsable";
 pub const INVOICE_WITHOUT_AMOUNT: &str = "warden-invoice-without-amount";
 /// A keysend whose destination is not a valid public key.
 pub const KEYSEND_BAD_DESTINATION: &str = "warden-keysend-bad-destination";
+/// The HSM cannot sign (token gone, session lost, audit key missing): payments are refused.
+pub const HSM_UNAVAILABLE: &str = "warden-hsm-unavailable";
 /// As many approval requests are open as `approvals.max_open` allows.
 pub const APPROVAL_CAPACITY: &str = "warden-approval-capacity";
 /// An hsmd message Warden could not decode, or of an unknown type: a temporary failure.
@@ -32,8 +34,9 @@ pub const CLOCK_STEPPED_BACK: &str = "warden-clock-stepped-back";
 pub const CLOCK_JUMPED: &str = "warden-clock-jumped";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     AUDIT_FAILURE,
+    HSM_UNAVAILABLE,
     STORE_FAILURE,
     INVOICE_CAPACITY,
     APPROVAL_CAPACITY,

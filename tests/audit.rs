@@ -257,31 +257,7 @@ fn when_the_audit_record_cannot_be_written_the_payment_is_refused() {
     // next audit record cannot be checkpointed, so the decision must fail closed.
     let s = setup("audit-failclosed", 1);
     assert!(pay(&s, 1, 1_000).approved);
-    let out = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &s.token.conf)
-        .args([
-            "--module",
-            warden::hsm::DEFAULT_MODULE,
-            "--token-label",
-            &s.token.label,
-            "--login",
-            "--pin",
-            common::USER_PIN,
-        ])
-        .args([
-            "--delete-object",
-            "--type",
-            "privkey",
-            "--label",
-            warden::hsm::AUDIT_KEY_LABEL,
-        ])
-        .output()
-        .expect("pkcs11-tool (opensc) is installed by scripts/setup.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    delete_audit_key(&s);
     let answer = pay(&s, 2, 1_000);
     assert!(!answer.approved, "no audit record, no approval: {answer:?}");
     assert_eq!(answer.tags, vec!["warden-audit-failure"]);
@@ -519,4 +495,79 @@ fn a_clock_stepped_back_neither_moves_warden_back_nor_uncounts_and_is_announced(
         core.clock.now() >= used_at,
         "Warden's time survives a restart"
     );
+}
+
+/// Remove the HSM's audit key behind wardend's back, as a fault or an operator would.
+fn delete_audit_key(s: &Setup) {
+    let out = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &s.token.conf)
+        .args([
+            "--module",
+            warden::hsm::DEFAULT_MODULE,
+            "--token-label",
+            &s.token.label,
+            "--login",
+            "--pin",
+            common::USER_PIN,
+        ])
+        .args([
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            warden::hsm::AUDIT_KEY_LABEL,
+        ])
+        .output()
+        .expect("pkcs11-tool (opensc) is installed by scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hsm_that_can_no_longer_sign_stops_approvals_within_a_second() {
+    // Checkpoints only every 100 records: without the watch, payments would keep passing
+    // until the next checkpoint came due.
+    let s = setup("hsm-watch", 100);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(warden::core::health::watch_hsm(
+        s.hsm.clone(),
+        s.core.clone(),
+        std::time::Duration::from_millis(100),
+        stop_rx,
+    ));
+    let mut events = s.core.events.subscribe();
+    assert!(tokio::task::block_in_place(|| pay(&s, 1, 1_000)).approved);
+    tokio::task::block_in_place(|| delete_audit_key(&s));
+    let started = std::time::Instant::now();
+    let refused = loop {
+        let answer = tokio::task::block_in_place(|| pay(&s, 2, 1_000));
+        if !answer.approved {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "still approving a second after the HSM lost its key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.tags, vec!["warden-hsm-unavailable"]);
+    assert!(
+        refused
+            .reason
+            .contains("the HSM cannot sign audit checkpoints")
+            && refused.reason.contains("warden-audit-ecdsa"),
+        "{}",
+        refused.reason
+    );
+    let hsm_event = loop {
+        let e = events.recv().await.unwrap();
+        if e.kind == warden::events::EventKind::Hsm {
+            break e;
+        }
+    };
+    assert_eq!(hsm_event.tags, vec!["warden-hsm-unavailable"]);
+    let _ = stop_tx.send(true);
 }

@@ -357,3 +357,26 @@ fn status_lists_protected_keys_and_no_secret() {
     assert!(!rendered.contains(&hex::encode(seed.as_slice())));
     assert!(!rendered.contains(common::USER_PIN));
 }
+
+#[test]
+fn a_pin_from_the_environment_is_removed_from_it_once_read_and_still_logs_in_again() {
+    let t = TestToken::new("pin-env");
+    let var = "WARDEN_TEST_PIN_ENV_REMOVED";
+    let mut cfg = t.hsm_config();
+    cfg.pin = PinSource::Env(var.into());
+    // The environment is changed under the harness's lock, as open_with reads it.
+    {
+        let _g = common::INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        std::env::set_var(var, common::USER_PIN);
+    }
+    let hsm = t.open_with(&cfg).unwrap();
+    assert!(
+        std::env::var(var).is_err(),
+        "the PIN is no longer in the process environment"
+    );
+    hsm.init(&t.data_dir).unwrap();
+    // The watch's recovery path logs in again from the PIN held in zeroizing memory.
+    hsm.relogin().unwrap();
+    hsm.probe().unwrap();
+    hsm.sign_digest(&[3u8; 32]).unwrap();
+}

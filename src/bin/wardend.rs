@@ -232,6 +232,13 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
+    // An HSM that can no longer sign stops approvals within a second.
+    tokio::spawn(warden::core::health::watch_hsm(
+        hsm.clone(),
+        core.clone(),
+        std::time::Duration::from_secs(1),
+        stop_rx.clone(),
+    ));
     let signer_task = tokio::spawn(warden::signer::stream::run(
         init,
         core.clone(),

@@ -15,6 +15,7 @@
 //! staged is rolled back to the savepoint taken at its start.
 
 pub mod engine;
+pub mod health;
 pub mod status;
 
 pub use engine::PolicyEngine;
@@ -68,6 +69,8 @@ impl PaymentAnswer {
 #[derive(Debug)]
 pub struct Core {
     store: Store,
+    /// Why the HSM cannot sign, while it cannot (set by [`health::watch_hsm`]).
+    hsm_fault: Mutex<Option<String>>,
     time: Arc<crate::clock::MonotonicClock>,
     persisted_hwm: Arc<std::sync::atomic::AtomicU64>,
     engine: Arc<Mutex<PolicyEngine>>,
@@ -137,6 +140,7 @@ impl Core {
         }
         Ok(Core {
             store,
+            hsm_fault: Mutex::new(None),
             time,
             persisted_hwm,
             engine,
@@ -287,6 +291,50 @@ impl Core {
         }
     }
 
+    /// Whether the HSM can sign, as the watch last found; announced when it changes.
+    pub fn set_hsm_health(&self, health: Result<(), String>) {
+        let mut fault = self.hsm_fault.lock().unwrap_or_else(|p| p.into_inner());
+        let was = fault.clone();
+        *fault = health.err();
+        let now = fault.clone();
+        drop(fault);
+        let tag = [crate::tags::HSM_UNAVAILABLE.to_string()];
+        match (was, now) {
+            (None, Some(e)) => {
+                tracing::error!(error = %e, "the HSM cannot sign: refusing payments");
+                // Recorded when the log can still take it (no checkpoint due), logged always.
+                self.events.emit(
+                    self.clock.now(),
+                    EventKind::Hsm,
+                    "",
+                    &tag,
+                    format!("the HSM cannot sign audit checkpoints ({e}); payments are refused until it answers again"),
+                    0,
+                );
+            }
+            (Some(_), None) => {
+                tracing::info!("the HSM answers again: payments are decided again");
+                self.events.emit(
+                    self.clock.now(),
+                    EventKind::Hsm,
+                    "",
+                    &[],
+                    "the HSM answers again; payments are decided again".into(),
+                    0,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Why the HSM cannot sign, while it cannot.
+    pub fn hsm_fault(&self) -> Option<String> {
+        self.hsm_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Report forward jumps of the system clock larger than `secs` (wardend sets
     /// `alerts.clock_jump_secs`; tests on a manual clock leave it off).
     pub fn set_max_clock_jump(&self, secs: Option<u64>) {
@@ -360,6 +408,12 @@ impl Core {
         invoice: Option<String>,
     ) -> Result<PaymentAnswer, (&'static str, String)> {
         use crate::tags::{AUDIT_FAILURE as AUDIT, STORE_FAILURE as STORE};
+        if let Some(fault) = self.hsm_fault() {
+            return Err((
+                crate::tags::HSM_UNAVAILABLE,
+                format!("rule {}: the HSM cannot sign audit checkpoints ({fault}); payments are refused until it answers again", crate::tags::HSM_UNAVAILABLE),
+            ));
+        }
         let now = self.clock.now();
         let amount = req.amount_msat();
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());

@@ -96,8 +96,11 @@ struct Inner {
     ctx: Pkcs11,
     slot: Slot,
     config: HsmConfig,
-    // Keeps the token logged in for as long as `Hsm` lives.
-    _login: Mutex<Session>,
+    // Keeps the token logged in for as long as `Hsm` lives; replaced by `relogin`.
+    login: Mutex<Session>,
+    // Held (zeroizing) to log in again after the token or its sessions were lost: a PIN from
+    // the environment is removed from it once read, so it cannot be read twice.
+    pin: cryptoki::types::AuthPin,
     pool: Mutex<PoolState>,
     returned: Condvar,
 }
@@ -137,6 +140,10 @@ impl Hsm {
         let slot = find_token(&ctx, config)?;
         // Read the PIN only once the token is known to exist.
         let pin = config.pin.read()?;
+        if let PinSource::Env(var) = &config.pin {
+            // Nothing started by wardend needs it, and a child process would inherit it.
+            std::env::remove_var(var);
+        }
         let login = ctx
             .open_rw_session(slot)
             .map_err(|e| HsmError::op("C_OpenSession", e))?;
@@ -155,14 +162,14 @@ impl Hsm {
             }
             Err(e) => return Err(HsmError::op("C_Login", e)),
         }
-        drop(pin);
         tracing::info!(module = %config.module.display(), token = %config.token_label, "logged in to HSM token");
         Ok(Hsm {
             inner: Arc::new(Inner {
                 ctx,
                 slot,
                 config: config.clone(),
-                _login: Mutex::new(login),
+                login: Mutex::new(login),
+                pin,
                 pool: Mutex::new(PoolState {
                     idle: Vec::new(),
                     open: 0,
@@ -206,9 +213,55 @@ impl Hsm {
         };
         let result = f(&session);
         let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.idle.push(session);
+        if result.is_ok() {
+            pool.idle.push(session);
+        } else {
+            // A session that failed may be dead (token removed, session closed, logged out):
+            // close it, and let the next operation open a fresh one.
+            pool.open -= 1;
+            drop(session);
+        }
         self.inner.returned.notify_one();
         result
+    }
+
+    /// Whether the token can still sign audit checkpoints: a live session, and the audit key
+    /// on the token. Cheap enough to run every second.
+    pub fn probe(&self) -> Result<(), HsmError> {
+        let token = self.inner.config.token_label.clone();
+        self.with_session(|s| {
+            s.get_session_info()
+                .map_err(|e| HsmError::op("C_GetSessionInfo", e))?;
+            Self::find_key(s, AUDIT_KEY_LABEL, ObjectClass::PRIVATE_KEY, &token).map(|_| ())
+        })
+    }
+
+    /// Log in again on a fresh session, dropping every pooled one: after the token was
+    /// removed and put back, or its sessions were closed under wardend.
+    pub fn relogin(&self) -> Result<(), HsmError> {
+        {
+            let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let n = pool.idle.len();
+            pool.idle.clear();
+            pool.open -= n;
+        }
+        let session = self
+            .inner
+            .ctx
+            .open_rw_session(self.inner.slot)
+            .map_err(|e| HsmError::op("C_OpenSession", e))?;
+        match session.login(UserType::User, Some(&self.inner.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
+                return Err(HsmError::WrongPin {
+                    label: self.inner.config.token_label.clone(),
+                    source_desc: self.inner.config.pin.describe(),
+                })
+            }
+            Err(e) => return Err(HsmError::op("C_Login", e)),
+        }
+        *self.inner.login.lock().unwrap_or_else(|p| p.into_inner()) = session;
+        Ok(())
     }
 
     /// Sessions the pool has open (busy or idle); never more than `max_sessions`.

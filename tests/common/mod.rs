@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use warden::hsm::{Hsm, HsmConfig, HsmError, PinSource, DEFAULT_MODULE};
 
-static INIT_LOCK: Mutex<()> = Mutex::new(());
+pub static INIT_LOCK: Mutex<()> = Mutex::new(());
 
 pub const USER_PIN: &str = "4242-user";
 pub const SO_PIN: &str = "9999-so";
