@@ -107,7 +107,7 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
     proto::ApprovalRequest {
         id: r.id.clone(),
         state: state_proto(r.state_at(now)) as i32,
-        kind: r.kind.clone(),
+        kind: r.kind.name().to_string(),
         payment_hash: hex::decode(&r.payment_hash).unwrap_or_default(),
         amount_msat: r.amount_msat(),
         destinations: r.outputs.iter().map(|(d, _)| d.to_string()).collect(),

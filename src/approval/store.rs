@@ -70,8 +70,8 @@ pub struct ApprovalRecord {
     pub id: String,
     /// Stored state; see [`ApprovalRecord::state_at`] for the state at a given time.
     pub state: RequestState,
-    /// "invoice", "keysend" or "onchain".
-    pub kind: String,
+    /// Invoice, keysend or on-chain.
+    pub kind: PaymentKind,
     /// Payment hash, hex (empty on-chain).
     pub payment_hash: String,
     /// Destinations and amounts (msat).
@@ -405,12 +405,7 @@ impl ApprovalStore {
                 v: 1,
                 id,
                 state: RequestState::Pending,
-                kind: match req.kind {
-                    PaymentKind::Invoice => "invoice",
-                    PaymentKind::Keysend => "keysend",
-                    PaymentKind::OnChain => "onchain",
-                }
-                .into(),
+                kind: req.kind,
                 payment_hash: req.payment_hash.map(hex::encode).unwrap_or_default(),
                 outputs: req.outputs.clone(),
                 description: req.description.clone(),

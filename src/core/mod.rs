@@ -210,7 +210,7 @@ impl Core {
         };
         let data = serde_json::json!({
             "request_digest": hex::encode(req.digest()),
-            "kind": format!("{:?}", req.kind).to_lowercase(),
+            "kind": req.kind.name(),
             "amount_msat": req.amount_msat(),
             "destinations": req.outputs.iter().map(|(d, v)| serde_json::json!({"destination": d.to_string(), "amount_msat": v})).collect::<Vec<_>>(),
             "verdict": verdict,

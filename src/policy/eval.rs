@@ -18,7 +18,8 @@ use super::velocity::{BucketChange, LedgerKey, VelocityState};
 use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
 
 /// What is being paid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PaymentKind {
     /// A BOLT 11 invoice.
     Invoice,
@@ -39,6 +40,17 @@ pub struct PaymentRequest {
     pub outputs: Vec<(Destination, u64)>,
     /// The invoice description, if any; informational only.
     pub description: Option<String>,
+}
+
+impl PaymentKind {
+    /// "invoice", "keysend" or "onchain", as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            PaymentKind::Invoice => "invoice",
+            PaymentKind::Keysend => "keysend",
+            PaymentKind::OnChain => "onchain",
+        }
+    }
 }
 
 impl PaymentRequest {
