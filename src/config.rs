@@ -85,6 +85,11 @@ pub struct FileAdmin {
     pub rate_per_minute: Option<u32>,
     /// Burst per client certificate.
     pub burst: Option<u32>,
+    /// Certificate names (CN) that may read but not sign.
+    pub viewers: Option<Vec<String>>,
+    /// Certificate names (CN) that may submit any admin's signature (a relay for hardware
+    /// wallets or an approval service).
+    pub relays: Option<Vec<String>>,
 }
 
 /// `[policy]` in the file.
@@ -284,6 +289,10 @@ pub struct Config {
     pub admin_rate_per_minute: u32,
     /// Admin API burst per client certificate.
     pub admin_burst: u32,
+    /// Certificate names with the viewer role.
+    pub admin_viewers: Vec<String>,
+    /// Certificate names with the relay role.
+    pub admin_relays: Vec<String>,
     /// The policy file, or `None` for the embedded default.
     pub policy_file: Option<PathBuf>,
     /// Rejections that refuse a held payment.
@@ -579,6 +588,8 @@ impl ConfigArgs {
             admin_tls,
             admin_rate_per_minute,
             admin_burst,
+            admin_viewers: file.admin.viewers.unwrap_or_default(),
+            admin_relays: file.admin.relays.unwrap_or_default(),
             policy_file,
             rejections_needed,
             max_open_requests,

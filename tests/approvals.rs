@@ -39,7 +39,10 @@ async fn two_admins_approve_then_the_payment_passes_exactly_once() {
     assert_eq!((r.need, r.amount_msat), (2, 1_500_000_000));
     assert_eq!(r.destinations, vec![format!("node {PAYEE}")]);
     assert_eq!(r.rule_tag, "large-payment-quorum");
-    assert_eq!(r.invoice, "lnbcrt-test");
+    assert_eq!(
+        r.invoice, "",
+        "an invoice carries its payment secret: never returned"
+    );
 
     let out = h
         .client("alice")
@@ -136,7 +139,8 @@ async fn a_third_partys_key_is_refused() {
         "{}",
         err.message()
     );
-    // Mallory as herself: not an admin.
+    // Mallory as herself (through a relay, which may submit anyone's): not an admin.
+    let mut c = h.client("relay").await;
     let err = c
         .approve(approve_req(&id, "mallory", &mallory, &digest))
         .await
@@ -273,7 +277,9 @@ async fn one_rejection_rejects_and_the_payment_stays_refused() {
         out.message,
         format!("request {id} rejected by carol; the payment will be refused")
     );
-    let err = c
+    let err = h
+        .client("relay")
+        .await
         .approve(approve_req(
             &id,
             "alice",
@@ -323,7 +329,8 @@ async fn a_bitcoin_signed_message_from_the_declared_address_counts() {
         } else {
             h.wallet.sign_bip137_p2wpkh(&r.approval_text)
         };
-        let mut c = h.client("alice").await;
+        // The wallet admin submits through its own certificate (or a relay's).
+        let mut c = h.client("dave").await;
         let msg = |signature: Vec<u8>| DecisionRequest {
             id: id.clone(),
             admin: "dave".into(),
@@ -361,14 +368,16 @@ async fn a_bitcoin_signed_message_from_the_declared_address_counts() {
             format!("dave approved request {id} (1 of 2 needed)"),
             "{label}"
         );
-        c.approve(approve_req(
-            &id,
-            "alice",
-            h.key("alice"),
-            &r.approval_digest,
-        ))
-        .await
-        .unwrap();
+        h.client("alice")
+            .await
+            .approve(approve_req(
+                &id,
+                "alice",
+                h.key("alice"),
+                &r.approval_digest,
+            ))
+            .await
+            .unwrap();
         assert!(
             h.core.decide_payment(&req, None).approved,
             "{label}: the wallet approval counts toward the quorum"
@@ -1004,4 +1013,49 @@ async fn the_quorum_can_reopen_a_rejected_request_and_then_it_pays_once() {
         2,
         "each reopen signature is audited"
     );
+}
+
+#[tokio::test]
+async fn a_certificate_signs_only_as_its_admin_unless_it_is_a_relay_and_a_viewer_only_reads() {
+    let h = AdminHarness::start().await;
+    let (_, id) = h.hold(2_000_000, 81);
+    let digest = pending(&h, &id).await.approval_digest;
+    // Alice's certificate carrying bob's (valid) signature: refused, nothing recorded.
+    let err = h
+        .client("alice")
+        .await
+        .approve(approve_req(&id, "bob", h.key("bob"), &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        err.message(),
+        "the certificate of alice may submit only alice's own signatures, not bob's; a relay certificate (admin.relays) may submit others'"
+    );
+    assert!(pending(&h, &id).await.signatures.is_empty());
+    // A viewer reads, and may not sign even its own way.
+    let mut viewer = h.client("auditor").await;
+    let listed = viewer
+        .list_pending(proto::ListPendingRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.requests.len(), 1);
+    let err = viewer
+        .approve(approve_req(&id, "bob", h.key("bob"), &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        "the certificate of auditor is a viewer's (admin.viewers): it may read, not sign"
+    );
+    // A relay may submit any admin's signature.
+    let out = h
+        .client("relay")
+        .await
+        .approve(approve_req(&id, "bob", h.key("bob"), &digest))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(out.message.contains("bob approved"), "{}", out.message);
 }

@@ -44,6 +44,25 @@ pub struct ApiConfig {
     pub max_message_bytes: usize,
     /// Seconds between the aggregated audit records of failed handshakes.
     pub auth_audit_secs: u64,
+    /// Certificate names (CN) that may read but not sign.
+    pub viewers: Vec<String>,
+    /// Certificate names (CN) that may submit any admin's signature.
+    pub relays: Vec<String>,
+}
+
+/// What a client certificate may do. Any certificate chained to the admin CA is an admin's
+/// own unless the configuration names it a viewer or a relay; the role narrows what it may
+/// do, on top of the signatures that authorize approvals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The admin named in the certificate: reads, and submits its own signatures only.
+    Admin(String),
+    /// Reads only (an auditor, a dashboard).
+    Viewer(String),
+    /// Submits any admin's signature (hardware-wallet admins, an approval service).
+    Relay(String),
+    /// No certificate: the loopback development mode without TLS.
+    Development,
 }
 
 impl ApiConfig {
@@ -55,6 +74,8 @@ impl ApiConfig {
             burst: 30,
             max_message_bytes: 64 * 1024,
             auth_audit_secs: AUTH_AUDIT_SECS,
+            viewers: Vec::new(),
+            relays: Vec::new(),
         }
     }
 }
@@ -65,6 +86,21 @@ pub struct AdminService {
     core: Arc<Core>,
     limiter: Arc<RateLimiter>,
     auth: Arc<AuthFailures>,
+    viewers: Arc<Vec<String>>,
+    relays: Arc<Vec<String>>,
+}
+
+/// The subject common name of a DER certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
 }
 
 fn to_status(e: ApprovalError) -> Status {
@@ -132,7 +168,8 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
                 reason: s.reason.clone().unwrap_or_default(),
             })
             .collect(),
-        invoice: r.invoice.clone().unwrap_or_default(),
+        // Never returned: a BOLT 11 invoice carries the payment secret.
+        invoice: String::new(),
         approval_digest: r.digest(Decision::Approve).to_vec(),
         approval_text: r.text(Decision::Approve),
         reject_digest: r.digest(Decision::Reject).to_vec(),
@@ -178,6 +215,8 @@ impl AdminService {
             core,
             limiter: Arc::new(RateLimiter::new(config.rate_per_minute, config.burst)),
             auth: Arc::new(AuthFailures::default()),
+            viewers: Arc::new(config.viewers.clone()),
+            relays: Arc::new(config.relays.clone()),
         }
     }
 
@@ -202,6 +241,54 @@ impl AdminService {
                 "rate limit reached for this client certificate; wait and retry (admin.rate_per_minute, admin.burst)",
             ))
         }
+    }
+
+    /// The role of the certificate a request came with.
+    pub fn role<T>(&self, req: &Request<T>) -> Result<Role, Status> {
+        let Some(certs) = req.peer_certs() else {
+            return Ok(Role::Development);
+        };
+        let cn = certs
+            .first()
+            .and_then(|c| common_name(c.as_ref()))
+            .ok_or_else(|| {
+                Status::permission_denied(
+                    "the client certificate has no subject common name; issue it with wardenctl tls init",
+                )
+            })?;
+        Ok(if self.viewers.contains(&cn) {
+            Role::Viewer(cn)
+        } else if self.relays.contains(&cn) {
+            Role::Relay(cn)
+        } else {
+            Role::Admin(cn)
+        })
+    }
+
+    /// Whether `role` may submit `admin`'s signature.
+    fn may_sign_for(role: &Role, admin: &str) -> Result<(), Status> {
+        match role {
+            Role::Admin(cn) if cn == admin => Ok(()),
+            Role::Admin(cn) => Err(Status::permission_denied(format!(
+                "the certificate of {cn} may submit only {cn}'s own signatures, not {admin}'s; a relay certificate (admin.relays) may submit others'"
+            ))),
+            Role::Viewer(cn) => Err(Status::permission_denied(format!(
+                "the certificate of {cn} is a viewer's (admin.viewers): it may read, not sign"
+            ))),
+            Role::Relay(_) | Role::Development => Ok(()),
+        }
+    }
+
+    fn decide_as(
+        &self,
+        request: Request<proto::DecisionRequest>,
+        decision: Decision,
+    ) -> Result<Response<proto::DecisionResponse>, Status> {
+        self.admit(&request)?;
+        let role = self.role(&request)?;
+        let req = request.into_inner();
+        Self::may_sign_for(&role, &req.admin)?;
+        self.decide(req, decision)
     }
 
     fn decide(
@@ -306,24 +393,21 @@ impl Warden for AdminService {
         &self,
         request: Request<proto::DecisionRequest>,
     ) -> Result<Response<proto::DecisionResponse>, Status> {
-        self.admit(&request)?;
-        self.decide(request.into_inner(), Decision::Approve)
+        self.decide_as(request, Decision::Approve)
     }
 
     async fn reject(
         &self,
         request: Request<proto::DecisionRequest>,
     ) -> Result<Response<proto::DecisionResponse>, Status> {
-        self.admit(&request)?;
-        self.decide(request.into_inner(), Decision::Reject)
+        self.decide_as(request, Decision::Reject)
     }
 
     async fn reopen(
         &self,
         request: Request<proto::DecisionRequest>,
     ) -> Result<Response<proto::DecisionResponse>, Status> {
-        self.admit(&request)?;
-        self.decide(request.into_inner(), Decision::Reopen)
+        self.decide_as(request, Decision::Reopen)
     }
 
     type WatchEventsStream = EventStream;

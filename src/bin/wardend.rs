@@ -150,6 +150,8 @@ async fn main() -> anyhow::Result<()> {
             tls,
             rate_per_minute: config.admin_rate_per_minute,
             burst: config.admin_burst,
+            viewers: config.admin_viewers.clone(),
+            relays: config.admin_relays.clone(),
             max_message_bytes: 64 * 1024,
             auth_audit_secs: warden::api::AUTH_AUDIT_SECS,
         };

@@ -148,6 +148,9 @@ impl AdminHarness {
             .collect();
         let mut cert_holders = admins.clone();
         cert_holders.push("dave".into());
+        // Certificates that are not admins': the harness names them a relay and a viewer.
+        cert_holders.push("relay".into());
+        cert_holders.push("auditor".into());
         let pki = tls::init_pki(&dir.path().join("pki"), &cert_holders).unwrap();
         let keys: Vec<(String, AdminKey)> = admins
             .iter()
@@ -182,7 +185,11 @@ impl AdminHarness {
         );
         let server_tls =
             tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca_cert).unwrap();
-        let config = tune(ApiConfig::with_tls(server_tls));
+        let config = tune(ApiConfig {
+            relays: vec!["relay".into()],
+            viewers: vec!["auditor".into()],
+            ..ApiConfig::with_tls(server_tls)
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
