@@ -148,6 +148,19 @@ impl AuthFailures {
     pub fn drain(&self) -> BTreeMap<String, SourceFailures> {
         std::mem::take(&mut *self.by_source.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// Put drained counts back (their audit record could not be written), merged with what
+    /// arrived since, so the next interval's record still holds them.
+    pub fn restore(&self, drained: BTreeMap<String, SourceFailures>) {
+        let mut by = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+        for (source, f) in drained {
+            let e = by.entry(source).or_insert(SourceFailures {
+                count: 0,
+                last_detail: f.last_detail.clone(),
+            });
+            e.count += f.count;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -205,5 +218,11 @@ mod tests {
         assert_eq!(drained[OTHER_SOURCES].count, 51);
         assert!(f.drain().is_empty(), "drained");
         assert_eq!(f.total(), 1_000 + MAX_SOURCES as u64 + 50);
+        // Counts whose record could not be written come back, merged with newer ones.
+        f.record("10.0.0.1:9", "no certificate", &bus, 0);
+        f.restore(drained);
+        let again = f.drain();
+        assert_eq!(again["10.0.0.1"].count, 1_001);
+        assert_eq!(again[OTHER_SOURCES].count, 51);
     }
 }

@@ -635,8 +635,9 @@ pub fn audit_auth_failures(core: &Core, auth: &AuthFailures) {
         return;
     }
     let total: u64 = drained.values().map(|s| s.count).sum();
-    let data = serde_json::json!({"failures": total, "by_source": drained});
+    let data = serde_json::json!({"failures": total, "by_source": &drained});
     if let Err(e) = core.audit().append(core.clock.now(), "auth-failures", data) {
-        tracing::error!(error = %e, "could not audit authentication failures");
+        tracing::error!(error = %e, "could not audit authentication failures; keeping the counts for the next interval");
+        auth.restore(drained);
     }
 }
