@@ -1059,3 +1059,31 @@ async fn a_certificate_signs_only_as_its_admin_unless_it_is_a_relay_and_a_viewer
         .into_inner();
     assert!(out.message.contains("bob approved"), "{}", out.message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_whose_audit_record_cannot_be_written_is_not_kept() {
+    let h = AdminHarness::start().await;
+    let (_, id) = h.hold(2_000_000, 91);
+    let digest = pending(&h, &id).await.approval_digest;
+    // The next audit record is due a checkpoint (a minute has passed), and the HSM's audit key
+    // is gone: the record cannot be written, so neither may the signature be.
+    h.clock.advance(61);
+    tokio::task::block_in_place(|| h.token.delete_audit_key());
+    let err = h
+        .client("alice")
+        .await
+        .approve(approve_req(&id, "alice", h.key("alice"), &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message()
+            .contains("the audit record of this signature could not be written"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        pending(&h, &id).await.signatures.is_empty(),
+        "the signature was not stored"
+    );
+}

@@ -499,31 +499,7 @@ fn a_clock_stepped_back_neither_moves_warden_back_nor_uncounts_and_is_announced(
 
 /// Remove the HSM's audit key behind wardend's back, as a fault or an operator would.
 fn delete_audit_key(s: &Setup) {
-    let out = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &s.token.conf)
-        .args([
-            "--module",
-            warden::hsm::DEFAULT_MODULE,
-            "--token-label",
-            &s.token.label,
-            "--login",
-            "--pin",
-            common::USER_PIN,
-        ])
-        .args([
-            "--delete-object",
-            "--type",
-            "privkey",
-            "--label",
-            warden::hsm::AUDIT_KEY_LABEL,
-        ])
-        .output()
-        .expect("pkcs11-tool (opensc) is installed by scripts/setup.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.token.delete_audit_key();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

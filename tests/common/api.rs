@@ -64,7 +64,7 @@ impl WalletAdmin {
 
 pub struct AdminHarness {
     pub dir: tempfile::TempDir,
-    _token: super::TestToken,
+    pub token: super::TestToken,
     pub pki: tls::Pki,
     pub core: Arc<Core>,
     pub clock: ManualClock,
@@ -203,7 +203,7 @@ impl AdminHarness {
         });
         AdminHarness {
             dir,
-            _token: token,
+            token,
             pki,
             core,
             clock,

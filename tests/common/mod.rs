@@ -146,6 +146,35 @@ impl TestToken {
             .to_string()
     }
 
+    /// Remove the HSM's audit key behind wardend's back, as a fault or an operator would.
+    pub fn delete_audit_key(&self) {
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .args([
+                "--module",
+                DEFAULT_MODULE,
+                "--token-label",
+                &self.label,
+                "--login",
+                "--pin",
+                USER_PIN,
+            ])
+            .args([
+                "--delete-object",
+                "--type",
+                "privkey",
+                "--label",
+                warden::hsm::AUDIT_KEY_LABEL,
+            ])
+            .output()
+            .expect("pkcs11-tool (opensc) is installed by scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
