@@ -21,6 +21,17 @@ fn approve_req(id: &str, admin: &str, key: &AdminKey, digest: &[u8]) -> Decision
     }
 }
 
+/// Each of `admins` approves `id` over `digest` with its own key and certificate.
+async fn approve_all(h: &AdminHarness, id: &str, admins: &[&str], digest: &[u8]) {
+    for admin in admins {
+        h.client(admin)
+            .await
+            .approve(approve_req(id, admin, h.key(admin), digest))
+            .await
+            .unwrap_or_else(|e| panic!("{admin} approves {id}: {e}"));
+    }
+}
+
 async fn pending(h: &AdminHarness, id: &str) -> proto::ApprovalRequest {
     h.client("alice")
         .await
@@ -759,13 +770,7 @@ async fn an_approved_request_under_an_old_policy_gives_way_to_a_new_request() {
     let h = AdminHarness::start().await;
     let (req, id) = h.hold(2_000_000, 41);
     let digest = pending(&h, &id).await.approval_digest;
-    for admin in ["alice", "bob"] {
-        h.client(admin)
-            .await
-            .approve(approve_req(&id, admin, h.key(admin), &digest))
-            .await
-            .unwrap();
-    }
+    approve_all(&h, &id, &["alice", "bob"], &digest).await;
     let text = common::api::policy_text(&h.keys, &h.wallet.p2wpkh, "changed");
     let policy = std::sync::Arc::new(warden::policy::parse_policy(&text).unwrap());
     let old_hash = h.core.policy().policy.hash_hex();
@@ -785,13 +790,7 @@ async fn an_approved_request_under_an_old_policy_gives_way_to_a_new_request() {
         answer.reason
     );
     let digest = pending(&h, &new_id).await.approval_digest;
-    for admin in ["alice", "carol"] {
-        h.client(admin)
-            .await
-            .approve(approve_req(&new_id, admin, h.key(admin), &digest))
-            .await
-            .unwrap();
-    }
+    approve_all(&h, &new_id, &["alice", "carol"], &digest).await;
     assert!(
         h.core.decide_payment(&req, None).approved,
         "paid once, under the new policy"
@@ -990,18 +989,7 @@ async fn the_quorum_can_reopen_a_rejected_request_and_then_it_pays_once() {
     let reopened = pending(&h, &id).await;
     assert_eq!(reopened.state, proto::RequestState::Pending as i32);
     assert!(reopened.signatures.is_empty());
-    for admin in ["alice", "bob"] {
-        h.client(admin)
-            .await
-            .approve(approve_req(
-                &id,
-                admin,
-                h.key(admin),
-                &reopened.approval_digest,
-            ))
-            .await
-            .unwrap();
-    }
+    approve_all(&h, &id, &["alice", "bob"], &reopened.approval_digest).await;
     assert!(h.core.decide_payment(&req, None).approved);
     let kinds: Vec<String> = warden::audit::read_records(h.core.store())
         .unwrap()
