@@ -48,7 +48,11 @@ fn token() -> (tempfile::TempDir, Hsm) {
         max_sessions: 2,
     })
     .unwrap();
-    hsm.init(&dir.path().join("data")).unwrap();
+    hsm.init(
+        &dir.path().join("data"),
+        lightning_signer::bitcoin::Network::Regtest,
+    )
+    .unwrap();
     (dir, hsm)
 }
 

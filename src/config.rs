@@ -90,6 +90,8 @@ pub struct FileAdmin {
     /// Certificate names (CN) that may submit any admin's signature (a relay for hardware
     /// wallets or an approval service).
     pub relays: Option<Vec<String>>,
+    /// Certificate names (CN) of Lightning nodes' own clients (the CLN plugin): status only.
+    pub nodes: Option<Vec<String>>,
 }
 
 /// `[policy]` in the file.
@@ -293,6 +295,8 @@ pub struct Config {
     pub admin_viewers: Vec<String>,
     /// Certificate names with the relay role.
     pub admin_relays: Vec<String>,
+    /// Certificate names with the node role.
+    pub admin_nodes: Vec<String>,
     /// The policy file, or `None` for the embedded default.
     pub policy_file: Option<PathBuf>,
     /// Rejections that refuse a held payment.
@@ -590,6 +594,7 @@ impl ConfigArgs {
             admin_burst,
             admin_viewers: file.admin.viewers.unwrap_or_default(),
             admin_relays: file.admin.relays.unwrap_or_default(),
+            admin_nodes: file.admin.nodes.unwrap_or_default(),
             policy_file,
             rejections_needed,
             max_open_requests,

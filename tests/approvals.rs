@@ -1048,6 +1048,59 @@ async fn a_certificate_signs_only_as_its_admin_unless_it_is_a_relay_and_a_viewer
     assert!(out.message.contains("bob approved"), "{}", out.message);
 }
 
+#[tokio::test]
+async fn a_node_certificate_asks_for_status_and_reads_or_signs_nothing() {
+    let h = AdminHarness::start().await;
+    let (_, id) = h.hold(2_000_000, 85);
+    let digest = pending(&h, &id).await.approval_digest;
+    let mut node = h.client("lightningd").await;
+    let status = node
+        .status(proto::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.pending, 1);
+    let denied = |e: tonic::Status, what: &str| {
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert_eq!(
+            e.message(),
+            format!("the certificate of lightningd is a node's (admin.nodes): it may ask for status, not {what}")
+        );
+    };
+    denied(
+        node.list_pending(proto::ListPendingRequest::default())
+            .await
+            .unwrap_err(),
+        "read approval requests",
+    );
+    denied(
+        node.get_request(proto::GetRequestRequest { id: id.clone() })
+            .await
+            .unwrap_err(),
+        "read approval requests",
+    );
+    denied(
+        node.get_policy(proto::GetPolicyRequest::default())
+            .await
+            .unwrap_err(),
+        "read the policy",
+    );
+    denied(
+        node.watch_events(proto::WatchEventsRequest::default())
+            .await
+            .unwrap_err(),
+        "read events",
+    );
+    // Not even a valid admin signature passes through a node's certificate.
+    denied(
+        node.approve(approve_req(&id, "alice", h.key("alice"), &digest))
+            .await
+            .unwrap_err(),
+        "sign",
+    );
+    assert!(pending(&h, &id).await.signatures.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signature_whose_audit_record_cannot_be_written_is_not_kept() {
     let h = AdminHarness::start().await;

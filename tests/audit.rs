@@ -34,7 +34,8 @@ fn setup(label: &str, checkpoint_every: u64) -> Setup {
 fn setup_timed(label: &str, checkpoint_every: u64, checkpoint_secs: u64) -> Setup {
     let token = TestToken::new(label);
     let hsm = token.open();
-    hsm.init(&token.data_dir).unwrap();
+    hsm.init(&token.data_dir, lightning_signer::bitcoin::Network::Regtest)
+        .unwrap();
     let text = "version = 1\n[[limit]]\ntag = \"cap\"\nwindow = \"payment\"\nmax_amount = \"1_000_000 sat\"\n[[limit]]\ntag = \"daily\"\nwindow = \"24h\"\nmax_amount = \"1_000_000 sat\"\n".to_string();
     let policy = Arc::new(parse_policy(&text).unwrap());
     let clock = ManualClock::new(T0);
@@ -500,6 +501,37 @@ fn a_clock_stepped_back_neither_moves_warden_back_nor_uncounts_and_is_announced(
 /// Remove the HSM's audit key behind wardend's back, as a fault or an operator would.
 fn delete_audit_key(s: &Setup) {
     s.token.delete_audit_key();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_closed_under_a_running_core_are_opened_and_logged_in_again_within_a_second() {
+    let s = setup("hsm-closed", 100);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(warden::core::health::watch_hsm(
+        s.hsm.clone(),
+        s.core.clone(),
+        std::time::Duration::from_millis(100),
+        stop_rx,
+    ));
+    assert!(tokio::task::block_in_place(|| pay(&s, 1, 1_000)).approved);
+    // Every session this process has on the token is closed, as an HSM that restarts does:
+    // the pooled sessions are dead and the token is logged out.
+    s.token.close_all_sessions();
+    assert!(s.hsm.probe().is_err(), "the fault is real");
+    let started = std::time::Instant::now();
+    while s.hsm.probe().is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "not logged in again a second after the sessions were closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The HSM signs again: a checkpoint, and payments are decided as before.
+    s.audit.checkpoint(s.clock.now()).unwrap();
+    assert!(tokio::task::block_in_place(|| pay(&s, 2, 1_000)).approved);
+    let report = verify_store(&s.store, &s.hsm.audit_public_key().unwrap(), None).unwrap();
+    assert!(matches!(report, Finding::Ok { .. }), "{report:?}");
+    let _ = stop_tx.send(true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

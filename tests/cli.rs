@@ -290,3 +290,72 @@ fn a_second_wardend_on_the_same_data_directory_is_refused() {
         "{stderr}"
     );
 }
+
+/// Start wardend on `t`, wait for its ready line, stop it with SIGTERM.
+fn start_and_stop(t: &TestToken) {
+    let mut child = t
+        .command("wardend")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a ready line").unwrap();
+    assert!(first.starts_with("wardend ready"), "{first}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn wardend_refuses_a_seed_file_that_is_not_the_seed_of_its_state() {
+    let t = TestToken::new("cli-seed-swap");
+    t.init();
+    start_and_stop(&t);
+    let path = t.data_dir.join(warden::hsm::SEALED_SEED_FILE);
+    let ours = std::fs::read(&path).unwrap();
+
+    // Another instance's blob, sealed by the same token's key: it opens, but it is not ours.
+    let hsm = t.open();
+    let theirs = hsm
+        .seal_seed(
+            &warden::hsm::NodeSeed::new([0x77; 32]),
+            &warden::hsm::SeedBinding::generate(lightning_signer::bitcoin::Network::Regtest)
+                .unwrap(),
+        )
+        .unwrap();
+    drop(hsm);
+    std::fs::write(&path, theirs.to_bytes()).unwrap();
+    let out = t.command("wardend").output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("is not the seed this state database was created with"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&hex::encode(theirs.binding.unwrap().seed_id)),
+        "{stderr}"
+    );
+
+    // The configured network must be the one the seed was sealed for.
+    std::fs::write(&path, &ours).unwrap();
+    let out = t
+        .command("wardend")
+        .env("WARDEN_NETWORK", "signet")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is sealed for the regtest network, but this configuration runs on signet"),
+        "{stderr}"
+    );
+
+    // Its own blob back, it starts.
+    start_and_stop(&t);
+}

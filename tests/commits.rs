@@ -47,8 +47,12 @@ impl World {
     fn new(label: &str) -> Self {
         let token = TestToken::new(label);
         let hsm = token.open();
-        hsm.init(&token.data_dir).unwrap();
-        let seed = hsm.load_seed(&token.data_dir).unwrap();
+        hsm.init(&token.data_dir, lightning_signer::bitcoin::Network::Regtest)
+            .unwrap();
+        let seed = hsm
+            .load_seed(&token.data_dir, lightning_signer::bitcoin::Network::Regtest)
+            .unwrap()
+            .seed;
         let admins: Vec<(String, AdminKey)> = ["alice", "bob", "carol"]
             .iter()
             .map(|n| (n.to_string(), AdminKey::generate()))

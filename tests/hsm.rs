@@ -22,7 +22,7 @@ fn files_in(dir: &std::path::Path) -> BTreeSet<String> {
 fn init_seals_a_seed_that_unseals_to_the_same_node_id() {
     let t = TestToken::new("init-roundtrip");
     let hsm = t.open();
-    let report = hsm.init(&t.data_dir).unwrap();
+    let report = hsm.init(&t.data_dir, Network::Regtest).unwrap();
     assert_eq!(report.sealed_seed_path, t.data_dir.join(SEALED_SEED_FILE));
     let blob = std::fs::read(&report.sealed_seed_path).unwrap();
     assert_eq!(blob.len(), sealed::BLOB_LEN);
@@ -31,8 +31,8 @@ fn init_seals_a_seed_that_unseals_to_the_same_node_id() {
         BTreeSet::from([SEALED_SEED_FILE.to_string()])
     );
 
-    let seed1 = hsm.load_seed(&t.data_dir).unwrap();
-    let seed2 = hsm.load_seed(&t.data_dir).unwrap();
+    let seed1 = hsm.load_seed(&t.data_dir, Network::Regtest).unwrap().seed;
+    let seed2 = hsm.load_seed(&t.data_dir, Network::Regtest).unwrap().seed;
     assert_eq!(seed1.as_slice(), seed2.as_slice());
     assert_ne!(
         seed1.as_slice(),
@@ -50,7 +50,11 @@ fn init_seals_a_seed_that_unseals_to_the_same_node_id() {
     drop(hsm);
     let again = t.open();
     assert_eq!(
-        again.load_seed(&t.data_dir).unwrap().as_slice(),
+        again
+            .load_seed(&t.data_dir, Network::Regtest)
+            .unwrap()
+            .seed
+            .as_slice(),
         seed1.as_slice()
     );
 }
@@ -59,10 +63,11 @@ fn init_seals_a_seed_that_unseals_to_the_same_node_id() {
 fn two_sealings_of_one_seed_differ_and_both_open() {
     let t = TestToken::new("reseal");
     let hsm = t.open();
-    hsm.init(&t.data_dir).unwrap();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
     let seed = warden::hsm::NodeSeed::new([0x5a; 32]);
-    let a = hsm.seal_seed(&seed).unwrap();
-    let b = hsm.seal_seed(&seed).unwrap();
+    let binding = warden::hsm::SeedBinding::generate(Network::Regtest).unwrap();
+    let a = hsm.seal_seed(&seed, &binding).unwrap();
+    let b = hsm.seal_seed(&seed, &binding).unwrap();
     assert_ne!(a.iv, b.iv, "every sealing uses a fresh IV");
     assert_ne!(a.ciphertext_and_tag, b.ciphertext_and_tag);
     let p = std::path::Path::new("x");
@@ -74,21 +79,41 @@ fn two_sealings_of_one_seed_differ_and_both_open() {
 fn every_flipped_byte_of_the_sealed_seed_is_detected() {
     let t = TestToken::new("tamper");
     let hsm = t.open();
-    hsm.init(&t.data_dir).unwrap();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
     let path = t.data_dir.join(SEALED_SEED_FILE);
     let good = std::fs::read(&path).unwrap();
     for i in 0..good.len() {
         let mut bad = good.clone();
         bad[i] ^= 0x01;
         std::fs::write(&path, &bad).unwrap();
-        let err = hsm.load_seed(&t.data_dir).unwrap_err();
+        let err = hsm.load_seed(&t.data_dir, Network::Regtest).unwrap_err();
         match i {
             0..=3 => assert!(err.to_string().contains("bad magic"), "byte {i}: {err}"),
             4 => assert!(
                 err.to_string()
-                    .contains("format version 0 is not supported"),
+                    .contains("format version 3 is not supported"),
                 "byte {i}: {err}"
             ),
+            5 => {
+                // regtest (3) became signet (2): named before the HSM is asked ...
+                assert!(
+                    matches!(
+                        err,
+                        HsmError::SealedSeedWrongNetwork {
+                            sealed_for: Network::Signet,
+                            configured: Network::Regtest,
+                            ..
+                        }
+                    ),
+                    "byte {i}: {err}"
+                );
+                // ... and a node configured for the edited network cannot open it either.
+                let err = hsm.load_seed(&t.data_dir, Network::Signet).unwrap_err();
+                assert!(
+                    matches!(err, HsmError::SealedSeedTampered { .. }),
+                    "byte {i} opened for signet: {err}"
+                );
+            }
             _ => assert!(
                 matches!(err, HsmError::SealedSeedTampered { .. }),
                 "byte {i}: {err}"
@@ -96,21 +121,83 @@ fn every_flipped_byte_of_the_sealed_seed_is_detected() {
         }
     }
     std::fs::write(&path, &good).unwrap();
-    hsm.load_seed(&t.data_dir).unwrap();
+    hsm.load_seed(&t.data_dir, Network::Regtest).unwrap();
+}
+
+#[test]
+fn a_seed_sealed_for_one_network_is_refused_on_another() {
+    let t = TestToken::new("seed-network");
+    let hsm = t.open();
+    let report = hsm.init(&t.data_dir, Network::Testnet).unwrap();
+    assert_eq!(report.binding.network, Network::Testnet);
+    let msg = hsm
+        .load_seed(&t.data_dir, Network::Bitcoin)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("is sealed for the testnet network, but this configuration runs on bitcoin"),
+        "{msg}"
+    );
+    assert!(msg.contains("fix `network` in the configuration"), "{msg}");
+    let loaded = hsm.load_seed(&t.data_dir, Network::Testnet).unwrap();
+    assert_eq!(loaded.binding, report.binding);
+    assert!(!loaded.upgraded);
+}
+
+#[test]
+fn a_format_1_seed_is_rewritten_bound_to_its_network_and_opens_to_the_same_seed() {
+    let t = TestToken::new("seed-upgrade");
+    let hsm = t.open();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
+    let path = t.data_dir.join(SEALED_SEED_FILE);
+    let original = hsm.load_seed(&t.data_dir, Network::Regtest).unwrap();
+    let legacy = hsm.seal_seed_v1(&original.seed).unwrap();
+    std::fs::write(&path, legacy.to_bytes()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap().len(), sealed::LEGACY_BLOB_LEN);
+
+    let upgraded = hsm.load_seed(&t.data_dir, Network::Signet).unwrap();
+    assert!(upgraded.upgraded);
+    assert_eq!(upgraded.seed.as_slice(), original.seed.as_slice());
+    assert_eq!(upgraded.binding.network, Network::Signet);
+    assert_ne!(upgraded.binding.seed_id, original.binding.seed_id);
+    let blob = std::fs::read(&path).unwrap();
+    assert_eq!(blob.len(), sealed::BLOB_LEN);
+    assert_eq!(blob[4], sealed::FORMAT_VERSION);
+    assert_eq!(
+        SealedSeed::from_bytes(&blob).unwrap().binding,
+        Some(upgraded.binding)
+    );
+    // From now on it is bound: the same id again, and another network is refused.
+    let again = hsm.load_seed(&t.data_dir, Network::Signet).unwrap();
+    assert!(!again.upgraded);
+    assert_eq!(again.binding, upgraded.binding);
+    assert_eq!(again.seed.as_slice(), original.seed.as_slice());
+    assert!(matches!(
+        hsm.load_seed(&t.data_dir, Network::Regtest).unwrap_err(),
+        HsmError::SealedSeedWrongNetwork { .. }
+    ));
+    assert_eq!(
+        files_in(&t.data_dir),
+        BTreeSet::from([SEALED_SEED_FILE.to_string()]),
+        "no temporary file is left behind"
+    );
 }
 
 #[test]
 fn tampered_truncated_and_foreign_blobs_give_clear_errors() {
     let t = TestToken::new("blob-errors");
     let hsm = t.open();
-    hsm.init(&t.data_dir).unwrap();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
     let path = t.data_dir.join(SEALED_SEED_FILE);
     let good = std::fs::read(&path).unwrap();
 
     let mut bad = good.clone();
     *bad.last_mut().unwrap() ^= 0x80;
     std::fs::write(&path, &bad).unwrap();
-    let msg = hsm.load_seed(&t.data_dir).unwrap_err().to_string();
+    let msg = hsm
+        .load_seed(&t.data_dir, Network::Regtest)
+        .unwrap_err()
+        .to_string();
     assert!(
         msg.contains("failed authentication: it was altered"),
         "{msg}"
@@ -118,27 +205,36 @@ fn tampered_truncated_and_foreign_blobs_give_clear_errors() {
     assert!(msg.contains(&path.display().to_string()), "{msg}");
 
     std::fs::write(&path, &good[..30]).unwrap();
-    let msg = hsm.load_seed(&t.data_dir).unwrap_err().to_string();
+    let msg = hsm
+        .load_seed(&t.data_dir, Network::Regtest)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("is malformed: truncated: 30 bytes"), "{msg}");
 
-    let mut v2 = good.clone();
-    v2[4] = 2;
-    std::fs::write(&path, &v2).unwrap();
-    let msg = hsm.load_seed(&t.data_dir).unwrap_err().to_string();
+    let mut v9 = good.clone();
+    v9[4] = 9;
+    std::fs::write(&path, &v9).unwrap();
+    let msg = hsm
+        .load_seed(&t.data_dir, Network::Regtest)
+        .unwrap_err()
+        .to_string();
     assert!(
-        msg.contains("format version 2 is not supported by this build"),
+        msg.contains("format version 9 is not supported by this build"),
         "{msg}"
     );
 
     std::fs::remove_file(&path).unwrap();
-    let msg = hsm.load_seed(&t.data_dir).unwrap_err().to_string();
+    let msg = hsm
+        .load_seed(&t.data_dir, Network::Regtest)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("cannot read the sealed node seed"), "{msg}");
     assert!(msg.contains("Run `wardenctl init`"), "{msg}");
 
     // A blob sealed by another token's key does not open here.
     let other = TestToken::new("blob-other");
     let other_hsm = other.open();
-    other_hsm.init(&other.data_dir).unwrap();
+    other_hsm.init(&other.data_dir, Network::Regtest).unwrap();
     let foreign = std::fs::read(other.data_dir.join(SEALED_SEED_FILE)).unwrap();
     let sealed = SealedSeed::from_bytes(&foreign).unwrap();
     let err = hsm.unseal_seed(&sealed, &path).unwrap_err();
@@ -149,7 +245,7 @@ fn tampered_truncated_and_foreign_blobs_give_clear_errors() {
 fn hsm_signatures_are_low_s_and_verify_with_secp256k1() {
     let t = TestToken::new("ecdsa");
     let hsm = t.open();
-    hsm.init(&t.data_dir).unwrap();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
     let pk = hsm.audit_public_key().unwrap();
     let secp = Secp256k1::verification_only();
     let half_order =
@@ -179,7 +275,7 @@ fn the_session_pool_serves_concurrent_signers() {
     let mut cfg = t.hsm_config();
     cfg.max_sessions = 2;
     let hsm = t.open_with(&cfg).unwrap();
-    hsm.init(&t.data_dir).unwrap();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
     let pk = hsm.audit_public_key().unwrap();
     let threads: Vec<_> = (0..8u8)
         .map(|n| {
@@ -267,7 +363,10 @@ fn using_a_token_without_keys_says_to_run_init() {
     );
     assert!(msg.contains("wardenctl init"), "{msg}");
     let msg = hsm
-        .seal_seed(&warden::hsm::NodeSeed::new([1; 32]))
+        .seal_seed(
+            &warden::hsm::NodeSeed::new([1; 32]),
+            &warden::hsm::SeedBinding::generate(Network::Regtest).unwrap(),
+        )
         .unwrap_err()
         .to_string();
     assert!(msg.contains("\"warden-seed-seal\" is missing"), "{msg}");
@@ -277,16 +376,22 @@ fn using_a_token_without_keys_says_to_run_init() {
 fn a_second_init_refuses_and_changes_nothing() {
     let t = TestToken::new("init-twice");
     let hsm = t.open();
-    hsm.init(&t.data_dir).unwrap();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
     let before = std::fs::read(t.data_dir.join(SEALED_SEED_FILE)).unwrap();
     let pk = hsm.audit_public_key().unwrap();
 
     // Same data dir: the seed file is protected.
-    let msg = hsm.init(&t.data_dir).unwrap_err().to_string();
+    let msg = hsm
+        .init(&t.data_dir, Network::Regtest)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("a sealed node seed already exists"), "{msg}");
     // Fresh data dir, same token: the keys are protected.
     let other_dir = t.path().join("data2");
-    let msg = hsm.init(&other_dir).unwrap_err().to_string();
+    let msg = hsm
+        .init(&other_dir, Network::Regtest)
+        .unwrap_err()
+        .to_string();
     assert!(
         msg.contains("already holds Warden keys (warden-seed-seal, warden-audit-ecdsa)"),
         "{msg}"
@@ -303,7 +408,7 @@ fn a_second_init_refuses_and_changes_nothing() {
         before
     );
     assert_eq!(hsm.audit_public_key().unwrap(), pk);
-    hsm.load_seed(&t.data_dir).unwrap();
+    hsm.load_seed(&t.data_dir, Network::Regtest).unwrap();
 }
 
 #[test]
@@ -314,7 +419,7 @@ fn an_unwritable_data_dir_fails_before_any_key_is_created() {
     let blocker = t.path().join("blocker");
     std::fs::write(&blocker, b"").unwrap();
     let dir = blocker.join("data");
-    let msg = hsm.init(&dir).unwrap_err().to_string();
+    let msg = hsm.init(&dir, Network::Regtest).unwrap_err().to_string();
     assert!(msg.contains("the data directory"), "{msg}");
     assert!(msg.contains("is not writable"), "{msg}");
     let status = hsm.status().unwrap();
@@ -324,7 +429,7 @@ fn an_unwritable_data_dir_fails_before_any_key_is_created() {
         status.keys
     );
     // And the token is still usable for a proper init.
-    hsm.init(&t.data_dir).unwrap();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
 }
 
 #[test]
@@ -332,7 +437,7 @@ fn status_lists_protected_keys_and_no_secret() {
     let t = TestToken::new("status");
     let hsm = t.open();
     assert!(hsm.status().unwrap().keys.is_empty());
-    let report = hsm.init(&t.data_dir).unwrap();
+    let report = hsm.init(&t.data_dir, Network::Regtest).unwrap();
     let status = hsm.status().unwrap();
     assert_eq!(status.token_label, "status");
     assert!(status.library.contains("SoftHSM"), "{}", status.library);
@@ -352,7 +457,7 @@ fn status_lists_protected_keys_and_no_secret() {
         status.keys[1].public_key.as_deref(),
         Some(report.audit_public_key.to_string().as_str())
     );
-    let seed = hsm.load_seed(&t.data_dir).unwrap();
+    let seed = hsm.load_seed(&t.data_dir, Network::Regtest).unwrap().seed;
     let rendered = format!("{status:?} {}", serde_json::to_string(&status).unwrap());
     assert!(!rendered.contains(&hex::encode(seed.as_slice())));
     assert!(!rendered.contains(common::USER_PIN));
@@ -374,7 +479,7 @@ fn a_pin_from_the_environment_is_removed_from_it_once_read_and_still_logs_in_aga
         std::env::var(var).is_err(),
         "the PIN is no longer in the process environment"
     );
-    hsm.init(&t.data_dir).unwrap();
+    hsm.init(&t.data_dir, Network::Regtest).unwrap();
     // The watch's recovery path logs in again from the PIN held in zeroizing memory.
     hsm.relogin().unwrap();
     hsm.probe().unwrap();

@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub viewers: Vec<String>,
     /// Certificate names (CN) that may submit any admin's signature.
     pub relays: Vec<String>,
+    /// Certificate names (CN) of Lightning nodes (the CLN plugin): status only.
+    pub nodes: Vec<String>,
 }
 
 /// What a client certificate may do. Any certificate chained to the admin CA is an admin's
@@ -61,6 +63,10 @@ pub enum Role {
     Viewer(String),
     /// Submits any admin's signature (hardware-wallet admins, an approval service).
     Relay(String),
+    /// A Lightning node's own client (the CLN plugin): asks for status, never reads requests,
+    /// events or the policy and never signs. A node that is compromised must learn nothing
+    /// from the signer that guards it and approve nothing.
+    Node(String),
     /// No certificate: the loopback development mode without TLS.
     Development,
 }
@@ -76,6 +82,7 @@ impl ApiConfig {
             auth_audit_secs: AUTH_AUDIT_SECS,
             viewers: Vec::new(),
             relays: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 }
@@ -88,6 +95,7 @@ pub struct AdminService {
     auth: Arc<AuthFailures>,
     viewers: Arc<Vec<String>>,
     relays: Arc<Vec<String>>,
+    nodes: Arc<Vec<String>>,
 }
 
 /// The subject common name of a DER certificate.
@@ -217,6 +225,7 @@ impl AdminService {
             auth: Arc::new(AuthFailures::default()),
             viewers: Arc::new(config.viewers.clone()),
             relays: Arc::new(config.relays.clone()),
+            nodes: Arc::new(config.nodes.clone()),
         }
     }
 
@@ -258,6 +267,8 @@ impl AdminService {
             })?;
         Ok(if self.viewers.contains(&cn) {
             Role::Viewer(cn)
+        } else if self.nodes.contains(&cn) {
+            Role::Node(cn)
         } else if self.relays.contains(&cn) {
             Role::Relay(cn)
         } else {
@@ -275,7 +286,20 @@ impl AdminService {
             Role::Viewer(cn) => Err(Status::permission_denied(format!(
                 "the certificate of {cn} is a viewer's (admin.viewers): it may read, not sign"
             ))),
+            Role::Node(cn) => Err(Status::permission_denied(format!(
+                "the certificate of {cn} is a node's (admin.nodes): it may ask for status, not sign"
+            ))),
             Role::Relay(_) | Role::Development => Ok(()),
+        }
+    }
+
+    /// Refuse a node's certificate what only people may read: requests, events, the policy.
+    fn may_read<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
+        match self.role(req)? {
+            Role::Node(cn) => Err(Status::permission_denied(format!(
+                "the certificate of {cn} is a node's (admin.nodes): it may ask for status, not read {what}"
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -342,6 +366,7 @@ impl Warden for AdminService {
         request: Request<proto::ListPendingRequest>,
     ) -> Result<Response<proto::ListPendingResponse>, Status> {
         self.admit(&request)?;
+        self.may_read(&request, "approval requests")?;
         let now = self.core.clock.now();
         let req = request.into_inner();
         let size = match req.page_size {
@@ -384,6 +409,7 @@ impl Warden for AdminService {
         request: Request<proto::GetRequestRequest>,
     ) -> Result<Response<proto::ApprovalRequest>, Status> {
         self.admit(&request)?;
+        self.may_read(&request, "approval requests")?;
         let id = request.into_inner().id;
         let r = self.core.approvals.get(&id).map_err(to_status)?;
         Ok(Response::new(record_proto(&r, self.core.clock.now())))
@@ -417,6 +443,7 @@ impl Warden for AdminService {
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         self.admit(&request)?;
+        self.may_read(&request, "events")?;
         use tokio_stream::StreamExt;
         let rx = self.core.events.subscribe();
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(|item| match item {
@@ -480,6 +507,7 @@ impl Warden for AdminService {
         request: Request<proto::GetPolicyRequest>,
     ) -> Result<Response<proto::GetPolicyResponse>, Status> {
         self.admit(&request)?;
+        self.may_read(&request, "the policy")?;
         let loaded = self.core.policy();
         Ok(Response::new(proto::GetPolicyResponse {
             policy_hash: loaded.policy.hash_hex(),

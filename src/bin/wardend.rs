@@ -58,11 +58,13 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let hsm = Hsm::open(&config.hsm)?;
-    let seed = hsm.load_seed(&config.data_dir)?;
+    let loaded_seed = hsm.load_seed(&config.data_dir, config.network)?;
+    let seed = loaded_seed.seed;
     let node_id = warden::signer::node_id(&seed, config.network);
     let audit_key = hsm.audit_public_key()?;
 
     let store = Store::open(&config.data_dir.join("state"))?;
+    warden::signer::bind_seed(&store, &loaded_seed.binding)?;
     let metrics = Arc::new(warden::metrics::Metrics::default());
     let audit = Arc::new(warden::audit::AuditLog::open(
         &store,
@@ -98,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
             "policy_hash": loaded.policy.hash_hex(),
             "version": env!("CARGO_PKG_VERSION"),
             "audit_key": audit_key.to_string(),
+            "seed_id": loaded_seed.binding.seed_id_hex(),
+            "seed_upgraded": loaded_seed.upgraded,
         }),
     )?;
     let settings = warden::signer::SignerSettings {
@@ -152,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             burst: config.admin_burst,
             viewers: config.admin_viewers.clone(),
             relays: config.admin_relays.clone(),
+            nodes: config.admin_nodes.clone(),
             max_message_bytes: 64 * 1024,
             auth_audit_secs: warden::api::AUTH_AUDIT_SECS,
         };
@@ -234,11 +239,12 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    // An HSM that can no longer sign stops approvals within a second.
+    // An HSM that can no longer sign stops approvals within a second: probed four times a
+    // second (a session call and a key lookup, well under a millisecond on a local token).
     tokio::spawn(warden::core::health::watch_hsm(
         hsm.clone(),
         core.clone(),
-        std::time::Duration::from_secs(1),
+        std::time::Duration::from_millis(250),
         stop_rx.clone(),
     ));
     let signer_task = tokio::spawn(warden::signer::stream::run(

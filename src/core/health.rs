@@ -19,6 +19,10 @@ pub async fn watch_hsm(
 ) {
     let mut backoff = every;
     let mut next_login = Instant::now();
+    // Why the last attempt to log in again failed, shown with the probe's error: "the token
+    // refused the PIN" is what the operator needs to read, not only "no session".
+    let mut login_error: Option<String> = None;
+    let mut refusals_seen = hsm.pin_refusals();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {},
@@ -39,17 +43,52 @@ pub async fn watch_hsm(
             Ok(()) => {
                 core.set_hsm_health(Ok(()));
                 backoff = every;
+                login_error = None;
             }
             Err(e) => {
-                core.set_hsm_health(Err(e));
                 if Instant::now() >= next_login {
-                    let hsm = hsm.clone();
-                    let relogged = tokio::task::spawn_blocking(move || hsm.relogin()).await;
-                    if !matches!(relogged, Ok(Ok(()))) {
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let started = Instant::now();
+                    let relogged = {
+                        let hsm = hsm.clone();
+                        tokio::task::spawn_blocking(move || hsm.relogin())
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()))
+                    };
+                    // Only PIN refusals the token itself gave count as failed logins; a PIN
+                    // wardend declined to offer again is not a C_Login call.
+                    let refusals = hsm.pin_refusals();
+                    if refusals > refusals_seen {
+                        core.metrics
+                            .hsm_op("login", started.elapsed().as_secs_f64(), false);
+                        refusals_seen = refusals;
+                    }
+                    match relogged {
+                        Ok(()) => {
+                            core.metrics
+                                .hsm_op("login", started.elapsed().as_secs_f64(), true);
+                            login_error = None;
+                            core.set_hsm_health(Ok(()));
+                            backoff = every;
+                            next_login = Instant::now();
+                            continue;
+                        }
+                        Err(le) => {
+                            if login_error.as_ref() != Some(&le) {
+                                tracing::warn!(error = %le, "logging in to the HSM again failed; retrying with backoff");
+                            }
+                            login_error = Some(le);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
                     }
                     next_login = Instant::now() + backoff;
                 }
+                // Once logging in again has failed, its error is the one to read (and it stays
+                // the same while the token is away, so the event is not repeated each probe).
+                core.set_hsm_health(Err(match &login_error {
+                    Some(le) => format!("logging in to it again failed: {le}"),
+                    None => e,
+                }));
             }
         }
     }

@@ -300,7 +300,7 @@ impl Core {
         drop(fault);
         let tag = [crate::tags::HSM_UNAVAILABLE.to_string()];
         match (was, now) {
-            (None, Some(e)) => {
+            (was, Some(e)) if was.as_ref() != Some(&e) => {
                 tracing::error!(error = %e, "the HSM cannot sign: refusing payments");
                 // Recorded when the log can still take it (no checkpoint due), logged always.
                 self.events.emit(

@@ -31,6 +31,10 @@ pub enum HsmError {
     #[error("the HSM rejected the user PIN for token \"{label}\" (wrong PIN). Check the PIN source ({source_desc}); repeated failures lock the token")]
     WrongPin { label: String, source_desc: String },
 
+    /// The token refused the PIN wardend held when it had to log in again.
+    #[error("the HSM token \"{label}\" refused the PIN wardend logged in with (was the PIN changed under wardend?). wardend does not offer a refused PIN again, because repeated failures lock the token: {what_to_do}")]
+    PinRefused { label: String, what_to_do: String },
+
     /// The token has locked the user PIN after too many failures.
     #[error("the user PIN of token \"{label}\" is locked after too many failures. The security officer must reset it (softhsm2-util or your HSM's admin tool)")]
     PinLocked { label: String },
@@ -62,6 +66,14 @@ pub enum HsmError {
     /// The sealed blob failed authentication: it was changed, or sealed by another key.
     #[error("the sealed node seed at {path} failed authentication: it was altered, or it was sealed by a different HSM key. Restore the file from backup, or point Warden at the token that sealed it")]
     SealedSeedTampered { path: PathBuf },
+
+    /// The blob is sealed for another Bitcoin network than the configuration names.
+    #[error("the sealed node seed at {path} is sealed for the {sealed_for} network, but this configuration runs on {configured}. The same seed on two networks is the same keys on both: fix `network` in the configuration, or run `wardenctl init` with a fresh data directory and token for {configured}")]
+    SealedSeedWrongNetwork {
+        path: PathBuf,
+        sealed_for: lightning_signer::bitcoin::Network,
+        configured: lightning_signer::bitcoin::Network,
+    },
 
     /// The HSM returned a public key or signature Warden cannot interpret.
     #[error("the HSM returned an unusable {what}: {detail}")]

@@ -20,7 +20,7 @@ pub use anchor::{AuditAnchor, AUDIT_ANCHOR_LABEL};
 pub use ecdsa::{public_key_from_ec_point, signature_from_raw, SECP256K1_EC_PARAMS};
 pub use error::HsmError;
 pub use pin::PinSource;
-pub use sealed::{NodeSeed, SealedSeed};
+pub use sealed::{NodeSeed, SealedSeed, SeedBinding};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -30,6 +30,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use lightning_signer::bitcoin::secp256k1::{ecdsa::Signature, PublicKey};
+use lightning_signer::bitcoin::Network;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -94,20 +95,32 @@ pub struct Hsm {
 
 struct Inner {
     ctx: Pkcs11,
-    slot: Slot,
     config: HsmConfig,
     // Keeps the token logged in for as long as `Hsm` lives; replaced by `relogin`.
-    login: Mutex<Session>,
-    // Held (zeroizing) to log in again after the token or its sessions were lost: a PIN from
-    // the environment is removed from it once read, so it cannot be read twice.
-    pin: cryptoki::types::AuthPin,
+    login: Mutex<Option<Session>>,
+    pin: Mutex<PinState>,
     pool: Mutex<PoolState>,
     returned: Condvar,
+    pin_refusals: std::sync::atomic::AtomicU64,
+}
+
+/// The PIN held (zeroizing) to log in again after the token or its sessions were lost: a PIN
+/// from the environment is removed from it once read, so it cannot be read twice.
+struct PinState {
+    pin: cryptoki::types::AuthPin,
+    // The token refused `pin`: it is never offered again, because real HSMs lock the user PIN
+    // after a few failures. A PIN file is re-read instead, so an operator who changed the PIN
+    // writes the new one there and wardend logs in by itself.
+    refused: bool,
 }
 
 struct PoolState {
     idle: Vec<Session>,
     open: usize,
+    slot: Slot,
+    // Bumped when the library is re-initialized: sessions of an older generation died with it,
+    // and their handles may now name someone else's session, so they are never closed.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -166,15 +179,20 @@ impl Hsm {
         Ok(Hsm {
             inner: Arc::new(Inner {
                 ctx,
-                slot,
                 config: config.clone(),
-                login: Mutex::new(login),
-                pin,
+                login: Mutex::new(Some(login)),
+                pin: Mutex::new(PinState {
+                    pin,
+                    refused: false,
+                }),
                 pool: Mutex::new(PoolState {
                     idle: Vec::new(),
                     open: 0,
+                    slot,
+                    generation: 0,
                 }),
                 returned: Condvar::new(),
+                pin_refusals: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -184,21 +202,25 @@ impl Hsm {
         &self,
         f: impl FnOnce(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
-        let session = {
+        let (session, generation) = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
             loop {
+                let generation = pool.generation;
                 if let Some(s) = pool.idle.pop() {
-                    break s;
+                    break (s, generation);
                 }
                 if pool.open < self.inner.config.max_sessions.max(1) {
                     pool.open += 1;
+                    let slot = pool.slot;
                     drop(pool);
-                    match self.inner.ctx.open_rw_session(self.inner.slot) {
-                        Ok(s) => break s,
+                    match self.inner.ctx.open_rw_session(slot) {
+                        Ok(s) => break (s, generation),
                         Err(e) => {
                             let mut pool =
                                 self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
-                            pool.open -= 1;
+                            if pool.generation == generation {
+                                pool.open -= 1;
+                            }
                             self.inner.returned.notify_one();
                             return Err(HsmError::op("C_OpenSession", e));
                         }
@@ -213,7 +235,10 @@ impl Hsm {
         };
         let result = f(&session);
         let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if result.is_ok() {
+        if pool.generation != generation {
+            // The library was re-initialized while this session was in use.
+            std::mem::forget(session);
+        } else if result.is_ok() {
             pool.idle.push(session);
         } else {
             // A session that failed may be dead (token removed, session closed, logged out):
@@ -236,32 +261,134 @@ impl Hsm {
         })
     }
 
-    /// Log in again on a fresh session, dropping every pooled one: after the token was
-    /// removed and put back, or its sessions were closed under wardend.
+    /// Get a token that stopped answering back to one that can sign: first a fresh session and
+    /// login on the same library (enough after sessions were closed under wardend); if the
+    /// token still cannot sign, the whole library is finalized and initialized again, the
+    /// token found again by its label (its slot may have changed), and logged in to. A token
+    /// directory that was removed and put back, or an HSM that restarted, is only seen again
+    /// after a new `C_Initialize`.
     pub fn relogin(&self) -> Result<(), HsmError> {
-        {
+        match self.login_fresh() {
+            Ok(()) if self.probe().is_ok() => return Ok(()),
+            Err(e @ (HsmError::WrongPin { .. } | HsmError::PinRefused { .. })) => return Err(e),
+            Err(e @ HsmError::PinLocked { .. }) => return Err(e),
+            _ => {}
+        }
+        self.reinitialize()?;
+        self.probe()
+    }
+
+    fn login_fresh(&self) -> Result<(), HsmError> {
+        let slot = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
             let n = pool.idle.len();
             pool.idle.clear();
             pool.open -= n;
-        }
+            pool.slot
+        };
         let session = self
             .inner
             .ctx
-            .open_rw_session(self.inner.slot)
+            .open_rw_session(slot)
             .map_err(|e| HsmError::op("C_OpenSession", e))?;
-        match session.login(UserType::User, Some(&self.inner.pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                return Err(HsmError::WrongPin {
-                    label: self.inner.config.token_label.clone(),
-                    source_desc: self.inner.config.pin.describe(),
-                })
-            }
-            Err(e) => return Err(HsmError::op("C_Login", e)),
-        }
-        *self.inner.login.lock().unwrap_or_else(|p| p.into_inner()) = session;
+        self.login_session(&session)?;
+        *self.inner.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
         Ok(())
+    }
+
+    fn reinitialize(&self) -> Result<(), HsmError> {
+        let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.generation += 1;
+        for dead in pool.idle.drain(..) {
+            std::mem::forget(dead);
+        }
+        pool.open = 0;
+        if let Some(dead) = self
+            .inner
+            .login
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            std::mem::forget(dead);
+        }
+        // "Not initialized" is fine: the point is a fresh start.
+        let _ = self.inner.ctx.clone().finalize();
+        let config = &self.inner.config;
+        self.inner
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(|e| HsmError::ModuleInit {
+                path: config.module.clone(),
+                detail: e.to_string(),
+            })?;
+        let slot = find_token(&self.inner.ctx, config)?;
+        pool.slot = slot;
+        drop(pool);
+        let session = self
+            .inner
+            .ctx
+            .open_rw_session(slot)
+            .map_err(|e| HsmError::op("C_OpenSession", e))?;
+        self.login_session(&session)?;
+        *self.inner.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+        tracing::warn!(token = %config.token_label, "HSM library initialized again and logged in");
+        Ok(())
+    }
+
+    /// Log `session` in with the PIN held; never with a PIN the token already refused.
+    fn login_session(&self, session: &Session) -> Result<(), HsmError> {
+        use secrecy::ExposeSecret;
+        let config = &self.inner.config;
+        let mut state = self.inner.pin.lock().unwrap_or_else(|p| p.into_inner());
+        if state.refused {
+            if let PinSource::File(_) = &config.pin {
+                if let Ok(fresh) = config.pin.read() {
+                    if fresh.expose_secret() != state.pin.expose_secret() {
+                        state.pin = fresh;
+                        state.refused = false;
+                    }
+                }
+            }
+        }
+        let refused = || {
+            HsmError::PinRefused {
+            label: config.token_label.clone(),
+            what_to_do: match &config.pin {
+                PinSource::File(p) => format!(
+                    "write the token's current PIN to {}; wardend reads it there and logs in again by itself",
+                    p.display()
+                ),
+                PinSource::Env(v) => format!(
+                    "restart wardend with the token's current PIN in the environment variable {v}"
+                ),
+            },
+        }
+        };
+        if state.refused {
+            return Err(refused());
+        }
+        match session.login(UserType::User, Some(&state.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
+                state.refused = true;
+                self.inner
+                    .pin_refusals
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(refused())
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(HsmError::PinLocked {
+                label: config.token_label.clone(),
+            }),
+            Err(e) => Err(HsmError::op("C_Login", e)),
+        }
+    }
+
+    /// How many times the token refused the PIN wardend offered when logging in again.
+    pub fn pin_refusals(&self) -> u64 {
+        self.inner
+            .pin_refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sessions the pool has open (busy or idle); never more than `max_sessions`.
@@ -393,14 +520,32 @@ impl Hsm {
         }
     }
 
-    /// Seal a seed under the HSM's AES key with a fresh random IV.
-    pub fn seal_seed(&self, seed: &NodeSeed) -> Result<SealedSeed, HsmError> {
+    /// Seal a seed under the HSM's AES key with a fresh random IV, bound to `binding`.
+    pub fn seal_seed(
+        &self,
+        seed: &NodeSeed,
+        binding: &SeedBinding,
+    ) -> Result<SealedSeed, HsmError> {
+        self.seal_with(seed, Some(binding))
+    }
+
+    /// Seal in format 1, as builds before format 2 did, to test the upgrade path.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn seal_seed_v1(&self, seed: &NodeSeed) -> Result<SealedSeed, HsmError> {
+        self.seal_with(seed, None)
+    }
+
+    fn seal_with(
+        &self,
+        seed: &NodeSeed,
+        binding: Option<&SeedBinding>,
+    ) -> Result<SealedSeed, HsmError> {
         let token = self.inner.config.token_label.clone();
         self.with_session(|s| {
             let key = Self::find_key(s, SEAL_KEY_LABEL, ObjectClass::SECRET_KEY, &token)?;
             let mut iv = [0u8; sealed::IV_LEN];
             getrandom::getrandom(&mut iv).map_err(|e| HsmError::op("OS RNG", e))?;
-            let aad = sealed::associated_data(sealed::FORMAT_VERSION);
+            let aad = sealed::associated_data(binding);
             let mut iv_param = iv;
             let params = GcmParams::new(&mut iv_param, &aad, (sealed::TAG_LEN as u64 * 8).into())
                 .map_err(|e| HsmError::op("AES-GCM parameters", e))?;
@@ -408,6 +553,7 @@ impl Hsm {
                 .encrypt(&Mechanism::AesGcm(params), key, seed.as_slice())
                 .map_err(|e| HsmError::op("C_Encrypt (AES-GCM)", e))?;
             Ok(SealedSeed {
+                binding: binding.copied(),
                 iv,
                 ciphertext_and_tag,
             })
@@ -419,7 +565,7 @@ impl Hsm {
         let token = self.inner.config.token_label.clone();
         self.with_session(|s| {
             let key = Self::find_key(s, SEAL_KEY_LABEL, ObjectClass::SECRET_KEY, &token)?;
-            let aad = sealed::associated_data(sealed::FORMAT_VERSION);
+            let aad = sealed::associated_data(sealed.binding.as_ref());
             let mut iv = sealed.iv;
             let params = GcmParams::new(&mut iv, &aad, (sealed::TAG_LEN as u64 * 8).into())
                 .map_err(|e| HsmError::op("AES-GCM parameters", e))?;
@@ -453,8 +599,13 @@ impl Hsm {
         })
     }
 
-    /// Read and unseal the seed file in `data_dir`.
-    pub fn load_seed(&self, data_dir: &Path) -> Result<NodeSeed, HsmError> {
+    /// Read and unseal the seed file in `data_dir` for a node on `network`.
+    ///
+    /// A blob sealed for another network is refused before the HSM is asked (the same seed on
+    /// two networks is one set of keys on both). A version-1 blob, which binds neither, is
+    /// rewritten in place as version 2 bound to `network` and a new seed id; the seed inside
+    /// is unchanged.
+    pub fn load_seed(&self, data_dir: &Path, network: Network) -> Result<LoadedSeed, HsmError> {
         let path = data_dir.join(SEALED_SEED_FILE);
         let bytes = std::fs::read(&path).map_err(|e| HsmError::SealedSeedUnreadable {
             path: path.clone(),
@@ -465,7 +616,70 @@ impl Hsm {
                 path: path.clone(),
                 detail,
             })?;
-        self.unseal_seed(&sealed, &path)
+        if let Some(b) = &sealed.binding {
+            if b.network != network {
+                return Err(HsmError::SealedSeedWrongNetwork {
+                    path,
+                    sealed_for: b.network,
+                    configured: network,
+                });
+            }
+        }
+        let seed = self.unseal_seed(&sealed, &path)?;
+        match sealed.binding {
+            Some(binding) => Ok(LoadedSeed {
+                seed,
+                binding,
+                upgraded: false,
+            }),
+            None => {
+                let binding =
+                    SeedBinding::generate(network).map_err(|e| HsmError::op("OS RNG", e))?;
+                self.write_sealed(&seed, &binding, &path, true)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    %network,
+                    seed_id = %binding.seed_id_hex(),
+                    "sealed seed rewritten in format 2: now bound to its network and a seed id"
+                );
+                Ok(LoadedSeed {
+                    seed,
+                    binding,
+                    upgraded: true,
+                })
+            }
+        }
+    }
+
+    /// Seal, prove the blob opens to the same seed, then write it atomically: the file may
+    /// be the only copy of the node's keys.
+    fn write_sealed(
+        &self,
+        seed: &NodeSeed,
+        binding: &SeedBinding,
+        path: &Path,
+        overwrite: bool,
+    ) -> Result<(), HsmError> {
+        let sealed = self.seal_seed(seed, binding)?;
+        let reopened = self.unseal_seed(&sealed, path)?;
+        if reopened.as_slice() != seed.as_slice() {
+            return Err(HsmError::Operation {
+                op: "seal check",
+                detail: "the sealed seed did not open to the seed that was sealed".into(),
+            });
+        }
+        crate::fsutil::write_atomic(path, &sealed.to_bytes(), overwrite).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                HsmError::SeedAlreadyPresent {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                HsmError::Io {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                }
+            }
+        })
     }
 
     /// Sign a 32-byte digest with the audit key; the result is low-S.
@@ -498,7 +712,13 @@ impl Hsm {
         let token = self
             .inner
             .ctx
-            .get_token_info(self.inner.slot)
+            .get_token_info(
+                self.inner
+                    .pool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .slot,
+            )
             .map_err(|e| HsmError::op("C_GetTokenInfo", e))?;
         let keys = self.with_session(|s| {
             let mut keys = Vec::new();
@@ -598,6 +818,19 @@ pub struct InitReport {
     pub sealed_seed_path: PathBuf,
     /// The audit key's public key.
     pub audit_public_key: PublicKey,
+    /// The network and seed id the seed is sealed for.
+    pub binding: SeedBinding,
+}
+
+/// An unsealed seed with what its blob binds it to.
+#[derive(Debug)]
+pub struct LoadedSeed {
+    /// The seed, in zeroizing memory.
+    pub seed: NodeSeed,
+    /// Its network and seed id.
+    pub binding: SeedBinding,
+    /// Whether a version-1 blob was just rewritten as version 2.
+    pub upgraded: bool,
 }
 
 impl Hsm {
@@ -607,7 +840,7 @@ impl Hsm {
     /// All checks that can fail cheaply run before any key is created; if a later step fails,
     /// the keys just created are destroyed again, so a failed `init` leaves neither a key on
     /// the token nor a file in the data directory.
-    pub fn init(&self, data_dir: &Path) -> Result<InitReport, HsmError> {
+    pub fn init(&self, data_dir: &Path, network: Network) -> Result<InitReport, HsmError> {
         let not_writable = |e: std::io::Error| HsmError::DataDirNotWritable {
             path: data_dir.to_path_buf(),
             detail: e.to_string(),
@@ -619,28 +852,11 @@ impl Hsm {
             return Err(HsmError::SeedAlreadyPresent { path });
         }
         let audit_public_key = self.create_keys()?;
+        let binding = SeedBinding::generate(network).map_err(|e| HsmError::op("OS RNG", e))?;
         let sealed = (|| {
             let mut seed = NodeSeed::zeroed();
             getrandom::getrandom(seed.as_mut_slice()).map_err(|e| HsmError::op("OS RNG", e))?;
-            let sealed = self.seal_seed(&seed)?;
-            // Prove the blob opens before it becomes the only copy of the seed.
-            let reopened = self.unseal_seed(&sealed, &path)?;
-            if reopened.as_slice() != seed.as_slice() {
-                return Err(HsmError::Operation {
-                    op: "seal check",
-                    detail: "the sealed seed did not open to the seed that was sealed".into(),
-                });
-            }
-            crate::fsutil::write_atomic(&path, &sealed.to_bytes(), false).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    HsmError::SeedAlreadyPresent { path: path.clone() }
-                } else {
-                    HsmError::Io {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    }
-                }
-            })
+            self.write_sealed(&seed, &binding, &path, false)
         })();
         if let Err(e) = sealed {
             if let Err(rollback) = self.destroy_keys() {
@@ -648,10 +864,11 @@ impl Hsm {
             }
             return Err(e);
         }
-        tracing::info!(path = %path.display(), "node seed generated and sealed");
+        tracing::info!(path = %path.display(), %network, seed_id = %binding.seed_id_hex(), "node seed generated and sealed");
         Ok(InitReport {
             sealed_seed_path: path,
             audit_public_key,
+            binding,
         })
     }
 }

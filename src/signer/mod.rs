@@ -81,6 +81,14 @@ pub enum SignerError {
     /// VLS refused to build or restore the node.
     #[error("VLS could not build the node: {0}")]
     Build(String),
+    /// The sealed seed is not the one this state database was created with.
+    #[error("the sealed seed (seed id {found}) is not the seed this state database was created with (seed id {stored}): the seed file was replaced, or the data directory belongs to another instance. Restore this instance's node-seed.sealed; Warden will not sign over another seed's state")]
+    OtherSeed {
+        /// Seed id recorded in the state.
+        stored: String,
+        /// Seed id of the blob found.
+        found: String,
+    },
     /// The stored node is not the one the sealed seed gives.
     #[error("the VLS state in the data directory belongs to node {stored}, but the sealed seed gives node {expected}; point data_dir at this seed's state")]
     WrongNode {
@@ -89,6 +97,36 @@ pub enum SignerError {
         /// Node id from the seed.
         expected: String,
     },
+}
+
+/// The Meta key under which the state database records the seed id it was created with.
+const SEED_ID_KEY: &[u8] = b"seed-id";
+
+/// Tie this state database to the sealed seed's id: recorded on the first start, compared on
+/// every later one. A blob swapped in from another instance (same token, same key) would
+/// otherwise open fine and sign over state that is not its own.
+pub fn bind_seed(
+    store: &crate::store::Store,
+    binding: &crate::hsm::SeedBinding,
+) -> Result<(), SignerError> {
+    use crate::store::Namespace;
+    let persist = |e: crate::store::StoreError| SignerError::Persist(e.to_string());
+    match store.get(Namespace::Meta, SEED_ID_KEY).map_err(persist)? {
+        None => store
+            .write(|| {
+                store.put(
+                    Namespace::Meta,
+                    SEED_ID_KEY.to_vec(),
+                    binding.seed_id.to_vec(),
+                )
+            })
+            .map_err(persist),
+        Some(stored) if stored == binding.seed_id => Ok(()),
+        Some(stored) => Err(SignerError::OtherSeed {
+            stored: hex::encode(stored),
+            found: binding.seed_id_hex(),
+        }),
+    }
 }
 
 /// Build (or restore) the VLS node and its init handler. The seed is copied into VLS, which

@@ -148,9 +148,11 @@ impl AdminHarness {
             .collect();
         let mut cert_holders = admins.clone();
         cert_holders.push("dave".into());
-        // Certificates that are not admins': the harness names them a relay and a viewer.
+        // Certificates that are not admins': the harness names them a relay, a viewer and
+        // a node.
         cert_holders.push("relay".into());
         cert_holders.push("auditor".into());
+        cert_holders.push("lightningd".into());
         let pki = tls::init_pki(&dir.path().join("pki"), &cert_holders).unwrap();
         let keys: Vec<(String, AdminKey)> = admins
             .iter()
@@ -169,7 +171,8 @@ impl AdminHarness {
         // The audit log is part of the core: its checkpoints are signed by a real SoftHSM key.
         let token = TestToken::new("api");
         let hsm = token.open();
-        hsm.init(&token.data_dir).unwrap();
+        hsm.init(&token.data_dir, lightning_signer::bitcoin::Network::Regtest)
+            .unwrap();
         let audit =
             Arc::new(AuditLog::open(&store, Arc::new(hsm), AuditConfig::default()).unwrap());
         let core = Arc::new(
@@ -188,6 +191,7 @@ impl AdminHarness {
         let config = tune(ApiConfig {
             relays: vec!["relay".into()],
             viewers: vec!["auditor".into()],
+            nodes: vec!["lightningd".into()],
             ..ApiConfig::with_tls(server_tls)
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -175,6 +175,46 @@ impl TestToken {
         );
     }
 
+    /// Close every session this process has on the token (C_CloseAllSessions through the
+    /// module's raw function list; cryptoki does not wrap it), as an HSM that restarts would.
+    pub fn close_all_sessions(&self) {
+        let ctx = cryptoki::context::Pkcs11::new(&self.module).unwrap();
+        // Loading the same file again gives the same, already initialized, library.
+        let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
+            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+        ));
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| {
+                ctx.get_token_info(*s)
+                    .is_ok_and(|i| i.label() == self.label)
+            })
+            .expect("the test token's slot");
+        // SAFETY: FFI into the PKCS#11 module; C_CloseAllSessions takes a slot id only.
+        let rv = unsafe {
+            let raw = cryptoki_sys::Pkcs11::new(&self.module).unwrap();
+            raw.C_CloseAllSessions(slot.id())
+        };
+        assert_eq!(rv, cryptoki_sys::CKR_OK, "C_CloseAllSessions");
+    }
+
+    /// Change the user PIN from outside, as an operator with the HSM's admin tool would.
+    pub fn change_pin(&self, old: &str, new: &str) {
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .args(["--module", DEFAULT_MODULE, "--token-label", &self.label])
+            .args(["--login", "--pin", old, "--change-pin", "--new-pin", new])
+            .output()
+            .expect("pkcs11-tool (opensc) is installed by scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

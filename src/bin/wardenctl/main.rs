@@ -290,15 +290,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Init { config } => {
             let config = config.resolve()?;
             let hsm = Hsm::open(&config.hsm)?;
-            let report = hsm.init(&config.data_dir)?;
-            let seed = hsm
-                .load_seed(&config.data_dir)
+            let report = hsm.init(&config.data_dir, config.network)?;
+            let loaded = hsm
+                .load_seed(&config.data_dir, config.network)
                 .context("re-reading the sealed seed")?;
-            let node_id = warden::signer::node_id(&seed, config.network);
-            drop(seed);
+            let node_id = warden::signer::node_id(&loaded.seed, config.network);
+            drop(loaded);
             println!("initialized token \"{}\"", config.hsm.token_label);
             println!("  sealed seed:  {}", report.sealed_seed_path.display());
             println!("  audit key:    {}", report.audit_public_key);
+            println!("  seed id:      {}", report.binding.seed_id_hex());
             println!("  node id:      {node_id} ({} network)", config.network);
             Ok(0)
         }
