@@ -22,6 +22,9 @@ pub async fn watch_hsm(
     // Why the last attempt to log in again failed, shown with the probe's error: "the token
     // refused the PIN" is what the operator needs to read, not only "no session".
     let mut login_error: Option<String> = None;
+    // The probe's first error of this outage: the cause. Later probes fail in other ways as
+    // wardend tears sessions and the library down, and would only repeat the event.
+    let mut outage_cause: Option<String> = None;
     let mut refusals_seen = hsm.pin_refusals();
     loop {
         tokio::select! {
@@ -44,8 +47,10 @@ pub async fn watch_hsm(
                 core.set_hsm_health(Ok(()));
                 backoff = every;
                 login_error = None;
+                outage_cause = None;
             }
             Err(e) => {
+                let cause = outage_cause.get_or_insert(e).clone();
                 if Instant::now() >= next_login {
                     let started = Instant::now();
                     let relogged = {
@@ -69,6 +74,7 @@ pub async fn watch_hsm(
                                 .hsm_op("login", started.elapsed().as_secs_f64(), true);
                             login_error = None;
                             core.set_hsm_health(Ok(()));
+                            outage_cause = None;
                             backoff = every;
                             next_login = Instant::now();
                             continue;
@@ -83,11 +89,9 @@ pub async fn watch_hsm(
                     }
                     next_login = Instant::now() + backoff;
                 }
-                // Once logging in again has failed, its error is the one to read (and it stays
-                // the same while the token is away, so the event is not repeated each probe).
                 core.set_hsm_health(Err(match &login_error {
-                    Some(le) => format!("logging in to it again failed: {le}"),
-                    None => e,
+                    Some(le) => format!("{cause}; logging in again: {le}"),
+                    None => cause,
                 }));
             }
         }
