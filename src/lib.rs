@@ -31,6 +31,7 @@ pub mod config;
 pub mod core;
 pub mod events;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod hsm;
 pub mod ldk;
 pub mod metrics;

@@ -81,12 +81,35 @@ pub const MAX_SOURCES: usize = 256;
 pub const OTHER_SOURCES: &str = "other sources";
 
 /// One source's failures in an interval.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SourceFailures {
     /// Failed handshakes.
     pub count: u64,
     /// What the last one said.
     pub last_detail: String,
+    /// How many failed for each reason, the first [`MAX_REASONS`] distinct reasons by name: a
+    /// source that first presented an expired certificate and was then dropped for failing
+    /// too often shows both, not only the last.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// Distinct reasons kept per source and interval; more are counted under [`OTHER_REASONS`].
+pub const MAX_REASONS: usize = 8;
+/// The reason that collects failures beyond [`MAX_REASONS`].
+pub const OTHER_REASONS: &str = "other reasons";
+
+impl SourceFailures {
+    fn add(&mut self, detail: &str, n: u64) {
+        self.count += n;
+        self.last_detail = detail.chars().take(200).collect();
+        let reason =
+            if self.reasons.contains_key(&self.last_detail) || self.reasons.len() < MAX_REASONS {
+                self.last_detail.clone()
+            } else {
+                OTHER_REASONS.to_string()
+            };
+        *self.reasons.entry(reason).or_default() += n;
+    }
 }
 
 /// Failures within [`WINDOW`] that make an alert.
@@ -112,12 +135,7 @@ impl AuthFailures {
             } else {
                 OTHER_SOURCES.to_string()
             };
-            let e = by.entry(key).or_insert(SourceFailures {
-                count: 0,
-                last_detail: String::new(),
-            });
-            e.count += 1;
-            e.last_detail = detail.chars().take(200).collect();
+            by.entry(key).or_default().add(detail, 1);
         }
         let now = Instant::now();
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,11 +172,13 @@ impl AuthFailures {
     pub fn restore(&self, drained: BTreeMap<String, SourceFailures>) {
         let mut by = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
         for (source, f) in drained {
-            let e = by.entry(source).or_insert(SourceFailures {
-                count: 0,
-                last_detail: f.last_detail.clone(),
-            });
-            e.count += f.count;
+            let e = by.entry(source).or_default();
+            for (reason, n) in &f.reasons {
+                e.add(reason, *n);
+            }
+            if e.last_detail.is_empty() {
+                e.last_detail = f.last_detail;
+            }
         }
     }
 }
@@ -223,6 +243,30 @@ mod tests {
         f.restore(drained);
         let again = f.drain();
         assert_eq!(again["10.0.0.1"].count, 1_001);
+        assert_eq!(again["10.0.0.1"].reasons["no certificate"], 1_001);
         assert_eq!(again[OTHER_SOURCES].count, 51);
+    }
+
+    #[test]
+    fn each_source_keeps_a_bounded_count_per_reason() {
+        let bus = EventBus::default();
+        let f = AuthFailures::default();
+        f.record("10.0.0.2:1", "certificate expired", &bus, 0);
+        for _ in 0..5 {
+            f.record("10.0.0.2:2", "dropped: too many failed handshakes", &bus, 0);
+        }
+        for i in 0..20 {
+            f.record("10.0.0.2:3", &format!("odd reason {i}"), &bus, 0);
+        }
+        let s = &f.drain()["10.0.0.2"];
+        assert_eq!(s.count, 26);
+        assert_eq!(
+            s.reasons["certificate expired"], 1,
+            "the first reason is not lost"
+        );
+        assert_eq!(s.reasons["dropped: too many failed handshakes"], 5);
+        assert_eq!(s.reasons.len(), MAX_REASONS + 1);
+        assert_eq!(s.reasons[OTHER_REASONS], 14);
+        assert_eq!(s.last_detail, "odd reason 19");
     }
 }

@@ -7,6 +7,7 @@
 // tonic's handlers return `Result<_, tonic::Status>`; helpers speak the same type.
 #![allow(clippy::result_large_err)]
 
+pub mod accept;
 pub mod limits;
 pub mod tls;
 
@@ -548,8 +549,13 @@ pub async fn serve(
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             let (tx, rx) = tokio::sync::mpsc::channel::<
-                Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+                Result<
+                    accept::Slotted<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+                    std::io::Error,
+                >,
             >(64);
+            let connections = Arc::new(tokio::sync::Semaphore::new(accept::MAX_CONNECTIONS));
+            let in_progress = accept::PerSource::default();
             // Handshakes cost CPU before anyone is authenticated: a bounded number at once, and
             // a bounded rate per source address.
             let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
@@ -589,13 +595,26 @@ pub async fn serve(
                     if !per_source.has_token(source) {
                         core.metrics.auth_failure();
                         auth.record(
-                            &peer.to_string(),
+                            &peer.ip().to_string(),
                             "dropped: too many failed handshakes from this address",
                             &core.events,
                             core.clock.now(),
                         );
                         continue;
                     }
+                    let Ok(slot) = connections.clone().try_acquire_owned() else {
+                        failed(&core, &auth, peer, "too many connections open");
+                        continue;
+                    };
+                    let Some(counted) = in_progress.begin(source) else {
+                        failed(
+                            &core,
+                            &auth,
+                            peer,
+                            "too many handshakes in progress from this address",
+                        );
+                        continue;
+                    };
                     let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                         failed(&core, &auth, peer, "too many handshakes in progress");
                         continue;
@@ -606,12 +625,13 @@ pub async fn serve(
                     let core = core.clone();
                     let per_source = per_source.clone();
                     tokio::spawn(async move {
-                        let _permit = permit;
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                            .await
-                        {
+                        let outcome =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                                .await;
+                        drop((permit, counted));
+                        match outcome {
                             Ok(Ok(tls)) => {
-                                let _ = tx.send(Ok(tls)).await;
+                                let _ = tx.send(Ok(accept::Slotted::new(tls, slot))).await;
                             }
                             Ok(Err(e)) => {
                                 per_source.admit(source);
@@ -641,7 +661,12 @@ pub async fn serve(
 
 fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
     core.metrics.auth_failure();
-    auth.record(&peer.to_string(), detail, &core.events, core.clock.now());
+    auth.record(
+        &peer.ip().to_string(),
+        detail,
+        &core.events,
+        core.clock.now(),
+    );
 }
 
 /// TLS handshakes in progress at once; more are dropped (and counted as failures).

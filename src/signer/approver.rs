@@ -115,7 +115,7 @@ impl WardenApprover {
         })
     }
 
-    fn request_for_invoice(invoice: &Invoice) -> PaymentRequest {
+    pub(crate) fn request_for_invoice(invoice: &Invoice) -> PaymentRequest {
         PaymentRequest::invoice(
             invoice.payment_hash().0,
             invoice.amount_milli_satoshis(),

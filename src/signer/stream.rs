@@ -81,11 +81,18 @@ fn malformed(core: &Core, id: u64, what: String) -> Reply {
     (temporary(id, why), false, false)
 }
 
-/// Payments Warden refuses before VLS sees them, because VLS would turn them into a fatal error
-/// (unparsable invoice, a keysend to something that is not a public key) or because Warden
-/// cannot judge them (an invoice without an amount: CLN's preapprove does not carry the amount
-/// the node will pay, so no limit or quorum could apply). Each is *not approved* with its tag.
-fn prescreen(core: &Core, id: u64, msg: &Message) -> Option<SignerResponse> {
+/// A request Warden answers *not approved* before VLS sees it.
+pub struct Screened {
+    /// The refusal's tag.
+    pub tag: &'static str,
+    /// Why, as a sentence.
+    pub why: String,
+    /// The encoded reply (`result: false`).
+    pub reply: Vec<u8>,
+}
+
+/// The pure part of [`prescreen`]: which requests are refused before VLS, and why.
+pub fn screen(id: u64, msg: &Message) -> Option<Screened> {
     let (tag, why, reply) = match msg {
         Message::PreapproveInvoice(m) => {
             let invoice = std::str::from_utf8(&m.invstring.0)
@@ -122,6 +129,15 @@ fn prescreen(core: &Core, id: u64, msg: &Message) -> Option<SignerResponse> {
         }
         _ => return None,
     };
+    Some(Screened { tag, why, reply })
+}
+
+/// Payments Warden refuses before VLS sees them, because VLS would turn them into a fatal error
+/// (unparsable invoice, a keysend to something that is not a public key) or because Warden
+/// cannot judge them (an invoice without an amount: CLN's preapprove does not carry the amount
+/// the node will pay, so no limit or quorum could apply). Each is *not approved* with its tag.
+fn prescreen(core: &Core, id: u64, msg: &Message) -> Option<SignerResponse> {
+    let Screened { tag, why, reply } = screen(id, msg)?;
     tracing::warn!("{why}");
     core.events.emit(
         core.clock.now(),
