@@ -222,6 +222,108 @@ async fn start_vlsd(binary: &std::path::Path) -> Vlsd {
     }
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / clock_ticks_per_sec()
+}
+
+/// The unit of `/proc/PID/stat`'s CPU times, as `getconf CLK_TCK` reports it.
+fn clock_ticks_per_sec() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    })
+}
+
+/// Restart wardend and report how long until it is ready and until the node's next request is
+/// answered, and its memory (now and at its peak).
+fn startup(cln: &mut Cln, what: &str) {
+    cln.stop_wardend();
+    let t = Instant::now();
+    cln.start_wardend();
+    let ready = t.elapsed();
+    sign_message(&mut cln.proxy, 0);
+    let answered = t.elapsed();
+    let pid = cln.wardend.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |field: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    println!(
+        "  wardend start on {what}: ready in {:.2} s, first answer after {:.2} s; RSS {:.0} MiB (peak {:.0} MiB)",
+        ready.as_secs_f64(),
+        answered.as_secs_f64(),
+        kib("VmRSS:") / 1024.0,
+        kib("VmHWM:") / 1024.0,
+    );
+}
+
+/// `n` channels as CLN's openingd sets them up: NewChannel on the root connection, then
+/// SetupChannel on the channel's own client connection, with the peer's basepoints.
+fn setup_channels(proxy: &mut Proxy, n: u64) {
+    use vls_protocol::model::{Basepoints, PubKey};
+    use vls_protocol::serde_bolt::Octets;
+    let secp = Secp256k1::new();
+    let key = |i: u64, k: u8| {
+        let sk = SecretKey::from_slice(
+            sha256::Hash::hash(&[&i.to_be_bytes()[..], &[k]].concat()).as_byte_array(),
+        )
+        .unwrap();
+        lightning_signer::bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &sk).serialize()
+    };
+    for i in 1..=n {
+        let peer = key(i, 0);
+        let dbid = 10_000 + i;
+        match proxy.hsmd.call(msgs::NewChannel {
+            peer_id: PubKey(peer),
+            dbid,
+        }) {
+            Ok(Message::NewChannelReply(_)) => {}
+            other => panic!("NewChannel {i}: {other:?}"),
+        }
+        let mut client = proxy.hsmd.new_client(peer, dbid, 0).unwrap();
+        let reply = client.call(msgs::SetupChannel {
+            is_outbound: true,
+            channel_value: 1_000_000,
+            push_value: 0,
+            funding_txid: lightning_signer::bitcoin::Txid::from_byte_array(
+                sha256::Hash::hash(&i.to_be_bytes()).to_byte_array(),
+            ),
+            funding_txout: 0,
+            to_self_delay: 144,
+            local_shutdown_script: Octets(vec![]),
+            local_shutdown_wallet_index: None,
+            remote_basepoints: Basepoints {
+                revocation: PubKey(key(i, 1)),
+                payment: PubKey(key(i, 2)),
+                htlc: PubKey(key(i, 3)),
+                delayed_payment: PubKey(key(i, 4)),
+            },
+            remote_funding_pubkey: PubKey(key(i, 5)),
+            remote_to_self_delay: 144,
+            remote_shutdown_script: Octets(vec![]),
+            // option_static_remotekey (bit 12) and option_anchors_zero_fee_htlc_tx (bit 22):
+            // VLS refuses the legacy commitment type.
+            channel_type: Octets(vec![0x40, 0x10, 0x00]),
+        });
+        match reply {
+            Ok(Message::SetupChannelReply(_)) => {}
+            other => panic!("SetupChannel {i}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -272,22 +374,34 @@ async fn main() {
         let invoices: Vec<String> = (0..head).map(|_| inv.next()).collect();
         let mut it = invoices.into_iter();
         let before = scrape(&cln);
+        let w_pid = cln.wardend.as_ref().unwrap().id();
+        let w_cpu0 = cpu_secs(w_pid);
         let w_pre = timed(head, |_| {
             assert_eq!(preapprove(&mut cln.proxy, it.next().unwrap()), Ok(true))
         });
+        let w_cpu = (cpu_secs(w_pid) - w_cpu0) / head as f64;
         let after = scrape(&cln);
         print("warden approved preapprove (policy + durable)", w_pre);
         breakdown(&before, &after, w_pre.p50_ms);
         if let Some(v) = vlsd.as_mut() {
             let invoices: Vec<String> = (0..head).map(|_| vinv.next()).collect();
             let mut it = invoices.into_iter();
+            let v_pid = v.child.id();
+            let v_cpu0 = cpu_secs(v_pid);
             let v_pre = timed(head, |_| {
                 assert_eq!(preapprove(&mut v.proxy, it.next().unwrap()), Ok(true))
             });
+            let v_cpu = (cpu_secs(v_pid) - v_cpu0) / head as f64;
             print("vlsd   approved preapprove (auto-approve)", v_pre);
             println!(
                 "  preapprove p50 ratio warden/vlsd: {:.2}",
                 w_pre.p50_ms / v_pre.p50_ms
+            );
+            println!(
+                "  signer CPU per approved preapprove: warden {:.3} ms, vlsd {:.3} ms (ratio {:.2}; the signer process only, user + system)",
+                w_cpu * 1e3,
+                v_cpu * 1e3,
+                w_cpu / v_cpu
             );
         }
 
@@ -329,6 +443,19 @@ async fn main() {
             allocated as f64 / 1e6,
             allocated as f64 / approvals as f64,
             length as f64 / 1e6
+        );
+        // Start-up at scale: wardend stopped and started again on the state it now holds.
+        startup(&mut cln, &format!("{live} live invoices"));
+        let channels = if full { 1_000 } else { 5 };
+        let t = Instant::now();
+        setup_channels(&mut cln.proxy, channels);
+        println!(
+            "  {channels} channels set up (NewChannel + SetupChannel) in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        startup(
+            &mut cln,
+            &format!("{live} live invoices and {channels} channels"),
         );
         if let Some(v) = vlsd.as_mut() {
             let mut vlive = head;

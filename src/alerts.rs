@@ -3,8 +3,10 @@
 //! Alert events travel on the same stream as everything else (`WatchEvents`); this module adds
 //! the ones that are about *state* rather than a single request (a velocity window above its
 //! warning threshold, the node disconnected for too long) and delivers alert-worthy events to an
-//! optional webhook: an HTTP POST of the event as JSON, its body signed with HMAC-SHA256 in the
-//! `X-Warden-Signature: sha256=<hex>` header, retried with exponential backoff.
+//! optional webhook: an HTTPS POST of the event as JSON (reqwest on rustls; plain HTTP only to a
+//! loopback relay), its body signed with HMAC-SHA256 in the `X-Warden-Signature: sha256=<hex>`
+//! header, retried with exponential backoff. The receiver's certificate is checked against
+//! Mozilla's roots, or only against the CA the configuration pins.
 
 use crate::events::{Event, EventKind};
 use lightning_signer::bitcoin::hashes::{hmac, sha256, Hash, HashEngine};
@@ -74,7 +76,7 @@ pub fn event_json(e: &Event) -> serde_json::Value {
 /// Where and how to deliver.
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    /// `http://host:port/path` (use a local relay or tunnel for TLS endpoints).
+    /// `https://host[:port]/path`, or `http://` to a loopback address.
     pub url: String,
     /// HMAC key, wiped when dropped.
     pub secret: zeroize::Zeroizing<Vec<u8>>,
@@ -82,6 +84,7 @@ pub struct Webhook {
     pub attempts: u32,
     /// First retry delay; doubles each time.
     pub backoff: Duration,
+    client: reqwest::Client,
 }
 
 /// Why a delivery failed.
@@ -94,58 +97,134 @@ pub struct DeliveryError {
     pub detail: String,
 }
 
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are delivered directly; put a TLS relay on loopback for https"))?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    Ok((host.to_string(), path.to_string()))
+/// Why a webhook cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The URL is not one Warden delivers to.
+    #[error("alerts.webhook_url: {0}")]
+    Url(String),
+    /// The pinned CA file cannot be used.
+    #[error("alerts.webhook_ca_file: {path}: {detail}")]
+    Ca {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("webhook client: {0}")]
+    Client(String),
 }
 
-async fn post_once(host: &str, path: &str, body: &[u8], signature: &str) -> Result<u16, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(host))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Warden-Signature: sha256={signature}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    sock.write_all(head.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    sock.write_all(body).await.map_err(|e| e.to_string())?;
-    let mut resp = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut resp))
-        .await
-        .map_err(|_| "no answer within 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = String::from_utf8_lossy(&resp)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| "the answer is not HTTP".to_string())?;
-    Ok(status)
+/// Check a webhook URL: HTTPS anywhere, plain HTTP only to this host (a relay), because an
+/// alert says what the signer refused, for how much and why.
+pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let host = parsed.host_str().unwrap_or("");
+            let loopback = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback());
+            if !loopback {
+                return Err(format!(
+                    "\"{url}\": plain http:// is delivered only to a loopback address (a relay on this host); use https:// for {}",
+                    parsed.host_str().unwrap_or("that host")
+                ));
+            }
+        }
+        other => {
+            return Err(format!(
+                "\"{url}\": {other}:// is not delivered; use https://"
+            ))
+        }
+    }
+    if parsed.host().is_none() {
+        return Err(format!("\"{url}\" names no host"));
+    }
+    Ok(parsed)
+}
+
+/// Every cause of `e`, outermost first: reqwest's own message hides the TLS or socket error.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 impl Webhook {
+    /// A webhook for `url`, trusting only the CA in `ca_file` when given (PEM), else
+    /// Mozilla's root store.
+    pub fn new(
+        url: &str,
+        secret: zeroize::Zeroizing<Vec<u8>>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, WebhookError> {
+        check_url(url).map_err(WebhookError::Url)?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(url.starts_with("https://"))
+            .use_rustls_tls();
+        if let Some(path) = ca_file {
+            let ca_err = |detail: String| WebhookError::Ca {
+                path: path.to_path_buf(),
+                detail,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ca_err(format!("not a PEM certificate bundle ({e})")))?;
+            if certs.is_empty() {
+                return Err(ca_err("holds no certificate".into()));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| WebhookError::Client(chain(&e)))?;
+        Ok(Webhook {
+            url: url.to_string(),
+            secret,
+            attempts: 5,
+            backoff: Duration::from_millis(500),
+            client,
+        })
+    }
+
+    async fn post_once(&self, body: &[u8], signature: &str) -> Result<u16, String> {
+        let resp = self
+            .client
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("X-Warden-Signature", format!("sha256={signature}"))
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| chain(&e))?;
+        Ok(resp.status().as_u16())
+    }
+
     /// Deliver one event, retrying on failure or a non-2xx answer.
     pub async fn deliver(&self, e: &Event) -> Result<(), DeliveryError> {
-        let (host, path) = split_url(&self.url).map_err(|detail| DeliveryError {
-            url: self.url.clone(),
-            detail,
-        })?;
         let body = serde_json::to_vec(&event_json(e)).expect("serializable");
         let signature = sign_body(&self.secret, &body);
         let mut delay = self.backoff;
         let mut last = String::new();
         for attempt in 1..=self.attempts.max(1) {
-            match post_once(&host, &path, &body, &signature).await {
+            match self.post_once(&body, &signature).await {
                 Ok(s) if (200..300).contains(&s) => return Ok(()),
                 Ok(s) => last = format!("HTTP {s} on attempt {attempt}"),
                 Err(err) => last = format!("{err} on attempt {attempt}"),
@@ -242,13 +321,20 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_delivered_directly() {
-        assert_eq!(
-            split_url("http://127.0.0.1:9/hook").unwrap(),
-            ("127.0.0.1:9".into(), "/hook".into())
+    fn https_anywhere_and_plain_http_only_to_loopback() {
+        assert!(check_url("https://alerts.example.com/warden").is_ok());
+        assert!(check_url("http://127.0.0.1:9/hook").is_ok());
+        assert!(check_url("http://[::1]:9/hook").is_ok());
+        assert!(check_url("http://localhost:9/hook").is_ok());
+        let e = check_url("http://alerts.example.com/hook").unwrap_err();
+        assert!(
+            e.contains("plain http:// is delivered only to a loopback address")
+                && e.contains("use https:// for alerts.example.com"),
+            "{e}"
         );
-        assert!(split_url("https://example.com")
-            .unwrap_err()
-            .contains("TLS relay"));
+        let e = check_url("ftp://example.com/x").unwrap_err();
+        assert!(e.contains("ftp:// is not delivered"), "{e}");
+        let e = check_url("not a url").unwrap_err();
+        assert!(e.contains("is not a URL"), "{e}");
     }
 }

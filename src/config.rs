@@ -112,10 +112,13 @@ pub struct FileAlerts {
     pub node_disconnect_secs: Option<u64>,
     /// Seconds the system clock may move beyond the time that passed before it is an alert.
     pub clock_jump_secs: Option<u64>,
-    /// Webhook URL (http://) for alert events.
+    /// Webhook URL for alert events: https://, or http:// to a loopback relay.
     pub webhook_url: Option<String>,
     /// File holding the webhook's HMAC secret.
     pub webhook_secret_file: Option<PathBuf>,
+    /// PEM file of the only CA(s) trusted for the webhook's certificate; Mozilla's roots if
+    /// unset.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 /// Alert settings, validated.
@@ -129,6 +132,8 @@ pub struct AlertSettings {
     pub clock_jump_secs: u64,
     /// Webhook URL and secret file.
     pub webhook: Option<(String, PathBuf)>,
+    /// The webhook's pinned CA file.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 /// `[signer]` in the file.
@@ -556,8 +561,8 @@ impl ConfigArgs {
         }
         let webhook = match (file.alerts.webhook_url, file.alerts.webhook_secret_file) {
             (Some(u), Some(f)) => {
-                if !u.starts_with("http://") {
-                    problems.push(format!("alerts.webhook_url: \"{u}\" must be an http:// URL; for https, run a TLS relay on loopback"));
+                if let Err(e) = crate::alerts::check_url(&u) {
+                    problems.push(format!("alerts.webhook_url: {e}"));
                 }
                 if !f.is_file() {
                     problems.push(format!(
@@ -573,6 +578,18 @@ impl ConfigArgs {
                 None
             }
         };
+
+        let webhook_ca_file = file.alerts.webhook_ca_file;
+        if let Some(ca) = &webhook_ca_file {
+            if webhook.is_none() {
+                problems.push("alerts.webhook_ca_file: set only with alerts.webhook_url".into());
+            } else if !ca.is_file() {
+                problems.push(format!(
+                    "alerts.webhook_ca_file: {} does not exist",
+                    ca.display()
+                ));
+            }
+        }
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
@@ -606,6 +623,7 @@ impl ConfigArgs {
                 node_disconnect_secs,
                 clock_jump_secs,
                 webhook,
+                webhook_ca_file,
             },
         })
     }

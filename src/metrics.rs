@@ -249,48 +249,55 @@ impl Metrics {
     }
 }
 
-/// Serve `/metrics` on `listener` until `shutdown` resolves.
+/// Serve `/metrics` on `listener` until `shutdown` resolves (HTTP/1.1 on hyper; anything
+/// but `GET /metrics` is a 404). A scraper that connects and says nothing is dropped after
+/// 5 s, and connections still open at shutdown are ended.
 pub async fn serve(
     render: impl Fn() -> String + Clone + Send + Sync + 'static,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Method, Response, StatusCode};
     tokio::pin!(shutdown);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let (mut sock, _) = tokio::select! {
+        let (sock, _) = tokio::select! {
             a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
             _ = &mut shutdown => break,
         };
         let render = render.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let render = render.clone();
+                async move {
+                    let ok = req.method() == Method::GET && req.uri().path() == "/metrics";
+                    let resp = if ok {
+                        Response::builder()
+                            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                            .body(Full::new(Bytes::from(render())))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .header("Content-Type", "text/plain")
+                            .body(Full::new(Bytes::from_static(
+                                b"only /metrics is served here\n",
+                            )))
+                    };
+                    Ok::<_, std::convert::Infallible>(resp.expect("a valid response"))
+                }
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(5))
+            .serve_connection(hyper_util::rt::TokioIo::new(sock), service);
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body, ctype) =
-                if req.starts_with("GET /metrics ") || req.starts_with("GET /metrics?") {
-                    (
-                        "200 OK",
-                        render(),
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )
-                } else {
-                    (
-                        "404 Not Found",
-                        "only /metrics is served here\n".to_string(),
-                        "text/plain",
-                    )
-                };
-            let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = conn.await;
         });
     }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), graceful.shutdown()).await;
 }
 
 /// The HSM as the audit log's checkpoint signer, with its latency and errors measured.

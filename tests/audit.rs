@@ -503,9 +503,8 @@ fn delete_audit_key(s: &Setup) {
     s.token.delete_audit_key();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_closed_under_a_running_core_are_opened_and_logged_in_again_within_a_second() {
-    let s = setup("hsm-closed", 100);
+/// The HSM watch wardend runs, probing every 100 ms; stopped when the sender is dropped.
+fn watch_hsm(s: &Setup) -> tokio::sync::watch::Sender<bool> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(warden::core::health::watch_hsm(
         s.hsm.clone(),
@@ -513,6 +512,13 @@ async fn sessions_closed_under_a_running_core_are_opened_and_logged_in_again_wit
         std::time::Duration::from_millis(100),
         stop_rx,
     ));
+    stop_tx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_closed_under_a_running_core_are_opened_and_logged_in_again_within_a_second() {
+    let s = setup("hsm-closed", 100);
+    let stop_tx = watch_hsm(&s);
     assert!(tokio::task::block_in_place(|| pay(&s, 1, 1_000)).approved);
     // Every session this process has on the token is closed, as an HSM that restarts does:
     // the pooled sessions are dead and the token is logged out.
@@ -539,13 +545,7 @@ async fn an_hsm_that_can_no_longer_sign_stops_approvals_within_a_second() {
     // Checkpoints only every 100 records: without the watch, payments would keep passing
     // until the next checkpoint came due.
     let s = setup("hsm-watch", 100);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(warden::core::health::watch_hsm(
-        s.hsm.clone(),
-        s.core.clone(),
-        std::time::Duration::from_millis(100),
-        stop_rx,
-    ));
+    let stop_tx = watch_hsm(&s);
     let mut events = s.core.events.subscribe();
     assert!(tokio::task::block_in_place(|| pay(&s, 1, 1_000)).approved);
     tokio::task::block_in_place(|| delete_audit_key(&s));

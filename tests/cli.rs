@@ -320,11 +320,14 @@ fn wardend_refuses_a_seed_file_that_is_not_the_seed_of_its_state() {
 
     // Another instance's blob, sealed by the same token's key: it opens, but it is not ours.
     let hsm = t.open();
+    let their_seed = warden::hsm::NodeSeed::new([0x77; 32]);
     let theirs = hsm
         .seal_seed(
-            &warden::hsm::NodeSeed::new([0x77; 32]),
-            &warden::hsm::SeedBinding::generate(lightning_signer::bitcoin::Network::Regtest)
-                .unwrap(),
+            &their_seed,
+            &warden::hsm::SeedBinding::for_seed(
+                lightning_signer::bitcoin::Network::Regtest,
+                &their_seed,
+            ),
         )
         .unwrap();
     drop(hsm);

@@ -361,12 +361,25 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         );
     }
     check_running(&cln, &mut run).await;
-    // A quorum approval is used once: its request is consumed, not pending.
-    for id in run.quorum_approved.keys() {
+    // A quorum approval the node used is consumed, once: the request says so, and the sums
+    // above show its payment counted once however often the node asked again.
+    for (id, uses) in &run.quorum_approved {
+        let out = block_in_place(|| cln.wardenctl("alice", &["show", id, "--json"]));
         assert!(
-            !run.pending_seen.contains(id),
-            "{id} still pending after use"
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let state = shown["state"].as_str().unwrap().to_string();
+        if *uses > 0 {
+            assert_eq!(
+                state, "consumed",
+                "{id} was used by the node but is {state}"
+            );
+        } else {
+            assert_ne!(state, "consumed", "{id} was never used but is consumed");
+        }
     }
     assert!(block_in_place(|| cln.still_serves()), "the proxy stopped");
     cln.stop_wardend();

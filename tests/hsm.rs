@@ -65,7 +65,7 @@ fn two_sealings_of_one_seed_differ_and_both_open() {
     let hsm = t.open();
     hsm.init(&t.data_dir, Network::Regtest).unwrap();
     let seed = warden::hsm::NodeSeed::new([0x5a; 32]);
-    let binding = warden::hsm::SeedBinding::generate(Network::Regtest).unwrap();
+    let binding = warden::hsm::SeedBinding::for_seed(Network::Regtest, &seed);
     let a = hsm.seal_seed(&seed, &binding).unwrap();
     let b = hsm.seal_seed(&seed, &binding).unwrap();
     assert_ne!(a.iv, b.iv, "every sealing uses a fresh IV");
@@ -141,11 +141,11 @@ fn a_seed_sealed_for_one_network_is_refused_on_another() {
     assert!(msg.contains("fix `network` in the configuration"), "{msg}");
     let loaded = hsm.load_seed(&t.data_dir, Network::Testnet).unwrap();
     assert_eq!(loaded.binding, report.binding);
-    assert!(!loaded.upgraded);
+    assert!(!loaded.legacy);
 }
 
 #[test]
-fn a_format_1_seed_is_rewritten_bound_to_its_network_and_opens_to_the_same_seed() {
+fn a_format_1_seed_opens_with_its_own_id_and_is_rewritten_bound_to_its_network() {
     let t = TestToken::new("seed-upgrade");
     let hsm = t.open();
     hsm.init(&t.data_dir, Network::Regtest).unwrap();
@@ -155,11 +155,18 @@ fn a_format_1_seed_is_rewritten_bound_to_its_network_and_opens_to_the_same_seed(
     std::fs::write(&path, legacy.to_bytes()).unwrap();
     assert_eq!(std::fs::read(&path).unwrap().len(), sealed::LEGACY_BLOB_LEN);
 
+    // Read, it opens bound to the configured network and the seed's own id, and the file is
+    // left alone until it is upgraded.
     let upgraded = hsm.load_seed(&t.data_dir, Network::Signet).unwrap();
-    assert!(upgraded.upgraded);
+    assert!(upgraded.legacy);
     assert_eq!(upgraded.seed.as_slice(), original.seed.as_slice());
     assert_eq!(upgraded.binding.network, Network::Signet);
-    assert_ne!(upgraded.binding.seed_id, original.binding.seed_id);
+    assert_eq!(
+        upgraded.binding.seed_id, original.binding.seed_id,
+        "the id is the seed's own, so the state that recorded it accepts the upgraded file"
+    );
+    assert_eq!(std::fs::read(&path).unwrap().len(), sealed::LEGACY_BLOB_LEN);
+    assert!(hsm.upgrade_seed(&t.data_dir, &upgraded).unwrap());
     let blob = std::fs::read(&path).unwrap();
     assert_eq!(blob.len(), sealed::BLOB_LEN);
     assert_eq!(blob[4], sealed::FORMAT_VERSION);
@@ -169,7 +176,11 @@ fn a_format_1_seed_is_rewritten_bound_to_its_network_and_opens_to_the_same_seed(
     );
     // From now on it is bound: the same id again, and another network is refused.
     let again = hsm.load_seed(&t.data_dir, Network::Signet).unwrap();
-    assert!(!again.upgraded);
+    assert!(!again.legacy);
+    assert!(
+        !hsm.upgrade_seed(&t.data_dir, &again).unwrap(),
+        "nothing to do"
+    );
     assert_eq!(again.binding, upgraded.binding);
     assert_eq!(again.seed.as_slice(), original.seed.as_slice());
     assert!(matches!(
@@ -365,7 +376,10 @@ fn using_a_token_without_keys_says_to_run_init() {
     let msg = hsm
         .seal_seed(
             &warden::hsm::NodeSeed::new([1; 32]),
-            &warden::hsm::SeedBinding::generate(Network::Regtest).unwrap(),
+            &warden::hsm::SeedBinding::for_seed(
+                Network::Regtest,
+                &warden::hsm::NodeSeed::new([1; 32]),
+            ),
         )
         .unwrap_err()
         .to_string();

@@ -21,7 +21,12 @@ fn pay_until(cln: &mut Cln, payee: &Payee, n: &mut u64, want: bool, within: Dura
         *n += 1;
         let answer = cln.preapprove(&payee.invoice(10_000 * SAT, *n));
         if answer == want {
-            return started.elapsed();
+            let took = started.elapsed();
+            assert!(
+                took < within,
+                "the {want} answer came after {took:?}, not within {within:?}"
+            );
+            return took;
         }
         assert!(
             started.elapsed() < within,

@@ -4,7 +4,6 @@ mod common;
 
 use common::cln::{Cln, Payee};
 use common::daemon::next_event;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::block_in_place;
 use warden::api::proto::EventKind;
 
@@ -102,47 +101,10 @@ async fn a_node_disconnected_too_long_raises_an_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_receives_a_signed_event_and_is_retried_after_a_failure() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(8);
-    tokio::spawn(async move {
-        let mut n = 0;
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            n += 1;
-            let mut buf = vec![0u8; 65536];
-            let mut got = 0;
-            let (head, body) = loop {
-                let k = s.read(&mut buf[got..]).await.unwrap();
-                got += k;
-                let text = String::from_utf8_lossy(&buf[..got]).to_string();
-                if let Some((h, b)) = text.split_once("\r\n\r\n") {
-                    let len: usize = h
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .unwrap()
-                        .trim()
-                        .parse()
-                        .unwrap();
-                    if b.len() >= len {
-                        break (h.to_string(), b[..len].to_string());
-                    }
-                }
-                if k == 0 {
-                    panic!("short request");
-                }
-            };
-            let status = if n == 1 {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
-            s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let _ = tx.send((head, body)).await;
-        }
-    });
+    // A real HTTP server on loopback (the one place plain http:// is delivered to) that answers
+    // the first delivery with HTTP 500.
+    let mut hook = common::hook::Receiver::start(None, vec![500]).await;
+    let port = hook.port;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("hook.secret");
     std::fs::write(&secret, "s3cret-key\n").unwrap();
@@ -162,43 +124,90 @@ async fn the_webhook_receives_a_signed_event_and_is_retried_after_a_failure() {
     assert!(!block_in_place(
         || cln.preapprove(&Payee::new(0x11).invoice(1_500_000_000, 1))
     ));
-    let deadline = std::time::Duration::from_secs(20);
     // The server answered the first delivery with HTTP 500: the same body comes again.
-    let (first_head, first_body) = tokio::time::timeout(deadline, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let (_, retried) = tokio::time::timeout(deadline, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first_body, retried, "the retry carries the same event");
-    assert!(
-        first_head.starts_with("POST /warden HTTP/1.1"),
-        "{first_head}"
+    let first = hook.next(20).await;
+    let retried = hook.next(20).await;
+    assert_eq!(first.body, retried.body, "the retry carries the same event");
+    assert_eq!(
+        (first.method.as_str(), first.path.as_str()),
+        ("POST", "/warden")
     );
     // Among the deliveries, the refusal, signed with the secret.
-    let (head, body) = loop {
-        let (h, b) = tokio::time::timeout(deadline, rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if b.contains("payment-refused") {
-            break (h, b);
+    let delivery = loop {
+        let d = hook.next(20).await;
+        if d.body.contains("payment-refused") {
+            break d;
         }
     };
-    let sig = head
-        .lines()
-        .find_map(|l| l.strip_prefix("X-Warden-Signature: sha256="))
-        .expect("signed");
     assert_eq!(
-        sig,
-        warden::alerts::sign_body(b"s3cret-key", body.as_bytes()),
+        delivery.signature().expect("signed"),
+        warden::alerts::sign_body(b"s3cret-key", delivery.body.as_bytes()),
         "HMAC over the body with the secret"
     );
+    let body = delivery.body;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["kind"], "payment-refused");
     assert_eq!(v["tags"][0], "per-payment-cap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_is_delivered_over_https_to_its_pinned_ca_and_never_to_another() {
+    // The receiver's own PKI: a CA and a certificate for localhost.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = warden::api::tls::init_pki(&dir.path().join("hook-pki"), &[]).unwrap();
+    let mut hook =
+        common::hook::Receiver::start(Some((&pki.server_cert, &pki.server_key)), vec![]).await;
+    let url = format!("https://localhost:{}/alerts", hook.port);
+    let secret = || zeroize::Zeroizing::new(b"k3y".to_vec());
+    let e = warden::events::EventBus::default().announce(
+        1_795_435_200,
+        warden::events::EventKind::Hsm,
+        "",
+        &["warden-hsm-unavailable".into()],
+        "the HSM cannot sign".into(),
+        0,
+    );
+
+    // Pinned to the receiver's CA: delivered, signed.
+    let pinned = warden::alerts::Webhook::new(&url, secret(), Some(&pki.ca_cert)).unwrap();
+    pinned.deliver(&e).await.unwrap();
+    let d = hook.next(10).await;
+    assert_eq!((d.method.as_str(), d.path.as_str()), ("POST", "/alerts"));
+    assert_eq!(
+        d.signature().unwrap(),
+        warden::alerts::sign_body(b"k3y", d.body.as_bytes())
+    );
+    assert!(d.body.contains("the HSM cannot sign"), "{}", d.body);
+
+    // Pinned to another CA, or trusting only Mozilla's roots: nothing is sent.
+    let other = warden::api::tls::init_pki(&dir.path().join("other-pki"), &[]).unwrap();
+    for ca in [Some(other.ca_cert.as_path()), None] {
+        let mut hook_other = warden::alerts::Webhook::new(&url, secret(), ca).unwrap();
+        hook_other.attempts = 1;
+        let err = hook_other.deliver(&e).await.unwrap_err();
+        assert!(
+            err.detail.contains("invalid peer certificate"),
+            "{ca:?}: {}",
+            err.detail
+        );
+    }
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            hook.deliveries.recv()
+        )
+        .await
+        .is_err(),
+        "a webhook that does not trust the receiver sent it the event"
+    );
+
+    // A bad pinned CA file is named.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let err = warden::alerts::Webhook::new(&url, secret(), Some(&junk))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("alerts.webhook_ca_file: "), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,19 +12,42 @@ use tokio::sync::OwnedSemaphorePermit;
 
 /// Connections open at once, authenticated or not; more are dropped unanswered.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections one client certificate may hold open at once, so that one certificate (a
+/// compromised node's, say) cannot take every connection from the admins.
+pub const MAX_CONNECTIONS_PER_CERTIFICATE: usize = 8;
 /// Handshakes in progress at once from one source address.
 pub const MAX_HANDSHAKES_PER_SOURCE: usize = 8;
 
-/// A connection that holds its slot until it is dropped.
+/// The source a client is counted as: its IPv4 address, or the /64 of its IPv6 address (one
+/// host is usually given a whole /64, and could otherwise rotate past every per-source bound).
+pub fn source_of(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = a.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// A connection that holds its slot, and its count against its certificate, until dropped.
 pub struct Slotted<T> {
     inner: T,
     _slot: OwnedSemaphorePermit,
+    _counted: Option<InProgress>,
 }
 
 impl<T> Slotted<T> {
-    /// `inner`, holding `slot` while it lives.
-    pub fn new(inner: T, slot: OwnedSemaphorePermit) -> Self {
-        Slotted { inner, _slot: slot }
+    /// `inner`, holding `slot` and `counted` while it lives.
+    pub fn new(inner: T, slot: OwnedSemaphorePermit, counted: Option<InProgress>) -> Self {
+        Slotted {
+            inner,
+            _slot: slot,
+            _counted: counted,
+        }
     }
 }
 
@@ -77,24 +100,34 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
     }
 }
 
-/// Handshakes in progress per source address.
-#[derive(Clone, Default)]
+/// Things in progress per key (handshakes per source address, connections per certificate),
+/// each key at most `max` at once.
+#[derive(Clone)]
 pub struct PerSource {
     counts: Arc<Mutex<HashMap<[u8; 32], usize>>>,
+    max: usize,
 }
 
-/// One handshake counted against its source until dropped.
+/// One thing counted against its key until dropped.
 pub struct InProgress {
     counts: Arc<Mutex<HashMap<[u8; 32], usize>>>,
     source: [u8; 32],
 }
 
 impl PerSource {
-    /// Count a handshake from `source`, or `None` when it already has the most allowed.
+    /// At most `max` at once per key.
+    pub fn new(max: usize) -> Self {
+        PerSource {
+            counts: Arc::default(),
+            max,
+        }
+    }
+
+    /// Count one more for `source`, or `None` when it already has the most allowed.
     pub fn begin(&self, source: [u8; 32]) -> Option<InProgress> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(source).or_default();
-        if *n >= MAX_HANDSHAKES_PER_SOURCE {
+        if *n >= self.max {
             return None;
         }
         *n += 1;
@@ -122,8 +155,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::5".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::5".parse().unwrap();
+        assert_eq!(source_of(a), "2001:db8:1:2::/64");
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(c));
+        assert_eq!(source_of("127.0.0.2".parse().unwrap()), "127.0.0.2");
+        assert_eq!(source_of("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+    }
+
+    #[test]
     fn a_source_may_hold_only_so_many_handshakes_and_gets_them_back() {
-        let p = PerSource::default();
+        let p = PerSource::new(MAX_HANDSHAKES_PER_SOURCE);
         let held: Vec<_> = (0..MAX_HANDSHAKES_PER_SOURCE)
             .map(|_| p.begin([1; 32]).expect("under the bound"))
             .collect();

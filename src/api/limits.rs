@@ -125,10 +125,9 @@ impl AuthFailures {
         {
             // The source is the address without the port: one client, many connections.
             let source = peer
-                .rsplit_once(':')
-                .map(|(a, _)| a)
-                .unwrap_or(peer)
-                .to_string();
+                .parse::<std::net::SocketAddr>()
+                .map(|a| super::accept::source_of(a.ip()))
+                .unwrap_or_else(|_| peer.to_string());
             let mut by = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
             let key = if by.contains_key(&source) || by.len() < MAX_SOURCES {
                 source
@@ -172,13 +171,22 @@ impl AuthFailures {
     pub fn restore(&self, drained: BTreeMap<String, SourceFailures>) {
         let mut by = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
         for (source, f) in drained {
-            let e = by.entry(source).or_default();
+            let key = if by.contains_key(&source) || by.len() < MAX_SOURCES {
+                source
+            } else {
+                OTHER_SOURCES.to_string()
+            };
+            let e = by.entry(key).or_default();
+            let newer = std::mem::take(&mut e.last_detail);
             for (reason, n) in &f.reasons {
                 e.add(reason, *n);
             }
-            if e.last_detail.is_empty() {
-                e.last_detail = f.last_detail;
-            }
+            // The last detail is the newest one: what arrived since the drain, if anything.
+            e.last_detail = if newer.is_empty() {
+                f.last_detail
+            } else {
+                newer
+            };
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct ApiConfig {
     pub relays: Vec<String>,
     /// Certificate names (CN) of Lightning nodes (the CLN plugin): status only.
     pub nodes: Vec<String>,
+    /// Connections open at once, authenticated or not.
+    pub max_connections: usize,
+    /// Connections one client certificate may hold open at once.
+    pub max_connections_per_certificate: usize,
 }
 
 /// What a client certificate may do. Any certificate chained to the admin CA is an admin's
@@ -84,6 +88,8 @@ impl ApiConfig {
             viewers: Vec::new(),
             relays: Vec::new(),
             nodes: Vec::new(),
+            max_connections: accept::MAX_CONNECTIONS,
+            max_connections_per_certificate: accept::MAX_CONNECTIONS_PER_CERTIFICATE,
         }
     }
 }
@@ -535,6 +541,9 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(32)
         .timeout(Duration::from_secs(30))
+        // A peer that vanished stops holding its connection's slot.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(svc);
     match config.tls {
         None => {
@@ -554,8 +563,9 @@ pub async fn serve(
                     std::io::Error,
                 >,
             >(64);
-            let connections = Arc::new(tokio::sync::Semaphore::new(accept::MAX_CONNECTIONS));
-            let in_progress = accept::PerSource::default();
+            let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+            let in_progress = accept::PerSource::new(accept::MAX_HANDSHAKES_PER_SOURCE);
+            let per_certificate = accept::PerSource::new(config.max_connections_per_certificate);
             // Handshakes cost CPU before anyone is authenticated: a bounded number at once, and
             // a bounded rate per source address.
             let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
@@ -590,12 +600,12 @@ pub async fn serve(
                             continue;
                         }
                     };
-                    let source =
-                        sha256::Hash::hash(peer.ip().to_string().as_bytes()).to_byte_array();
+                    let source_name = accept::source_of(peer.ip());
+                    let source = sha256::Hash::hash(source_name.as_bytes()).to_byte_array();
                     if !per_source.has_token(source) {
                         core.metrics.auth_failure();
                         auth.record(
-                            &peer.ip().to_string(),
+                            &accept::source_of(peer.ip()),
                             "dropped: too many failed handshakes from this address",
                             &core.events,
                             core.clock.now(),
@@ -624,6 +634,7 @@ pub async fn serve(
                     let auth = auth.clone();
                     let core = core.clone();
                     let per_source = per_source.clone();
+                    let per_certificate = per_certificate.clone();
                     tokio::spawn(async move {
                         let outcome =
                             tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
@@ -631,7 +642,31 @@ pub async fn serve(
                         drop((permit, counted));
                         match outcome {
                             Ok(Ok(tls)) => {
-                                let _ = tx.send(Ok(accept::Slotted::new(tls, slot))).await;
+                                let cn = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| common_name(c.as_ref()));
+                                let counted = match &cn {
+                                    Some(cn) => {
+                                        let key = sha256::Hash::hash(cn.as_bytes()).to_byte_array();
+                                        match per_certificate.begin(key) {
+                                            Some(c) => Some(c),
+                                            None => {
+                                                failed(
+                                                    &core,
+                                                    &auth,
+                                                    peer,
+                                                    &format!("too many connections open for the certificate of {cn}"),
+                                                );
+                                                return;
+                                            }
+                                        }
+                                    }
+                                    None => None,
+                                };
+                                let _ = tx.send(Ok(accept::Slotted::new(tls, slot, counted))).await;
                             }
                             Ok(Err(e)) => {
                                 per_source.admit(source);
@@ -662,7 +697,7 @@ pub async fn serve(
 fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
     core.metrics.auth_failure();
     auth.record(
-        &peer.ip().to_string(),
+        &accept::source_of(peer.ip()),
         detail,
         &core.events,
         core.clock.now(),

@@ -118,6 +118,21 @@ pub struct Pki {
     pub clients: Vec<(String, PathBuf, PathBuf)>,
 }
 
+/// The admin CA's certificate parameters. With the CA key (`ca.key`), they rebuild an issuer
+/// whose certificates chain to the `ca.pem` `init_pki` wrote: for issuing more certificates.
+pub fn admin_ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "Warden admin CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca)
+}
+
 /// Create a demo PKI in `dir`: a CA, a server certificate for localhost/127.0.0.1, and one client
 /// certificate per admin (CN = admin name). Private keys are written 0600. Refuses to overwrite.
 pub fn init_pki(dir: &Path, admins: &[String]) -> Result<Pki, TlsError> {
@@ -140,16 +155,10 @@ pub fn init_pki(dir: &Path, admins: &[String]) -> Result<Pki, TlsError> {
         write(name, pem.as_bytes())
     };
     let ca_key = KeyPair::generate().map_err(gen)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(gen)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name
-        .push(DnType::CommonName, "Warden admin CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).map_err(gen)?;
+    let ca_cert = admin_ca_params()
+        .map_err(gen)?
+        .self_signed(&ca_key)
+        .map_err(gen)?;
 
     let server_key = KeyPair::generate().map_err(gen)?;
     let mut sp = CertificateParams::new(vec!["localhost".to_string()]).map_err(gen)?;

@@ -59,12 +59,15 @@ async fn main() -> anyhow::Result<()> {
 
     let hsm = Hsm::open(&config.hsm)?;
     let loaded_seed = hsm.load_seed(&config.data_dir, config.network)?;
-    let seed = loaded_seed.seed;
-    let node_id = warden::signer::node_id(&seed, config.network);
+    let node_id = warden::signer::node_id(&loaded_seed.seed, config.network);
     let audit_key = hsm.audit_public_key()?;
 
     let store = Store::open(&config.data_dir.join("state"))?;
     warden::signer::bind_seed(&store, &loaded_seed.binding)?;
+    // Only now, holding the database's lock with the seed's id accepted by the state.
+    let seed_upgraded = hsm.upgrade_seed(&config.data_dir, &loaded_seed)?;
+    let seed_binding = loaded_seed.binding;
+    let seed = loaded_seed.seed;
     let metrics = Arc::new(warden::metrics::Metrics::default());
     let audit = Arc::new(warden::audit::AuditLog::open(
         &store,
@@ -100,8 +103,8 @@ async fn main() -> anyhow::Result<()> {
             "policy_hash": loaded.policy.hash_hex(),
             "version": env!("CARGO_PKG_VERSION"),
             "audit_key": audit_key.to_string(),
-            "seed_id": loaded_seed.binding.seed_id_hex(),
-            "seed_upgraded": loaded_seed.upgraded,
+            "seed_id": seed_binding.seed_id_hex(),
+            "seed_upgraded": seed_upgraded,
         }),
     )?;
     let settings = warden::signer::SignerSettings {
@@ -159,6 +162,8 @@ async fn main() -> anyhow::Result<()> {
             nodes: config.admin_nodes.clone(),
             max_message_bytes: 64 * 1024,
             auth_audit_secs: warden::api::AUTH_AUDIT_SECS,
+            max_connections: warden::api::accept::MAX_CONNECTIONS,
+            max_connections_per_certificate: warden::api::accept::MAX_CONNECTIONS_PER_CERTIFICATE,
         };
         let mut rx = stop_rx.clone();
         let core = core.clone();
@@ -209,12 +214,11 @@ async fn main() -> anyhow::Result<()> {
                 secret_file.display()
             )
         })?);
-        let hook = warden::alerts::Webhook {
-            url: url.clone(),
-            secret: zeroize::Zeroizing::new(secret.trim_ascii().to_vec()),
-            attempts: 5,
-            backoff: std::time::Duration::from_millis(500),
-        };
+        let hook = warden::alerts::Webhook::new(
+            url,
+            zeroize::Zeroizing::new(secret.trim_ascii().to_vec()),
+            config.alerts.webhook_ca_file.as_deref(),
+        )?;
         tokio::spawn(hook.run(core.events.subscribe()));
         tracing::info!(%url, "alerts are delivered to the webhook");
     }

@@ -10,7 +10,36 @@ use std::time::{Duration, Instant};
 /// Longest wait between two attempts to log in again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Probe `hsm` every `every` until `stop` changes, telling `core` whether it can sign.
+/// How long a probe may take before the HSM counts as not answering. A call that hangs keeps
+/// its thread; no second probe is started until it returns.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(750);
+/// How long logging in again may take before the watch stops waiting for it (it goes on in
+/// its thread, and no second attempt starts until it returns).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A blocking HSM call on its own thread, awaited at most `limit`; a call still running from
+/// an earlier round is waited for instead of starting another.
+async fn bounded(
+    task: &mut Option<tokio::task::JoinHandle<Result<(), String>>>,
+    limit: Duration,
+    what: &str,
+    start: impl FnOnce() -> tokio::task::JoinHandle<Result<(), String>>,
+) -> Result<(), String> {
+    let handle = task.get_or_insert_with(start);
+    match tokio::time::timeout(limit, &mut *handle).await {
+        Ok(joined) => {
+            *task = None;
+            joined.map_err(|e| e.to_string()).and_then(|r| r)
+        }
+        Err(_) => Err(format!(
+            "the HSM did not answer {what} within {} ms",
+            limit.as_millis()
+        )),
+    }
+}
+
+/// Probe `hsm` every `every` until `stop` changes, telling `core` whether it can sign. A
+/// failed probe refuses approvals at once, before anything else is tried.
 pub async fn watch_hsm(
     hsm: Hsm,
     core: Arc<Core>,
@@ -26,73 +55,73 @@ pub async fn watch_hsm(
     // wardend tears sessions and the library down, and would only repeat the event.
     let mut outage_cause: Option<String> = None;
     let mut refusals_seen = hsm.pin_refusals();
+    let mut probe_task = None;
+    let mut login_task = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {},
             _ = stop.changed() => break,
         }
-        let probe = {
+        let started = Instant::now();
+        let probe = bounded(&mut probe_task, PROBE_TIMEOUT, "its probe", || {
             let hsm = hsm.clone();
-            let started = Instant::now();
-            let r = tokio::task::spawn_blocking(move || hsm.probe())
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            core.metrics
-                .hsm_op("probe", started.elapsed().as_secs_f64(), r.is_ok());
-            r
-        };
-        match probe {
+            tokio::task::spawn_blocking(move || hsm.probe().map_err(|e| e.to_string()))
+        })
+        .await;
+        core.metrics
+            .hsm_op("probe", started.elapsed().as_secs_f64(), probe.is_ok());
+        let e = match probe {
             Ok(()) => {
                 core.set_hsm_health(Ok(()));
                 backoff = every;
                 login_error = None;
                 outage_cause = None;
+                continue;
             }
-            Err(e) => {
-                let cause = outage_cause.get_or_insert(e).clone();
-                if Instant::now() >= next_login {
-                    let started = Instant::now();
-                    let relogged = {
-                        let hsm = hsm.clone();
-                        tokio::task::spawn_blocking(move || hsm.relogin())
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r.map_err(|e| e.to_string()))
-                    };
-                    // Only PIN refusals the token itself gave count as failed logins; a PIN
-                    // wardend declined to offer again is not a C_Login call.
-                    let refusals = hsm.pin_refusals();
-                    if refusals > refusals_seen {
-                        core.metrics
-                            .hsm_op("login", started.elapsed().as_secs_f64(), false);
-                        refusals_seen = refusals;
-                    }
-                    match relogged {
-                        Ok(()) => {
-                            core.metrics
-                                .hsm_op("login", started.elapsed().as_secs_f64(), true);
-                            login_error = None;
-                            core.set_hsm_health(Ok(()));
-                            outage_cause = None;
-                            backoff = every;
-                            next_login = Instant::now();
-                            continue;
-                        }
-                        Err(le) => {
-                            if login_error.as_ref() != Some(&le) {
-                                tracing::warn!(error = %le, "logging in to the HSM again failed; retrying with backoff");
-                            }
-                            login_error = Some(le);
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
-                        }
-                    }
-                    next_login = Instant::now() + backoff;
+            Err(e) => e,
+        };
+        let cause = outage_cause.get_or_insert(e).clone();
+        let health = |login_error: &Option<String>| match login_error {
+            Some(le) => format!("{cause}; logging in again: {le}"),
+            None => cause.clone(),
+        };
+        // Refuse first; then try to get the token back.
+        core.set_hsm_health(Err(health(&login_error)));
+        if Instant::now() < next_login {
+            continue;
+        }
+        let started = Instant::now();
+        let relogged = bounded(&mut login_task, LOGIN_TIMEOUT, "a new login", || {
+            let hsm = hsm.clone();
+            tokio::task::spawn_blocking(move || hsm.relogin().map_err(|e| e.to_string()))
+        })
+        .await;
+        // Each PIN the token refused is one failed login; a PIN wardend declined to offer
+        // again is not a C_Login call and is not counted.
+        let refusals = hsm.pin_refusals();
+        for _ in refusals_seen..refusals {
+            core.metrics
+                .hsm_op("login", started.elapsed().as_secs_f64(), false);
+        }
+        refusals_seen = refusals;
+        match relogged {
+            Ok(()) => {
+                core.metrics
+                    .hsm_op("login", started.elapsed().as_secs_f64(), true);
+                login_error = None;
+                outage_cause = None;
+                core.set_hsm_health(Ok(()));
+                backoff = every;
+                next_login = Instant::now();
+            }
+            Err(le) => {
+                if login_error.as_ref() != Some(&le) {
+                    tracing::warn!(error = %le, "logging in to the HSM again failed; retrying with backoff");
                 }
-                core.set_hsm_health(Err(match &login_error {
-                    Some(le) => format!("{cause}; logging in again: {le}"),
-                    None => cause,
-                }));
+                login_error = Some(le);
+                core.set_hsm_health(Err(health(&login_error)));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                next_login = Instant::now() + backoff;
             }
         }
     }

@@ -102,22 +102,35 @@ struct Inner {
     pool: Mutex<PoolState>,
     returned: Condvar,
     pin_refusals: std::sync::atomic::AtomicU64,
+    // Every call into the library holds this for reading; re-initializing it holds it for
+    // writing, so C_Finalize never runs while another thread is inside the library (undefined
+    // in PKCS#11, and a handle kept across it could name another object afterwards).
+    library: std::sync::RwLock<()>,
 }
 
 /// The PIN held (zeroizing) to log in again after the token or its sessions were lost: a PIN
 /// from the environment is removed from it once read, so it cannot be read twice.
 struct PinState {
     pin: cryptoki::types::AuthPin,
-    // The token refused `pin`: it is never offered again, because real HSMs lock the user PIN
-    // after a few failures. A PIN file is re-read instead, so an operator who changed the PIN
-    // writes the new one there and wardend logs in by itself.
-    refused: bool,
+    // SHA-256 of every PIN the token refused: none is offered again, because real HSMs lock
+    // the user PIN after a few failures. A PIN file is re-read instead, so an operator who
+    // changed the PIN writes the new one there and wardend logs in by itself.
+    refused: Vec<[u8; 32]>,
+}
+
+fn pin_hash(pin: &cryptoki::types::AuthPin) -> [u8; 32] {
+    use lightning_signer::bitcoin::hashes::Hash;
+    use secrecy::ExposeSecret;
+    lightning_signer::bitcoin::hashes::sha256::Hash::hash(pin.expose_secret().as_bytes())
+        .to_byte_array()
 }
 
 struct PoolState {
     idle: Vec<Session>,
     open: usize,
-    slot: Slot,
+    // `None` after re-initializing the library did not find the token: every operation fails
+    // until it is found again.
+    slot: Option<Slot>,
     // Bumped when the library is re-initialized: sessions of an older generation died with it,
     // and their handles may now name someone else's session, so they are never closed.
     generation: u64,
@@ -183,16 +196,17 @@ impl Hsm {
                 login: Mutex::new(Some(login)),
                 pin: Mutex::new(PinState {
                     pin,
-                    refused: false,
+                    refused: Vec::new(),
                 }),
                 pool: Mutex::new(PoolState {
                     idle: Vec::new(),
                     open: 0,
-                    slot,
+                    slot: Some(slot),
                     generation: 0,
                 }),
                 returned: Condvar::new(),
                 pin_refusals: std::sync::atomic::AtomicU64::new(0),
+                library: std::sync::RwLock::new(()),
             }),
         })
     }
@@ -202,6 +216,7 @@ impl Hsm {
         &self,
         f: impl FnOnce(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
+        let _library = self.inner.library.read().unwrap_or_else(|p| p.into_inner());
         let (session, generation) = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
             loop {
@@ -210,8 +225,10 @@ impl Hsm {
                     break (s, generation);
                 }
                 if pool.open < self.inner.config.max_sessions.max(1) {
+                    let Some(slot) = pool.slot else {
+                        return Err(self.token_gone());
+                    };
                     pool.open += 1;
-                    let slot = pool.slot;
                     drop(pool);
                     match self.inner.ctx.open_rw_session(slot) {
                         Ok(s) => break (s, generation),
@@ -268,24 +285,69 @@ impl Hsm {
     /// directory that was removed and put back, or an HSM that restarted, is only seen again
     /// after a new `C_Initialize`.
     pub fn relogin(&self) -> Result<(), HsmError> {
-        match self.login_fresh() {
-            Ok(()) if self.probe().is_ok() => return Ok(()),
-            Err(e @ (HsmError::WrongPin { .. } | HsmError::PinRefused { .. })) => return Err(e),
-            Err(e @ HsmError::PinLocked { .. }) => return Err(e),
-            _ => {}
+        if self.pool_slot().is_some() {
+            match self.login_fresh() {
+                Ok(()) => match self.probe() {
+                    Ok(()) => return Ok(()),
+                    // The token answers and still holds the seal key: only the audit key is
+                    // gone, and starting the library over would not bring it back.
+                    Err(e @ HsmError::KeyMissing { .. }) if self.holds_seal_key() => return Err(e),
+                    Err(_) => {}
+                },
+                Err(
+                    e @ (HsmError::WrongPin { .. }
+                    | HsmError::PinRefused { .. }
+                    | HsmError::PinLocked { .. }),
+                ) => return Err(e),
+                Err(_) => {}
+            }
         }
         self.reinitialize()?;
         self.probe()
     }
 
+    fn pool_slot(&self) -> Option<Slot> {
+        self.inner
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .slot
+    }
+
+    fn token_gone(&self) -> HsmError {
+        HsmError::Operation {
+            op: "token lookup",
+            detail: format!(
+                "token \"{}\" is not present in the PKCS#11 module; wardend looks for it again with backoff",
+                self.inner.config.token_label
+            ),
+        }
+    }
+
+    fn holds_seal_key(&self) -> bool {
+        let token = self.inner.config.token_label.clone();
+        self.with_session(|s| {
+            Self::find_key(s, SEAL_KEY_LABEL, ObjectClass::SECRET_KEY, &token).map(|_| ())
+        })
+        .is_ok()
+    }
+
     fn login_fresh(&self) -> Result<(), HsmError> {
+        let _library = self.inner.library.read().unwrap_or_else(|p| p.into_inner());
         let slot = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
             let n = pool.idle.len();
             pool.idle.clear();
             pool.open -= n;
-            pool.slot
+            self.inner.returned.notify_all();
+            pool.slot.ok_or_else(|| self.token_gone())?
         };
+        self.log_in_on_new_session(slot)
+    }
+
+    /// Open a session on `slot`, log it in, and keep it as the login session. The caller holds
+    /// the library lock.
+    fn log_in_on_new_session(&self, slot: Slot) -> Result<(), HsmError> {
         let session = self
             .inner
             .ctx
@@ -297,12 +359,20 @@ impl Hsm {
     }
 
     fn reinitialize(&self) -> Result<(), HsmError> {
+        // Waits for every call in progress to leave the library.
+        let _library = self
+            .inner
+            .library
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
         pool.generation += 1;
         for dead in pool.idle.drain(..) {
             std::mem::forget(dead);
         }
         pool.open = 0;
+        pool.slot = None;
+        self.inner.returned.notify_all();
         if let Some(dead) = self
             .inner
             .login
@@ -323,30 +393,22 @@ impl Hsm {
                 detail: e.to_string(),
             })?;
         let slot = find_token(&self.inner.ctx, config)?;
-        pool.slot = slot;
+        pool.slot = Some(slot);
         drop(pool);
-        let session = self
-            .inner
-            .ctx
-            .open_rw_session(slot)
-            .map_err(|e| HsmError::op("C_OpenSession", e))?;
-        self.login_session(&session)?;
-        *self.inner.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+        self.log_in_on_new_session(slot)?;
         tracing::warn!(token = %config.token_label, "HSM library initialized again and logged in");
         Ok(())
     }
 
     /// Log `session` in with the PIN held; never with a PIN the token already refused.
     fn login_session(&self, session: &Session) -> Result<(), HsmError> {
-        use secrecy::ExposeSecret;
         let config = &self.inner.config;
         let mut state = self.inner.pin.lock().unwrap_or_else(|p| p.into_inner());
-        if state.refused {
+        if state.refused.contains(&pin_hash(&state.pin)) {
             if let PinSource::File(_) = &config.pin {
                 if let Ok(fresh) = config.pin.read() {
-                    if fresh.expose_secret() != state.pin.expose_secret() {
+                    if !state.refused.contains(&pin_hash(&fresh)) {
                         state.pin = fresh;
-                        state.refused = false;
                     }
                 }
             }
@@ -365,13 +427,14 @@ impl Hsm {
             },
         }
         };
-        if state.refused {
+        if state.refused.contains(&pin_hash(&state.pin)) {
             return Err(refused());
         }
         match session.login(UserType::User, Some(&state.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
             Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                state.refused = true;
+                let h = pin_hash(&state.pin);
+                state.refused.push(h);
                 self.inner
                     .pin_refusals
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -602,9 +665,10 @@ impl Hsm {
     /// Read and unseal the seed file in `data_dir` for a node on `network`.
     ///
     /// A blob sealed for another network is refused before the HSM is asked (the same seed on
-    /// two networks is one set of keys on both). A version-1 blob, which binds neither, is
-    /// rewritten in place as version 2 bound to `network` and a new seed id; the seed inside
-    /// is unchanged.
+    /// two networks is one set of keys on both). A version-1 blob, which binds neither, opens
+    /// as bound to `network` and the seed's own id, and is marked `legacy`: wardend rewrites it
+    /// with [`Hsm::upgrade_seed`] once it holds the state database's lock and the state has
+    /// accepted that id.
     pub fn load_seed(&self, data_dir: &Path, network: Network) -> Result<LoadedSeed, HsmError> {
         let path = data_dir.join(SEALED_SEED_FILE);
         let bytes = std::fs::read(&path).map_err(|e| HsmError::SealedSeedUnreadable {
@@ -626,29 +690,32 @@ impl Hsm {
             }
         }
         let seed = self.unseal_seed(&sealed, &path)?;
-        match sealed.binding {
-            Some(binding) => Ok(LoadedSeed {
-                seed,
-                binding,
-                upgraded: false,
-            }),
-            None => {
-                let binding =
-                    SeedBinding::generate(network).map_err(|e| HsmError::op("OS RNG", e))?;
-                self.write_sealed(&seed, &binding, &path, true)?;
-                tracing::warn!(
-                    path = %path.display(),
-                    %network,
-                    seed_id = %binding.seed_id_hex(),
-                    "sealed seed rewritten in format 2: now bound to its network and a seed id"
-                );
-                Ok(LoadedSeed {
-                    seed,
-                    binding,
-                    upgraded: true,
-                })
-            }
+        let legacy = sealed.binding.is_none();
+        let binding = sealed
+            .binding
+            .unwrap_or_else(|| SeedBinding::for_seed(network, &seed));
+        Ok(LoadedSeed {
+            seed,
+            binding,
+            legacy,
+        })
+    }
+
+    /// Rewrite a format-1 seed file as format 2 with `loaded`'s binding, atomically (the seed
+    /// inside is unchanged). Nothing to do for a format-2 file.
+    pub fn upgrade_seed(&self, data_dir: &Path, loaded: &LoadedSeed) -> Result<bool, HsmError> {
+        if !loaded.legacy {
+            return Ok(false);
         }
+        let path = data_dir.join(SEALED_SEED_FILE);
+        self.write_sealed(&loaded.seed, &loaded.binding, &path, true)?;
+        tracing::warn!(
+            path = %path.display(),
+            network = %loaded.binding.network,
+            seed_id = %loaded.binding.seed_id_hex(),
+            "sealed seed rewritten in format 2: now bound to its network and its seed id"
+        );
+        Ok(true)
     }
 
     /// Seal, prove the blob opens to the same seed, then write it atomically: the file may
@@ -704,22 +771,21 @@ impl Hsm {
 
     /// What is on the token, for `wardenctl hsm status`.
     pub fn status(&self) -> Result<HsmStatus, HsmError> {
-        let info = self
-            .inner
-            .ctx
-            .get_library_info()
-            .map_err(|e| HsmError::op("C_GetInfo", e))?;
-        let token = self
-            .inner
-            .ctx
-            .get_token_info(
-                self.inner
-                    .pool
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .slot,
-            )
-            .map_err(|e| HsmError::op("C_GetTokenInfo", e))?;
+        let (info, token) = {
+            let _library = self.inner.library.read().unwrap_or_else(|p| p.into_inner());
+            let info = self
+                .inner
+                .ctx
+                .get_library_info()
+                .map_err(|e| HsmError::op("C_GetInfo", e))?;
+            let slot = self.pool_slot().ok_or_else(|| self.token_gone())?;
+            let token = self
+                .inner
+                .ctx
+                .get_token_info(slot)
+                .map_err(|e| HsmError::op("C_GetTokenInfo", e))?;
+            (info, token)
+        };
         let keys = self.with_session(|s| {
             let mut keys = Vec::new();
             for (label, class, kind) in [
@@ -829,8 +895,8 @@ pub struct LoadedSeed {
     pub seed: NodeSeed,
     /// Its network and seed id.
     pub binding: SeedBinding,
-    /// Whether a version-1 blob was just rewritten as version 2.
-    pub upgraded: bool,
+    /// Whether the file is still in format 1 (see [`Hsm::upgrade_seed`]).
+    pub legacy: bool,
 }
 
 impl Hsm {
@@ -852,18 +918,22 @@ impl Hsm {
             return Err(HsmError::SeedAlreadyPresent { path });
         }
         let audit_public_key = self.create_keys()?;
-        let binding = SeedBinding::generate(network).map_err(|e| HsmError::op("OS RNG", e))?;
         let sealed = (|| {
             let mut seed = NodeSeed::zeroed();
             getrandom::getrandom(seed.as_mut_slice()).map_err(|e| HsmError::op("OS RNG", e))?;
-            self.write_sealed(&seed, &binding, &path, false)
+            let binding = SeedBinding::for_seed(network, &seed);
+            self.write_sealed(&seed, &binding, &path, false)?;
+            Ok(binding)
         })();
-        if let Err(e) = sealed {
-            if let Err(rollback) = self.destroy_keys() {
-                tracing::error!(error = %rollback, "could not remove the keys of a failed init; remove them before retrying");
+        let binding = match sealed {
+            Ok(b) => b,
+            Err(e) => {
+                if let Err(rollback) = self.destroy_keys() {
+                    tracing::error!(error = %rollback, "could not remove the keys of a failed init; remove them before retrying");
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         tracing::info!(path = %path.display(), %network, seed_id = %binding.seed_id_hex(), "node seed generated and sealed");
         Ok(InitReport {
             sealed_seed_path: path,

@@ -5,7 +5,7 @@
 //! 0       4     magic "WSDS" (Warden Sealed Data, Seed)
 //! 4       1     format version (2)
 //! 5       1     network the seed is for: 0 bitcoin, 1 testnet, 2 signet, 3 regtest
-//! 6       16    seed id, random at `wardenctl init`
+//! 6       16    seed id: SHA-256("warden/seed-id/v1" || seed), first 16 bytes
 //! 22      12    AES-GCM IV, random per sealing
 //! 34      48    ciphertext (32-byte seed) || 16-byte GCM tag
 //! ```
@@ -16,7 +16,8 @@
 //! was created with, so a blob swapped in from another instance is refused at start.
 //!
 //! Version 1 (no network, no id; associated data `"warden/node-seed/v1"`) is still read, and
-//! wardend rewrites it as version 2 on its first start.
+//! wardend rewrites it as version 2 once it holds the state database and the state accepted
+//! the seed's id.
 use lightning_signer::bitcoin::Network;
 use zeroize::Zeroizing;
 
@@ -80,16 +81,24 @@ impl std::fmt::Debug for NodeSeed {
 pub struct SeedBinding {
     /// The Bitcoin network the seed's keys are used on.
     pub network: Network,
-    /// Random at `wardenctl init`; recorded by the state database on first start.
+    /// The seed's own id ([`SeedBinding::for_seed`]); recorded by the state database on its
+    /// first start.
     pub seed_id: [u8; SEED_ID_LEN],
 }
 
 impl SeedBinding {
-    /// A new binding with a fresh random seed id.
-    pub fn generate(network: Network) -> Result<Self, getrandom::Error> {
+    /// The binding of `seed` on `network`. The id is the seed's own (a labelled SHA-256 of
+    /// it, cut to 16 bytes), so a file restored from an older backup of the same seed, or
+    /// upgraded from format 1, keeps the id its state recorded, and another seed never has it.
+    pub fn for_seed(network: Network, seed: &NodeSeed) -> Self {
+        use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
+        let mut e = sha256::Hash::engine();
+        e.input(b"warden/seed-id/v1");
+        e.input(seed.as_slice());
+        let digest = sha256::Hash::from_engine(e).to_byte_array();
         let mut seed_id = [0u8; SEED_ID_LEN];
-        getrandom::getrandom(&mut seed_id)?;
-        Ok(SeedBinding { network, seed_id })
+        seed_id.copy_from_slice(&digest[..SEED_ID_LEN]);
+        SeedBinding { network, seed_id }
     }
 
     /// The seed id as operators see it in logs and errors.

@@ -220,18 +220,18 @@ impl Daemon {
 impl Daemon {
     /// Scrape /metrics and parse the text format into `name{labels}` → value.
     pub async fn scrape_metrics(&self) -> std::collections::HashMap<String, f64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(&self.metrics_addr)
+        let resp = reqwest::get(format!("http://{}/metrics", self.metrics_addr))
             .await
             .unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert_eq!(resp.status(), 200);
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+        // Anything else is not served.
+        let other = reqwest::get(format!("http://{}/other", self.metrics_addr))
             .await
             .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).await.unwrap();
-        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        assert_eq!(other.status(), 404);
+        let body = resp.text().await.unwrap();
         body.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .map(|l| {

@@ -148,24 +148,24 @@ impl TestToken {
 
     /// Remove the HSM's audit key behind wardend's back, as a fault or an operator would.
     pub fn delete_audit_key(&self) {
+        self.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            warden::hsm::AUDIT_KEY_LABEL,
+        ]);
+    }
+
+    /// OpenSC's pkcs11-tool on this token, as an operator uses it; it must succeed.
+    fn pkcs11_tool(&self, args: &[&str]) {
         let out = Command::new("pkcs11-tool")
             .env("SOFTHSM2_CONF", &self.conf)
-            .args([
-                "--module",
-                DEFAULT_MODULE,
-                "--token-label",
-                &self.label,
-                "--login",
-                "--pin",
-                USER_PIN,
-            ])
-            .args([
-                "--delete-object",
-                "--type",
-                "privkey",
-                "--label",
-                warden::hsm::AUDIT_KEY_LABEL,
-            ])
+            .args(["--module", DEFAULT_MODULE, "--token-label", &self.label])
+            .args(args)
             .output()
             .expect("pkcs11-tool (opensc) is installed by scripts/setup.sh");
         assert!(
@@ -202,17 +202,7 @@ impl TestToken {
 
     /// Change the user PIN from outside, as an operator with the HSM's admin tool would.
     pub fn change_pin(&self, old: &str, new: &str) {
-        let out = Command::new("pkcs11-tool")
-            .env("SOFTHSM2_CONF", &self.conf)
-            .args(["--module", DEFAULT_MODULE, "--token-label", &self.label])
-            .args(["--login", "--pin", old, "--change-pin", "--new-pin", new])
-            .output()
-            .expect("pkcs11-tool (opensc) is installed by scripts/setup.sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.pkcs11_tool(&["--login", "--pin", old, "--change-pin", "--new-pin", new]);
     }
 
     pub fn path(&self) -> &Path {
@@ -231,4 +221,5 @@ pub fn bin_path(name: &str) -> PathBuf {
 pub mod api;
 pub mod cln;
 pub mod daemon;
+pub mod hook;
 pub mod ldk_net;
