@@ -103,6 +103,9 @@ pub struct AdminService {
     viewers: Arc<Vec<String>>,
     relays: Arc<Vec<String>>,
     nodes: Arc<Vec<String>>,
+    // With TLS, a request without a client certificate is refused, never taken for the
+    // loopback development mode.
+    tls: bool,
 }
 
 /// The subject common name of a DER certificate.
@@ -233,6 +236,7 @@ impl AdminService {
             viewers: Arc::new(config.viewers.clone()),
             relays: Arc::new(config.relays.clone()),
             nodes: Arc::new(config.nodes.clone()),
+            tls: config.tls.is_some(),
         }
     }
 
@@ -262,6 +266,11 @@ impl AdminService {
     /// The role of the certificate a request came with.
     pub fn role<T>(&self, req: &Request<T>) -> Result<Role, Status> {
         let Some(certs) = req.peer_certs() else {
+            if self.tls {
+                return Err(Status::permission_denied(
+                    "no client certificate reached the admin API; connect with an admin certificate (wardenctl tls)",
+                ));
+            }
             return Ok(Role::Development);
         };
         let cn = certs
