@@ -145,6 +145,19 @@ step "A payment over the per-payment limit (2,500,000 sat): refused, with its ru
 cln pay 2500000 3
 sleep 0.5
 
+step "The HSM token goes away under wardend: payments stop at once, and resume by themselves when it is back"
+mv "$demo/tokens" "$demo/tokens-away"
+sleep 1
+cln pay 30000 5
+grep -m1 -o "the HSM cannot sign audit checkpoints ([^;)]*" "$demo/wardend.log" | head -1 || true
+mv "$demo/tokens-away" "$demo/tokens"
+echo "token back; wardend logs in again by itself (backoff from 250 ms):"
+for n in $(seq 6 40); do
+  echo "pay 30000 $n" >&"${CLN[1]}"; read -r reply <&"${CLN[0]}"
+  if [ "$reply" = "approved" ]; then printf 'cln> %-28s -> %s\n' "pay 30000 $n" "$reply"; break; fi
+  sleep 0.5
+done
+
 step "What the admins saw (wardenctl watch)"
 cat "$demo/events.log"
 

@@ -70,7 +70,9 @@ async fn a_token_removed_under_wardend_stops_approvals_within_a_second_and_its_r
     let fault = next_event(&mut events, EventKind::Hsm).await;
     assert_eq!(fault.tags, vec!["warden-hsm-unavailable"]);
     assert!(
-        fault.message.contains("the HSM cannot sign"),
+        fault.message.contains("the HSM cannot sign")
+            && fault.message.contains("shows none of Warden's keys")
+            && fault.message.contains("do not run `wardenctl init`"),
         "{}",
         fault.message
     );

@@ -43,6 +43,10 @@ pub enum HsmError {
     #[error("the key \"{key_label}\" is missing from token \"{token}\". Run `wardenctl init` once to create Warden's keys, or point hsm.token_label at the token that holds them")]
     KeyMissing { key_label: String, token: String },
 
+    /// The token answers but shows none of Warden's keys.
+    #[error("token \"{token}\" shows none of Warden's keys: it was removed, replaced or reset under wardend. Put Warden's token back (wardend logs in again by itself); do not run `wardenctl init` on a node that has a sealed seed")]
+    TokenEmpty { token: String },
+
     /// `init` found keys from an earlier run.
     #[error("token \"{token}\" already holds Warden keys ({labels}); refusing to overwrite them. `wardenctl init` runs once per token: keep the existing keys, or use a fresh token")]
     KeysAlreadyPresent { token: String, labels: String },

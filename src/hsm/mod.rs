@@ -274,7 +274,17 @@ impl Hsm {
         self.with_session(|s| {
             s.get_session_info()
                 .map_err(|e| HsmError::op("C_GetSessionInfo", e))?;
-            Self::find_key(s, AUDIT_KEY_LABEL, ObjectClass::PRIVATE_KEY, &token).map(|_| ())
+            match Self::find_key(s, AUDIT_KEY_LABEL, ObjectClass::PRIVATE_KEY, &token) {
+                Ok(_) => Ok(()),
+                // Neither key: not a deleted key but a token that went away or was reset.
+                Err(HsmError::KeyMissing { .. })
+                    if Self::find_key(s, SEAL_KEY_LABEL, ObjectClass::SECRET_KEY, &token)
+                        .is_err() =>
+                {
+                    Err(HsmError::TokenEmpty { token })
+                }
+                Err(e) => Err(e),
+            }
         })
     }
 
@@ -289,9 +299,10 @@ impl Hsm {
             match self.login_fresh() {
                 Ok(()) => match self.probe() {
                     Ok(()) => return Ok(()),
-                    // The token answers and still holds the seal key: only the audit key is
-                    // gone, and starting the library over would not bring it back.
-                    Err(e @ HsmError::KeyMissing { .. }) if self.holds_seal_key() => return Err(e),
+                    // The token answers and still holds the seal key (`probe` says
+                    // `TokenEmpty` otherwise): only the audit key is gone, and starting the
+                    // library over would not bring it back.
+                    Err(e @ HsmError::KeyMissing { .. }) => return Err(e),
                     Err(_) => {}
                 },
                 Err(
@@ -322,14 +333,6 @@ impl Hsm {
                 self.inner.config.token_label
             ),
         }
-    }
-
-    fn holds_seal_key(&self) -> bool {
-        let token = self.inner.config.token_label.clone();
-        self.with_session(|s| {
-            Self::find_key(s, SEAL_KEY_LABEL, ObjectClass::SECRET_KEY, &token).map(|_| ())
-        })
-        .is_ok()
     }
 
     fn login_fresh(&self) -> Result<(), HsmError> {
