@@ -224,7 +224,12 @@ async fn start_vlsd(binary: &std::path::Path) -> Vlsd {
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds in a `/proc/.../stat` file (a process's, or a thread's).
+fn stat_cpu_secs(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -239,6 +244,55 @@ fn clock_ticks_per_sec() -> f64 {
         let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     })
+}
+
+/// A bare VLS handler in this process: VLS's own validation, an in-memory persister (nothing
+/// durable), VLS's auto-approver, no gRPC, no proxy. CPU seconds this thread spends per approved
+/// preapprove of a fresh invoice: the floor Warden's per-request CPU is compared with.
+fn bare_vls_cpu_per_preapprove(n: usize) -> f64 {
+    use lightning_signer::node::NodeServices;
+    use lightning_signer::policy::simple_validator::{
+        make_simple_policy, OptionizedSimplePolicy, SimpleValidatorFactory,
+    };
+    use lightning_signer::signer::ClockStartingTimeFactory;
+    use lightning_signer::util::clock::StandardClock;
+    use vls_protocol::msgs::SerBolt;
+    use vls_protocol_signer::handler::{Handler, HandlerBuilder, RootHandler};
+    let network = lightning_signer::bitcoin::Network::Regtest;
+    let mut policy = make_simple_policy(network, OptionizedSimplePolicy::default());
+    policy.max_invoices = n + 10;
+    let services = NodeServices {
+        validator_factory: std::sync::Arc::new(SimpleValidatorFactory::new_with_policy(policy)),
+        starting_time_factory: ClockStartingTimeFactory::new(),
+        persister: std::sync::Arc::new(lightning_signer::persist::DummyPersister),
+        clock: std::sync::Arc::new(StandardClock()),
+        trusted_oracle_pubkeys: vec![],
+    };
+    let init = HandlerBuilder::new(network, 0, services, [0x42; 32])
+        .approver(std::sync::Arc::new(
+            vls_protocol_signer::approver::PositiveApprover(),
+        ))
+        .build()
+        .unwrap();
+    let mut init = init;
+    init.handle(Message::HsmdInit(warden::standin::hsmd_init_regtest()))
+        .unwrap();
+    let root: RootHandler = init.into();
+    let mut inv = Invoices::new(4);
+    let invoices: Vec<String> = (0..n).map(|_| inv.next()).collect();
+    let before = stat_cpu_secs("/proc/thread-self/stat");
+    for i in invoices {
+        let reply = root
+            .handle(Message::PreapproveInvoice(msgs::PreapproveInvoice {
+                invstring: vls_protocol::serde_bolt::WireString(i.into_bytes()),
+            }))
+            .unwrap();
+        assert_eq!(
+            reply.as_vec(),
+            msgs::PreapproveInvoiceReply { result: true }.as_vec()
+        );
+    }
+    (stat_cpu_secs("/proc/thread-self/stat") - before) / n as f64
 }
 
 /// Restart wardend and report how long until it is ready and until the node's next request is
@@ -402,6 +456,14 @@ async fn main() {
                 w_cpu * 1e3,
                 v_cpu * 1e3,
                 w_cpu / v_cpu
+            );
+        }
+        {
+            let bare = bare_vls_cpu_per_preapprove(head);
+            println!(
+                "  CPU per approved preapprove, bare VLS handler in process (no persistence, no gRPC): {:.3} ms; warden/bare {:.2}",
+                bare * 1e3,
+                w_cpu / bare
             );
         }
 
