@@ -112,6 +112,15 @@ impl SourceFailures {
     }
 }
 
+/// Whether a source's `n`-th failure of an interval is written to the text log.
+fn logged(n: u64) -> bool {
+    let mut p = 1;
+    while p < n {
+        p = p.saturating_mul(10);
+    }
+    p == n
+}
+
 /// Failures within [`WINDOW`] that make an alert.
 pub const THRESHOLD: usize = 5;
 /// The window for [`THRESHOLD`].
@@ -121,8 +130,7 @@ impl AuthFailures {
     /// Record a failure from `peer`; emits an event when failures repeat.
     pub fn record(&self, peer: &str, detail: &str, events: &EventBus, now_unix: u64) {
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::warn!(%peer, %detail, total, "admin API authentication failure");
-        {
+        let from_source = {
             // The source is the address without the port: one client, many connections.
             let source = peer
                 .parse::<std::net::SocketAddr>()
@@ -134,7 +142,14 @@ impl AuthFailures {
             } else {
                 OTHER_SOURCES.to_string()
             };
-            by.entry(key).or_default().add(detail, 1);
+            let e = by.entry(key).or_default();
+            e.add(detail, 1);
+            e.count
+        };
+        // The text log, like the audit log, must not grow by a line per knock: a source's 1st,
+        // 10th, 100th, … failure of the interval is logged, the rest only counted.
+        if logged(from_source) {
+            tracing::warn!(%peer, %detail, total, from_source, "admin API authentication failure");
         }
         let now = Instant::now();
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -253,6 +268,12 @@ mod tests {
         assert_eq!(again["10.0.0.1"].count, 1_001);
         assert_eq!(again["10.0.0.1"].reasons["no certificate"], 1_001);
         assert_eq!(again[OTHER_SOURCES].count, 51);
+    }
+
+    #[test]
+    fn a_knocking_source_is_logged_at_powers_of_ten_only() {
+        let logged_at: Vec<u64> = (1..=12_000).filter(|n| logged(*n)).collect();
+        assert_eq!(logged_at, vec![1, 10, 100, 1_000, 10_000]);
     }
 
     #[test]
