@@ -609,15 +609,14 @@ pub async fn serve(
                             continue;
                         }
                     };
-                    let source_name = accept::source_of(peer.ip());
-                    let source = sha256::Hash::hash(source_name.as_bytes()).to_byte_array();
+                    let source =
+                        sha256::Hash::hash(accept::source_of(peer.ip()).as_bytes()).to_byte_array();
                     if !per_source.has_token(source) {
-                        core.metrics.auth_failure();
-                        auth.record(
-                            &accept::source_of(peer.ip()),
+                        failed(
+                            &core,
+                            &auth,
+                            peer,
                             "dropped: too many failed handshakes from this address",
-                            &core.events,
-                            core.clock.now(),
                         );
                         continue;
                     }
