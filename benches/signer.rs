@@ -11,8 +11,12 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/procfs.rs"]
+mod procfs;
 #[path = "support/stats.rs"]
 mod stats;
+#[path = "support/vls.rs"]
+mod vls;
 
 use common::cln::Cln;
 use common::daemon::{free_port, Daemon, LOAD_RULES};
@@ -20,47 +24,15 @@ use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{All, Secp256k1, SecretKey};
 use lightning_signer::lightning::types::payment::PaymentSecret;
 use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
+use procfs::{cpu_secs, rss_mib};
 use stats::{print, timed};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use vls::{bare_vls_cpu_per_preapprove, Invoices};
 use vls_protocol::msgs::{self, Message};
 use warden::standin::chain::ChainStub;
 use warden::standin::proxy::{default_binary, Proxy};
-
-struct Invoices {
-    secp: Secp256k1<All>,
-    payee: SecretKey,
-    next: u64,
-    tag: u8,
-}
-
-impl Invoices {
-    fn new(tag: u8) -> Self {
-        Invoices {
-            secp: Secp256k1::new(),
-            payee: SecretKey::from_slice(&[0x5a; 32]).unwrap(),
-            next: 0,
-            tag,
-        }
-    }
-
-    fn next(&mut self) -> String {
-        self.next += 1;
-        let preimage = sha256::Hash::hash(&[&[self.tag][..], &self.next.to_be_bytes()].concat());
-        InvoiceBuilder::new(Currency::Regtest)
-            .description("load".into())
-            .payment_hash(sha256::Hash::hash(preimage.as_byte_array()))
-            .payment_secret(PaymentSecret([1u8; 32]))
-            .current_timestamp()
-            .expiry_time(Duration::from_secs(86_400))
-            .min_final_cltv_expiry_delta(144)
-            .amount_milli_satoshis(1_000_000)
-            .build_signed(|m| self.secp.sign_ecdsa_recoverable(m, &self.payee))
-            .unwrap()
-            .to_string()
-    }
-}
 
 fn preapprove(proxy: &mut Proxy, invoice: String) -> Result<bool, String> {
     match proxy.hsmd.call(msgs::PreapproveInvoice {
@@ -222,79 +194,6 @@ async fn start_vlsd(binary: &std::path::Path) -> Vlsd {
     }
 }
 
-/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
-fn cpu_secs(pid: u32) -> f64 {
-    stat_cpu_secs(&format!("/proc/{pid}/stat"))
-}
-
-/// CPU seconds in a `/proc/.../stat` file (a process's, or a thread's).
-fn stat_cpu_secs(path: &str) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / clock_ticks_per_sec()
-}
-
-/// The unit of `/proc/PID/stat`'s CPU times, as `getconf CLK_TCK` reports it.
-fn clock_ticks_per_sec() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    })
-}
-
-/// A bare VLS handler in this process: VLS's own validation, an in-memory persister (nothing
-/// durable), VLS's auto-approver, no gRPC, no proxy. CPU seconds this thread spends per approved
-/// preapprove of a fresh invoice: the floor Warden's per-request CPU is compared with.
-fn bare_vls_cpu_per_preapprove(n: usize) -> f64 {
-    use lightning_signer::node::NodeServices;
-    use lightning_signer::policy::simple_validator::{
-        make_simple_policy, OptionizedSimplePolicy, SimpleValidatorFactory,
-    };
-    use lightning_signer::signer::ClockStartingTimeFactory;
-    use lightning_signer::util::clock::StandardClock;
-    use vls_protocol::msgs::SerBolt;
-    use vls_protocol_signer::handler::{Handler, HandlerBuilder, RootHandler};
-    let network = lightning_signer::bitcoin::Network::Regtest;
-    let mut policy = make_simple_policy(network, OptionizedSimplePolicy::default());
-    policy.max_invoices = n + 10;
-    let services = NodeServices {
-        validator_factory: std::sync::Arc::new(SimpleValidatorFactory::new_with_policy(policy)),
-        starting_time_factory: ClockStartingTimeFactory::new(),
-        persister: std::sync::Arc::new(lightning_signer::persist::DummyPersister),
-        clock: std::sync::Arc::new(StandardClock()),
-        trusted_oracle_pubkeys: vec![],
-    };
-    let init = HandlerBuilder::new(network, 0, services, [0x42; 32])
-        .approver(std::sync::Arc::new(
-            vls_protocol_signer::approver::PositiveApprover(),
-        ))
-        .build()
-        .unwrap();
-    let mut init = init;
-    init.handle(Message::HsmdInit(warden::standin::hsmd_init_regtest()))
-        .unwrap();
-    let root: RootHandler = init.into();
-    let mut inv = Invoices::new(4);
-    let invoices: Vec<String> = (0..n).map(|_| inv.next()).collect();
-    let before = stat_cpu_secs("/proc/thread-self/stat");
-    for i in invoices {
-        let reply = root
-            .handle(Message::PreapproveInvoice(msgs::PreapproveInvoice {
-                invstring: vls_protocol::serde_bolt::WireString(i.into_bytes()),
-            }))
-            .unwrap();
-        assert_eq!(
-            reply.as_vec(),
-            msgs::PreapproveInvoiceReply { result: true }.as_vec()
-        );
-    }
-    (stat_cpu_secs("/proc/thread-self/stat") - before) / n as f64
-}
-
 /// Restart wardend and report how long until it is ready and until the node's next request is
 /// answered, and its memory (now and at its peak).
 fn startup(cln: &mut Cln, what: &str) {
@@ -304,22 +203,13 @@ fn startup(cln: &mut Cln, what: &str) {
     let ready = t.elapsed();
     sign_message(&mut cln.proxy, 0);
     let answered = t.elapsed();
-    let pid = cln.wardend.as_ref().unwrap().id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib = |field: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let (rss, peak) = rss_mib(cln.wardend.as_ref().unwrap().id());
     println!(
         "  wardend start on {what}: ready in {:.2} s, first answer after {:.2} s; RSS {:.0} MiB (peak {:.0} MiB)",
         ready.as_secs_f64(),
         answered.as_secs_f64(),
-        kib("VmRSS:") / 1024.0,
-        kib("VmHWM:") / 1024.0,
+        rss,
+        peak,
     );
 }
 

@@ -118,21 +118,21 @@ impl<S: EcdsaChannelSigner> Persist<S> for MemPersist {
 #[derive(Clone)]
 pub struct Pipe {
     id: u64,
-    outbox: Arc<Mutex<Vec<u8>>>,
+    pub(super) outbox: Arc<Mutex<Vec<u8>>>,
     closed: Arc<AtomicBool>,
 }
 
 static PIPE_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Pipe {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Pipe {
             id: PIPE_IDS.fetch_add(1, Ordering::Relaxed),
             outbox: Arc::default(),
             closed: Arc::default(),
         }
     }
-    fn take(&self) -> Vec<u8> {
+    pub(super) fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *self.outbox.lock().unwrap())
     }
 }
@@ -289,7 +289,7 @@ impl<K: Keys> Node<K> {
     }
 
     /// Collect the manager's and the monitor's events; true if there were any.
-    fn collect_events(&self) -> bool {
+    pub(super) fn collect_events(&self) -> bool {
         let before = self.events.lock().unwrap().len();
         let handler = |e: Event| -> Result<(), ReplayEvent> {
             self.events.lock().unwrap().push(e);

@@ -222,4 +222,5 @@ pub mod api;
 pub mod cln;
 pub mod daemon;
 pub mod hook;
+pub mod ldk_hub;
 pub mod ldk_net;
