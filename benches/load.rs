@@ -61,12 +61,11 @@ impl Timed {
         f: impl FnOnce(Vec<u8>) -> Result<Vec<u8>, ClientError>,
     ) -> Result<Vec<u8>, ClientError> {
         let kind = u16::from_be_bytes([message[0], message[1]]);
-        if !self.names.lock().unwrap().contains_key(&kind) {
-            let name = vls_protocol::msgs::from_vec(message.clone())
+        self.names.lock().unwrap().entry(kind).or_insert_with(|| {
+            vls_protocol::msgs::from_vec(message.clone())
                 .map(|m| m.inner().name())
-                .unwrap_or("undecodable");
-            self.names.lock().unwrap().insert(kind, name);
-        }
+                .unwrap_or("undecodable")
+        });
         let t = Instant::now();
         let out = f(message);
         self.calls

@@ -6,7 +6,11 @@
 //! ([`Session::handle`]): VLS's writes, Warden's decision, the velocity change, the approval
 //! consumed or opened and every audit record of the request are committed, durably, in one
 //! commit before the answer is sent; if that commit fails the answer is a temporary failure and
-//! the in-memory node is rebuilt from what is committed. On disconnect it reconnects with backoff and
+//! the in-memory node is rebuilt from what is committed. The loop handles requests one at a time
+//! (every decision sees every earlier one) but does not wait for each commit's `fsync`: it hands
+//! the answer and its [`Durable`] to a sender thread, which sends each answer, in order, once it
+//! is durable, while the loop already handles the next request; commits that arrive together
+//! share one sync (group commit, see `store`). On disconnect it reconnects with backoff and
 //! answers the proxy's replayed init with a fresh init handler.
 //!
 //! What Warden adds to vlsd's loop:
@@ -18,6 +22,7 @@
 
 use crate::core::{Core, NodeConnection};
 use crate::events::EventKind;
+use crate::store::Durable;
 use crate::tags::{
     vls_tag_in, INVOICE_UNPARSABLE as TAG_UNPARSABLE_INVOICE,
     INVOICE_WITHOUT_AMOUNT as TAG_INVOICE_WITHOUT_AMOUNT,
@@ -308,15 +313,31 @@ impl Session {
     /// Answer one request: open the request's transaction, let VLS and Warden's approver handle
     /// it, commit durably, and only then return the answer.
     pub fn handle(&mut self, request: SignerRequest) -> Answered {
+        let (answered, durable) = self.handle_deferred(request);
+        match durable {
+            Some(d) => due(&self.core, answered, d),
+            None => answered,
+        }
+    }
+
+    /// [`Session::handle`] up to the commit's durability: the request's writes are applied and
+    /// the session is ready for the next request, but the answer may leave the process only
+    /// once [`due`] has seen the [`Durable`] through (the stream loop does that on its sender
+    /// thread, so the next request runs while this one's `fsync` is under way). `None`: the
+    /// answer is already final (a failure, nothing to wait for).
+    pub fn handle_deferred(&mut self, request: SignerRequest) -> (Answered, Option<Durable>) {
         let id = request.request_id;
         let core = self.core.clone();
         let txn = match core.store().begin() {
             Ok(t) => t,
             Err(e) => {
-                return Answered {
-                    response: temporary(id, format!("cannot open the state transaction: {e}")),
-                    broken: false,
-                }
+                return (
+                    Answered {
+                        response: temporary(id, format!("cannot open the state transaction: {e}")),
+                        broken: false,
+                    },
+                    None,
+                )
             }
         };
         let phase = &mut self.phase;
@@ -340,10 +361,13 @@ impl Session {
                     why.clone(),
                     0,
                 );
-                return Answered {
-                    response: temporary(id, why),
-                    broken: true,
-                };
+                return (
+                    Answered {
+                        response: temporary(id, why),
+                        broken: true,
+                    },
+                    None,
+                );
             }
         };
         let started = std::time::Instant::now();
@@ -351,29 +375,55 @@ impl Session {
             txn.abort();
             Err("VLS's state could not be staged".to_string())
         } else {
-            txn.commit().map_err(|e| e.to_string())
+            txn.commit_deferred().map_err(|e| e.to_string())
         };
         core.metrics
             .stage("commit", started.elapsed().as_secs_f64());
-        if let Err(e) = committed {
-            core.reload();
-            let why = format!("rule {TAG_STORE_FAILURE}: request {id} could not be committed ({e}); answered as a temporary failure, and the node is restored from its last committed state");
-            tracing::error!("{why}");
-            return Answered {
-                response: temporary(id, why),
-                broken: true,
-            };
-        }
+        let durable = match committed {
+            Ok(d) => d,
+            Err(e) => {
+                core.reload();
+                return (uncommitted(id, &e), None);
+            }
+        };
         if done {
             if let Phase::Init(i) = &self.phase {
                 self.phase = Phase::Root(i.clone().into());
                 tracing::info!("negotiation complete; serving the node");
             }
         }
-        Answered {
-            response: resp,
-            broken: false,
-        }
+        (
+            Answered {
+                response: resp,
+                broken: false,
+            },
+            Some(durable),
+        )
+    }
+}
+
+/// The answer to a request whose writes could not be committed: a temporary failure, and the
+/// connection restarts on a node rebuilt from what is committed.
+fn uncommitted(id: u64, error: &str) -> Answered {
+    let why = format!("rule {TAG_STORE_FAILURE}: request {id} could not be committed ({error}); answered as a temporary failure, and the node is restored from its last committed state");
+    tracing::error!("{why}");
+    Answered {
+        response: temporary(id, why),
+        broken: true,
+    }
+}
+
+/// Wait until the request behind `answered` is durable; then its answer may be sent. If it
+/// never will be, the answer becomes a temporary failure and the node must be rebuilt (the
+/// store has already restored Warden's own state, under its writer slot).
+pub fn due(core: &Core, answered: Answered, durable: Durable) -> Answered {
+    let started = std::time::Instant::now();
+    let r = durable.wait();
+    core.metrics
+        .stage("durable", started.elapsed().as_secs_f64());
+    match r {
+        Ok(()) => answered,
+        Err(e) => uncommitted(answered.response.request_id, &e.to_string()),
     }
 }
 
@@ -455,37 +505,73 @@ pub async fn run(
             format!("connected to the node at {uri}"),
         );
         let mut session = Session::new(&init, core.clone());
+        // Answers leave from the sender, in order, each once its request is durable; the loop
+        // meanwhile handles the next request (group commit). `lost` says a queued request never
+        // became durable, so the node must be rebuilt.
+        let (queue, mut queued) = mpsc::unbounded_channel::<(Answered, Option<Durable>)>();
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let sender = {
+            let (tx, core, lost) = (tx.clone(), core.clone(), lost.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut gone = false;
+                while let Some((answered, durable)) = queued.blocking_recv() {
+                    let answered = match durable {
+                        Some(d) => due(&core, answered, d),
+                        None => answered,
+                    };
+                    if answered.broken {
+                        lost.notify_one();
+                    }
+                    let fatal = !answered.response.error.is_empty()
+                        && !answered.response.is_temporary_failure;
+                    // With the node gone, keep draining: every queued commit still becomes
+                    // durable (or fails) and runs its hooks; only the sending stops.
+                    if gone || tx.blocking_send(answered.response).is_err() {
+                        gone = true;
+                        continue;
+                    }
+                    if fatal {
+                        // The proxy shuts down on a fatal error; expect the stream to end.
+                        tracing::warn!(
+                            "sent an error answer; CLN's hsmd stops on it, an LDK node gets an error"
+                        );
+                    }
+                }
+            })
+        };
+        drop(tx);
         loop {
             let next = tokio::select! {
                 n = requests.next() => n,
                 _ = shutdown.changed() => None,
-            };
-            let Some(Ok(request)) = next else { break };
-            let answered = tokio::task::block_in_place(|| session.handle(request));
-            let fatal =
-                !answered.response.error.is_empty() && !answered.response.is_temporary_failure;
-            let sent = tx.send(answered.response).await.is_ok();
-            // A broken node is rebuilt whether or not the answer reached the node.
-            if answered.broken {
-                match tokio::task::block_in_place(|| rebuild()) {
-                    Ok(fresh) => init = fresh,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot restore the node; stopping the signer");
+                _ = lost.notified() => {
+                    if !rebuilt(&mut init, &rebuild) {
                         return;
                     }
+                    None
+                }
+            };
+            let Some(Ok(request)) = next else { break };
+            let (answered, durable) =
+                tokio::task::block_in_place(|| session.handle_deferred(request));
+            let broken = answered.broken;
+            if let Err(mpsc::error::SendError((answered, Some(durable)))) =
+                queue.send((answered, durable))
+            {
+                // The sender is gone with the connection; the commit still completes here.
+                let _ = due(&core, answered, durable);
+                break;
+            }
+            // A broken node is rebuilt whether or not the answer reaches the node.
+            if broken {
+                if !rebuilt(&mut init, &rebuild) {
+                    return;
                 }
                 break;
             }
-            if !sent {
-                break;
-            }
-            if fatal {
-                // The proxy shuts down on a fatal error; expect the stream to end.
-                tracing::warn!(
-                    "sent an error answer; CLN's hsmd stops on it, an LDK node gets an error"
-                );
-            }
         }
+        drop(queue);
+        let _ = sender.await;
         set_connection(
             &core,
             NodeConnection::Disconnected,
@@ -493,6 +579,21 @@ pub async fn run(
         );
         if *shutdown.borrow() {
             break;
+        }
+    }
+}
+
+/// Replace `init` with a node rebuilt from the committed state; false if that failed (the
+/// signer then stops: it must not sign with state it cannot trust).
+fn rebuilt(init: &mut InitHandler, rebuild: &Rebuild) -> bool {
+    match tokio::task::block_in_place(|| rebuild()) {
+        Ok(fresh) => {
+            *init = fresh;
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot restore the node; stopping the signer");
+            false
         }
     }
 }

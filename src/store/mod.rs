@@ -8,10 +8,24 @@
 //! file metadata are on stable storage. Nothing is answered before that commit returns.
 //!
 //! The open transaction belongs to the thread that opened it: writes from that thread are staged
-//! in it and its reads see them; other threads read committed state only, and a second writer
-//! waits until the first commits or aborts. Code that runs both inside a request and on its own
+//! in it and its reads see them; other threads read applied state only (never another thread's
+//! staged writes), and a second writer waits until the first has applied or aborted. Code that runs both inside a request and on its own
 //! (an event at startup, a test calling the policy engine directly) uses [`Store::write`], which
 //! joins the transaction open on this thread or, if there is none, commits its own.
+//!
+//! **Group commit.** A backend may split a commit into [`Backend::apply`] (atomic, visible) and
+//! [`Backend::sync`] (everything applied so far reaches stable storage). The store applies a
+//! transaction's batch while the writer still holds the transaction slot, so transactions are
+//! applied one at a time in the order they ran, then frees the slot and waits for a sync that
+//! covers its batch; whichever waiter finds no sync running performs one for everyone applied
+//! by then. A transaction's commit, and so its answer, therefore still returns only once its
+//! writes are durable, but the next request runs while the previous one's `fsync` is under way,
+//! and concurrent requests share one. A later transaction may read state that is applied but
+//! not yet durable; it cannot become durable before that state does (syncs cover every earlier
+//! apply, in order), and a failed sync fails every transaction not yet durable and every later
+//! one. Even a transaction that wrote nothing waits until everything applied before it ended is
+//! durable, because its answer may rest on what it read. [`Txn::commit_deferred`] hands the
+//! wait to the caller (the hsmd stream sends each answer from another thread once it is due).
 //!
 //! Backends: [`self::sled::SledBackend`] (the default, embedded) and [`fault::FaultBackend`] (tests:
 //! crashes at the k-th commit). The trait is small on purpose, in the style of LDK's
@@ -178,6 +192,16 @@ pub trait Backend: Send + Sync {
     fn last(&self, ns: Namespace, prefix: &[u8]) -> Result<Option<Entry>, StoreError>;
     /// Apply `batch` atomically and durably.
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    /// Apply `batch` atomically, visible to reads at once; durable only after a later
+    /// [`Backend::sync`] returns. An engine without a cheaper split makes it durable here.
+    fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.commit(batch)
+    }
+    /// Make every batch applied so far durable. Once it fails, no later apply may succeed until
+    /// a restart has read what is really on disk.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Bytes the database occupies on disk, where the engine can tell.
     fn size_on_disk(&self) -> Option<u64> {
         None
@@ -208,10 +232,26 @@ struct Slot {
     after_commit: Vec<Hook>,
 }
 
+/// How far the applied batches have reached stable storage. Batches are numbered in the order
+/// they were applied (under the slot).
+#[derive(Default)]
+struct Durability {
+    /// The number of the last batch applied.
+    applied: u64,
+    /// Every batch up to this number is durable.
+    durable: u64,
+    /// A sync is running (its caller will wake the others).
+    syncing: bool,
+    /// A sync failed: nothing applied after `durable` will ever be.
+    failed: Option<StoreError>,
+}
+
 struct Inner {
     backend: Arc<dyn Backend>,
     slot: Mutex<Slot>,
     free: Condvar,
+    durability: Mutex<Durability>,
+    synced: Condvar,
     commits: AtomicU64,
     aborts: AtomicU64,
     on_abort: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
@@ -257,8 +297,16 @@ pub struct Txn {
 
 impl Txn {
     /// Commit everything staged since [`Store::begin`], durably, then run the after-commit
-    /// hooks (event delivery). On error nothing was applied.
-    pub fn commit(mut self) -> Result<(), StoreError> {
+    /// hooks (event delivery). On error nothing was made durable.
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.commit_deferred()?.wait()
+    }
+
+    /// Apply everything staged and free the transaction slot for the next writer; the returned
+    /// [`Durable`] says when it (and everything applied before it) is on stable storage. Nothing
+    /// that depends on this transaction may leave the process before [`Durable::wait`] returns
+    /// `Ok`. On error nothing was applied.
+    pub fn commit_deferred(mut self) -> Result<Durable, StoreError> {
         self.open = false;
         self.store.finish(true)
     }
@@ -267,6 +315,35 @@ impl Txn {
     pub fn abort(mut self) {
         self.open = false;
         let _ = self.store.finish(false);
+    }
+}
+
+/// A committed transaction on its way to stable storage (see [`Txn::commit_deferred`]).
+#[must_use = "a commit is durable only once `wait` returns Ok"]
+pub struct Durable {
+    store: Store,
+    upto: u64,
+    hooks: Vec<Hook>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("upto", &self.upto)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Durable {
+    /// Block until the transaction is durable (performing the sync if no other thread is),
+    /// then run its after-commit hooks. An error means it never will be: its answer must not
+    /// be sent, and the store accepts no more commits until a restart.
+    pub fn wait(self) -> Result<(), StoreError> {
+        self.store.wait_durable(self.upto)?;
+        for hook in self.hooks {
+            hook();
+        }
+        Ok(())
     }
 }
 
@@ -286,6 +363,8 @@ impl Store {
                 backend,
                 slot: Mutex::new(Slot::default()),
                 free: Condvar::new(),
+                durability: Mutex::new(Durability::default()),
+                synced: Condvar::new(),
                 commits: AtomicU64::new(0),
                 aborts: AtomicU64::new(0),
                 on_abort: Mutex::new(None),
@@ -338,17 +417,17 @@ impl Store {
         })
     }
 
-    fn finish(&self, commit: bool) -> Result<(), StoreError> {
+    fn finish(&self, commit: bool) -> Result<Durable, StoreError> {
         let mut slot = self.slot();
         let batch = std::mem::take(&mut slot.batch);
         let hooks = std::mem::take(&mut slot.after_commit);
-        // The backend commit runs while this thread still owns the slot, so no other writer
-        // stages anything that depends on state this commit may not make durable.
+        // The batch is applied while this thread still owns the slot, so batches are applied in
+        // the order their transactions ran and no writer stages on state not yet applied.
         let result = if commit {
             let r = if batch.is_empty() {
                 Ok(())
             } else {
-                self.inner.backend.commit(&batch)
+                self.inner.backend.apply(&batch)
             };
             match &r {
                 Ok(()) => self.inner.commits.fetch_add(1, Ordering::Relaxed),
@@ -359,31 +438,108 @@ impl Store {
             self.inner.aborts.fetch_add(1, Ordering::Relaxed);
             Ok(())
         };
+        let upto = {
+            let mut d = self.durability();
+            if commit && result.is_ok() && !batch.is_empty() {
+                d.applied += 1;
+            }
+            d.applied
+        };
         let failed = !commit || result.is_err();
         if failed {
             // Memory may be ahead of disk now. Bring it back (the abort handler reads committed
             // state) while this thread still owns the slot, so no other writer runs on it.
-            let handler = self
-                .inner
-                .on_abort
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            if let Some(h) = handler {
-                drop(slot);
-                h();
-                slot = self.slot();
-            }
+            self.run_abort_handler(slot);
+            slot = self.slot();
         }
         slot.owner = None;
         drop(slot);
         self.inner.free.notify_one();
-        if commit && result.is_ok() {
-            for hook in hooks {
-                hook();
-            }
+        result.map(|()| Durable {
+            store: self.clone(),
+            upto,
+            hooks: if commit { hooks } else { Vec::new() },
+        })
+    }
+
+    fn durability(&self) -> MutexGuard<'_, Durability> {
+        self.inner
+            .durability
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run the abort handler, if any, with the slot released for its reads (the caller still
+    /// owns it: `owner` is unchanged, so no other writer begins).
+    fn run_abort_handler(&self, slot: MutexGuard<'_, Slot>) {
+        let handler = self
+            .inner
+            .on_abort
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        drop(slot);
+        if let Some(h) = handler {
+            h();
         }
-        result
+    }
+
+    /// Block until every batch up to `upto` is durable; the first waiter that finds no sync
+    /// running performs one for every batch applied by then.
+    fn wait_durable(&self, upto: u64) -> Result<(), StoreError> {
+        let mut d = self.durability();
+        loop {
+            if d.durable >= upto {
+                return Ok(());
+            }
+            if let Some(e) = &d.failed {
+                return Err(e.clone());
+            }
+            if d.syncing {
+                d = self.inner.synced.wait(d).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            d.syncing = true;
+            let target = d.applied;
+            drop(d);
+            let r = self.inner.backend.sync();
+            d = self.durability();
+            d.syncing = false;
+            match r {
+                Ok(()) => d.durable = d.durable.max(target),
+                Err(e) => {
+                    d.failed = Some(e);
+                    drop(d);
+                    self.inner.synced.notify_all();
+                    // What is in memory may be ahead of what will survive: restore it, as a
+                    // writer, before anyone else writes.
+                    let slot = self.claim_slot();
+                    self.run_abort_handler(slot);
+                    let mut slot = self.slot();
+                    slot.owner = None;
+                    drop(slot);
+                    self.inner.free.notify_one();
+                    d = self.durability();
+                    continue;
+                }
+            }
+            self.inner.synced.notify_all();
+        }
+    }
+
+    /// Wait for the transaction slot and take it (no batch is staged in it).
+    fn claim_slot(&self) -> MutexGuard<'_, Slot> {
+        let me = std::thread::current().id();
+        let mut slot = self.slot();
+        while slot.owner.is_some() && slot.owner != Some(me) {
+            slot = self
+                .inner
+                .free
+                .wait(slot)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        slot.owner = Some(me);
+        slot
     }
 
     /// What this thread's transaction has staged so far, to return to with
@@ -731,5 +887,165 @@ mod tests {
             "the second writer ran after the first committed"
         );
         assert_eq!(s.get(Namespace::Meta, b"n").unwrap(), Some(b"2".to_vec()));
+    }
+
+    /// sled underneath, with a sync that takes `delay`, fails when told to, and records how
+    /// many batches had been applied when each sync began.
+    struct SlowSync {
+        inner: self::sled::SledBackend,
+        delay: std::time::Duration,
+        applied: AtomicU64,
+        syncs: Mutex<Vec<u64>>,
+        fail_next: std::sync::atomic::AtomicBool,
+    }
+
+    impl Backend for SlowSync {
+        fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(ns, key)
+        }
+        fn scan(&self, ns: Namespace, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(ns, prefix)
+        }
+        fn last(&self, ns: Namespace, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+            self.inner.last(ns, prefix)
+        }
+        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+            self.apply(batch)?;
+            self.sync()
+        }
+        fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+            self.inner.apply(batch)?;
+            self.applied.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.syncs
+                .lock()
+                .unwrap()
+                .push(self.applied.load(Ordering::SeqCst));
+            std::thread::sleep(self.delay);
+            if self.fail_next.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Io {
+                    op: "sync",
+                    detail: "injected".into(),
+                });
+            }
+            Backend::sync(&self.inner)
+        }
+    }
+
+    fn slow(delay_ms: u64) -> (tempfile::TempDir, Arc<SlowSync>, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(SlowSync {
+            inner: self::sled::SledBackend::open(dir.path()).unwrap(),
+            delay: std::time::Duration::from_millis(delay_ms),
+            applied: AtomicU64::new(0),
+            syncs: Mutex::default(),
+            fail_next: Default::default(),
+        });
+        let store = Store::new(backend.clone());
+        (dir, backend, store)
+    }
+
+    fn put_one(s: &Store, key: &str) -> Result<(), StoreError> {
+        s.write(|| s.put(Namespace::Meta, key.as_bytes().to_vec(), vec![1]))
+    }
+
+    #[test]
+    fn concurrent_commits_share_a_sync_and_each_returns_only_once_a_sync_covers_it() {
+        let (_d, b, s) = slow(60);
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let (s, b) = (s.clone(), b.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(5 * i));
+                    put_one(&s, &format!("k{i}")).unwrap();
+                    // Which apply was ours is unknown, but it happened before commit returned,
+                    // so some sync that began after at least as many applies must be done.
+                    b.applied.load(Ordering::SeqCst)
+                })
+            })
+            .collect();
+        let seen: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let syncs = b.syncs.lock().unwrap().clone();
+        assert_eq!(b.applied.load(Ordering::SeqCst), 6);
+        assert!(
+            syncs.len() < 6,
+            "six commits arriving within one sync share syncs: {syncs:?}"
+        );
+        assert_eq!(
+            *syncs.last().unwrap(),
+            6,
+            "the last sync covers every batch: {syncs:?}"
+        );
+        assert!(seen.iter().all(|n| *n >= 1), "{seen:?}");
+    }
+
+    #[test]
+    fn a_commit_is_not_acknowledged_before_the_sync_that_covers_it_ends() {
+        let (_d, b, s) = slow(80);
+        let started = std::time::Instant::now();
+        put_one(&s, "a").unwrap();
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(80),
+            "commit returned before its sync finished"
+        );
+        assert_eq!(*b.syncs.lock().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_transaction_that_wrote_nothing_waits_for_what_it_may_have_read() {
+        let (_d, b, s) = slow(100);
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || put_one(&s, "seen").unwrap())
+        };
+        // Once the write is applied (visible), a read-only transaction reads it.
+        while b.applied.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let t = std::time::Instant::now();
+        let txn = s.begin().unwrap();
+        assert_eq!(s.get(Namespace::Meta, b"seen").unwrap(), Some(vec![1]));
+        txn.commit().unwrap();
+        let waited = t.elapsed();
+        writer.join().unwrap();
+        assert!(
+            waited >= std::time::Duration::from_millis(50),
+            "the empty commit returned after {waited:?}, before the state it read was durable"
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_commit_not_yet_durable_and_every_later_one() {
+        let (_d, b, s) = slow(10);
+        let ran = Arc::new(AtomicU64::new(0));
+        let restored = Arc::new(AtomicU64::new(0));
+        {
+            let restored = restored.clone();
+            s.set_on_abort(move || {
+                restored.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        b.fail_next.store(true, Ordering::SeqCst);
+        let txn = s.begin().unwrap();
+        s.put(Namespace::Meta, b"lost".to_vec(), vec![1]).unwrap();
+        let r = ran.clone();
+        s.after_commit(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let e = txn.commit().unwrap_err().to_string();
+        assert!(e.contains("injected"), "{e}");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            0,
+            "hooks of a lost commit never run"
+        );
+        assert!(
+            restored.load(Ordering::SeqCst) >= 1,
+            "in-memory state is restored"
+        );
+        let e = put_one(&s, "later").unwrap_err().to_string();
+        assert!(e.contains("injected"), "a later commit fails too: {e}");
     }
 }

@@ -185,10 +185,10 @@ impl SledBackend {
         for name in old {
             self.db.drop_tree(name).map_err(io("drop an old tree"))?;
         }
-        self.sync()
+        self.sync_files()
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
+    fn sync_files(&self) -> Result<(), StoreError> {
         clock(&self.clocks[1], || self.db.flush()).map_err(io("flush"))?;
         clock(&self.clocks[2], || self.log.sync_all()).map_err(fs_io("fsync the database log"))?;
         let now = listing(&self.dir);
@@ -245,6 +245,11 @@ impl Backend for SledBackend {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.apply(batch)?;
+        Backend::sync(self)
+    }
+
+    fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(StoreError::Io {
                 op: "commit",
@@ -258,8 +263,19 @@ impl Backend for SledBackend {
                 None => b.remove(key(ns, k)),
             }
         }
-        clock(&self.clocks[0], || self.db.apply_batch(b)).map_err(io("write"))?;
-        self.sync()
+        clock(&self.clocks[0], || self.db.apply_batch(b)).map_err(io("write"))
+    }
+
+    /// sled's flush writes every batch applied so far, in order, and the `fsync` after it
+    /// covers them all: one sync makes a whole group of applied batches durable.
+    fn sync(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                op: "sync",
+                detail: "an earlier commit could not be made durable; restart wardend so it reads what is really on disk (check the disk and its logs first)".into(),
+            });
+        }
+        self.sync_files()
             .inspect_err(|_| self.poisoned.store(true, Ordering::SeqCst))
     }
 
