@@ -25,3 +25,5 @@ echo "== benches/signer.rs: the full CLN path, Warden vs vlsd"
 cargo bench --locked --bench signer
 echo "== benches/ldk.rs: LDK payment round trip, Warden vs LDK's KeysManager"
 cargo bench --locked --bench ldk
+echo "== benches/load.rs: load shaped like real traffic, one wardend, an LDK node with 16 channels"
+cargo bench --locked --bench load
