@@ -55,6 +55,10 @@ for admin in alice bob carol; do
   pub=$(echo "$out" | sed -n 's/.*pubkey = "\([0-9a-f]*\)".*/\1/p')
   policy_src=$(echo "$policy_src" | sed "s/^$admin = { pubkey = \"[0-9a-f]*\" }/$admin = { pubkey = \"$pub\" }/")
 done
+# Loosening the policy waits 24 h by default; seconds here, so the demo can show it.
+policy_src="$policy_src
+[governance]
+loosen_delay = \"5s\""
 echo "$policy_src" > "$demo/policy.toml"
 run wardenctl policy check "$demo/policy.toml" --network regtest
 run wardenctl policy explain "$demo/policy.toml" --network regtest
@@ -157,6 +161,34 @@ for n in $(seq 6 40); do
   if [ "$reply" = "approved" ]; then printf 'cln> %-28s -> %s\n' "pay 30000 $n" "$reply"; break; fi
   sleep 0.5
 done
+
+step "Changing the policy: tightening is instant, loosening waits (5 s here) and any admin can veto"
+echo "The file on disk is only a proposal; the policy in force is in wardend's database:"
+admin alice policy history
+sed 's/^max_amount = "2_000_000 sat"/max_amount = "1_500_000 sat"/' "$demo/policy.toml" > "$demo/policy-tighter.toml"
+id=$(admin alice policy propose "$demo/policy-tighter.toml" | tee /dev/stderr | grep -o 'pc-[0-9a-f]*' | head -1)
+admin alice approve "$id" --key "$demo/alice.adminkey"
+admin bob approve "$id" --key "$demo/bob.adminkey"
+echo "In force with the second signature; a 1,800,000 sat payment is now over the per-payment cap:"
+cln pay 1800000 41
+sed 's/^max_amount = "1_500_000 sat"/max_amount = "2_500_000 sat"/' "$demo/policy-tighter.toml" > "$demo/policy-looser.toml"
+id=$(admin alice policy propose "$demo/policy-looser.toml" | tee /dev/stderr | grep -o 'pc-[0-9a-f]*' | head -1)
+admin bob policy diff "$id"
+admin alice approve "$id" --key "$demo/alice.adminkey"
+admin carol approve "$id" --key "$demo/carol.adminkey"
+echo "Approved, but a loosening waits its delay:"
+admin alice status | grep -E "^policy"
+sleep 6
+echo "Delay over:"
+admin alice status | grep -E "^policy"
+sed 's/^max_amount = "2_500_000 sat"/max_amount = "3_000_000 sat"/' "$demo/policy-looser.toml" > "$demo/policy-loosest.toml"
+id=$(admin alice policy propose "$demo/policy-loosest.toml" | grep -o 'pc-[0-9a-f]*' | head -1)
+admin alice approve "$id" --key "$demo/alice.adminkey"
+admin bob approve "$id" --key "$demo/bob.adminkey"
+echo "carol vetoes it during its delay:"
+admin carol reject "$id" --key "$demo/carol.adminkey" --reason "no reason to raise it further"
+sleep 6
+admin alice policy history
 
 step "What the admins saw (wardenctl watch)"
 cat "$demo/events.log"

@@ -74,9 +74,11 @@ pub fn admin_request(data: &[u8]) {
     let members: Vec<String> = policy.admins.keys().cloned().collect();
     let fields = ApprovalFields {
         id: &req.id,
-        payment_hash: [7; 32],
-        amount_msat: 2_000_000_000,
-        payee: "02".repeat(33),
+        subject: crate::approval::Subject::Payment {
+            payment_hash: [7; 32],
+            amount_msat: 2_000_000_000,
+            payee: "02".repeat(33),
+        },
         policy_hash: policy.hash,
         expires_at: 1_800_000_000,
         rule_tag: "large-payment-quorum",

@@ -32,6 +32,7 @@ pub mod core;
 pub mod events;
 pub mod fsutil;
 pub mod fuzzing;
+pub mod governance;
 pub mod hsm;
 pub mod ldk;
 pub mod metrics;

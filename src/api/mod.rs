@@ -18,7 +18,7 @@ pub mod proto {
 }
 
 use crate::approval::{ApprovalError, ApprovalRecord, Decision, RequestState, SignatureFormat};
-use crate::core::Core;
+use crate::core::{Core, GovernanceError};
 use crate::events::{Event, EventKind};
 use crate::policy::units::format_duration;
 use futures::Stream;
@@ -195,6 +195,29 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
         reopen_digest: r.digest(Decision::Reopen).to_vec(),
         reopen_text: r.text(Decision::Reopen),
         output_amounts_msat: r.outputs.iter().map(|(_, v)| *v).collect(),
+        policy_change_text: r
+            .change
+            .as_ref()
+            .map(|c| c.text.clone())
+            .unwrap_or_default(),
+        policy_change_hash: r
+            .change
+            .as_ref()
+            .and_then(|c| hex::decode(&c.hash).ok())
+            .unwrap_or_default(),
+        policy_changes: r
+            .change
+            .iter()
+            .flat_map(|c| c.changes.iter().map(|ch| ch.to_string()))
+            .collect(),
+        loosens: r.change.as_ref().is_some_and(|c| c.loosens),
+        delay_secs: r.change.as_ref().map(|c| c.delay_secs).unwrap_or(0),
+        effective_at: r.effective_at.unwrap_or(0),
+        proposer: r
+            .change
+            .as_ref()
+            .map(|c| c.proposer.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -515,6 +538,7 @@ impl Warden for AdminService {
             node_connection: self.core.connection().as_str().to_string(),
             time: now,
             auth_failures: self.auth.total(),
+            policy_note: self.core.policy_note().unwrap_or_default(),
         }))
     }
 
@@ -530,6 +554,64 @@ impl Warden for AdminService {
             name: loaded.policy.name.clone().unwrap_or_default(),
             text: loaded.text,
         }))
+    }
+
+    async fn propose_policy(
+        &self,
+        request: Request<proto::ProposePolicyRequest>,
+    ) -> Result<Response<proto::ProposePolicyResponse>, Status> {
+        self.admit(&request)?;
+        let proposer = match self.role(&request)? {
+            Role::Admin(cn) => cn,
+            Role::Development => "development".to_string(),
+            Role::Viewer(cn) | Role::Node(cn) | Role::Relay(cn) => {
+                return Err(Status::permission_denied(format!(
+                    "the certificate of {cn} is not an admin's: only admins propose policy changes"
+                )))
+            }
+        };
+        let text = request.into_inner().text;
+        let now = self.core.clock.now();
+        let core = self.core.clone();
+        let p = tokio::task::spawn_blocking(move || core.propose_policy(&text, &proposer))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                GovernanceError::Invalid(_)
+                | GovernanceError::Unchanged(_)
+                | GovernanceError::NoQuorum => Status::invalid_argument(e.to_string()),
+                GovernanceError::Approval(e) => to_status(e),
+                other => Status::unavailable(other.to_string()),
+            })?;
+        Ok(Response::new(proto::ProposePolicyResponse {
+            request: Some(record_proto(&p.record, now)),
+            created: p.created,
+            message: p.message,
+        }))
+    }
+
+    async fn policy_history(
+        &self,
+        request: Request<proto::PolicyHistoryRequest>,
+    ) -> Result<Response<proto::PolicyHistoryResponse>, Status> {
+        self.admit(&request)?;
+        self.may_read(&request, "the policy history")?;
+        let versions = self
+            .core
+            .policy_history()
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .into_iter()
+            .map(|v| proto::PolicyVersion {
+                seq: v.seq,
+                hash: v.hash,
+                request_id: v.request_id.unwrap_or_default(),
+                approved_by: v.approved_by,
+                proposed_at: v.proposed_at,
+                took_effect_at: v.took_effect_at,
+                changes: v.changes.iter().map(|c| c.to_string()).collect(),
+            })
+            .collect();
+        Ok(Response::new(proto::PolicyHistoryResponse { versions }))
     }
 }
 

@@ -11,33 +11,40 @@
 //! ## The canonical approval digest (version 2)
 //! ```text
 //! sha256( "warden/approval/v2"
-//!       || u8(subject kind)                     -- 1 = payment
+//!       || u8(subject kind)                     -- 1 = payment, 2 = policy change
 //!       || u32be(len(id)) || id
 //!       || u32be(len(subject)) || subject       -- payment: payment_hash (32 bytes; zeros
 //!                                               --   on-chain) || u64be(amount_msat)
 //!                                               --   || u32be(len(payee)) || payee
-//!       || u32be(len(rule_tag)) || rule_tag     -- the approval rule holding the payment
+//!                                               -- policy change: new policy hash (32
+//!                                               --   bytes, the SHA-256 of its text)
+//!                                               --   || u8(loosens: 0 or 1)
+//!                                               --   || u64be(delay after the quorum, s)
+//!       || u32be(len(rule_tag)) || rule_tag     -- the approval rule holding the payment;
+//!                                               --   "governance" for a policy change
 //!       || u32be(need) || u32be(n)              -- its quorum: need of n members,
 //!       || n × (u32be(len(member)) || member)   --   members sorted by name
-//!       || policy_hash                          (32 bytes)
+//!       || policy_hash                          (32 bytes, the policy in force)
 //!       || u64be(expires_at)                    (Unix seconds)
 //!       || u32be(len(decision)) || decision )   -- "approve", "reject" or "reopen"
 //! ```
 //! `payee` is the request's destinations as `node <id>` / `address <addr>`, each followed by
-//! `=<msat>`, joined by `,`. Admins with a public key sign this digest with BIP-340 Schnorr.
-//! Admins with an address sign [`approval_text`] (which contains the digest) as a Bitcoin
-//! signed message. When a held payment is retried, the signatures are checked against the
-//! digest built from the live payment and the rule and quorum the policy in force names for
-//! it, so a request moved under another rule in the database verifies under none.
-//! (Version 1 had no subject kind, rule or quorum; wardend accepts only version 2.)
+//! `=<msat>`, joined by `,`. A policy change's digest covers the proposed file through its hash
+//! (a client shows the text and checks that it hashes to it). Admins with a public key sign
+//! this digest with BIP-340 Schnorr. Admins with an address sign [`approval_text`] (which
+//! contains the digest) as a Bitcoin signed message. When a held payment is retried, the
+//! signatures are checked against the digest built from the live payment and the rule and
+//! quorum the policy in force names for it, so a request moved under another rule in the
+//! database verifies under none. (Version 1 had no subject kind, rule or quorum; wardend
+//! accepts only version 2.)
 
 pub mod keys;
 mod store;
 mod verify;
 
 pub use store::{
-    payee_field, ApprovalConfig, ApprovalOutcome, ApprovalRecord, ApprovalStore, RequestState,
-    StoredSignature,
+    payee_field, ApprovalConfig, ApprovalOutcome, ApprovalRecord, ApprovalStore, ChangeOutcome,
+    PolicyChange, RequestKind, RequestState, StoredSignature, GOVERNANCE_RULE,
 };
 pub use verify::{bitcoin_message_signer_matches, verify_admin_signature, SignatureFormat};
 
@@ -68,31 +75,117 @@ impl Decision {
     }
 }
 
+/// What a request asks the admins to allow: the subject part of the digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A payment.
+    Payment {
+        /// Payment hash (zeros on-chain).
+        payment_hash: [u8; 32],
+        /// Total amount.
+        amount_msat: u64,
+        /// Destinations with amounts, see the module docs.
+        payee: String,
+    },
+    /// A new policy file.
+    PolicyChange {
+        /// SHA-256 of the proposed text.
+        hash: [u8; 32],
+        /// Whether any of its changes loosens (then it waits `delay_secs` after the quorum).
+        loosens: bool,
+        /// Seconds between the quorum and the change taking effect.
+        delay_secs: u64,
+    },
+}
+
+impl Subject {
+    fn kind(&self) -> u8 {
+        match self {
+            Subject::Payment { .. } => 1,
+            Subject::PolicyChange { .. } => 2,
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Subject::Payment {
+                payment_hash,
+                amount_msat,
+                payee,
+            } => {
+                let mut b = Vec::with_capacity(44 + payee.len());
+                b.extend_from_slice(payment_hash);
+                b.extend_from_slice(&amount_msat.to_be_bytes());
+                b.extend_from_slice(&(payee.len() as u32).to_be_bytes());
+                b.extend_from_slice(payee.as_bytes());
+                b
+            }
+            Subject::PolicyChange {
+                hash,
+                loosens,
+                delay_secs,
+            } => {
+                let mut b = Vec::with_capacity(41);
+                b.extend_from_slice(hash);
+                b.push(u8::from(*loosens));
+                b.extend_from_slice(&delay_secs.to_be_bytes());
+                b
+            }
+        }
+    }
+
+    /// The subject's lines of [`approval_text`].
+    fn text(&self) -> String {
+        match self {
+            Subject::Payment {
+                payment_hash,
+                amount_msat,
+                payee,
+            } => format!(
+                "amount: {} ({} msat)\npayee: {}\npayment hash: {}",
+                format_msat(*amount_msat),
+                amount_msat,
+                payee,
+                hex::encode(payment_hash)
+            ),
+            Subject::PolicyChange {
+                hash,
+                loosens,
+                delay_secs,
+            } => format!(
+                "change: the policy becomes {}\neffect: {}",
+                hex::encode(hash),
+                if *loosens {
+                    format!(
+                        "loosens; takes effect {} after the quorum, unless an admin vetoes it",
+                        crate::policy::units::format_duration(*delay_secs)
+                    )
+                } else {
+                    "tightens only; takes effect when the quorum signs".to_string()
+                }
+            ),
+        }
+    }
+}
+
 /// The fields an approval signature covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalFields<'a> {
     /// Request id.
     pub id: &'a str,
-    /// Payment hash (zeros on-chain).
-    pub payment_hash: [u8; 32],
-    /// Total amount.
-    pub amount_msat: u64,
-    /// Destinations with amounts, see the module docs.
-    pub payee: String,
-    /// The policy the request was made under.
+    /// What is approved.
+    pub subject: Subject,
+    /// The policy in force when the request was made.
     pub policy_hash: [u8; 32],
     /// Expiry, Unix seconds.
     pub expires_at: u64,
-    /// The approval rule whose quorum governs the request.
+    /// The approval rule whose quorum governs the request ("governance" for a policy change).
     pub rule_tag: &'a str,
     /// Signatures that rule needs.
     pub need: usize,
     /// The admins who may sign, in any order (the digest sorts them).
     pub members: Vec<String>,
 }
-
-/// Subject kind of a payment in the digest.
-const SUBJECT_PAYMENT: u8 = 1;
 
 /// The digest an admin signs (BIP-340) for `decision`.
 pub fn approval_digest(f: &ApprovalFields, decision: Decision) -> [u8; 32] {
@@ -102,14 +195,9 @@ pub fn approval_digest(f: &ApprovalFields, decision: Decision) -> [u8; 32] {
         e.input(&(b.len() as u32).to_be_bytes());
         e.input(b);
     };
-    e.input(&[SUBJECT_PAYMENT]);
+    e.input(&[f.subject.kind()]);
     var(&mut e, f.id.as_bytes());
-    let mut subject = Vec::with_capacity(44 + f.payee.len());
-    subject.extend_from_slice(&f.payment_hash);
-    subject.extend_from_slice(&f.amount_msat.to_be_bytes());
-    subject.extend_from_slice(&(f.payee.len() as u32).to_be_bytes());
-    subject.extend_from_slice(f.payee.as_bytes());
-    var(&mut e, &subject);
+    var(&mut e, &f.subject.bytes());
     var(&mut e, f.rule_tag.as_bytes());
     let mut members: Vec<&str> = f.members.iter().map(String::as_str).collect();
     members.sort_unstable();
@@ -128,13 +216,10 @@ pub fn approval_digest(f: &ApprovalFields, decision: Decision) -> [u8; 32] {
 /// the admin is approving and ends with the digest, so the text and the digest cannot disagree.
 pub fn approval_text(f: &ApprovalFields, decision: Decision) -> String {
     format!(
-        "Warden approval\ndecision: {}\nrequest: {}\namount: {} ({} msat)\npayee: {}\npayment hash: {}\nrule: {} ({} of {})\nexpires: {} ({})\npolicy: {}\ndigest: {}",
+        "Warden approval\ndecision: {}\nrequest: {}\n{}\nrule: {} ({} of {})\nexpires: {} ({})\npolicy: {}\ndigest: {}",
         decision.as_str(),
         f.id,
-        format_msat(f.amount_msat),
-        f.amount_msat,
-        f.payee,
-        hex::encode(f.payment_hash),
+        f.subject.text(),
         f.rule_tag,
         f.need,
         {
@@ -259,9 +344,11 @@ mod tests {
     fn fields() -> ApprovalFields<'static> {
         ApprovalFields {
             id: "rq-0123456789abcdef",
-            payment_hash: [7; 32],
-            amount_msat: 1_500_000_000,
-            payee: "node 02ab=1500000000".into(),
+            subject: Subject::Payment {
+                payment_hash: [7; 32],
+                amount_msat: 1_500_000_000,
+                payee: "node 02ab=1500000000".into(),
+            },
             policy_hash: [9; 32],
             expires_at: 1_795_438_800,
             rule_tag: "large-payment-quorum",
@@ -278,15 +365,22 @@ mod tests {
         let mut f = fields();
         f.id = "rq-other";
         variants.push(f);
-        let mut f = fields();
-        f.payment_hash[0] = 0;
-        variants.push(f);
-        let mut f = fields();
-        f.amount_msat += 1;
-        variants.push(f);
-        let mut f = fields();
-        f.payee.push('0');
-        variants.push(f);
+        for change in 0..3 {
+            let mut f = fields();
+            if let Subject::Payment {
+                payment_hash,
+                amount_msat,
+                payee,
+            } = &mut f.subject
+            {
+                match change {
+                    0 => payment_hash[0] = 0,
+                    1 => *amount_msat += 1,
+                    _ => payee.push('0'),
+                }
+            }
+            variants.push(f);
+        }
         let mut f = fields();
         f.policy_hash[31] = 0;
         variants.push(f);
@@ -309,6 +403,42 @@ mod tests {
         for v in variants {
             assert_ne!(approval_digest(&v, Decision::Approve), base, "{v:?}");
         }
+    }
+
+    #[test]
+    fn a_policy_change_digest_covers_its_hash_its_class_and_its_delay() {
+        let change = |hash: u8, loosens: bool, delay_secs: u64| ApprovalFields {
+            subject: Subject::PolicyChange {
+                hash: [hash; 32],
+                loosens,
+                delay_secs,
+            },
+            rule_tag: "governance",
+            ..fields()
+        };
+        let base = approval_digest(&change(1, true, 60), Decision::Approve);
+        for other in [
+            change(2, true, 60),
+            change(1, false, 60),
+            change(1, true, 61),
+        ] {
+            assert_ne!(
+                approval_digest(&other, Decision::Approve),
+                base,
+                "{other:?}"
+            );
+        }
+        assert_ne!(approval_digest(&fields(), Decision::Approve), base);
+        let t = approval_text(&change(1, true, 86_400), Decision::Reject);
+        assert!(
+            t.contains(&format!("change: the policy becomes {}\neffect: loosens; takes effect 24h after the quorum, unless an admin vetoes it", hex::encode([1u8; 32]))),
+            "{t}"
+        );
+        let t = approval_text(&change(1, false, 0), Decision::Approve);
+        assert!(
+            t.contains("effect: tightens only; takes effect when the quorum signs"),
+            "{t}"
+        );
     }
 
     #[test]

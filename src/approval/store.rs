@@ -8,8 +8,10 @@
 //! admin signs, never lose an update.
 
 use super::verify::{verify_admin_signature, SignatureFormat};
-use super::{approval_digest, approval_text, ApprovalError, ApprovalFields, Decision};
+use super::{approval_digest, approval_text, ApprovalError, ApprovalFields, Decision, Subject};
 use crate::clock::format_utc;
+use crate::governance::Change;
+use crate::policy::units::format_duration;
 use crate::policy::{Destination, PaymentKind, PaymentRequest, Policy, Quorum};
 use crate::store::{Namespace, Store, StoreError};
 use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
@@ -44,6 +46,75 @@ impl RequestState {
     }
 }
 
+/// What a request is about. The payment kinds keep the names stored before policy changes
+/// were requests too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// A BOLT 11 invoice.
+    #[serde(rename = "invoice")]
+    Invoice,
+    /// A keysend.
+    #[serde(rename = "keysend")]
+    Keysend,
+    /// An on-chain spend.
+    #[serde(rename = "onchain")]
+    OnChain,
+    /// A new policy file.
+    #[serde(rename = "policy-change")]
+    PolicyChange,
+}
+
+impl RequestKind {
+    /// The name shown and sent over the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Invoice => "invoice",
+            RequestKind::Keysend => "keysend",
+            RequestKind::OnChain => "onchain",
+            RequestKind::PolicyChange => "policy-change",
+        }
+    }
+}
+
+impl From<PaymentKind> for RequestKind {
+    fn from(k: PaymentKind) -> Self {
+        match k {
+            PaymentKind::Invoice => RequestKind::Invoice,
+            PaymentKind::Keysend => RequestKind::Keysend,
+            PaymentKind::OnChain => RequestKind::OnChain,
+        }
+    }
+}
+
+/// The proposal a policy-change request carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// SHA-256 of `text`, hex.
+    pub hash: String,
+    /// The proposed file.
+    pub text: String,
+    /// Every difference from the policy in force when it was proposed, classified.
+    pub changes: Vec<Change>,
+    /// Whether any change loosens.
+    pub loosens: bool,
+    /// Seconds it waits after its quorum (0 unless it loosens).
+    pub delay_secs: u64,
+    /// Who proposed it (an admin's certificate name, or "policy file" for SIGHUP).
+    pub proposer: String,
+}
+
+/// What became of an approved policy change whose time came.
+#[derive(Debug, Clone)]
+pub enum ChangeOutcome {
+    /// It is in force: the request (consumed) and the admins whose signatures verified.
+    InForce(ApprovalRecord, Vec<String>),
+    /// It was approved under a policy no longer in force, so it is void (expired).
+    Void(ApprovalRecord),
+}
+
+/// The rule tag of policy-change requests: their quorum is `[governance]`'s.
+pub const GOVERNANCE_RULE: &str = "governance";
+
 /// One admin's signature, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSignature {
@@ -70,8 +141,8 @@ pub struct ApprovalRecord {
     pub id: String,
     /// Stored state; see [`ApprovalRecord::state_at`] for the state at a given time.
     pub state: RequestState,
-    /// Invoice, keysend or on-chain.
-    pub kind: PaymentKind,
+    /// Invoice, keysend, on-chain, or a policy change.
+    pub kind: RequestKind,
     /// Payment hash, hex (empty on-chain).
     pub payment_hash: String,
     /// Destinations and amounts (msat).
@@ -98,8 +169,14 @@ pub struct ApprovalRecord {
     pub request_digest: String,
     /// Accepted signatures, in order.
     pub signatures: Vec<StoredSignature>,
-    /// When a payment used the approval.
+    /// When a payment used the approval (a policy change: when it took effect).
     pub consumed_at: Option<u64>,
+    /// A policy change's proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<PolicyChange>,
+    /// When an approved policy change takes effect (unless an admin vetoes it first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_at: Option<u64>,
 }
 
 fn hex32(s: &str) -> [u8; 32] {
@@ -129,13 +206,32 @@ impl ApprovalRecord {
             .fold(0u64, |a, (_, v)| a.saturating_add(*v))
     }
 
-    /// The state at `now`: a pending or approved request past its expiry is expired.
+    /// The state at `now`: a pending request past its expiry is expired, and so is an approved
+    /// payment nobody used in time. An approved policy change does not expire: it is waiting
+    /// for its delay, and only a veto or a change of the policy in force stops it.
     pub fn state_at(&self, now: u64) -> RequestState {
         match self.state {
-            RequestState::Pending | RequestState::Approved if now >= self.expires_at => {
+            RequestState::Pending if now >= self.expires_at => RequestState::Expired,
+            RequestState::Approved if now >= self.expires_at && self.change.is_none() => {
                 RequestState::Expired
             }
             s => s,
+        }
+    }
+
+    /// What the signatures approve.
+    pub fn subject(&self) -> Subject {
+        match &self.change {
+            Some(c) => Subject::PolicyChange {
+                hash: hex32(&c.hash),
+                loosens: c.loosens,
+                delay_secs: c.delay_secs,
+            },
+            None => Subject::Payment {
+                payment_hash: hex32(&self.payment_hash),
+                amount_msat: self.amount_msat(),
+                payee: payee_field(&self.outputs),
+            },
         }
     }
 
@@ -143,9 +239,7 @@ impl ApprovalRecord {
     pub fn fields(&self) -> ApprovalFields<'_> {
         ApprovalFields {
             id: &self.id,
-            payment_hash: hex32(&self.payment_hash),
-            amount_msat: self.amount_msat(),
-            payee: payee_field(&self.outputs),
+            subject: self.subject(),
             policy_hash: hex32(&self.policy_hash),
             expires_at: self.expires_at,
             rule_tag: &self.rule_tag,
@@ -225,6 +319,31 @@ fn gkey(digest: &[u8; 32]) -> Vec<u8> {
     let mut k = vec![b'g'];
     k.extend_from_slice(digest);
     k
+}
+
+/// A fresh request id: `prefix-` and 16 hex characters, unique even for the same subject.
+fn draw_id(prefix: &str, digest: &[u8; 32], now: u64) -> Result<String, StoreError> {
+    let mut nonce = [0u8; 16];
+    getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Io {
+        op: "draw a request id",
+        detail: e.to_string(),
+    })?;
+    let mut e = sha256::Hash::engine();
+    e.input(digest);
+    e.input(&now.to_be_bytes());
+    e.input(&nonce);
+    Ok(format!(
+        "{prefix}-{}",
+        &hex::encode(sha256::Hash::from_engine(e).to_byte_array())[..16]
+    ))
+}
+
+/// The index digest of a policy change: one open request per proposed file.
+fn change_digest(hash: &str) -> [u8; 32] {
+    let mut e = sha256::Hash::engine();
+    e.input(b"warden/policy-change/v1");
+    e.input(hash.as_bytes());
+    sha256::Hash::from_engine(e).to_byte_array()
 }
 
 fn decode(key: &str, v: &[u8]) -> Result<ApprovalRecord, StoreError> {
@@ -388,24 +507,12 @@ impl ApprovalStore {
                 }
             }
             let digest = req.digest();
-            let mut nonce = [0u8; 16];
-            getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Io {
-                op: "draw a request id",
-                detail: e.to_string(),
-            })?;
-            let mut e = sha256::Hash::engine();
-            e.input(&digest);
-            e.input(&now.to_be_bytes());
-            e.input(&nonce);
-            let id = format!(
-                "rq-{}",
-                &hex::encode(sha256::Hash::from_engine(e).to_byte_array())[..16]
-            );
+            let id = draw_id("rq", &digest, now)?;
             let record = ApprovalRecord {
                 v: 1,
                 id,
                 state: RequestState::Pending,
-                kind: req.kind,
+                kind: req.kind.into(),
                 payment_hash: req.payment_hash.map(hex::encode).unwrap_or_default(),
                 outputs: req.outputs.clone(),
                 description: req.description.clone(),
@@ -420,9 +527,145 @@ impl ApprovalStore {
                 request_digest: hex::encode(digest),
                 signatures: Vec::new(),
                 consumed_at: None,
+                change: None,
+                effective_at: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
+        })
+    }
+
+    /// Open a request for the governance quorum of `policy` (the policy in force) to approve
+    /// `change`, or return the open one for the same file under the same policy in force. The
+    /// boolean says whether it was created.
+    pub fn open_policy_change(
+        &self,
+        change: PolicyChange,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<(ApprovalRecord, bool), StoreError> {
+        self.store.write(|| {
+            let digest = change_digest(&change.hash);
+            if let Some(existing) = self.find_change(&change.hash)? {
+                let open = matches!(
+                    existing.state_at(now),
+                    RequestState::Pending | RequestState::Approved
+                );
+                if open && existing.policy_hash == policy.hash_hex() {
+                    return Ok((existing, false));
+                }
+            }
+            let quorum = &policy.governance.quorum;
+            let record = ApprovalRecord {
+                v: 1,
+                id: draw_id("pc", &digest, now)?,
+                state: RequestState::Pending,
+                kind: RequestKind::PolicyChange,
+                payment_hash: String::new(),
+                outputs: Vec::new(),
+                description: Some(format!(
+                    "policy change to {} proposed by {}",
+                    &change.hash[..16.min(change.hash.len())],
+                    change.proposer
+                )),
+                invoice: None,
+                rule_tag: GOVERNANCE_RULE.into(),
+                tags: vec![GOVERNANCE_RULE.into()],
+                need: quorum.need,
+                of: quorum.of.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(policy.governance.expiry_secs),
+                policy_hash: policy.hash_hex(),
+                request_digest: hex::encode(digest),
+                signatures: Vec::new(),
+                consumed_at: None,
+                change: Some(change),
+                effective_at: None,
+            };
+            self.write(&record, true)?;
+            Ok((record, true))
+        })
+    }
+
+    /// The newest policy-change request for the file with SHA-256 `hash` (hex), if any.
+    pub fn find_change(&self, hash: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        match self
+            .store
+            .get(Namespace::Approvals, &gkey(&change_digest(hash)))?
+        {
+            Some(id) => self.read(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Approved policy changes whose delay is over at `now`, oldest first.
+    pub fn due_changes(&self, now: u64) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan(Namespace::Approvals, b"r")? {
+            let r = decode(&String::from_utf8_lossy(&k[1..]), &v)?;
+            if r.change.is_some()
+                && r.state == RequestState::Approved
+                && r.effective_at.is_some_and(|t| t <= now)
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| (r.effective_at, r.id.clone()));
+        Ok(out)
+    }
+
+    /// Close the policy change `id` without it taking effect (its signatures no longer verify,
+    /// or it no longer loads): marked expired, so no sweep tries it again.
+    pub fn void_change(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
+        self.store.write(|| {
+            let mut record = self.get(id)?;
+            record.state = RequestState::Expired;
+            record.effective_at = None;
+            self.write(&record, false)?;
+            Ok(record)
+        })
+    }
+
+    /// Mark the approved policy change `id` as in force, after verifying its signatures again
+    /// against `policy` (the policy in force) and its governance quorum; returns the record and
+    /// the admins whose signatures verified. A change approved under another policy than the
+    /// one in force is void (marked expired) instead.
+    pub fn consume_change(
+        &self,
+        id: &str,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<ChangeOutcome, ApprovalError> {
+        self.store.write(|| {
+            let mut record = self.get(id)?;
+            if record.change.is_none() || record.state != RequestState::Approved {
+                return Err(ApprovalError::NotPending {
+                    id: id.into(),
+                    state: record.state.as_str().into(),
+                });
+            }
+            if record.policy_hash != policy.hash_hex() {
+                // Its signatures cover the policy it was proposed under, which is gone.
+                record.state = RequestState::Expired;
+                record.effective_at = None;
+                self.write(&record, false)?;
+                return Ok(ChangeOutcome::Void(record));
+            }
+            let quorum = policy.governance.quorum.clone();
+            let fields = ApprovalFields {
+                id: &record.id,
+                subject: record.subject(),
+                policy_hash: policy.hash,
+                expires_at: record.expires_at,
+                rule_tag: GOVERNANCE_RULE,
+                need: quorum.need,
+                members: quorum.of.clone(),
+            };
+            let approvers = verify_quorum(&record, policy, &fields, &quorum)?;
+            record.state = RequestState::Consumed;
+            record.consumed_at = Some(now);
+            self.write(&record, false)?;
+            Ok(ChangeOutcome::InForce(record, approvers))
         })
     }
 
@@ -442,7 +685,16 @@ impl ApprovalStore {
     ) -> Result<ApprovalOutcome, ApprovalError> {
         self.store.write(|| {
             let mut record = self.get(id)?;
+            let is_change = record.change.is_some();
             match (decision, record.state_at(now)) {
+                // A veto: any admin may stop an approved policy change until it takes effect.
+                (Decision::Reject, RequestState::Approved) if is_change => {}
+                (Decision::Reopen, _) if is_change => {
+                    return Err(ApprovalError::NotRejected {
+                        id: id.into(),
+                        state: "a policy change (a vetoed change is proposed again instead)".into(),
+                    })
+                }
                 (Decision::Reopen, RequestState::Rejected) => {}
                 (Decision::Reopen, other) => {
                     return Err(ApprovalError::NotRejected {
@@ -476,7 +728,8 @@ impl ApprovalStore {
                 return Err(ApprovalError::UnknownAdmin(admin.into()));
             }
             let quorum = rule_quorum(policy, &record)?;
-            if !quorum.of.iter().any(|a| a == admin) {
+            let veto = is_change && decision == Decision::Reject;
+            if !veto && !quorum.of.iter().any(|a| a == admin) {
                 return Err(ApprovalError::NotInQuorum {
                     admin: admin.into(),
                     rule: record.rule_tag.clone(),
@@ -484,11 +737,15 @@ impl ApprovalStore {
                 });
             }
             // A rejecting admin may still join a re-opening; nobody signs the same thing twice.
-            if record
-                .signatures
-                .iter()
-                .any(|s| s.admin == admin && (decision != Decision::Reopen || s.decision == decision))
-            {
+            // An admin who approved a policy change may still veto it during its delay.
+            if record.signatures.iter().any(|s| {
+                s.admin == admin
+                    && match decision {
+                        Decision::Reopen => s.decision == decision,
+                        Decision::Reject if is_change => s.decision == decision,
+                        _ => true,
+                    }
+            }) {
                 return Err(ApprovalError::AlreadySigned {
                     admin: admin.into(),
                     id: id.into(),
@@ -539,11 +796,35 @@ impl ApprovalStore {
                         format!("{admin} asked to re-open request {id} ({reopenings} of {} needed)", quorum.need),
                     )
                 }
+            } else if veto {
+                record.state = RequestState::Rejected;
+                record.effective_at = None;
+                (
+                    true,
+                    format!("policy change {id} vetoed by {admin}; the policy in force stays"),
+                )
             } else if rejections >= self.config.rejections_needed.max(1) {
                 record.state = RequestState::Rejected;
                 (
                     true,
                     format!("request {id} rejected by {admin}; the payment will be refused"),
+                )
+            } else if approvals >= quorum.need && is_change {
+                let delay = record.change.as_ref().map(|c| c.delay_secs).unwrap_or(0);
+                record.state = RequestState::Approved;
+                record.effective_at = Some(now.saturating_add(delay));
+                (
+                    true,
+                    if delay == 0 {
+                        format!("quorum reached ({approvals} of {}): policy change {id} takes effect now", quorum.need)
+                    } else {
+                        format!(
+                            "quorum reached ({approvals} of {}): policy change {id} loosens the policy and takes effect at {} ({} from now) unless an admin vetoes it",
+                            quorum.need,
+                            format_utc(now.saturating_add(delay)),
+                            format_duration(delay)
+                        )
+                    },
                 )
             } else if approvals >= quorum.need {
                 record.state = RequestState::Approved;
@@ -601,50 +882,18 @@ impl ApprovalStore {
             // The fields come from the live payment and the live verdict, not from the stored copy.
             let fields = ApprovalFields {
                 id: &record.id,
-                payment_hash: req.payment_hash.unwrap_or([0; 32]),
-                amount_msat: req.amount_msat(),
-                payee: payee_field(&req.outputs),
+                subject: Subject::Payment {
+                    payment_hash: req.payment_hash.unwrap_or([0; 32]),
+                    amount_msat: req.amount_msat(),
+                    payee: payee_field(&req.outputs),
+                },
                 policy_hash: policy.hash,
                 expires_at: record.expires_at,
                 rule_tag,
                 need: quorum.need,
                 members: quorum.of.clone(),
             };
-            let mut valid: Vec<&str> = Vec::new();
-            for s in record
-                .signatures
-                .iter()
-                .filter(|s| s.decision == Decision::Approve)
-            {
-                let tampered = |detail: String| ApprovalError::Tampered {
-                    id: record.id.clone(),
-                    detail,
-                };
-                let sig = hex::decode(&s.signature)
-                    .map_err(|_| tampered(format!("the signature of {} is not hex", s.admin)))?;
-                verify_admin_signature(
-                    policy,
-                    &s.admin,
-                    &fields,
-                    Decision::Approve,
-                    s.format,
-                    &sig,
-                )
-                .map_err(|e| tampered(format!("the signature of {} fails: {e}", s.admin)))?;
-                if quorum.of.contains(&s.admin) && !valid.contains(&s.admin.as_str()) {
-                    valid.push(&s.admin);
-                }
-            }
-            if valid.len() < quorum.need {
-                return Err(ApprovalError::Tampered {
-                    id: record.id.clone(),
-                    detail: format!(
-                        "the record says approved but only {} of {} required signatures verify",
-                        valid.len(),
-                        quorum.need
-                    ),
-                });
-            }
+            verify_quorum(&record, policy, &fields, quorum)?;
             record.state = RequestState::Consumed;
             record.consumed_at = Some(now);
             self.write(&record, false)?;
@@ -653,7 +902,49 @@ impl ApprovalStore {
     }
 }
 
+/// Check that the record's stored approvals verify over `fields` (built from live data, never
+/// from the stored copy) by at least `quorum.need` distinct members of `quorum`.
+fn verify_quorum(
+    record: &ApprovalRecord,
+    policy: &Policy,
+    fields: &ApprovalFields,
+    quorum: &Quorum,
+) -> Result<Vec<String>, ApprovalError> {
+    let mut valid: Vec<String> = Vec::new();
+    for s in record
+        .signatures
+        .iter()
+        .filter(|s| s.decision == Decision::Approve)
+    {
+        let tampered = |detail: String| ApprovalError::Tampered {
+            id: record.id.clone(),
+            detail,
+        };
+        let sig = hex::decode(&s.signature)
+            .map_err(|_| tampered(format!("the signature of {} is not hex", s.admin)))?;
+        verify_admin_signature(policy, &s.admin, fields, Decision::Approve, s.format, &sig)
+            .map_err(|e| tampered(format!("the signature of {} fails: {e}", s.admin)))?;
+        if quorum.of.contains(&s.admin) && !valid.contains(&s.admin) {
+            valid.push(s.admin.clone());
+        }
+    }
+    if valid.len() < quorum.need {
+        return Err(ApprovalError::Tampered {
+            id: record.id.clone(),
+            detail: format!(
+                "the record says approved but only {} of {} required signatures verify",
+                valid.len(),
+                quorum.need
+            ),
+        });
+    }
+    Ok(valid)
+}
+
 fn rule_quorum(policy: &Policy, record: &ApprovalRecord) -> Result<Quorum, ApprovalError> {
+    if record.change.is_some() {
+        return Ok(policy.governance.quorum.clone());
+    }
     policy
         .approvals
         .iter()

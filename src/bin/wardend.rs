@@ -9,7 +9,8 @@ use std::sync::Arc;
 use warden::approval::ApprovalConfig;
 use warden::clock::SystemClock;
 use warden::config::{AdminTls, ConfigArgs};
-use warden::core::{Core, LoadedPolicy};
+use warden::core::{Core, GovernanceError, LoadedPolicy, PolicyFile};
+use warden::governance::{PolicyHistory, PolicyVersion};
 use warden::hsm::Hsm;
 use warden::policy::{load_policy_file_for, parse_policy_for, DEFAULT_POLICY};
 use warden::store::Store;
@@ -39,23 +40,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = args.config.resolve()?;
 
-    let loaded = match &config.policy_file {
-        Some(path) => {
-            let policy = load_policy_file_for(path, config.network)?;
-            let text = std::fs::read_to_string(path)?;
-            LoadedPolicy {
-                policy: Arc::new(policy),
-                text,
-            }
-        }
-        None => LoadedPolicy {
-            policy: Arc::new(
-                parse_policy_for(DEFAULT_POLICY, config.network)
-                    .map_err(|e| anyhow::anyhow!("embedded default policy: {e:?}"))?,
-            ),
-            text: DEFAULT_POLICY.to_string(),
-        },
-    };
+    // The file on disk (or the embedded default) is only a proposal: the policy in force is the
+    // one the state database says the governance quorum last approved. Read it now, judge it
+    // once the database is open.
+    let file_policy = read_policy_file(&config);
 
     let hsm = Hsm::open(&config.hsm)?;
     let loaded_seed = hsm.load_seed(&config.data_dir, config.network)?;
@@ -68,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let seed_upgraded = hsm.upgrade_seed(&config.data_dir, &loaded_seed)?;
     let seed_binding = loaded_seed.binding;
     let seed = loaded_seed.seed;
+    let (loaded, file_state) = policy_in_force(&store, &config, file_policy)?;
     let metrics = Arc::new(warden::metrics::Metrics::default());
     let audit = Arc::new(warden::audit::AuditLog::open(
         &store,
@@ -90,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
     )?);
     *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
+    core.set_policy_file(file_state);
     core.set_max_clock_jump(Some(config.alerts.clock_jump_secs));
     *core
         .window_warn_fraction
@@ -134,6 +124,10 @@ async fn main() -> anyhow::Result<()> {
         policy = %loaded.policy.hash_hex(),
         "wardend started on the sealed seed"
     );
+
+    if let Some(path) = config.policy_file.clone() {
+        tokio::spawn(propose_on_sighup(core.clone(), path, config.network));
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut admin_task = None;
@@ -322,5 +316,120 @@ fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The policy file on disk (or the embedded default, without one): the loaded policy, or every
+/// problem as FILE:LINE:COL lines.
+fn read_policy_file(config: &warden::config::Config) -> Result<LoadedPolicy, String> {
+    match &config.policy_file {
+        Some(path) => {
+            let policy = load_policy_file_for(path, config.network).map_err(|e| e.to_string())?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: cannot read the policy file: {e}", path.display()))?;
+            Ok(LoadedPolicy {
+                policy: Arc::new(policy),
+                text,
+            })
+        }
+        None => Ok(LoadedPolicy {
+            policy: Arc::new(
+                parse_policy_for(DEFAULT_POLICY, config.network)
+                    .map_err(|e| format!("embedded default policy: {e:?}"))?,
+            ),
+            text: DEFAULT_POLICY.to_string(),
+        }),
+    }
+}
+
+/// The policy in force, and what the file on disk is next to it. At the first start (no policy
+/// in the database yet) the file becomes the first policy, with the admins it names as the
+/// first governance quorum, and must load; after that a file that differs or does not load is
+/// reported and the policy in force stays.
+fn policy_in_force(
+    store: &Store,
+    config: &warden::config::Config,
+    file: Result<LoadedPolicy, String>,
+) -> anyhow::Result<(LoadedPolicy, Option<PolicyFile>)> {
+    use warden::clock::Clock;
+    let history = PolicyHistory::new(store);
+    match history.in_force()? {
+        Some(v) => {
+            let policy = parse_policy_for(&v.text, config.network).map_err(|e| {
+                anyhow::anyhow!(
+                    "the policy in force ({}) no longer loads in this wardend: {e:?}",
+                    v.hash
+                )
+            })?;
+            let state = match &file {
+                Ok(f) => PolicyFile::Loads(f.policy.hash),
+                Err(e) => PolicyFile::Broken(e.clone()),
+            };
+            Ok((
+                LoadedPolicy {
+                    policy: Arc::new(policy),
+                    text: v.text,
+                },
+                Some(state),
+            ))
+        }
+        None => {
+            let first = file.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let now = SystemClock.now();
+            history.record(PolicyVersion {
+                seq: 0,
+                hash: first.policy.hash_hex(),
+                text: first.text.clone(),
+                request_id: None,
+                approved_by: Vec::new(),
+                proposed_at: now,
+                took_effect_at: now,
+                changes: Vec::new(),
+            })?;
+            tracing::info!(policy = %first.policy.hash_hex(), "the first policy is recorded as the policy in force; later changes need its governance quorum");
+            let hash = first.policy.hash;
+            Ok((first, Some(PolicyFile::Loads(hash))))
+        }
+    }
+}
+
+/// On SIGHUP, propose the policy file to the governance quorum (as `wardenctl policy propose`
+/// would); the policy in force stays until the proposal takes effect.
+async fn propose_on_sighup(
+    core: Arc<Core>,
+    path: std::path::PathBuf,
+    network: lightning_signer::bitcoin::Network,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; propose policy changes with wardenctl");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let (core, path) = (core.clone(), path.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    core.set_policy_file(Some(PolicyFile::Broken(format!(
+                        "{}: cannot read the policy file: {e}",
+                        path.display()
+                    ))));
+                    return;
+                }
+            };
+            match core.propose_policy(&text, "policy file") {
+                Ok(p) => tracing::info!("SIGHUP: {}", p.message),
+                Err(GovernanceError::Unchanged(_)) => {
+                    tracing::info!("SIGHUP: the policy file is the policy in force")
+                }
+                Err(e) => tracing::warn!("SIGHUP: {e}"),
+            }
+            let state = match load_policy_file_for(&path, network) {
+                Ok(p) => PolicyFile::Loads(p.hash),
+                Err(e) => PolicyFile::Broken(e.to_string()),
+            };
+            core.set_policy_file(Some(state));
+        })
+        .await;
     }
 }

@@ -15,10 +15,12 @@
 //! staged is rolled back to the savepoint taken at its start.
 
 pub mod engine;
+pub mod governance;
 pub mod health;
 pub mod status;
 
 pub use engine::PolicyEngine;
+pub use governance::{GovernanceError, Proposal};
 pub use status::{NodeConnection, WindowUse};
 
 use crate::approval::{ApprovalConfig, ApprovalError, ApprovalStore};
@@ -39,6 +41,15 @@ pub struct LoadedPolicy {
     pub policy: Arc<Policy>,
     /// The file text; its SHA-256 is the policy hash.
     pub text: String,
+}
+
+/// The policy file on disk, as last read: it is only ever a proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyFile {
+    /// It loads; its hash.
+    Loads([u8; 32]),
+    /// It does not load: every problem, as FILE:LINE:COL lines.
+    Broken(String),
 }
 
 /// The signer's answer to one payment.
@@ -74,7 +85,7 @@ pub struct Core {
     time: Arc<crate::clock::MonotonicClock>,
     persisted_hwm: Arc<std::sync::atomic::AtomicU64>,
     engine: Arc<Mutex<PolicyEngine>>,
-    policy_text: RwLock<LoadedPolicy>,
+    policy_text: Arc<RwLock<LoadedPolicy>>,
     /// Approval requests.
     pub approvals: ApprovalStore,
     /// The event stream.
@@ -91,6 +102,8 @@ pub struct Core {
     windows: crate::alerts::WindowWatch,
     /// Fraction of a window's limit at which a warning event is raised.
     pub window_warn_fraction: RwLock<f64>,
+    /// What the policy file on disk holds, if wardend has one.
+    policy_file: RwLock<Option<PolicyFile>>,
 }
 
 impl Core {
@@ -144,7 +157,7 @@ impl Core {
             time,
             persisted_hwm,
             engine,
-            policy_text: RwLock::new(policy),
+            policy_text: Arc::new(RwLock::new(policy)),
             approvals,
             events: EventBus::recording(audit.clone()),
             clock,
@@ -154,6 +167,7 @@ impl Core {
             metrics,
             windows: crate::alerts::WindowWatch::default(),
             window_warn_fraction: RwLock::new(0.8),
+            policy_file: RwLock::new(None),
         })
     }
 
@@ -245,8 +259,9 @@ impl Core {
             .clone()
     }
 
-    /// Replace the policy in force; the velocity history carries over. No admin path calls
-    /// this yet: governed policy changes (issue 14) will, once a quorum approves a new file.
+    /// Replace the policy in memory; the velocity history carries over. What is in force is
+    /// what the governance history says (see [`Core::propose_policy`]); this is for tests and
+    /// tools that build a core around a policy of their own.
     pub fn set_policy(&self, policy: LoadedPolicy) -> Result<(), StoreError> {
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         engine.with_policy(policy.policy.clone());
@@ -262,6 +277,46 @@ impl Core {
             0,
         );
         Ok(())
+    }
+
+    /// Why the policy file on disk is not the policy in force (shown by `status`), if it is not:
+    /// it does not load, it is a proposal (and in which state), or it is neither.
+    pub fn policy_note(&self) -> Option<String> {
+        let file = self
+            .policy_file
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let in_force = self.policy().policy.hash;
+        match file {
+            PolicyFile::Broken(e) => Some(format!(
+                "the policy file on disk does not load ({e}); the policy in force stays"
+            )),
+            PolicyFile::Loads(hash) if hash == in_force => None,
+            PolicyFile::Loads(hash) => Some(match self.approvals.find_change(&hex::encode(hash)) {
+                Ok(Some(r)) => format!(
+                    "the policy file on disk ({}) is policy change {} ({}); the policy in force stays until it takes effect",
+                    hex::encode(hash),
+                    r.id,
+                    r.state_at(self.clock.now()).as_str()
+                ),
+                _ => format!(
+                    "the policy file on disk ({}) is not the policy in force and not proposed; the policy in force stays. Propose it with `wardenctl policy propose FILE` or send wardend SIGHUP",
+                    hex::encode(hash)
+                ),
+            }),
+        }
+    }
+
+    /// What the policy file on disk holds (wardend reads it at start and on SIGHUP); a file
+    /// that is not the policy in force is announced (log and event).
+    pub fn set_policy_file(&self, file: Option<PolicyFile>) {
+        *self.policy_file.write().unwrap_or_else(|p| p.into_inner()) = file;
+        if let Some(note) = self.policy_note() {
+            tracing::warn!("{note}");
+            self.events
+                .emit(self.clock.now(), EventKind::Policy, "", &[], note, 0);
+        }
     }
 
     /// Run `f` with the policy engine (for status reports).
@@ -731,6 +786,17 @@ impl Core {
             (true, RequestState::Rejected) => EventKind::RequestRejected,
             _ => EventKind::RequestSigned,
         };
+        // A policy change that waits nothing takes effect with its last signature.
+        if out.decided
+            && out.record.state == RequestState::Approved
+            && out.record.effective_at.is_some_and(|t| t <= now)
+        {
+            if let Err(e) = self.apply_due_change(now) {
+                drop(txn);
+                self.reload();
+                return Err(e);
+            }
+        }
         self.events.emit(
             now,
             kind,
@@ -774,6 +840,18 @@ impl Core {
                 ),
                 r.amount_msat(),
             );
+        }
+        if let Err(e) = self.apply_due_change(now) {
+            tracing::error!(error = %e, "cannot put an approved policy change in force");
+            drop(txn);
+            self.reload();
+            return Err(match e {
+                ApprovalError::Store(e) => e,
+                other => StoreError::Io {
+                    op: "apply a policy change",
+                    detail: other.to_string(),
+                },
+            });
         }
         if let Err(e) = self.audit.checkpoint_if_due(now) {
             tracing::error!(error = %e, "cannot sign the audit log's tail");

@@ -110,5 +110,24 @@ pub fn explain(policy: &Policy) -> String {
         ));
     }
     out.push("Anything not refused or held above is approved.".into());
+    let g = &policy.governance;
+    let source = if g.quorum_declared {
+        "declared in [governance]"
+    } else if policy.approvals.iter().any(|a| a.quorum.need > 0) {
+        "the largest [[approval]] quorum, as no [governance] quorum is declared"
+    } else {
+        "every declared admin, as neither [governance] nor [[approval]] names a quorum"
+    };
+    if g.quorum.need == 0 {
+        out.push("Policy changes: none can be approved (no admin is declared); a new policy needs a new data directory.".into());
+    } else {
+        out.push(format!(
+            "Policy changes need {} of {} ({source}); proposals expire after {}. A change that only tightens takes effect when its quorum signs; one that loosens anything waits {} more, and any single admin can veto it meanwhile.",
+            g.quorum.need,
+            g.quorum.of.join(", "),
+            format_duration(g.expiry_secs),
+            format_duration(g.loosen_delay_secs),
+        ));
+    }
     out.join("\n")
 }

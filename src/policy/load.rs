@@ -27,6 +27,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "limit",
     "approval",
     "time_window",
+    "governance",
     "admins.pubkey",
     "admins.address",
     "deny.tag",
@@ -52,6 +53,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "approval.expiry",
     "quorum.need",
     "quorum.of",
+    "governance.quorum",
+    "governance.loosen_delay",
+    "governance.expiry",
     "time_window.tag",
     "time_window.mode",
     "time_window.above",
@@ -689,6 +693,8 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         limits: Vec::new(),
         time_windows: Vec::new(),
         approvals: Vec::new(),
+        governance: Governance::default(),
+        network: cx.network,
     };
 
     for (t, span) in sections(cx, &root, "deny") {
@@ -894,7 +900,13 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                     cx.err(qspan, format!("`quorum` in {what} must be a table: {{ need = 2, of = [\"alice\", \"bob\"] }}"));
                     None
                 }
-                Some(qt) => Some(quorum(cx, qt, item_span(item).or(qspan), &tag, &admins)),
+                Some(qt) => Some(quorum(
+                    cx,
+                    qt,
+                    item_span(item).or(qspan),
+                    &format!("the quorum of [[approval]] \"{tag}\""),
+                    &admins,
+                )),
             },
         };
         policy.approvals.push(ApprovalRule {
@@ -909,18 +921,90 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
             expiry_secs,
         });
     }
+    policy.governance = governance(cx, &root, &policy.approvals, &admins);
     policy.admins = admins;
     policy
+}
+
+/// Default time a loosening change waits after its quorum, during which any admin can veto it.
+pub const DEFAULT_LOOSEN_DELAY_SECS: u64 = 86_400;
+/// Default time a proposed policy change stays open for signatures.
+pub const DEFAULT_PROPOSAL_EXPIRY_SECS: u64 = 86_400;
+
+/// `[governance]`: who approves policy changes, and how long a loosening waits. Without the
+/// section (or its `quorum`), the quorum is the largest `[[approval]]` quorum (most signatures
+/// needed, then most members); with no approval rule either, every declared admin must sign.
+fn governance(
+    cx: &mut Cx,
+    root: &Fields,
+    approvals: &[ApprovalRule],
+    admins: &BTreeMap<String, AdminKey>,
+) -> Governance {
+    let what = "[governance]";
+    let mut g = Governance {
+        quorum: default_governance_quorum(approvals, admins),
+        quorum_declared: false,
+        loosen_delay_secs: DEFAULT_LOOSEN_DELAY_SECS,
+        expiry_secs: DEFAULT_PROPOSAL_EXPIRY_SECS,
+    };
+    let Some((kspan, item)) = root.item("governance") else {
+        return g;
+    };
+    let Some(t) = item.as_table_like() else {
+        cx.err(kspan, "`governance` must be a table: [governance]");
+        return g;
+    };
+    let f = fields(cx, t, item_span(item).or(kspan), "governance", what);
+    if let Some((qspan, q)) = f.item("quorum") {
+        match q.as_table_like() {
+            None => cx.err(qspan, format!("`quorum` in {what} must be a table: {{ need = 2, of = [\"alice\", \"bob\", \"carol\"] }}")),
+            Some(qt) => {
+                g.quorum = quorum(cx, qt, item_span(q).or(qspan), "the quorum of [governance]", admins);
+                g.quorum_declared = true;
+            }
+        }
+    }
+    if let Some((secs, _)) = f.duration(cx, "loosen_delay", what) {
+        g.loosen_delay_secs = secs;
+    }
+    match f.duration(cx, "expiry", what) {
+        Some((secs, espan)) if !(60..=MAX_EXPIRY_SECS).contains(&secs) => cx.err(
+            espan,
+            format!(
+                "`expiry` in {what} is {}; it must be between 1m and 30d",
+                format_duration(secs)
+            ),
+        ),
+        Some((secs, _)) => g.expiry_secs = secs,
+        None => {}
+    }
+    g
+}
+
+fn default_governance_quorum(
+    approvals: &[ApprovalRule],
+    admins: &BTreeMap<String, AdminKey>,
+) -> Quorum {
+    approvals
+        .iter()
+        .map(|r| &r.quorum)
+        .filter(|q| q.need > 0)
+        .max_by_key(|q| (q.need, q.of.len()))
+        .cloned()
+        .unwrap_or_else(|| Quorum {
+            need: admins.len(),
+            of: admins.keys().cloned().collect(),
+        })
 }
 
 fn quorum(
     cx: &mut Cx,
     qt: &dyn TableLike,
     span: Span,
-    tag: &str,
+    what: &str,
     admins: &BTreeMap<String, AdminKey>,
 ) -> Quorum {
-    let what = format!("the quorum of [[approval]] \"{tag}\"");
+    let what = what.to_string();
     let f = fields(cx, qt, span.clone(), "quorum", &what);
     if !f.map.contains_key("of") {
         cx.err(

@@ -127,7 +127,7 @@ pub struct LimitRule {
 }
 
 /// `quorum = { need = 2, of = [...] }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Quorum {
     /// Signatures needed.
     pub need: usize,
@@ -192,6 +192,25 @@ pub struct Policy {
     pub time_windows: Vec<TimeWindowRule>,
     /// Approval rules, in file order.
     pub approvals: Vec<ApprovalRule>,
+    /// Who approves changes to this policy (`[governance]`).
+    pub governance: Governance,
+    /// The network the file was validated for (its addresses are that network's).
+    pub network: lightning_signer::bitcoin::Network,
+}
+
+/// Who may change the policy, and how long a loosening change waits (`[governance]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Governance {
+    /// The quorum that approves a policy change: the one of the policy in force, never the
+    /// proposed one's.
+    pub quorum: Quorum,
+    /// Whether the file declared the quorum (otherwise it is derived; `explain` says from what).
+    pub quorum_declared: bool,
+    /// Seconds a change that loosens anything waits after its quorum; any admin may veto it
+    /// meanwhile.
+    pub loosen_delay_secs: u64,
+    /// Seconds a proposal stays open for signatures.
+    pub expiry_secs: u64,
 }
 
 impl Policy {

@@ -53,16 +53,19 @@ pub enum Namespace {
     Vls,
     /// Format version and identifiers (the VLS signer id).
     Meta,
+    /// The policy in force and every earlier one (`governance`).
+    Governance,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 5] = [
+    pub const ALL: [Namespace; 6] = [
         Namespace::Velocity,
         Namespace::Approvals,
         Namespace::Audit,
         Namespace::Vls,
         Namespace::Meta,
+        Namespace::Governance,
     ];
 
     /// The key prefix on disk.
@@ -73,6 +76,7 @@ impl Namespace {
             Namespace::Audit => b'L',
             Namespace::Vls => b'S',
             Namespace::Meta => b'M',
+            Namespace::Governance => b'G',
         }
     }
 
@@ -84,6 +88,7 @@ impl Namespace {
             Namespace::Audit => "audit",
             Namespace::Vls => "vls",
             Namespace::Meta => "meta",
+            Namespace::Governance => "governance",
         }
     }
 }

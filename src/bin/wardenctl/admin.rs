@@ -2,12 +2,13 @@
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
+use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use serde::Deserialize;
 use std::path::PathBuf;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use warden::api::proto::{self, warden_client::WardenClient};
 use warden::approval::keys::AdminKey;
-use warden::approval::{approval_digest, approval_text, ApprovalFields, Decision};
+use warden::approval::{approval_digest, approval_text, ApprovalFields, Decision, Subject};
 use warden::clock::format_utc;
 use warden::policy::units::format_msat;
 
@@ -131,7 +132,7 @@ pub struct Unreachable(String);
 #[error("{0}")]
 pub struct Refused(String);
 
-fn rpc(e: tonic::Status) -> anyhow::Error {
+pub fn rpc(e: tonic::Status) -> anyhow::Error {
     use tonic::Code::*;
     match e.code() {
         Unavailable | DeadlineExceeded | Unknown
@@ -185,11 +186,28 @@ fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalFields<'_
         }
     };
     let policy = hex::decode(&r.policy_hash).context("policy hash is not hex")?;
+    let subject = if r.kind == "policy-change" {
+        // The digest covers the file through its hash: check the text shown is the text signed.
+        let hash = hash32(&r.policy_change_hash, "policy change hash")?;
+        let shown = sha256::Hash::hash(r.policy_change_text.as_bytes()).to_byte_array();
+        if hash != shown {
+            bail!("the policy text from wardend does not hash to the policy change it names; refusing to sign");
+        }
+        Subject::PolicyChange {
+            hash,
+            loosens: r.loosens,
+            delay_secs: r.delay_secs,
+        }
+    } else {
+        Subject::Payment {
+            payment_hash: hash32(&r.payment_hash, "payment hash")?,
+            amount_msat: r.amount_msat,
+            payee,
+        }
+    };
     let fields = ApprovalFields {
         id: &r.id,
-        payment_hash: hash32(&r.payment_hash, "payment hash")?,
-        amount_msat: r.amount_msat,
-        payee,
+        subject,
         policy_hash: hash32(&policy, "policy hash")?,
         expires_at: r.expires_at,
         rule_tag: &r.rule_tag,
@@ -207,11 +225,15 @@ fn print_request(r: &proto::ApprovalRequest) {
     println!("request      {}", r.id);
     println!("state        {}", state_name(r.state));
     println!("kind         {}", r.kind);
-    println!(
-        "amount       {} ({} msat)",
-        format_msat(r.amount_msat),
-        r.amount_msat
-    );
+    if r.kind == "policy-change" {
+        print_change(r);
+    } else {
+        println!(
+            "amount       {} ({} msat)",
+            format_msat(r.amount_msat),
+            r.amount_msat
+        );
+    }
     for (d, v) in r.destinations.iter().zip(&r.output_amounts_msat) {
         println!("payee        {d} ({})", format_msat(*v));
     }
@@ -251,6 +273,29 @@ fn print_request(r: &proto::ApprovalRequest) {
     }
 }
 
+/// What a policy change does, as the admin must see it before signing.
+pub fn print_change(r: &proto::ApprovalRequest) {
+    println!("proposer     {}", r.proposer);
+    println!("new policy   {}", hex::encode(&r.policy_change_hash));
+    if r.loosens {
+        println!(
+            "effect       LOOSENS: takes effect {} after the quorum, unless an admin vetoes it",
+            warden::policy::units::format_duration(r.delay_secs)
+        );
+    } else {
+        println!("effect       tightens only: takes effect when the quorum signs");
+    }
+    if r.effective_at > 0 {
+        println!("takes effect {}", format_utc(r.effective_at));
+    }
+    if r.policy_changes.is_empty() {
+        println!("changes      none to any rule (comments or layout only)");
+    }
+    for c in &r.policy_changes {
+        println!("change       {c}");
+    }
+}
+
 fn json_request(r: &proto::ApprovalRequest) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
@@ -269,6 +314,12 @@ fn json_request(r: &proto::ApprovalRequest) -> serde_json::Value {
         "expires_at": r.expires_at,
         "policy_hash": r.policy_hash,
         "approval_digest": hex::encode(&r.approval_digest),
+        "policy_change_hash": hex::encode(&r.policy_change_hash),
+        "policy_changes": r.policy_changes,
+        "loosens": r.loosens,
+        "delay_secs": r.delay_secs,
+        "effective_at": r.effective_at,
+        "proposer": r.proposer,
         "signatures": r.signatures.iter().map(|s| serde_json::json!({"admin": s.admin, "decision": s.decision, "signed_at": s.signed_at, "reason": s.reason})).collect::<Vec<_>>(),
     })
 }
@@ -456,7 +507,7 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "node_id": s.node_id, "policy_hash": s.policy_hash, "policy_name": s.policy_name,
                 "pending": s.pending, "node_connection": s.node_connection, "time": s.time,
-                "auth_failures": s.auth_failures,
+                "auth_failures": s.auth_failures, "policy_note": s.policy_note,
                 "windows": s.windows.iter().map(|w| serde_json::json!({"tag": w.tag, "window": w.window, "scope": w.scope, "used_msat": w.used_msat, "limit_msat": w.limit_msat, "used_count": w.used_count, "limit_count": w.limit_count})).collect::<Vec<_>>(),
             }))?
         );
@@ -472,6 +523,9 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
     );
     println!("node         {}", s.node_connection);
     println!("policy       {} {}", s.policy_name, s.policy_hash);
+    if !s.policy_note.is_empty() {
+        println!("policy file  {}", s.policy_note);
+    }
     println!("pending      {}", s.pending);
     println!("time         {}", format_utc(s.time));
     for w in &s.windows {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod governance;
 mod policy;
 mod top;
 
@@ -195,7 +196,12 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let conn = cli.conn;
     match cli.command {
-        Command::Policy { command } => policy::run(command),
+        Command::Policy { command } => match command {
+            policy::PolicyCommand::Propose { file } => governance::propose(&conn, &file).await,
+            policy::PolicyCommand::Diff { id } => governance::diff(&conn, &id).await,
+            policy::PolicyCommand::History { json } => governance::history(&conn, json).await,
+            other => policy::run(other),
+        },
         Command::Tls {
             command: TlsCommand::Init { dir, admins },
         } => {

@@ -53,6 +53,23 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "bitcoin", value_parser = parse_network)]
         network: Network,
     },
+    /// Propose a policy file to wardend: checked, classified against the policy in force, and
+    /// put to the governance quorum (`wardenctl approve ID`; `wardenctl reject ID` vetoes).
+    Propose {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Show what a proposed policy change changes, each change tightening or loosening.
+    Diff {
+        /// The policy-change request.
+        id: String,
+    },
+    /// The chain of policies that were in force, oldest first.
+    History {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_network(s: &str) -> Result<Network, String> {
@@ -88,6 +105,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             Ok(p) => simulate(&p, &payments, start).map(|_| 0),
             Err(code) => Ok(code),
         },
+        PolicyCommand::Propose { .. }
+        | PolicyCommand::Diff { .. }
+        | PolicyCommand::History { .. } => {
+            unreachable!("main runs the commands that talk to wardend")
+        }
     }
 }
 

@@ -1,0 +1,288 @@
+//! Governed policy changes, as the core runs them. A proposal is checked and classified
+//! against the policy in force and opened as an approval request for the governance quorum of
+//! the policy in force (never the proposed one's). When the quorum signs, a change that only
+//! tightens takes effect in the same commit as the last signature; one that loosens anything
+//! waits its delay (any single admin may veto it meanwhile) and then takes effect in the sweep.
+//! Taking effect writes the new version to the policy history, consumes the request and audits
+//! both in one commit; the in-memory policy is swapped once that commit is durable.
+
+use super::{Core, LoadedPolicy};
+use crate::approval::{ApprovalError, ApprovalRecord, ChangeOutcome, PolicyChange};
+use crate::events::EventKind;
+use crate::governance::{classify, loosens, PolicyHistory, PolicyVersion};
+use crate::policy::units::format_duration;
+use crate::policy::{parse_policy_for, PolicyError};
+use crate::store::StoreError;
+use std::sync::Arc;
+
+/// Why a proposal was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum GovernanceError {
+    /// The file does not load; every problem is listed.
+    #[error("the proposed policy has {} problem(s); the policy in force stays:\n{}", .0.len(), render(.0))]
+    Invalid(Vec<PolicyError>),
+    /// The file is the policy in force.
+    #[error("the proposed policy is the policy in force ({0}); there is nothing to change")]
+    Unchanged(String),
+    /// The policy in force names nobody who could approve a change.
+    #[error("the policy in force has no governance quorum (it declares no admin), so no change can be approved; a policy with admins needs a new data directory")]
+    NoQuorum,
+    /// The audit record could not be written, so nothing was opened.
+    #[error("the audit record of the proposal could not be written ({0}); nothing was proposed. Check the HSM (wardenctl hsm status) and propose again")]
+    Audit(String),
+    /// The approval store refused.
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `LINE:COL: message`, one line per problem (the caller knows the file name).
+fn render(errors: &[PolicyError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An opened (or already open) proposal.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// The policy-change request.
+    pub record: ApprovalRecord,
+    /// Whether this call opened it.
+    pub created: bool,
+    /// A sentence for the proposer.
+    pub message: String,
+}
+
+impl Core {
+    /// Propose `text` as the next policy, on behalf of `proposer`. A file that does not load is
+    /// refused with every problem (in the error, the log and an event), and the policy in force
+    /// stays; a valid one opens a policy-change request (or returns the open one for the same
+    /// file), announced on the event stream.
+    pub fn propose_policy(&self, text: &str, proposer: &str) -> Result<Proposal, GovernanceError> {
+        let now = self.clock.now();
+        let current = self.policy();
+        let new = match parse_policy_for(text, current.policy.network) {
+            Ok(p) => p,
+            Err(errors) => {
+                let e = GovernanceError::Invalid(errors);
+                tracing::warn!(%proposer, "policy proposal refused: {e}");
+                self.events.emit(
+                    now,
+                    EventKind::Policy,
+                    "",
+                    &[],
+                    format!("a policy proposed by {proposer} was refused: {e}"),
+                    0,
+                );
+                return Err(e);
+            }
+        };
+        if new.hash == current.policy.hash {
+            return Err(GovernanceError::Unchanged(new.hash_hex()));
+        }
+        let governance = &current.policy.governance;
+        if governance.quorum.need == 0 {
+            return Err(GovernanceError::NoQuorum);
+        }
+        let changes = classify(&current.policy, &new);
+        let loosen = loosens(&changes);
+        let change = PolicyChange {
+            hash: new.hash_hex(),
+            text: text.to_string(),
+            changes,
+            loosens: loosen,
+            delay_secs: if loosen {
+                governance.loosen_delay_secs
+            } else {
+                0
+            },
+            proposer: proposer.to_string(),
+        };
+        let txn = self.store.begin()?;
+        let (record, created) = self
+            .approvals
+            .open_policy_change(change, &current.policy, now)?;
+        let change = record.change.as_ref().expect("a policy-change request");
+        let effect = if change.loosens {
+            format!(
+                "it loosens the policy, so once approved it waits {} during which any admin can veto it",
+                format_duration(change.delay_secs)
+            )
+        } else {
+            "it only tightens, so it takes effect when the quorum signs".to_string()
+        };
+        let message = format!(
+            "policy change {} to {} ({} change(s)); {effect}; it needs {} of {} by {}",
+            record.id,
+            change.hash,
+            change.changes.len(),
+            record.need,
+            record.of.join(", "),
+            crate::clock::format_utc(record.expires_at)
+        );
+        if created {
+            let data = serde_json::json!({
+                "request_id": record.id,
+                "proposer": proposer,
+                "hash": change.hash,
+                "loosens": change.loosens,
+                "delay_secs": change.delay_secs,
+                "changes": change.changes,
+                "policy_hash": record.policy_hash,
+            });
+            if let Err(e) = self.audit.append(now, "policy-proposal", data) {
+                drop(txn);
+                self.reload();
+                return Err(GovernanceError::Audit(e.to_string()));
+            }
+            self.events.emit(
+                now,
+                EventKind::Policy,
+                &record.id,
+                &record.tags,
+                format!("{proposer} proposed {message}"),
+                0,
+            );
+        }
+        if let Err(e) = txn.commit() {
+            self.reload();
+            return Err(e.into());
+        }
+        Ok(Proposal {
+            record,
+            created,
+            message,
+        })
+    }
+
+    /// Every policy that was in force, oldest first.
+    pub fn policy_history(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        PolicyHistory::new(&self.store).all()
+    }
+
+    /// Put the oldest approved change whose delay is over in force, inside the open
+    /// transaction. One per transaction: a second one was approved under the policy the first
+    /// replaces, so it is void, and the next call (after the swap) finds that out.
+    pub(super) fn apply_due_change(&self, now: u64) -> Result<(), ApprovalError> {
+        let Some(record) = self.approvals.due_changes(now)?.into_iter().next() else {
+            return Ok(());
+        };
+        let current = self.policy();
+        let change = record.change.clone().expect("a policy-change request");
+        let outcome = match self
+            .approvals
+            .consume_change(&record.id, &current.policy, now)
+        {
+            Err(e @ ApprovalError::Tampered { .. }) => {
+                // Never in force, and never tried again: the admins hear why.
+                let r = self.approvals.void_change(&record.id)?;
+                tracing::error!(request = %r.id, "an approved policy change does not verify: {e}");
+                self.events.emit(
+                    now,
+                    EventKind::Policy,
+                    &r.id,
+                    &r.tags,
+                    format!("policy change {} does not take effect: {e}", r.id),
+                    0,
+                );
+                return Ok(());
+            }
+            other => other?,
+        };
+        match outcome {
+            ChangeOutcome::Void(r) => {
+                self.events.emit(
+                    now,
+                    EventKind::Policy,
+                    &r.id,
+                    &r.tags,
+                    format!(
+                        "policy change {} is void: it was approved under policy {}, and {} is in force now; propose it again",
+                        r.id,
+                        r.policy_hash,
+                        current.policy.hash_hex()
+                    ),
+                    0,
+                );
+                Ok(())
+            }
+            ChangeOutcome::InForce(r, approvers) => {
+                let policy = match parse_policy_for(&change.text, current.policy.network) {
+                    Ok(p) => p,
+                    Err(errors) => {
+                        // It loaded when proposed; a rule this version reads differently must
+                        // not slip in half-understood.
+                        let r = self.approvals.void_change(&r.id)?;
+                        self.events.emit(
+                            now,
+                            EventKind::Policy,
+                            &r.id,
+                            &r.tags,
+                            format!(
+                                "policy change {} does not take effect: the approved file no longer loads:\n{}",
+                                r.id,
+                                render(&errors)
+                            ),
+                            0,
+                        );
+                        return Ok(());
+                    }
+                };
+                PolicyHistory::new(&self.store).record(PolicyVersion {
+                    seq: 0,
+                    hash: change.hash.clone(),
+                    text: change.text.clone(),
+                    request_id: Some(r.id.clone()),
+                    approved_by: approvers.clone(),
+                    proposed_at: r.created_at,
+                    took_effect_at: now,
+                    changes: change.changes.clone(),
+                })?;
+                let data = serde_json::json!({
+                    "request_id": r.id,
+                    "hash": change.hash,
+                    "previous": current.policy.hash_hex(),
+                    "approved_by": approvers,
+                    "proposer": change.proposer,
+                });
+                self.audit
+                    .append(now, "policy-in-force", data)
+                    .map_err(|e| ApprovalError::Audit(e.to_string()))?;
+                self.events.emit(
+                    now,
+                    EventKind::Policy,
+                    &r.id,
+                    &r.tags,
+                    format!(
+                        "policy {} is now in force (change {}, proposed by {}, approved by {}); it replaces {}",
+                        change.hash,
+                        r.id,
+                        change.proposer,
+                        approvers.join(", "),
+                        current.policy.hash_hex()
+                    ),
+                    0,
+                );
+                let loaded = LoadedPolicy {
+                    policy: Arc::new(policy),
+                    text: change.text,
+                };
+                let (engine, text) = (self.engine.clone(), self.policy_text.clone());
+                // In memory only once the history says so durably.
+                self.store.after_commit(move || {
+                    engine
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .with_policy(loaded.policy.clone());
+                    *text.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+                });
+                Ok(())
+            }
+        }
+    }
+}

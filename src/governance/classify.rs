@@ -1,0 +1,468 @@
+//! Which changes between two policies tighten and which loosen.
+//!
+//! A change tightens only when it can make the signer refuse or hold more, never less: a lower
+//! or new limit, a new deny entry or rule, a removed allowlist entry, a higher quorum, a new or
+//! stricter approval rule, a shorter expiry, a new time window, a longer loosening delay, a
+//! rule switched from warn to enforce. Everything else loosens, including what is merely
+//! different (a changed window, scope, key, time of day, quorum membership, a removed admin):
+//! when in doubt the change waits the delay, where any admin can veto it. A change that alters
+//! no rule at all (comments, layout, the name) is neutral and applies like a tightening.
+
+use crate::policy::units::{format_duration, format_msat};
+use crate::policy::{
+    AllowRule, ApprovalRule, DenyRule, DestinationSet, Governance, LimitRule, Mode, Policy, Quorum,
+    TimeWindowRule,
+};
+use std::collections::BTreeSet;
+
+/// Whether one change can only restrict the signer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// The signer may refuse or hold more, never less.
+    Tightens,
+    /// The signer may allow more (or the change is not provably tightening).
+    Loosens,
+    /// No rule changes (the name, comments, layout).
+    Neutral,
+}
+
+impl Effect {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Tightens => "tightens",
+            Effect::Loosens => "loosens",
+            Effect::Neutral => "neutral",
+        }
+    }
+}
+
+/// One difference between the policy in force and a proposal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// Its effect.
+    pub effect: Effect,
+    /// What changed, as a sentence.
+    pub what: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.effect.as_str(), self.what)
+    }
+}
+
+/// Whether any of `changes` loosens.
+pub fn loosens(changes: &[Change]) -> bool {
+    changes.iter().any(|c| c.effect == Effect::Loosens)
+}
+
+struct Diff(Vec<Change>);
+
+impl Diff {
+    fn tight(&mut self, what: String) {
+        self.0.push(Change {
+            effect: Effect::Tightens,
+            what,
+        });
+    }
+    fn loose(&mut self, what: String) {
+        self.0.push(Change {
+            effect: Effect::Loosens,
+            what,
+        });
+    }
+    /// `smaller_is_tighter`: a lower bound restricts more (limits, expiries); otherwise a
+    /// higher one does (quorum need, delays).
+    fn bound(
+        &mut self,
+        what: &str,
+        old: Option<u64>,
+        new: Option<u64>,
+        show: fn(u64) -> String,
+        smaller_is_tighter: bool,
+    ) {
+        let text = |v: Option<u64>| v.map(show).unwrap_or_else(|| "none".into());
+        if old == new {
+            return;
+        }
+        let tighter = match (old, new) {
+            (None, Some(_)) => smaller_is_tighter,
+            (Some(_), None) => !smaller_is_tighter,
+            (Some(o), Some(n)) => (n < o) == smaller_is_tighter,
+            (None, None) => return,
+        };
+        let line = format!("{what}: {} -> {}", text(old), text(new));
+        if tighter {
+            self.tight(line)
+        } else {
+            self.loose(line)
+        }
+    }
+    fn mode(&mut self, what: &str, old: Mode, new: Mode) {
+        match (old, new) {
+            (Mode::Warn, Mode::Enforce) => self.tight(format!("{what}: warn -> enforce")),
+            (Mode::Enforce, Mode::Warn) => self.loose(format!("{what}: enforce -> warn")),
+            _ => {}
+        }
+    }
+    /// Entries added to or removed from a destination set; `added_tightens` for deny lists.
+    fn set(
+        &mut self,
+        what: &str,
+        old: &DestinationSet,
+        new: &DestinationSet,
+        added_tightens: bool,
+    ) {
+        let count = |a: &DestinationSet, b: &DestinationSet| {
+            let (an, bn): (BTreeSet<_>, BTreeSet<_>) =
+                (a.nodes.iter().collect(), b.nodes.iter().collect());
+            let (aa, ba): (BTreeSet<_>, BTreeSet<_>) =
+                (a.addresses.iter().collect(), b.addresses.iter().collect());
+            an.difference(&bn).count() + aa.difference(&ba).count()
+        };
+        let added = count(new, old);
+        let removed = count(old, new);
+        if added > 0 {
+            let line = format!("{what}: {added} destination(s) added");
+            if added_tightens {
+                self.tight(line)
+            } else {
+                self.loose(line)
+            }
+        }
+        if removed > 0 {
+            let line = format!("{what}: {removed} destination(s) removed");
+            if added_tightens {
+                self.loose(line)
+            } else {
+                self.tight(line)
+            }
+        }
+    }
+    fn quorum(&mut self, what: &str, old: &Quorum, new: &Quorum) {
+        self.bound(
+            &format!("{what} signatures needed"),
+            Some(old.need as u64),
+            Some(new.need as u64),
+            |v| v.to_string(),
+            false,
+        );
+        let (o, n): (BTreeSet<_>, BTreeSet<_>) = (old.of.iter().collect(), new.of.iter().collect());
+        for a in n.difference(&o) {
+            self.loose(format!("{what}: {a} may now sign"));
+        }
+        for a in o.difference(&n) {
+            self.loose(format!(
+                "{what}: {a} no longer signs (one fewer who can say no)"
+            ));
+        }
+    }
+}
+
+/// Every difference between `old` (in force) and `new` (proposed), each classified.
+pub fn classify(old: &Policy, new: &Policy) -> Vec<Change> {
+    let mut d = Diff(Vec::new());
+    admins(&mut d, old, new);
+    keyed(&mut d, &old.deny, &new.deny, |r| &r.tag, "deny", deny);
+    keyed(
+        &mut d,
+        &old.allow,
+        &new.allow,
+        |r| &r.tag,
+        "allowlist",
+        allow,
+    );
+    keyed(&mut d, &old.limits, &new.limits, |r| &r.tag, "limit", limit);
+    keyed(
+        &mut d,
+        &old.time_windows,
+        &new.time_windows,
+        |r| &r.tag,
+        "time window",
+        window,
+    );
+    keyed(
+        &mut d,
+        &old.approvals,
+        &new.approvals,
+        |r| &r.tag,
+        "approval rule",
+        approval,
+    );
+    governance(&mut d, &old.governance, &new.governance);
+    if old.name != new.name {
+        d.0.push(Change {
+            effect: Effect::Neutral,
+            what: format!("name: {:?} -> {:?}", old.name, new.name),
+        });
+    }
+    d.0
+}
+
+fn admins(d: &mut Diff, old: &Policy, new: &Policy) {
+    for (name, key) in &new.admins {
+        match old.admins.get(name) {
+            None => d.loose(format!("admin {name} added")),
+            Some(k) if k != key => d.loose(format!("admin {name}'s key changed")),
+            Some(_) => {}
+        }
+    }
+    for name in old.admins.keys().filter(|n| !new.admins.contains_key(*n)) {
+        d.loose(format!("admin {name} removed (one fewer who can veto)"));
+    }
+}
+
+/// Rules matched by tag: a new rule of a restricting kind (deny, limit, time window, approval)
+/// tightens and its removal loosens; an allowlist is the other way round. Rules kept under
+/// the same tag are compared field by field.
+fn keyed<R>(
+    d: &mut Diff,
+    old: &[R],
+    new: &[R],
+    tag: fn(&R) -> &String,
+    kind: &str,
+    compare: fn(&mut Diff, &str, &R, &R),
+) {
+    let restricting = kind != "allowlist";
+    for n in new {
+        match old.iter().find(|o| tag(o) == tag(n)) {
+            Some(o) => compare(d, &format!("{kind} {}", tag(n)), o, n),
+            None if restricting => d.tight(format!("{kind} {} added", tag(n))),
+            None => d.loose(format!("{kind} {} added", tag(n))),
+        }
+    }
+    for o in old.iter().filter(|o| !new.iter().any(|n| tag(n) == tag(o))) {
+        if restricting {
+            d.loose(format!("{kind} {} removed", tag(o)))
+        } else {
+            d.tight(format!("{kind} {} removed", tag(o)))
+        }
+    }
+}
+
+fn deny(d: &mut Diff, what: &str, o: &DenyRule, n: &DenyRule) {
+    d.mode(what, o.mode, n.mode);
+    d.set(what, &o.destinations, &n.destinations, true);
+}
+
+fn allow(d: &mut Diff, what: &str, o: &AllowRule, n: &AllowRule) {
+    d.set(what, &o.destinations, &n.destinations, false);
+}
+
+fn limit(d: &mut Diff, what: &str, o: &LimitRule, n: &LimitRule) {
+    d.mode(what, o.mode, n.mode);
+    d.bound(
+        &format!("{what} amount"),
+        o.max_amount_msat,
+        n.max_amount_msat,
+        format_msat,
+        true,
+    );
+    d.bound(
+        &format!("{what} count"),
+        o.max_count,
+        n.max_count,
+        |v| v.to_string(),
+        true,
+    );
+    if o.window_secs != n.window_secs {
+        d.loose(format!(
+            "{what} window: {} -> {}",
+            o.window_secs
+                .map(format_duration)
+                .unwrap_or_else(|| "per payment".into()),
+            n.window_secs
+                .map(format_duration)
+                .unwrap_or_else(|| "per payment".into())
+        ));
+    }
+    if o.scope != n.scope {
+        d.loose(format!("{what} scope changed"));
+    }
+}
+
+fn window(d: &mut Diff, what: &str, o: &TimeWindowRule, n: &TimeWindowRule) {
+    d.mode(what, o.mode, n.mode);
+    if (o.above_msat, &o.days, o.from_minute, o.to_minute)
+        != (n.above_msat, &n.days, n.from_minute, n.to_minute)
+    {
+        d.loose(format!("{what}: its hours, days or threshold changed"));
+    }
+}
+
+fn approval(d: &mut Diff, what: &str, o: &ApprovalRule, n: &ApprovalRule) {
+    d.mode(what, o.mode, n.mode);
+    // A lower threshold holds more payments; no threshold (only unlisted destinations) holds
+    // fewer than any threshold.
+    let above = |r: &ApprovalRule| r.above_msat.unwrap_or(u64::MAX);
+    d.bound(
+        &format!("{what} threshold"),
+        Some(above(o)),
+        Some(above(n)),
+        format_msat,
+        true,
+    );
+    match (o.unlisted_destination, n.unlisted_destination) {
+        (false, true) => d.tight(format!("{what}: now also holds unlisted destinations")),
+        (true, false) => d.loose(format!("{what}: no longer holds unlisted destinations")),
+        _ => {}
+    }
+    d.quorum(what, &o.quorum, &n.quorum);
+    d.bound(
+        &format!("{what} expiry"),
+        Some(o.expiry_secs),
+        Some(n.expiry_secs),
+        format_duration,
+        true,
+    );
+}
+
+fn governance(d: &mut Diff, o: &Governance, n: &Governance) {
+    d.quorum("governance quorum", &o.quorum, &n.quorum);
+    d.bound(
+        "governance loosen_delay",
+        Some(o.loosen_delay_secs),
+        Some(n.loosen_delay_secs),
+        format_duration,
+        false,
+    );
+    d.bound(
+        "governance expiry",
+        Some(o.expiry_secs),
+        Some(n.expiry_secs),
+        format_duration,
+        true,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+
+    const KEYS: &str = r#"
+[admins]
+alice = { pubkey = "02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828" }
+bob = { pubkey = "02c7710ba1c1b241e450d60cd814109129534559fd714b814baae7ac13849fc436" }
+carol = { pubkey = "022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e" }
+"#;
+
+    fn policy(rules: &str) -> Policy {
+        parse_policy(&format!("version = 1\n{KEYS}\n{rules}")).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    const BASE: &str = r#"
+[[limit]]
+tag = "daily"
+window = "24h"
+max_amount = "1000000 sat"
+
+[[approval]]
+tag = "large"
+above = "100000 sat"
+quorum = { need = 2, of = ["alice", "bob", "carol"] }
+expiry = "1h"
+
+[[allowlist]]
+tag = "known"
+payees = ["02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828"]
+"#;
+
+    fn effects(new: &str) -> Vec<Effect> {
+        classify(&policy(BASE), &policy(new))
+            .into_iter()
+            .map(|c| c.effect)
+            .collect()
+    }
+
+    #[test]
+    fn a_lower_limit_a_higher_quorum_and_a_shorter_expiry_tighten() {
+        let t = BASE
+            .replace("1000000 sat", "500000 sat")
+            .replace("need = 2", "need = 3")
+            .replace("\"1h\"", "\"30m\"");
+        let changes = classify(&policy(BASE), &policy(&t));
+        // The governance quorum is derived from the approval quorum here, so it rises too.
+        assert_eq!(changes.len(), 4, "{changes:?}");
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.what == "governance quorum signatures needed: 2 -> 3"),
+            "{changes:?}"
+        );
+        assert!(
+            changes.iter().all(|c| c.effect == Effect::Tightens),
+            "{changes:?}"
+        );
+        assert!(!loosens(&changes));
+    }
+
+    #[test]
+    fn a_raised_limit_a_lower_quorum_a_new_payee_and_a_removed_rule_each_loosen() {
+        for (from, to) in [
+            ("1000000 sat", "2000000 sat"),
+            ("need = 2", "need = 1"),
+            (
+                "payees = [\"02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828\"]",
+                "payees = [\"02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828\", \"022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e\"]",
+            ),
+            ("\"1h\"", "\"2h\""),
+            ("above = \"100000 sat\"", "above = \"200000 sat\""),
+        ] {
+            let changed = BASE.replace(from, to);
+            assert_ne!(changed, BASE);
+            let e = effects(&changed);
+            // A lower approval quorum lowers the derived governance quorum as well.
+            assert!(
+                !e.is_empty() && e.iter().all(|e| *e == Effect::Loosens),
+                "{from} -> {to}: {e:?}"
+            );
+        }
+        let without_limit = BASE.replace(
+            "[[limit]]\ntag = \"daily\"\nwindow = \"24h\"\nmax_amount = \"1000000 sat\"\n",
+            "",
+        );
+        assert_eq!(effects(&without_limit), vec![Effect::Loosens]);
+    }
+
+    #[test]
+    fn a_new_deny_entry_and_a_removed_allowlist_entry_tighten() {
+        let deny = format!(
+            "{BASE}\n[[deny]]\ntag = \"blocked\"\npayees = [\"022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e\"]\n"
+        );
+        assert_eq!(effects(&deny), vec![Effect::Tightens]);
+        let unlisted = BASE.replace(
+            "payees = [\"02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828\"]",
+            "payees = []",
+        );
+        assert_eq!(effects(&unlisted), vec![Effect::Tightens]);
+    }
+
+    #[test]
+    fn a_new_admin_and_a_changed_window_loosen_even_beside_a_tightening() {
+        let t = BASE
+            .replace("window = \"24h\"", "window = \"1h\"")
+            .replace("1000000 sat", "10 sat");
+        let changes = classify(&policy(BASE), &policy(&t));
+        assert!(
+            loosens(&changes),
+            "a changed window is not provably tighter: {changes:?}"
+        );
+        let with_dave = format!(
+            "version = 1\n{KEYS}dave = {{ address = \"bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq\" }}\n{BASE}"
+        );
+        let changes = classify(&policy(BASE), &parse_policy(&with_dave).unwrap());
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].effect, Effect::Loosens);
+        assert!(changes[0].what.contains("admin dave added"), "{changes:?}");
+    }
+
+    #[test]
+    fn comments_and_layout_change_nothing_and_the_same_policy_has_no_changes() {
+        assert!(classify(&policy(BASE), &policy(BASE)).is_empty());
+        let commented = format!("# reviewed 2026-12-01\n{BASE}");
+        assert!(classify(&policy(BASE), &policy(&commented)).is_empty());
+    }
+}
