@@ -190,6 +190,17 @@ admin carol reject "$id" --key "$demo/carol.adminkey" --reason "no reason to rai
 sleep 6
 admin alice policy history
 
+step "Freeze: one admin stops every payment at once; lifting it needs two"
+admin carol freeze --reason "demo: suspicious activity"
+cln pay 25000 42
+admin alice status | grep -E "^FROZEN"
+id=$(admin alice unfreeze | tee /dev/stderr | grep -o 'uf-[0-9a-f]*' | head -1)
+admin alice approve "$id" --key "$demo/alice.adminkey"
+echo "One approval is not enough:"
+cln pay 25000 43
+admin bob approve "$id" --key "$demo/bob.adminkey"
+cln pay 25000 44
+
 step "What the admins saw (wardenctl watch)"
 cat "$demo/events.log"
 

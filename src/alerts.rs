@@ -25,6 +25,8 @@ pub fn is_alert(kind: EventKind) -> bool {
             | EventKind::AuthFailure
             | EventKind::Clock
             | EventKind::RequestCreated
+            | EventKind::Policy
+            | EventKind::Freeze
     )
 }
 

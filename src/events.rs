@@ -34,6 +34,8 @@ pub enum EventKind {
     Policy,
     /// The system clock stepped back or jumped forward.
     Clock,
+    /// The signer was frozen, or the freeze was lifted.
+    Freeze,
 }
 
 /// One event.
@@ -102,6 +104,7 @@ impl EventKind {
             EventKind::AuthFailure => "auth-failure",
             EventKind::Policy => "policy",
             EventKind::Clock => "clock",
+            EventKind::Freeze => "freeze",
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod hsm;
 pub mod ldk;
 pub mod metrics;
 pub mod policy;
+pub mod recovery;
 pub mod signer;
 pub mod standin;
 pub mod store;

@@ -33,8 +33,14 @@ pub const CLOCK_STEPPED_BACK: &str = "warden-clock-stepped-back";
 /// The system clock moved further than the time that passed (`alerts.clock_jump_secs`).
 pub const CLOCK_JUMPED: &str = "warden-clock-jumped";
 
+/// The signer is frozen (`wardenctl freeze`, or an emergency stop): payments and on-chain spends
+/// are refused until the governance quorum lifts it.
+pub const FROZEN: &str = "warden-frozen";
+/// A condition of the policy's `[emergency_stop]` was met and froze the signer.
+pub const EMERGENCY_STOP: &str = "warden-emergency-stop";
+
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 16] = [
     AUDIT_FAILURE,
     HSM_UNAVAILABLE,
     STORE_FAILURE,
@@ -49,6 +55,8 @@ pub const ALL: [&str; 14] = [
     NODE_DISCONNECTED,
     CLOCK_STEPPED_BACK,
     CLOCK_JUMPED,
+    FROZEN,
+    EMERGENCY_STOP,
 ];
 
 /// The first `policy-…` tag in the text of a VLS error. VLS's handler turns its

@@ -18,7 +18,7 @@ pub mod proto {
 }
 
 use crate::approval::{ApprovalError, ApprovalRecord, Decision, RequestState, SignatureFormat};
-use crate::core::{Core, GovernanceError};
+use crate::core::{Core, FreezeError, GovernanceError};
 use crate::events::{Event, EventKind};
 use crate::policy::units::format_duration;
 use futures::Stream;
@@ -218,6 +218,22 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
             .as_ref()
             .map(|c| c.proposer.clone())
             .unwrap_or_default(),
+        freeze_id: r
+            .unfreeze
+            .as_ref()
+            .map(|f| f.id().to_vec())
+            .unwrap_or_default(),
+        freeze_since: r.unfreeze.as_ref().map(|f| f.since).unwrap_or(0),
+        freeze_by: r
+            .unfreeze
+            .as_ref()
+            .map(|f| f.by.clone())
+            .unwrap_or_default(),
+        freeze_reason: r
+            .unfreeze
+            .as_ref()
+            .map(|f| f.reason.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -237,6 +253,7 @@ pub fn event_proto(e: &Event) -> proto::Event {
         EventKind::AuthFailure => proto::EventKind::AuthFailure,
         EventKind::Policy => proto::EventKind::Policy,
         EventKind::Clock => proto::EventKind::Clock,
+        EventKind::Freeze => proto::EventKind::Freeze,
     };
     proto::Event {
         seq: e.seq,
@@ -329,6 +346,17 @@ impl AdminService {
                 "the certificate of {cn} is a node's (admin.nodes): it may ask for status, not sign"
             ))),
             Role::Relay(_) | Role::Development => Ok(()),
+        }
+    }
+
+    /// The admin a request comes from, for what only an admin's own certificate may do.
+    fn admin_name<T>(&self, req: &Request<T>, what: &str) -> Result<String, Status> {
+        match self.role(req)? {
+            Role::Admin(cn) => Ok(cn),
+            Role::Development => Ok("development".to_string()),
+            Role::Viewer(cn) | Role::Node(cn) | Role::Relay(cn) => Err(Status::permission_denied(
+                format!("the certificate of {cn} is not an admin's: only admins {what}"),
+            )),
         }
     }
 
@@ -539,6 +567,18 @@ impl Warden for AdminService {
             time: now,
             auth_failures: self.auth.total(),
             policy_note: self.core.policy_note().unwrap_or_default(),
+            frozen: self
+                .core
+                .frozen()
+                .map(|f| {
+                    format!(
+                        "since {} by {}: {}",
+                        crate::clock::format_utc(f.since),
+                        f.by,
+                        f.reason
+                    )
+                })
+                .unwrap_or_default(),
         }))
     }
 
@@ -561,15 +601,7 @@ impl Warden for AdminService {
         request: Request<proto::ProposePolicyRequest>,
     ) -> Result<Response<proto::ProposePolicyResponse>, Status> {
         self.admit(&request)?;
-        let proposer = match self.role(&request)? {
-            Role::Admin(cn) => cn,
-            Role::Development => "development".to_string(),
-            Role::Viewer(cn) | Role::Node(cn) | Role::Relay(cn) => {
-                return Err(Status::permission_denied(format!(
-                    "the certificate of {cn} is not an admin's: only admins propose policy changes"
-                )))
-            }
-        };
+        let proposer = self.admin_name(&request, "propose policy changes")?;
         let text = request.into_inner().text;
         let now = self.core.clock.now();
         let core = self.core.clone();
@@ -587,6 +619,66 @@ impl Warden for AdminService {
             request: Some(record_proto(&p.record, now)),
             created: p.created,
             message: p.message,
+        }))
+    }
+
+    async fn freeze(
+        &self,
+        request: Request<proto::FreezeRequest>,
+    ) -> Result<Response<proto::FreezeResponse>, Status> {
+        self.admit(&request)?;
+        let by = self.admin_name(&request, "freeze the signer")?;
+        let reason = request.into_inner().reason;
+        if reason.trim().is_empty() || reason.len() > 1_000 {
+            return Err(Status::invalid_argument(
+                "a freeze needs a reason (at most 1,000 bytes): wardenctl freeze --reason \"...\"",
+            ));
+        }
+        let core = self.core.clone();
+        let (f, created) = tokio::task::spawn_blocking(move || core.freeze(&by, &reason))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let message = if created {
+            "the signer is frozen: payments and on-chain spends are refused until the governance quorum lifts it (wardenctl unfreeze)".to_string()
+        } else {
+            format!(
+                "the signer was already frozen since {} by {}: {}",
+                crate::clock::format_utc(f.since),
+                f.by,
+                f.reason
+            )
+        };
+        Ok(Response::new(proto::FreezeResponse {
+            created,
+            since: f.since,
+            by: f.by,
+            reason: f.reason,
+            message,
+        }))
+    }
+
+    async fn unfreeze(
+        &self,
+        request: Request<proto::UnfreezeRequest>,
+    ) -> Result<Response<proto::UnfreezeResponse>, Status> {
+        self.admit(&request)?;
+        let by = self.admin_name(&request, "ask to lift the freeze")?;
+        let now = self.core.clock.now();
+        let core = self.core.clone();
+        let u = tokio::task::spawn_blocking(move || core.request_unfreeze(&by))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                FreezeError::NotFrozen | FreezeError::NoQuorum => {
+                    Status::failed_precondition(e.to_string())
+                }
+                other => Status::unavailable(other.to_string()),
+            })?;
+        Ok(Response::new(proto::UnfreezeResponse {
+            request: Some(record_proto(&u.record, now)),
+            created: u.created,
+            message: u.message,
         }))
     }
 
@@ -786,6 +878,7 @@ pub async fn serve(
 
 fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
     core.metrics.auth_failure();
+    core.note_auth_failure();
     auth.record(
         &accept::source_of(peer.ip()),
         detail,

@@ -11,7 +11,8 @@
 //! ## The canonical approval digest (version 2)
 //! ```text
 //! sha256( "warden/approval/v2"
-//!       || u8(subject kind)                     -- 1 = payment, 2 = policy change
+//!       || u8(subject kind)                     -- 1 = payment, 2 = policy change,
+//!                                               -- 3 = unfreeze
 //!       || u32be(len(id)) || id
 //!       || u32be(len(subject)) || subject       -- payment: payment_hash (32 bytes; zeros
 //!                                               --   on-chain) || u64be(amount_msat)
@@ -20,8 +21,13 @@
 //!                                               --   bytes, the SHA-256 of its text)
 //!                                               --   || u8(loosens: 0 or 1)
 //!                                               --   || u64be(delay after the quorum, s)
+//!                                               -- unfreeze: the freeze's id (32 bytes:
+//!                                               --   sha256("warden/freeze/v1" || u64be
+//!                                               --   since || u32be len || by || u32be
+//!                                               --   len || reason))
 //!       || u32be(len(rule_tag)) || rule_tag     -- the approval rule holding the payment;
 //!                                               --   "governance" for a policy change
+//!                                               --   and an unfreeze
 //!       || u32be(need) || u32be(n)              -- its quorum: need of n members,
 //!       || n × (u32be(len(member)) || member)   --   members sorted by name
 //!       || policy_hash                          (32 bytes, the policy in force)
@@ -96,6 +102,17 @@ pub enum Subject {
         /// Seconds between the quorum and the change taking effect.
         delay_secs: u64,
     },
+    /// Lifting one freeze.
+    Unfreeze {
+        /// The freeze's id ([`crate::recovery::FreezeState::id`]), which covers the rest.
+        freeze_id: [u8; 32],
+        /// When it froze.
+        since: u64,
+        /// Who froze it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Subject {
@@ -103,6 +120,7 @@ impl Subject {
         match self {
             Subject::Payment { .. } => 1,
             Subject::PolicyChange { .. } => 2,
+            Subject::Unfreeze { .. } => 3,
         }
     }
 
@@ -131,6 +149,7 @@ impl Subject {
                 b.extend_from_slice(&delay_secs.to_be_bytes());
                 b
             }
+            Subject::Unfreeze { freeze_id, .. } => freeze_id.to_vec(),
         }
     }
 
@@ -163,6 +182,16 @@ impl Subject {
                 } else {
                     "tightens only; takes effect when the quorum signs".to_string()
                 }
+            ),
+            Subject::Unfreeze {
+                freeze_id,
+                since,
+                by,
+                reason,
+            } => format!(
+                "action: lift the freeze {} of {} by {by} (\"{reason}\"); payments resume when the quorum signs",
+                hex::encode(freeze_id),
+                crate::clock::format_utc(*since)
             ),
         }
     }

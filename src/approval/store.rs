@@ -62,6 +62,9 @@ pub enum RequestKind {
     /// A new policy file.
     #[serde(rename = "policy-change")]
     PolicyChange,
+    /// Lifting the freeze.
+    #[serde(rename = "unfreeze")]
+    Unfreeze,
 }
 
 impl RequestKind {
@@ -72,6 +75,7 @@ impl RequestKind {
             RequestKind::Keysend => "keysend",
             RequestKind::OnChain => "onchain",
             RequestKind::PolicyChange => "policy-change",
+            RequestKind::Unfreeze => "unfreeze",
         }
     }
 }
@@ -177,6 +181,9 @@ pub struct ApprovalRecord {
     /// When an approved policy change takes effect (unless an admin vetoes it first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_at: Option<u64>,
+    /// The freeze an unfreeze request lifts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfreeze: Option<crate::recovery::FreezeState>,
 }
 
 fn hex32(s: &str) -> [u8; 32] {
@@ -219,8 +226,21 @@ impl ApprovalRecord {
         }
     }
 
+    /// Whether the governance quorum decides it (a policy change or an unfreeze).
+    pub fn governed(&self) -> bool {
+        self.change.is_some() || self.unfreeze.is_some()
+    }
+
     /// What the signatures approve.
     pub fn subject(&self) -> Subject {
+        if let Some(f) = &self.unfreeze {
+            return Subject::Unfreeze {
+                freeze_id: f.id(),
+                since: f.since,
+                by: f.by.clone(),
+                reason: f.reason.clone(),
+            };
+        }
         match &self.change {
             Some(c) => Subject::PolicyChange {
                 hash: hex32(&c.hash),
@@ -336,6 +356,14 @@ fn draw_id(prefix: &str, digest: &[u8; 32], now: u64) -> Result<String, StoreErr
         "{prefix}-{}",
         &hex::encode(sha256::Hash::from_engine(e).to_byte_array())[..16]
     ))
+}
+
+/// The index digest of an unfreeze: one open request per freeze.
+fn unfreeze_digest(freeze: &crate::recovery::FreezeState) -> [u8; 32] {
+    let mut e = sha256::Hash::engine();
+    e.input(b"warden/unfreeze/v1");
+    e.input(&freeze.id());
+    sha256::Hash::from_engine(e).to_byte_array()
 }
 
 /// The index digest of a policy change: one open request per proposed file.
@@ -529,6 +557,7 @@ impl ApprovalStore {
                 consumed_at: None,
                 change: None,
                 effective_at: None,
+                unfreeze: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -581,6 +610,7 @@ impl ApprovalStore {
                 consumed_at: None,
                 change: Some(change),
                 effective_at: None,
+                unfreeze: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -596,6 +626,93 @@ impl ApprovalStore {
             Some(id) => self.read(&String::from_utf8_lossy(&id)),
             None => Ok(None),
         }
+    }
+
+    /// Open a request for the governance quorum of `policy` to lift `freeze`, or return the
+    /// open one for the same freeze.
+    pub fn open_unfreeze(
+        &self,
+        freeze: &crate::recovery::FreezeState,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<(ApprovalRecord, bool), StoreError> {
+        self.store.write(|| {
+            let digest = unfreeze_digest(freeze);
+            if let Some(id) = self.store.get(Namespace::Approvals, &gkey(&digest))? {
+                if let Some(existing) = self.read(&String::from_utf8_lossy(&id))? {
+                    if existing.state_at(now) == RequestState::Pending
+                        && existing.policy_hash == policy.hash_hex()
+                    {
+                        return Ok((existing, false));
+                    }
+                }
+            }
+            let quorum = &policy.governance.quorum;
+            let record = ApprovalRecord {
+                v: 1,
+                id: draw_id("uf", &digest, now)?,
+                state: RequestState::Pending,
+                kind: RequestKind::Unfreeze,
+                payment_hash: String::new(),
+                outputs: Vec::new(),
+                description: Some(format!(
+                    "lift the freeze of {} by {}: {}",
+                    format_utc(freeze.since),
+                    freeze.by,
+                    freeze.reason
+                )),
+                invoice: None,
+                rule_tag: GOVERNANCE_RULE.into(),
+                tags: vec![GOVERNANCE_RULE.into()],
+                need: quorum.need,
+                of: quorum.of.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(policy.governance.expiry_secs),
+                policy_hash: policy.hash_hex(),
+                request_digest: hex::encode(digest),
+                signatures: Vec::new(),
+                consumed_at: None,
+                change: None,
+                effective_at: None,
+                unfreeze: Some(freeze.clone()),
+            };
+            self.write(&record, true)?;
+            Ok((record, true))
+        })
+    }
+
+    /// Use the approved unfreeze request `id`, after verifying its signatures again against
+    /// `policy` and its governance quorum; returns the record (consumed) and the approvers.
+    pub fn consume_unfreeze(
+        &self,
+        id: &str,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<(ApprovalRecord, Vec<String>), ApprovalError> {
+        self.store.write(|| {
+            let mut record = self.get(id)?;
+            if record.unfreeze.is_none() || record.state != RequestState::Approved {
+                return Err(ApprovalError::NotPending {
+                    id: id.into(),
+                    state: record.state.as_str().into(),
+                });
+            }
+            let quorum = policy.governance.quorum.clone();
+            let fields = ApprovalFields {
+                id: &record.id,
+                subject: record.subject(),
+                policy_hash: policy.hash,
+                expires_at: record.expires_at,
+                rule_tag: GOVERNANCE_RULE,
+                need: quorum.need,
+                members: quorum.of.clone(),
+            };
+            let approvers = verify_quorum(&record, policy, &fields, &quorum)?;
+            record.state = RequestState::Consumed;
+            record.consumed_at = Some(now);
+            self.write(&record, false)?;
+            Ok((record, approvers))
+        })
     }
 
     /// Approved policy changes whose delay is over at `now`, oldest first.
@@ -689,10 +806,10 @@ impl ApprovalStore {
             match (decision, record.state_at(now)) {
                 // A veto: any admin may stop an approved policy change until it takes effect.
                 (Decision::Reject, RequestState::Approved) if is_change => {}
-                (Decision::Reopen, _) if is_change => {
+                (Decision::Reopen, _) if record.governed() => {
                     return Err(ApprovalError::NotRejected {
                         id: id.into(),
-                        state: "a policy change (a vetoed change is proposed again instead)".into(),
+                        state: "governed by the quorum (propose or ask again instead)".into(),
                     })
                 }
                 (Decision::Reopen, RequestState::Rejected) => {}
@@ -728,7 +845,7 @@ impl ApprovalStore {
                 return Err(ApprovalError::UnknownAdmin(admin.into()));
             }
             let quorum = rule_quorum(policy, &record)?;
-            let veto = is_change && decision == Decision::Reject;
+            let veto = record.governed() && decision == Decision::Reject;
             if !veto && !quorum.of.iter().any(|a| a == admin) {
                 return Err(ApprovalError::NotInQuorum {
                     admin: admin.into(),
@@ -801,7 +918,11 @@ impl ApprovalStore {
                 record.effective_at = None;
                 (
                     true,
-                    format!("policy change {id} vetoed by {admin}; the policy in force stays"),
+                    if is_change {
+                        format!("policy change {id} vetoed by {admin}; the policy in force stays")
+                    } else {
+                        format!("unfreeze request {id} rejected by {admin}; the signer stays frozen")
+                    },
                 )
             } else if rejections >= self.config.rejections_needed.max(1) {
                 record.state = RequestState::Rejected;
@@ -825,6 +946,12 @@ impl ApprovalStore {
                             format_duration(delay)
                         )
                     },
+                )
+            } else if approvals >= quorum.need && record.unfreeze.is_some() {
+                record.state = RequestState::Approved;
+                (
+                    true,
+                    format!("quorum reached ({approvals} of {}): the freeze is lifted by request {id}", quorum.need),
                 )
             } else if approvals >= quorum.need {
                 record.state = RequestState::Approved;
@@ -942,7 +1069,7 @@ fn verify_quorum(
 }
 
 fn rule_quorum(policy: &Policy, record: &ApprovalRecord) -> Result<Quorum, ApprovalError> {
-    if record.change.is_some() {
+    if record.governed() {
         return Ok(policy.governance.quorum.clone());
     }
     policy

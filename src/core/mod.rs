@@ -15,11 +15,13 @@
 //! staged is rolled back to the savepoint taken at its start.
 
 pub mod engine;
+pub mod freeze;
 pub mod governance;
 pub mod health;
 pub mod status;
 
 pub use engine::PolicyEngine;
+pub use freeze::{FreezeError, UnfreezeRequest};
 pub use governance::{GovernanceError, Proposal};
 pub use status::{NodeConnection, WindowUse};
 
@@ -104,6 +106,10 @@ pub struct Core {
     pub window_warn_fraction: RwLock<f64>,
     /// What the policy file on disk holds, if wardend has one.
     policy_file: RwLock<Option<PolicyFile>>,
+    /// The freeze in force (what the store says, once committed).
+    frozen: Arc<RwLock<Option<crate::recovery::FreezeState>>>,
+    /// What the policy's emergency stops count.
+    emergency: Mutex<crate::recovery::EmergencyWatch>,
 }
 
 impl Core {
@@ -132,6 +138,7 @@ impl Core {
         let clock: Arc<dyn Clock> = time.clone();
         let engine = PolicyEngine::open(policy.policy.clone(), store.clone(), compact_at)?;
         let approvals = ApprovalStore::open(&store, approvals)?;
+        let frozen = crate::recovery::FreezeStore::new(&store).get()?;
         let engine = Arc::new(Mutex::new(engine));
         let persisted_hwm = Arc::new(std::sync::atomic::AtomicU64::new(hwm));
         // A discarded or failed transaction restores memory before any other writer begins.
@@ -168,6 +175,8 @@ impl Core {
             windows: crate::alerts::WindowWatch::default(),
             window_warn_fraction: RwLock::new(0.8),
             policy_file: RwLock::new(None),
+            frozen: Arc::new(RwLock::new(frozen)),
+            emergency: Mutex::new(Default::default()),
         })
     }
 
@@ -181,6 +190,9 @@ impl Core {
             .iter()
             .map(|w| (w.tag.clone(), w.fraction()))
             .collect();
+        for (tag, fraction) in &fractions {
+            self.note_window(tag, *fraction);
+        }
         for (tag, used) in self.windows.crossings(&fractions, threshold) {
             let w = usage.iter().find(|w| w.tag == tag).expect("from usage");
             let msg = format!(
@@ -357,6 +369,7 @@ impl Core {
         match (was, now) {
             (was, Some(e)) if was.as_ref() != Some(&e) => {
                 tracing::error!(error = %e, "the HSM cannot sign: refusing payments");
+                self.note_audit_failure(&format!("the HSM cannot sign: {e}"));
                 // Recorded when the log can still take it (no checkpoint due), logged always.
                 self.events.emit(
                     self.clock.now(),
@@ -448,13 +461,60 @@ impl Core {
         self.keep_time();
         self.metrics
             .stage("decide", started.elapsed().as_secs_f64());
-        if let Err((tag, why)) = answer {
-            // Whatever this decision staged before it failed is not kept.
-            self.store.rollback_to(savepoint);
-            self.reload();
-            return self.fail_closed_tag(tag, &why, req.amount_msat());
+        let answer = match answer {
+            Err((tag, why)) => {
+                // Whatever this decision staged before it failed is not kept.
+                self.store.rollback_to(savepoint);
+                self.reload();
+                self.fail_closed_tag(tag, &why, req.amount_msat())
+            }
+            Ok(a) => a,
+        };
+        if !answer.approved && !answer.tags.iter().any(|t| t == crate::tags::FROZEN) {
+            self.note_refusal(self.clock.now());
         }
-        answer.expect("checked")
+        answer
+    }
+
+    /// A payment refused because the signer is frozen: audited and announced like any refusal.
+    fn refuse_frozen(
+        &self,
+        now: u64,
+        req: &PaymentRequest,
+        f: &crate::recovery::FreezeState,
+    ) -> Result<PaymentAnswer, (&'static str, String)> {
+        let tag = crate::tags::FROZEN.to_string();
+        let reason = format!(
+            "rule {tag}: the signer is frozen since {} by {} ({}); payments and on-chain spends are refused until the governance quorum lifts it",
+            crate::clock::format_utc(f.since),
+            f.by,
+            f.reason
+        );
+        let decision = crate::policy::Decision {
+            verdict: Verdict::Deny {
+                reason: reason.clone(),
+            },
+            tags: vec![tag.clone()],
+            warnings: vec![],
+            policy_hash: self.policy().policy.hash,
+        };
+        self.audit_decision(now, req, &decision, serde_json::Value::Null)
+            .map_err(|e| {
+                (
+                    crate::tags::AUDIT_FAILURE,
+                    format!("the audit record could not be written: {e}"),
+                )
+            })?;
+        self.metrics.decision("deny", std::slice::from_ref(&tag));
+        self.events.announce(
+            now,
+            EventKind::PaymentRefused,
+            "",
+            std::slice::from_ref(&tag),
+            reason.clone(),
+            req.amount_msat(),
+        );
+        Ok(PaymentAnswer::refused(vec![tag], reason, None))
     }
 
     fn decide_staged(
@@ -471,6 +531,9 @@ impl Core {
         }
         let now = self.clock.now();
         let amount = req.amount_msat();
+        if let Some(f) = self.frozen() {
+            return self.refuse_frozen(now, req, &f);
+        }
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         let policy = engine.policy().clone();
         let decision = engine.evaluate(req, now);
@@ -786,6 +849,16 @@ impl Core {
             (true, RequestState::Rejected) => EventKind::RequestRejected,
             _ => EventKind::RequestSigned,
         };
+        if out.decided
+            && out.record.state == RequestState::Approved
+            && out.record.unfreeze.is_some()
+        {
+            if let Err(e) = self.apply_unfreeze(&out.record, now) {
+                drop(txn);
+                self.reload();
+                return Err(e);
+            }
+        }
         // A policy change that waits nothing takes effect with its last signature.
         if out.decided
             && out.record.state == RequestState::Approved
@@ -880,6 +953,7 @@ impl Core {
         let tag = tag.to_string();
         self.metrics.decision("deny", std::slice::from_ref(&tag));
         if tag == crate::tags::AUDIT_FAILURE {
+            self.note_audit_failure(why);
             self.events.emit(
                 self.clock.now(),
                 EventKind::Hsm,

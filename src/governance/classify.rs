@@ -10,8 +10,8 @@
 
 use crate::policy::units::{format_duration, format_msat};
 use crate::policy::{
-    AllowRule, ApprovalRule, DenyRule, DestinationSet, Governance, LimitRule, Mode, Policy, Quorum,
-    TimeWindowRule,
+    AllowRule, ApprovalRule, DenyRule, DestinationSet, EmergencyStops, Governance, LimitRule, Mode,
+    Policy, Quorum, TimeWindowRule,
 };
 use std::collections::BTreeSet;
 
@@ -192,6 +192,7 @@ pub fn classify(old: &Policy, new: &Policy) -> Vec<Change> {
         approval,
     );
     governance(&mut d, &old.governance, &new.governance);
+    emergency(&mut d, &old.emergency, &new.emergency);
     if old.name != new.name {
         d.0.push(Change {
             effect: Effect::Neutral,
@@ -333,6 +334,46 @@ fn governance(d: &mut Diff, o: &Governance, n: &Governance) {
         Some(o.expiry_secs),
         Some(n.expiry_secs),
         format_duration,
+        true,
+    );
+}
+
+/// A stop that appears tightens (the signer may freeze where it did not), one that goes away
+/// loosens, and a changed threshold is judged like a limit.
+fn emergency(d: &mut Diff, o: &EmergencyStops, n: &EmergencyStops) {
+    for (what, ob, nb) in [
+        ("emergency_stop refusals", o.refusals, n.refusals),
+        (
+            "emergency_stop auth_failures",
+            o.auth_failures,
+            n.auth_failures,
+        ),
+    ] {
+        match (ob, nb) {
+            (None, Some(_)) => d.tight(format!("{what} added")),
+            (Some(_), None) => d.loose(format!("{what} removed")),
+            (Some(a), Some(b)) if a != b => {
+                // Fewer events in a longer window trips sooner; anything else may trip later.
+                if b.count <= a.count && b.within_secs >= a.within_secs {
+                    d.tight(format!("{what}: trips sooner"))
+                } else {
+                    d.loose(format!("{what}: may trip later"))
+                }
+            }
+            _ => {}
+        }
+    }
+    match (o.audit_failure, n.audit_failure) {
+        (false, true) => d.tight("emergency_stop audit_failure added".into()),
+        (true, false) => d.loose("emergency_stop audit_failure removed".into()),
+        _ => {}
+    }
+    let percent = |p: Option<u8>| p.map(u64::from);
+    d.bound(
+        "emergency_stop window_percent",
+        percent(o.window_percent),
+        percent(n.window_percent),
+        |v| format!("{v} %"),
         true,
     );
 }

@@ -28,6 +28,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "approval",
     "time_window",
     "governance",
+    "emergency_stop",
     "admins.pubkey",
     "admins.address",
     "deny.tag",
@@ -56,6 +57,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "governance.quorum",
     "governance.loosen_delay",
     "governance.expiry",
+    "emergency_stop.refusals",
+    "emergency_stop.auth_failures",
+    "emergency_stop.audit_failure",
+    "emergency_stop.window_percent",
+    "burst.count",
+    "burst.within",
     "time_window.tag",
     "time_window.mode",
     "time_window.above",
@@ -694,6 +701,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         time_windows: Vec::new(),
         approvals: Vec::new(),
         governance: Governance::default(),
+        emergency: EmergencyStops::default(),
         network: cx.network,
     };
 
@@ -922,6 +930,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         });
     }
     policy.governance = governance(cx, &root, &policy.approvals, &admins);
+    policy.emergency = emergency_stops(cx, &root);
     policy.admins = admins;
     policy
 }
@@ -979,6 +988,81 @@ fn governance(
         None => {}
     }
     g
+}
+
+/// `[emergency_stop]`: each condition is off unless declared.
+fn emergency_stops(cx: &mut Cx, root: &Fields) -> EmergencyStops {
+    let what = "[emergency_stop]";
+    let mut e = EmergencyStops::default();
+    let Some((kspan, item)) = root.item("emergency_stop") else {
+        return e;
+    };
+    let Some(t) = item.as_table_like() else {
+        cx.err(kspan, "`emergency_stop` must be a table: [emergency_stop]");
+        return e;
+    };
+    let f = fields(cx, t, item_span(item).or(kspan), "emergency_stop", what);
+    for key in ["refusals", "auth_failures"] {
+        let Some((bspan, b)) = f.item(key) else {
+            continue;
+        };
+        let example = format!("{key} = {{ count = 20, within = \"10m\" }}");
+        let Some(bt) = b.as_table_like() else {
+            cx.err(
+                bspan,
+                format!("`{key}` in {what} must be a table: {example}"),
+            );
+            continue;
+        };
+        let bwhat = format!("`{key}` in {what}");
+        let bf = fields(cx, bt, item_span(b).or(bspan.clone()), "burst", &bwhat);
+        let count = match bf.integer(cx, "count", &bwhat) {
+            Some((n, _)) if n >= 1 => Some(n as u64),
+            Some((_, nspan)) => {
+                cx.err(nspan, format!("`count` in {bwhat} must be at least 1"));
+                None
+            }
+            None => {
+                if !bf.map.contains_key("count") {
+                    cx.err(
+                        bspan.clone(),
+                        format!("{bwhat} is missing `count`; write {example}"),
+                    );
+                }
+                None
+            }
+        };
+        let within = match bf.duration(cx, "within", &bwhat) {
+            Some((secs, _)) => Some(secs),
+            None => {
+                if !bf.map.contains_key("within") {
+                    cx.err(
+                        bspan,
+                        format!("{bwhat} is missing `within`; write {example}"),
+                    );
+                }
+                None
+            }
+        };
+        if let (Some(count), Some(within_secs)) = (count, within) {
+            let b = Some(Burst { count, within_secs });
+            if key == "refusals" {
+                e.refusals = b;
+            } else {
+                e.auth_failures = b;
+            }
+        }
+    }
+    e.audit_failure = f.boolean(cx, "audit_failure", what).unwrap_or(false);
+    match f.integer(cx, "window_percent", what) {
+        Some((n, _)) if (1..=100).contains(&n) => e.window_percent = Some(n as u8),
+        Some((n, nspan)) => cx.err(
+            nspan,
+            format!("`window_percent` in {what} is {n}; it must be between 1 and 100"),
+        ),
+        None => {}
+    }
+    e
 }
 
 fn default_governance_quorum(

@@ -194,8 +194,33 @@ pub struct Policy {
     pub approvals: Vec<ApprovalRule>,
     /// Who approves changes to this policy (`[governance]`).
     pub governance: Governance,
+    /// Conditions that freeze the signer by themselves (`[emergency_stop]`).
+    pub emergency: EmergencyStops,
     /// The network the file was validated for (its addresses are that network's).
     pub network: lightning_signer::bitcoin::Network,
+}
+
+/// More than `count` events within `within_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Burst {
+    /// Events tolerated in the window; one more trips.
+    pub count: u64,
+    /// The sliding window, seconds.
+    pub within_secs: u64,
+}
+
+/// `[emergency_stop]`: conditions that freeze the signer by themselves. None is set unless the
+/// policy declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EmergencyStops {
+    /// More than this many payments refused in the window.
+    pub refusals: Option<Burst>,
+    /// More than this many admin API authentication failures in the window.
+    pub auth_failures: Option<Burst>,
+    /// Any audit or HSM failure.
+    pub audit_failure: bool,
+    /// A velocity window at or above this percentage of its limit after an approval.
+    pub window_percent: Option<u8>,
 }
 
 /// Who may change the policy, and how long a loosening change waits (`[governance]`).

@@ -55,17 +55,20 @@ pub enum Namespace {
     Meta,
     /// The policy in force and every earlier one (`governance`).
     Governance,
+    /// The freeze and recovery actions (`recovery`).
+    Recovery,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 6] = [
+    pub const ALL: [Namespace; 7] = [
         Namespace::Velocity,
         Namespace::Approvals,
         Namespace::Audit,
         Namespace::Vls,
         Namespace::Meta,
         Namespace::Governance,
+        Namespace::Recovery,
     ];
 
     /// The key prefix on disk.
@@ -77,6 +80,7 @@ impl Namespace {
             Namespace::Vls => b'S',
             Namespace::Meta => b'M',
             Namespace::Governance => b'G',
+            Namespace::Recovery => b'R',
         }
     }
 
@@ -89,6 +93,7 @@ impl Namespace {
             Namespace::Vls => "vls",
             Namespace::Meta => "meta",
             Namespace::Governance => "governance",
+            Namespace::Recovery => "recovery",
         }
     }
 }

@@ -186,7 +186,26 @@ fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalFields<'_
         }
     };
     let policy = hex::decode(&r.policy_hash).context("policy hash is not hex")?;
-    let subject = if r.kind == "policy-change" {
+    let subject = if r.kind == "unfreeze" {
+        // The digest covers the freeze through its id: check the freeze shown is the one signed.
+        let id = hash32(&r.freeze_id, "freeze id")?;
+        let shown = warden::recovery::FreezeState {
+            since: r.freeze_since,
+            by: r.freeze_by.clone(),
+            reason: r.freeze_reason.clone(),
+        };
+        if shown.id() != id {
+            bail!(
+                "the freeze wardend shows does not match the freeze id it names; refusing to sign"
+            );
+        }
+        Subject::Unfreeze {
+            freeze_id: id,
+            since: r.freeze_since,
+            by: r.freeze_by.clone(),
+            reason: r.freeze_reason.clone(),
+        }
+    } else if r.kind == "policy-change" {
         // The digest covers the file through its hash: check the text shown is the text signed.
         let hash = hash32(&r.policy_change_hash, "policy change hash")?;
         let shown = sha256::Hash::hash(r.policy_change_text.as_bytes()).to_byte_array();
@@ -227,6 +246,13 @@ fn print_request(r: &proto::ApprovalRequest) {
     println!("kind         {}", r.kind);
     if r.kind == "policy-change" {
         print_change(r);
+    } else if r.kind == "unfreeze" {
+        println!(
+            "lifts        the freeze of {} by {}: {}",
+            format_utc(r.freeze_since),
+            r.freeze_by,
+            r.freeze_reason
+        );
     } else {
         println!(
             "amount       {} ({} msat)",
@@ -507,7 +533,7 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "node_id": s.node_id, "policy_hash": s.policy_hash, "policy_name": s.policy_name,
                 "pending": s.pending, "node_connection": s.node_connection, "time": s.time,
-                "auth_failures": s.auth_failures, "policy_note": s.policy_note,
+                "auth_failures": s.auth_failures, "policy_note": s.policy_note, "frozen": s.frozen,
                 "windows": s.windows.iter().map(|w| serde_json::json!({"tag": w.tag, "window": w.window, "scope": w.scope, "used_msat": w.used_msat, "limit_msat": w.limit_msat, "used_count": w.used_count, "limit_count": w.limit_count})).collect::<Vec<_>>(),
             }))?
         );
@@ -525,6 +551,9 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
     println!("policy       {} {}", s.policy_name, s.policy_hash);
     if !s.policy_note.is_empty() {
         println!("policy file  {}", s.policy_note);
+    }
+    if !s.frozen.is_empty() {
+        println!("FROZEN       {}", s.frozen);
     }
     println!("pending      {}", s.pending);
     println!("time         {}", format_utc(s.time));

@@ -1,6 +1,6 @@
-//! Policy changes through wardend: propose a file, see what a proposal changes, and the chain
-//! of policies that were in force. Signing a proposal is `wardenctl approve ID` (or `reject ID`,
-//! which vetoes it), like any request.
+//! Governance through wardend: propose a policy file, see what a proposal changes, the chain of
+//! policies that were in force, and the freeze. Signing a proposal or an unfreeze is
+//! `wardenctl approve ID` (or `reject ID`, which vetoes it), like any request.
 
 use crate::admin::{print_change, rpc, Conn};
 use anyhow::Context;
@@ -107,5 +107,50 @@ pub async fn history(conn: &Conn, json: bool) -> anyhow::Result<i32> {
             println!("       {c}");
         }
     }
+    Ok(0)
+}
+
+/// `wardenctl freeze --reason ...`.
+pub async fn freeze(conn: &Conn, reason: &str) -> anyhow::Result<i32> {
+    let r = conn
+        .connect()
+        .await?
+        .freeze(proto::FreezeRequest {
+            reason: reason.into(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!("{}", r.message);
+    if r.created {
+        println!(
+            "frozen since {} by {}: {}",
+            format_utc(r.since),
+            r.by,
+            r.reason
+        );
+    }
+    Ok(0)
+}
+
+/// `wardenctl unfreeze`: opens the request the governance quorum approves.
+pub async fn unfreeze(conn: &Conn) -> anyhow::Result<i32> {
+    let r = conn
+        .connect()
+        .await?
+        .unfreeze(proto::UnfreezeRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let req = r.request.context("wardend sent no request")?;
+    println!(
+        "{} {}",
+        if r.created { "opened" } else { "already open:" },
+        r.message
+    );
+    println!(
+        "next: the governance quorum runs `wardenctl approve {}`",
+        req.id
+    );
     Ok(0)
 }

@@ -134,6 +134,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Freeze the signer now (any single admin): every payment and on-chain spend is refused
+    /// until the governance quorum lifts it. Channel operations that protect funds still sign.
+    Freeze {
+        /// Why (shown to the other admins and kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Ask the governance quorum to lift the freeze: prints the request its admins approve
+    /// with `wardenctl approve ID`.
+    Unfreeze,
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,6 +303,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Watch => admin::watch(&conn).await.map(|_| 0),
         Command::Top => top::run(&conn).await.map(|_| 0),
         Command::Status { json } => admin::status(&conn, json).await.map(|_| 0),
+        Command::Freeze { reason } => governance::freeze(&conn, &reason).await,
+        Command::Unfreeze => governance::unfreeze(&conn).await,
         Command::Init { config } => {
             let config = config.resolve()?;
             let hsm = Hsm::open(&config.hsm)?;

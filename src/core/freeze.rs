@@ -1,0 +1,264 @@
+//! The freeze and the emergency stops, as the core runs them (see [`crate::recovery`]).
+//!
+//! Freezing is one admin's call, or an emergency stop's, and takes effect with its commit;
+//! lifting it is an approval request for the governance quorum, bound to that freeze, and
+//! takes effect with the last signature. While frozen, [`Core::decide_payment`] refuses every
+//! payment and on-chain spend with `warden-frozen`; nothing else the node asks is affected.
+
+use super::Core;
+use crate::approval::{ApprovalError, ApprovalRecord};
+use crate::events::EventKind;
+use crate::recovery::{FreezeState, FreezeStore, Trigger};
+use crate::store::StoreError;
+use crate::tags::{EMERGENCY_STOP, FROZEN};
+
+/// Why an unfreeze request was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    /// Nothing to lift.
+    #[error("the signer is not frozen; there is nothing to lift")]
+    NotFrozen,
+    /// The policy in force names nobody who could approve.
+    #[error("the policy in force has no governance quorum, so the freeze cannot be lifted by admins; use the recovery key")]
+    NoQuorum,
+    /// The audit record could not be written.
+    #[error("the audit record of the request could not be written ({0}); nothing was opened. Check the HSM (wardenctl hsm status) and ask again")]
+    Audit(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An opened (or already open) unfreeze request.
+#[derive(Debug, Clone)]
+pub struct UnfreezeRequest {
+    /// The request.
+    pub record: ApprovalRecord,
+    /// Whether this call opened it.
+    pub created: bool,
+    /// A sentence for the admin.
+    pub message: String,
+}
+
+impl Core {
+    /// The freeze in force, if the signer is frozen.
+    pub fn frozen(&self) -> Option<FreezeState> {
+        self.frozen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Freeze the signer on behalf of `by` (an admin), at once: from this call's commit on,
+    /// every payment and on-chain spend is refused with `warden-frozen`. Returns the freeze in
+    /// force and whether this call made it (a signer already frozen stays frozen as it was).
+    pub fn freeze(&self, by: &str, reason: &str) -> Result<(FreezeState, bool), StoreError> {
+        self.freeze_as(by, reason, &[FROZEN.to_string()])
+    }
+
+    fn freeze_as(
+        &self,
+        by: &str,
+        reason: &str,
+        tags: &[String],
+    ) -> Result<(FreezeState, bool), StoreError> {
+        let now = self.clock.now();
+        let freezes = FreezeStore::new(&self.store);
+        self.store.write(|| {
+            if let Some(f) = freezes.get()? {
+                return Ok((f, false));
+            }
+            let state = FreezeState {
+                since: now,
+                by: by.to_string(),
+                reason: reason.to_string(),
+            };
+            freezes.put(&state)?;
+            let data = serde_json::json!({
+                "by": by, "reason": reason, "since": now, "freeze_id": hex::encode(state.id()),
+            });
+            // The freeze must hold even when the audit log cannot take its record (an audit
+            // failure may be the very reason): it is logged and announced either way.
+            if let Err(e) = self.audit.append(now, "freeze", data) {
+                tracing::error!(error = %e, "the freeze's audit record could not be written; the signer freezes anyway");
+            }
+            let msg = format!(
+                "the signer is frozen by {by}: {reason}. Payments and on-chain spends are refused until the governance quorum lifts it (wardenctl unfreeze)"
+            );
+            tracing::warn!("{msg}");
+            self.events.emit(now, EventKind::Freeze, "", tags, msg, 0);
+            let (memory, state2) = (self.frozen.clone(), state.clone());
+            self.store.after_commit(move || {
+                *memory.write().unwrap_or_else(|p| p.into_inner()) = Some(state2);
+            });
+            Ok((state, true))
+        })
+    }
+
+    /// An emergency stop's condition was met: freeze, naming the condition.
+    pub(super) fn trip(&self, trigger: Trigger) {
+        if self.frozen().is_some() {
+            return;
+        }
+        let by = format!("emergency stop {}", trigger.condition);
+        let tags = [EMERGENCY_STOP.to_string(), trigger.condition.to_string()];
+        if let Err(e) = self.freeze_as(&by, &trigger.reason, &tags) {
+            tracing::error!(error = %e, condition = trigger.condition, "an emergency stop could not record its freeze");
+        }
+    }
+
+    /// An admin API authentication failed (the emergency stop `auth_failures` counts them).
+    pub fn note_auth_failure(&self) {
+        let stops = self.policy().policy.emergency;
+        let trigger = self
+            .emergency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .auth_failure(self.clock.now(), &stops);
+        if let Some(t) = trigger {
+            self.trip(t);
+        }
+    }
+
+    /// A payment was refused (the emergency stop `refusals` counts them).
+    pub(super) fn note_refusal(&self, now: u64) {
+        let stops = self.policy().policy.emergency;
+        let trigger = self
+            .emergency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refusal(now, &stops);
+        if let Some(t) = trigger {
+            self.trip(t);
+        }
+    }
+
+    /// The audit log or the HSM failed (the emergency stop `audit_failure`).
+    pub(super) fn note_audit_failure(&self, detail: &str) {
+        let stops = self.policy().policy.emergency;
+        let trigger = self
+            .emergency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .audit_failure(detail, &stops);
+        if let Some(t) = trigger {
+            self.trip(t);
+        }
+    }
+
+    /// A window is at `fraction` of its limit after an approval (`window_percent`).
+    pub(super) fn note_window(&self, tag: &str, fraction: f64) {
+        let stops = self.policy().policy.emergency;
+        let trigger = self
+            .emergency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .window(tag, fraction, &stops);
+        if let Some(t) = trigger {
+            self.trip(t);
+        }
+    }
+
+    /// Ask the governance quorum to lift the freeze in force, on behalf of `proposer`.
+    pub fn request_unfreeze(&self, proposer: &str) -> Result<UnfreezeRequest, FreezeError> {
+        let now = self.clock.now();
+        let freeze = FreezeStore::new(&self.store)
+            .get()?
+            .ok_or(FreezeError::NotFrozen)?;
+        let policy = self.policy().policy;
+        if policy.governance.quorum.need == 0 {
+            return Err(FreezeError::NoQuorum);
+        }
+        let txn = self.store.begin()?;
+        let (record, created) = self.approvals.open_unfreeze(&freeze, &policy, now)?;
+        let message = format!(
+            "request {} lifts the freeze of {} by {}; it needs {} of {} by {}",
+            record.id,
+            crate::clock::format_utc(freeze.since),
+            freeze.by,
+            record.need,
+            record.of.join(", "),
+            crate::clock::format_utc(record.expires_at)
+        );
+        if created {
+            let data = serde_json::json!({
+                "request_id": record.id, "proposer": proposer, "freeze_id": hex::encode(freeze.id()),
+            });
+            if let Err(e) = self.audit.append(now, "unfreeze-request", data) {
+                drop(txn);
+                self.reload();
+                return Err(FreezeError::Audit(e.to_string()));
+            }
+            self.events.emit(
+                now,
+                EventKind::Freeze,
+                &record.id,
+                &record.tags,
+                format!("{proposer} asks to lift the freeze: {message}"),
+                0,
+            );
+        }
+        if let Err(e) = txn.commit() {
+            self.reload();
+            return Err(e.into());
+        }
+        Ok(UnfreezeRequest {
+            record,
+            created,
+            message,
+        })
+    }
+
+    /// An unfreeze request reached its quorum: lift the freeze it names, inside the open
+    /// transaction, once its signatures verify again. A request for a freeze that is no longer
+    /// the one in force is void.
+    pub(super) fn apply_unfreeze(
+        &self,
+        record: &ApprovalRecord,
+        now: u64,
+    ) -> Result<(), ApprovalError> {
+        let policy = self.policy().policy;
+        let (record, approvers) = self.approvals.consume_unfreeze(&record.id, &policy, now)?;
+        let freezes = FreezeStore::new(&self.store);
+        let target = record.unfreeze.as_ref().map(|f| f.id());
+        if freezes.get()?.map(|f| f.id()) != target {
+            self.events.emit(
+                now,
+                EventKind::Freeze,
+                &record.id,
+                &record.tags,
+                format!(
+                    "unfreeze request {} names a freeze that is no longer in force; nothing changes",
+                    record.id
+                ),
+                0,
+            );
+            return Ok(());
+        }
+        freezes.clear()?;
+        let data = serde_json::json!({
+            "request_id": record.id, "approved_by": approvers,
+            "freeze_id": target.map(hex::encode),
+        });
+        self.audit
+            .append(now, "unfreeze", data)
+            .map_err(|e| ApprovalError::Audit(e.to_string()))?;
+        self.events.emit(
+            now,
+            EventKind::Freeze,
+            &record.id,
+            &record.tags,
+            format!(
+                "the freeze is lifted (request {}, approved by {}); payments are decided again",
+                record.id,
+                approvers.join(", ")
+            ),
+            0,
+        );
+        let memory = self.frozen.clone();
+        self.store.after_commit(move || {
+            *memory.write().unwrap_or_else(|p| p.into_inner()) = None;
+        });
+        Ok(())
+    }
+}
