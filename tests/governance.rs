@@ -350,6 +350,21 @@ async fn a_proposal_approved_under_a_policy_no_longer_in_force_is_void() {
 async fn wardend_keeps_the_policy_in_force_and_a_change_s_timer_across_restarts() {
     let rules = format!("{QUORUM_RULES}\n[governance]\nloosen_delay = \"6s\"\n");
     let mut d = Daemon::prepare("governance", &rules, common::daemon::free_port());
+    // Every step of the change reaches the webhook, as well as the event stream.
+    let mut hook = common::hook::Receiver::start(None, vec![]).await;
+    let cfg = d.token.path().join("alerts.toml");
+    let secret = d.token.path().join("hook.secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[alerts]\nwebhook_url = \"http://127.0.0.1:{}/warden\"\nwebhook_secret_file = \"{}\"\n",
+            hook.port,
+            secret.display()
+        ),
+    )
+    .unwrap();
+    d.wardend_env = vec![("WARDEN_CONFIG".into(), cfg.display().to_string())];
     d.start_wardend();
     let status = |d: &Daemon| {
         let rt = tokio::runtime::Handle::current();
@@ -450,6 +465,20 @@ async fn wardend_keeps_the_policy_in_force_and_a_change_s_timer_across_restarts(
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    let mut steps = vec![
+        "alice proposed policy change",
+        "alice approved request",
+        "loosens the policy and takes effect at",
+        "is now in force",
+    ];
+    for _ in 0..200 {
+        if steps.is_empty() {
+            break;
+        }
+        let body = hook.next(20).await.body;
+        steps.retain(|s| !(body.contains(s) && body.contains("\"policy\"")));
+    }
+    assert!(steps.is_empty(), "not delivered to the webhook: {steps:?}");
     let (code, out, _) = ctl(&d, "alice", &["policy", "history"]);
     assert_eq!(code, 0);
     assert!(

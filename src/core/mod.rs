@@ -878,6 +878,22 @@ impl Core {
             out.message.clone(),
             out.record.amount_msat(),
         );
+        // Every step of a governed request is an alert too (the webhook hears it).
+        if out.record.governed() {
+            let kind = if out.record.unfreeze.is_some() {
+                EventKind::Freeze
+            } else {
+                EventKind::Policy
+            };
+            self.events.emit(
+                now,
+                kind,
+                &out.record.id,
+                &out.record.tags,
+                out.message.clone(),
+                0,
+            );
+        }
         if let Err(e) = txn.commit() {
             self.reload();
             return Err(e.into());
