@@ -27,6 +27,7 @@ pub fn is_alert(kind: EventKind) -> bool {
             | EventKind::RequestCreated
             | EventKind::Policy
             | EventKind::Freeze
+            | EventKind::Recovery
     )
 }
 

@@ -36,6 +36,8 @@ pub enum EventKind {
     Clock,
     /// The signer was frozen, or the freeze was lifted.
     Freeze,
+    /// A recovery action was started, cancelled or executed.
+    Recovery,
 }
 
 /// One event.
@@ -105,6 +107,7 @@ impl EventKind {
             EventKind::Policy => "policy",
             EventKind::Clock => "clock",
             EventKind::Freeze => "freeze",
+            EventKind::Recovery => "recovery",
         }
     }
 }

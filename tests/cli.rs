@@ -128,6 +128,24 @@ fn wardend_refuses_to_start_without_a_sealed_seed() {
 }
 
 #[test]
+fn the_first_start_of_wardend_needs_a_policy_file_of_the_operator_s_own() {
+    let t = TestToken::new("cli-firstpolicy");
+    t.init();
+    let out = t
+        .command("wardend")
+        .env_remove("WARDEN_POLICY")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no policy is in force yet and no policy file is configured")
+            && stderr.contains("set policy.file (or WARDEN_POLICY)"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn wardend_reports_invalid_configuration_by_key() {
     let t = TestToken::new("cli-config");
     let cfg = t.path().join("wardend.toml");

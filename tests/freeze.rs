@@ -148,6 +148,13 @@ async fn one_admin_freezes_at_once_and_lifting_the_freeze_needs_the_governance_q
         ("unfreeze", "governance", 2)
     );
     assert_eq!(r.freeze_by, "erin");
+    // One admin cannot keep the signer frozen: refusing the unfreeze needs the quorum too.
+    let out = sign(&h, "carol", &r, true).await.unwrap();
+    assert!(
+        out.message.contains("1 of 2 needed to refuse it"),
+        "{}",
+        out.message
+    );
     // erin froze it but is outside the governance quorum: her approval does not count.
     let e = sign(&h, "erin", &r, false).await.unwrap_err();
     assert!(e.message().contains("not in the quorum"), "{}", e.message());
@@ -328,4 +335,24 @@ async fn a_freeze_survives_a_restart_refuses_without_stopping_the_node_and_two_a
     assert!(tokio::task::block_in_place(
         || cln.preapprove(&payee.invoice(50_000_000, 4))
     ));
+}
+
+/// A freeze applies to the very next request (the live state changes with the transaction,
+/// under the store's writer slot), and a transaction that is discarded takes it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_in_a_discarded_transaction_is_taken_back() {
+    let h = AdminHarness::start().await;
+    let txn = h.core.store().begin().unwrap();
+    let (_, created) = h.core.freeze("alice", "staged").unwrap();
+    assert!(created);
+    assert!(h.core.frozen().is_some(), "frozen as soon as it is applied");
+    txn.abort();
+    assert!(
+        h.core.frozen().is_none(),
+        "the discarded freeze is gone from memory"
+    );
+    assert!(h.core.decide_payment(&small(1), None).approved);
+    // Committed, it stays.
+    h.core.freeze("alice", "for real").unwrap();
+    assert_eq!(h.core.frozen().unwrap().reason, "for real");
 }

@@ -18,9 +18,10 @@ pub mod proto {
 }
 
 use crate::approval::{ApprovalError, ApprovalRecord, Decision, RequestState, SignatureFormat};
-use crate::core::{Core, FreezeError, GovernanceError};
+use crate::core::{Core, FreezeError, GovernanceError, RecoveryError};
 use crate::events::{Event, EventKind};
 use crate::policy::units::format_duration;
+use crate::policy::RecoveryKind;
 use futures::Stream;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use limits::{AuthFailures, RateLimiter};
@@ -121,6 +122,20 @@ fn common_name(der: &[u8]) -> Option<String> {
     Some(cn)
 }
 
+fn recovery_status(e: RecoveryError) -> Status {
+    match e {
+        RecoveryError::Approval(e) => to_status(e),
+        RecoveryError::Store(e) => Status::unavailable(e.to_string()),
+        RecoveryError::Audit(_) => Status::unavailable(e.to_string()),
+        RecoveryError::NoRecoveryKey | RecoveryError::NotFrozen | RecoveryError::NotAllowed(..) => {
+            Status::failed_precondition(e.to_string())
+        }
+        RecoveryError::Invalid(_) | RecoveryError::ChangesRules(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+    }
+}
+
 fn to_status(e: ApprovalError) -> Status {
     let msg = e.to_string();
     match e {
@@ -129,6 +144,7 @@ fn to_status(e: ApprovalError) -> Status {
         | ApprovalError::NotRejected { .. }
         | ApprovalError::Expired { .. }
         | ApprovalError::PolicyChanged { .. }
+        | ApprovalError::NotYet { .. }
         | ApprovalError::AlreadySigned { .. } => Status::failed_precondition(msg),
         ApprovalError::UnknownAdmin(_)
         | ApprovalError::NotInQuorum { .. }
@@ -158,6 +174,9 @@ fn format_proto(f: SignatureFormat) -> proto::SignatureFormat {
 
 /// A record as the API shows it, with its state at `now` and what admins must sign.
 pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
+    let rec = r.recovery.as_ref();
+    // The freeze an unfreeze request (or a recovery unfreeze) lifts.
+    let freeze = r.unfreeze.as_ref().or(rec.and_then(|a| a.freeze.as_ref()));
     proto::ApprovalRequest {
         id: r.id.clone(),
         state: state_proto(r.state_at(now)) as i32,
@@ -208,7 +227,9 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
         policy_changes: r
             .change
             .iter()
-            .flat_map(|c| c.changes.iter().map(|ch| ch.to_string()))
+            .flat_map(|c| c.changes.iter())
+            .chain(rec.iter().flat_map(|a| a.changes.iter()))
+            .map(|ch| ch.to_string())
             .collect(),
         loosens: r.change.as_ref().is_some_and(|c| c.loosens),
         delay_secs: r.change.as_ref().map(|c| c.delay_secs).unwrap_or(0),
@@ -218,22 +239,20 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
             .as_ref()
             .map(|c| c.proposer.clone())
             .unwrap_or_default(),
-        freeze_id: r
-            .unfreeze
-            .as_ref()
-            .map(|f| f.id().to_vec())
+        freeze_id: freeze.map(|f| f.id().to_vec()).unwrap_or_default(),
+        freeze_since: freeze.map(|f| f.since).unwrap_or(0),
+        freeze_by: freeze.map(|f| f.by.clone()).unwrap_or_default(),
+        freeze_reason: freeze.map(|f| f.reason.clone()).unwrap_or_default(),
+        freeze_nonce: freeze.map(|f| f.nonce.clone()).unwrap_or_default(),
+        recovery_action: rec
+            .map(|a| a.action.as_str().to_string())
             .unwrap_or_default(),
-        freeze_since: r.unfreeze.as_ref().map(|f| f.since).unwrap_or(0),
-        freeze_by: r
-            .unfreeze
-            .as_ref()
-            .map(|f| f.by.clone())
+        recovery_params_hash: rec
+            .and_then(|a| hex::decode(&a.params_hash).ok())
             .unwrap_or_default(),
-        freeze_reason: r
-            .unfreeze
-            .as_ref()
-            .map(|f| f.reason.clone())
-            .unwrap_or_default(),
+        recovery_earliest_at: rec.map(|a| a.earliest_at).unwrap_or(0),
+        recovery_text: rec.and_then(|a| a.text.clone()).unwrap_or_default(),
+        recovery_started_at: rec.and_then(|a| a.started_at).unwrap_or(0),
     }
 }
 
@@ -254,6 +273,7 @@ pub fn event_proto(e: &Event) -> proto::Event {
         EventKind::Policy => proto::EventKind::Policy,
         EventKind::Clock => proto::EventKind::Clock,
         EventKind::Freeze => proto::EventKind::Freeze,
+        EventKind::Recovery => proto::EventKind::Recovery,
     };
     proto::Event {
         seq: e.seq,
@@ -357,6 +377,18 @@ impl AdminService {
             Role::Viewer(cn) | Role::Node(cn) | Role::Relay(cn) => Err(Status::permission_denied(
                 format!("the certificate of {cn} is not an admin's: only admins {what}"),
             )),
+        }
+    }
+
+    /// Who may carry the recovery key's requests: an admin's or a relay's certificate. The
+    /// authority is the recovery key's signature, checked by wardend; the certificate only
+    /// says the request comes from inside.
+    fn may_act_for_recovery<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match self.role(req)? {
+            Role::Admin(_) | Role::Relay(_) | Role::Development => Ok(()),
+            Role::Viewer(cn) | Role::Node(cn) => Err(Status::permission_denied(format!(
+                "the certificate of {cn} may not carry recovery actions; use an admin's or a relay's"
+            ))),
         }
     }
 
@@ -567,6 +599,7 @@ impl Warden for AdminService {
             time: now,
             auth_failures: self.auth.total(),
             policy_note: self.core.policy_note().unwrap_or_default(),
+            recovery: self.core.recovery_lines(now),
             frozen: self
                 .core
                 .frozen()
@@ -680,6 +713,79 @@ impl Warden for AdminService {
             created: u.created,
             message: u.message,
         }))
+    }
+
+    async fn open_recovery(
+        &self,
+        request: Request<proto::OpenRecoveryRequest>,
+    ) -> Result<Response<proto::ApprovalRequest>, Status> {
+        self.admit(&request)?;
+        self.may_act_for_recovery(&request)?;
+        let req = request.into_inner();
+        let action = RecoveryKind::parse(&req.action).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown recovery action \"{}\"; the actions are \"replace-admins\" and \"unfreeze\"",
+                req.action
+            ))
+        })?;
+        let text = (!req.policy_text.is_empty()).then_some(req.policy_text);
+        let now = self.core.clock.now();
+        let core = self.core.clone();
+        let (record, _) = tokio::task::spawn_blocking(move || core.open_recovery(action, text))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(recovery_status)?;
+        Ok(Response::new(record_proto(&record, now)))
+    }
+
+    async fn start_recovery(
+        &self,
+        request: Request<proto::DecisionRequest>,
+    ) -> Result<Response<proto::DecisionResponse>, Status> {
+        self.admit(&request)?;
+        self.may_act_for_recovery(&request)?;
+        let req = request.into_inner();
+        let format = match proto::SignatureFormat::try_from(req.format) {
+            Ok(proto::SignatureFormat::Bip340) => SignatureFormat::Bip340,
+            Ok(proto::SignatureFormat::BitcoinMessage) => SignatureFormat::BitcoinMessage,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "format must be BIP340 or BITCOIN_MESSAGE",
+                ))
+            }
+        };
+        let now = self.core.clock.now();
+        let core = self.core.clone();
+        let record = tokio::task::spawn_blocking(move || {
+            core.start_recovery(&req.id, format, &req.signature)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(recovery_status)?;
+        let earliest = record.recovery.as_ref().map(|a| a.earliest_at).unwrap_or(0);
+        Ok(Response::new(proto::DecisionResponse {
+            message: format!(
+                "recovery action {} started; executable from {} unless the admins' quorum cancels it",
+                record.id,
+                crate::clock::format_utc(earliest)
+            ),
+            request: Some(record_proto(&record, now)),
+        }))
+    }
+
+    async fn execute_recovery(
+        &self,
+        request: Request<proto::ExecuteRecoveryRequest>,
+    ) -> Result<Response<proto::ExecuteRecoveryResponse>, Status> {
+        self.admit(&request)?;
+        self.may_act_for_recovery(&request)?;
+        let id = request.into_inner().id;
+        let core = self.core.clone();
+        let message = tokio::task::spawn_blocking(move || core.execute_recovery(&id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(recovery_status)?;
+        Ok(Response::new(proto::ExecuteRecoveryResponse { message }))
     }
 
     async fn policy_history(

@@ -12,7 +12,7 @@
 //! ```text
 //! sha256( "warden/approval/v2"
 //!       || u8(subject kind)                     -- 1 = payment, 2 = policy change,
-//!                                               -- 3 = unfreeze
+//!                                               -- 3 = unfreeze, 4 = recovery
 //!       || u32be(len(id)) || id
 //!       || u32be(len(subject)) || subject       -- payment: payment_hash (32 bytes; zeros
 //!                                               --   on-chain) || u64be(amount_msat)
@@ -24,10 +24,15 @@
 //!                                               -- unfreeze: the freeze's id (32 bytes:
 //!                                               --   sha256("warden/freeze/v1" || u64be
 //!                                               --   since || u32be len || by || u32be
-//!                                               --   len || reason))
+//!                                               --   len || reason || u32be len ||
+//!                                               --   nonce))
+//!                                               -- recovery: u8(action: 1 replace-admins,
+//!                                               --   2 unfreeze) || sha256(parameters)
+//!                                               --   || u64be(earliest execution time)
 //!       || u32be(len(rule_tag)) || rule_tag     -- the approval rule holding the payment;
 //!                                               --   "governance" for a policy change
-//!                                               --   and an unfreeze
+//!                                               --   and an unfreeze; "recovery" for a
+//!                                               --   recovery action
 //!       || u32be(need) || u32be(n)              -- its quorum: need of n members,
 //!       || n × (u32be(len(member)) || member)   --   members sorted by name
 //!       || policy_hash                          (32 bytes, the policy in force)
@@ -50,9 +55,12 @@ mod verify;
 
 pub use store::{
     payee_field, ApprovalConfig, ApprovalOutcome, ApprovalRecord, ApprovalStore, ChangeOutcome,
-    PolicyChange, RequestKind, RequestState, StoredSignature, GOVERNANCE_RULE,
+    PolicyChange, RecoveryAction, RequestKind, RequestState, StoredSignature, GOVERNANCE_RULE,
+    RECOVERY_DRAFT_SECS, RECOVERY_KEY, RECOVERY_RULE,
 };
-pub use verify::{bitcoin_message_signer_matches, verify_admin_signature, SignatureFormat};
+pub use verify::{
+    bitcoin_message_signer_matches, verify_admin_signature, verify_key_signature, SignatureFormat,
+};
 
 use crate::policy::units::format_msat;
 use crate::store::StoreError;
@@ -102,6 +110,16 @@ pub enum Subject {
         /// Seconds between the quorum and the change taking effect.
         delay_secs: u64,
     },
+    /// A break-glass action started by the recovery key.
+    Recovery {
+        /// Which action.
+        action: crate::policy::RecoveryKind,
+        /// SHA-256 of its parameters (replace-admins: the new policy's text; unfreeze: the
+        /// freeze's id).
+        params_hash: [u8; 32],
+        /// The earliest time it may be executed.
+        earliest_at: u64,
+    },
     /// Lifting one freeze.
     Unfreeze {
         /// The freeze's id ([`crate::recovery::FreezeState::id`]), which covers the rest.
@@ -121,6 +139,7 @@ impl Subject {
             Subject::Payment { .. } => 1,
             Subject::PolicyChange { .. } => 2,
             Subject::Unfreeze { .. } => 3,
+            Subject::Recovery { .. } => 4,
         }
     }
 
@@ -150,6 +169,17 @@ impl Subject {
                 b
             }
             Subject::Unfreeze { freeze_id, .. } => freeze_id.to_vec(),
+            Subject::Recovery {
+                action,
+                params_hash,
+                earliest_at,
+            } => {
+                let mut b = Vec::with_capacity(41);
+                b.push(action.code());
+                b.extend_from_slice(params_hash);
+                b.extend_from_slice(&earliest_at.to_be_bytes());
+                b
+            }
         }
     }
 
@@ -192,6 +222,16 @@ impl Subject {
                 "action: lift the freeze {} of {} by {by} (\"{reason}\"); payments resume when the quorum signs",
                 hex::encode(freeze_id),
                 crate::clock::format_utc(*since)
+            ),
+            Subject::Recovery {
+                action,
+                params_hash,
+                earliest_at,
+            } => format!(
+                "recovery: {} with parameters {}\nexecutable: from {} ({earliest_at}), unless the admins' quorum cancels it first",
+                action.as_str(),
+                hex::encode(params_hash),
+                crate::clock::format_utc(*earliest_at)
             ),
         }
     }
@@ -276,6 +316,14 @@ pub enum ApprovalError {
         id: String,
         /// Its state.
         state: String,
+    },
+    /// A recovery action's delay is not over.
+    #[error("recovery action {id} is not executable before {at}; the admins may still cancel it")]
+    NotYet {
+        /// The request.
+        id: String,
+        /// When it becomes executable, formatted.
+        at: String,
     },
     /// The request expired.
     #[error("request {id} expired at {at}; the payment must be retried to open a new request")]

@@ -7,7 +7,7 @@
 //! serialized by the store, so two admins signing at once, or the signer consuming while an
 //! admin signs, never lose an update.
 
-use super::verify::{verify_admin_signature, SignatureFormat};
+use super::verify::{verify_admin_signature, verify_key_signature, SignatureFormat};
 use super::{approval_digest, approval_text, ApprovalError, ApprovalFields, Decision, Subject};
 use crate::clock::format_utc;
 use crate::governance::Change;
@@ -65,6 +65,9 @@ pub enum RequestKind {
     /// Lifting the freeze.
     #[serde(rename = "unfreeze")]
     Unfreeze,
+    /// A break-glass action of the recovery key.
+    #[serde(rename = "recovery")]
+    Recovery,
 }
 
 impl RequestKind {
@@ -76,6 +79,7 @@ impl RequestKind {
             RequestKind::OnChain => "onchain",
             RequestKind::PolicyChange => "policy-change",
             RequestKind::Unfreeze => "unfreeze",
+            RequestKind::Recovery => "recovery",
         }
     }
 }
@@ -115,6 +119,38 @@ pub enum ChangeOutcome {
     /// It was approved under a policy no longer in force, so it is void (expired).
     Void(ApprovalRecord),
 }
+
+/// A recovery action: what the recovery key starts, and when it may be executed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryAction {
+    /// Which action.
+    pub action: crate::policy::RecoveryKind,
+    /// replace-admins: the policy to put in force (it changes only admins and quorums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// unfreeze: the freeze it lifts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<crate::recovery::FreezeState>,
+    /// SHA-256 of the parameters (the text, or the freeze's id), hex.
+    pub params_hash: String,
+    /// What a replace-admins changes, classified.
+    #[serde(default)]
+    pub changes: Vec<Change>,
+    /// The earliest time it may be executed.
+    pub earliest_at: u64,
+    /// When the recovery key's signature started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+}
+
+/// The rule tag of recovery actions, and the name their starting signature is stored under.
+pub const RECOVERY_RULE: &str = "recovery";
+/// The signer name of the recovery key's signature.
+pub const RECOVERY_KEY: &str = "recovery-key";
+/// Seconds a recovery action may wait for the recovery key's signature after it is opened.
+/// Its earliest execution time is counted from the end of this window, so the admins always
+/// have the whole delay after the start is announced.
+pub const RECOVERY_DRAFT_SECS: u64 = 600;
 
 /// The rule tag of policy-change requests: their quorum is `[governance]`'s.
 pub const GOVERNANCE_RULE: &str = "governance";
@@ -184,6 +220,9 @@ pub struct ApprovalRecord {
     /// The freeze an unfreeze request lifts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unfreeze: Option<crate::recovery::FreezeState>,
+    /// A recovery action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryAction>,
 }
 
 fn hex32(s: &str) -> [u8; 32] {
@@ -219,20 +258,30 @@ impl ApprovalRecord {
     pub fn state_at(&self, now: u64) -> RequestState {
         match self.state {
             RequestState::Pending if now >= self.expires_at => RequestState::Expired,
-            RequestState::Approved if now >= self.expires_at && self.change.is_none() => {
+            RequestState::Approved
+                if now >= self.expires_at && self.change.is_none() && self.recovery.is_none() =>
+            {
                 RequestState::Expired
             }
             s => s,
         }
     }
 
-    /// Whether the governance quorum decides it (a policy change or an unfreeze).
+    /// Whether the governance quorum decides it (a policy change or an unfreeze), or cancels
+    /// it (a recovery action).
     pub fn governed(&self) -> bool {
-        self.change.is_some() || self.unfreeze.is_some()
+        self.change.is_some() || self.unfreeze.is_some() || self.recovery.is_some()
     }
 
     /// What the signatures approve.
     pub fn subject(&self) -> Subject {
+        if let Some(r) = &self.recovery {
+            return Subject::Recovery {
+                action: r.action,
+                params_hash: hex32(&r.params_hash),
+                earliest_at: r.earliest_at,
+            };
+        }
         if let Some(f) = &self.unfreeze {
             return Subject::Unfreeze {
                 freeze_id: f.id(),
@@ -558,6 +607,7 @@ impl ApprovalStore {
                 change: None,
                 effective_at: None,
                 unfreeze: None,
+                recovery: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -611,6 +661,7 @@ impl ApprovalStore {
                 change: Some(change),
                 effective_at: None,
                 unfreeze: None,
+                recovery: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -675,6 +726,7 @@ impl ApprovalStore {
                 change: None,
                 effective_at: None,
                 unfreeze: Some(freeze.clone()),
+                recovery: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -713,6 +765,223 @@ impl ApprovalStore {
             self.write(&record, false)?;
             Ok((record, approvers))
         })
+    }
+
+    /// Open a recovery action for the recovery key of `policy` to sign (a draft, until it is
+    /// signed), or return the open one with the same parameters.
+    pub fn open_recovery(
+        &self,
+        mut action: RecoveryAction,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<(ApprovalRecord, bool), StoreError> {
+        self.store.write(|| {
+            let mut e = sha256::Hash::engine();
+            e.input(b"warden/recovery/v1");
+            e.input(&[action.action.code()]);
+            e.input(action.params_hash.as_bytes());
+            let digest = sha256::Hash::from_engine(e).to_byte_array();
+            if let Some(id) = self.store.get(Namespace::Approvals, &gkey(&digest))? {
+                if let Some(existing) = self.read(&String::from_utf8_lossy(&id))? {
+                    let open = matches!(
+                        existing.state_at(now),
+                        RequestState::Pending | RequestState::Approved
+                    );
+                    if open && existing.policy_hash == policy.hash_hex() {
+                        return Ok((existing, false));
+                    }
+                }
+            }
+            let delay = policy.recovery.as_ref().map(|r| r.delay_secs).unwrap_or(0);
+            action.earliest_at = now
+                .saturating_add(RECOVERY_DRAFT_SECS)
+                .saturating_add(delay);
+            action.started_at = None;
+            let quorum = &policy.governance.quorum;
+            let record = ApprovalRecord {
+                v: 1,
+                id: draw_id("rc", &digest, now)?,
+                state: RequestState::Pending,
+                kind: RequestKind::Recovery,
+                payment_hash: String::new(),
+                outputs: Vec::new(),
+                description: Some(format!("recovery: {}", action.action.as_str())),
+                invoice: None,
+                rule_tag: RECOVERY_RULE.into(),
+                tags: vec![RECOVERY_RULE.into()],
+                need: quorum.need,
+                of: quorum.of.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(RECOVERY_DRAFT_SECS),
+                policy_hash: policy.hash_hex(),
+                request_digest: hex::encode(digest),
+                signatures: Vec::new(),
+                consumed_at: None,
+                change: None,
+                effective_at: None,
+                unfreeze: None,
+                recovery: Some(action),
+            };
+            self.write(&record, true)?;
+            Ok((record, true))
+        })
+    }
+
+    /// Start the recovery action `id` with the recovery key's signature over its approval
+    /// digest (or text), checked against `policy`'s recovery key.
+    pub fn start_recovery(
+        &self,
+        id: &str,
+        format: SignatureFormat,
+        signature: &[u8],
+        policy: &Policy,
+        now: u64,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        self.store.write(|| {
+            let mut record = self.get(id)?;
+            if record.recovery.is_none() {
+                return Err(ApprovalError::NotPending {
+                    id: id.into(),
+                    state: format!("a {} request, not a recovery action", record.kind.name()),
+                });
+            }
+            match record.state_at(now) {
+                RequestState::Pending => {}
+                RequestState::Expired => {
+                    return Err(ApprovalError::Expired {
+                        id: id.into(),
+                        at: format_utc(record.expires_at),
+                    })
+                }
+                other => {
+                    return Err(ApprovalError::NotPending {
+                        id: id.into(),
+                        state: other.as_str().into(),
+                    })
+                }
+            }
+            if record.policy_hash != policy.hash_hex() {
+                return Err(ApprovalError::PolicyChanged {
+                    id: id.into(),
+                    request_policy: record.policy_hash.clone(),
+                    current_policy: policy.hash_hex(),
+                });
+            }
+            let key = &policy
+                .recovery
+                .as_ref()
+                .ok_or_else(|| ApprovalError::UnknownAdmin(RECOVERY_KEY.into()))?
+                .key;
+            verify_key_signature(
+                key,
+                RECOVERY_KEY,
+                &record.fields(),
+                Decision::Approve,
+                format,
+                signature,
+            )?;
+            record.signatures.push(StoredSignature {
+                admin: RECOVERY_KEY.into(),
+                decision: Decision::Approve,
+                format,
+                signature: hex::encode(signature),
+                signed_at: now,
+                reason: None,
+            });
+            record.state = RequestState::Approved;
+            if let Some(r) = record.recovery.as_mut() {
+                r.started_at = Some(now);
+            }
+            self.write(&record, false)?;
+            Ok(record)
+        })
+    }
+
+    /// Use the started recovery action `id` once its time has come: the recovery key's
+    /// signature is verified again against `policy` (the policy in force) before it is
+    /// consumed. Before its earliest time, or under another policy, it is refused.
+    pub fn consume_recovery(
+        &self,
+        id: &str,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        self.store.write(|| {
+            let mut record = self.get(id)?;
+            let Some(action) = record.recovery.clone() else {
+                return Err(ApprovalError::NotPending {
+                    id: id.into(),
+                    state: format!("a {} request, not a recovery action", record.kind.name()),
+                });
+            };
+            if record.state != RequestState::Approved {
+                return Err(ApprovalError::NotPending {
+                    id: id.into(),
+                    state: match record.state_at(now) {
+                        RequestState::Pending => {
+                            "not started (the recovery key has not signed it)".into()
+                        }
+                        RequestState::Rejected => "cancelled by the admins".into(),
+                        other => other.as_str().into(),
+                    },
+                });
+            }
+            if now < action.earliest_at {
+                return Err(ApprovalError::NotYet {
+                    id: id.into(),
+                    at: format_utc(action.earliest_at),
+                });
+            }
+            if record.policy_hash != policy.hash_hex() {
+                return Err(ApprovalError::PolicyChanged {
+                    id: id.into(),
+                    request_policy: record.policy_hash.clone(),
+                    current_policy: policy.hash_hex(),
+                });
+            }
+            let key = &policy
+                .recovery
+                .as_ref()
+                .ok_or_else(|| ApprovalError::UnknownAdmin(RECOVERY_KEY.into()))?
+                .key;
+            let tampered = |detail: String| ApprovalError::Tampered {
+                id: id.into(),
+                detail,
+            };
+            let s = record
+                .signatures
+                .iter()
+                .find(|s| s.admin == RECOVERY_KEY && s.decision == Decision::Approve)
+                .ok_or_else(|| tampered("no recovery key signature is stored".into()))?;
+            let sig = hex::decode(&s.signature)
+                .map_err(|_| tampered("the recovery key signature is not hex".into()))?;
+            verify_key_signature(
+                key,
+                RECOVERY_KEY,
+                &record.fields(),
+                Decision::Approve,
+                s.format,
+                &sig,
+            )
+            .map_err(|e| tampered(format!("the recovery key signature fails: {e}")))?;
+            record.state = RequestState::Consumed;
+            record.consumed_at = Some(now);
+            self.write(&record, false)?;
+            Ok(record)
+        })
+    }
+
+    /// Recovery actions started and not yet executed or cancelled.
+    pub fn list_started_recoveries(&self, now: u64) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan(Namespace::Approvals, b"r")? {
+            let r = decode(&String::from_utf8_lossy(&k[1..]), &v)?;
+            if r.recovery.is_some() && r.state_at(now) == RequestState::Approved {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| (r.created_at, r.id.clone()));
+        Ok(out)
     }
 
     /// Approved policy changes whose delay is over at `now`, oldest first.
@@ -768,6 +1037,18 @@ impl ApprovalStore {
                 self.write(&record, false)?;
                 return Ok(ChangeOutcome::Void(record));
             }
+            // The signatures cover the hash; the text put in force must be what hashes to it.
+            let change = record.change.as_ref().expect("checked above");
+            let text_hash = hex::encode(sha256::Hash::hash(change.text.as_bytes()).to_byte_array());
+            if text_hash != change.hash {
+                return Err(ApprovalError::Tampered {
+                    id: id.into(),
+                    detail: format!(
+                        "its stored text hashes to {text_hash}, not to the approved {}",
+                        change.hash
+                    ),
+                });
+            }
             let quorum = policy.governance.quorum.clone();
             let fields = ApprovalFields {
                 id: &record.id,
@@ -803,7 +1084,16 @@ impl ApprovalStore {
         self.store.write(|| {
             let mut record = self.get(id)?;
             let is_change = record.change.is_some();
+            let is_recovery = record.recovery.is_some();
+            if is_recovery && decision != Decision::Reject {
+                return Err(ApprovalError::NotPending {
+                    id: id.into(),
+                    state: "a recovery action: the recovery key starts it (wardenctl recovery start), and admins can only cancel it (wardenctl recovery cancel)".into(),
+                });
+            }
             match (decision, record.state_at(now)) {
+                // Cancelling a started recovery action, during its delay.
+                (Decision::Reject, RequestState::Approved) if is_recovery => {}
                 // A veto: any admin may stop an approved policy change until it takes effect.
                 (Decision::Reject, RequestState::Approved) if is_change => {}
                 (Decision::Reopen, _) if record.governed() => {
@@ -845,7 +1135,9 @@ impl ApprovalStore {
                 return Err(ApprovalError::UnknownAdmin(admin.into()));
             }
             let quorum = rule_quorum(policy, &record)?;
-            let veto = record.governed() && decision == Decision::Reject;
+            // Any single admin vetoes a policy change; an unfreeze is refused only by the same
+            // quorum that could grant it, so one admin cannot keep the signer frozen.
+            let veto = is_change && decision == Decision::Reject;
             if !veto && !quorum.of.iter().any(|a| a == admin) {
                 return Err(ApprovalError::NotInQuorum {
                     admin: admin.into(),
@@ -913,6 +1205,32 @@ impl ApprovalStore {
                         format!("{admin} asked to re-open request {id} ({reopenings} of {} needed)", quorum.need),
                     )
                 }
+            } else if record.unfreeze.is_some() && decision == Decision::Reject {
+                if rejections >= quorum.need {
+                    record.state = RequestState::Rejected;
+                    (
+                        true,
+                        format!("quorum reached ({rejections} of {}): unfreeze request {id} is refused; the signer stays frozen", quorum.need),
+                    )
+                } else {
+                    (
+                        false,
+                        format!("{admin} refused unfreeze request {id} ({rejections} of {} needed to refuse it)", quorum.need),
+                    )
+                }
+            } else if is_recovery {
+                if rejections >= quorum.need {
+                    record.state = RequestState::Rejected;
+                    (
+                        true,
+                        format!("quorum reached ({rejections} of {}): recovery action {id} is cancelled", quorum.need),
+                    )
+                } else {
+                    (
+                        false,
+                        format!("{admin} asked to cancel recovery action {id} ({rejections} of {} needed)", quorum.need),
+                    )
+                }
             } else if veto {
                 record.state = RequestState::Rejected;
                 record.effective_at = None;
@@ -924,7 +1242,7 @@ impl ApprovalStore {
                         format!("unfreeze request {id} rejected by {admin}; the signer stays frozen")
                     },
                 )
-            } else if rejections >= self.config.rejections_needed.max(1) {
+            } else if !record.governed() && rejections >= self.config.rejections_needed.max(1) {
                 record.state = RequestState::Rejected;
                 (
                     true,

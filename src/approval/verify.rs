@@ -43,6 +43,19 @@ pub fn verify_admin_signature(
         .admins
         .get(admin)
         .ok_or_else(|| ApprovalError::UnknownAdmin(admin.to_string()))?;
+    verify_key_signature(key, admin, fields, decision, format, signature)
+}
+
+/// Verify `signature` by `key` (named `signer` in errors) over the request described by
+/// `fields`, for `decision`: an admin's key, or the policy's recovery key.
+pub fn verify_key_signature(
+    key: &AdminKey,
+    admin: &str,
+    fields: &ApprovalFields,
+    decision: Decision,
+    format: SignatureFormat,
+    signature: &[u8],
+) -> Result<(), ApprovalError> {
     let bad = || ApprovalError::BadSignature {
         admin: admin.to_string(),
         id: fields.id.to_string(),

@@ -355,25 +355,37 @@ fn policy_in_force(
     let history = PolicyHistory::new(store);
     match history.in_force()? {
         Some(v) => {
-            let policy = parse_policy_for(&v.text, config.network).map_err(|e| {
+            let policy = parse_policy_for(&v.text, config.network).map_err(|errors| {
+                let lines: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("  {}:{}: {}", e.line, e.col, e.message))
+                    .collect();
                 anyhow::anyhow!(
-                    "the policy in force ({}) no longer loads in this wardend: {e:?}",
-                    v.hash
+                    "the policy in force ({}, from the state database) does not load in this wardend:\n{}\nRun the wardend version that put it in force, or restore the data directory from a backup",
+                    v.hash,
+                    lines.join("\n")
                 )
             })?;
-            let state = match &file {
+            // Without a policy file there is nothing on disk to compare with.
+            let state = config.policy_file.as_ref().map(|_| match &file {
                 Ok(f) => PolicyFile::Loads(f.policy.hash),
                 Err(e) => PolicyFile::Broken(e.clone()),
-            };
+            });
             Ok((
                 LoadedPolicy {
                     policy: Arc::new(policy),
                     text: v.text,
                 },
-                Some(state),
+                state,
             ))
         }
         None => {
+            // The first policy is the signer's first governance: its admins are the only ones
+            // who can ever change it, so it must be the operator's own, never the embedded
+            // example (whose keys nobody holds).
+            if config.policy_file.is_none() {
+                anyhow::bail!("no policy is in force yet and no policy file is configured. The first policy decides who can ever change the rules (its admins are the first governance quorum), so it must be yours: copy policy/default.toml, put your admins' public keys in [admins], and set policy.file (or WARDEN_POLICY)");
+            }
             let first = file.map_err(|e| anyhow::anyhow!("{e}"))?;
             let now = SystemClock.now();
             history.record(PolicyVersion {

@@ -68,11 +68,7 @@ impl Core {
             if let Some(f) = freezes.get()? {
                 return Ok((f, false));
             }
-            let state = FreezeState {
-                since: now,
-                by: by.to_string(),
-                reason: reason.to_string(),
-            };
+            let state = FreezeState::new(now, by, reason)?;
             freezes.put(&state)?;
             let data = serde_json::json!({
                 "by": by, "reason": reason, "since": now, "freeze_id": hex::encode(state.id()),
@@ -87,12 +83,22 @@ impl Core {
             );
             tracing::warn!("{msg}");
             self.events.emit(now, EventKind::Freeze, "", tags, msg, 0);
-            let (memory, state2) = (self.frozen.clone(), state.clone());
-            self.store.after_commit(move || {
-                *memory.write().unwrap_or_else(|p| p.into_inner()) = Some(state2);
-            });
+            // Frozen for the next request at once; a discarded transaction thaws it again.
+            *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+            let (committed, state2) = (self.committed.clone(), state.clone());
+            self.store
+                .after_commit(move || committed.set_frozen(Some(state2)));
             Ok((state, true))
         })
+    }
+
+    /// The freeze is lifted in the open transaction: in memory at once, committed with it; the
+    /// emergency stops count afresh.
+    pub(super) fn thaw(&self) {
+        *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.emergency.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
+        let committed = self.committed.clone();
+        self.store.after_commit(move || committed.set_frozen(None));
     }
 
     /// An emergency stop's condition was met: freeze, naming the condition.
@@ -255,10 +261,7 @@ impl Core {
             ),
             0,
         );
-        let memory = self.frozen.clone();
-        self.store.after_commit(move || {
-            *memory.write().unwrap_or_else(|p| p.into_inner()) = None;
-        });
+        self.thaw();
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //! tightens takes effect in the same commit as the last signature; one that loosens anything
 //! waits its delay (any single admin may veto it meanwhile) and then takes effect in the sweep.
 //! Taking effect writes the new version to the policy history, consumes the request and audits
-//! both in one commit; the in-memory policy is swapped once that commit is durable.
+//! both in one commit; the in-memory policy changes with it (the next request, which runs after
+//! this one, decides under the new policy), and a discarded transaction puts the old one back.
 
 use super::{Core, LoadedPolicy};
 use crate::approval::{ApprovalError, ApprovalRecord, ChangeOutcome, PolicyChange};
@@ -107,7 +108,13 @@ impl Core {
         let (record, created) = self
             .approvals
             .open_policy_change(change, &current.policy, now)?;
-        let change = record.change.as_ref().expect("a policy-change request");
+        let Some(change) = record.change.as_ref() else {
+            return Err(GovernanceError::Approval(ApprovalError::Tampered {
+                id: record.id.clone(),
+                detail: "the policy-change index names a request that is not a policy change"
+                    .into(),
+            }));
+        };
         let effect = if change.loosens {
             format!(
                 "it loosens the policy, so once approved it waits {} during which any admin can veto it",
@@ -173,7 +180,9 @@ impl Core {
             return Ok(());
         };
         let current = self.policy();
-        let change = record.change.clone().expect("a policy-change request");
+        let Some(change) = record.change.clone() else {
+            return Ok(());
+        };
         let outcome = match self
             .approvals
             .consume_change(&record.id, &current.policy, now)
@@ -233,56 +242,85 @@ impl Core {
                         return Ok(());
                     }
                 };
-                PolicyHistory::new(&self.store).record(PolicyVersion {
-                    seq: 0,
-                    hash: change.hash.clone(),
-                    text: change.text.clone(),
-                    request_id: Some(r.id.clone()),
-                    approved_by: approvers.clone(),
-                    proposed_at: r.created_at,
-                    took_effect_at: now,
-                    changes: change.changes.clone(),
-                })?;
-                let data = serde_json::json!({
-                    "request_id": r.id,
-                    "hash": change.hash,
-                    "previous": current.policy.hash_hex(),
-                    "approved_by": approvers,
-                    "proposer": change.proposer,
-                });
-                self.audit
-                    .append(now, "policy-in-force", data)
-                    .map_err(|e| ApprovalError::Audit(e.to_string()))?;
-                self.events.emit(
+                self.install_policy(
+                    policy,
+                    change.text,
+                    &r,
+                    &approvers,
+                    change.changes,
+                    &change.proposer,
                     now,
-                    EventKind::Policy,
-                    &r.id,
-                    &r.tags,
-                    format!(
-                        "policy {} is now in force (change {}, proposed by {}, approved by {}); it replaces {}",
-                        change.hash,
-                        r.id,
-                        change.proposer,
-                        approvers.join(", "),
-                        current.policy.hash_hex()
-                    ),
-                    0,
-                );
-                let loaded = LoadedPolicy {
-                    policy: Arc::new(policy),
-                    text: change.text,
-                };
-                let (engine, text) = (self.engine.clone(), self.policy_text.clone());
-                // In memory only once the history says so durably.
-                self.store.after_commit(move || {
-                    engine
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .with_policy(loaded.policy.clone());
-                    *text.write().unwrap_or_else(|p| p.into_inner()) = loaded;
-                });
+                )?;
                 Ok(())
             }
         }
+    }
+
+    /// Put `policy` (loaded from `text`) in force, inside the open transaction: the history
+    /// version, its audit record and event; the in-memory policy changes once the commit is
+    /// durable. `record` is the request that made it (a policy change or a recovery action).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn install_policy(
+        &self,
+        policy: crate::policy::Policy,
+        text: String,
+        record: &ApprovalRecord,
+        approvers: &[String],
+        changes: Vec<crate::governance::Change>,
+        proposer: &str,
+        now: u64,
+    ) -> Result<(), ApprovalError> {
+        let current = self.policy();
+        let hash = policy.hash_hex();
+        PolicyHistory::new(&self.store).record(PolicyVersion {
+            seq: 0,
+            hash: hash.clone(),
+            text: text.clone(),
+            request_id: Some(record.id.clone()),
+            approved_by: approvers.to_vec(),
+            proposed_at: record.created_at,
+            took_effect_at: now,
+            changes,
+        })?;
+        let data = serde_json::json!({
+            "request_id": record.id,
+            "hash": hash,
+            "previous": current.policy.hash_hex(),
+            "approved_by": approvers,
+            "proposer": proposer,
+        });
+        self.audit
+            .append(now, "policy-in-force", data)
+            .map_err(|e| ApprovalError::Audit(e.to_string()))?;
+        self.events.emit(
+            now,
+            EventKind::Policy,
+            &record.id,
+            &record.tags,
+            format!(
+                "policy {hash} is now in force ({} {}, proposed by {proposer}, approved by {}); it replaces {}",
+                record.kind.name(),
+                record.id,
+                approvers.join(", "),
+                current.policy.hash_hex()
+            ),
+            0,
+        );
+        let loaded = LoadedPolicy {
+            policy: Arc::new(policy),
+            text,
+        };
+        // In force for the next request at once (it runs after this one under the store's
+        // writer slot); the committed copy follows once the commit is durable, and a discarded
+        // transaction puts the old policy back.
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .with_policy(loaded.policy.clone());
+        *self.policy_text.write().unwrap_or_else(|p| p.into_inner()) = loaded.clone();
+        let committed = self.committed.clone();
+        self.store
+            .after_commit(move || committed.set_policy(loaded));
+        Ok(())
     }
 }

@@ -18,11 +18,13 @@ pub mod engine;
 pub mod freeze;
 pub mod governance;
 pub mod health;
+pub mod recovery;
 pub mod status;
 
 pub use engine::PolicyEngine;
 pub use freeze::{FreezeError, UnfreezeRequest};
 pub use governance::{GovernanceError, Proposal};
+pub use recovery::RecoveryError;
 pub use status::{NodeConnection, WindowUse};
 
 use crate::approval::{ApprovalConfig, ApprovalError, ApprovalStore};
@@ -43,6 +45,74 @@ pub struct LoadedPolicy {
     pub policy: Arc<Policy>,
     /// The file text; its SHA-256 is the policy hash.
     pub text: String,
+}
+
+/// The policy and freeze of the last committed transaction. The live copies change when a
+/// transaction applies its change (under the store's writer slot, so the next request sees
+/// it); these change once the commit is durable, and a discarded transaction puts them back.
+#[derive(Debug, Clone)]
+struct Committed {
+    policy: Arc<RwLock<LoadedPolicy>>,
+    frozen: Arc<RwLock<Option<crate::recovery::FreezeState>>>,
+}
+
+struct WeakCommitted {
+    policy: std::sync::Weak<RwLock<LoadedPolicy>>,
+    frozen: std::sync::Weak<RwLock<Option<crate::recovery::FreezeState>>>,
+}
+
+impl WeakCommitted {
+    fn upgrade(&self) -> Option<Committed> {
+        Some(Committed {
+            policy: self.policy.upgrade()?,
+            frozen: self.frozen.upgrade()?,
+        })
+    }
+}
+
+impl Committed {
+    fn downgrade(&self) -> WeakCommitted {
+        WeakCommitted {
+            policy: Arc::downgrade(&self.policy),
+            frozen: Arc::downgrade(&self.frozen),
+        }
+    }
+
+    /// Put the live copies (and the engine's policy) back to these.
+    fn restore_into(&self, live: &Committed, engine: &Mutex<PolicyEngine>) {
+        // One lock at a time: `set_policy` takes the engine's before the policy's.
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let live_hash = live
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .policy
+            .hash;
+        if live_hash != policy.policy.hash {
+            engine
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .with_policy(policy.policy.clone());
+            *live.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        }
+        *live.frozen.write().unwrap_or_else(|p| p.into_inner()) = self
+            .frozen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+    }
+
+    fn set_policy(&self, p: LoadedPolicy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+
+    fn set_frozen(&self, f: Option<crate::recovery::FreezeState>) {
+        *self.frozen.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
 }
 
 /// The policy file on disk, as last read: it is only ever a proposal.
@@ -106,8 +176,11 @@ pub struct Core {
     pub window_warn_fraction: RwLock<f64>,
     /// What the policy file on disk holds, if wardend has one.
     policy_file: RwLock<Option<PolicyFile>>,
-    /// The freeze in force (what the store says, once committed).
+    /// The freeze in force, as of the last applied transaction (a discarded one restores it
+    /// from `committed`).
     frozen: Arc<RwLock<Option<crate::recovery::FreezeState>>>,
+    /// The policy and the freeze as last committed: what an aborted transaction restores.
+    committed: Committed,
     /// What the policy's emergency stops count.
     emergency: Mutex<crate::recovery::EmergencyWatch>,
 }
@@ -141,6 +214,14 @@ impl Core {
         let frozen = crate::recovery::FreezeStore::new(&store).get()?;
         let engine = Arc::new(Mutex::new(engine));
         let persisted_hwm = Arc::new(std::sync::atomic::AtomicU64::new(hwm));
+        let committed = Committed {
+            policy: Arc::new(RwLock::new(policy.clone())),
+            frozen: Arc::new(RwLock::new(frozen.clone())),
+        };
+        let live = Committed {
+            policy: Arc::new(RwLock::new(policy)),
+            frozen: Arc::new(RwLock::new(frozen)),
+        };
         // A discarded or failed transaction restores memory before any other writer begins.
         {
             // The store keeps the handler, which holds the core's parts weakly so they can go.
@@ -150,11 +231,15 @@ impl Core {
                 Arc::downgrade(&audit),
                 Arc::downgrade(&persisted_hwm),
             );
+            let (committed, live) = (committed.downgrade(), live.downgrade());
             store.set_on_abort(move || {
                 if let (Some(s), Some(e), Some(a), Some(h)) =
                     (s.upgrade(), e.upgrade(), a.upgrade(), h.upgrade())
                 {
                     restore(&s, &e, &a, &h);
+                    if let (Some(c), Some(l)) = (committed.upgrade(), live.upgrade()) {
+                        c.restore_into(&l, &e);
+                    }
                 }
             });
         }
@@ -164,7 +249,7 @@ impl Core {
             time,
             persisted_hwm,
             engine,
-            policy_text: Arc::new(RwLock::new(policy)),
+            policy_text: live.policy.clone(),
             approvals,
             events: EventBus::recording(audit.clone()),
             clock,
@@ -175,7 +260,8 @@ impl Core {
             windows: crate::alerts::WindowWatch::default(),
             window_warn_fraction: RwLock::new(0.8),
             policy_file: RwLock::new(None),
-            frozen: Arc::new(RwLock::new(frozen)),
+            frozen: live.frozen.clone(),
+            committed,
             emergency: Mutex::new(Default::default()),
         })
     }
@@ -261,6 +347,13 @@ impl Core {
     /// holds, after a transaction was discarded or rolled back to a savepoint.
     pub fn reload(&self) {
         restore(&self.store, &self.engine, &self.audit, &self.persisted_hwm);
+        self.committed.restore_into(
+            &Committed {
+                policy: self.policy_text.clone(),
+                frozen: self.frozen.clone(),
+            },
+            &self.engine,
+        );
     }
 
     /// The policy in force.
@@ -278,6 +371,7 @@ impl Core {
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         engine.with_policy(policy.policy.clone());
         let hash = policy.policy.hash_hex();
+        self.committed.set_policy(policy.clone());
         *self.policy_text.write().unwrap_or_else(|p| p.into_inner()) = policy;
         drop(engine);
         self.events.emit(
@@ -470,7 +564,11 @@ impl Core {
             }
             Ok(a) => a,
         };
-        if !answer.approved && !answer.tags.iter().any(|t| t == crate::tags::FROZEN) {
+        // Held for a quorum is not a refusal the emergency stop counts (the node retries it).
+        if !answer.approved
+            && answer.request_id.is_none()
+            && !answer.tags.iter().any(|t| t == crate::tags::FROZEN)
+        {
             self.note_refusal(self.clock.now());
         }
         answer
@@ -882,6 +980,8 @@ impl Core {
         if out.record.governed() {
             let kind = if out.record.unfreeze.is_some() {
                 EventKind::Freeze
+            } else if out.record.recovery.is_some() {
+                EventKind::Recovery
             } else {
                 EventKind::Policy
             };

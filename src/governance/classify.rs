@@ -9,6 +9,7 @@
 //! no rule at all (comments, layout, the name) is neutral and applies like a tightening.
 
 use crate::policy::units::{format_duration, format_msat};
+use crate::policy::Recovery;
 use crate::policy::{
     AllowRule, ApprovalRule, DenyRule, DestinationSet, EmergencyStops, Governance, LimitRule, Mode,
     Policy, Quorum, TimeWindowRule,
@@ -38,6 +39,18 @@ impl Effect {
     }
 }
 
+/// What part of the policy a change touches: who signs, or what is allowed. The recovery
+/// key's `replace-admins` may change only the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum About {
+    /// A rule: limits, lists, windows, thresholds, delays, the recovery section.
+    #[default]
+    Rules,
+    /// The admins, their keys, and the membership and size of quorums.
+    Admins,
+}
+
 /// One difference between the policy in force and a proposal.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
@@ -45,6 +58,9 @@ pub struct Change {
     pub effect: Effect,
     /// What changed, as a sentence.
     pub what: String,
+    /// What it touches.
+    #[serde(default)]
+    pub about: About,
 }
 
 impl std::fmt::Display for Change {
@@ -58,19 +74,21 @@ pub fn loosens(changes: &[Change]) -> bool {
     changes.iter().any(|c| c.effect == Effect::Loosens)
 }
 
-struct Diff(Vec<Change>);
+struct Diff(Vec<Change>, About);
 
 impl Diff {
     fn tight(&mut self, what: String) {
         self.0.push(Change {
             effect: Effect::Tightens,
             what,
+            about: self.1,
         });
     }
     fn loose(&mut self, what: String) {
         self.0.push(Change {
             effect: Effect::Loosens,
             what,
+            about: self.1,
         });
     }
     /// `smaller_is_tighter`: a lower bound restricts more (limits, expiries); otherwise a
@@ -142,6 +160,11 @@ impl Diff {
         }
     }
     fn quorum(&mut self, what: &str, old: &Quorum, new: &Quorum) {
+        let outer = std::mem::replace(&mut self.1, About::Admins);
+        self.quorum_inner(what, old, new);
+        self.1 = outer;
+    }
+    fn quorum_inner(&mut self, what: &str, old: &Quorum, new: &Quorum) {
         self.bound(
             &format!("{what} signatures needed"),
             Some(old.need as u64),
@@ -163,8 +186,9 @@ impl Diff {
 
 /// Every difference between `old` (in force) and `new` (proposed), each classified.
 pub fn classify(old: &Policy, new: &Policy) -> Vec<Change> {
-    let mut d = Diff(Vec::new());
+    let mut d = Diff(Vec::new(), About::Admins);
     admins(&mut d, old, new);
+    d.1 = About::Rules;
     keyed(&mut d, &old.deny, &new.deny, |r| &r.tag, "deny", deny);
     keyed(
         &mut d,
@@ -183,20 +207,15 @@ pub fn classify(old: &Policy, new: &Policy) -> Vec<Change> {
         "time window",
         window,
     );
-    keyed(
-        &mut d,
-        &old.approvals,
-        &new.approvals,
-        |r| &r.tag,
-        "approval rule",
-        approval,
-    );
+    approvals(&mut d, &old.approvals, &new.approvals);
     governance(&mut d, &old.governance, &new.governance);
     emergency(&mut d, &old.emergency, &new.emergency);
+    recovery(&mut d, old.recovery.as_ref(), new.recovery.as_ref());
     if old.name != new.name {
         d.0.push(Change {
             effect: Effect::Neutral,
             what: format!("name: {:?} -> {:?}", old.name, new.name),
+            about: About::Rules,
         });
     }
     d.0
@@ -293,20 +312,84 @@ fn window(d: &mut Diff, what: &str, o: &TimeWindowRule, n: &TimeWindowRule) {
     }
 }
 
-fn approval(d: &mut Diff, what: &str, o: &ApprovalRule, n: &ApprovalRule) {
-    d.mode(what, o.mode, n.mode);
+/// Whether quorum `a` is at least as hard to reach as `b`: as many signatures, from no one
+/// outside `b`'s members.
+fn at_least_as_strict(a: &Quorum, b: &Quorum) -> bool {
+    a.need >= b.need && a.of.iter().all(|m| b.of.contains(m))
+}
+
+/// Approval rules are tried in file order and the first that matches names the quorum, so a
+/// rule that matches more payments takes them from the rules after it. Such a change tightens
+/// only when its quorum is at least as strict as every later rule's; a reorder loosens.
+fn approvals(d: &mut Diff, old: &[ApprovalRule], new: &[ApprovalRule]) {
+    let order_old: Vec<&String> = old
+        .iter()
+        .map(|r| &r.tag)
+        .filter(|t| new.iter().any(|n| &n.tag == *t))
+        .collect();
+    let order_new: Vec<&String> = new
+        .iter()
+        .map(|r| &r.tag)
+        .filter(|t| old.iter().any(|o| &o.tag == *t))
+        .collect();
+    if order_old != order_new {
+        d.loose("approval rules reordered (the first matching rule's quorum decides)".into());
+    }
+    for (i, n) in new.iter().enumerate() {
+        let safe = new[i + 1..]
+            .iter()
+            .all(|later| at_least_as_strict(&n.quorum, &later.quorum));
+        let what = format!("approval rule {}", n.tag);
+        match old.iter().find(|o| o.tag == n.tag) {
+            Some(o) => approval(d, &what, o, n, safe),
+            None if safe => d.tight(format!("{what} added")),
+            None => d.loose(format!(
+                "{what} added before a rule with a stricter quorum, so it may take payments from it"
+            )),
+        }
+    }
+    for o in old.iter().filter(|o| !new.iter().any(|n| n.tag == o.tag)) {
+        d.loose(format!("approval rule {} removed", o.tag));
+    }
+}
+
+fn approval(d: &mut Diff, what: &str, o: &ApprovalRule, n: &ApprovalRule, safe: bool) {
+    // Matching more payments tightens only if the rules after it are no stricter.
+    let more = |d: &mut Diff, line: String| {
+        if safe {
+            d.tight(line)
+        } else {
+            d.loose(format!(
+                "{line}, taking payments from a later rule with a stricter quorum"
+            ))
+        }
+    };
+    match (o.mode, n.mode) {
+        (Mode::Warn, Mode::Enforce) => more(d, format!("{what}: warn -> enforce")),
+        (Mode::Enforce, Mode::Warn) => d.loose(format!("{what}: enforce -> warn")),
+        _ => {}
+    }
     // A lower threshold holds more payments; no threshold (only unlisted destinations) holds
     // fewer than any threshold.
     let above = |r: &ApprovalRule| r.above_msat.unwrap_or(u64::MAX);
-    d.bound(
-        &format!("{what} threshold"),
-        Some(above(o)),
-        Some(above(n)),
-        format_msat,
-        true,
-    );
+    if above(n) < above(o) {
+        more(
+            d,
+            format!(
+                "{what} threshold: {} -> {}",
+                format_msat(above(o)),
+                format_msat(above(n))
+            ),
+        );
+    } else if above(n) > above(o) {
+        d.loose(format!(
+            "{what} threshold: {} -> {}",
+            format_msat(above(o)),
+            format_msat(above(n))
+        ));
+    }
     match (o.unlisted_destination, n.unlisted_destination) {
-        (false, true) => d.tight(format!("{what}: now also holds unlisted destinations")),
+        (false, true) => more(d, format!("{what}: now also holds unlisted destinations")),
         (true, false) => d.loose(format!("{what}: no longer holds unlisted destinations")),
         _ => {}
     }
@@ -336,6 +419,34 @@ fn governance(d: &mut Diff, o: &Governance, n: &Governance) {
         format_duration,
         true,
     );
+}
+
+/// A recovery key is a power over the signer: adding one, changing it, shortening its delay or
+/// allowing it more actions loosens; the reverse tightens.
+fn recovery(d: &mut Diff, o: Option<&Recovery>, n: Option<&Recovery>) {
+    match (o, n) {
+        (None, Some(_)) => d.loose("recovery key added".into()),
+        (Some(_), None) => d.tight("recovery key removed".into()),
+        (Some(o), Some(n)) => {
+            if o.key != n.key {
+                d.loose("recovery key changed".into());
+            }
+            d.bound(
+                "recovery delay",
+                Some(o.delay_secs),
+                Some(n.delay_secs),
+                format_duration,
+                false,
+            );
+            for a in n.actions.iter().filter(|a| !o.actions.contains(a)) {
+                d.loose(format!("recovery may now {}", a.as_str()));
+            }
+            for a in o.actions.iter().filter(|a| !n.actions.contains(a)) {
+                d.tight(format!("recovery may no longer {}", a.as_str()));
+            }
+        }
+        (None, None) => {}
+    }
 }
 
 /// A stop that appears tightens (the signer may freeze where it did not), one that goes away
@@ -498,6 +609,49 @@ payees = ["02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828"]
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert_eq!(changes[0].effect, Effect::Loosens);
         assert!(changes[0].what.contains("admin dave added"), "{changes:?}");
+    }
+
+    #[test]
+    fn a_new_approval_rule_before_a_stricter_one_or_a_reorder_loosens() {
+        let strict = r#"
+[[approval]]
+tag = "large"
+above = "100000 sat"
+quorum = { need = 3, of = ["alice", "bob", "carol"] }
+"#;
+        let quick = r#"
+[[approval]]
+tag = "quick"
+above = "50000 sat"
+quorum = { need = 1, of = ["alice"] }
+"#;
+        let old = policy(strict);
+        // First in the file: it takes every payment above 100,000 sat from the 3-of-3 rule.
+        let before = classify(&old, &policy(&format!("{quick}{strict}")));
+        assert!(loosens(&before), "{before:?}");
+        // Last: it only holds payments no rule held before.
+        let after = classify(&old, &policy(&format!("{strict}{quick}")));
+        assert!(
+            after
+                .iter()
+                .any(|c| c.what == "approval rule quick added" && c.effect == Effect::Tightens),
+            "{after:?}"
+        );
+        // Swapping two kept rules changes which quorum decides.
+        let two = classify(
+            &policy(&format!("{strict}{quick}")),
+            &policy(&format!("{quick}{strict}")),
+        );
+        assert!(two.iter().any(|c| c.what.contains("reordered")), "{two:?}");
+        // A weaker first rule that lowers its threshold takes payments from the stricter one.
+        let lower = classify(
+            &policy(&format!("{quick}{strict}")),
+            &policy(&format!(
+                "{}{strict}",
+                quick.replace("50000 sat", "10000 sat")
+            )),
+        );
+        assert!(loosens(&lower), "{lower:?}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 pub mod classify;
 
-pub use classify::{classify, loosens, Change, Effect};
+pub use classify::{classify, loosens, About, Change, Effect};
 
 use crate::store::{Namespace, Store, StoreError};
 use serde::{Deserialize, Serialize};

@@ -29,6 +29,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "time_window",
     "governance",
     "emergency_stop",
+    "recovery",
     "admins.pubkey",
     "admins.address",
     "deny.tag",
@@ -63,6 +64,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "emergency_stop.window_percent",
     "burst.count",
     "burst.within",
+    "recovery.key",
+    "recovery.delay",
+    "recovery.actions",
     "time_window.tag",
     "time_window.mode",
     "time_window.above",
@@ -609,60 +613,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                         );
                         continue;
                     };
-                    let f = fields(cx, et, aspan.clone(), "admins", &what);
-                    let pubkey = f.string(cx, "pubkey", &what, "02...");
-                    let address = f.string(cx, "address", &what, "bc1q...");
-                    let key = match (pubkey, address) {
-                        (Some((pk, span)), None) => match PublicKey::from_str(&pk)
-                            .ok()
-                            .filter(|_| is_compressed_hex(&pk))
-                        {
-                            Some(k) => Some(AdminKey::PublicKey(k)),
-                            None => {
-                                cx.err(span, format!("`pubkey` of {what} is not a compressed secp256k1 public key (66 hex characters)"));
-                                None
-                            }
-                        },
-                        (None, Some((a, span))) => {
-                            use lightning_signer::bitcoin::AddressType;
-                            match lightning_signer::bitcoin::Address::from_str(&a)
-                                .map(|u| u.assume_checked().address_type())
-                            {
-                                Err(_) => {
-                                    cx.err(
-                                        span,
-                                        format!(
-                                            "`address` of {what}: \"{a}\" is not a Bitcoin address"
-                                        ),
-                                    );
-                                    None
-                                }
-                                // What a hardware wallet signs a message with (BIP137).
-                                Ok(Some(
-                                    AddressType::P2pkh | AddressType::P2wpkh | AddressType::P2sh,
-                                )) => Some(AdminKey::Address(a)),
-                                Ok(_) => {
-                                    cx.err(
-                                        span,
-                                        format!("`address` of {what}: \"{a}\" cannot sign a Bitcoin message Warden verifies; use a P2PKH, P2WPKH or P2SH-P2WPKH address of the admin's key, or a `pubkey`"),
-                                    );
-                                    None
-                                }
-                            }
-                        }
-                        (Some(_), Some(_)) => {
-                            cx.err(
-                                aspan.clone(),
-                                format!("{what} has both `pubkey` and `address`; keep one"),
-                            );
-                            None
-                        }
-                        (None, None) if f.map.is_empty() && !et.is_empty() => None,
-                        (None, None) => {
-                            cx.err(aspan.clone(), format!("{what} needs `pubkey` (secp256k1, hex) or `address` (Bitcoin address)"));
-                            None
-                        }
-                    };
+                    let key = key_entry(cx, et, aspan.clone(), &what);
                     if let Some(k) = key {
                         let ids = key_identities(&k);
                         if let Some(first) = ids.iter().find_map(|h| identities.get(h)).cloned() {
@@ -702,6 +653,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         approvals: Vec::new(),
         governance: Governance::default(),
         emergency: EmergencyStops::default(),
+        recovery: None,
         network: cx.network,
     };
 
@@ -931,6 +883,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
     }
     policy.governance = governance(cx, &root, &policy.approvals, &admins);
     policy.emergency = emergency_stops(cx, &root);
+    policy.recovery = recovery(cx, &root, &identities);
     policy.admins = admins;
     policy
 }
@@ -988,6 +941,129 @@ fn governance(
         None => {}
     }
     g
+}
+
+/// A key declared as `{ pubkey = "02..." }` or `{ address = "bc1q..." }` (an admin's, or the
+/// recovery key); `None` after reporting what is wrong.
+fn key_entry(cx: &mut Cx, et: &dyn TableLike, aspan: Span, what: &str) -> Option<AdminKey> {
+    let what = what.to_string();
+    let f = fields(cx, et, aspan.clone(), "admins", &what);
+    let pubkey = f.string(cx, "pubkey", &what, "02...");
+    let address = f.string(cx, "address", &what, "bc1q...");
+    match (pubkey, address) {
+        (Some((pk, span)), None) => match PublicKey::from_str(&pk)
+            .ok()
+            .filter(|_| is_compressed_hex(&pk))
+        {
+            Some(k) => Some(AdminKey::PublicKey(k)),
+            None => {
+                cx.err(span, format!("`pubkey` of {what} is not a compressed secp256k1 public key (66 hex characters)"));
+                None
+            }
+        },
+        (None, Some((a, span))) => {
+            use lightning_signer::bitcoin::AddressType;
+            match lightning_signer::bitcoin::Address::from_str(&a)
+                .map(|u| u.assume_checked().address_type())
+            {
+                Err(_) => {
+                    cx.err(
+                        span,
+                        format!("`address` of {what}: \"{a}\" is not a Bitcoin address"),
+                    );
+                    None
+                }
+                // What a hardware wallet signs a message with (BIP137).
+                Ok(Some(AddressType::P2pkh | AddressType::P2wpkh | AddressType::P2sh)) => {
+                    Some(AdminKey::Address(a))
+                }
+                Ok(_) => {
+                    cx.err(
+        span,
+        format!("`address` of {what}: \"{a}\" cannot sign a Bitcoin message Warden verifies; use a P2PKH, P2WPKH or P2SH-P2WPKH address of the admin's key, or a `pubkey`"),
+                    );
+                    None
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            cx.err(
+                aspan.clone(),
+                format!("{what} has both `pubkey` and `address`; keep one"),
+            );
+            None
+        }
+        (None, None) if f.map.is_empty() && !et.is_empty() => None,
+        (None, None) => {
+            cx.err(
+                aspan.clone(),
+                format!("{what} needs `pubkey` (secp256k1, hex) or `address` (Bitcoin address)"),
+            );
+            None
+        }
+    }
+}
+
+/// `[recovery]`: the recovery key, its delay and the actions it may start.
+fn recovery(
+    cx: &mut Cx,
+    root: &Fields,
+    identities: &HashMap<[u8; 20], String>,
+) -> Option<Recovery> {
+    let what = "[recovery]";
+    let (kspan, item) = root.item("recovery")?;
+    let Some(t) = item.as_table_like() else {
+        cx.err(kspan, "`recovery` must be a table: [recovery]");
+        return None;
+    };
+    let span = item_span(item).or(kspan);
+    let f = fields(cx, t, span.clone(), "recovery", what);
+    let key = match f.item("key") {
+        None => {
+            cx.err(span.clone(), format!("{what} is missing `key`, the offline recovery key: key = {{ pubkey = \"02...\" }}"));
+            None
+        }
+        Some((kspan, k)) => match k.as_table_like() {
+            None => {
+                cx.err(
+                    kspan,
+                    format!("`key` in {what} must be a table: key = {{ pubkey = \"02...\" }}"),
+                );
+                None
+            }
+            Some(kt) => {
+                let key = key_entry(cx, kt, item_span(k).or(kspan.clone()), "the recovery key");
+                if let Some(k) = &key {
+                    if let Some(admin) = key_identities(k).iter().find_map(|h| identities.get(h)) {
+                        cx.err(kspan, format!("the recovery key is admin \"{admin}\"'s key; break-glass must not be in the hands of one admin: use a key held apart"));
+                    }
+                }
+                key
+            }
+        },
+    };
+    let delay_secs = f
+        .duration(cx, "delay", what)
+        .map(|d| d.0)
+        .unwrap_or(72 * 3_600);
+    let actions = if f.map.contains_key("actions") {
+        let mut out = Vec::new();
+        for (name, nspan) in f.strings(cx, "actions", what) {
+            match RecoveryKind::parse(&name) {
+                Some(a) if !out.contains(&a) => out.push(a),
+                Some(_) => cx.err(nspan, format!("action \"{name}\" is listed twice in {what}")),
+                None => cx.err(nspan, format!("unknown recovery action \"{name}\" in {what}; the actions are \"replace-admins\" and \"unfreeze\"")),
+            }
+        }
+        out
+    } else {
+        vec![RecoveryKind::ReplaceAdmins, RecoveryKind::Unfreeze]
+    };
+    Some(Recovery {
+        key: key?,
+        delay_secs,
+        actions,
+    })
 }
 
 /// `[emergency_stop]`: each condition is off unless declared.

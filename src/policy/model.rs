@@ -196,8 +196,61 @@ pub struct Policy {
     pub governance: Governance,
     /// Conditions that freeze the signer by themselves (`[emergency_stop]`).
     pub emergency: EmergencyStops,
+    /// The break-glass key and its delay (`[recovery]`), if the policy names one.
+    pub recovery: Option<Recovery>,
     /// The network the file was validated for (its addresses are that network's).
     pub network: lightning_signer::bitcoin::Network,
+}
+
+/// A break-glass action the recovery key may start.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryKind {
+    /// Install a new admin set and quorums (a policy that changes nothing else).
+    ReplaceAdmins,
+    /// Lift the freeze in force.
+    Unfreeze,
+}
+
+impl RecoveryKind {
+    /// The name in files, commands and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryKind::ReplaceAdmins => "replace-admins",
+            RecoveryKind::Unfreeze => "unfreeze",
+        }
+    }
+
+    /// The byte of this action in the approval digest.
+    pub fn code(self) -> u8 {
+        match self {
+            RecoveryKind::ReplaceAdmins => 1,
+            RecoveryKind::Unfreeze => 2,
+        }
+    }
+
+    /// Parse a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "replace-admins" => Some(RecoveryKind::ReplaceAdmins),
+            "unfreeze" => Some(RecoveryKind::Unfreeze),
+            _ => None,
+        }
+    }
+}
+
+/// `[recovery]`: a key held offline that can start a break-glass action, which becomes
+/// executable only after `delay_secs` (any admin quorum may cancel it meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The recovery key (BIP-340 public key, or an address for a hardware wallet).
+    pub key: AdminKey,
+    /// Seconds between the start and the earliest execution.
+    pub delay_secs: u64,
+    /// The actions it may start.
+    pub actions: Vec<RecoveryKind>,
 }
 
 /// More than `count` events within `within_secs`.

@@ -126,6 +126,13 @@ impl TestToken {
             .env("WARDEN_HSM_PIN_FILE", &self.pin_file)
             .env("WARDEN_NETWORK", "regtest")
             .env("WARDEN_METRICS_LISTEN", "127.0.0.1:0");
+        // wardend's first start records a policy file as the first policy in force and refuses
+        // to start without one; tests that do not bring their own get the example policy.
+        let policy = self.dir.path().join("example-policy.toml");
+        if !policy.exists() {
+            std::fs::write(&policy, warden::policy::DEFAULT_POLICY).unwrap();
+        }
+        c.env("WARDEN_POLICY", &policy);
         c
     }
 

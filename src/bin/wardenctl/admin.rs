@@ -167,7 +167,7 @@ fn state_name(s: i32) -> &'static str {
 }
 
 /// Recompute what is signed from the fields shown, and check the server agrees.
-fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalFields<'_>, [u8; 32])> {
+pub fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalFields<'_>, [u8; 32])> {
     if r.destinations.len() != r.output_amounts_msat.len() {
         bail!("the request from wardend is inconsistent (destinations and amounts differ in number); refusing to sign");
     }
@@ -186,19 +186,48 @@ fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalFields<'_
         }
     };
     let policy = hex::decode(&r.policy_hash).context("policy hash is not hex")?;
-    let subject = if r.kind == "unfreeze" {
-        // The digest covers the freeze through its id: check the freeze shown is the one signed.
+    let freeze_id = || -> anyhow::Result<[u8; 32]> {
         let id = hash32(&r.freeze_id, "freeze id")?;
         let shown = warden::recovery::FreezeState {
             since: r.freeze_since,
             by: r.freeze_by.clone(),
             reason: r.freeze_reason.clone(),
+            nonce: r.freeze_nonce.clone(),
         };
         if shown.id() != id {
             bail!(
                 "the freeze wardend shows does not match the freeze id it names; refusing to sign"
             );
         }
+        Ok(id)
+    };
+    let subject = if r.kind == "recovery" {
+        let action =
+            warden::policy::RecoveryKind::parse(&r.recovery_action).with_context(|| {
+                format!(
+                    "unknown recovery action {:?} from wardend",
+                    r.recovery_action
+                )
+            })?;
+        let params = hash32(&r.recovery_params_hash, "recovery parameters hash")?;
+        // What the key signs must be what is shown: the new policy's text, or the freeze.
+        let shown = match action {
+            warden::policy::RecoveryKind::ReplaceAdmins => {
+                sha256::Hash::hash(r.recovery_text.as_bytes()).to_byte_array()
+            }
+            warden::policy::RecoveryKind::Unfreeze => freeze_id()?,
+        };
+        if shown != params {
+            bail!("the recovery parameters wardend shows do not match what it asks to sign; refusing to sign");
+        }
+        Subject::Recovery {
+            action,
+            params_hash: params,
+            earliest_at: r.recovery_earliest_at,
+        }
+    } else if r.kind == "unfreeze" {
+        // The digest covers the freeze through its id: check the freeze shown is the one signed.
+        let id = freeze_id()?;
         Subject::Unfreeze {
             freeze_id: id,
             since: r.freeze_since,
@@ -246,6 +275,17 @@ fn print_request(r: &proto::ApprovalRequest) {
     println!("kind         {}", r.kind);
     if r.kind == "policy-change" {
         print_change(r);
+    } else if r.kind == "recovery" {
+        println!("action       {}", r.recovery_action);
+        if r.recovery_started_at > 0 {
+            println!("started      {}", format_utc(r.recovery_started_at));
+        } else {
+            println!("started      not yet (awaits the recovery key's signature)");
+        }
+        println!("executable   from {}", format_utc(r.recovery_earliest_at));
+        for c in &r.policy_changes {
+            println!("change       {c}");
+        }
     } else if r.kind == "unfreeze" {
         println!(
             "lifts        the freeze of {} by {}: {}",

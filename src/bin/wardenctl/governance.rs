@@ -154,3 +154,112 @@ pub async fn unfreeze(conn: &Conn) -> anyhow::Result<i32> {
     );
     Ok(0)
 }
+
+async fn open(
+    conn: &Conn,
+    action: &str,
+    policy: Option<&Path>,
+) -> anyhow::Result<proto::ApprovalRequest> {
+    let policy_text = match policy {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the policy file {}", p.display()))?,
+        None => String::new(),
+    };
+    conn.connect()
+        .await?
+        .open_recovery(proto::OpenRecoveryRequest {
+            action: action.into(),
+            policy_text,
+        })
+        .await
+        .map_err(rpc)
+        .map(|r| r.into_inner())
+}
+
+/// `wardenctl recovery open ACTION`: prints what the recovery key signs (for a hardware wallet).
+pub async fn recovery_open(conn: &Conn, action: &str, policy: Option<&Path>) -> anyhow::Result<()> {
+    let r = open(conn, action, policy).await?;
+    let (fields, _) = crate::admin::local_fields(&r)?;
+    println!(
+        "recovery action {} opened; sign this text with the recovery key's wallet, then run",
+        r.id
+    );
+    println!(
+        "  wardenctl recovery start {action} --id {} --signature BASE64",
+        r.id
+    );
+    println!(
+        "{}",
+        warden::approval::approval_text(&fields, warden::approval::Decision::Approve)
+    );
+    Ok(())
+}
+
+/// `wardenctl recovery start ACTION --key FILE` (or `--id ID --signature BASE64`).
+pub async fn recovery_start(
+    conn: &Conn,
+    action: &str,
+    policy: Option<&Path>,
+    key: Option<&Path>,
+    signature: Option<String>,
+    id: Option<String>,
+) -> anyhow::Result<i32> {
+    use base64::Engine;
+    let mut client = conn.connect().await?;
+    let (r, format, sig) = match (key, signature) {
+        (Some(path), None) => {
+            let r = open(conn, action, policy).await?;
+            let (_, digest) = crate::admin::local_fields(&r)?;
+            let key = warden::approval::keys::AdminKey::load(path)?;
+            (
+                r,
+                proto::SignatureFormat::Bip340,
+                key.sign_digest(digest).to_vec(),
+            )
+        }
+        (None, Some(b64)) => {
+            let id = id.context(
+                "with --signature, name the opened action with --id (wardenctl recovery open prints it)",
+            )?;
+            let r = client
+                .get_request(proto::GetRequestRequest { id })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            crate::admin::local_fields(&r)?;
+            let sig = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .context("--signature is not base64")?;
+            (r, proto::SignatureFormat::BitcoinMessage, sig)
+        }
+        _ => anyhow::bail!(
+            "sign with --key FILE (the recovery key, BIP-340), or pass --id ID --signature BASE64 from a wallet"
+        ),
+    };
+    let out = client
+        .start_recovery(proto::DecisionRequest {
+            id: r.id.clone(),
+            admin: warden::approval::RECOVERY_KEY.into(),
+            format: format as i32,
+            signature: sig,
+            reason: String::new(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!("{}", out.message);
+    Ok(0)
+}
+
+/// `wardenctl recovery execute ID`.
+pub async fn recovery_execute(conn: &Conn, id: &str) -> anyhow::Result<i32> {
+    let out = conn
+        .connect()
+        .await?
+        .execute_recovery(proto::ExecuteRecoveryRequest { id: id.into() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!("{}", out.message);
+    Ok(0)
+}

@@ -144,6 +144,58 @@ enum Command {
     /// Ask the governance quorum to lift the freeze: prints the request its admins approve
     /// with `wardenctl approve ID`.
     Unfreeze,
+    /// Timelocked recovery with the policy's offline recovery key.
+    Recovery {
+        #[command(subcommand)]
+        command: RecoveryCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RecoveryCommand {
+    /// Start a break-glass action signed by the recovery key: replace-admins (with --policy,
+    /// a policy that changes only admins and quorums) or unfreeze. It is announced at once and
+    /// becomes executable after the policy's recovery delay.
+    Start {
+        /// "replace-admins" or "unfreeze".
+        action: String,
+        /// replace-admins: the policy file with the new admins.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The recovery key file (BIP-340).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Or a Bitcoin signed message over the action's text, base64 (a hardware wallet).
+        #[arg(long)]
+        signature: Option<String>,
+        /// With --signature: the id of the action opened before (wardenctl recovery open).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Open an action without signing it, to sign its text on a hardware wallet.
+    Open {
+        /// "replace-admins" or "unfreeze".
+        action: String,
+        /// replace-admins: the policy file with the new admins.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Cancel a started action (an admin's signature; the governance quorum cancels it).
+    Cancel {
+        /// The recovery action.
+        id: String,
+        /// Your approval key file (BIP-340).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Or a Bitcoin signed message, base64.
+        #[arg(long)]
+        signature: Option<String>,
+    },
+    /// Execute a started action whose delay is over.
+    Execute {
+        /// The recovery action.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,6 +357,41 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status { json } => admin::status(&conn, json).await.map(|_| 0),
         Command::Freeze { reason } => governance::freeze(&conn, &reason).await,
         Command::Unfreeze => governance::unfreeze(&conn).await,
+        Command::Recovery { command } => match command {
+            RecoveryCommand::Open { action, policy } => {
+                governance::recovery_open(&conn, &action, policy.as_deref())
+                    .await
+                    .map(|_| 0)
+            }
+            RecoveryCommand::Start {
+                action,
+                policy,
+                key,
+                signature,
+                id,
+            } => {
+                governance::recovery_start(
+                    &conn,
+                    &action,
+                    policy.as_deref(),
+                    key.as_deref(),
+                    signature,
+                    id,
+                )
+                .await
+            }
+            RecoveryCommand::Cancel { id, key, signature } => admin::decide(
+                &conn,
+                &id,
+                warden::approval::Decision::Reject,
+                key,
+                signature,
+                Some("recovery cancelled".into()),
+            )
+            .await
+            .map(|_| 0),
+            RecoveryCommand::Execute { id } => governance::recovery_execute(&conn, &id).await,
+        },
         Command::Init { config } => {
             let config = config.resolve()?;
             let hsm = Hsm::open(&config.hsm)?;

@@ -1,0 +1,324 @@
+//! Timelocked recovery: the policy's offline recovery key starts a break-glass action that is
+//! announced at once and becomes executable only after the delay; the admins' quorum can cancel
+//! it meanwhile; a clock step back does not shorten the delay. Real admin API over mutual TLS,
+//! SoftHSM, sled, and a virtual clock.
+
+mod common;
+
+use common::api::{AdminHarness, T0};
+use std::sync::Arc;
+use warden::api::proto;
+use warden::approval::keys::AdminKey;
+use warden::approval::RECOVERY_DRAFT_SECS;
+use warden::core::LoadedPolicy;
+
+const DELAY: u64 = 72 * 3_600;
+
+/// The harness's policy with a `[recovery]` section for `key`.
+fn with_recovery(h: &AdminHarness, key: &AdminKey) -> String {
+    format!(
+        "{}\n[recovery]\nkey = {{ pubkey = \"{}\" }}\ndelay = \"72h\"\n",
+        h.core.policy().text,
+        key.public_key()
+    )
+}
+
+fn install(h: &AdminHarness, text: &str) {
+    h.core
+        .set_policy(LoadedPolicy {
+            policy: Arc::new(
+                warden::policy::parse_policy(text).unwrap_or_else(|e| panic!("{e:?}")),
+            ),
+            text: text.to_string(),
+        })
+        .unwrap();
+}
+
+async fn open(
+    h: &AdminHarness,
+    action: &str,
+    text: &str,
+) -> Result<proto::ApprovalRequest, tonic::Status> {
+    h.client("relay")
+        .await
+        .open_recovery(proto::OpenRecoveryRequest {
+            action: action.into(),
+            policy_text: text.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn start(
+    h: &AdminHarness,
+    r: &proto::ApprovalRequest,
+    key: &AdminKey,
+) -> Result<proto::DecisionResponse, tonic::Status> {
+    h.client("relay")
+        .await
+        .start_recovery(proto::DecisionRequest {
+            id: r.id.clone(),
+            admin: "recovery-key".into(),
+            format: proto::SignatureFormat::Bip340 as i32,
+            signature: key
+                .sign_digest(r.approval_digest.as_slice().try_into().unwrap())
+                .to_vec(),
+            reason: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn execute(h: &AdminHarness, id: &str) -> Result<String, tonic::Status> {
+    h.client("alice")
+        .await
+        .execute_recovery(proto::ExecuteRecoveryRequest { id: id.into() })
+        .await
+        .map(|r| r.into_inner().message)
+}
+
+async fn cancel(h: &AdminHarness, admin: &str, id: &str) -> Result<String, tonic::Status> {
+    let r = h
+        .client(admin)
+        .await
+        .get_request(proto::GetRequestRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    h.client(admin)
+        .await
+        .reject(proto::DecisionRequest {
+            id: id.into(),
+            admin: admin.into(),
+            format: proto::SignatureFormat::Bip340 as i32,
+            signature: h
+                .key(admin)
+                .sign_digest(r.reject_digest.as_slice().try_into().unwrap())
+                .to_vec(),
+            reason: "not us".into(),
+        })
+        .await
+        .map(|r| r.into_inner().message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_admins_waits_its_delay_a_clock_step_back_does_not_shorten_it_and_then_the_new_admins_sign(
+) {
+    let h = AdminHarness::start().await;
+    let recovery = AdminKey::generate();
+    let text = with_recovery(&h, &recovery);
+    install(&h, &text);
+    let mut events = h
+        .client("alice")
+        .await
+        .watch_events(proto::WatchEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // alice lost her key: the new policy gives her a new one and changes nothing else.
+    let alice2 = AdminKey::generate();
+    let old_alice = h.key("alice").public_key().to_string();
+    let new_text = text.replace(&old_alice, &alice2.public_key().to_string());
+    let r = open(&h, "replace-admins", &new_text).await.unwrap();
+    assert_eq!(r.kind, "recovery");
+    assert_eq!(r.recovery_earliest_at, T0 + RECOVERY_DRAFT_SECS + DELAY);
+    assert_eq!(r.policy_changes, vec!["loosens: admin alice's key changed"]);
+    let out = start(&h, &r, &recovery).await.unwrap();
+    assert!(out.message.contains("started"), "{}", out.message);
+    let e = common::daemon::next_event(&mut events, proto::EventKind::Recovery).await;
+    assert!(
+        e.message.contains("RECOVERY STARTED") && e.message.contains(&r.id),
+        "{}",
+        e.message
+    );
+    let status = h
+        .client("bob")
+        .await
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.recovery.iter().any(|l| l.contains(&r.id)),
+        "{:?}",
+        status.recovery
+    );
+
+    let e = execute(&h, &r.id).await.unwrap_err();
+    assert!(
+        e.message().contains("is not executable before"),
+        "{}",
+        e.message()
+    );
+    h.clock.set(T0 + RECOVERY_DRAFT_SECS + DELAY - 1);
+    assert!(execute(&h, &r.id).await.is_err(), "one second early");
+    // The system clock jumps back: Warden's time does not, and nothing becomes executable.
+    h.clock.set(T0);
+    assert!(execute(&h, &r.id).await.is_err());
+    h.clock.set(T0 + RECOVERY_DRAFT_SECS + DELAY);
+    let msg = execute(&h, &r.id).await.unwrap();
+    assert!(msg.contains("with the new admins is in force"), "{msg}");
+    assert_eq!(h.core.policy().text, new_text);
+    assert_eq!(
+        h.core.policy_history().unwrap().last().unwrap().approved_by,
+        vec!["recovery-key"]
+    );
+    assert!(execute(&h, &r.id).await.is_err(), "an action executes once");
+
+    // A held payment: alice's old key no longer counts, her new one does.
+    let (_, id) = h.hold(1_500_000, 7);
+    let req = h
+        .client("alice")
+        .await
+        .get_request(proto::GetRequestRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let digest: [u8; 32] = req.approval_digest.as_slice().try_into().unwrap();
+    let approve = |sig: Vec<u8>| proto::DecisionRequest {
+        id: id.clone(),
+        admin: "alice".into(),
+        format: proto::SignatureFormat::Bip340 as i32,
+        signature: sig,
+        reason: String::new(),
+    };
+    let e = h
+        .client("alice")
+        .await
+        .approve(approve(h.key("alice").sign_digest(digest).to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    h.client("alice")
+        .await
+        .approve(approve(alice2.sign_digest(digest).to_vec()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admins_quorum_cancels_a_started_action_and_one_admin_alone_cannot() {
+    let h = AdminHarness::start().await;
+    let recovery = AdminKey::generate();
+    let text = with_recovery(&h, &recovery);
+    install(&h, &text);
+    let new_text = text.replace(
+        &h.key("bob").public_key().to_string(),
+        &AdminKey::generate().public_key().to_string(),
+    );
+    let r = open(&h, "replace-admins", &new_text).await.unwrap();
+    start(&h, &r, &recovery).await.unwrap();
+    let m = cancel(&h, "alice", &r.id).await.unwrap();
+    assert!(m.contains("1 of 2 needed"), "{m}");
+    // erin is no member of the governance quorum: her cancellation does not count.
+    assert!(cancel(&h, "erin", &r.id).await.is_err());
+    let m = cancel(&h, "carol", &r.id).await.unwrap();
+    assert!(m.contains("is cancelled"), "{m}");
+    h.clock.advance(RECOVERY_DRAFT_SECS + DELAY + 1);
+    let e = execute(&h, &r.id).await.unwrap_err();
+    assert!(
+        e.message().contains("cancelled by the admins"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(h.core.policy().text, text, "the policy in force stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_admins_may_change_no_rule_and_only_the_recovery_key_starts_an_action() {
+    let h = AdminHarness::start().await;
+    let recovery = AdminKey::generate();
+    let text = with_recovery(&h, &recovery);
+    install(&h, &text);
+    let raised = text.replace(
+        "max_amount = \"5_000_000 sat\"",
+        "max_amount = \"50_000_000 sat\"",
+    );
+    let e = open(&h, "replace-admins", &raised).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("may change only the admins and their quorums")
+            && e.message().contains("per-payment-cap"),
+        "{}",
+        e.message()
+    );
+    let new_text = text.replace(
+        &h.key("carol").public_key().to_string(),
+        &AdminKey::generate().public_key().to_string(),
+    );
+    let r = open(&h, "replace-admins", &new_text).await.unwrap();
+    // An admin's key is not the recovery key.
+    let e = start(&h, &r, h.key("alice")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("recovery-key"), "{}", e.message());
+    // Admins cannot approve a recovery action into being.
+    let e = h
+        .client("alice")
+        .await
+        .approve(proto::DecisionRequest {
+            id: r.id.clone(),
+            admin: "alice".into(),
+            format: proto::SignatureFormat::Bip340 as i32,
+            signature: h
+                .key("alice")
+                .sign_digest(r.approval_digest.as_slice().try_into().unwrap())
+                .to_vec(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("the recovery key starts it"),
+        "{}",
+        e.message()
+    );
+    // No [recovery]: nothing to start.
+    let plain = AdminHarness::start().await;
+    let e = open(&plain, "unfreeze", "").await.unwrap_err();
+    assert!(
+        e.message().contains("no [recovery] section"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recovery_key_lifts_a_freeze_after_the_delay() {
+    let h = AdminHarness::start().await;
+    let recovery = AdminKey::generate();
+    install(&h, &with_recovery(&h, &recovery));
+    h.core.freeze("erin", "rogue admin").unwrap();
+    let r = open(&h, "unfreeze", "").await.unwrap();
+    assert_eq!(r.freeze_by, "erin");
+    start(&h, &r, &recovery).await.unwrap();
+    assert!(execute(&h, &r.id).await.is_err());
+    assert!(h.core.frozen().is_some());
+    h.clock.advance(RECOVERY_DRAFT_SECS + DELAY);
+    let msg = execute(&h, &r.id).await.unwrap();
+    assert!(msg.contains("the freeze is lifted"), "{msg}");
+    assert!(h.core.frozen().is_none());
+}
+
+#[test]
+fn a_recovery_key_that_is_an_admin_s_is_refused() {
+    let admin = "02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828";
+    let text = format!(
+        "version = 1\n[admins]\nalice = {{ pubkey = \"{admin}\" }}\n\n[recovery]\nkey = {{ pubkey = \"{admin}\" }}\nactions = [\"sweep-everything\"]\n"
+    );
+    let errors = warden::policy::parse_policy(&text).unwrap_err();
+    let all: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
+        .collect();
+    assert!(
+        all.iter()
+            .any(|e| e.starts_with("6:1:") && e.contains("admin \"alice\"'s key")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|e| e.starts_with("7:12:")
+            && e.contains("unknown recovery action \"sweep-everything\"")),
+        "{all:?}"
+    );
+}
