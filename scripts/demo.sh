@@ -55,10 +55,18 @@ for admin in alice bob carol; do
   pub=$(echo "$out" | sed -n 's/.*pubkey = "\([0-9a-f]*\)".*/\1/p')
   policy_src=$(echo "$policy_src" | sed "s/^$admin = { pubkey = \"[0-9a-f]*\" }/$admin = { pubkey = \"$pub\" }/")
 done
-# Loosening the policy waits 24 h by default; seconds here, so the demo can show it.
+# Loosening the policy waits 24 h by default, and recovery 72 h; seconds here, so the demo can
+# show them.
+out=$(wardenctl admin keygen --name recovery --out "$demo/recovery.key")
+recovery_pub=$(echo "$out" | sed -n 's/.*pubkey = "\([0-9a-f]*\)".*/\1/p')
+echo "recovery key (held offline): $demo/recovery.key"
 policy_src="$policy_src
 [governance]
-loosen_delay = \"5s\""
+loosen_delay = \"5s\"
+
+[recovery]
+key = { pubkey = \"$recovery_pub\" }
+delay = \"5s\""
 echo "$policy_src" > "$demo/policy.toml"
 run wardenctl policy check "$demo/policy.toml" --network regtest
 run wardenctl policy explain "$demo/policy.toml" --network regtest
@@ -200,6 +208,17 @@ echo "One approval is not enough:"
 cln pay 25000 43
 admin bob approve "$id" --key "$demo/bob.adminkey"
 cln pay 25000 44
+
+step "Break glass: the offline recovery key lifts a freeze the admins cannot, after its delay"
+admin carol freeze --reason "demo: the admins' keys are lost"
+admin alice recovery start unfreeze --key "$demo/recovery.key"
+id=$(admin alice status | grep -o 'rc-[0-9a-f]*' | head -1)
+admin alice status | grep -E "^(FROZEN|recovery)" || true
+echo "Not before its delay:"
+admin alice recovery execute "$id" || true
+sleep 11
+admin alice recovery execute "$id"
+cln pay 25000 45
 
 step "What the admins saw (wardenctl watch)"
 cat "$demo/events.log"

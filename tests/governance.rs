@@ -9,6 +9,7 @@ mod common;
 
 use common::api::{policy_text, AdminHarness, T0};
 use common::daemon::{Daemon, QUORUM_RULES};
+use lightning_signer::bitcoin::hashes::Hash;
 use warden::api::proto;
 use warden::approval::keys::AdminKey;
 
@@ -515,4 +516,101 @@ async fn wardend_keeps_the_policy_in_force_and_a_change_s_timer_across_restarts(
     );
     assert_eq!(status(&d).policy_hash, before);
     d.stop_wardend();
+}
+
+/// Someone with the state database cannot put a policy in force: every start verifies the
+/// history, each version against the one before it, from the approval stored with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_written_into_the_history_behind_wardends_back_does_not_verify() {
+    use warden::governance::{PolicyHistory, PolicyVersion};
+    use warden::store::Namespace;
+    let h = AdminHarness::start().await;
+    let first = h.core.policy();
+    // What wardend's first start records.
+    PolicyHistory::new(h.core.store())
+        .record(PolicyVersion {
+            seq: 0,
+            hash: first.policy.hash_hex(),
+            text: first.text.clone(),
+            request_id: None,
+            approved_by: vec![],
+            proposed_at: T0,
+            took_effect_at: T0,
+            changes: vec![],
+            proof: None,
+        })
+        .unwrap();
+    let r = propose(&h, "alice", &with_cap(&h, "4_000_000 sat")).await;
+    sign(&h, "alice", &r, false).await.unwrap();
+    sign(&h, "bob", &r, false).await.unwrap();
+    let network = first.policy.network;
+    let verified = warden::core::verified_policy_in_force(h.core.store(), network)
+        .unwrap()
+        .unwrap();
+    assert_eq!(verified.hash, hex::encode(&r.policy_change_hash));
+
+    let key = |seq: u64| {
+        let mut k = vec![b'v'];
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    };
+    let stored = h
+        .core
+        .store()
+        .get(Namespace::Governance, &key(2))
+        .unwrap()
+        .unwrap();
+    let good: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    // 1. Another text (with its own, matching hash) under the same approval.
+    let open_text = with_cap(&h, "4_000_000 sat").replace("4_000_000 sat", "900_000_000 sat");
+    let mut forged = good.clone();
+    forged["text"] = open_text.clone().into();
+    forged["hash"] = hex::encode(
+        lightning_signer::bitcoin::hashes::sha256::Hash::hash(open_text.as_bytes()).to_byte_array(),
+    )
+    .into();
+    h.core.store().tamper(
+        Namespace::Governance,
+        &key(2),
+        Some(&serde_json::to_vec(&forged).unwrap()),
+    );
+    let e = warden::core::verified_policy_in_force(h.core.store(), network)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not verify at version 2") && e.contains("approves another policy"),
+        "{e}"
+    );
+    // 2. The right text, but a signature that is not the admins'.
+    let mut forged = good.clone();
+    let sig = forged["proof"]["signatures"][0]["signature"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flipped = format!("{}{}", if &sig[..1] == "0" { "1" } else { "0" }, &sig[1..]);
+    forged["proof"]["signatures"][0]["signature"] = flipped.into();
+    h.core.store().tamper(
+        Namespace::Governance,
+        &key(2),
+        Some(&serde_json::to_vec(&forged).unwrap()),
+    );
+    let e = warden::core::verified_policy_in_force(h.core.store(), network)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("its approval does not verify"), "{e}");
+    // 3. No approval at all.
+    let mut forged = good;
+    forged.as_object_mut().unwrap().remove("proof");
+    h.core.store().tamper(
+        Namespace::Governance,
+        &key(2),
+        Some(&serde_json::to_vec(&forged).unwrap()),
+    );
+    let e = warden::core::verified_policy_in_force(h.core.store(), network)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("carries no approval record") && e.contains("restore the data directory"),
+        "{e}"
+    );
 }

@@ -54,9 +54,9 @@ mod store;
 mod verify;
 
 pub use store::{
-    payee_field, ApprovalConfig, ApprovalOutcome, ApprovalRecord, ApprovalStore, ChangeOutcome,
-    PolicyChange, RecoveryAction, RequestKind, RequestState, StoredSignature, GOVERNANCE_RULE,
-    RECOVERY_DRAFT_SECS, RECOVERY_KEY, RECOVERY_RULE,
+    payee_field, verify_approved_under, ApprovalConfig, ApprovalOutcome, ApprovalRecord,
+    ApprovalStore, ChangeOutcome, PolicyChange, RecoveryAction, RequestKind, RequestState,
+    StoredSignature, GOVERNANCE_RULE, RECOVERY_DRAFT_SECS, RECOVERY_KEY, RECOVERY_RULE,
 };
 pub use verify::{
     bitcoin_message_signer_matches, verify_admin_signature, verify_key_signature, SignatureFormat,

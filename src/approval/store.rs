@@ -147,10 +147,16 @@ pub struct RecoveryAction {
 pub const RECOVERY_RULE: &str = "recovery";
 /// The signer name of the recovery key's signature.
 pub const RECOVERY_KEY: &str = "recovery-key";
-/// Seconds a recovery action may wait for the recovery key's signature after it is opened.
-/// Its earliest execution time is counted from the end of this window, so the admins always
-/// have the whole delay after the start is announced.
+/// Seconds a recovery action may wait for the recovery key's signature after it is opened, at
+/// most: the window is this or the delay, whichever is shorter. Its earliest execution time is
+/// counted from the end of the window, so the admins always have the whole delay after the
+/// start is announced.
 pub const RECOVERY_DRAFT_SECS: u64 = 600;
+
+/// The signing window of a recovery action with `delay` (see [`RECOVERY_DRAFT_SECS`]).
+pub fn recovery_window(delay: u64) -> u64 {
+    RECOVERY_DRAFT_SECS.min(delay.max(1))
+}
 
 /// The rule tag of policy-change requests: their quorum is `[governance]`'s.
 pub const GOVERNANCE_RULE: &str = "governance";
@@ -793,9 +799,8 @@ impl ApprovalStore {
                 }
             }
             let delay = policy.recovery.as_ref().map(|r| r.delay_secs).unwrap_or(0);
-            action.earliest_at = now
-                .saturating_add(RECOVERY_DRAFT_SECS)
-                .saturating_add(delay);
+            let window = recovery_window(delay);
+            action.earliest_at = now.saturating_add(window).saturating_add(delay);
             action.started_at = None;
             let quorum = &policy.governance.quorum;
             let record = ApprovalRecord {
@@ -812,7 +817,7 @@ impl ApprovalStore {
                 need: quorum.need,
                 of: quorum.of.clone(),
                 created_at: now,
-                expires_at: now.saturating_add(RECOVERY_DRAFT_SECS),
+                expires_at: now.saturating_add(window),
                 policy_hash: policy.hash_hex(),
                 request_digest: hex::encode(digest),
                 signatures: Vec::new(),
@@ -939,31 +944,13 @@ impl ApprovalStore {
                     current_policy: policy.hash_hex(),
                 });
             }
-            let key = &policy
-                .recovery
-                .as_ref()
-                .ok_or_else(|| ApprovalError::UnknownAdmin(RECOVERY_KEY.into()))?
-                .key;
-            let tampered = |detail: String| ApprovalError::Tampered {
-                id: id.into(),
-                detail,
-            };
-            let s = record
-                .signatures
-                .iter()
-                .find(|s| s.admin == RECOVERY_KEY && s.decision == Decision::Approve)
-                .ok_or_else(|| tampered("no recovery key signature is stored".into()))?;
-            let sig = hex::decode(&s.signature)
-                .map_err(|_| tampered("the recovery key signature is not hex".into()))?;
-            verify_key_signature(
-                key,
-                RECOVERY_KEY,
-                &record.fields(),
-                Decision::Approve,
-                s.format,
-                &sig,
-            )
-            .map_err(|e| tampered(format!("the recovery key signature fails: {e}")))?;
+            verify_approved_under(&record, policy).map_err(|e| match e {
+                e @ ApprovalError::Tampered { .. } => e,
+                other => ApprovalError::Tampered {
+                    id: id.into(),
+                    detail: format!("the recovery key signature fails: {other}"),
+                },
+            })?;
             record.state = RequestState::Consumed;
             record.consumed_at = Some(now);
             self.write(&record, false)?;
@@ -1345,6 +1332,67 @@ impl ApprovalStore {
             Ok(Some(record))
         })
     }
+}
+
+/// Check that a governed record (a policy change or a recovery action) was approved under
+/// `policy`, the policy in force when it was made: a policy change's governance quorum
+/// signatures, or the recovery key's signature, verified again from the stored record. Returns
+/// who signed. Used when it takes effect, and at every start for each version of the policy
+/// history, so a database edit cannot put a policy in force that nobody approved.
+pub fn verify_approved_under(
+    record: &ApprovalRecord,
+    policy: &Policy,
+) -> Result<Vec<String>, ApprovalError> {
+    let tampered = |detail: String| ApprovalError::Tampered {
+        id: record.id.clone(),
+        detail,
+    };
+    if record.policy_hash != policy.hash_hex() {
+        return Err(tampered(format!(
+            "it was made under policy {}, not {}",
+            record.policy_hash,
+            policy.hash_hex()
+        )));
+    }
+    if record.recovery.is_some() {
+        let key = &policy
+            .recovery
+            .as_ref()
+            .ok_or_else(|| tampered("that policy has no recovery key".into()))?
+            .key;
+        let s = record
+            .signatures
+            .iter()
+            .find(|s| s.admin == RECOVERY_KEY && s.decision == Decision::Approve)
+            .ok_or_else(|| tampered("no recovery key signature is stored".into()))?;
+        let sig = hex::decode(&s.signature)
+            .map_err(|_| tampered("the recovery key signature is not hex".into()))?;
+        verify_key_signature(
+            key,
+            RECOVERY_KEY,
+            &record.fields(),
+            Decision::Approve,
+            s.format,
+            &sig,
+        )?;
+        return Ok(vec![RECOVERY_KEY.to_string()]);
+    }
+    if record.change.is_none() {
+        return Err(tampered(
+            "it is neither a policy change nor a recovery action".into(),
+        ));
+    }
+    let quorum = policy.governance.quorum.clone();
+    let fields = ApprovalFields {
+        id: &record.id,
+        subject: record.subject(),
+        policy_hash: policy.hash,
+        expires_at: record.expires_at,
+        rule_tag: GOVERNANCE_RULE,
+        need: quorum.need,
+        members: quorum.of.clone(),
+    };
+    verify_quorum(record, policy, &fields, &quorum)
 }
 
 /// Check that the record's stored approvals verify over `fields` (built from live data, never

@@ -353,7 +353,7 @@ fn policy_in_force(
 ) -> anyhow::Result<(LoadedPolicy, Option<PolicyFile>)> {
     use warden::clock::Clock;
     let history = PolicyHistory::new(store);
-    match history.in_force()? {
+    match warden::core::verified_policy_in_force(store, config.network)? {
         Some(v) => {
             let policy = parse_policy_for(&v.text, config.network).map_err(|errors| {
                 let lines: Vec<String> = errors
@@ -397,6 +397,7 @@ fn policy_in_force(
                 proposed_at: now,
                 took_effect_at: now,
                 changes: Vec::new(),
+                proof: None,
             })?;
             tracing::info!(policy = %first.policy.hash_hex(), "the first policy is recorded as the policy in force; later changes need its governance quorum");
             let hash = first.policy.hash;

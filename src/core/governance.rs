@@ -14,6 +14,7 @@ use crate::governance::{classify, loosens, PolicyHistory, PolicyVersion};
 use crate::policy::units::format_duration;
 use crate::policy::{parse_policy_for, PolicyError};
 use crate::store::StoreError;
+use lightning_signer::bitcoin::hashes::Hash;
 use std::sync::Arc;
 
 /// Why a proposal was not opened.
@@ -281,6 +282,7 @@ impl Core {
             proposed_at: record.created_at,
             took_effect_at: now,
             changes,
+            proof: serde_json::to_value(record).ok(),
         })?;
         let data = serde_json::json!({
             "request_id": record.id,
@@ -323,4 +325,73 @@ impl Core {
             .after_commit(move || committed.set_policy(loaded));
         Ok(())
     }
+}
+
+/// Why the policy history in the state database cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+#[error("the policy history in the state database does not verify at version {seq} ({hash}): {detail}. The database was altered or damaged; restore the data directory from a backup (wardend will not run on a policy nobody approved)")]
+pub struct HistoryError {
+    /// The version that fails.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// The policy in force, after checking the whole history: every version's text hashes to its
+/// hash, and every version after the first was approved under the one before it (its
+/// governance quorum's signatures, or its recovery key's), verified again from the record
+/// stored with it. The first version is trusted as the operator's own.
+pub fn verified_policy_in_force(
+    store: &crate::store::Store,
+    network: lightning_signer::bitcoin::Network,
+) -> Result<Option<PolicyVersion>, HistoryError> {
+    let versions = PolicyHistory::new(store).all().map_err(|e| HistoryError {
+        seq: 0,
+        hash: String::new(),
+        detail: e.to_string(),
+    })?;
+    let mut previous: Option<crate::policy::Policy> = None;
+    for v in &versions {
+        let fail = |detail: String| HistoryError {
+            seq: v.seq,
+            hash: v.hash.clone(),
+            detail,
+        };
+        let text_hash = hex::encode(
+            lightning_signer::bitcoin::hashes::sha256::Hash::hash(v.text.as_bytes())
+                .to_byte_array(),
+        );
+        if text_hash != v.hash {
+            return Err(fail(format!("its text hashes to {text_hash}")));
+        }
+        let policy = parse_policy_for(&v.text, network)
+            .map_err(|e| fail(format!("its text does not load:\n{}", render(&e))))?;
+        if let Some(prev) = &previous {
+            let record: ApprovalRecord = v
+                .proof
+                .clone()
+                .ok_or_else(|| fail("it carries no approval record".into()))
+                .and_then(|p| {
+                    serde_json::from_value(p)
+                        .map_err(|e| fail(format!("its approval record does not decode: {e}")))
+                })?;
+            let approves_this = match (&record.change, &record.recovery) {
+                (Some(c), _) => c.hash == v.hash,
+                (_, Some(r)) => r.params_hash == v.hash,
+                _ => false,
+            };
+            if !approves_this {
+                return Err(fail(format!(
+                    "its approval record {} approves another policy",
+                    record.id
+                )));
+            }
+            crate::approval::verify_approved_under(&record, prev)
+                .map_err(|e| fail(format!("its approval does not verify: {e}")))?;
+        }
+        previous = Some(policy);
+    }
+    Ok(versions.into_iter().last())
 }

@@ -23,7 +23,7 @@ pub mod status;
 
 pub use engine::PolicyEngine;
 pub use freeze::{FreezeError, UnfreezeRequest};
-pub use governance::{GovernanceError, Proposal};
+pub use governance::{verified_policy_in_force, GovernanceError, HistoryError, Proposal};
 pub use recovery::RecoveryError;
 pub use status::{NodeConnection, WindowUse};
 

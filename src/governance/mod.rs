@@ -34,6 +34,11 @@ pub struct PolicyVersion {
     pub took_effect_at: u64,
     /// How it differed from the policy before it.
     pub changes: Vec<Change>,
+    /// The approval record that put it in force, with its signatures (JSON of an
+    /// `approval::ApprovalRecord`), so every start can verify it again against the version
+    /// before it; none for the first policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<serde_json::Value>,
 }
 
 fn vkey(seq: u64) -> Vec<u8> {
@@ -110,6 +115,7 @@ mod tests {
             proposed_at: 1,
             took_effect_at: 2,
             changes: vec![],
+            proof: None,
         }
     }
 

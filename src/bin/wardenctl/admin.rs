@@ -573,7 +573,7 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "node_id": s.node_id, "policy_hash": s.policy_hash, "policy_name": s.policy_name,
                 "pending": s.pending, "node_connection": s.node_connection, "time": s.time,
-                "auth_failures": s.auth_failures, "policy_note": s.policy_note, "frozen": s.frozen,
+                "auth_failures": s.auth_failures, "policy_note": s.policy_note, "frozen": s.frozen, "recovery": s.recovery,
                 "windows": s.windows.iter().map(|w| serde_json::json!({"tag": w.tag, "window": w.window, "scope": w.scope, "used_msat": w.used_msat, "limit_msat": w.limit_msat, "used_count": w.used_count, "limit_count": w.limit_count})).collect::<Vec<_>>(),
             }))?
         );
@@ -594,6 +594,9 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
     }
     if !s.frozen.is_empty() {
         println!("FROZEN       {}", s.frozen);
+    }
+    for r in &s.recovery {
+        println!("recovery     {r}");
     }
     println!("pending      {}", s.pending);
     println!("time         {}", format_utc(s.time));
