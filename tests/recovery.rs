@@ -322,3 +322,38 @@ fn a_recovery_key_that_is_an_admin_s_is_refused() {
         "{all:?}"
     );
 }
+
+/// Where the policy counts blocks too, a clock moved forward does not end the delay: the node's
+/// chain must have moved on by `delay_blocks` since the start as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_delay_blocks_the_chain_must_move_on_as_well_as_the_clock() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let h = AdminHarness::start().await;
+    let recovery = AdminKey::generate();
+    let text = format!("{}delay_blocks = 3\n", with_recovery(&h, &recovery));
+    install(&h, &text);
+    h.core.freeze("erin", "rogue admin").unwrap();
+    let r = open(&h, "unfreeze", "").await.unwrap();
+    // No chain height known: nothing could count the blocks, so it does not start.
+    let e = start(&h, &r, &recovery).await.unwrap_err();
+    assert!(e.message().contains("counts blocks"), "{}", e.message());
+    let height = Arc::new(AtomicU32::new(100));
+    let hh = height.clone();
+    h.core
+        .set_chain_height(Arc::new(move || Some(hh.load(Ordering::SeqCst))));
+    start(&h, &r, &recovery).await.unwrap();
+    // The clock jumps far ahead; the chain has not moved.
+    h.clock.advance(30 * 86_400);
+    let e = execute(&h, &r.id).await.unwrap_err();
+    assert!(
+        e.message()
+            .contains("block 103 (the node's chain is at 100)"),
+        "{}",
+        e.message()
+    );
+    height.store(102, Ordering::SeqCst);
+    assert!(execute(&h, &r.id).await.is_err());
+    height.store(103, Ordering::SeqCst);
+    execute(&h, &r.id).await.unwrap();
+    assert!(h.core.frozen().is_none());
+}

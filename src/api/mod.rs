@@ -127,9 +127,10 @@ fn recovery_status(e: RecoveryError) -> Status {
         RecoveryError::Approval(e) => to_status(e),
         RecoveryError::Store(e) => Status::unavailable(e.to_string()),
         RecoveryError::Audit(_) => Status::unavailable(e.to_string()),
-        RecoveryError::NoRecoveryKey | RecoveryError::NotFrozen | RecoveryError::NotAllowed(..) => {
-            Status::failed_precondition(e.to_string())
-        }
+        RecoveryError::NoChain
+        | RecoveryError::NoRecoveryKey
+        | RecoveryError::NotFrozen
+        | RecoveryError::NotAllowed(..) => Status::failed_precondition(e.to_string()),
         RecoveryError::Invalid(_) | RecoveryError::ChangesRules(_) => {
             Status::invalid_argument(e.to_string())
         }

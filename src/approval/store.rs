@@ -141,6 +141,9 @@ pub struct RecoveryAction {
     /// When the recovery key's signature started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
+    /// The node's chain height when it started, where the policy counts blocks too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_height: Option<u32>,
 }
 
 /// The rule tag of recovery actions, and the name their starting signature is stored under.
@@ -841,6 +844,7 @@ impl ApprovalStore {
         signature: &[u8],
         policy: &Policy,
         now: u64,
+        height: Option<u32>,
     ) -> Result<ApprovalRecord, ApprovalError> {
         self.store.write(|| {
             let mut record = self.get(id)?;
@@ -896,6 +900,7 @@ impl ApprovalStore {
             record.state = RequestState::Approved;
             if let Some(r) = record.recovery.as_mut() {
                 r.started_at = Some(now);
+                r.started_height = height;
             }
             self.write(&record, false)?;
             Ok(record)
@@ -910,6 +915,7 @@ impl ApprovalStore {
         id: &str,
         policy: &Policy,
         now: u64,
+        height: Option<u32>,
     ) -> Result<ApprovalRecord, ApprovalError> {
         self.store.write(|| {
             let mut record = self.get(id)?;
@@ -936,6 +942,25 @@ impl ApprovalStore {
                     id: id.into(),
                     at: format_utc(action.earliest_at),
                 });
+            }
+            // Where the policy counts blocks, a clock moved forward does not end the delay.
+            let blocks = policy.recovery.as_ref().map(|r| r.delay_blocks).unwrap_or(0);
+            if blocks > 0 {
+                let (Some(start), Some(h)) = (action.started_height, height) else {
+                    return Err(ApprovalError::NotYet {
+                        id: id.into(),
+                        at: format!(
+                            "{blocks} blocks after its start, which cannot be counted: no chain height is known (the node must feed blocks)"
+                        ),
+                    });
+                };
+                let due = start.saturating_add(blocks);
+                if h < due {
+                    return Err(ApprovalError::NotYet {
+                        id: id.into(),
+                        at: format!("block {due} (the node's chain is at {h})"),
+                    });
+                }
             }
             if record.policy_hash != policy.hash_hex() {
                 return Err(ApprovalError::PolicyChanged {

@@ -115,6 +115,18 @@ impl Committed {
     }
 }
 
+/// Reads the node's chain height (VLS's chain tracker); `None` once the node is gone.
+pub type ChainHeight = Arc<dyn Fn() -> Option<u32> + Send + Sync>;
+
+#[derive(Clone)]
+struct ChainSource(ChainHeight);
+
+impl std::fmt::Debug for ChainSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainSource")
+    }
+}
+
 /// The policy file on disk, as last read: it is only ever a proposal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyFile {
@@ -183,6 +195,8 @@ pub struct Core {
     committed: Committed,
     /// What the policy's emergency stops count.
     emergency: Mutex<crate::recovery::EmergencyWatch>,
+    /// The node's chain height, as its chain tracker (fed by the node) knows it.
+    chain: RwLock<Option<ChainSource>>,
 }
 
 impl Core {
@@ -263,6 +277,7 @@ impl Core {
             frozen: live.frozen.clone(),
             committed,
             emergency: Mutex::new(Default::default()),
+            chain: RwLock::new(None),
         })
     }
 
@@ -383,6 +398,21 @@ impl Core {
             0,
         );
         Ok(())
+    }
+
+    /// Where the node's chain height comes from (the signer sets it when it builds the node).
+    pub fn set_chain_height(&self, f: ChainHeight) {
+        *self.chain.write().unwrap_or_else(|p| p.into_inner()) = Some(ChainSource(f));
+    }
+
+    /// The node's chain height, if known.
+    pub fn chain_height(&self) -> Option<u32> {
+        let f = self
+            .chain
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        (f.0)()
     }
 
     /// Why the policy file on disk is not the policy in force (shown by `status`), if it is not:

@@ -31,6 +31,9 @@ pub enum RecoveryError {
     /// replace-admins may change admins and quorums only.
     #[error("replace-admins may change only the admins and their quorums; this policy also changes: {0}. Propose rule changes with wardenctl policy propose")]
     ChangesRules(String),
+    /// The policy counts blocks, and no chain height is known.
+    #[error("the policy's recovery delay counts blocks (recovery.delay_blocks), but wardend knows no chain height yet; connect the node (it feeds blocks) and start again")]
+    NoChain,
     /// unfreeze with nothing frozen.
     #[error("the signer is not frozen; there is nothing to unfreeze")]
     NotFrozen,
@@ -120,6 +123,7 @@ impl Core {
                     changes,
                     earliest_at: 0,
                     started_at: None,
+                    started_height: None,
                 }
             }
             RecoveryKind::Unfreeze => {
@@ -134,6 +138,7 @@ impl Core {
                     changes: Vec::new(),
                     earliest_at: 0,
                     started_at: None,
+                    started_height: None,
                 }
             }
         };
@@ -151,9 +156,14 @@ impl Core {
         let now = self.clock.now();
         let policy = self.policy().policy;
         let txn = self.store.begin()?;
+        let counts_blocks = policy.recovery.as_ref().is_some_and(|r| r.delay_blocks > 0);
+        let height = self.chain_height();
+        if counts_blocks && height.is_none() {
+            return Err(RecoveryError::NoChain);
+        }
         let record = self
             .approvals
-            .start_recovery(id, format, signature, &policy, now)?;
+            .start_recovery(id, format, signature, &policy, now, height)?;
         let action = record.recovery.as_ref().expect("a recovery action");
         let data = serde_json::json!({
             "request_id": record.id,
@@ -217,7 +227,9 @@ impl Core {
         policy: &crate::policy::Policy,
         now: u64,
     ) -> Result<String, RecoveryError> {
-        let record = self.approvals.consume_recovery(id, policy, now)?;
+        let record = self
+            .approvals
+            .consume_recovery(id, policy, now, self.chain_height())?;
         let action = record.recovery.clone().expect("a recovery action");
         let approvers = vec![RECOVERY_KEY.to_string()];
         let message = match action.action {

@@ -438,6 +438,13 @@ fn recovery(d: &mut Diff, o: Option<&Recovery>, n: Option<&Recovery>) {
                 format_duration,
                 false,
             );
+            d.bound(
+                "recovery delay_blocks",
+                Some(u64::from(o.delay_blocks)),
+                Some(u64::from(n.delay_blocks)),
+                |v| format!("{v} blocks"),
+                false,
+            );
             for a in n.actions.iter().filter(|a| !o.actions.contains(a)) {
                 d.loose(format!("recovery may now {}", a.as_str()));
             }

@@ -66,6 +66,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "burst.within",
     "recovery.key",
     "recovery.delay",
+    "recovery.delay_blocks",
     "recovery.actions",
     "time_window.tag",
     "time_window.mode",
@@ -1046,6 +1047,17 @@ fn recovery(
         .duration(cx, "delay", what)
         .map(|d| d.0)
         .unwrap_or(72 * 3_600);
+    let delay_blocks = match f.integer(cx, "delay_blocks", what) {
+        Some((n, _)) if (0..=100_000).contains(&n) => n as u32,
+        Some((n, nspan)) => {
+            cx.err(
+                nspan,
+                format!("`delay_blocks` in {what} is {n}; it must be between 0 and 100000"),
+            );
+            0
+        }
+        None => 0,
+    };
     let actions = if f.map.contains_key("actions") {
         let mut out = Vec::new();
         for (name, nspan) in f.strings(cx, "actions", what) {
@@ -1062,6 +1074,7 @@ fn recovery(
     Some(Recovery {
         key: key?,
         delay_secs,
+        delay_blocks,
         actions,
     })
 }

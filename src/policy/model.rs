@@ -249,6 +249,9 @@ pub struct Recovery {
     pub key: AdminKey,
     /// Seconds between the start and the earliest execution.
     pub delay_secs: u64,
+    /// Blocks that must also pass (counted by the node's chain tracker, which the node feeds);
+    /// 0 = time only.
+    pub delay_blocks: u32,
     /// The actions it may start.
     pub actions: Vec<RecoveryKind>,
 }

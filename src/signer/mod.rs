@@ -165,7 +165,7 @@ pub fn build_handler(
         .map_err(|e| SignerError::Persist(format!("{e:?}")))?;
     let built = HandlerBuilder::new(settings.network, 0, services, seed_bytes)
         .approver(Arc::new(WardenApprover::new(
-            core,
+            core.clone(),
             settings.network,
             settings.max_invoices,
             validator_factory,
@@ -182,6 +182,12 @@ pub fn build_handler(
     };
     // Warden owns allowlisting: VLS's allowlist stays empty so no payee skips the policy.
     let node = init.node().clone();
+    // Recovery delays may count blocks: the height is the node's chain tracker's, held weakly
+    // (the node holds the core through its approver).
+    let weak = Arc::downgrade(&node);
+    core.set_chain_height(Arc::new(move || {
+        weak.upgrade().map(|n| n.get_chain_height())
+    }));
     if node.allowlist().map(|l| !l.is_empty()).unwrap_or(false) {
         node.set_allowlist(&[])
             .map_err(|e| SignerError::Build(format!("clearing the VLS allowlist: {e:?}")))?;
