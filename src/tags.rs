@@ -39,8 +39,12 @@ pub const FROZEN: &str = "warden-frozen";
 /// A condition of the policy's `[emergency_stop]` was met and froze the signer.
 pub const EMERGENCY_STOP: &str = "warden-emergency-stop";
 
+/// An on-chain spend approved by the recovery key's `sweep`: every output goes to the policy's
+/// recovery destination.
+pub const RECOVERY_SWEEP: &str = "warden-recovery-sweep";
+
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     AUDIT_FAILURE,
     HSM_UNAVAILABLE,
     STORE_FAILURE,
@@ -57,6 +61,7 @@ pub const ALL: [&str; 16] = [
     CLOCK_JUMPED,
     FROZEN,
     EMERGENCY_STOP,
+    RECOVERY_SWEEP,
 ];
 
 /// The first `policy-…` tag in the text of a VLS error. VLS's handler turns its

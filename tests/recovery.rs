@@ -357,3 +357,122 @@ async fn with_delay_blocks_the_chain_must_move_on_as_well_as_the_clock() {
     execute(&h, &r.id).await.unwrap();
     assert!(h.core.frozen().is_none());
 }
+
+fn xpub(seed: u8, network: lightning_signer::bitcoin::NetworkKind) -> String {
+    use lightning_signer::bitcoin::bip32::{Xpriv, Xpub};
+    let secp = lightning_signer::bitcoin::secp256k1::Secp256k1::new();
+    let xprv = Xpriv::new_master(network, &[seed; 32]).unwrap();
+    Xpub::from_priv(&secp, &xprv).to_string()
+}
+
+fn derived(descriptor: &str, i: u32) -> String {
+    use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
+    use std::str::FromStr;
+    Descriptor::<DescriptorPublicKey>::from_str(descriptor)
+        .unwrap()
+        .at_derivation_index(i)
+        .unwrap()
+        .address(lightning_signer::bitcoin::Network::Bitcoin)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_allows_on_chain_spends_to_the_recovery_destination_and_nothing_else() {
+    use warden::policy::PaymentRequest;
+    let h = AdminHarness::start().await;
+    let recovery = AdminKey::generate();
+    let desc = format!(
+        "wpkh({}/0/*)",
+        xpub(7, lightning_signer::bitcoin::NetworkKind::Main)
+    );
+    let text = format!(
+        "{}destination = \"{desc}\"\ndestination_range = 10\n",
+        with_recovery(&h, &recovery)
+    );
+    install(&h, &text);
+    let r = open(&h, "sweep", "").await.unwrap();
+    assert_eq!(
+        r.recovery_text, desc,
+        "the key signs the destination it sweeps to"
+    );
+    start(&h, &r, &recovery).await.unwrap();
+    h.clock.advance(RECOVERY_DRAFT_SECS + DELAY);
+    let msg = execute(&h, &r.id).await.unwrap();
+    assert!(
+        msg.contains("to the recovery destination are allowed"),
+        "{msg}"
+    );
+    let spend = |outputs: Vec<(String, u64)>| {
+        h.core
+            .decide_payment(&PaymentRequest::onchain(outputs), None)
+    };
+    let ok = spend(vec![(derived(&desc, 5), 900_000_000_000)]);
+    assert!(ok.approved, "{ok:?}");
+    assert_eq!(ok.tags, vec!["warden-recovery-sweep"]);
+    for outputs in [
+        // Beyond destination_range.
+        vec![(derived(&desc, 10), 1_000)],
+        // Another address.
+        vec![(
+            "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq".to_string(),
+            1_000,
+        )],
+        // One output to the destination is not enough.
+        vec![
+            (derived(&desc, 1), 1_000),
+            (
+                "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq".to_string(),
+                1_000,
+            ),
+        ],
+    ] {
+        let no = spend(outputs.clone());
+        assert!(!no.approved, "{outputs:?}");
+        assert_eq!(no.tags, vec!["warden-frozen"]);
+    }
+    // A Lightning payment is no on-chain spend to the destination.
+    let ln = h.core.decide_payment(
+        &PaymentRequest::invoice([3; 32], 1_000_000, common::api::PAYEE, None),
+        None,
+    );
+    assert_eq!(ln.tags, vec!["warden-frozen"]);
+}
+
+#[test]
+fn a_recovery_destination_is_checked_by_miniscript() {
+    let admins = "version = 1\n[admins]\nalice = { pubkey = \"02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828\" }\n\n[recovery]\nkey = { pubkey = \"02c7710ba1c1b241e450d60cd814109129534559fd714b814baae7ac13849fc436\" }\n";
+    let testnet = format!(
+        "wpkh({}/0/*)",
+        xpub(1, lightning_signer::bitcoin::NetworkKind::Test)
+    );
+    for (line, expected) in [
+        (
+            "destination = \"wsh(nonsense)\"".to_string(),
+            "not a valid output descriptor",
+        ),
+        (
+            format!("destination = \"{testnet}\""),
+            "is not for the bitcoin network",
+        ),
+        (
+            "actions = [\"sweep\"]".to_string(),
+            "allows \"sweep\" but names no `destination`",
+        ),
+    ] {
+        let errors = warden::policy::parse_policy(&format!("{admins}{line}\n")).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.message.contains(expected)),
+            "{line}: {errors:?}"
+        );
+    }
+    let ok = format!(
+        "{admins}destination = \"wpkh({}/0/*)\"\n",
+        xpub(1, lightning_signer::bitcoin::NetworkKind::Main)
+    );
+    let p = warden::policy::parse_policy(&ok).unwrap();
+    assert_eq!(
+        p.recovery.unwrap().destination.unwrap().addresses.len(),
+        1_000
+    );
+}

@@ -127,7 +127,8 @@ fn recovery_status(e: RecoveryError) -> Status {
         RecoveryError::Approval(e) => to_status(e),
         RecoveryError::Store(e) => Status::unavailable(e.to_string()),
         RecoveryError::Audit(_) => Status::unavailable(e.to_string()),
-        RecoveryError::NoChain
+        RecoveryError::NoDestination
+        | RecoveryError::NoChain
         | RecoveryError::NoRecoveryKey
         | RecoveryError::NotFrozen
         | RecoveryError::NotAllowed(..) => Status::failed_precondition(e.to_string()),
@@ -725,7 +726,7 @@ impl Warden for AdminService {
         let req = request.into_inner();
         let action = RecoveryKind::parse(&req.action).ok_or_else(|| {
             Status::invalid_argument(format!(
-                "unknown recovery action \"{}\"; the actions are \"replace-admins\" and \"unfreeze\"",
+                "unknown recovery action \"{}\"; the actions are \"replace-admins\", \"unfreeze\" and \"sweep\"",
                 req.action
             ))
         })?;

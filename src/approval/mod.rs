@@ -27,6 +27,7 @@
 //!                                               --   len || reason || u32be len ||
 //!                                               --   nonce))
 //!                                               -- recovery: u8(action: 1 replace-admins,
+//!                                               --   3 sweep,
 //!                                               --   2 unfreeze) || sha256(parameters)
 //!                                               --   || u64be(earliest execution time)
 //!       || u32be(len(rule_tag)) || rule_tag     -- the approval rule holding the payment;

@@ -101,6 +101,24 @@ impl Core {
         self.store.after_commit(move || committed.set_frozen(None));
     }
 
+    /// Put the recovery key's `sweep` in force, in the open transaction: the signer is frozen
+    /// (if it was not) and on-chain spends to the recovery destination pass.
+    pub(super) fn sweep_mode(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let freezes = FreezeStore::new(&self.store);
+        let mut f = match freezes.get()? {
+            Some(f) => f,
+            None => FreezeState::new(now, "recovery sweep", "the recovery key's sweep")?,
+        };
+        f.sweep = true;
+        freezes.put(&f)?;
+        *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(f.clone());
+        let committed = self.committed.clone();
+        self.store
+            .after_commit(move || committed.set_frozen(Some(f)));
+        Ok(())
+    }
+
     /// An emergency stop's condition was met: freeze, naming the condition.
     pub(super) fn trip(&self, trigger: Trigger) {
         if self.frozen().is_some() {

@@ -604,6 +604,63 @@ impl Core {
         answer
     }
 
+    /// Under the recovery key's sweep: an on-chain spend whose every output is an address of the
+    /// recovery destination is approved (audited and announced); `None` for anything else.
+    fn sweep_spend(
+        &self,
+        now: u64,
+        req: &PaymentRequest,
+    ) -> Result<Option<PaymentAnswer>, (&'static str, String)> {
+        let policy = self.policy().policy;
+        let Some(dest) = policy
+            .recovery
+            .as_ref()
+            .and_then(|r| r.destination.as_ref())
+        else {
+            return Ok(None);
+        };
+        let all_to_destination = !req.outputs.is_empty()
+            && req.outputs.iter().all(|(d, _)| match d {
+                crate::policy::Destination::Address(a) => dest.addresses.contains(a),
+                crate::policy::Destination::Node(_) => false,
+            });
+        if !all_to_destination {
+            return Ok(None);
+        }
+        let tag = crate::tags::RECOVERY_SWEEP.to_string();
+        let decision = crate::policy::Decision {
+            verdict: Verdict::Approve,
+            tags: vec![tag.clone()],
+            warnings: vec![],
+            policy_hash: policy.hash,
+        };
+        self.audit_decision(now, req, &decision, serde_json::Value::Null)
+            .map_err(|e| {
+                (
+                    crate::tags::AUDIT_FAILURE,
+                    format!("the audit record could not be written: {e}"),
+                )
+            })?;
+        self.metrics.decision("approve", std::slice::from_ref(&tag));
+        self.events.announce(
+            now,
+            EventKind::PaymentApproved,
+            "",
+            std::slice::from_ref(&tag),
+            format!(
+                "on-chain spend of {} to the recovery destination approved (recovery sweep)",
+                format_msat(req.amount_msat())
+            ),
+            req.amount_msat(),
+        );
+        Ok(Some(PaymentAnswer {
+            approved: true,
+            tags: vec![tag],
+            reason: String::new(),
+            request_id: None,
+        }))
+    }
+
     /// A payment refused because the signer is frozen: audited and announced like any refusal.
     fn refuse_frozen(
         &self,
@@ -660,6 +717,11 @@ impl Core {
         let now = self.clock.now();
         let amount = req.amount_msat();
         if let Some(f) = self.frozen() {
+            if f.sweep && req.kind == crate::policy::PaymentKind::OnChain {
+                if let Some(answer) = self.sweep_spend(now, req)? {
+                    return Ok(answer);
+                }
+            }
             return self.refuse_frozen(now, req, &f);
         }
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());

@@ -31,6 +31,9 @@ pub enum RecoveryError {
     /// replace-admins may change admins and quorums only.
     #[error("replace-admins may change only the admins and their quorums; this policy also changes: {0}. Propose rule changes with wardenctl policy propose")]
     ChangesRules(String),
+    /// sweep without a destination.
+    #[error("the policy's [recovery] names no `destination`, so there is nowhere to sweep to")]
+    NoDestination,
     /// The policy counts blocks, and no chain height is known.
     #[error("the policy's recovery delay counts blocks (recovery.delay_blocks), but wardend knows no chain height yet; connect the node (it feeds blocks) and start again")]
     NoChain,
@@ -121,6 +124,24 @@ impl Core {
                     text: Some(text),
                     freeze: None,
                     changes,
+                    earliest_at: 0,
+                    started_at: None,
+                    started_height: None,
+                }
+            }
+            RecoveryKind::Sweep => {
+                let dest = recovery
+                    .destination
+                    .as_ref()
+                    .ok_or(RecoveryError::NoDestination)?;
+                RecoveryAction {
+                    action,
+                    params_hash: hex::encode(
+                        sha256::Hash::hash(dest.descriptor.as_bytes()).to_byte_array(),
+                    ),
+                    text: Some(dest.descriptor.clone()),
+                    freeze: None,
+                    changes: Vec::new(),
                     earliest_at: 0,
                     started_at: None,
                     started_height: None,
@@ -259,6 +280,24 @@ impl Core {
                     now,
                 )?;
                 format!("recovery {id} executed: policy {hash} with the new admins is in force")
+            }
+            RecoveryKind::Sweep => {
+                let dest = policy
+                    .recovery
+                    .as_ref()
+                    .and_then(|r| r.destination.as_ref())
+                    .ok_or(RecoveryError::NoDestination)?;
+                if action.text.as_deref() != Some(dest.descriptor.as_str()) {
+                    return Err(ApprovalError::Tampered {
+                        id: id.into(),
+                        detail: "the destination signed is not the policy's".into(),
+                    }
+                    .into());
+                }
+                self.sweep_mode()?;
+                format!(
+                    "recovery {id} executed: on-chain spends to the recovery destination are allowed, and nothing else"
+                )
             }
             RecoveryKind::Unfreeze => {
                 let freezes = FreezeStore::new(&self.store);

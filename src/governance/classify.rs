@@ -445,6 +445,12 @@ fn recovery(d: &mut Diff, o: Option<&Recovery>, n: Option<&Recovery>) {
                 |v| format!("{v} blocks"),
                 false,
             );
+            match (&o.destination, &n.destination) {
+                (None, Some(_)) => d.loose("recovery destination added".into()),
+                (Some(_), None) => d.tight("recovery destination removed".into()),
+                (Some(a), Some(b)) if a != b => d.loose("recovery destination changed".into()),
+                _ => {}
+            }
             for a in n.actions.iter().filter(|a| !o.actions.contains(a)) {
                 d.loose(format!("recovery may now {}", a.as_str()));
             }

@@ -68,6 +68,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "recovery.delay",
     "recovery.delay_blocks",
     "recovery.actions",
+    "recovery.destination",
+    "recovery.destination_range",
     "time_window.tag",
     "time_window.mode",
     "time_window.above",
@@ -1064,18 +1066,101 @@ fn recovery(
             match RecoveryKind::parse(&name) {
                 Some(a) if !out.contains(&a) => out.push(a),
                 Some(_) => cx.err(nspan, format!("action \"{name}\" is listed twice in {what}")),
-                None => cx.err(nspan, format!("unknown recovery action \"{name}\" in {what}; the actions are \"replace-admins\" and \"unfreeze\"")),
+                None => cx.err(nspan, format!("unknown recovery action \"{name}\" in {what}; the actions are \"replace-admins\", \"unfreeze\" and \"sweep\"")),
             }
         }
         out
     } else {
-        vec![RecoveryKind::ReplaceAdmins, RecoveryKind::Unfreeze]
+        vec![
+            RecoveryKind::ReplaceAdmins,
+            RecoveryKind::Unfreeze,
+            RecoveryKind::Sweep,
+        ]
     };
+    let range = match f.integer(cx, "destination_range", what) {
+        Some((n, _)) if (1..=100_000).contains(&n) => n as u32,
+        Some((n, nspan)) => {
+            cx.err(
+                nspan,
+                format!("`destination_range` in {what} is {n}; it must be between 1 and 100000"),
+            );
+            1_000
+        }
+        None => 1_000,
+    };
+    let destination = match f.string(cx, "destination", what, "wsh(multi(2,xpub.../0/*,...))") {
+        None => None,
+        Some((text, span)) => match recovery_destination(&text, range, cx.network) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                cx.err(span, format!("`destination` in {what}: {e}"));
+                None
+            }
+        },
+    };
+    if destination.is_none()
+        && actions.contains(&RecoveryKind::Sweep)
+        && f.map.contains_key("actions")
+    {
+        cx.err(
+            span.clone(),
+            format!("{what} allows \"sweep\" but names no `destination` to sweep to"),
+        );
+    }
     Some(Recovery {
         key: key?,
         delay_secs,
         delay_blocks,
         actions,
+        destination,
+    })
+}
+
+/// Parse and check a recovery destination descriptor for `network`, and derive its addresses.
+fn recovery_destination(
+    text: &str,
+    range: u32,
+    network: Network,
+) -> Result<RecoveryDestination, String> {
+    use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
+    use miniscript::ForEachKey;
+    let desc = Descriptor::<DescriptorPublicKey>::from_str(text)
+        .map_err(|e| format!("not a valid output descriptor ({e})"))?;
+    desc.sanity_check()
+        .map_err(|e| format!("the descriptor is not sane ({e})"))?;
+    if desc.is_multipath() {
+        return Err("a multipath descriptor (<0;1>) names several paths; give one".into());
+    }
+    let want = lightning_signer::bitcoin::NetworkKind::from(network);
+    let mut wrong = None;
+    desc.for_each_key(|k| {
+        if let DescriptorPublicKey::XPub(x) = k {
+            if x.xkey.network != want {
+                wrong = Some(x.xkey.to_string());
+            }
+        }
+        true
+    });
+    if let Some(k) = wrong {
+        return Err(format!(
+            "the extended key {k} is not for the {network} network"
+        ));
+    }
+    let n = if desc.has_wildcard() { range } else { 1 };
+    let mut addresses = std::collections::BTreeSet::new();
+    for i in 0..n {
+        let d = desc
+            .at_derivation_index(i)
+            .map_err(|e| format!("index {i} cannot be derived ({e})"))?;
+        let a = d
+            .address(network)
+            .map_err(|e| format!("index {i} has no address ({e})"))?;
+        addresses.insert(a.to_string());
+    }
+    Ok(RecoveryDestination {
+        descriptor: text.to_string(),
+        range: n,
+        addresses,
     })
 }
 

@@ -212,6 +212,8 @@ pub enum RecoveryKind {
     ReplaceAdmins,
     /// Lift the freeze in force.
     Unfreeze,
+    /// Allow on-chain spends to the recovery destination, and nothing else.
+    Sweep,
 }
 
 impl RecoveryKind {
@@ -220,6 +222,7 @@ impl RecoveryKind {
         match self {
             RecoveryKind::ReplaceAdmins => "replace-admins",
             RecoveryKind::Unfreeze => "unfreeze",
+            RecoveryKind::Sweep => "sweep",
         }
     }
 
@@ -228,6 +231,7 @@ impl RecoveryKind {
         match self {
             RecoveryKind::ReplaceAdmins => 1,
             RecoveryKind::Unfreeze => 2,
+            RecoveryKind::Sweep => 3,
         }
     }
 
@@ -236,6 +240,7 @@ impl RecoveryKind {
         match s {
             "replace-admins" => Some(RecoveryKind::ReplaceAdmins),
             "unfreeze" => Some(RecoveryKind::Unfreeze),
+            "sweep" => Some(RecoveryKind::Sweep),
             _ => None,
         }
     }
@@ -254,6 +259,19 @@ pub struct Recovery {
     pub delay_blocks: u32,
     /// The actions it may start.
     pub actions: Vec<RecoveryKind>,
+    /// Where `sweep` lets on-chain funds go.
+    pub destination: Option<RecoveryDestination>,
+}
+
+/// The recovery destination: an output descriptor and the addresses it derives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryDestination {
+    /// The descriptor, as written.
+    pub descriptor: String,
+    /// Indices derived (0..range) when it has a wildcard; 1 otherwise.
+    pub range: u32,
+    /// Every address it derives in that range, for the node's network.
+    pub addresses: std::collections::BTreeSet<String>,
 }
 
 /// More than `count` events within `within_secs`.

@@ -30,6 +30,10 @@ pub struct FreezeState {
     /// Random, hex: two freezes never share an id, even by the same hand in the same second.
     #[serde(default)]
     pub nonce: String,
+    /// The recovery key's `sweep` is in force: on-chain spends to the recovery destination
+    /// pass, and nothing else does.
+    #[serde(default)]
+    pub sweep: bool,
 }
 
 impl FreezeState {
@@ -59,6 +63,7 @@ impl FreezeState {
             by: by.to_string(),
             reason: reason.to_string(),
             nonce: hex::encode(nonce),
+            sweep: false,
         })
     }
 }

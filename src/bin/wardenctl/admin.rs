@@ -193,6 +193,7 @@ pub fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalField
             by: r.freeze_by.clone(),
             reason: r.freeze_reason.clone(),
             nonce: r.freeze_nonce.clone(),
+            sweep: false,
         };
         if shown.id() != id {
             bail!(
@@ -212,7 +213,7 @@ pub fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalField
         let params = hash32(&r.recovery_params_hash, "recovery parameters hash")?;
         // What the key signs must be what is shown: the new policy's text, or the freeze.
         let shown = match action {
-            warden::policy::RecoveryKind::ReplaceAdmins => {
+            warden::policy::RecoveryKind::ReplaceAdmins | warden::policy::RecoveryKind::Sweep => {
                 sha256::Hash::hash(r.recovery_text.as_bytes()).to_byte_array()
             }
             warden::policy::RecoveryKind::Unfreeze => freeze_id()?,

@@ -157,7 +157,7 @@ enum RecoveryCommand {
     /// a policy that changes only admins and quorums) or unfreeze. It is announced at once and
     /// becomes executable after the policy's recovery delay.
     Start {
-        /// "replace-admins" or "unfreeze".
+        /// "replace-admins", "unfreeze" or "sweep".
         action: String,
         /// replace-admins: the policy file with the new admins.
         #[arg(long)]
@@ -174,7 +174,7 @@ enum RecoveryCommand {
     },
     /// Open an action without signing it, to sign its text on a hardware wallet.
     Open {
-        /// "replace-admins" or "unfreeze".
+        /// "replace-admins", "unfreeze" or "sweep".
         action: String,
         /// replace-admins: the policy file with the new admins.
         #[arg(long)]
