@@ -476,3 +476,48 @@ fn a_recovery_destination_is_checked_by_miniscript() {
         1_000
     );
 }
+
+/// A recovery key held in a hardware wallet: declared by its address, it signs the action's
+/// text as a Bitcoin message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hardware_wallet_recovery_key_signs_the_action_s_text() {
+    let h = AdminHarness::start().await;
+    let wallet = common::api::WalletAdmin::new(0x43);
+    let text = format!(
+        "{}\n[recovery]\nkey = {{ address = \"{}\" }}\ndelay = \"1h\"\n",
+        h.core.policy().text,
+        wallet.p2wpkh
+    );
+    install(&h, &text);
+    h.core.freeze("erin", "rogue admin").unwrap();
+    let r = open(&h, "unfreeze", "").await.unwrap();
+    assert!(
+        r.approval_text.contains("recovery: unfreeze")
+            && r.approval_text.contains("executable: from"),
+        "{}",
+        r.approval_text
+    );
+    let signed = |sig: Vec<u8>| proto::DecisionRequest {
+        id: r.id.clone(),
+        admin: "recovery-key".into(),
+        format: proto::SignatureFormat::BitcoinMessage as i32,
+        signature: sig,
+        reason: String::new(),
+    };
+    // A signature over other text does not start it.
+    let e = h
+        .client("relay")
+        .await
+        .start_recovery(signed(wallet.sign_core("something else")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    h.client("relay")
+        .await
+        .start_recovery(signed(wallet.sign_core(&r.approval_text)))
+        .await
+        .unwrap();
+    h.clock.advance(3_600 + 600);
+    execute(&h, &r.id).await.unwrap();
+    assert!(h.core.frozen().is_none());
+}

@@ -21,6 +21,56 @@ quorum = { need = 2, of = ["alice", "bob", "carol"] }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_shows_the_windows_and_a_pending_request() {
     let mut cln = Cln::start("top-tui", RULES).await;
+    top_shows(&mut cln, &[], &[], |_| {}).await;
+}
+
+/// A freeze and a started recovery action are on the header of `top`, where admins look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_a_freeze_and_a_started_recovery_action() {
+    let recovery = warden::approval::keys::AdminKey::generate();
+    let rules = format!(
+        "{RULES}\n[recovery]\nkey = {{ pubkey = \"{}\" }}\ndelay = \"72h\"\n",
+        recovery.public_key()
+    );
+    let mut cln = Cln::start("top-tui-recovery", &rules).await;
+    let keyfile = cln.token.path().join("recovery.key");
+    recovery.save(&keyfile).unwrap();
+    // After the payments top_shows makes (a frozen signer would refuse them).
+    let freeze_and_break_glass = move |cln: &Cln| {
+        let out = cln.wardenctl("carol", &["freeze", "--reason", "incident 7"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = cln.wardenctl(
+            "alice",
+            &[
+                "recovery",
+                "start",
+                "unfreeze",
+                "--key",
+                keyfile.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    top_shows(
+        &mut cln,
+        &["FROZEN since", "by carol: incident 7", "RECOVERY rc-"],
+        &["unfreeze started"],
+        freeze_and_break_glass,
+    )
+    .await;
+}
+
+/// Run `top` in tmux and check the screen: the windows and a pending request always, and
+/// `header` and `more` when given; `before_top` runs after the payments, before `top` starts.
+async fn top_shows(cln: &mut Cln, header: &[&str], more: &[&str], before_top: impl FnOnce(&Cln)) {
     block_in_place(|| cln.init());
     let payee = Payee::new(0x11);
     assert!(block_in_place(
@@ -34,7 +84,8 @@ async fn top_shows_the_windows_and_a_pending_request() {
         .unwrap()
         .to_string();
 
-    let socket = format!("warden-top-{}", std::process::id());
+    block_in_place(|| before_top(cln));
+    let socket = format!("warden-top-{}-{}", std::process::id(), header.len());
     let env = |k: &str, v: String| format!("{k}={v}");
     let status = Command::new("tmux")
         .args([
@@ -88,7 +139,10 @@ async fn top_shows_the_windows_and_a_pending_request() {
     let mut screen = String::new();
     for _ in 0..100 {
         screen = capture();
-        if screen.contains(&id) && screen.contains("daily-cap") {
+        if screen.contains(&id)
+            && screen.contains("daily-cap")
+            && header.iter().chain(more).all(|h| screen.contains(h))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -115,4 +169,7 @@ async fn top_shows_the_windows_and_a_pending_request() {
         "{screen}"
     );
     assert!(screen.contains("[connected]"), "{screen}");
+    for h in header.iter().chain(more) {
+        assert!(screen.contains(h), "{h} is on screen:\n{screen}");
+    }
 }

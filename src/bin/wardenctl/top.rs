@@ -27,10 +27,16 @@ struct View {
 
 fn draw(f: &mut ratatui::Frame, v: &View) {
     let windows = v.status.as_ref().map(|s| s.windows.len()).unwrap_or(0) as u16;
+    // The header grows by a line for a freeze and for each started recovery action.
+    let alarms = v
+        .status
+        .as_ref()
+        .map(|s| usize::from(!s.frozen.is_empty()) + s.recovery.len())
+        .unwrap_or(0) as u16;
     let chunks = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
-            Constraint::Length(4),
+            Constraint::Length(4 + alarms),
             Constraint::Length(windows * 3 + 2),
             Constraint::Min(6),
             Constraint::Min(6),
@@ -58,6 +64,21 @@ fn draw(f: &mut ratatui::Frame, v: &View) {
         None => vec![Line::from("connecting to wardend…")],
     };
     let mut head = head;
+    if let Some(s) = &v.status {
+        // A freeze and a started recovery action are what admins must not miss.
+        if !s.frozen.is_empty() {
+            head.push(Line::styled(
+                format!("FROZEN {}", s.frozen),
+                Style::default().fg(Color::Red),
+            ));
+        }
+        for r in &s.recovery {
+            head.push(Line::styled(
+                format!("RECOVERY {r}"),
+                Style::default().fg(Color::Red),
+            ));
+        }
+    }
     if let Some(e) = &v.error {
         head.push(Line::styled(e.clone(), Style::default().fg(Color::Red)));
     }
@@ -165,6 +186,9 @@ fn describe(e: &proto::Event) -> Option<String> {
         proto::EventKind::RequestApproved => "quorum",
         proto::EventKind::RequestRejected => "rejected",
         proto::EventKind::LimitWarning => "warning",
+        proto::EventKind::Freeze => "freeze",
+        proto::EventKind::Recovery => "RECOVERY",
+        proto::EventKind::Policy => "policy",
         _ => return None,
     };
     Some(format!(
