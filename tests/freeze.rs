@@ -17,36 +17,6 @@ fn small(n: u8) -> PaymentRequest {
     PaymentRequest::invoice([n; 32], 10_000_000, PAYEE, None)
 }
 
-async fn sign(
-    h: &AdminHarness,
-    admin: &str,
-    r: &proto::ApprovalRequest,
-    reject: bool,
-) -> Result<proto::DecisionResponse, tonic::Status> {
-    let digest = if reject {
-        &r.reject_digest
-    } else {
-        &r.approval_digest
-    };
-    let req = proto::DecisionRequest {
-        id: r.id.clone(),
-        admin: admin.into(),
-        format: proto::SignatureFormat::Bip340 as i32,
-        signature: h
-            .key(admin)
-            .sign_digest(digest.as_slice().try_into().unwrap())
-            .to_vec(),
-        reason: String::new(),
-    };
-    let mut c = h.client(admin).await;
-    if reject {
-        c.reject(req).await
-    } else {
-        c.approve(req).await
-    }
-    .map(|r| r.into_inner())
-}
-
 /// The harness's policy with `rules` appended.
 fn with_rules(h: &AdminHarness, rules: &str) -> LoadedPolicy {
     let text = format!("{}\n{rules}", h.core.policy().text);
@@ -149,21 +119,21 @@ async fn one_admin_freezes_at_once_and_lifting_the_freeze_needs_the_governance_q
     );
     assert_eq!(r.freeze_by, "erin");
     // One admin cannot keep the signer frozen: refusing the unfreeze needs the quorum too.
-    let out = sign(&h, "carol", &r, true).await.unwrap();
+    let out = h.sign("carol", &r, true).await.unwrap();
     assert!(
         out.message.contains("1 of 2 needed to refuse it"),
         "{}",
         out.message
     );
     // erin froze it but is outside the governance quorum: her approval does not count.
-    let e = sign(&h, "erin", &r, false).await.unwrap_err();
+    let e = h.sign("erin", &r, false).await.unwrap_err();
     assert!(e.message().contains("not in the quorum"), "{}", e.message());
-    sign(&h, "alice", &r, false).await.unwrap();
+    h.sign("alice", &r, false).await.unwrap();
     assert!(
         !h.core.decide_payment(&small(3), None).approved,
         "one admin cannot lift it"
     );
-    let out = sign(&h, "bob", &r, false).await.unwrap();
+    let out = h.sign("bob", &r, false).await.unwrap();
     assert!(
         out.message.contains("the freeze is lifted"),
         "{}",

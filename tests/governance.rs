@@ -32,36 +32,6 @@ async fn propose(h: &AdminHarness, admin: &str, text: &str) -> proto::ApprovalRe
         .unwrap()
 }
 
-async fn sign(
-    h: &AdminHarness,
-    admin: &str,
-    r: &proto::ApprovalRequest,
-    reject: bool,
-) -> Result<proto::DecisionResponse, tonic::Status> {
-    let digest = if reject {
-        &r.reject_digest
-    } else {
-        &r.approval_digest
-    };
-    let req = proto::DecisionRequest {
-        id: r.id.clone(),
-        admin: admin.into(),
-        format: proto::SignatureFormat::Bip340 as i32,
-        signature: h
-            .key(admin)
-            .sign_digest(digest.as_slice().try_into().unwrap())
-            .to_vec(),
-        reason: String::new(),
-    };
-    let mut c = h.client(admin).await;
-    if reject {
-        c.reject(req).await
-    } else {
-        c.approve(req).await
-    }
-    .map(|r| r.into_inner())
-}
-
 async fn status_hash(h: &AdminHarness) -> String {
     h.client("alice")
         .await
@@ -102,7 +72,7 @@ async fn a_tightening_takes_effect_when_the_quorum_signs_and_one_admin_alone_can
     );
     assert_eq!(r.proposer, "alice");
 
-    let out = sign(&h, "alice", &r, false).await.unwrap();
+    let out = h.sign("alice", &r, false).await.unwrap();
     assert!(out.message.contains("1 of 2"), "{}", out.message);
     assert_eq!(
         status_hash(&h).await,
@@ -110,7 +80,7 @@ async fn a_tightening_takes_effect_when_the_quorum_signs_and_one_admin_alone_can
         "one admin alone changes nothing"
     );
 
-    let out = sign(&h, "bob", &r, false).await.unwrap();
+    let out = h.sign("bob", &r, false).await.unwrap();
     assert!(out.message.contains("takes effect now"), "{}", out.message);
     let after = status_hash(&h).await;
     assert_eq!(after, hex::encode(&r.policy_change_hash));
@@ -139,8 +109,8 @@ async fn a_loosening_waits_its_delay_which_a_clock_step_back_does_not_shorten() 
     let r = propose(&h, "carol", &with_cap(&h, "9_000_000 sat")).await;
     assert!(r.loosens);
     assert_eq!(r.delay_secs, 86_400, "the default loosen_delay");
-    sign(&h, "alice", &r, false).await.unwrap();
-    let out = sign(&h, "bob", &r, false).await.unwrap();
+    h.sign("alice", &r, false).await.unwrap();
+    let out = h.sign("bob", &r, false).await.unwrap();
     assert!(
         out.message.contains("unless an admin vetoes it"),
         "{}",
@@ -176,11 +146,11 @@ async fn any_single_admin_vetoes_a_loosening_during_its_delay_even_one_who_appro
     let h = AdminHarness::start().await;
     let before = status_hash(&h).await;
     let r = propose(&h, "alice", &with_cap(&h, "9_000_000 sat")).await;
-    sign(&h, "alice", &r, false).await.unwrap();
-    sign(&h, "bob", &r, false).await.unwrap();
+    h.sign("alice", &r, false).await.unwrap();
+    h.sign("bob", &r, false).await.unwrap();
     h.clock.advance(3_600);
     let approved = get(&h, &r.id).await;
-    let out = sign(&h, "alice", &approved, true).await.unwrap();
+    let out = h.sign("alice", &approved, true).await.unwrap();
     assert!(out.message.contains("vetoed by alice"), "{}", out.message);
     assert_eq!(
         get(&h, &r.id).await.state,
@@ -196,14 +166,14 @@ async fn any_single_admin_vetoes_a_loosening_during_its_delay_even_one_who_appro
 
     // erin is in no quorum that governs policy, yet any admin may veto.
     let r = propose(&h, "alice", &with_cap(&h, "8_000_000 sat")).await;
-    sign(&h, "alice", &r, false).await.unwrap();
-    sign(&h, "carol", &r, false).await.unwrap();
+    h.sign("alice", &r, false).await.unwrap();
+    h.sign("carol", &r, false).await.unwrap();
     let approved = get(&h, &r.id).await;
-    let out = sign(&h, "erin", &approved, true).await.unwrap();
+    let out = h.sign("erin", &approved, true).await.unwrap();
     assert!(out.message.contains("vetoed by erin"), "{}", out.message);
     // Approving needs the governance quorum: erin's approval does not count.
     let r = propose(&h, "alice", &with_cap(&h, "7_000_000 sat")).await;
-    let e = sign(&h, "erin", &r, false).await.unwrap_err();
+    let e = h.sign("erin", &r, false).await.unwrap_err();
     assert!(
         e.message().contains("not in the quorum of rule governance"),
         "{}",
@@ -322,12 +292,12 @@ async fn a_broken_proposal_is_refused_with_every_line_and_column_and_the_policy_
 async fn a_proposal_approved_under_a_policy_no_longer_in_force_is_void() {
     let h = AdminHarness::start().await;
     let loosen = propose(&h, "alice", &with_cap(&h, "9_000_000 sat")).await;
-    sign(&h, "alice", &loosen, false).await.unwrap();
-    sign(&h, "bob", &loosen, false).await.unwrap();
+    h.sign("alice", &loosen, false).await.unwrap();
+    h.sign("bob", &loosen, false).await.unwrap();
     // Meanwhile a tightening takes effect: the loosening's signatures cover the old policy.
     let tighten = propose(&h, "carol", &with_cap(&h, "4_000_000 sat")).await;
-    sign(&h, "carol", &tighten, false).await.unwrap();
-    sign(&h, "alice", &tighten, false).await.unwrap();
+    h.sign("carol", &tighten, false).await.unwrap();
+    h.sign("alice", &tighten, false).await.unwrap();
     let tightened = status_hash(&h).await;
     assert_eq!(tightened, hex::encode(&tighten.policy_change_hash));
     h.clock.advance(86_400);
@@ -541,8 +511,8 @@ async fn a_policy_written_into_the_history_behind_wardends_back_does_not_verify(
         })
         .unwrap();
     let r = propose(&h, "alice", &with_cap(&h, "4_000_000 sat")).await;
-    sign(&h, "alice", &r, false).await.unwrap();
-    sign(&h, "bob", &r, false).await.unwrap();
+    h.sign("alice", &r, false).await.unwrap();
+    h.sign("bob", &r, false).await.unwrap();
     let network = first.policy.network;
     let verified = warden::core::verified_policy_in_force(h.core.store(), network)
         .unwrap()

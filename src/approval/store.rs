@@ -758,17 +758,7 @@ impl ApprovalStore {
                     state: record.state.as_str().into(),
                 });
             }
-            let quorum = policy.governance.quorum.clone();
-            let fields = ApprovalFields {
-                id: &record.id,
-                subject: record.subject(),
-                policy_hash: policy.hash,
-                expires_at: record.expires_at,
-                rule_tag: GOVERNANCE_RULE,
-                need: quorum.need,
-                members: quorum.of.clone(),
-            };
-            let approvers = verify_quorum(&record, policy, &fields, &quorum)?;
+            let approvers = verify_approved_under(&record, policy)?;
             record.state = RequestState::Consumed;
             record.consumed_at = Some(now);
             self.write(&record, false)?;
@@ -1061,17 +1051,7 @@ impl ApprovalStore {
                     ),
                 });
             }
-            let quorum = policy.governance.quorum.clone();
-            let fields = ApprovalFields {
-                id: &record.id,
-                subject: record.subject(),
-                policy_hash: policy.hash,
-                expires_at: record.expires_at,
-                rule_tag: GOVERNANCE_RULE,
-                need: quorum.need,
-                members: quorum.of.clone(),
-            };
-            let approvers = verify_quorum(&record, policy, &fields, &quorum)?;
+            let approvers = verify_approved_under(&record, policy)?;
             record.state = RequestState::Consumed;
             record.consumed_at = Some(now);
             self.write(&record, false)?;
@@ -1359,8 +1339,8 @@ impl ApprovalStore {
     }
 }
 
-/// Check that a governed record (a policy change or a recovery action) was approved under
-/// `policy`, the policy in force when it was made: a policy change's governance quorum
+/// Check that a governed record (a policy change, an unfreeze or a recovery action) was
+/// approved under `policy`, the policy in force when it was made: the governance quorum's
 /// signatures, or the recovery key's signature, verified again from the stored record. Returns
 /// who signed. Used when it takes effect, and at every start for each version of the policy
 /// history, so a database edit cannot put a policy in force that nobody approved.
@@ -1402,9 +1382,9 @@ pub fn verify_approved_under(
         )?;
         return Ok(vec![RECOVERY_KEY.to_string()]);
     }
-    if record.change.is_none() {
+    if record.change.is_none() && record.unfreeze.is_none() {
         return Err(tampered(
-            "it is neither a policy change nor a recovery action".into(),
+            "it is not a policy change, an unfreeze or a recovery action".into(),
         ));
     }
     let quorum = policy.governance.quorum.clone();

@@ -257,6 +257,39 @@ impl AdminHarness {
         Ok(WardenClient::new(channel))
     }
 
+    /// `admin`'s BIP-340 signature on `r` (its approve digest, or its reject digest), submitted
+    /// over the admin API with `admin`'s certificate.
+    pub async fn sign(
+        &self,
+        admin: &str,
+        r: &warden::api::proto::ApprovalRequest,
+        reject: bool,
+    ) -> Result<warden::api::proto::DecisionResponse, tonic::Status> {
+        use warden::api::proto;
+        let digest = if reject {
+            &r.reject_digest
+        } else {
+            &r.approval_digest
+        };
+        let req = proto::DecisionRequest {
+            id: r.id.clone(),
+            admin: admin.into(),
+            format: proto::SignatureFormat::Bip340 as i32,
+            signature: self
+                .key(admin)
+                .sign_digest(digest.as_slice().try_into().unwrap())
+                .to_vec(),
+            reason: String::new(),
+        };
+        let mut c = self.client(admin).await;
+        if reject {
+            c.reject(req).await
+        } else {
+            c.approve(req).await
+        }
+        .map(|r| r.into_inner())
+    }
+
     /// Hold a payment of `sat` to PAYEE through the real decision pipeline; returns its request id.
     pub fn hold(&self, sat: u64, n: u8) -> (PaymentRequest, String) {
         let req = PaymentRequest::invoice(
