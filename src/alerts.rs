@@ -28,6 +28,7 @@ pub fn is_alert(kind: EventKind) -> bool {
             | EventKind::Policy
             | EventKind::Freeze
             | EventKind::Recovery
+            | EventKind::Channel
     )
 }
 

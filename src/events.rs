@@ -38,6 +38,9 @@ pub enum EventKind {
     Freeze,
     /// A recovery action was started, cancelled or executed.
     Recovery,
+    /// A channel open was refused by `[channels]`, a channel started closing, or a channel's
+    /// outbound liquidity fell below the policy's alert level.
+    Channel,
 }
 
 /// One event.
@@ -108,6 +111,7 @@ impl EventKind {
             EventKind::Clock => "clock",
             EventKind::Freeze => "freeze",
             EventKind::Recovery => "recovery",
+            EventKind::Channel => "channel",
         }
     }
 }

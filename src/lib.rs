@@ -27,6 +27,7 @@ pub mod api;
 pub mod approval;
 pub mod audit;
 pub mod clock;
+pub mod cln_plugin;
 pub mod config;
 pub mod core;
 pub mod events;

@@ -43,8 +43,35 @@ pub const EMERGENCY_STOP: &str = "warden-emergency-stop";
 /// recovery destination.
 pub const RECOVERY_SWEEP: &str = "warden-recovery-sweep";
 
+/// `[channels]`: a channel larger than `max_channel_size`.
+pub const CHANNEL_SIZE: &str = "warden-channel-size";
+/// `[channels]`: capacity across channels above `max_total_capacity`.
+pub const CHANNEL_TOTAL: &str = "warden-channel-total";
+/// `[channels]`: capacity with one peer above `max_per_peer`.
+pub const CHANNEL_PEER: &str = "warden-channel-peer";
+/// `[channels]`: more channels than `max_channels`.
+pub const CHANNEL_COUNT: &str = "warden-channel-count";
+/// `[channels]`: an unannounced channel where `allow_private = false`.
+pub const CHANNEL_PRIVATE: &str = "warden-channel-private";
+/// `[channels]`: `max_htlcs_in_flight` outgoing HTLCs are already in flight.
+pub const HTLC_COUNT: &str = "warden-htlc-count";
+/// `[channels]`: the payment would put more than `max_in_flight` in flight.
+pub const HTLC_IN_FLIGHT: &str = "warden-htlc-in-flight";
+/// `[channels]`: a channel's outbound balance fell below `min_outbound` of its capacity (alert).
+pub const LIQUIDITY_LOW: &str = "warden-liquidity-low";
+/// A channel VLS holds started closing (alert).
+pub const CHANNEL_CLOSING: &str = "warden-channel-closing";
+/// The CLN plugin cannot tell what a command would spend (e.g. `all`, a short channel id), so
+/// it refuses it rather than let the signer refuse it fatally.
+pub const SPEND_UNCHECKABLE: &str = "warden-spend-uncheckable";
+/// The CLN plugin could not reach wardend to check a command: refused (fail closed).
+pub const SIGNER_UNREACHABLE: &str = "warden-signer-unreachable";
+/// An on-chain spend or channel funding reached the signer without the plugin's check and was
+/// refused there, which stops the node's hsmd: recorded before the answer.
+pub const UNCHECKED_SPEND: &str = "warden-unchecked-spend";
+
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 29] = [
     AUDIT_FAILURE,
     HSM_UNAVAILABLE,
     STORE_FAILURE,
@@ -62,6 +89,18 @@ pub const ALL: [&str; 17] = [
     FROZEN,
     EMERGENCY_STOP,
     RECOVERY_SWEEP,
+    CHANNEL_SIZE,
+    CHANNEL_TOTAL,
+    CHANNEL_PEER,
+    CHANNEL_COUNT,
+    CHANNEL_PRIVATE,
+    HTLC_COUNT,
+    HTLC_IN_FLIGHT,
+    LIQUIDITY_LOW,
+    CHANNEL_CLOSING,
+    SPEND_UNCHECKABLE,
+    SIGNER_UNREACHABLE,
+    UNCHECKED_SPEND,
 ];
 
 /// The first `policy-…` tag in the text of a VLS error. VLS's handler turns its

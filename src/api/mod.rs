@@ -21,7 +21,7 @@ use crate::approval::{ApprovalError, ApprovalRecord, Decision, RequestState, Sig
 use crate::core::{Core, FreezeError, GovernanceError, RecoveryError};
 use crate::events::{Event, EventKind};
 use crate::policy::units::format_duration;
-use crate::policy::RecoveryKind;
+use crate::policy::{PaymentRequest, RecoveryKind};
 use futures::Stream;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use limits::{AuthFailures, RateLimiter};
@@ -107,6 +107,29 @@ pub struct AdminService {
     // With TLS, a request without a client certificate is refused, never taken for the
     // loopback development mode.
     tls: bool,
+}
+
+/// A check's answer on the wire: held when the request it names waits for the admins (a
+/// refusal may name a request too: the rejected one whose veto it is).
+fn check_response(core: &Core, a: crate::core::PaymentAnswer) -> proto::CheckResponse {
+    let pending = |id: &String| {
+        core.approvals
+            .get(id)
+            .is_ok_and(|r| r.state_at(core.clock.now()) == RequestState::Pending)
+    };
+    let outcome = if a.approved {
+        proto::CheckOutcome::Approved
+    } else if a.request_id.as_ref().is_some_and(pending) {
+        proto::CheckOutcome::Held
+    } else {
+        proto::CheckOutcome::Refused
+    };
+    proto::CheckResponse {
+        outcome: outcome as i32,
+        tags: a.tags,
+        reason: a.reason,
+        request_id: a.request_id.unwrap_or_default(),
+    }
 }
 
 /// The subject common name of a DER certificate.
@@ -276,6 +299,7 @@ pub fn event_proto(e: &Event) -> proto::Event {
         EventKind::Clock => proto::EventKind::Clock,
         EventKind::Freeze => proto::EventKind::Freeze,
         EventKind::Recovery => proto::EventKind::Recovery,
+        EventKind::Channel => proto::EventKind::Channel,
     };
     proto::Event {
         seq: e.seq,
@@ -391,6 +415,17 @@ impl AdminService {
             Role::Viewer(cn) | Role::Node(cn) => Err(Status::permission_denied(format!(
                 "the certificate of {cn} may not carry recovery actions; use an admin's or a relay's"
             ))),
+        }
+    }
+
+    /// Who may ask what signing would decide: anyone but a viewer (a check may open an
+    /// approval request, which is a write).
+    fn may_check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match self.role(req)? {
+            Role::Viewer(cn) => Err(Status::permission_denied(format!(
+                "the certificate of {cn} is a viewer's (admin.viewers): it may not ask for checks, which can open approval requests"
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -788,6 +823,117 @@ impl Warden for AdminService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(recovery_status)?;
         Ok(Response::new(proto::ExecuteRecoveryResponse { message }))
+    }
+
+    async fn check_spend(
+        &self,
+        request: Request<proto::CheckSpendRequest>,
+    ) -> Result<Response<proto::CheckResponse>, Status> {
+        self.admit(&request)?;
+        self.may_check(&request)?;
+        let req = request.into_inner();
+        if req.outputs.is_empty() || req.outputs.len() > 1_000 {
+            return Err(Status::invalid_argument(
+                "a spend to check needs between 1 and 1,000 outputs",
+            ));
+        }
+        let network = self.core.policy().policy.network;
+        let mut outputs = Vec::with_capacity(req.outputs.len());
+        for o in &req.outputs {
+            let address = o
+                .address
+                .parse::<lightning_signer::bitcoin::Address<_>>()
+                .and_then(|a| a.require_network(network))
+                .map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "output address {:?} is not a {network} address: {e}",
+                        o.address
+                    ))
+                })?;
+            let msat = o.amount_sat.checked_mul(1_000).ok_or_else(|| {
+                Status::invalid_argument(format!("output amount {} sat is too large", o.amount_sat))
+            })?;
+            outputs.push((address.to_string(), msat));
+        }
+        let core = self.core.clone();
+        let command = req.command;
+        let answer = tokio::task::spawn_blocking(move || {
+            let answer = core.check_payment(&PaymentRequest::onchain(outputs));
+            tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "spend checked");
+            answer
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(check_response(&self.core, answer)))
+    }
+
+    async fn check_channel_open(
+        &self,
+        request: Request<proto::CheckChannelOpenRequest>,
+    ) -> Result<Response<proto::CheckResponse>, Status> {
+        self.admit(&request)?;
+        self.may_check(&request)?;
+        let req = request.into_inner();
+        if req.opens.is_empty() || req.opens.len() > 1_000 {
+            return Err(Status::invalid_argument(
+                "a channel check needs between 1 and 1,000 channels",
+            ));
+        }
+        let mut opens = Vec::with_capacity(req.opens.len());
+        for o in &req.opens {
+            let peer = o.peer.to_ascii_lowercase();
+            if peer.parse::<lightning_signer::bitcoin::secp256k1::PublicKey>().is_err() {
+                return Err(Status::invalid_argument(format!(
+                    "peer {:?} is not a node id (a compressed public key in hex)",
+                    o.peer
+                )));
+            }
+            let capacity_msat = o.amount_sat.checked_mul(1_000).ok_or_else(|| {
+                Status::invalid_argument(format!("channel amount {} sat is too large", o.amount_sat))
+            })?;
+            opens.push(crate::policy::channels::ChannelOpen {
+                peer,
+                capacity_msat,
+                private: o.private,
+                incoming: o.incoming,
+            });
+        }
+        let core = self.core.clone();
+        let command = req.command;
+        let answer =
+            tokio::task::spawn_blocking(move || core.check_channel_opens(&opens, &[], &command))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(check_response(&self.core, answer)))
+    }
+
+    async fn list_channels(
+        &self,
+        request: Request<proto::ListChannelsRequest>,
+    ) -> Result<Response<proto::ListChannelsResponse>, Status> {
+        self.admit(&request)?;
+        self.may_read(&request, "the channels")?;
+        let core = self.core.clone();
+        let channels = tokio::task::spawn_blocking(move || core.channels())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .map(|c| proto::Channel {
+                id: c.id,
+                peer: c.peer.unwrap_or_default(),
+                funding: c.funding.unwrap_or_default(),
+                outbound: c.outbound,
+                capacity_msat: c.capacity_msat,
+                local_msat: c.local_msat,
+                remote_msat: c.remote_msat,
+                offered_htlcs: c.offered_htlcs,
+                offered_msat: c.offered_msat,
+                received_htlcs: c.received_htlcs,
+                received_msat: c.received_msat,
+                state: c.phase.as_str().to_string(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListChannelsResponse { channels }))
     }
 
     async fn policy_history(

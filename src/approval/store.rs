@@ -1303,6 +1303,32 @@ impl ApprovalStore {
         quorum: &Quorum,
         now: u64,
     ) -> Result<Option<ApprovalRecord>, ApprovalError> {
+        self.approved_for(req, policy, rule_tag, quorum, now, true)
+    }
+
+    /// Like [`consume`](Self::consume), verified the same way, but the approval stays usable:
+    /// for a check before signing (the CLN plugin's), which must not spend what the signature
+    /// that follows it needs.
+    pub fn peek_approved(
+        &self,
+        req: &PaymentRequest,
+        policy: &Policy,
+        rule_tag: &str,
+        quorum: &Quorum,
+        now: u64,
+    ) -> Result<Option<ApprovalRecord>, ApprovalError> {
+        self.approved_for(req, policy, rule_tag, quorum, now, false)
+    }
+
+    fn approved_for(
+        &self,
+        req: &PaymentRequest,
+        policy: &Policy,
+        rule_tag: &str,
+        quorum: &Quorum,
+        now: u64,
+        take: bool,
+    ) -> Result<Option<ApprovalRecord>, ApprovalError> {
         self.store.write(|| {
             let Some(mut record) = self.find(req)? else {
                 return Ok(None);
@@ -1331,6 +1357,9 @@ impl ApprovalStore {
                 members: quorum.of.clone(),
             };
             verify_quorum(&record, policy, &fields, quorum)?;
+            if !take {
+                return Ok(Some(record));
+            }
             record.state = RequestState::Consumed;
             record.consumed_at = Some(now);
             self.write(&record, false)?;

@@ -14,6 +14,7 @@
 //! durable in one commit, or none of them is. When a decision fails closed part-way, what it had
 //! staged is rolled back to the savepoint taken at its start.
 
+pub mod channels;
 pub mod engine;
 pub mod freeze;
 pub mod governance;
@@ -21,6 +22,7 @@ pub mod health;
 pub mod recovery;
 pub mod status;
 
+pub use channels::ChannelList;
 pub use engine::PolicyEngine;
 pub use freeze::{FreezeError, UnfreezeRequest};
 pub use governance::{verified_policy_in_force, GovernanceError, HistoryError, Proposal};
@@ -136,6 +138,14 @@ pub enum PolicyFile {
     Broken(String),
 }
 
+/// Whether a decision is the one that signs (it counts the spend and uses the approval) or a
+/// check of what signing would decide (it counts nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Sign,
+    Check,
+}
+
 /// The signer's answer to one payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentAnswer {
@@ -197,6 +207,10 @@ pub struct Core {
     emergency: Mutex<crate::recovery::EmergencyWatch>,
     /// The node's chain height, as its chain tracker (fed by the node) knows it.
     chain: RwLock<Option<ChainSource>>,
+    /// The channels, as the signer's state holds them.
+    channel_list: RwLock<Option<channels::ChannelSource>>,
+    /// What the liquidity and closing alerts last saw.
+    channel_watch: channels::ChannelWatch,
 }
 
 impl Core {
@@ -277,6 +291,8 @@ impl Core {
             frozen: live.frozen.clone(),
             committed,
             emergency: Mutex::new(Default::default()),
+            channel_list: RwLock::new(None),
+            channel_watch: Default::default(),
             chain: RwLock::new(None),
         })
     }
@@ -324,6 +340,7 @@ impl Core {
     /// Write a decision's audit record (unflushed: the decision's own flush covers it).
     fn audit_decision(
         &self,
+        intent: Intent,
         now: u64,
         req: &PaymentRequest,
         decision: &crate::policy::Decision,
@@ -347,8 +364,12 @@ impl Core {
             "policy_hash": hex::encode(decision.policy_hash),
             "extra": extra,
         });
+        let kind = match intent {
+            Intent::Sign => "decision",
+            Intent::Check => "check",
+        };
         audit
-            .append(now, "decision", data)
+            .append(now, kind, data)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -464,15 +485,33 @@ impl Core {
     /// request's transaction (the hsmd stream) the decision joins it; called on its own, it
     /// commits its own transaction before answering.
     pub fn decide_payment(&self, req: &PaymentRequest, invoice: Option<String>) -> PaymentAnswer {
+        self.decide_as(Intent::Sign, req, invoice)
+    }
+
+    /// What signing `req` would decide now, without counting it or using an approval: the CLN
+    /// plugin's question before lightningd builds an on-chain spend (whose refusal at signing
+    /// time would stop the node). A spend that needs a quorum opens its approval request here,
+    /// exactly like a held payment; one approved by quorum answers approved and leaves the
+    /// approval for the signature that follows. Audited as a `check` record.
+    pub fn check_payment(&self, req: &PaymentRequest) -> PaymentAnswer {
+        self.decide_as(Intent::Check, req, None)
+    }
+
+    fn decide_as(
+        &self,
+        intent: Intent,
+        req: &PaymentRequest,
+        invoice: Option<String>,
+    ) -> PaymentAnswer {
         if self.store.in_transaction() {
-            return self.decide_in(req, invoice);
+            return self.decide_in(intent, req, invoice);
         }
         let amount = req.amount_msat();
         let txn = match self.store.begin() {
             Ok(t) => t,
             Err(e) => return self.fail_closed(&format!("no transaction: {e}"), amount),
         };
-        let answer = self.decide_in(req, invoice);
+        let answer = self.decide_in(intent, req, invoice);
         match txn.commit() {
             Ok(()) => answer,
             Err(e) => {
@@ -578,10 +617,15 @@ impl Core {
         }
     }
 
-    fn decide_in(&self, req: &PaymentRequest, invoice: Option<String>) -> PaymentAnswer {
+    fn decide_in(
+        &self,
+        intent: Intent,
+        req: &PaymentRequest,
+        invoice: Option<String>,
+    ) -> PaymentAnswer {
         let started = std::time::Instant::now();
         let savepoint = self.store.savepoint();
-        let answer = self.decide_staged(req, invoice);
+        let answer = self.decide_staged(intent, req, invoice);
         self.keep_time();
         self.metrics
             .stage("decide", started.elapsed().as_secs_f64());
@@ -608,6 +652,7 @@ impl Core {
     /// recovery destination is approved (audited and announced); `None` for anything else.
     fn sweep_spend(
         &self,
+        intent: Intent,
         now: u64,
         req: &PaymentRequest,
     ) -> Result<Option<PaymentAnswer>, (&'static str, String)> {
@@ -634,25 +679,27 @@ impl Core {
             warnings: vec![],
             policy_hash: policy.hash,
         };
-        self.audit_decision(now, req, &decision, serde_json::Value::Null)
+        self.audit_decision(intent, now, req, &decision, serde_json::Value::Null)
             .map_err(|e| {
                 (
                     crate::tags::AUDIT_FAILURE,
                     format!("the audit record could not be written: {e}"),
                 )
             })?;
-        self.metrics.decision("approve", std::slice::from_ref(&tag));
-        self.events.announce(
-            now,
-            EventKind::PaymentApproved,
-            "",
-            std::slice::from_ref(&tag),
-            format!(
-                "on-chain spend of {} to the recovery destination approved (recovery sweep)",
-                format_msat(req.amount_msat())
-            ),
-            req.amount_msat(),
-        );
+        if intent == Intent::Sign {
+            self.metrics.decision("approve", std::slice::from_ref(&tag));
+            self.events.announce(
+                now,
+                EventKind::PaymentApproved,
+                "",
+                std::slice::from_ref(&tag),
+                format!(
+                    "on-chain spend of {} to the recovery destination approved (recovery sweep)",
+                    format_msat(req.amount_msat())
+                ),
+                req.amount_msat(),
+            );
+        }
         Ok(Some(PaymentAnswer {
             approved: true,
             tags: vec![tag],
@@ -664,6 +711,7 @@ impl Core {
     /// A payment refused because the signer is frozen: audited and announced like any refusal.
     fn refuse_frozen(
         &self,
+        intent: Intent,
         now: u64,
         req: &PaymentRequest,
         f: &crate::recovery::FreezeState,
@@ -683,7 +731,7 @@ impl Core {
             warnings: vec![],
             policy_hash: self.policy().policy.hash,
         };
-        self.audit_decision(now, req, &decision, serde_json::Value::Null)
+        self.audit_decision(intent, now, req, &decision, serde_json::Value::Null)
             .map_err(|e| {
                 (
                     crate::tags::AUDIT_FAILURE,
@@ -704,6 +752,7 @@ impl Core {
 
     fn decide_staged(
         &self,
+        intent: Intent,
         req: &PaymentRequest,
         invoice: Option<String>,
     ) -> Result<PaymentAnswer, (&'static str, String)> {
@@ -718,24 +767,32 @@ impl Core {
         let amount = req.amount_msat();
         if let Some(f) = self.frozen() {
             if f.sweep && req.kind == crate::policy::PaymentKind::OnChain {
-                if let Some(answer) = self.sweep_spend(now, req)? {
+                if let Some(answer) = self.sweep_spend(intent, now, req)? {
                     return Ok(answer);
                 }
             }
-            return self.refuse_frozen(now, req, &f);
+            return self.refuse_frozen(intent, now, req, &f);
         }
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         let policy = engine.policy().clone();
-        let decision = engine.evaluate(req, now);
+        let mut decision = engine.evaluate(req, now);
+        if req.kind != crate::policy::PaymentKind::OnChain {
+            let hits = self.in_flight_hits(&policy, amount);
+            if !hits.is_empty() {
+                decision = refused_also_by(decision, &hits);
+            }
+        }
         let quorum_pending = matches!(decision.verdict, Verdict::RequireQuorum { .. });
         // A decision that may be approved by quorum is audited once its outcome is known.
         if !quorum_pending {
-            self.audit_decision(now, req, &decision, serde_json::Value::Null)
+            self.audit_decision(intent, now, req, &decision, serde_json::Value::Null)
                 .map_err(|e| (AUDIT, format!("the audit record could not be written: {e}")))?;
         }
-        engine
-            .commit(req, &decision, now)
-            .map_err(|e| (STORE, format!("the decision could not be recorded: {e}")))?;
+        if intent == Intent::Sign {
+            engine
+                .commit(req, &decision, now)
+                .map_err(|e| (STORE, format!("the decision could not be recorded: {e}")))?;
+        }
         // Warn-mode rules raise warnings; notes on other rules stay in the decision record.
         for w in decision
             .warnings
@@ -752,6 +809,12 @@ impl Core {
             );
         }
         let answer = match decision.verdict {
+            Verdict::Approve if intent == Intent::Check => PaymentAnswer {
+                approved: true,
+                tags: decision.tags,
+                reason: String::new(),
+                request_id: None,
+            },
             Verdict::Approve => {
                 self.metrics.decision("approve", &decision.tags);
                 drop(engine);
@@ -788,6 +851,7 @@ impl Core {
                 let record = self.rejected(req).expect("checked");
                 let extra = serde_json::json!({"rejected_request": record.id});
                 self.refuse_held(
+                    intent,
                     now,
                     req,
                     &decision,
@@ -801,7 +865,31 @@ impl Core {
                 ref quorum,
                 expiry_secs,
                 ..
-            } => match self.approvals.consume(req, &policy, rule_tag, quorum, now) {
+            } => match match intent {
+                Intent::Sign => self.approvals.consume(req, &policy, rule_tag, quorum, now),
+                Intent::Check => self
+                    .approvals
+                    .peek_approved(req, &policy, rule_tag, quorum, now),
+            } {
+                Ok(Some(record)) if intent == Intent::Check => {
+                    let approved = crate::policy::Decision {
+                        verdict: Verdict::Approve,
+                        tags: decision.tags.clone(),
+                        warnings: vec![],
+                        policy_hash: decision.policy_hash,
+                    };
+                    let extra = serde_json::json!({"approved_by_quorum": record.id});
+                    self.audit_decision(intent, now, req, &approved, extra)
+                        .map_err(|e| {
+                            (AUDIT, format!("the audit record could not be written: {e}"))
+                        })?;
+                    PaymentAnswer {
+                        approved: true,
+                        tags: decision.tags,
+                        reason: String::new(),
+                        request_id: Some(record.id),
+                    }
+                }
                 Ok(Some(record)) => {
                     let approved = crate::policy::Decision {
                         verdict: Verdict::Approve,
@@ -810,7 +898,7 @@ impl Core {
                         policy_hash: decision.policy_hash,
                     };
                     let extra = serde_json::json!({"approved_by_quorum": record.id, "approvers": record.approvers()});
-                    self.audit_decision(now, req, &approved, extra)
+                    self.audit_decision(intent, now, req, &approved, extra)
                         .map_err(|e| {
                             (AUDIT, format!("the audit record could not be written: {e}"))
                         })?;
@@ -878,7 +966,7 @@ impl Core {
                             ));
                         }
                     }
-                    self.audit_decision(now, req, &decision, serde_json::Value::Null)
+                    self.audit_decision(intent, now, req, &decision, serde_json::Value::Null)
                         .map_err(|e| {
                             (AUDIT, format!("the audit record could not be written: {e}"))
                         })?;
@@ -932,6 +1020,7 @@ impl Core {
                         tracing::error!(error = %e, "refusing a payment whose approval does not verify");
                     }
                     self.refuse_held(
+                        intent,
                         now,
                         req,
                         &decision,
@@ -949,6 +1038,7 @@ impl Core {
     /// approval that does not verify): audited as a refusal, announced, answered.
     fn refuse_held(
         &self,
+        intent: Intent,
         now: u64,
         req: &PaymentRequest,
         decision: &crate::policy::Decision,
@@ -964,7 +1054,7 @@ impl Core {
             warnings: vec![],
             policy_hash: decision.policy_hash,
         };
-        self.audit_decision(now, req, &refused, extra)
+        self.audit_decision(intent, now, req, &refused, extra)
             .map_err(|e| {
                 (
                     crate::tags::AUDIT_FAILURE,
@@ -1185,6 +1275,25 @@ impl Core {
 }
 
 /// Why a rejected payment stays refused: who rejected it and why, in one sentence.
+/// `decision` refused by `hits` as well (rules outside the policy evaluator's steps, such as the
+/// in-flight limits): their tags and sentences come first; an earlier refusal's stay.
+fn refused_also_by(
+    decision: crate::policy::Decision,
+    hits: &[crate::policy::RuleHit],
+) -> crate::policy::Decision {
+    let (mut tags, mut reason) = channels::joined(hits);
+    if let Verdict::Deny { reason: earlier } = &decision.verdict {
+        reason = format!("{reason}; {earlier}");
+        tags.extend(decision.tags.iter().cloned());
+    }
+    crate::policy::Decision {
+        verdict: Verdict::Deny { reason },
+        tags,
+        warnings: decision.warnings,
+        policy_hash: decision.policy_hash,
+    }
+}
+
 fn rejection_reason(r: &crate::approval::ApprovalRecord) -> String {
     let who: Vec<String> = r
         .signatures

@@ -11,6 +11,7 @@
 use crate::policy::units::{format_duration, format_msat};
 use crate::policy::Recovery;
 use crate::policy::{
+    ChannelRules,
     AllowRule, ApprovalRule, DenyRule, DestinationSet, EmergencyStops, Governance, LimitRule, Mode,
     Policy, Quorum, TimeWindowRule,
 };
@@ -211,6 +212,7 @@ pub fn classify(old: &Policy, new: &Policy) -> Vec<Change> {
     governance(&mut d, &old.governance, &new.governance);
     emergency(&mut d, &old.emergency, &new.emergency);
     recovery(&mut d, old.recovery.as_ref(), new.recovery.as_ref());
+    channels(&mut d, &old.channels, &new.channels);
     if old.name != new.name {
         d.0.push(Change {
             effect: Effect::Neutral,
@@ -500,6 +502,38 @@ fn emergency(d: &mut Diff, o: &EmergencyStops, n: &EmergencyStops) {
         |v| format!("{v} %"),
         true,
     );
+}
+
+/// Channel limits are judged like payment limits; allowing private channels loosens, and a
+/// liquidity alert changes what is reported, not what is signed.
+fn channels(d: &mut Diff, o: &ChannelRules, n: &ChannelRules) {
+    let sat = |v: u64| format_msat(v);
+    let count = |v: u64| v.to_string();
+    for (what, ov, nv, show) in [
+        ("channels max_channel_size", o.max_channel_size_msat, n.max_channel_size_msat, sat as fn(u64) -> String),
+        ("channels max_total_capacity", o.max_total_capacity_msat, n.max_total_capacity_msat, sat),
+        ("channels max_per_peer", o.max_per_peer_msat, n.max_per_peer_msat, sat),
+        ("channels max_channels", o.max_channels, n.max_channels, count),
+        ("channels max_htlcs_in_flight", o.max_htlcs_in_flight, n.max_htlcs_in_flight, count),
+        ("channels max_in_flight", o.max_in_flight_msat, n.max_in_flight_msat, sat),
+    ] {
+        d.bound(what, ov, nv, show, true);
+    }
+    match (o.allow_private, n.allow_private) {
+        (true, false) => d.tight("channels allow_private: true -> false".into()),
+        (false, true) => d.loose("channels allow_private: false -> true".into()),
+        _ => {}
+    }
+    if o.min_outbound_percent != n.min_outbound_percent {
+        d.0.push(Change {
+            effect: Effect::Neutral,
+            what: format!(
+                "channels min_outbound: {:?} -> {:?} (an alert only)",
+                o.min_outbound_percent, n.min_outbound_percent
+            ),
+            about: About::Rules,
+        });
+    }
 }
 
 #[cfg(test)]

@@ -79,8 +79,11 @@ impl PaymentRequest {
         }
     }
 
-    /// An on-chain spend to these addresses (amounts in msat).
-    pub fn onchain(outputs: Vec<(String, u64)>) -> Self {
+    /// An on-chain spend to these addresses (amounts in msat). The outputs are sorted: a
+    /// transaction's output order is the wallet's choice (lightningd shuffles it), so the same
+    /// spend checked before signing and signed later must name the same request.
+    pub fn onchain(mut outputs: Vec<(String, u64)>) -> Self {
+        outputs.sort();
         PaymentRequest {
             kind: PaymentKind::OnChain,
             payment_hash: None,

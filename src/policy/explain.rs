@@ -110,6 +110,7 @@ pub fn explain(policy: &Policy) -> String {
         ));
     }
     out.push("Anything not refused or held above is approved.".into());
+    out.extend(channel_lines(&policy.channels));
     let g = &policy.governance;
     let source = if g.quorum_declared {
         "declared in [governance]"
@@ -130,4 +131,60 @@ pub fn explain(policy: &Policy) -> String {
         ));
     }
     out.join("\n")
+}
+
+/// `[channels]` in sentences, one per declared limit; nothing when none is.
+fn channel_lines(c: &ChannelRules) -> Vec<String> {
+    use crate::tags;
+    let mut out = Vec::new();
+    let mut line = |tag: &str, text: String| out.push(format!("- [{tag}] {text}."));
+    if let Some(m) = c.max_channel_size_msat {
+        line(
+            tags::CHANNEL_SIZE,
+            format!("refuses a channel (opened or accepted) larger than {}", format_msat(m)),
+        );
+    }
+    if let Some(m) = c.max_total_capacity_msat {
+        line(
+            tags::CHANNEL_TOTAL,
+            format!("refuses a channel that would bring the capacity in all channels above {}", format_msat(m)),
+        );
+    }
+    if let Some(m) = c.max_per_peer_msat {
+        line(
+            tags::CHANNEL_PEER,
+            format!("refuses a channel that would bring the capacity with one peer above {}", format_msat(m)),
+        );
+    }
+    if let Some(m) = c.max_channels {
+        line(
+            tags::CHANNEL_COUNT,
+            format!("refuses a channel beyond the {m}th"),
+        );
+    }
+    if !c.allow_private {
+        line(
+            tags::CHANNEL_PRIVATE,
+            "refuses unannounced (private) channels".into(),
+        );
+    }
+    if let Some(m) = c.max_htlcs_in_flight {
+        line(
+            tags::HTLC_COUNT,
+            format!("does not approve a payment while {m} outgoing HTLCs are in flight"),
+        );
+    }
+    if let Some(m) = c.max_in_flight_msat {
+        line(
+            tags::HTLC_IN_FLIGHT,
+            format!("does not approve a payment that would put more than {} in flight", format_msat(m)),
+        );
+    }
+    if let Some(p) = c.min_outbound_percent {
+        line(
+            tags::LIQUIDITY_LOW,
+            format!("alerts when a channel's outbound balance falls below {p} % of its capacity"),
+        );
+    }
+    out
 }

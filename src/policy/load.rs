@@ -30,6 +30,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "governance",
     "emergency_stop",
     "recovery",
+    "channels",
     "admins.pubkey",
     "admins.address",
     "deny.tag",
@@ -62,6 +63,14 @@ pub const KNOWN_KEYS: &[&str] = &[
     "emergency_stop.auth_failures",
     "emergency_stop.audit_failure",
     "emergency_stop.window_percent",
+    "channels.max_channel_size",
+    "channels.max_total_capacity",
+    "channels.max_per_peer",
+    "channels.max_channels",
+    "channels.allow_private",
+    "channels.max_htlcs_in_flight",
+    "channels.max_in_flight",
+    "channels.min_outbound",
     "burst.count",
     "burst.within",
     "recovery.key",
@@ -657,6 +666,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         governance: Governance::default(),
         emergency: EmergencyStops::default(),
         recovery: None,
+        channels: ChannelRules::default(),
         network: cx.network,
     };
 
@@ -887,6 +897,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
     policy.governance = governance(cx, &root, &policy.approvals, &admins);
     policy.emergency = emergency_stops(cx, &root);
     policy.recovery = recovery(cx, &root, &identities);
+    policy.channels = channel_rules(cx, &root);
     policy.admins = admins;
     policy
 }
@@ -1237,6 +1248,67 @@ fn emergency_stops(cx: &mut Cx, root: &Fields) -> EmergencyStops {
         None => {}
     }
     e
+}
+
+/// `[channels]`: each limit off unless declared.
+fn channel_rules(cx: &mut Cx, root: &Fields) -> ChannelRules {
+    let what = "[channels]";
+    let mut c = ChannelRules::default();
+    let Some((kspan, item)) = root.item("channels") else {
+        return c;
+    };
+    let Some(t) = item.as_table_like() else {
+        cx.err(kspan, "`channels` must be a table: [channels]");
+        return c;
+    };
+    let f = fields(cx, t, item_span(item).or(kspan), "channels", what);
+    let positive = |cx: &mut Cx, v: Option<(u64, Span)>, key: &str| match v {
+        Some((0, span)) => {
+            cx.err(
+                span,
+                format!("`{key}` in {what} is 0, which would refuse everything; remove it to have no limit"),
+            );
+            None
+        }
+        v => v.map(|(n, _)| n),
+    };
+    let a = f.amount(cx, "max_channel_size", what);
+    c.max_channel_size_msat = positive(cx, a, "max_channel_size");
+    let a = f.amount(cx, "max_total_capacity", what);
+    c.max_total_capacity_msat = positive(cx, a, "max_total_capacity");
+    let a = f.amount(cx, "max_per_peer", what);
+    c.max_per_peer_msat = positive(cx, a, "max_per_peer");
+    let a = f.amount(cx, "max_in_flight", what);
+    c.max_in_flight_msat = positive(cx, a, "max_in_flight");
+    for key in ["max_channels", "max_htlcs_in_flight"] {
+        let n = match f.integer(cx, key, what) {
+            Some((n, _)) if n >= 1 => Some(n as u64),
+            Some((n, span)) => {
+                cx.err(
+                    span,
+                    format!("`{key}` in {what} is {n}; it must be at least 1 (remove it to have no limit)"),
+                );
+                None
+            }
+            None => None,
+        };
+        if key == "max_channels" {
+            c.max_channels = n;
+        } else {
+            c.max_htlcs_in_flight = n;
+        }
+    }
+    c.allow_private = f.boolean(cx, "allow_private", what).unwrap_or(true);
+    if let Some((text, span)) = f.string(cx, "min_outbound", what, "10 %") {
+        match text.trim().strip_suffix('%').map(|n| n.trim().parse::<u8>()) {
+            Some(Ok(n)) if (1..=100).contains(&n) => c.min_outbound_percent = Some(n),
+            _ => cx.err(
+                span,
+                format!("`min_outbound` in {what} is \"{text}\"; write a percentage between 1 and 100, e.g. min_outbound = \"10 %\""),
+            ),
+        }
+    }
+    c
 }
 
 fn default_governance_quorum(

@@ -6,6 +6,7 @@
 //! into every problem it has, with line and column; [`eval::evaluate`] decides a payment as a
 //! pure function of the policy, the request, the velocity state and the time.
 
+pub mod channels;
 pub mod eval;
 pub mod explain;
 pub mod load;

@@ -198,8 +198,47 @@ pub struct Policy {
     pub emergency: EmergencyStops,
     /// The break-glass key and its delay (`[recovery]`), if the policy names one.
     pub recovery: Option<Recovery>,
+    /// Limits on channels and on what is in flight in them (`[channels]`).
+    pub channels: ChannelRules,
     /// The network the file was validated for (its addresses are that network's).
     pub network: lightning_signer::bitcoin::Network,
+}
+
+/// `[channels]`: what channels the node may open or accept, and how much may be in flight.
+/// Each limit is off unless declared; private channels are allowed unless forbidden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRules {
+    /// Largest capacity of one channel, msat.
+    pub max_channel_size_msat: Option<u64>,
+    /// Most capacity across every channel not closing, msat.
+    pub max_total_capacity_msat: Option<u64>,
+    /// Most capacity with one peer, msat (diversification).
+    pub max_per_peer_msat: Option<u64>,
+    /// Most channels not closing.
+    pub max_channels: Option<u64>,
+    /// Whether unannounced (private) channels may be opened or accepted.
+    pub allow_private: bool,
+    /// Most outgoing HTLCs in flight at once, across channels.
+    pub max_htlcs_in_flight: Option<u64>,
+    /// Most msat in outgoing HTLCs at once, across channels.
+    pub max_in_flight_msat: Option<u64>,
+    /// An alert when a channel's outbound balance falls below this percentage of its capacity.
+    pub min_outbound_percent: Option<u8>,
+}
+
+impl Default for ChannelRules {
+    fn default() -> Self {
+        ChannelRules {
+            max_channel_size_msat: None,
+            max_total_capacity_msat: None,
+            max_per_peer_msat: None,
+            max_channels: None,
+            allow_private: true,
+            max_htlcs_in_flight: None,
+            max_in_flight_msat: None,
+            min_outbound_percent: None,
+        }
+    }
 }
 
 /// A break-glass action the recovery key may start.

@@ -28,7 +28,10 @@ use lightning_signer::SendSync;
 use std::sync::Arc;
 use vls_protocol_signer::approver::Approve;
 
-use crate::tags::{INVOICE_CAPACITY as TAG_CAPACITY, VLS_REFUSED as TAG_VLS_REFUSED};
+use crate::tags::{
+    INVOICE_CAPACITY as TAG_CAPACITY, UNCHECKED_SPEND as TAG_UNCHECKED,
+    VLS_REFUSED as TAG_VLS_REFUSED,
+};
 
 /// The approver VLS's handler calls.
 pub struct WardenApprover {
@@ -263,15 +266,41 @@ impl Approve for WardenApprover {
         uniclosekeys: &[Option<(SecretKey, Vec<Vec<u8>>)>],
         opaths: &[DerivationPath],
     ) -> Result<bool, Status> {
-        match node.check_onchain_tx(tx, segwit_flags, prev_outs, uniclosekeys, opaths) {
-            Ok(()) => Ok(true),
+        let unknown = match node.check_onchain_tx(tx, segwit_flags, prev_outs, uniclosekeys, opaths)
+        {
+            Ok(()) => Vec::new(),
             Err(ve) => match ve.kind {
-                ValidationErrorKind::UnknownDestinations(_, ref indices) => {
-                    Ok(self.approve_onchain(tx, prev_outs, indices))
-                }
+                ValidationErrorKind::UnknownDestinations(_, indices) => indices,
                 // VLS's own validation failed: its design is to refuse with an error.
-                _ => Err(Status::failed_precondition(ve.to_string())),
+                _ => return Err(Status::failed_precondition(ve.to_string())),
             },
+        };
+        // A channel funding is checked against [channels] here, when it is signed; the CLN
+        // plugin asked the same before lightningd built it. What is refused here stops the
+        // node's hsmd (hsmd has no "refused" answer), so it is recorded first.
+        let (opens, ids) = super::channels::funded_by(node, tx);
+        if !opens.is_empty() {
+            let answer = self.core.decide_channel_funding(&opens, &ids);
+            if !answer.approved {
+                return Ok(false);
+            }
         }
+        if unknown.is_empty() {
+            return Ok(true);
+        }
+        let approved = self.approve_onchain(tx, prev_outs, &unknown);
+        if !approved {
+            let why = "an on-chain spend reached the signer without the CLN plugin's check (or the policy changed since) and is refused; VLS's answer stops the node's hsmd";
+            tracing::error!(tag = TAG_UNCHECKED, "{why}");
+            self.core.events.emit(
+                self.core.clock.now(),
+                EventKind::PaymentRefused,
+                "",
+                &[TAG_UNCHECKED.to_string()],
+                format!("rule {TAG_UNCHECKED}: {why}"),
+                0,
+            );
+        }
+        Ok(approved)
     }
 }

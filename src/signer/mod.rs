@@ -8,6 +8,7 @@
 //! Warden's policy owns limits.
 
 pub mod approver;
+pub mod channels;
 pub mod node_persist;
 pub mod persist;
 pub mod stream;
@@ -187,6 +188,12 @@ pub fn build_handler(
     let weak = Arc::downgrade(&node);
     core.set_chain_height(Arc::new(move || {
         weak.upgrade().map(|n| n.get_chain_height())
+    }));
+    let weak = Arc::downgrade(&node);
+    core.set_channel_list(Arc::new(move || {
+        weak.upgrade()
+            .map(|n| channels::channel_views(&n))
+            .unwrap_or_default()
     }));
     if node.allowlist().map(|l| !l.is_empty()).unwrap_or(false) {
         node.set_allowlist(&[])

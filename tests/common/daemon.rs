@@ -84,7 +84,12 @@ impl Daemon {
         let token = TestToken::new(label);
         let node_id_from_init = token.init();
         let pki = token.path().join("pki");
-        warden::api::tls::init_pki(&pki, &["alice".into(), "bob".into(), "carol".into()]).unwrap();
+        // cln-node: the CLN plugin's certificate (a node's, once wardend names it in admin.nodes).
+        warden::api::tls::init_pki(
+            &pki,
+            &["alice".into(), "bob".into(), "carol".into(), "cln-node".into()],
+        )
+        .unwrap();
         let mut admins = String::new();
         let mut admin_keys = Vec::new();
         for name in ["alice", "bob", "carol"] {

@@ -189,6 +189,7 @@ fn describe(e: &proto::Event) -> Option<String> {
         proto::EventKind::Freeze => "freeze",
         proto::EventKind::Recovery => "RECOVERY",
         proto::EventKind::Policy => "policy",
+        proto::EventKind::Channel => "channel",
         _ => return None,
     };
     Some(format!(

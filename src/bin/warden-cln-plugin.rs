@@ -1,0 +1,223 @@
+//! warden-cln-plugin: Core Lightning asks Warden before it builds an on-chain spend or opens a
+//! channel, so that a refusal is the command's error and never a signature refused at signing
+//! time (which stops the node's hsmd). See `warden::cln_plugin` for what is asked and README's
+//! "Core Lightning plugin" for how lightningd loads it.
+//!
+//! Load it with `important-plugin=` so that lightningd stops if the plugin does: a node whose
+//! plugin is gone would build spends nobody checked.
+
+use anyhow::Context;
+use cln_plugin::options::{DefaultIntegerConfigOption, StringConfigOption};
+use cln_plugin::{Builder, Plugin};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use warden::api::proto;
+use warden::api::proto::warden_client::WardenClient;
+use warden::cln_plugin::{self as plug, Answer, Ask};
+
+const SERVER: StringConfigOption = StringConfigOption::new_str_no_default(
+    "warden-server",
+    "wardend's admin API, e.g. https://warden.internal:7702",
+);
+const CA: StringConfigOption =
+    StringConfigOption::new_str_no_default("warden-ca", "the admin CA certificate (PEM)");
+const CERT: StringConfigOption = StringConfigOption::new_str_no_default(
+    "warden-cert",
+    "this node's client certificate (PEM), named in wardend's admin.nodes",
+);
+const KEY: StringConfigOption =
+    StringConfigOption::new_str_no_default("warden-key", "the client certificate's key (PEM)");
+const TIMEOUT: DefaultIntegerConfigOption = DefaultIntegerConfigOption::new_i64_with_default(
+    "warden-timeout",
+    10,
+    "seconds to wait for wardend's answer before refusing the command",
+);
+
+#[derive(Clone)]
+struct State {
+    endpoint: Endpoint,
+    client: Arc<Mutex<Option<WardenClient<Channel>>>>,
+    network: lightning_signer::bitcoin::Network,
+}
+
+fn network(name: &str) -> anyhow::Result<lightning_signer::bitcoin::Network> {
+    use lightning_signer::bitcoin::Network;
+    Ok(match name {
+        "bitcoin" => Network::Bitcoin,
+        "testnet" => Network::Testnet,
+        "signet" => Network::Signet,
+        "regtest" => Network::Regtest,
+        other => anyhow::bail!("lightningd runs on network {other:?}, which Warden does not know"),
+    })
+}
+
+fn read(path: &str, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {path}"))
+}
+
+impl State {
+    /// Ask wardend, connecting on first use and again after a failure.
+    async fn check(&self, ask: Ask, command: &str) -> Answer {
+        let timeout = self.endpoint.clone();
+        let mut guard = self.client.lock().await;
+        if guard.is_none() {
+            match timeout.connect().await {
+                Ok(ch) => *guard = Some(WardenClient::new(ch)),
+                Err(e) => return Answer::Unreachable(format!("connecting: {e}")),
+            }
+        }
+        let client = guard.as_mut().expect("connected above");
+        let reply = match ask {
+            Ask::Spend(outputs) => {
+                client
+                    .check_spend(proto::CheckSpendRequest {
+                        outputs: outputs
+                            .into_iter()
+                            .map(|(address, amount_sat)| proto::SpendOutput {
+                                address,
+                                amount_sat,
+                            })
+                            .collect(),
+                        command: command.to_string(),
+                    })
+                    .await
+            }
+            Ask::Channels(opens) => {
+                client
+                    .check_channel_open(proto::CheckChannelOpenRequest {
+                        opens: opens
+                            .into_iter()
+                            .map(|o| proto::ChannelOpenCheck {
+                                peer: o.peer,
+                                amount_sat: o.amount_sat,
+                                private: o.private,
+                                incoming: o.incoming,
+                            })
+                            .collect(),
+                        command: command.to_string(),
+                    })
+                    .await
+            }
+            Ask::Nothing => return Answer::Approved,
+            Ask::Refuse { tag, reason } => {
+                return Answer::Refused {
+                    tags: vec![tag.to_string()],
+                    reason,
+                }
+            }
+        };
+        match reply {
+            Ok(r) => {
+                let r = r.into_inner();
+                match proto::CheckOutcome::try_from(r.outcome) {
+                    Ok(proto::CheckOutcome::Approved) => Answer::Approved,
+                    Ok(proto::CheckOutcome::Held) => Answer::Held {
+                        tags: r.tags,
+                        reason: r.reason,
+                        request_id: r.request_id,
+                    },
+                    _ => Answer::Refused {
+                        tags: r.tags,
+                        reason: r.reason,
+                    },
+                }
+            }
+            Err(status) => {
+                // Reconnect next time: the connection may be what failed.
+                *guard = None;
+                Answer::Unreachable(format!("{:?}: {}", status.code(), status.message()))
+            }
+        }
+    }
+}
+
+async fn rpc_command(p: Plugin<State>, v: Value) -> Result<Value, anyhow::Error> {
+    let state = p.state().clone();
+    let method = v["rpc_command"]["method"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ask = plug::rpc_command(&v, state.network);
+    if ask == Ask::Nothing {
+        return Ok(serde_json::json!({"result": "continue"}));
+    }
+    let answer = state.check(ask, &method).await;
+    if answer != Answer::Approved {
+        log::warn!("warden: `{method}` not allowed: {answer:?}");
+    }
+    Ok(plug::command_reply(&answer))
+}
+
+async fn open(p: Plugin<State>, hook: &str, v: Value) -> Result<Value, anyhow::Error> {
+    let state = p.state().clone();
+    let answer = state.check(plug::incoming_open(hook, &v), hook).await;
+    if answer != Answer::Approved {
+        log::warn!("warden: incoming channel refused: {answer:?}");
+    }
+    Ok(plug::open_reply(&answer))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Some(configured) = Builder::new(tokio::io::stdin(), tokio::io::stdout())
+        .option(SERVER)
+        .option(CA)
+        .option(CERT)
+        .option(KEY)
+        .option(TIMEOUT)
+        .hook("rpc_command", rpc_command)
+        .hook("openchannel", |p, v| open(p, "openchannel", v))
+        .hook("openchannel2", |p, v| open(p, "openchannel2", v))
+        .configure()
+        .await?
+    else {
+        return Ok(());
+    };
+    // Without every option the plugin cannot check anything; exiting (rather than running
+    // unchecked) makes lightningd stop when the plugin is loaded as important-plugin.
+    let need = |v: Option<String>, name: &str| {
+        v.with_context(|| format!("warden-cln-plugin needs the option {name} (see README, \"Core Lightning plugin\")"))
+    };
+    let server = need(configured.option(&SERVER)?, "warden-server")?;
+    let ca = read(&need(configured.option(&CA)?, "warden-ca")?, "the admin CA")?;
+    let cert = read(&need(configured.option(&CERT)?, "warden-cert")?, "the node certificate")?;
+    let key = zeroize::Zeroizing::new(read(
+        &need(configured.option(&KEY)?, "warden-key")?,
+        "the node certificate's key",
+    )?);
+    let secs = u64::try_from(configured.option(&TIMEOUT)?)
+        .ok()
+        .filter(|s| *s > 0)
+        .context("warden-timeout must be a positive number of seconds")?;
+    let url = url_host(&server)?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key.as_slice()))
+        .domain_name(url);
+    let endpoint = Endpoint::from_shared(server.clone())
+        .with_context(|| format!("warden-server {server:?} is not a URL"))?
+        .tls_config(tls)
+        .context("the plugin's TLS settings")?
+        .connect_timeout(Duration::from_secs(secs))
+        .timeout(Duration::from_secs(secs));
+    let state = State {
+        endpoint,
+        client: Arc::new(Mutex::new(None)),
+        network: network(&configured.configuration().network)?,
+    };
+    let plugin = configured.start(state).await?;
+    plugin.join().await
+}
+
+/// The host name the server's certificate must carry.
+fn url_host(server: &str) -> anyhow::Result<String> {
+    let rest = server
+        .strip_prefix("https://")
+        .with_context(|| format!("warden-server {server:?} must be an https:// URL"))?;
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    anyhow::ensure!(!host.is_empty(), "warden-server {server:?} has no host");
+    Ok(host.to_string())
+}

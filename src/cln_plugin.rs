@@ -1,0 +1,490 @@
+//! What the Core Lightning plugin (`warden-cln-plugin`) asks wardend before lightningd acts.
+//!
+//! CLN's hsmd protocol has no "refused" answer for an on-chain signature: a refusal at signing
+//! time stops the node's hsmd, and lightningd with it. So the plugin registers CLN's
+//! `rpc_command` hook and reads every command that leads to an on-chain signature
+//! (`withdraw`, `multiwithdraw`, `txprepare`, `signpsbt`, `fundchannel`, `fundchannel_start`,
+//! `multifundchannel`, `openchannel_init`, `close` with a `destination`) and the `openchannel`
+//! and `openchannel2` hooks for channels a peer opens, turns them into a question for wardend
+//! ([`Ask`]), and turns wardend's answer into the command's JSON-RPC error or a `continue`.
+//!
+//! This module is the pure part: payload in, question out, answer in, hook reply out; the
+//! binary does the I/O. Nothing here counts a spend: wardend counts it when it signs.
+
+use crate::tags;
+use lightning_signer::bitcoin::psbt::Psbt;
+use lightning_signer::bitcoin::Address;
+use serde_json::{json, Value};
+
+/// JSON-RPC error code of a command Warden's policy refuses.
+pub const CODE_REFUSED: i64 = 2100;
+/// JSON-RPC error code of a command held for an admin quorum: re-run it once approved.
+pub const CODE_HELD: i64 = 2101;
+/// JSON-RPC error code of a command whose spend cannot be checked as written.
+pub const CODE_UNCHECKABLE: i64 = 2102;
+/// JSON-RPC error code when wardend cannot be asked: the command is refused (fail closed).
+pub const CODE_UNREACHABLE: i64 = 2103;
+
+/// A channel to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAsk {
+    /// The peer's node id, lowercase hex.
+    pub peer: String,
+    /// Capacity, sat.
+    pub amount_sat: u64,
+    /// Whether it is unannounced, when the command says.
+    pub private: Option<bool>,
+    /// Opened by the peer.
+    pub incoming: bool,
+}
+
+/// What to ask wardend about a command or an incoming open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// Nothing this plugin guards: let lightningd go on.
+    Nothing,
+    /// An on-chain spend to these (address, sat) outputs.
+    Spend(Vec<(String, u64)>),
+    /// Channel opens.
+    Channels(Vec<OpenAsk>),
+    /// The plugin refuses by itself: wardend could not check it, and signing it would stop the
+    /// node or spend what nobody checked.
+    Refuse {
+        /// The tag.
+        tag: &'static str,
+        /// What to do instead.
+        reason: String,
+    },
+}
+
+/// Wardend's answer to a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Signing would approve it.
+    Approved,
+    /// Held for a quorum: this request waits for the admins.
+    Held {
+        /// The rule tags.
+        tags: Vec<String>,
+        /// The sentence, with the request id and who must approve.
+        reason: String,
+        /// The approval request.
+        request_id: String,
+    },
+    /// Refused by these rules.
+    Refused {
+        /// The rule tags.
+        tags: Vec<String>,
+        /// One sentence per rule.
+        reason: String,
+    },
+    /// wardend could not be asked.
+    Unreachable(String),
+}
+
+/// A command's parameter by name (object form) or position (array form).
+fn param<'a>(params: &'a Value, name: &str, position: usize) -> Option<&'a Value> {
+    match params {
+        Value::Object(m) => m.get(name),
+        Value::Array(a) => a.get(position),
+        _ => None,
+    }
+    .filter(|v| !v.is_null())
+}
+
+/// An amount as CLN's JSON-RPC takes it: an integer (sat), or a string in `sat`, `msat` or
+/// `btc`, or `all`. `Ok(None)` is `all`.
+pub fn parse_amount(v: &Value) -> Result<Option<u64>, String> {
+    let text = match v {
+        Value::Number(n) => {
+            return n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("amount {n} is not a whole number of sat"))
+        }
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        other => return Err(format!("amount {other} is not an amount")),
+    };
+    if text == "all" {
+        return Ok(None);
+    }
+    let whole = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("amount {text:?} is not an amount"))
+    };
+    if let Some(m) = text.strip_suffix("msat") {
+        let msat = whole(m)?;
+        if msat % 1_000 != 0 {
+            return Err(format!(
+                "amount {text:?} is not a whole number of sat, which an on-chain output needs"
+            ));
+        }
+        return Ok(Some(msat / 1_000));
+    }
+    if let Some(b) = text.strip_suffix("btc") {
+        let (int, frac) = b.split_once('.').unwrap_or((b, ""));
+        if frac.len() > 8 || !frac.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("amount {text:?} has more than 8 decimals of btc"));
+        }
+        let sat = whole(int)?
+            .checked_mul(100_000_000)
+            .and_then(|s| s.checked_add(whole(&format!("{frac:0<8}")).ok()?))
+            .ok_or_else(|| format!("amount {text:?} is too large"))?;
+        return Ok(Some(sat));
+    }
+    whole(text.strip_suffix("sat").unwrap_or(&text)).map(Some)
+}
+
+fn uncheckable(reason: String) -> Ask {
+    Ask::Refuse {
+        tag: tags::SPEND_UNCHECKABLE,
+        reason: format!("rule {}: {reason}", tags::SPEND_UNCHECKABLE),
+    }
+}
+
+/// An amount that must be known: `all` cannot be checked before lightningd picks the coins.
+fn known_amount(v: Option<&Value>, what: &str, command: &str) -> Result<u64, Ask> {
+    let Some(v) = v else {
+        return Err(uncheckable(format!("`{command}` without {what} cannot be checked")));
+    };
+    match parse_amount(v) {
+        Ok(Some(sat)) => Ok(sat),
+        Ok(None) => Err(uncheckable(format!(
+            "`{command}` with {what} \"all\" cannot be checked before lightningd picks the coins; give the amount in sat (listfunds shows what is available)"
+        ))),
+        Err(e) => Err(uncheckable(format!("`{command}`: {e}"))),
+    }
+}
+
+/// A node id as commands take it (`id` or `id@host:port`), lowercase.
+fn node_id(v: Option<&Value>, command: &str) -> Result<String, Ask> {
+    let text = v.and_then(Value::as_str).unwrap_or_default();
+    let id = text.split('@').next().unwrap_or_default().to_ascii_lowercase();
+    if id.len() == 66 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(id)
+    } else {
+        Err(uncheckable(format!(
+            "`{command}` names the peer {text:?}, which is not a node id"
+        )))
+    }
+}
+
+/// `[{"address": amount}, ...]` as `multiwithdraw` and `txprepare` take their outputs.
+fn outputs_list(v: Option<&Value>, command: &str) -> Result<Vec<(String, u64)>, Ask> {
+    let Some(Value::Array(items)) = v else {
+        return Err(uncheckable(format!("`{command}` without its outputs cannot be checked")));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(map) = item.as_object().filter(|m| m.len() == 1) else {
+            return Err(uncheckable(format!(
+                "`{command}`: output {item} is not {{\"address\": amount}}"
+            )));
+        };
+        for (address, amount) in map {
+            let sat = known_amount(Some(amount), "an output amount", command)?;
+            out.push((address.clone(), sat));
+        }
+    }
+    Ok(out)
+}
+
+/// The outputs of a PSBT that leave the wallet: every output without a BIP32 derivation
+/// (lightningd marks its change outputs with one). Trusting that mark is safe for a check,
+/// because the signature that follows is decided again by wardend from VLS's own view.
+fn psbt_outputs(v: Option<&Value>, network: lightning_signer::bitcoin::Network) -> Result<Vec<(String, u64)>, Ask> {
+    use base64::Engine;
+    let text = v.and_then(Value::as_str).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| uncheckable(format!("`signpsbt`: the PSBT is not base64 ({e})")))?;
+    let psbt = Psbt::deserialize(&bytes)
+        .map_err(|e| uncheckable(format!("`signpsbt`: the PSBT does not parse ({e})")))?;
+    let mut out = Vec::new();
+    for (txout, meta) in psbt.unsigned_tx.output.iter().zip(&psbt.outputs) {
+        if !meta.bip32_derivation.is_empty() || !meta.tap_key_origins.is_empty() {
+            continue;
+        }
+        let address = Address::from_script(&txout.script_pubkey, network)
+            .map(|a| a.to_string())
+            .map_err(|_| {
+                uncheckable(format!(
+                    "`signpsbt`: output script {} is not an address; Warden checks spends by address",
+                    hex::encode(txout.script_pubkey.as_bytes())
+                ))
+            })?;
+        out.push((address, txout.value.to_sat()));
+    }
+    Ok(out)
+}
+
+/// What to ask about an `rpc_command` hook call (`{"rpc_command": {"method", "params"}}`).
+pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network) -> Ask {
+    let cmd = payload.get("rpc_command").unwrap_or(payload);
+    let method = cmd.get("method").and_then(Value::as_str).unwrap_or_default();
+    let params = cmd.get("params").cloned().unwrap_or(Value::Null);
+    let p = |name: &str, pos: usize| param(&params, name, pos);
+    let result = (|| -> Result<Ask, Ask> {
+        Ok(match method {
+            "withdraw" => {
+                let address = p("destination", 0)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| uncheckable("`withdraw` without a destination".into()))?;
+                let sat = known_amount(p("satoshi", 1), "an amount", method)?;
+                Ask::Spend(vec![(address.to_string(), sat)])
+            }
+            "multiwithdraw" | "txprepare" => Ask::Spend(outputs_list(p("outputs", 0), method)?),
+            "signpsbt" => {
+                let outputs = psbt_outputs(p("psbt", 0), network)?;
+                if outputs.is_empty() {
+                    Ask::Nothing
+                } else {
+                    Ask::Spend(outputs)
+                }
+            }
+            "fundchannel" | "fundchannel_start" => {
+                // Both take id, amount, feerate, announce first.
+                Ask::Channels(vec![OpenAsk {
+                    peer: node_id(p("id", 0), method)?,
+                    amount_sat: known_amount(p("amount", 1), "an amount", method)?,
+                    private: announce(p("announce", 3)),
+                    incoming: false,
+                }])
+            }
+            "openchannel_init" => Ask::Channels(vec![OpenAsk {
+                peer: node_id(p("id", 0), method)?,
+                amount_sat: known_amount(p("amount", 1), "an amount", method)?,
+                private: announce(p("announce", 5)),
+                incoming: false,
+            }]),
+            "multifundchannel" => {
+                let Some(Value::Array(dests)) = p("destinations", 0) else {
+                    return Err(uncheckable(
+                        "`multifundchannel` without its destinations cannot be checked".into(),
+                    ));
+                };
+                let mut opens = Vec::new();
+                for d in dests {
+                    opens.push(OpenAsk {
+                        peer: node_id(d.get("id"), method)?,
+                        amount_sat: known_amount(d.get("amount"), "an amount", method)?,
+                        private: announce(d.get("announce")),
+                        incoming: false,
+                    });
+                }
+                Ask::Channels(opens)
+            }
+            "close" => match p("destination", 2).and_then(Value::as_str) {
+                None => Ask::Nothing,
+                Some(dest) => uncheckable(format!(
+                    "`close` to destination {dest}: VLS signs a mutual close only to the node's own wallet, and refusing it at signing time stops the node; close without a destination, then withdraw (which Warden checks)"
+                )),
+            },
+            _ => Ask::Nothing,
+        })
+    })();
+    result.unwrap_or_else(|refusal| refusal)
+}
+
+/// `announce` as "private?": a channel is announced unless the command says `announce: false`
+/// (CLN's default).
+fn announce(v: Option<&Value>) -> Option<bool> {
+    Some(!v.and_then(Value::as_bool).unwrap_or(true))
+}
+
+/// What to ask about an incoming open (`openchannel` or `openchannel2` hook).
+pub fn incoming_open(hook: &str, payload: &Value) -> Ask {
+    let Some(open) = payload.get(hook) else {
+        return uncheckable(format!("the {hook} hook's payload has no `{hook}` object"));
+    };
+    let field = if hook == "openchannel2" {
+        "their_funding_msat"
+    } else {
+        "funding_msat"
+    };
+    let msat = match open.get(field) {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim_end_matches("msat").parse().ok(),
+        _ => None,
+    };
+    let Some(msat) = msat else {
+        return uncheckable(format!("the {hook} hook's `{field}` is missing or not msat"));
+    };
+    let peer = match node_id(open.get("id"), hook) {
+        Ok(p) => p,
+        Err(refusal) => return refusal,
+    };
+    let flags = open.get("channel_flags").and_then(Value::as_u64).unwrap_or(1);
+    Ask::Channels(vec![OpenAsk {
+        peer,
+        amount_sat: msat / 1_000,
+        private: Some(flags & 1 == 0),
+        incoming: true,
+    }])
+}
+
+/// The `rpc_command` hook's reply: `continue`, or the command's JSON-RPC error.
+pub fn command_reply(answer: &Answer) -> Value {
+    let error = |code: i64, message: &str, tags: &[String], request_id: Option<&str>| {
+        json!({"return": {"error": {
+            "code": code,
+            "message": message,
+            "data": {"tags": tags, "request_id": request_id},
+        }}})
+    };
+    match answer {
+        Answer::Approved => json!({"result": "continue"}),
+        Answer::Held {
+            tags,
+            reason,
+            request_id,
+        } => error(
+            CODE_HELD,
+            &format!("{reason}; run the command again once the admins approved it"),
+            tags,
+            Some(request_id),
+        ),
+        Answer::Refused { tags, reason } => {
+            let code = if tags.iter().any(|t| t == tags::SPEND_UNCHECKABLE) {
+                CODE_UNCHECKABLE
+            } else {
+                CODE_REFUSED
+            };
+            error(code, reason, tags, None)
+        }
+        Answer::Unreachable(why) => error(
+            CODE_UNREACHABLE,
+            &unreachable_reason(why),
+            &[tags::SIGNER_UNREACHABLE.to_string()],
+            None,
+        ),
+    }
+}
+
+/// The `openchannel`/`openchannel2` hook's reply: `continue`, or `reject` with the reason
+/// (which lightningd sends to the peer).
+pub fn open_reply(answer: &Answer) -> Value {
+    match answer {
+        Answer::Approved => json!({"result": "continue"}),
+        Answer::Held { reason, .. } | Answer::Refused { reason, .. } => {
+            json!({"result": "reject", "error_message": reason})
+        }
+        Answer::Unreachable(why) => {
+            json!({"result": "reject", "error_message": unreachable_reason(why)})
+        }
+    }
+}
+
+fn unreachable_reason(why: &str) -> String {
+    format!(
+        "rule {}: wardend could not be asked ({why}); nothing is signed unchecked, so the command is refused: check that wardend runs and the plugin's warden-* options",
+        tags::SIGNER_UNREACHABLE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightning_signer::bitcoin::Network;
+
+    const PEER: &str = "02aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+    fn hook(method: &str, params: Value) -> Value {
+        json!({"rpc_command": {"id": 7, "method": method, "params": params}})
+    }
+
+    #[test]
+    fn amounts_are_read_as_cln_writes_them() {
+        assert_eq!(parse_amount(&json!(1500)), Ok(Some(1500)));
+        assert_eq!(parse_amount(&json!("1500sat")), Ok(Some(1500)));
+        assert_eq!(parse_amount(&json!("1500000msat")), Ok(Some(1500)));
+        assert_eq!(parse_amount(&json!("0.015btc")), Ok(Some(1_500_000)));
+        assert_eq!(parse_amount(&json!("1btc")), Ok(Some(100_000_000)));
+        assert_eq!(parse_amount(&json!("all")), Ok(None));
+        assert_eq!(
+            parse_amount(&json!("1500500msat")),
+            Err("amount \"1500500msat\" is not a whole number of sat, which an on-chain output needs".into())
+        );
+        assert!(parse_amount(&json!("0.000000001btc")).unwrap_err().contains("8 decimals"));
+        assert!(parse_amount(&json!("lots")).unwrap_err().contains("not an amount"));
+    }
+
+    #[test]
+    fn withdraw_is_read_by_name_and_by_position_and_all_is_refused() {
+        let want = Ask::Spend(vec![(ADDR.into(), 25_000)]);
+        let named = hook("withdraw", json!({"destination": ADDR, "satoshi": 25_000}));
+        assert_eq!(rpc_command(&named, Network::Regtest), want);
+        let positional = hook("withdraw", json!([ADDR, "25000sat", "normal"]));
+        assert_eq!(rpc_command(&positional, Network::Regtest), want);
+        let all = hook("withdraw", json!({"destination": ADDR, "satoshi": "all"}));
+        match rpc_command(&all, Network::Regtest) {
+            Ask::Refuse { tag, reason } => {
+                assert_eq!(tag, tags::SPEND_UNCHECKABLE);
+                assert!(reason.contains("give the amount in sat"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Commands the plugin does not guard go on untouched.
+        assert_eq!(rpc_command(&hook("getinfo", json!({})), Network::Regtest), Ask::Nothing);
+        assert_eq!(rpc_command(&hook("close", json!([PEER])), Network::Regtest), Ask::Nothing);
+    }
+
+    #[test]
+    fn multiwithdraw_txprepare_and_channel_commands_name_every_output_and_channel() {
+        let outs = json!([{ADDR: 1000}, {"bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf5m0y": "2000sat"}]);
+        match rpc_command(&hook("multiwithdraw", json!({"outputs": outs})), Network::Regtest) {
+            Ask::Spend(o) => assert_eq!(o.iter().map(|x| x.1).collect::<Vec<_>>(), vec![1000, 2000]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            rpc_command(&hook("txprepare", json!([outs])), Network::Regtest),
+            Ask::Spend(o) if o.len() == 2
+        ));
+        let fund = hook("fundchannel", json!({"id": format!("{PEER}@127.0.0.1:9735"), "amount": 6_000_000, "announce": false}));
+        assert_eq!(
+            rpc_command(&fund, Network::Regtest),
+            Ask::Channels(vec![OpenAsk { peer: PEER.into(), amount_sat: 6_000_000, private: Some(true), incoming: false }])
+        );
+        let multi = hook("multifundchannel", json!({"destinations": [{"id": PEER, "amount": "1000000sat"}, {"id": PEER, "amount": 2000}]}));
+        match rpc_command(&multi, Network::Regtest) {
+            Ask::Channels(o) => {
+                assert_eq!(o.len(), 2);
+                assert_eq!(o[0].private, Some(false));
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = hook("fundchannel", json!({"id": "nobody", "amount": 1}));
+        assert!(matches!(rpc_command(&bad, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("not a node id")));
+        let close = hook("close", json!({"id": PEER, "destination": ADDR}));
+        assert!(matches!(rpc_command(&close, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("close without a destination")));
+    }
+
+    #[test]
+    fn incoming_opens_read_funding_and_the_announce_flag() {
+        let v1 = json!({"openchannel": {"id": PEER, "funding_msat": 5_000_000_000u64, "push_msat": 0, "channel_flags": 0}});
+        assert_eq!(
+            incoming_open("openchannel", &v1),
+            Ask::Channels(vec![OpenAsk { peer: PEER.into(), amount_sat: 5_000_000, private: Some(true), incoming: true }])
+        );
+        let v2 = json!({"openchannel2": {"id": PEER, "their_funding_msat": "2000000msat", "channel_flags": 1}});
+        assert!(matches!(incoming_open("openchannel2", &v2), Ask::Channels(o) if o[0].amount_sat == 2_000 && o[0].private == Some(false)));
+    }
+
+    #[test]
+    fn replies_are_continue_or_the_commands_error_with_its_tags() {
+        assert_eq!(command_reply(&Answer::Approved), json!({"result": "continue"}));
+        let r = command_reply(&Answer::Refused { tags: vec!["per-payment-cap".into()], reason: "rule per-payment-cap: too much".into() });
+        assert_eq!(r["return"]["error"]["code"], CODE_REFUSED);
+        assert_eq!(r["return"]["error"]["message"], "rule per-payment-cap: too much");
+        assert_eq!(r["return"]["error"]["data"]["tags"], json!(["per-payment-cap"]));
+        let h = command_reply(&Answer::Held { tags: vec!["q".into()], reason: "needs 2".into(), request_id: "r1".into() });
+        assert_eq!(h["return"]["error"]["code"], CODE_HELD);
+        assert_eq!(h["return"]["error"]["data"]["request_id"], "r1");
+        let o = open_reply(&Answer::Refused { tags: vec![], reason: "too big".into() });
+        assert_eq!(o, json!({"result": "reject", "error_message": "too big"}));
+        let u = command_reply(&Answer::Unreachable("connection refused".into()));
+        assert_eq!(u["return"]["error"]["code"], CODE_UNREACHABLE);
+        assert!(u["return"]["error"]["message"].as_str().unwrap().contains("connection refused"));
+    }
+}

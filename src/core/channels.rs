@@ -1,0 +1,246 @@
+//! Channels as the signer holds them: the `[channels]` limits at an open (checked by the CLN
+//! plugin before lightningd acts, and again when the funding is signed), the in-flight limits
+//! at a payment, and the liquidity alerts.
+//!
+//! The channel list is read from VLS's node state through a closure the signer installs
+//! ([`Core::set_channel_list`]), so the core names no VLS type and holds no node.
+
+use super::{Core, Intent, PaymentAnswer};
+use crate::events::EventKind;
+use crate::policy::channels::{
+    check_in_flight, check_opens, depleted, ChannelOpen, ChannelPhase, ChannelView,
+};
+use crate::policy::RuleHit;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// Reads the channels from the signer's state; empty once the node is gone.
+pub type ChannelList = Arc<dyn Fn() -> Vec<ChannelView> + Send + Sync>;
+
+#[derive(Clone)]
+pub(super) struct ChannelSource(pub(super) ChannelList);
+
+impl std::fmt::Debug for ChannelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelSource")
+    }
+}
+
+/// Which channels were depleted or closing when last looked at, so each crossing alerts once.
+#[derive(Debug, Default)]
+pub(super) struct ChannelWatch {
+    depleted: Mutex<HashSet<String>>,
+    closing: Mutex<Option<HashSet<String>>>,
+}
+
+impl Core {
+    /// Where the channel list comes from (the signer sets it when it builds the node).
+    pub fn set_channel_list(&self, f: ChannelList) {
+        *self
+            .channel_list
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(ChannelSource(f));
+    }
+
+    /// Every channel the signer holds, from VLS's state (empty before the node is built).
+    pub fn channels(&self) -> Vec<ChannelView> {
+        let f = self
+            .channel_list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        f.map(|f| (f.0)()).unwrap_or_default()
+    }
+
+    /// What `[channels]` says to opening (or accepting) `opens`: approved, or refused with every
+    /// objecting rule. `skip` names channels already set up in VLS that are the ones being
+    /// funded (at signing time), so they are not counted twice. A refusal is recorded (audit
+    /// and a `channel` event) in the caller's transaction, or in its own.
+    pub fn check_channel_opens(
+        &self,
+        opens: &[ChannelOpen],
+        skip: &[String],
+        command: &str,
+    ) -> PaymentAnswer {
+        self.channel_decision(Intent::Check, opens, skip, command)
+    }
+
+    /// The same rules when the funding transaction is signed: what reaches here unchecked and
+    /// is refused stops the node's hsmd, so the refusal is recorded before the answer.
+    pub fn decide_channel_funding(&self, opens: &[ChannelOpen], skip: &[String]) -> PaymentAnswer {
+        self.channel_decision(Intent::Sign, opens, skip, "funding")
+    }
+
+    fn channel_decision(
+        &self,
+        intent: Intent,
+        opens: &[ChannelOpen],
+        skip: &[String],
+        command: &str,
+    ) -> PaymentAnswer {
+        let amount: u64 = opens
+            .iter()
+            .map(|o| o.capacity_msat)
+            .fold(0, u64::saturating_add);
+        if intent == Intent::Check {
+            if let Some(f) = self.frozen() {
+                let tag = crate::tags::FROZEN.to_string();
+                let reason = format!(
+                    "rule {tag}: the signer is frozen since {} by {} ({}); channel opens are refused until the governance quorum lifts it",
+                    crate::clock::format_utc(f.since),
+                    f.by,
+                    f.reason
+                );
+                return self.record_channel_refusal(intent, command, vec![tag], reason, amount);
+            }
+        }
+        let policy = self.policy().policy;
+        let hits = check_opens(&policy.channels, opens, &self.channels(), skip);
+        if hits.is_empty() {
+            return PaymentAnswer {
+                approved: true,
+                tags: Vec::new(),
+                reason: String::new(),
+                request_id: None,
+            };
+        }
+        let (tags, reason) = joined(&hits);
+        self.record_channel_refusal(intent, command, tags, reason, amount)
+    }
+
+    fn record_channel_refusal(
+        &self,
+        intent: Intent,
+        command: &str,
+        tags: Vec<String>,
+        reason: String,
+        amount: u64,
+    ) -> PaymentAnswer {
+        let message = match intent {
+            Intent::Check => format!("`{command}` refused before signing: {reason}"),
+            Intent::Sign => format!(
+                "a channel funding reached the signer unchecked and is refused, which stops the node's hsmd: {reason}"
+            ),
+        };
+        tracing::warn!(%message, "channel open refused");
+        self.metrics.decision("deny", &tags);
+        let record = || {
+            self.events
+                .emit(self.clock.now(), EventKind::Channel, "", &tags, message.clone(), amount);
+        };
+        if self.store().in_transaction() {
+            record();
+        } else if let Ok(txn) = self.store().begin() {
+            record();
+            if let Err(e) = txn.commit() {
+                tracing::error!(error = %e, "the channel refusal could not be recorded");
+            }
+        }
+        self.note_refusal(self.clock.now());
+        PaymentAnswer::refused(tags, reason, None)
+    }
+
+    /// The in-flight limits' objections to one more outgoing payment of `amount_msat`.
+    pub(super) fn in_flight_hits(
+        &self,
+        policy: &crate::policy::Policy,
+        amount_msat: u64,
+    ) -> Vec<RuleHit> {
+        let c = &policy.channels;
+        if c.max_htlcs_in_flight.is_none() && c.max_in_flight_msat.is_none() {
+            return Vec::new();
+        }
+        check_in_flight(c, &self.channels(), amount_msat)
+    }
+
+    /// Alert once when a channel's outbound balance falls below the policy's level, and once
+    /// when a channel starts closing. Run by wardend's periodic sweep.
+    pub fn watch_channels(&self) {
+        let channels = self.channels();
+        let now = self.clock.now();
+        if let Some(percent) = self.policy().policy.channels.min_outbound_percent {
+            let low = depleted(&channels, percent);
+            let ids: HashSet<String> = low.iter().map(|c| c.id.clone()).collect();
+            let mut seen = self
+                .channel_watch
+                .depleted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for c in low.iter().filter(|c| !seen.contains(&c.id)) {
+                self.events.emit(
+                    now,
+                    EventKind::Channel,
+                    "",
+                    &[crate::tags::LIQUIDITY_LOW.to_string()],
+                    format!(
+                        "rule {}: channel {} with {} has {} outbound of {} capacity, below {percent} %",
+                        crate::tags::LIQUIDITY_LOW,
+                        short_id(&c.id),
+                        c.peer.as_deref().map(short_id).unwrap_or_else(|| "an unknown peer".into()),
+                        crate::policy::units::format_msat(c.local_msat),
+                        crate::policy::units::format_msat(c.capacity_msat),
+                    ),
+                    c.local_msat,
+                );
+            }
+            *seen = ids;
+        }
+        let closing: HashSet<String> = channels
+            .iter()
+            .filter(|c| c.phase == ChannelPhase::Closing)
+            .map(|c| c.id.clone())
+            .collect();
+        let mut known = self
+            .channel_watch
+            .closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The first look only learns what is already closing (a restart does not re-alert).
+        if let Some(before) = known.as_ref() {
+            for c in channels
+                .iter()
+                .filter(|c| closing.contains(&c.id) && !before.contains(&c.id))
+            {
+                self.events.emit(
+                    now,
+                    EventKind::Channel,
+                    "",
+                    &[crate::tags::CHANNEL_CLOSING.to_string()],
+                    format!(
+                        "channel {} with {} is closing; {} of its {} was ours",
+                        short_id(&c.id),
+                        c.peer.as_deref().map(short_id).unwrap_or_else(|| "an unknown peer".into()),
+                        crate::policy::units::format_msat(c.local_msat),
+                        crate::policy::units::format_msat(c.capacity_msat),
+                    ),
+                    c.local_msat,
+                );
+            }
+        }
+        *known = Some(closing);
+    }
+}
+
+/// One sentence per rule, and the tags, in order.
+pub(super) fn joined(hits: &[RuleHit]) -> (Vec<String>, String) {
+    let mut tags: Vec<String> = Vec::new();
+    for h in hits {
+        if !tags.contains(&h.tag) {
+            tags.push(h.tag.clone());
+        }
+    }
+    let reason = hits
+        .iter()
+        .map(|h| h.reason.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    (tags, reason)
+}
+
+fn short_id(id: &str) -> String {
+    if id.len() > 16 {
+        format!("{}…", &id[..16])
+    } else {
+        id.to_string()
+    }
+}

@@ -1,0 +1,105 @@
+//! The channel list from VLS's own state: what the liquidity view, the metrics and the
+//! `[channels]` limits read. Balances are the ones VLS validated in the current commitments
+//! (the lower of ours in the holder's and the counterparty's), never the node's word.
+
+use crate::policy::channels::{ChannelOpen, ChannelPhase, ChannelView};
+use lightning_signer::bitcoin::Transaction;
+use lightning_signer::channel::{ChannelBase, ChannelSlot};
+use lightning_signer::node::Node;
+use std::sync::{Arc, Mutex};
+
+/// The peer, when the channel id carries it: CLN's and VLS's LDK client's ids are the peer's
+/// node id (33 bytes) followed by the node's channel number (8 bytes).
+fn peer_of(id: &[u8]) -> Option<String> {
+    (id.len() == 41).then(|| hex::encode(&id[..33]))
+}
+
+/// Every channel `node` holds. Follows VLS's lock order (the channel table is released before
+/// any channel is locked), so it can run beside the signer loop.
+pub fn channel_views(node: &Node) -> Vec<ChannelView> {
+    let slots: Vec<(Vec<u8>, Arc<Mutex<ChannelSlot>>)> = node
+        .get_channels()
+        .iter()
+        .map(|(id, slot)| (id.as_slice().to_vec(), Arc::clone(slot)))
+        .collect();
+    slots
+        .into_iter()
+        .map(|(id, slot)| {
+            let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            view(&id, &slot)
+        })
+        .collect()
+}
+
+fn view(id: &[u8], slot: &ChannelSlot) -> ChannelView {
+    let mut v = ChannelView {
+        id: hex::encode(id),
+        peer: peer_of(id),
+        funding: None,
+        outbound: false,
+        capacity_msat: 0,
+        local_msat: 0,
+        remote_msat: 0,
+        offered_htlcs: 0,
+        offered_msat: 0,
+        received_htlcs: 0,
+        received_msat: 0,
+        phase: ChannelPhase::Stub,
+    };
+    let ChannelSlot::Ready(chan) = slot else {
+        return v;
+    };
+    let b = chan.balance();
+    let msat = |sat: u64| sat.saturating_mul(1_000);
+    v.funding = Some(chan.setup.funding_outpoint.to_string());
+    v.outbound = chan.setup.is_outbound;
+    v.capacity_msat = msat(chan.setup.channel_value_sat);
+    v.phase = if chan.enforcement_state.channel_closed || b.closing_count > 0 {
+        ChannelPhase::Closing
+    } else if b.channel_count > 0 {
+        ChannelPhase::Open
+    } else {
+        ChannelPhase::Unconfirmed
+    };
+    v.local_msat = msat(b.claimable.max(b.sweeping));
+    v.offered_htlcs = b.offered_htlc_count;
+    v.offered_msat = msat(b.offered_htlc);
+    v.received_htlcs = b.received_htlc_count;
+    v.received_msat = msat(b.received_htlc);
+    v.remote_msat = v
+        .capacity_msat
+        .saturating_sub(v.local_msat)
+        .saturating_sub(v.offered_msat)
+        .saturating_sub(v.received_msat);
+    debug_assert!(chan.is_ready());
+    v
+}
+
+/// The channels `tx` funds: outputs that are the funding outpoint of a channel VLS has set up.
+/// Returns each as an open to check and the channel ids (already in the list) it stands for.
+pub fn funded_by(node: &Node, tx: &Transaction) -> (Vec<ChannelOpen>, Vec<String>) {
+    let txid = tx.compute_txid();
+    let mut opens = Vec::new();
+    let mut ids = Vec::new();
+    for c in channel_views(node) {
+        let Some(funding) = &c.funding else { continue };
+        let Some((t, vout)) = funding.split_once(':') else {
+            continue;
+        };
+        let funds = t == txid.to_string()
+            && vout
+                .parse::<usize>()
+                .is_ok_and(|i| i < tx.output.len());
+        if funds && c.outbound {
+            opens.push(ChannelOpen {
+                peer: c.peer.clone().unwrap_or_default(),
+                capacity_msat: c.capacity_msat,
+                // The funding transaction does not say whether the channel will be announced.
+                private: None,
+                incoming: false,
+            });
+            ids.push(c.id.clone());
+        }
+    }
+    (opens, ids)
+}

@@ -1,0 +1,331 @@
+//! warden-cln-plugin as lightningd runs it (stdin/stdout JSON-RPC: getmanifest, init, hooks with
+//! the payloads CLN documents) against a real wardend serving VLS's real remote_hsmd_socket:
+//! on-chain spends and channel opens are asked about before lightningd acts, and what reaches
+//! the signer unchecked is refused there, recorded first.
+
+mod common;
+
+use common::cln::Cln;
+use common::cln_plugin::{error_of, options, PluginProcess};
+use common::daemon::{next_event, QUORUM_RULES};
+use lightning_signer::bitcoin::bip32::{ChildNumber, Xpub};
+use lightning_signer::bitcoin::psbt::Psbt;
+use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
+use lightning_signer::bitcoin::{
+    absolute::LockTime, transaction::Version, Address, Amount, CompressedPublicKey, Network,
+    OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
+};
+use lightning_signer::bitcoin::hashes::Hash;
+use serde_json::json;
+use tokio::task::block_in_place;
+use vls_protocol::model::Utxo;
+use vls_protocol::msgs::{self, Message};
+use vls_protocol::psbt::StreamedPSBT;
+use vls_protocol::serde_bolt::{Array, Octets};
+use warden::api::proto::EventKind;
+
+/// The peer's node id: the public key of secret 0x11..11.
+const PEER: &str = "034f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa";
+
+fn rules() -> String {
+    format!(
+        "{QUORUM_RULES}
+[channels]
+max_channel_size = \"8_000_000 sat\"
+max_per_peer = \"5_000_000 sat\"
+allow_private = false
+"
+    )
+}
+
+/// A regtest address nobody in the test owns.
+fn address(seed: u8) -> Address {
+    let secp = Secp256k1::new();
+    let key = SecretKey::from_slice(&[seed; 32]).unwrap();
+    let pk = CompressedPublicKey(key.public_key(&secp));
+    Address::p2wpkh(&pk, Network::Regtest)
+}
+
+/// A wardend whose admin API names the plugin's certificate a node's, serving the proxy.
+async fn start(label: &str) -> (Cln, Xpub) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wardend.toml");
+    std::fs::write(&config, "[admin]\nnodes = [\"cln-node\"]\n").unwrap();
+    let mut cln = Cln::start_with_env(label, &rules(), &[("WARDEN_CONFIG", config.to_str().unwrap())]).await;
+    // The config file must outlive wardend's start only.
+    drop(dir);
+    let xpub = block_in_place(|| match cln.call(warden::standin::hsmd_init_regtest()) {
+        Message::HsmdInitReplyV4(r) => Xpub::decode(&r.bip32.0).unwrap(),
+        other => panic!("unexpected init reply {other:?}"),
+    });
+    (cln, xpub)
+}
+
+/// The SignWithdrawal lightningd sends for a `withdraw` of `sat` to `to`: one wallet coin (at
+/// BIP32 child 1 of the node's wallet key, as CLN derives it) spent to `to`, no change.
+fn withdrawal(xpub: &Xpub, to: &Address, sat: u64) -> msgs::SignWithdrawal {
+    let secp = Secp256k1::new();
+    let child = xpub
+        .derive_pub(&secp, &[ChildNumber::from_normal_idx(1).unwrap()])
+        .unwrap();
+    let wallet = ScriptBuf::new_p2wpkh(&CompressedPublicKey(child.public_key).wpubkey_hash());
+    let coin = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: Txid::from_byte_array([7; 32]),
+                vout: 0,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(sat + 1_000),
+            script_pubkey: wallet,
+        }],
+    };
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: coin.compute_txid(),
+                vout: 0,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(sat),
+            script_pubkey: to.script_pubkey(),
+        }],
+    };
+    let mut psbt = Psbt::from_unsigned_tx(tx).unwrap();
+    psbt.inputs[0].witness_utxo = Some(coin.output[0].clone());
+    psbt.inputs[0].non_witness_utxo = Some(coin.clone());
+    msgs::SignWithdrawal {
+        utxos: Array(vec![Utxo {
+            txid: coin.compute_txid(),
+            outnum: 0,
+            amount: sat + 1_000,
+            keyindex: 1,
+            is_p2sh: false,
+            script: Octets::EMPTY,
+            close_info: None,
+            is_in_coinbase: false,
+        }]),
+        psbt: StreamedPSBT::new(psbt).into(),
+    }
+}
+
+fn signs(cln: &mut Cln, w: msgs::SignWithdrawal) -> bool {
+    block_in_place(|| match cln.proxy.hsmd.call(w) {
+        Ok(Message::SignWithdrawalReply(r)) => r.psbt.0.inner.inputs[0].final_script_witness.is_some(),
+        _ => false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_when_signed() {
+    let (mut cln, xpub) = start("plugin-withdraw").await;
+    let mut plugin = block_in_place(|| {
+        PluginProcess::start(options(cln.admin_port, &cln.pki, "cln-node"))
+    });
+    let hooks: Vec<&str> = plugin.manifest["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hooks.len(), 3);
+    for h in ["rpc_command", "openchannel", "openchannel2"] {
+        assert!(hooks.contains(&h), "{hooks:?}");
+    }
+    let to = address(0x51);
+
+    // (1) Within every limit and below the quorum threshold: lightningd goes on; nothing is
+    // counted until wardend signs it.
+    let reply = block_in_place(|| {
+        plugin.command("withdraw", json!({"destination": to.to_string(), "satoshi": 500_000}))
+    });
+    assert_eq!(reply, json!({"result": "continue"}));
+    assert_eq!(cln.window("daily-cap").await.used_msat, 0);
+    assert!(signs(&mut cln, withdrawal(&xpub, &to, 500_000)));
+    assert_eq!(cln.window("daily-cap").await.used_msat, 500_000_000);
+
+    // (2) Over the per-payment cap (positional parameters, as lightning-cli sends them): the
+    // command's JSON-RPC error carries the rule's tag and sentence; the node keeps serving.
+    let reply = block_in_place(|| plugin.command("withdraw", json!([to.to_string(), "2500000sat"])));
+    let e = error_of(&reply).expect("refused");
+    assert_eq!(e["code"], 2100);
+    assert_eq!(e["data"]["tags"], json!(["per-payment-cap", "daily-cap"]));
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("rule per-payment-cap: this payment of 2,500,000 sat is above the per-payment limit of 2,000,000 sat"),
+        "{message}"
+    );
+    assert!(block_in_place(|| cln.still_serves()));
+
+    // (3) Above the quorum threshold: held like a payment. The request is the same one each time
+    // the command is re-run, refused until two admins approved, then lightningd goes on and the
+    // signature uses the approval.
+    let held = || json!({"destination": to.to_string(), "satoshi": "1200000sat"});
+    let reply = block_in_place(|| plugin.command("withdraw", held()));
+    let e = error_of(&reply).expect("held");
+    assert_eq!(e["code"], 2101, "{reply}");
+    assert_eq!(e["data"]["tags"], json!(["large-payment-quorum"]));
+    let id = e["data"]["request_id"].as_str().unwrap().to_string();
+    assert!(e["message"].as_str().unwrap().contains("run the command again once the admins approved it"));
+    let pending = cln.pending();
+    assert_eq!(pending[0]["id"], id.as_str());
+    assert_eq!(pending[0]["kind"], "onchain");
+    let out = cln.wardenctl("alice", &["approve", &id, "--key", &cln.admin_key("alice")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = block_in_place(|| plugin.command("withdraw", held()));
+    assert_eq!(error_of(&reply).expect("still held")["data"]["request_id"], id.as_str());
+    let out = cln.wardenctl("bob", &["approve", &id, "--key", &cln.admin_key("bob")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = block_in_place(|| plugin.command("withdraw", held()));
+    assert_eq!(reply, json!({"result": "continue"}));
+    // Checking again does not use the approval up: the signature does.
+    let reply = block_in_place(|| plugin.command("withdraw", held()));
+    assert_eq!(reply, json!({"result": "continue"}));
+    assert!(signs(&mut cln, withdrawal(&xpub, &to, 1_200_000)));
+    assert_eq!(cln.window("daily-cap").await.used_msat, 1_700_000_000);
+
+    // (4) A spend sent to the signer without the plugin's check (a misconfigured or compromised
+    // node): VLS's fatal path refuses it, and wardend records why before it answers.
+    let mut events = cln.watch().await;
+    assert!(!signs(&mut cln, withdrawal(&xpub, &address(0x52), 900_000)));
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["daily-cap"]);
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["warden-unchecked-spend"]);
+    assert!(e.message.contains("without the CLN plugin's check"), "{}", e.message);
+    assert_eq!(cln.window("daily-cap").await.used_msat, 1_700_000_000);
+    // The record is in the audit log, verified.
+    cln.stop_wardend();
+    let audit = cln.token.command("wardenctl").args(["audit", "export"]).output().unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(text.contains("warden-unchecked-spend"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
+    let (cln, _) = start("plugin-channels").await;
+    let mut plugin = block_in_place(|| {
+        PluginProcess::start(options(cln.admin_port, &cln.pki, "cln-node"))
+    });
+    let mut events = cln.watch().await;
+
+    // fundchannel above max_channel_size.
+    let reply = block_in_place(|| plugin.command("fundchannel", json!({"id": PEER, "amount": 9_000_000})));
+    let e = error_of(&reply).expect("refused");
+    assert_eq!(e["code"], 2100, "{reply}");
+    assert_eq!(e["data"]["tags"], json!(["warden-channel-size", "warden-channel-peer"]));
+    assert!(
+        e["message"].as_str().unwrap().starts_with("rule warden-channel-size: a channel of 9,000,000 sat with peer 034f355bdcb7cc0a… is larger than the largest allowed, 8,000,000 sat"),
+        "{reply}"
+    );
+    let event = next_event(&mut events, EventKind::Channel).await;
+    assert!(event.message.starts_with("`fundchannel` refused before signing"), "{}", event.message);
+
+    // Within the limits, announced: lightningd goes on. Unannounced: refused.
+    let reply = block_in_place(|| plugin.command("fundchannel", json!([PEER, "1000000sat"])));
+    assert_eq!(reply, json!({"result": "continue"}));
+    let reply = block_in_place(|| plugin.command("fundchannel", json!({"id": PEER, "amount": 1_000_000, "announce": false})));
+    assert_eq!(error_of(&reply).unwrap()["data"]["tags"], json!(["warden-channel-private"]));
+
+    // Two channels in one command count together against the per-peer limit.
+    let reply = block_in_place(|| {
+        plugin.command(
+            "multifundchannel",
+            json!({"destinations": [{"id": PEER, "amount": 3_000_000}, {"id": format!("{PEER}@127.0.0.1:9735"), "amount": "3000000sat"}]}),
+        )
+    });
+    let e = error_of(&reply).expect("refused");
+    assert_eq!(e["data"]["tags"], json!(["warden-channel-peer"]));
+    assert!(e["message"].as_str().unwrap().contains("to 6,000,000 sat"), "{reply}");
+
+    // A peer opening a channel over the per-peer limit is rejected (lightningd tells the peer
+    // why); one within it, announced, goes on.
+    let reply = block_in_place(|| plugin.incoming(PEER, 6_000_000, 1));
+    assert_eq!(reply["result"], "reject");
+    assert!(
+        reply["error_message"].as_str().unwrap().starts_with("rule warden-channel-peer: an incoming channel of 6,000,000 sat"),
+        "{reply}"
+    );
+    let reply = block_in_place(|| plugin.incoming(PEER, 2_000_000, 1));
+    assert_eq!(reply, json!({"result": "continue"}));
+    let reply = block_in_place(|| plugin.incoming(PEER, 2_000_000, 0));
+    assert_eq!(reply["result"], "reject");
+
+    // What the plugin cannot check, it refuses with advice rather than let the signer refuse it
+    // fatally; commands it does not guard go on untouched.
+    let reply = block_in_place(|| plugin.command("withdraw", json!({"destination": address(1).to_string(), "satoshi": "all"})));
+    let e = error_of(&reply).expect("uncheckable");
+    assert_eq!(e["code"], 2102);
+    assert_eq!(e["data"]["tags"], json!(["warden-spend-uncheckable"]));
+    let reply = block_in_place(|| plugin.command("getinfo", json!({})));
+    assert_eq!(reply, json!({"result": "continue"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_fails_closed_and_a_node_certificate_may_check_but_not_read() {
+    let (cln, _) = start("plugin-closed").await;
+    // wardend not where the plugin looks: every guarded command is refused, the others go on.
+    let mut lost = block_in_place(|| {
+        PluginProcess::start(options(common::daemon::free_port(), &cln.pki, "cln-node"))
+    });
+    let reply = block_in_place(|| lost.command("withdraw", json!({"destination": address(2).to_string(), "satoshi": 1_000})));
+    let e = error_of(&reply).expect("refused");
+    assert_eq!(e["code"], 2103);
+    assert_eq!(e["data"]["tags"], json!(["warden-signer-unreachable"]));
+    assert!(e["message"].as_str().unwrap().contains("nothing is signed unchecked"), "{reply}");
+    assert_eq!(block_in_place(|| lost.command("listfunds", json!({}))), json!({"result": "continue"}));
+
+    // Without its options the plugin exits at init: loaded as important-plugin, lightningd stops.
+    let (mut bare, status) = block_in_place(|| PluginProcess::start_expecting_exit(json!({})));
+    assert!(status.is_some_and(|s| !s.success()), "the plugin kept running without options");
+    let _ = &mut bare;
+
+    // The node's certificate may ask for checks but not read the signer's channels or requests.
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(cln.pki.join("ca.pem")).unwrap()))
+        .identity(Identity::from_pem(
+            std::fs::read(cln.pki.join("cln-node.pem")).unwrap(),
+            std::fs::read(cln.pki.join("cln-node.key")).unwrap(),
+        ))
+        .domain_name("localhost");
+    let ch = Endpoint::from_shared(format!("https://localhost:{}", cln.admin_port))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut node = warden::api::proto::warden_client::WardenClient::new(ch);
+    let err = node
+        .list_channels(warden::api::proto::ListChannelsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("is a node's (admin.nodes)"), "{}", err.message());
+    let bad = node
+        .check_spend(warden::api::proto::CheckSpendRequest {
+            outputs: vec![warden::api::proto::SpendOutput {
+                address: "tb1qnotregtest".into(),
+                amount_sat: 1,
+            }],
+            command: "withdraw".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("is not a regtest address"), "{}", bad.message());
+}
