@@ -145,7 +145,9 @@ fn uncheckable(reason: String) -> Ask {
 /// An amount that must be known: `all` cannot be checked before lightningd picks the coins.
 fn known_amount(v: Option<&Value>, what: &str, command: &str) -> Result<u64, Ask> {
     let Some(v) = v else {
-        return Err(uncheckable(format!("`{command}` without {what} cannot be checked")));
+        return Err(uncheckable(format!(
+            "`{command}` without {what} cannot be checked"
+        )));
     };
     match parse_amount(v) {
         Ok(Some(sat)) => Ok(sat),
@@ -159,7 +161,11 @@ fn known_amount(v: Option<&Value>, what: &str, command: &str) -> Result<u64, Ask
 /// A node id as commands take it (`id` or `id@host:port`), lowercase.
 fn node_id(v: Option<&Value>, command: &str) -> Result<String, Ask> {
     let text = v.and_then(Value::as_str).unwrap_or_default();
-    let id = text.split('@').next().unwrap_or_default().to_ascii_lowercase();
+    let id = text
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if id.len() == 66 && id.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(id)
     } else {
@@ -172,7 +178,9 @@ fn node_id(v: Option<&Value>, command: &str) -> Result<String, Ask> {
 /// `[{"address": amount}, ...]` as `multiwithdraw` and `txprepare` take their outputs.
 fn outputs_list(v: Option<&Value>, command: &str) -> Result<Vec<(String, u64)>, Ask> {
     let Some(Value::Array(items)) = v else {
-        return Err(uncheckable(format!("`{command}` without its outputs cannot be checked")));
+        return Err(uncheckable(format!(
+            "`{command}` without its outputs cannot be checked"
+        )));
     };
     let mut out = Vec::new();
     for item in items {
@@ -192,7 +200,10 @@ fn outputs_list(v: Option<&Value>, command: &str) -> Result<Vec<(String, u64)>, 
 /// The outputs of a PSBT that leave the wallet: every output without a BIP32 derivation
 /// (lightningd marks its change outputs with one). Trusting that mark is safe for a check,
 /// because the signature that follows is decided again by wardend from VLS's own view.
-fn psbt_outputs(v: Option<&Value>, network: lightning_signer::bitcoin::Network) -> Result<Vec<(String, u64)>, Ask> {
+fn psbt_outputs(
+    v: Option<&Value>,
+    network: lightning_signer::bitcoin::Network,
+) -> Result<Vec<(String, u64)>, Ask> {
     use base64::Engine;
     let text = v.and_then(Value::as_str).unwrap_or_default();
     let bytes = base64::engine::general_purpose::STANDARD
@@ -221,7 +232,10 @@ fn psbt_outputs(v: Option<&Value>, network: lightning_signer::bitcoin::Network) 
 /// What to ask about an `rpc_command` hook call (`{"rpc_command": {"method", "params"}}`).
 pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network) -> Ask {
     let cmd = payload.get("rpc_command").unwrap_or(payload);
-    let method = cmd.get("method").and_then(Value::as_str).unwrap_or_default();
+    let method = cmd
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let params = cmd.get("params").cloned().unwrap_or(Value::Null);
     let p = |name: &str, pos: usize| param(&params, name, pos);
     let result = (|| -> Result<Ask, Ask> {
@@ -308,13 +322,18 @@ pub fn incoming_open(hook: &str, payload: &Value) -> Ask {
         _ => None,
     };
     let Some(msat) = msat else {
-        return uncheckable(format!("the {hook} hook's `{field}` is missing or not msat"));
+        return uncheckable(format!(
+            "the {hook} hook's `{field}` is missing or not msat"
+        ));
     };
     let peer = match node_id(open.get("id"), hook) {
         Ok(p) => p,
         Err(refusal) => return refusal,
     };
-    let flags = open.get("channel_flags").and_then(Value::as_u64).unwrap_or(1);
+    let flags = open
+        .get("channel_flags")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
     Ask::Channels(vec![OpenAsk {
         peer,
         amount_sat: msat / 1_000,
@@ -406,8 +425,12 @@ mod tests {
             parse_amount(&json!("1500500msat")),
             Err("amount \"1500500msat\" is not a whole number of sat, which an on-chain output needs".into())
         );
-        assert!(parse_amount(&json!("0.000000001btc")).unwrap_err().contains("8 decimals"));
-        assert!(parse_amount(&json!("lots")).unwrap_err().contains("not an amount"));
+        assert!(parse_amount(&json!("0.000000001btc"))
+            .unwrap_err()
+            .contains("8 decimals"));
+        assert!(parse_amount(&json!("lots"))
+            .unwrap_err()
+            .contains("not an amount"));
     }
 
     #[test]
@@ -426,27 +449,49 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Commands the plugin does not guard go on untouched.
-        assert_eq!(rpc_command(&hook("getinfo", json!({})), Network::Regtest), Ask::Nothing);
-        assert_eq!(rpc_command(&hook("close", json!([PEER])), Network::Regtest), Ask::Nothing);
+        assert_eq!(
+            rpc_command(&hook("getinfo", json!({})), Network::Regtest),
+            Ask::Nothing
+        );
+        assert_eq!(
+            rpc_command(&hook("close", json!([PEER])), Network::Regtest),
+            Ask::Nothing
+        );
     }
 
     #[test]
     fn multiwithdraw_txprepare_and_channel_commands_name_every_output_and_channel() {
         let outs = json!([{ADDR: 1000}, {"bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf5m0y": "2000sat"}]);
-        match rpc_command(&hook("multiwithdraw", json!({"outputs": outs})), Network::Regtest) {
-            Ask::Spend(o) => assert_eq!(o.iter().map(|x| x.1).collect::<Vec<_>>(), vec![1000, 2000]),
+        match rpc_command(
+            &hook("multiwithdraw", json!({"outputs": outs})),
+            Network::Regtest,
+        ) {
+            Ask::Spend(o) => {
+                assert_eq!(o.iter().map(|x| x.1).collect::<Vec<_>>(), vec![1000, 2000])
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             rpc_command(&hook("txprepare", json!([outs])), Network::Regtest),
             Ask::Spend(o) if o.len() == 2
         ));
-        let fund = hook("fundchannel", json!({"id": format!("{PEER}@127.0.0.1:9735"), "amount": 6_000_000, "announce": false}));
+        let fund = hook(
+            "fundchannel",
+            json!({"id": format!("{PEER}@127.0.0.1:9735"), "amount": 6_000_000, "announce": false}),
+        );
         assert_eq!(
             rpc_command(&fund, Network::Regtest),
-            Ask::Channels(vec![OpenAsk { peer: PEER.into(), amount_sat: 6_000_000, private: Some(true), incoming: false }])
+            Ask::Channels(vec![OpenAsk {
+                peer: PEER.into(),
+                amount_sat: 6_000_000,
+                private: Some(true),
+                incoming: false
+            }])
         );
-        let multi = hook("multifundchannel", json!({"destinations": [{"id": PEER, "amount": "1000000sat"}, {"id": PEER, "amount": 2000}]}));
+        let multi = hook(
+            "multifundchannel",
+            json!({"destinations": [{"id": PEER, "amount": "1000000sat"}, {"id": PEER, "amount": 2000}]}),
+        );
         match rpc_command(&multi, Network::Regtest) {
             Ask::Channels(o) => {
                 assert_eq!(o.len(), 2);
@@ -455,9 +500,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let bad = hook("fundchannel", json!({"id": "nobody", "amount": 1}));
-        assert!(matches!(rpc_command(&bad, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("not a node id")));
+        assert!(
+            matches!(rpc_command(&bad, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("not a node id"))
+        );
         let close = hook("close", json!({"id": PEER, "destination": ADDR}));
-        assert!(matches!(rpc_command(&close, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("close without a destination")));
+        assert!(
+            matches!(rpc_command(&close, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("close without a destination"))
+        );
     }
 
     #[test]
@@ -465,26 +514,55 @@ mod tests {
         let v1 = json!({"openchannel": {"id": PEER, "funding_msat": 5_000_000_000u64, "push_msat": 0, "channel_flags": 0}});
         assert_eq!(
             incoming_open("openchannel", &v1),
-            Ask::Channels(vec![OpenAsk { peer: PEER.into(), amount_sat: 5_000_000, private: Some(true), incoming: true }])
+            Ask::Channels(vec![OpenAsk {
+                peer: PEER.into(),
+                amount_sat: 5_000_000,
+                private: Some(true),
+                incoming: true
+            }])
         );
         let v2 = json!({"openchannel2": {"id": PEER, "their_funding_msat": "2000000msat", "channel_flags": 1}});
-        assert!(matches!(incoming_open("openchannel2", &v2), Ask::Channels(o) if o[0].amount_sat == 2_000 && o[0].private == Some(false)));
+        assert!(
+            matches!(incoming_open("openchannel2", &v2), Ask::Channels(o) if o[0].amount_sat == 2_000 && o[0].private == Some(false))
+        );
     }
 
     #[test]
     fn replies_are_continue_or_the_commands_error_with_its_tags() {
-        assert_eq!(command_reply(&Answer::Approved), json!({"result": "continue"}));
-        let r = command_reply(&Answer::Refused { tags: vec!["per-payment-cap".into()], reason: "rule per-payment-cap: too much".into() });
+        assert_eq!(
+            command_reply(&Answer::Approved),
+            json!({"result": "continue"})
+        );
+        let r = command_reply(&Answer::Refused {
+            tags: vec!["per-payment-cap".into()],
+            reason: "rule per-payment-cap: too much".into(),
+        });
         assert_eq!(r["return"]["error"]["code"], CODE_REFUSED);
-        assert_eq!(r["return"]["error"]["message"], "rule per-payment-cap: too much");
-        assert_eq!(r["return"]["error"]["data"]["tags"], json!(["per-payment-cap"]));
-        let h = command_reply(&Answer::Held { tags: vec!["q".into()], reason: "needs 2".into(), request_id: "r1".into() });
+        assert_eq!(
+            r["return"]["error"]["message"],
+            "rule per-payment-cap: too much"
+        );
+        assert_eq!(
+            r["return"]["error"]["data"]["tags"],
+            json!(["per-payment-cap"])
+        );
+        let h = command_reply(&Answer::Held {
+            tags: vec!["q".into()],
+            reason: "needs 2".into(),
+            request_id: "r1".into(),
+        });
         assert_eq!(h["return"]["error"]["code"], CODE_HELD);
         assert_eq!(h["return"]["error"]["data"]["request_id"], "r1");
-        let o = open_reply(&Answer::Refused { tags: vec![], reason: "too big".into() });
+        let o = open_reply(&Answer::Refused {
+            tags: vec![],
+            reason: "too big".into(),
+        });
         assert_eq!(o, json!({"result": "reject", "error_message": "too big"}));
         let u = command_reply(&Answer::Unreachable("connection refused".into()));
         assert_eq!(u["return"]["error"]["code"], CODE_UNREACHABLE);
-        assert!(u["return"]["error"]["message"].as_str().unwrap().contains("connection refused"));
+        assert!(u["return"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"));
     }
 }

@@ -24,6 +24,30 @@ struct NameLabel {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// Per-channel gauges, rebuilt at every scrape so a closed channel's series goes away.
+struct ChannelGauges {
+    capacity: Family<ChannelLabels, Gauge>,
+    local: Family<ChannelLabels, Gauge>,
+    remote: Family<ChannelLabels, Gauge>,
+    offered: Family<ChannelLabels, Gauge>,
+    offered_msat: Family<ChannelLabels, Gauge>,
+    by_state: Family<StateLabel, Gauge>,
+    local_total: Gauge,
+    capacity_total: Gauge,
+    in_flight_total: Gauge,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -45,6 +69,7 @@ pub struct Metrics {
     store_seconds: Family<NameLabel, Gauge<f64, AtomicU64>>,
     store_ops: Family<NameLabel, Gauge>,
     velocity_used: Family<NameLabel, Gauge<f64, AtomicU64>>,
+    channels: ChannelGauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,7 +165,64 @@ impl Default for Metrics {
             "Amount used in each rolling window as a fraction of its limit, by rule tag",
             velocity_used.clone(),
         );
+        let channels = ChannelGauges {
+            capacity: Family::default(),
+            local: Family::default(),
+            remote: Family::default(),
+            offered: Family::default(),
+            offered_msat: Family::default(),
+            by_state: Family::default(),
+            local_total: Gauge::default(),
+            capacity_total: Gauge::default(),
+            in_flight_total: Gauge::default(),
+        };
+        r.register(
+            "channel_capacity_msat",
+            "Each channel's capacity, from the signer's state",
+            channels.capacity.clone(),
+        );
+        r.register(
+            "channel_local_msat",
+            "Each channel's outbound balance (ours) in the commitments VLS validated",
+            channels.local.clone(),
+        );
+        r.register(
+            "channel_remote_msat",
+            "Each channel's inbound balance (the peer's): capacity less ours and what is in flight",
+            channels.remote.clone(),
+        );
+        r.register(
+            "channel_offered_htlcs",
+            "Outgoing HTLCs in flight in each channel",
+            channels.offered.clone(),
+        );
+        r.register(
+            "channel_offered_msat",
+            "msat in the outgoing HTLCs in flight in each channel",
+            channels.offered_msat.clone(),
+        );
+        r.register(
+            "channels",
+            "Channels by state (stub, unconfirmed, open, closing, refused: a funding Warden refused to sign)",
+            channels.by_state.clone(),
+        );
+        r.register(
+            "channels_local_msat",
+            "Outbound balance across channels not closing",
+            channels.local_total.clone(),
+        );
+        r.register(
+            "channels_capacity_msat",
+            "Capacity across channels not closing",
+            channels.capacity_total.clone(),
+        );
+        r.register(
+            "channels_in_flight_msat",
+            "msat in outgoing HTLCs across all channels",
+            channels.in_flight_total.clone(),
+        );
         Metrics {
+            channels,
             registry: Mutex::new(r),
             decisions,
             hsmd_requests,
@@ -220,7 +302,9 @@ impl Metrics {
         velocity: &[(String, f64)],
         state_commits: u64,
         store: &[crate::store::Timing],
+        channels: &[crate::policy::channels::ChannelView],
     ) -> String {
+        self.render_channels(channels);
         self.state_commits.set(state_commits as i64);
         for t in store {
             self.store_seconds
@@ -246,6 +330,55 @@ impl Metrics {
         let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         out
+    }
+}
+
+impl Metrics {
+    fn render_channels(&self, channels: &[crate::policy::channels::ChannelView]) {
+        let g = &self.channels;
+        for f in [
+            &g.capacity,
+            &g.local,
+            &g.remote,
+            &g.offered,
+            &g.offered_msat,
+        ] {
+            f.clear();
+        }
+        g.by_state.clear();
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (mut local, mut capacity, mut flight) = (0u64, 0u64, 0u64);
+        for state in ["stub", "unconfirmed", "open", "closing", "refused"] {
+            g.by_state
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(0);
+        }
+        for c in channels {
+            let l = ChannelLabels {
+                channel: c.id.clone(),
+                peer: c.peer.clone().unwrap_or_default(),
+            };
+            g.capacity.get_or_create(&l).set(gauge(c.capacity_msat));
+            g.local.get_or_create(&l).set(gauge(c.local_msat));
+            g.remote.get_or_create(&l).set(gauge(c.remote_msat));
+            g.offered.get_or_create(&l).set(i64::from(c.offered_htlcs));
+            g.offered_msat.get_or_create(&l).set(gauge(c.offered_msat));
+            g.by_state
+                .get_or_create(&StateLabel {
+                    state: c.phase.as_str().into(),
+                })
+                .inc();
+            flight = flight.saturating_add(c.offered_msat);
+            if c.phase.counts() {
+                local = local.saturating_add(c.local_msat);
+                capacity = capacity.saturating_add(c.capacity_msat);
+            }
+        }
+        g.local_total.set(gauge(local));
+        g.capacity_total.set(gauge(capacity));
+        g.in_flight_total.set(gauge(flight));
     }
 }
 

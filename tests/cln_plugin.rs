@@ -9,13 +9,13 @@ use common::cln::Cln;
 use common::cln_plugin::{error_of, options, PluginProcess};
 use common::daemon::{next_event, QUORUM_RULES};
 use lightning_signer::bitcoin::bip32::{ChildNumber, Xpub};
+use lightning_signer::bitcoin::hashes::Hash;
 use lightning_signer::bitcoin::psbt::Psbt;
 use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
 use lightning_signer::bitcoin::{
     absolute::LockTime, transaction::Version, Address, Amount, CompressedPublicKey, Network,
     OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
 };
-use lightning_signer::bitcoin::hashes::Hash;
 use serde_json::json;
 use tokio::task::block_in_place;
 use vls_protocol::model::Utxo;
@@ -51,7 +51,12 @@ async fn start(label: &str) -> (Cln, Xpub) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wardend.toml");
     std::fs::write(&config, "[admin]\nnodes = [\"cln-node\"]\n").unwrap();
-    let mut cln = Cln::start_with_env(label, &rules(), &[("WARDEN_CONFIG", config.to_str().unwrap())]).await;
+    let mut cln = Cln::start_with_env(
+        label,
+        &rules(),
+        &[("WARDEN_CONFIG", config.to_str().unwrap())],
+    )
+    .await;
     // The config file must outlive wardend's start only.
     drop(dir);
     let xpub = block_in_place(|| match cln.call(warden::standin::hsmd_init_regtest()) {
@@ -123,7 +128,9 @@ fn withdrawal(xpub: &Xpub, to: &Address, sat: u64) -> msgs::SignWithdrawal {
 
 fn signs(cln: &mut Cln, w: msgs::SignWithdrawal) -> bool {
     block_in_place(|| match cln.proxy.hsmd.call(w) {
-        Ok(Message::SignWithdrawalReply(r)) => r.psbt.0.inner.inputs[0].final_script_witness.is_some(),
+        Ok(Message::SignWithdrawalReply(r)) => {
+            r.psbt.0.inner.inputs[0].final_script_witness.is_some()
+        }
         _ => false,
     })
 }
@@ -131,9 +138,8 @@ fn signs(cln: &mut Cln, w: msgs::SignWithdrawal) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_when_signed() {
     let (mut cln, xpub) = start("plugin-withdraw").await;
-    let mut plugin = block_in_place(|| {
-        PluginProcess::start(options(cln.admin_port, &cln.pki, "cln-node"))
-    });
+    let mut plugin =
+        block_in_place(|| PluginProcess::start(options(cln.admin_port, &cln.pki, "cln-node")));
     let hooks: Vec<&str> = plugin.manifest["hooks"]
         .as_array()
         .unwrap()
@@ -149,7 +155,10 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
     // (1) Within every limit and below the quorum threshold: lightningd goes on; nothing is
     // counted until wardend signs it.
     let reply = block_in_place(|| {
-        plugin.command("withdraw", json!({"destination": to.to_string(), "satoshi": 500_000}))
+        plugin.command(
+            "withdraw",
+            json!({"destination": to.to_string(), "satoshi": 500_000}),
+        )
     });
     assert_eq!(reply, json!({"result": "continue"}));
     assert_eq!(cln.window("daily-cap").await.used_msat, 0);
@@ -158,7 +167,8 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
 
     // (2) Over the per-payment cap (positional parameters, as lightning-cli sends them): the
     // command's JSON-RPC error carries the rule's tag and sentence; the node keeps serving.
-    let reply = block_in_place(|| plugin.command("withdraw", json!([to.to_string(), "2500000sat"])));
+    let reply =
+        block_in_place(|| plugin.command("withdraw", json!([to.to_string(), "2500000sat"])));
     let e = error_of(&reply).expect("refused");
     assert_eq!(e["code"], 2100);
     assert_eq!(e["data"]["tags"], json!(["per-payment-cap", "daily-cap"]));
@@ -178,16 +188,30 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
     assert_eq!(e["code"], 2101, "{reply}");
     assert_eq!(e["data"]["tags"], json!(["large-payment-quorum"]));
     let id = e["data"]["request_id"].as_str().unwrap().to_string();
-    assert!(e["message"].as_str().unwrap().contains("run the command again once the admins approved it"));
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("run the command again once the admins approved it"));
     let pending = cln.pending();
     assert_eq!(pending[0]["id"], id.as_str());
     assert_eq!(pending[0]["kind"], "onchain");
     let out = cln.wardenctl("alice", &["approve", &id, "--key", &cln.admin_key("alice")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reply = block_in_place(|| plugin.command("withdraw", held()));
-    assert_eq!(error_of(&reply).expect("still held")["data"]["request_id"], id.as_str());
+    assert_eq!(
+        error_of(&reply).expect("still held")["data"]["request_id"],
+        id.as_str()
+    );
     let out = cln.wardenctl("bob", &["approve", &id, "--key", &cln.admin_key("bob")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reply = block_in_place(|| plugin.command("withdraw", held()));
     assert_eq!(reply, json!({"result": "continue"}));
     // Checking again does not use the approval up: the signature does.
@@ -204,12 +228,25 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
     assert_eq!(e.tags, vec!["daily-cap"]);
     let e = next_event(&mut events, EventKind::PaymentRefused).await;
     assert_eq!(e.tags, vec!["warden-unchecked-spend"]);
-    assert!(e.message.contains("without the CLN plugin's check"), "{}", e.message);
+    assert!(
+        e.message.contains("without the CLN plugin's check"),
+        "{}",
+        e.message
+    );
     assert_eq!(cln.window("daily-cap").await.used_msat, 1_700_000_000);
     // The record is in the audit log, verified.
     cln.stop_wardend();
-    let audit = cln.token.command("wardenctl").args(["audit", "export"]).output().unwrap();
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    let audit = cln
+        .token
+        .command("wardenctl")
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
     let text = String::from_utf8_lossy(&audit.stdout);
     assert!(text.contains("warden-unchecked-spend"), "{text}");
 }
@@ -217,28 +254,45 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
     let (cln, _) = start("plugin-channels").await;
-    let mut plugin = block_in_place(|| {
-        PluginProcess::start(options(cln.admin_port, &cln.pki, "cln-node"))
-    });
+    let mut plugin =
+        block_in_place(|| PluginProcess::start(options(cln.admin_port, &cln.pki, "cln-node")));
     let mut events = cln.watch().await;
 
     // fundchannel above max_channel_size.
-    let reply = block_in_place(|| plugin.command("fundchannel", json!({"id": PEER, "amount": 9_000_000})));
+    let reply =
+        block_in_place(|| plugin.command("fundchannel", json!({"id": PEER, "amount": 9_000_000})));
     let e = error_of(&reply).expect("refused");
     assert_eq!(e["code"], 2100, "{reply}");
-    assert_eq!(e["data"]["tags"], json!(["warden-channel-size", "warden-channel-peer"]));
+    assert_eq!(
+        e["data"]["tags"],
+        json!(["warden-channel-size", "warden-channel-peer"])
+    );
     assert!(
         e["message"].as_str().unwrap().starts_with("rule warden-channel-size: a channel of 9,000,000 sat with peer 034f355bdcb7cc0a… is larger than the largest allowed, 8,000,000 sat"),
         "{reply}"
     );
     let event = next_event(&mut events, EventKind::Channel).await;
-    assert!(event.message.starts_with("`fundchannel` refused before signing"), "{}", event.message);
+    assert!(
+        event
+            .message
+            .starts_with("`fundchannel` refused before signing"),
+        "{}",
+        event.message
+    );
 
     // Within the limits, announced: lightningd goes on. Unannounced: refused.
     let reply = block_in_place(|| plugin.command("fundchannel", json!([PEER, "1000000sat"])));
     assert_eq!(reply, json!({"result": "continue"}));
-    let reply = block_in_place(|| plugin.command("fundchannel", json!({"id": PEER, "amount": 1_000_000, "announce": false})));
-    assert_eq!(error_of(&reply).unwrap()["data"]["tags"], json!(["warden-channel-private"]));
+    let reply = block_in_place(|| {
+        plugin.command(
+            "fundchannel",
+            json!({"id": PEER, "amount": 1_000_000, "announce": false}),
+        )
+    });
+    assert_eq!(
+        error_of(&reply).unwrap()["data"]["tags"],
+        json!(["warden-channel-private"])
+    );
 
     // Two channels in one command count together against the per-peer limit.
     let reply = block_in_place(|| {
@@ -249,14 +303,20 @@ async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
     });
     let e = error_of(&reply).expect("refused");
     assert_eq!(e["data"]["tags"], json!(["warden-channel-peer"]));
-    assert!(e["message"].as_str().unwrap().contains("to 6,000,000 sat"), "{reply}");
+    assert!(
+        e["message"].as_str().unwrap().contains("to 6,000,000 sat"),
+        "{reply}"
+    );
 
     // A peer opening a channel over the per-peer limit is rejected (lightningd tells the peer
     // why); one within it, announced, goes on.
     let reply = block_in_place(|| plugin.incoming(PEER, 6_000_000, 1));
     assert_eq!(reply["result"], "reject");
     assert!(
-        reply["error_message"].as_str().unwrap().starts_with("rule warden-channel-peer: an incoming channel of 6,000,000 sat"),
+        reply["error_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("rule warden-channel-peer: an incoming channel of 6,000,000 sat"),
         "{reply}"
     );
     let reply = block_in_place(|| plugin.incoming(PEER, 2_000_000, 1));
@@ -266,7 +326,12 @@ async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
 
     // What the plugin cannot check, it refuses with advice rather than let the signer refuse it
     // fatally; commands it does not guard go on untouched.
-    let reply = block_in_place(|| plugin.command("withdraw", json!({"destination": address(1).to_string(), "satoshi": "all"})));
+    let reply = block_in_place(|| {
+        plugin.command(
+            "withdraw",
+            json!({"destination": address(1).to_string(), "satoshi": "all"}),
+        )
+    });
     let e = error_of(&reply).expect("uncheckable");
     assert_eq!(e["code"], 2102);
     assert_eq!(e["data"]["tags"], json!(["warden-spend-uncheckable"]));
@@ -281,22 +346,41 @@ async fn the_plugin_fails_closed_and_a_node_certificate_may_check_but_not_read()
     let mut lost = block_in_place(|| {
         PluginProcess::start(options(common::daemon::free_port(), &cln.pki, "cln-node"))
     });
-    let reply = block_in_place(|| lost.command("withdraw", json!({"destination": address(2).to_string(), "satoshi": 1_000})));
+    let reply = block_in_place(|| {
+        lost.command(
+            "withdraw",
+            json!({"destination": address(2).to_string(), "satoshi": 1_000}),
+        )
+    });
     let e = error_of(&reply).expect("refused");
     assert_eq!(e["code"], 2103);
     assert_eq!(e["data"]["tags"], json!(["warden-signer-unreachable"]));
-    assert!(e["message"].as_str().unwrap().contains("nothing is signed unchecked"), "{reply}");
-    assert_eq!(block_in_place(|| lost.command("listfunds", json!({}))), json!({"result": "continue"}));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing is signed unchecked"),
+        "{reply}"
+    );
+    assert_eq!(
+        block_in_place(|| lost.command("listfunds", json!({}))),
+        json!({"result": "continue"})
+    );
 
     // Without its options the plugin exits at init: loaded as important-plugin, lightningd stops.
     let (mut bare, status) = block_in_place(|| PluginProcess::start_expecting_exit(json!({})));
-    assert!(status.is_some_and(|s| !s.success()), "the plugin kept running without options");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the plugin kept running without options"
+    );
     let _ = &mut bare;
 
     // The node's certificate may ask for checks but not read the signer's channels or requests.
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(cln.pki.join("ca.pem")).unwrap()))
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(cln.pki.join("ca.pem")).unwrap(),
+        ))
         .identity(Identity::from_pem(
             std::fs::read(cln.pki.join("cln-node.pem")).unwrap(),
             std::fs::read(cln.pki.join("cln-node.key")).unwrap(),
@@ -315,7 +399,11 @@ async fn the_plugin_fails_closed_and_a_node_certificate_may_check_but_not_read()
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(err.message().contains("is a node's (admin.nodes)"), "{}", err.message());
+    assert!(
+        err.message().contains("is a node's (admin.nodes)"),
+        "{}",
+        err.message()
+    );
     let bad = node
         .check_spend(warden::api::proto::CheckSpendRequest {
             outputs: vec![warden::api::proto::SpendOutput {
@@ -327,5 +415,9 @@ async fn the_plugin_fails_closed_and_a_node_certificate_may_check_but_not_read()
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-    assert!(bad.message().contains("is not a regtest address"), "{}", bad.message());
+    assert!(
+        bad.message().contains("is not a regtest address"),
+        "{}",
+        bad.message()
+    );
 }

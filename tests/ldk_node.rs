@@ -408,3 +408,204 @@ fn the_chain_feed_follows_blocks_a_reorganisation_and_a_restart() {
         (5, chain.blocks[5].block_hash())
     );
 }
+
+#[test]
+fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_balances() {
+    use warden::core::CheckOutcome;
+    let side = WardenSide::start();
+    let rules = format!(
+        "{QUORUM_RULES}\n[channels]\nmax_total_capacity = \"9_000_000 sat\"\nmax_htlcs_in_flight = 1\n"
+    );
+    let mut d = Daemon::prepare("ldk-channels", &rules, side.port);
+    d.start_wardend();
+    let mut net = side.net();
+    let b = net.b.id;
+
+    // The LDK application asks before it opens: the first channel fits.
+    let ok = side
+        .link
+        .check_channel_open(b, 5_000_000, false, false)
+        .unwrap();
+    assert_eq!(ok.outcome, CheckOutcome::Approved, "{ok:?}");
+    side.open_channel(&mut net, 5_000_000);
+
+    // The next one of 5,000,000 sat would bring the capacity to 10,000,000: refused with its
+    // tag; 4,000,000 would fit.
+    let no = side
+        .link
+        .check_channel_open(b, 5_000_000, false, false)
+        .unwrap();
+    assert_eq!(no.outcome, CheckOutcome::Refused);
+    assert_eq!(no.tags, vec!["warden-channel-total"]);
+    assert!(
+        no.reason.contains(
+            "would bring the capacity in channels to 10,000,000 sat; the limit is 9,000,000 sat"
+        ),
+        "{}",
+        no.reason
+    );
+    let fits = side
+        .link
+        .check_channel_open(b, 4_000_000, false, false)
+        .unwrap();
+    assert_eq!(fits.outcome, CheckOutcome::Approved);
+
+    // Opened anyway, without asking: the funding is refused when wardend is asked to sign it,
+    // recorded first, and the refused channel does not use up the capacity.
+    let mut events = side.rt.block_on(d.watch());
+    let wallet = net.a.keys.get_destination_script([0; 32]).unwrap();
+    let faucet = net.fund_wallet(wallet, 5_002_000);
+    let (temporary, script) = net.request_channel(5_000_000);
+    let unsigned = spend(&faucet, 0, script, 5_000_000);
+    net.commit_funding(temporary, &unsigned);
+    let input = WalletInput {
+        prev_tx: faucet,
+        vout: 0,
+        keyindex: 1,
+    };
+    let refused = side
+        .link
+        .sign_wallet_spend(&unsigned, &[input])
+        .expect_err("the funding over the capacity limit is not signed");
+    assert!(matches!(refused, LdkError::Signer(_)), "{refused:?}");
+    let e = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::Channel));
+    assert_eq!(e.tags, vec!["warden-channel-total"]);
+    assert!(
+        e.message.contains("reached the signer unchecked"),
+        "{}",
+        e.message
+    );
+    let fits = side
+        .link
+        .check_channel_open(b, 4_000_000, false, false)
+        .unwrap();
+    assert_eq!(fits.outcome, CheckOutcome::Approved, "{fits:?}");
+
+    // Payments move the balance; wardenctl channels shows what LDK itself holds.
+    let preapprove = |i: &Bolt11Invoice| side.link.preapprove_invoice(i);
+    let inv = net.invoice(300_000 * SAT, "liquidity 1");
+    net.pay(&inv, preapprove)
+        .expect("a payment within the limits");
+
+    // One payment in flight (B holds the HTLC) is all max_htlcs_in_flight allows: the next is
+    // not approved, with its tag, until the first settles.
+    let held = net.invoice(150_000 * SAT, "liquidity 2");
+    net.send_and_hold(&held, preapprove).unwrap();
+    let channels = |d: &Daemon| -> serde_json::Value {
+        let out = d.wardenctl("alice", &["channels", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rows = channels(&d);
+    let in_flight = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["state"] == "open")
+        .unwrap();
+    assert_eq!(in_flight["offered_htlcs"], 1, "{rows:#}");
+    assert_eq!(in_flight["offered_msat"], 150_000 * SAT);
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "refused"),
+        "the channel whose funding was refused is shown as such: {rows:#}"
+    );
+    let mut events = side.rt.block_on(d.watch());
+    let third = net.invoice(10_000 * SAT, "liquidity 3");
+    let refused = side
+        .link
+        .preapprove_invoice(&third)
+        .expect_err("one HTLC is in flight already");
+    assert!(matches!(refused, LdkError::Refused { .. }), "{refused:?}");
+    let e = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::PaymentRefused));
+    assert_eq!(e.tags, vec!["warden-htlc-count"]);
+    assert_eq!(
+        e.message,
+        "rule warden-htlc-count: 1 outgoing HTLCs are in flight; at most 1 may be at once (channels.max_htlcs_in_flight)"
+    );
+    net.complete(
+        lightning::types::payment::PaymentHash(held.payment_hash().to_byte_array()),
+        150_000 * SAT,
+    );
+    side.link
+        .preapprove_invoice(&third)
+        .expect("approved once the first payment settled");
+
+    let out = d.wardenctl("alice", &["channels", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let open: Vec<&serde_json::Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "open")
+        .collect();
+    assert_eq!(open.len(), 1, "{rows:#}");
+    let ldk = &net.a.manager.list_usable_channels()[0];
+    let funding = ldk.funding_txo.unwrap();
+    let row = open[0];
+    assert_eq!(
+        row["funding"],
+        format!("{}:{}", funding.txid, funding.index).as_str()
+    );
+    // VLS's LDK client does not tell the signer a channel's peer (CLN's channel ids carry it).
+    assert_eq!(row["peer"], "");
+    assert_eq!(row["capacity_msat"], ldk.channel_value_satoshis * SAT);
+    // Ours before the commitment fee (which A, the funder, pays when the channel closes): LDK's
+    // claimable amount plus that fee.
+    let monitor = net.a.chain_monitor.get_monitor(ldk.channel_id).unwrap();
+    let ldk_local: u64 = monitor
+        .get_claimable_balances()
+        .iter()
+        .map(|b| match b {
+            lightning::chain::channelmonitor::Balance::ClaimableOnChannelClose {
+                balance_candidates,
+                ..
+            } => {
+                let last = balance_candidates.last().unwrap();
+                last.amount_satoshis + last.transaction_fee_satoshis
+            }
+            other => panic!("an open channel's balance is {other:?}"),
+        })
+        .sum();
+    assert_eq!(
+        ldk_local,
+        5_000_000 - 450_000,
+        "A paid 300,000 and 150,000 sat"
+    );
+    assert_eq!(row["local_msat"], ldk_local * SAT, "{row:#}");
+    assert_eq!(row["offered_htlcs"], 0);
+    assert_eq!(row["received_htlcs"], 0);
+    let table = d.wardenctl("alice", &["channels"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("open") && text.contains("5,000,000"),
+        "{text}"
+    );
+
+    // The same view in Prometheus.
+    let metrics = side.rt.block_on(d.scrape_metrics());
+    assert_eq!(
+        metrics.get(r#"warden_channels{state="open"}"#).copied(),
+        Some(1.0),
+        "{metrics:#?}"
+    );
+    assert_eq!(
+        metrics.get("warden_channels_local_msat").copied(),
+        Some((ldk_local * SAT) as f64)
+    );
+}

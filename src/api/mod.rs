@@ -21,7 +21,7 @@ use crate::approval::{ApprovalError, ApprovalRecord, Decision, RequestState, Sig
 use crate::core::{Core, FreezeError, GovernanceError, RecoveryError};
 use crate::events::{Event, EventKind};
 use crate::policy::units::format_duration;
-use crate::policy::{PaymentRequest, RecoveryKind};
+use crate::policy::RecoveryKind;
 use futures::Stream;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use limits::{AuthFailures, RateLimiter};
@@ -109,20 +109,13 @@ pub struct AdminService {
     tls: bool,
 }
 
-/// A check's answer on the wire: held when the request it names waits for the admins (a
-/// refusal may name a request too: the rejected one whose veto it is).
-fn check_response(core: &Core, a: crate::core::PaymentAnswer) -> proto::CheckResponse {
-    let pending = |id: &String| {
-        core.approvals
-            .get(id)
-            .is_ok_and(|r| r.state_at(core.clock.now()) == RequestState::Pending)
-    };
-    let outcome = if a.approved {
-        proto::CheckOutcome::Approved
-    } else if a.request_id.as_ref().is_some_and(pending) {
-        proto::CheckOutcome::Held
-    } else {
-        proto::CheckOutcome::Refused
+/// A check's answer on the wire.
+fn check_response(a: crate::core::CheckAnswer) -> proto::CheckResponse {
+    use crate::core::CheckOutcome as O;
+    let outcome = match a.outcome {
+        O::Approved => proto::CheckOutcome::Approved,
+        O::Held => proto::CheckOutcome::Held,
+        O::Refused => proto::CheckOutcome::Refused,
     };
     proto::CheckResponse {
         outcome: outcome as i32,
@@ -832,39 +825,17 @@ impl Warden for AdminService {
         self.admit(&request)?;
         self.may_check(&request)?;
         let req = request.into_inner();
-        if req.outputs.is_empty() || req.outputs.len() > 1_000 {
-            return Err(Status::invalid_argument(
-                "a spend to check needs between 1 and 1,000 outputs",
-            ));
-        }
-        let network = self.core.policy().policy.network;
-        let mut outputs = Vec::with_capacity(req.outputs.len());
-        for o in &req.outputs {
-            let address = o
-                .address
-                .parse::<lightning_signer::bitcoin::Address<_>>()
-                .and_then(|a| a.require_network(network))
-                .map_err(|e| {
-                    Status::invalid_argument(format!(
-                        "output address {:?} is not a {network} address: {e}",
-                        o.address
-                    ))
-                })?;
-            let msat = o.amount_sat.checked_mul(1_000).ok_or_else(|| {
-                Status::invalid_argument(format!("output amount {} sat is too large", o.amount_sat))
-            })?;
-            outputs.push((address.to_string(), msat));
-        }
+        let outputs: Vec<(String, u64)> = req
+            .outputs
+            .into_iter()
+            .map(|o| (o.address, o.amount_sat))
+            .collect();
         let core = self.core.clone();
-        let command = req.command;
-        let answer = tokio::task::spawn_blocking(move || {
-            let answer = core.check_payment(&PaymentRequest::onchain(outputs));
-            tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "spend checked");
-            answer
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(check_response(&self.core, answer)))
+        let answer = tokio::task::spawn_blocking(move || core.check_spend(&outputs, &req.command))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(check_response(answer)))
     }
 
     async fn check_channel_open(
@@ -874,37 +845,17 @@ impl Warden for AdminService {
         self.admit(&request)?;
         self.may_check(&request)?;
         let req = request.into_inner();
-        if req.opens.is_empty() || req.opens.len() > 1_000 {
-            return Err(Status::invalid_argument(
-                "a channel check needs between 1 and 1,000 channels",
-            ));
-        }
-        let mut opens = Vec::with_capacity(req.opens.len());
-        for o in &req.opens {
-            let peer = o.peer.to_ascii_lowercase();
-            if peer.parse::<lightning_signer::bitcoin::secp256k1::PublicKey>().is_err() {
-                return Err(Status::invalid_argument(format!(
-                    "peer {:?} is not a node id (a compressed public key in hex)",
-                    o.peer
-                )));
-            }
-            let capacity_msat = o.amount_sat.checked_mul(1_000).ok_or_else(|| {
-                Status::invalid_argument(format!("channel amount {} sat is too large", o.amount_sat))
-            })?;
-            opens.push(crate::policy::channels::ChannelOpen {
-                peer,
-                capacity_msat,
-                private: o.private,
-                incoming: o.incoming,
-            });
-        }
+        let opens: Vec<_> = req
+            .opens
+            .into_iter()
+            .map(|o| (o.peer, o.amount_sat, o.private, o.incoming))
+            .collect();
         let core = self.core.clone();
-        let command = req.command;
-        let answer =
-            tokio::task::spawn_blocking(move || core.check_channel_opens(&opens, &[], &command))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(check_response(&self.core, answer)))
+        let answer = tokio::task::spawn_blocking(move || core.check_channels(&opens, &req.command))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(check_response(answer)))
     }
 
     async fn list_channels(

@@ -179,26 +179,31 @@ async fn main() -> anyhow::Result<()> {
     // Without every option the plugin cannot check anything; exiting (rather than running
     // unchecked) makes lightningd stop when the plugin is loaded as important-plugin.
     let need = |v: Option<String>, name: &str| {
-        v.with_context(|| format!("warden-cln-plugin needs the option {name} (see README, \"Core Lightning plugin\")"))
+        v.with_context(|| {
+            format!("this plugin needs the option {name} (see README, \"Core Lightning plugin\")")
+        })
     };
-    let server = need(configured.option(&SERVER)?, "warden-server")?;
-    let ca = read(&need(configured.option(&CA)?, "warden-ca")?, "the admin CA")?;
-    let cert = read(&need(configured.option(&CERT)?, "warden-cert")?, "the node certificate")?;
+    let server = need(configured.option(&SERVER)?, SERVER.name())?;
+    let ca = read(&need(configured.option(&CA)?, CA.name())?, "the admin CA")?;
+    let cert = read(
+        &need(configured.option(&CERT)?, CERT.name())?,
+        "the node certificate",
+    )?;
     let key = zeroize::Zeroizing::new(read(
-        &need(configured.option(&KEY)?, "warden-key")?,
+        &need(configured.option(&KEY)?, KEY.name())?,
         "the node certificate's key",
     )?);
     let secs = u64::try_from(configured.option(&TIMEOUT)?)
         .ok()
         .filter(|s| *s > 0)
-        .context("warden-timeout must be a positive number of seconds")?;
+        .context("the option warden-timeout must be a positive number of seconds")?;
     let url = url_host(&server)?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .identity(Identity::from_pem(cert, key.as_slice()))
         .domain_name(url);
     let endpoint = Endpoint::from_shared(server.clone())
-        .with_context(|| format!("warden-server {server:?} is not a URL"))?
+        .with_context(|| format!("the option warden-server ({server:?}) is not a URL"))?
         .tls_config(tls)
         .context("the plugin's TLS settings")?
         .connect_timeout(Duration::from_secs(secs))
@@ -214,10 +219,13 @@ async fn main() -> anyhow::Result<()> {
 
 /// The host name the server's certificate must carry.
 fn url_host(server: &str) -> anyhow::Result<String> {
-    let rest = server
-        .strip_prefix("https://")
-        .with_context(|| format!("warden-server {server:?} must be an https:// URL"))?;
+    let rest = server.strip_prefix("https://").with_context(|| {
+        format!("the option warden-server ({server:?}) must be an https:// URL")
+    })?;
     let host = rest.split(['/', ':']).next().unwrap_or_default();
-    anyhow::ensure!(!host.is_empty(), "warden-server {server:?} has no host");
+    anyhow::ensure!(
+        !host.is_empty(),
+        "the option warden-server ({server:?}) has no host"
+    );
     Ok(host.to_string())
 }

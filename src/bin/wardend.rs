@@ -231,7 +231,13 @@ async fn main() -> anyhow::Result<()> {
                     _ = rx.changed() => break,
                 }
                 let core = core.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || core.sweep()).await {
+                let sweep = tokio::task::spawn_blocking(move || {
+                    let r = core.sweep();
+                    // Liquidity and closing alerts, from the channels as the signer holds them.
+                    core.watch_channels();
+                    r
+                });
+                if let Ok(Err(e)) = sweep.await {
                     tracing::error!(error = %e, "the periodic sweep could not commit");
                 }
             }

@@ -11,6 +11,7 @@ use crate::policy::channels::{
     check_in_flight, check_opens, depleted, ChannelOpen, ChannelPhase, ChannelView,
 };
 use crate::policy::RuleHit;
+use crate::store::Namespace;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -36,20 +37,28 @@ pub(super) struct ChannelWatch {
 impl Core {
     /// Where the channel list comes from (the signer sets it when it builds the node).
     pub fn set_channel_list(&self, f: ChannelList) {
-        *self
-            .channel_list
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(ChannelSource(f));
+        *self.channel_list.write().unwrap_or_else(|p| p.into_inner()) = Some(ChannelSource(f));
     }
 
-    /// Every channel the signer holds, from VLS's state (empty before the node is built).
+    /// Every channel the signer holds, from VLS's state (empty before the node is built). A
+    /// channel whose funding Warden refused to sign is `Refused`: this signer never funds it,
+    /// so it holds no capacity the limits count (until a later signature approves it).
     pub fn channels(&self) -> Vec<ChannelView> {
         let f = self
             .channel_list
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        f.map(|f| (f.0)()).unwrap_or_default()
+        let mut channels = f.map(|f| (f.0)()).unwrap_or_default();
+        for c in channels
+            .iter_mut()
+            .filter(|c| c.phase == ChannelPhase::Unconfirmed)
+        {
+            if let Ok(Some(_)) = self.store().get(Namespace::Meta, &refused_key(&c.id)) {
+                c.phase = ChannelPhase::Refused;
+            }
+        }
+        channels
     }
 
     /// What `[channels]` says to opening (or accepting) `opens`: approved, or refused with every
@@ -96,6 +105,20 @@ impl Core {
         }
         let policy = self.policy().policy;
         let hits = check_opens(&policy.channels, opens, &self.channels(), skip);
+        if intent == Intent::Sign {
+            // Remembered, so the channel is shown `Refused` and not counted.
+            for id in skip {
+                let key = refused_key(id);
+                let r = if hits.is_empty() {
+                    self.store().delete(Namespace::Meta, key)
+                } else {
+                    self.store().put(Namespace::Meta, key, vec![])
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "could not record a refused funding");
+                }
+            }
+        }
         if hits.is_empty() {
             return PaymentAnswer {
                 approved: true,
@@ -125,8 +148,14 @@ impl Core {
         tracing::warn!(%message, "channel open refused");
         self.metrics.decision("deny", &tags);
         let record = || {
-            self.events
-                .emit(self.clock.now(), EventKind::Channel, "", &tags, message.clone(), amount);
+            self.events.emit(
+                self.clock.now(),
+                EventKind::Channel,
+                "",
+                &tags,
+                message.clone(),
+                amount,
+            );
         };
         if self.store().in_transaction() {
             record();
@@ -156,6 +185,21 @@ impl Core {
     /// Alert once when a channel's outbound balance falls below the policy's level, and once
     /// when a channel starts closing. Run by wardend's periodic sweep.
     pub fn watch_channels(&self) {
+        // The alerts are audited events: one commit for what one look found.
+        let txn = match self.store().begin() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "the channel watch could not start a transaction");
+                return;
+            }
+        };
+        self.watch_channels_in();
+        if let Err(e) = txn.commit() {
+            tracing::error!(error = %e, "the channel alerts could not be recorded");
+        }
+    }
+
+    fn watch_channels_in(&self) {
         let channels = self.channels();
         let now = self.clock.now();
         if let Some(percent) = self.policy().policy.channels.min_outbound_percent {
@@ -209,7 +253,10 @@ impl Core {
                     format!(
                         "channel {} with {} is closing; {} of its {} was ours",
                         short_id(&c.id),
-                        c.peer.as_deref().map(short_id).unwrap_or_else(|| "an unknown peer".into()),
+                        c.peer
+                            .as_deref()
+                            .map(short_id)
+                            .unwrap_or_else(|| "an unknown peer".into()),
                         crate::policy::units::format_msat(c.local_msat),
                         crate::policy::units::format_msat(c.capacity_msat),
                     ),
@@ -219,6 +266,10 @@ impl Core {
         }
         *known = Some(closing);
     }
+}
+
+fn refused_key(channel_id: &str) -> Vec<u8> {
+    format!("refused-funding/{channel_id}").into_bytes()
 }
 
 /// One sentence per rule, and the tags, in order.

@@ -15,6 +15,7 @@
 //! staged is rolled back to the savepoint taken at its start.
 
 pub mod channels;
+pub mod check;
 pub mod engine;
 pub mod freeze;
 pub mod governance;
@@ -23,6 +24,7 @@ pub mod recovery;
 pub mod status;
 
 pub use channels::ChannelList;
+pub use check::{CheckAnswer, CheckError, CheckOutcome};
 pub use engine::PolicyEngine;
 pub use freeze::{FreezeError, UnfreezeRequest};
 pub use governance::{verified_policy_in_force, GovernanceError, HistoryError, Proposal};

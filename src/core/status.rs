@@ -135,6 +135,7 @@ impl Core {
             &usage,
             self.store().commits(),
             &self.store().timings(),
+            &self.channels(),
         )
     }
 }

@@ -11,9 +11,8 @@
 use crate::policy::units::{format_duration, format_msat};
 use crate::policy::Recovery;
 use crate::policy::{
-    ChannelRules,
-    AllowRule, ApprovalRule, DenyRule, DestinationSet, EmergencyStops, Governance, LimitRule, Mode,
-    Policy, Quorum, TimeWindowRule,
+    AllowRule, ApprovalRule, ChannelRules, DenyRule, DestinationSet, EmergencyStops, Governance,
+    LimitRule, Mode, Policy, Quorum, TimeWindowRule,
 };
 use std::collections::BTreeSet;
 
@@ -510,12 +509,42 @@ fn channels(d: &mut Diff, o: &ChannelRules, n: &ChannelRules) {
     let sat = |v: u64| format_msat(v);
     let count = |v: u64| v.to_string();
     for (what, ov, nv, show) in [
-        ("channels max_channel_size", o.max_channel_size_msat, n.max_channel_size_msat, sat as fn(u64) -> String),
-        ("channels max_total_capacity", o.max_total_capacity_msat, n.max_total_capacity_msat, sat),
-        ("channels max_per_peer", o.max_per_peer_msat, n.max_per_peer_msat, sat),
-        ("channels max_channels", o.max_channels, n.max_channels, count),
-        ("channels max_htlcs_in_flight", o.max_htlcs_in_flight, n.max_htlcs_in_flight, count),
-        ("channels max_in_flight", o.max_in_flight_msat, n.max_in_flight_msat, sat),
+        (
+            "channels max_channel_size",
+            o.max_channel_size_msat,
+            n.max_channel_size_msat,
+            sat as fn(u64) -> String,
+        ),
+        (
+            "channels max_total_capacity",
+            o.max_total_capacity_msat,
+            n.max_total_capacity_msat,
+            sat,
+        ),
+        (
+            "channels max_per_peer",
+            o.max_per_peer_msat,
+            n.max_per_peer_msat,
+            sat,
+        ),
+        (
+            "channels max_channels",
+            o.max_channels,
+            n.max_channels,
+            count,
+        ),
+        (
+            "channels max_htlcs_in_flight",
+            o.max_htlcs_in_flight,
+            n.max_htlcs_in_flight,
+            count,
+        ),
+        (
+            "channels max_in_flight",
+            o.max_in_flight_msat,
+            n.max_in_flight_msat,
+            sat,
+        ),
     ] {
         d.bound(what, ov, nv, show, true);
     }

@@ -18,6 +18,7 @@
 //! `Transport` calls block; make them from LDK's threads (or `spawn_blocking`), not from inside
 //! an async task.
 
+use crate::core::CheckAnswer;
 use lightning_signer::bitcoin::psbt::Psbt;
 use lightning_signer::bitcoin::secp256k1::PublicKey;
 use lightning_signer::bitcoin::{OutPoint, Transaction, TxOut};
@@ -201,6 +202,44 @@ impl LdkSignerLink {
                 amount_msat,
             })
         }
+    }
+
+    /// Ask wardend what signing a spend to `outputs` (address, sat; not the change) would
+    /// decide now, before building the transaction: the same check, tags and approval requests
+    /// as Core Lightning's plugin gets. Nothing is counted: the spend is counted when
+    /// [`Self::sign_wallet_spend`] signs it. A spend that needs a quorum is `Held` with its
+    /// request id (the admins approve it; ask again, then sign); one approved by quorum is
+    /// `Approved` and the approval is used by the signature.
+    pub fn check_spend(&self, outputs: &[(String, u64)]) -> Result<CheckAnswer, LdkError> {
+        self.check(&crate::signer::extension::CheckRequest::Spend {
+            outputs: outputs.to_vec(),
+        })
+    }
+
+    /// Ask wardend what the policy's `[channels]` limits say to opening a `sat` channel with
+    /// `peer` (announced unless `private`), or to accepting one a peer opens (`incoming`):
+    /// call it before `ChannelManager::create_channel`, and for an inbound request before
+    /// accepting it. The funding is checked again when it is signed.
+    pub fn check_channel_open(
+        &self,
+        peer: PublicKey,
+        sat: u64,
+        private: bool,
+        incoming: bool,
+    ) -> Result<CheckAnswer, LdkError> {
+        self.check(&crate::signer::extension::CheckRequest::Channels {
+            opens: vec![(hex::encode(peer.serialize()), sat, Some(private), incoming)],
+        })
+    }
+
+    fn check(&self, req: &crate::signer::extension::CheckRequest) -> Result<CheckAnswer, LdkError> {
+        use crate::signer::extension::{body, encode, CHECK_REPLY, CHECK_REQUEST};
+        let reply = self.request(None, encode(CHECK_REQUEST, req))?;
+        let json = body(&reply, CHECK_REPLY)
+            .ok_or_else(|| LdkError::BadReply("not a check reply".into()))?;
+        let answer: Result<CheckAnswer, String> =
+            serde_json::from_slice(json).map_err(|e| LdkError::BadReply(e.to_string()))?;
+        answer.map_err(LdkError::Unsignable)
     }
 
     /// Have wardend sign `tx`, whose inputs all spend the node's own wallet outputs (`inputs`,

@@ -24,6 +24,8 @@ pub enum ChannelPhase {
     Open,
     /// Closing or closed on chain; its funds are being swept.
     Closing,
+    /// Set up, but Warden refused to sign its funding: it holds nothing.
+    Refused,
 }
 
 impl ChannelPhase {
@@ -34,6 +36,7 @@ impl ChannelPhase {
             ChannelPhase::Unconfirmed => "unconfirmed",
             ChannelPhase::Open => "open",
             ChannelPhase::Closing => "closing",
+            ChannelPhase::Refused => "refused",
         }
     }
 
@@ -326,7 +329,11 @@ mod tests {
         // 4M + 5M with the same peer is over the per-peer 8M.
         let hits = check_opens(&rules(), &[open(P1, 5_000_000)], &existing, &[]);
         assert_eq!(tags_of(&hits), vec![tags::CHANNEL_PEER]);
-        assert!(hits[0].reason.contains("to 9,000,000 sat"), "{}", hits[0].reason);
+        assert!(
+            hits[0].reason.contains("to 9,000,000 sat"),
+            "{}",
+            hits[0].reason
+        );
     }
 
     #[test]
@@ -339,10 +346,26 @@ mod tests {
         // 8M held (closing one not counted); two more opens of 3M: total 14M > 12M on the
         // second only... and it is the fourth channel.
         let q = "03cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
-        let hits = check_opens(&rules(), &[open(q, 3_000_000), open(q, 3_000_000)], &existing, &[]);
-        assert_eq!(tags_of(&hits), vec![tags::CHANNEL_TOTAL, tags::CHANNEL_COUNT]);
-        assert!(hits[0].reason.contains("to 14,000,000 sat"), "{}", hits[0].reason);
-        assert!(hits[1].reason.contains("channel number 4; at most 3"), "{}", hits[1].reason);
+        let hits = check_opens(
+            &rules(),
+            &[open(q, 3_000_000), open(q, 3_000_000)],
+            &existing,
+            &[],
+        );
+        assert_eq!(
+            tags_of(&hits),
+            vec![tags::CHANNEL_TOTAL, tags::CHANNEL_COUNT]
+        );
+        assert!(
+            hits[0].reason.contains("to 14,000,000 sat"),
+            "{}",
+            hits[0].reason
+        );
+        assert!(
+            hits[1].reason.contains("channel number 4; at most 3"),
+            "{}",
+            hits[1].reason
+        );
     }
 
     #[test]
@@ -352,7 +375,13 @@ mod tests {
             channel("new", P1, 4_000_000, ChannelPhase::Unconfirmed),
         ];
         let o = open(P1, 4_000_000);
-        assert!(check_opens(&rules(), std::slice::from_ref(&o), &existing, &["new".into()]).is_empty());
+        assert!(check_opens(
+            &rules(),
+            std::slice::from_ref(&o),
+            &existing,
+            &["new".into()]
+        )
+        .is_empty());
         assert_eq!(
             tags_of(&check_opens(&rules(), &[o], &existing, &[])),
             vec![tags::CHANNEL_PEER]
@@ -392,7 +421,9 @@ mod tests {
         a.offered_htlcs = 2;
         let hits = check_in_flight(&rules(), &[a], 0);
         assert_eq!(tags_of(&hits), vec![tags::HTLC_COUNT]);
-        assert!(hits[0].reason.starts_with("rule warden-htlc-count: 2 outgoing HTLCs are in flight; at most 2"));
+        assert!(hits[0]
+            .reason
+            .starts_with("rule warden-htlc-count: 2 outgoing HTLCs are in flight; at most 2"));
     }
 
     #[test]

@@ -141,19 +141,28 @@ fn channel_lines(c: &ChannelRules) -> Vec<String> {
     if let Some(m) = c.max_channel_size_msat {
         line(
             tags::CHANNEL_SIZE,
-            format!("refuses a channel (opened or accepted) larger than {}", format_msat(m)),
+            format!(
+                "refuses a channel (opened or accepted) larger than {}",
+                format_msat(m)
+            ),
         );
     }
     if let Some(m) = c.max_total_capacity_msat {
         line(
             tags::CHANNEL_TOTAL,
-            format!("refuses a channel that would bring the capacity in all channels above {}", format_msat(m)),
+            format!(
+                "refuses a channel that would bring the capacity in all channels above {}",
+                format_msat(m)
+            ),
         );
     }
     if let Some(m) = c.max_per_peer_msat {
         line(
             tags::CHANNEL_PEER,
-            format!("refuses a channel that would bring the capacity with one peer above {}", format_msat(m)),
+            format!(
+                "refuses a channel that would bring the capacity with one peer above {}",
+                format_msat(m)
+            ),
         );
     }
     if let Some(m) = c.max_channels {
@@ -177,7 +186,10 @@ fn channel_lines(c: &ChannelRules) -> Vec<String> {
     if let Some(m) = c.max_in_flight_msat {
         line(
             tags::HTLC_IN_FLIGHT,
-            format!("does not approve a payment that would put more than {} in flight", format_msat(m)),
+            format!(
+                "does not approve a payment that would put more than {} in flight",
+                format_msat(m)
+            ),
         );
     }
     if let Some(p) = c.min_outbound_percent {

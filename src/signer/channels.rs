@@ -8,10 +8,12 @@ use lightning_signer::channel::{ChannelBase, ChannelSlot};
 use lightning_signer::node::Node;
 use std::sync::{Arc, Mutex};
 
-/// The peer, when the channel id carries it: CLN's and VLS's LDK client's ids are the peer's
-/// node id (33 bytes) followed by the node's channel number (8 bytes).
+/// The peer, when the channel id carries it: CLN's ids are the peer's node id (33 bytes)
+/// followed by the node's channel number (8 bytes). VLS's LDK client sends zeros for the peer
+/// (LDK derives a channel's signer before it knows the peer), so an LDK channel's peer is
+/// unknown to the signer.
 fn peer_of(id: &[u8]) -> Option<String> {
-    (id.len() == 41).then(|| hex::encode(&id[..33]))
+    (id.len() == 41 && id[..33].iter().any(|b| *b != 0)).then(|| hex::encode(&id[..33]))
 }
 
 /// Every channel `node` holds. Follows VLS's lock order (the channel table is released before
@@ -86,10 +88,8 @@ pub fn funded_by(node: &Node, tx: &Transaction) -> (Vec<ChannelOpen>, Vec<String
         let Some((t, vout)) = funding.split_once(':') else {
             continue;
         };
-        let funds = t == txid.to_string()
-            && vout
-                .parse::<usize>()
-                .is_ok_and(|i| i < tx.output.len());
+        let funds =
+            t == txid.to_string() && vout.parse::<usize>().is_ok_and(|i| i < tx.output.len());
         if funds && c.outbound {
             opens.push(ChannelOpen {
                 peer: c.peer.clone().unwrap_or_default(),

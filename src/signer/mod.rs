@@ -9,6 +9,7 @@
 
 pub mod approver;
 pub mod channels;
+pub mod extension;
 pub mod node_persist;
 pub mod persist;
 pub mod stream;

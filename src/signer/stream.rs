@@ -159,6 +159,12 @@ fn prescreen(core: &Core, id: u64, msg: &Message) -> Option<SignerResponse> {
 fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> Reply {
     let started = std::time::Instant::now();
     let id = request.request_id;
+    if let Some(body) = super::extension::body(&request.message, super::extension::CHECK_REQUEST) {
+        let reply = super::extension::answer_check(core, body);
+        core.metrics
+            .hsmd_request("WardenCheck", started.elapsed().as_secs_f64());
+        return (response(id, reply), false, false);
+    }
     let msg = match msgs::from_vec(request.message) {
         Ok(Message::Unknown(u)) => {
             return malformed(

@@ -57,7 +57,10 @@ impl PluginProcess {
                 },
             }),
         );
-        assert!(init.get("disable").is_none(), "plugin disabled itself: {init}");
+        assert!(
+            init.get("disable").is_none(),
+            "plugin disabled itself: {init}"
+        );
         p
     }
 
@@ -66,16 +69,19 @@ impl PluginProcess {
     pub fn start_expecting_exit(options: Value) -> (Self, Option<std::process::ExitStatus>) {
         let mut p = Self::spawn();
         p.manifest = p.call("getmanifest", json!({}));
-        p.send("init", json!({
-            "options": options,
-            "configuration": {
-                "lightning-dir": "/tmp/warden-test-lightning",
-                "rpc-file": "lightning-rpc",
-                "startup": true,
-                "network": "regtest",
-                "feature_set": {},
-            },
-        }));
+        p.send(
+            "init",
+            json!({
+                "options": options,
+                "configuration": {
+                    "lightning-dir": "/tmp/warden-test-lightning",
+                    "rpc-file": "lightning-rpc",
+                    "startup": true,
+                    "network": "regtest",
+                    "feature_set": {},
+                },
+            }),
+        );
         for _ in 0..100 {
             if let Ok(Some(status)) = p.child.try_wait() {
                 return (p, Some(status));
@@ -147,8 +153,12 @@ impl PluginProcess {
                 return v["result"].clone();
             }
             if v.get("method").and_then(Value::as_str) == Some("log") {
-                self.logs
-                    .push(v["params"]["message"].as_str().unwrap_or_default().to_string());
+                self.logs.push(
+                    v["params"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
             }
         }
     }

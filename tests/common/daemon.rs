@@ -87,7 +87,12 @@ impl Daemon {
         // cln-node: the CLN plugin's certificate (a node's, once wardend names it in admin.nodes).
         warden::api::tls::init_pki(
             &pki,
-            &["alice".into(), "bob".into(), "carol".into(), "cln-node".into()],
+            &[
+                "alice".into(),
+                "bob".into(),
+                "carol".into(),
+                "cln-node".into(),
+            ],
         )
         .unwrap();
         let mut admins = String::new();

@@ -742,8 +742,31 @@ impl<A: Keys, B: Keys> Net<A, B> {
         Ok(sent)
     }
 
+    /// A sends `invoice` (after `preapprove`) and B holds the HTLC without claiming it: the
+    /// payment stays in flight until [`Net::complete`].
+    pub fn send_and_hold<E>(
+        &self,
+        invoice: &Bolt11Invoice,
+        preapprove: impl FnOnce(&Bolt11Invoice) -> Result<(), E>,
+    ) -> Result<(), E> {
+        preapprove(invoice)?;
+        let hash = PaymentHash(invoice.payment_hash().to_byte_array());
+        self.a
+            .manager
+            .pay_for_bolt11_invoice(
+                invoice,
+                PaymentId(hash.0),
+                None,
+                RouteParametersConfig::default(),
+                Retry::Attempts(0),
+            )
+            .expect("LDK accepts the payment");
+        self.pump();
+        Ok(())
+    }
+
     /// B claims the payment `hash` it was offered; A learns the preimage.
-    fn complete(&self, hash: PaymentHash, amount: u64) -> PaymentPreimage {
+    pub fn complete(&self, hash: PaymentHash, amount: u64) -> PaymentPreimage {
         let preimage = self
             .b
             .take_event(|e| match e {

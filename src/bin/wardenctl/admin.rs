@@ -560,6 +560,80 @@ pub async fn watch(conn: &Conn) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wardenctl channels`: the liquidity view, from VLS's channel state.
+pub async fn channels(conn: &Conn, json: bool) -> anyhow::Result<()> {
+    let list = conn
+        .connect()
+        .await?
+        .list_channels(proto::ListChannelsRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .channels;
+    if json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id, "peer": c.peer, "funding": c.funding, "outbound": c.outbound,
+                    "state": c.state, "capacity_msat": c.capacity_msat, "local_msat": c.local_msat,
+                    "remote_msat": c.remote_msat, "offered_htlcs": c.offered_htlcs,
+                    "offered_msat": c.offered_msat, "received_htlcs": c.received_htlcs,
+                    "received_msat": c.received_msat,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no channels");
+        return Ok(());
+    }
+    let sat = |msat: u64| warden::policy::units::group_thousands(msat / 1_000);
+    println!(
+        "{:<18} {:<12} {:>14} {:>14} {:>14} {:>10} {:>10}",
+        "PEER", "STATE", "CAPACITY sat", "LOCAL sat", "REMOTE sat", "HTLC OUT", "HTLC IN"
+    );
+    let (mut cap, mut local, mut remote, mut out_n, mut in_n) = (0u128, 0u128, 0u128, 0u64, 0u64);
+    for c in &list {
+        let peer = if c.peer.len() > 16 {
+            format!("{}…", &c.peer[..16])
+        } else if c.peer.is_empty() {
+            "?".to_string()
+        } else {
+            c.peer.clone()
+        };
+        println!(
+            "{:<18} {:<12} {:>14} {:>14} {:>14} {:>10} {:>10}",
+            peer,
+            c.state,
+            sat(c.capacity_msat),
+            sat(c.local_msat),
+            sat(c.remote_msat),
+            format!("{} ({})", c.offered_htlcs, sat(c.offered_msat)),
+            format!("{} ({})", c.received_htlcs, sat(c.received_msat)),
+        );
+        cap += u128::from(c.capacity_msat);
+        local += u128::from(c.local_msat);
+        remote += u128::from(c.remote_msat);
+        out_n += u64::from(c.offered_htlcs);
+        in_n += u64::from(c.received_htlcs);
+    }
+    let total = |m: u128| warden::policy::units::group_thousands(m / 1_000);
+    println!(
+        "{:<18} {:<12} {:>14} {:>14} {:>14} {:>10} {:>10}",
+        format!("{} channels", list.len()),
+        "",
+        total(cap),
+        total(local),
+        total(remote),
+        out_n,
+        in_n
+    );
+    Ok(())
+}
+
 pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
     let s = conn
         .connect()

@@ -128,6 +128,13 @@ enum Command {
     Watch,
     /// A live terminal view: connection, velocity windows, pending approvals, last decisions.
     Top,
+    /// Every channel from the signer's own state: peer, capacity, local and remote balance,
+    /// HTLCs in flight, state (what VLS validated, not what the node says).
+    Channels {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The signer's state: node, policy, velocity windows, pending approvals.
     Status {
         /// Print JSON.
@@ -355,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Watch => admin::watch(&conn).await.map(|_| 0),
         Command::Top => top::run(&conn).await.map(|_| 0),
         Command::Status { json } => admin::status(&conn, json).await.map(|_| 0),
+        Command::Channels { json } => admin::channels(&conn, json).await.map(|_| 0),
         Command::Freeze { reason } => governance::freeze(&conn, &reason).await,
         Command::Unfreeze => governance::unfreeze(&conn).await,
         Command::Recovery { command } => match command {
