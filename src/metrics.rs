@@ -294,16 +294,16 @@ impl Metrics {
     }
 
     /// Render with current gauges.
-    pub fn render(
-        &self,
-        pending: u64,
-        node_connected: bool,
-        audit_records: u64,
-        velocity: &[(String, f64)],
-        state_commits: u64,
-        store: &[crate::store::Timing],
-        channels: &[crate::policy::channels::ChannelView],
-    ) -> String {
+    pub fn render(&self, now: &Gauges<'_>) -> String {
+        let Gauges {
+            pending,
+            node_connected,
+            audit_records,
+            velocity,
+            state_commits,
+            store,
+            channels,
+        } = *now;
         self.render_channels(channels);
         self.state_commits.set(state_commits as i64);
         for t in store {
@@ -331,6 +331,25 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         out
     }
+}
+
+/// What the gauges read at a scrape.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges<'a> {
+    /// Approval requests waiting.
+    pub pending: u64,
+    /// Whether the node's hsmd stream is up.
+    pub node_connected: bool,
+    /// Records in the audit log.
+    pub audit_records: u64,
+    /// Each window's use as a fraction of its limit, by rule tag.
+    pub velocity: &'a [(String, f64)],
+    /// Durable commits since start.
+    pub state_commits: u64,
+    /// The store's step timings.
+    pub store: &'a [crate::store::Timing],
+    /// The channels, from the signer's state.
+    pub channels: &'a [crate::policy::channels::ChannelView],
 }
 
 impl Metrics {

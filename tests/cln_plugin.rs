@@ -6,23 +6,31 @@
 mod common;
 
 use common::cln::Cln;
-use common::cln_plugin::{error_of, options, PluginProcess};
 use common::daemon::{next_event, QUORUM_RULES};
-use lightning_signer::bitcoin::bip32::{ChildNumber, Xpub};
-use lightning_signer::bitcoin::hashes::Hash;
-use lightning_signer::bitcoin::psbt::Psbt;
+use lightning_signer::bitcoin::bip32::Xpub;
 use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
-use lightning_signer::bitcoin::{
-    absolute::LockTime, transaction::Version, Address, Amount, CompressedPublicKey, Network,
-    OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
-};
-use serde_json::json;
+use lightning_signer::bitcoin::{Address, CompressedPublicKey, Network};
+use serde_json::{json, Value};
+use std::path::Path;
 use tokio::task::block_in_place;
-use vls_protocol::model::Utxo;
 use vls_protocol::msgs::{self, Message};
-use vls_protocol::psbt::StreamedPSBT;
-use vls_protocol::serde_bolt::{Array, Octets};
 use warden::api::proto::EventKind;
+use warden::standin::lightningd::{error_of, plugin_options, withdrawal, PluginHost};
+
+fn plugin_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_warden-cln-plugin"))
+}
+
+/// The plugin, started as lightningd starts it, pointed at `port` with the node certificate.
+fn plugin(port: u16, pki: &Path) -> PluginHost {
+    block_in_place(|| PluginHost::start(plugin_binary(), plugin_options(port, pki, "cln-node")))
+        .unwrap()
+}
+
+/// Run a hook call off the async runtime.
+fn hook(f: impl FnOnce() -> std::io::Result<Value>) -> Value {
+    block_in_place(f).unwrap()
+}
 
 /// The peer's node id: the public key of secret 0x11..11.
 const PEER: &str = "034f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa";
@@ -66,66 +74,6 @@ async fn start(label: &str) -> (Cln, Xpub) {
     (cln, xpub)
 }
 
-/// The SignWithdrawal lightningd sends for a `withdraw` of `sat` to `to`: one wallet coin (at
-/// BIP32 child 1 of the node's wallet key, as CLN derives it) spent to `to`, no change.
-fn withdrawal(xpub: &Xpub, to: &Address, sat: u64) -> msgs::SignWithdrawal {
-    let secp = Secp256k1::new();
-    let child = xpub
-        .derive_pub(&secp, &[ChildNumber::from_normal_idx(1).unwrap()])
-        .unwrap();
-    let wallet = ScriptBuf::new_p2wpkh(&CompressedPublicKey(child.public_key).wpubkey_hash());
-    let coin = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint {
-                txid: Txid::from_byte_array([7; 32]),
-                vout: 0,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut {
-            value: Amount::from_sat(sat + 1_000),
-            script_pubkey: wallet,
-        }],
-    };
-    let tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint {
-                txid: coin.compute_txid(),
-                vout: 0,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut {
-            value: Amount::from_sat(sat),
-            script_pubkey: to.script_pubkey(),
-        }],
-    };
-    let mut psbt = Psbt::from_unsigned_tx(tx).unwrap();
-    psbt.inputs[0].witness_utxo = Some(coin.output[0].clone());
-    psbt.inputs[0].non_witness_utxo = Some(coin.clone());
-    msgs::SignWithdrawal {
-        utxos: Array(vec![Utxo {
-            txid: coin.compute_txid(),
-            outnum: 0,
-            amount: sat + 1_000,
-            keyindex: 1,
-            is_p2sh: false,
-            script: Octets::EMPTY,
-            close_info: None,
-            is_in_coinbase: false,
-        }]),
-        psbt: StreamedPSBT::new(psbt).into(),
-    }
-}
-
 fn signs(cln: &mut Cln, w: msgs::SignWithdrawal) -> bool {
     block_in_place(|| match cln.proxy.hsmd.call(w) {
         Ok(Message::SignWithdrawalReply(r)) => {
@@ -138,8 +86,7 @@ fn signs(cln: &mut Cln, w: msgs::SignWithdrawal) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_when_signed() {
     let (mut cln, xpub) = start("plugin-withdraw").await;
-    let mut plugin =
-        block_in_place(|| PluginProcess::start(options(cln.admin_port, &cln.pki, "cln-node")));
+    let mut plugin = plugin(cln.admin_port, &cln.pki);
     let hooks: Vec<&str> = plugin.manifest["hooks"]
         .as_array()
         .unwrap()
@@ -154,7 +101,7 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
 
     // (1) Within every limit and below the quorum threshold: lightningd goes on; nothing is
     // counted until wardend signs it.
-    let reply = block_in_place(|| {
+    let reply = hook(|| {
         plugin.command(
             "withdraw",
             json!({"destination": to.to_string(), "satoshi": 500_000}),
@@ -167,8 +114,7 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
 
     // (2) Over the per-payment cap (positional parameters, as lightning-cli sends them): the
     // command's JSON-RPC error carries the rule's tag and sentence; the node keeps serving.
-    let reply =
-        block_in_place(|| plugin.command("withdraw", json!([to.to_string(), "2500000sat"])));
+    let reply = hook(|| plugin.command("withdraw", json!([to.to_string(), "2500000sat"])));
     let e = error_of(&reply).expect("refused");
     assert_eq!(e["code"], 2100);
     assert_eq!(e["data"]["tags"], json!(["per-payment-cap", "daily-cap"]));
@@ -183,7 +129,7 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
     // the command is re-run, refused until two admins approved, then lightningd goes on and the
     // signature uses the approval.
     let held = || json!({"destination": to.to_string(), "satoshi": "1200000sat"});
-    let reply = block_in_place(|| plugin.command("withdraw", held()));
+    let reply = hook(|| plugin.command("withdraw", held()));
     let e = error_of(&reply).expect("held");
     assert_eq!(e["code"], 2101, "{reply}");
     assert_eq!(e["data"]["tags"], json!(["large-payment-quorum"]));
@@ -201,7 +147,7 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reply = block_in_place(|| plugin.command("withdraw", held()));
+    let reply = hook(|| plugin.command("withdraw", held()));
     assert_eq!(
         error_of(&reply).expect("still held")["data"]["request_id"],
         id.as_str()
@@ -212,10 +158,10 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reply = block_in_place(|| plugin.command("withdraw", held()));
+    let reply = hook(|| plugin.command("withdraw", held()));
     assert_eq!(reply, json!({"result": "continue"}));
     // Checking again does not use the approval up: the signature does.
-    let reply = block_in_place(|| plugin.command("withdraw", held()));
+    let reply = hook(|| plugin.command("withdraw", held()));
     assert_eq!(reply, json!({"result": "continue"}));
     assert!(signs(&mut cln, withdrawal(&xpub, &to, 1_200_000)));
     assert_eq!(cln.window("daily-cap").await.used_msat, 1_700_000_000);
@@ -254,13 +200,11 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
     let (cln, _) = start("plugin-channels").await;
-    let mut plugin =
-        block_in_place(|| PluginProcess::start(options(cln.admin_port, &cln.pki, "cln-node")));
+    let mut plugin = plugin(cln.admin_port, &cln.pki);
     let mut events = cln.watch().await;
 
     // fundchannel above max_channel_size.
-    let reply =
-        block_in_place(|| plugin.command("fundchannel", json!({"id": PEER, "amount": 9_000_000})));
+    let reply = hook(|| plugin.command("fundchannel", json!({"id": PEER, "amount": 9_000_000})));
     let e = error_of(&reply).expect("refused");
     assert_eq!(e["code"], 2100, "{reply}");
     assert_eq!(
@@ -281,9 +225,9 @@ async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
     );
 
     // Within the limits, announced: lightningd goes on. Unannounced: refused.
-    let reply = block_in_place(|| plugin.command("fundchannel", json!([PEER, "1000000sat"])));
+    let reply = hook(|| plugin.command("fundchannel", json!([PEER, "1000000sat"])));
     assert_eq!(reply, json!({"result": "continue"}));
-    let reply = block_in_place(|| {
+    let reply = hook(|| {
         plugin.command(
             "fundchannel",
             json!({"id": PEER, "amount": 1_000_000, "announce": false}),
@@ -295,7 +239,7 @@ async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
     );
 
     // Two channels in one command count together against the per-peer limit.
-    let reply = block_in_place(|| {
+    let reply = hook(|| {
         plugin.command(
             "multifundchannel",
             json!({"destinations": [{"id": PEER, "amount": 3_000_000}, {"id": format!("{PEER}@127.0.0.1:9735"), "amount": "3000000sat"}]}),
@@ -310,7 +254,7 @@ async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
 
     // A peer opening a channel over the per-peer limit is rejected (lightningd tells the peer
     // why); one within it, announced, goes on.
-    let reply = block_in_place(|| plugin.incoming(PEER, 6_000_000, 1));
+    let reply = hook(|| plugin.incoming(PEER, 6_000_000, 1));
     assert_eq!(reply["result"], "reject");
     assert!(
         reply["error_message"]
@@ -319,14 +263,14 @@ async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
             .starts_with("rule warden-channel-peer: an incoming channel of 6,000,000 sat"),
         "{reply}"
     );
-    let reply = block_in_place(|| plugin.incoming(PEER, 2_000_000, 1));
+    let reply = hook(|| plugin.incoming(PEER, 2_000_000, 1));
     assert_eq!(reply, json!({"result": "continue"}));
-    let reply = block_in_place(|| plugin.incoming(PEER, 2_000_000, 0));
+    let reply = hook(|| plugin.incoming(PEER, 2_000_000, 0));
     assert_eq!(reply["result"], "reject");
 
     // What the plugin cannot check, it refuses with advice rather than let the signer refuse it
     // fatally; commands it does not guard go on untouched.
-    let reply = block_in_place(|| {
+    let reply = hook(|| {
         plugin.command(
             "withdraw",
             json!({"destination": address(1).to_string(), "satoshi": "all"}),
@@ -335,7 +279,7 @@ async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
     let e = error_of(&reply).expect("uncheckable");
     assert_eq!(e["code"], 2102);
     assert_eq!(e["data"]["tags"], json!(["warden-spend-uncheckable"]));
-    let reply = block_in_place(|| plugin.command("getinfo", json!({})));
+    let reply = hook(|| plugin.command("getinfo", json!({})));
     assert_eq!(reply, json!({"result": "continue"}));
 }
 
@@ -343,10 +287,8 @@ async fn channel_opens_and_incoming_channels_are_held_to_the_channel_limits() {
 async fn the_plugin_fails_closed_and_a_node_certificate_may_check_but_not_read() {
     let (cln, _) = start("plugin-closed").await;
     // wardend not where the plugin looks: every guarded command is refused, the others go on.
-    let mut lost = block_in_place(|| {
-        PluginProcess::start(options(common::daemon::free_port(), &cln.pki, "cln-node"))
-    });
-    let reply = block_in_place(|| {
+    let mut lost = plugin(common::daemon::free_port(), &cln.pki);
+    let reply = hook(|| {
         lost.command(
             "withdraw",
             json!({"destination": address(2).to_string(), "satoshi": 1_000}),
@@ -363,17 +305,17 @@ async fn the_plugin_fails_closed_and_a_node_certificate_may_check_but_not_read()
         "{reply}"
     );
     assert_eq!(
-        block_in_place(|| lost.command("listfunds", json!({}))),
+        hook(|| lost.command("listfunds", json!({}))),
         json!({"result": "continue"})
     );
 
     // Without its options the plugin exits at init: loaded as important-plugin, lightningd stops.
-    let (mut bare, status) = block_in_place(|| PluginProcess::start_expecting_exit(json!({})));
+    let status =
+        block_in_place(|| PluginHost::start_expecting_exit(plugin_binary(), json!({}))).unwrap();
     assert!(
         status.is_some_and(|s| !s.success()),
         "the plugin kept running without options"
     );
-    let _ = &mut bare;
 
     // The node's certificate may ask for checks but not read the signer's channels or requests.
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};

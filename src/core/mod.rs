@@ -851,7 +851,6 @@ impl Core {
             Verdict::RequireQuorum { .. } if self.rejected(req).is_some() => {
                 // A rejection is a veto: the same payment is not put to the admins again.
                 let record = self.rejected(req).expect("checked");
-                let extra = serde_json::json!({"rejected_request": record.id});
                 self.refuse_held(
                     intent,
                     now,
@@ -859,7 +858,6 @@ impl Core {
                     &decision,
                     rejection_reason(&record),
                     Some(record.id),
-                    extra,
                 )?
             }
             Verdict::RequireQuorum {
@@ -1021,15 +1019,7 @@ impl Core {
                     if matches!(e, ApprovalError::Tampered { .. }) {
                         tracing::error!(error = %e, "refusing a payment whose approval does not verify");
                     }
-                    self.refuse_held(
-                        intent,
-                        now,
-                        req,
-                        &decision,
-                        e.to_string(),
-                        None,
-                        serde_json::Value::Null,
-                    )?
+                    self.refuse_held(intent, now, req, &decision, e.to_string(), None)?
                 }
             },
         };
@@ -1045,9 +1035,14 @@ impl Core {
         req: &PaymentRequest,
         decision: &crate::policy::Decision,
         reason: String,
-        request_id: Option<String>,
-        extra: serde_json::Value,
+        rejected: Option<String>,
     ) -> Result<PaymentAnswer, (&'static str, String)> {
+        // The rejected request whose veto this is, when it is one.
+        let extra = match &rejected {
+            Some(id) => serde_json::json!({ "rejected_request": id }),
+            None => serde_json::Value::Null,
+        };
+        let request_id = rejected;
         let refused = crate::policy::Decision {
             verdict: Verdict::Deny {
                 reason: reason.clone(),

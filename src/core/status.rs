@@ -128,14 +128,14 @@ impl Core {
             .iter()
             .map(|w| (w.tag.clone(), w.fraction()))
             .collect();
-        self.metrics.render(
+        self.metrics.render(&crate::metrics::Gauges {
             pending,
-            connected,
-            audit,
-            &usage,
-            self.store().commits(),
-            &self.store().timings(),
-            &self.channels(),
-        )
+            node_connected: connected,
+            audit_records: audit,
+            velocity: &usage,
+            state_commits: self.store().commits(),
+            store: &self.store().timings(),
+            channels: &self.channels(),
+        })
     }
 }

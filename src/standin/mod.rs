@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod hsmd;
+pub mod lightningd;
 pub mod proxy;
 
 use lightning_signer::bitcoin::constants::genesis_block;

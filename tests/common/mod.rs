@@ -227,7 +227,6 @@ pub fn bin_path(name: &str) -> PathBuf {
 
 pub mod api;
 pub mod cln;
-pub mod cln_plugin;
 pub mod daemon;
 pub mod hook;
 pub mod ldk_hub;
