@@ -20,8 +20,6 @@ mod vls;
 
 use common::cln::Cln;
 use common::daemon::{free_port, Daemon, LOAD_RULES};
-use lightning_signer::bitcoin::hashes::{sha256, Hash};
-use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
 use procfs::{cpu_secs, rss_mib};
 use stats::{print, timed};
 use std::collections::HashMap;
@@ -211,58 +209,12 @@ fn startup(cln: &mut Cln, what: &str) {
     );
 }
 
-/// `n` channels as CLN's openingd sets them up: NewChannel on the root connection, then
-/// SetupChannel on the channel's own client connection, with the peer's basepoints.
+/// `n` channels as CLN's openingd sets them up (NewChannel, then SetupChannel on the
+/// channel's own connection).
 fn setup_channels(proxy: &mut Proxy, n: u64) {
-    use vls_protocol::model::{Basepoints, PubKey};
-    use vls_protocol::serde_bolt::Octets;
-    let secp = Secp256k1::new();
-    let key = |i: u64, k: u8| {
-        let sk = SecretKey::from_slice(
-            sha256::Hash::hash(&[&i.to_be_bytes()[..], &[k]].concat()).as_byte_array(),
-        )
-        .unwrap();
-        lightning_signer::bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &sk).serialize()
-    };
     for i in 1..=n {
-        let peer = key(i, 0);
-        let dbid = 10_000 + i;
-        match proxy.hsmd.call(msgs::NewChannel {
-            peer_id: PubKey(peer),
-            dbid,
-        }) {
-            Ok(Message::NewChannelReply(_)) => {}
-            other => panic!("NewChannel {i}: {other:?}"),
-        }
-        let mut client = proxy.hsmd.new_client(peer, dbid, 0).unwrap();
-        let reply = client.call(msgs::SetupChannel {
-            is_outbound: true,
-            channel_value: 1_000_000,
-            push_value: 0,
-            funding_txid: lightning_signer::bitcoin::Txid::from_byte_array(
-                sha256::Hash::hash(&i.to_be_bytes()).to_byte_array(),
-            ),
-            funding_txout: 0,
-            to_self_delay: 144,
-            local_shutdown_script: Octets(vec![]),
-            local_shutdown_wallet_index: None,
-            remote_basepoints: Basepoints {
-                revocation: PubKey(key(i, 1)),
-                payment: PubKey(key(i, 2)),
-                htlc: PubKey(key(i, 3)),
-                delayed_payment: PubKey(key(i, 4)),
-            },
-            remote_funding_pubkey: PubKey(key(i, 5)),
-            remote_to_self_delay: 144,
-            remote_shutdown_script: Octets(vec![]),
-            // option_static_remotekey (bit 12) and option_anchors_zero_fee_htlc_tx (bit 22):
-            // VLS refuses the legacy commitment type.
-            channel_type: Octets(vec![0x40, 0x10, 0x00]),
-        });
-        match reply {
-            Ok(Message::SetupChannelReply(_)) => {}
-            other => panic!("SetupChannel {i}: {other:?}"),
-        }
+        warden::standin::setup_channel(&mut proxy.hsmd, i, 10_000 + i, 1_000_000)
+            .unwrap_or_else(|e| panic!("channel {i}: {e}"));
     }
 }
 

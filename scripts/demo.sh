@@ -46,8 +46,8 @@ softhsm2-util --init-token --free --label warden-demo --so-pin "$so_pin" --pin "
 unset so_pin
 echo "token \"warden-demo\" created; user PIN in $demo/pin (mode 600)"
 
-step "Admin PKI (mutual TLS) and three admin approval keys"
-run wardenctl tls init "$demo/pki" --admins alice,bob,carol
+step "Admin PKI (mutual TLS), three admin approval keys, and the CLN plugin's node certificate"
+run wardenctl tls init "$demo/pki" --admins alice,bob,carol,cln-node
 policy_src=$(cat policy/default.toml)
 for admin in alice bob carol; do
   out=$(wardenctl admin keygen --name "$admin" --out "$demo/$admin.adminkey")
@@ -89,6 +89,7 @@ listen = "127.0.0.1:$admin_port"
 tls_cert = "$demo/pki/server.pem"
 tls_key = "$demo/pki/server.key"
 client_ca = "$demo/pki/ca.pem"
+nodes = ["cln-node"]                 # the CLN plugin's certificate: checks and status only
 
 [policy]
 file = "$demo/policy.toml"
@@ -104,7 +105,9 @@ od -An -tx1 "$demo/data/node-seed.sealed"
 run wardenctl hsm status --config "$demo/wardend.toml"
 
 step "Starting the Core Lightning stand-in (VLS remote_hsmd_socket on fd 3) and wardend"
-coproc CLN { exec warden-cln --port "$hsmd_port" --datadir "$demo/cln" 2>"$demo/cln.log"; }
+# The stand-in loads warden-cln-plugin as lightningd does (important-plugin= in its config).
+coproc CLN { exec warden-cln --port "$hsmd_port" --datadir "$demo/cln" \
+  --plugin "$bin/warden-cln-plugin" --admin-port "$admin_port" --pki "$demo/pki" 2>"$demo/cln.log"; }
 pids+=("$CLN_PID")
 read -r line <&"${CLN[0]}"; echo "cln: $line"
 wardend --config "$demo/wardend.toml" >"$demo/wardend.out" 2>"$demo/wardend.log" &
@@ -156,6 +159,24 @@ admin alice pending
 step "A payment over the per-payment limit (2,500,000 sat): refused, with its rule"
 cln pay 2500000 3
 sleep 0.5
+
+step "On-chain: the Core Lightning plugin asks wardend before lightningd builds a withdraw"
+echo "(hsmd has no 'refused' answer: a refusal at signing time would stop CLN, so the plugin asks first)"
+cln withdraw 300000 1
+cln withdraw 2500000 2
+cln withdraw 1200000 3
+id=$(admin alice pending --json 2>/dev/null | sed -n 's/.*"id": "\(rq-[0-9a-f]*\)".*/\1/p' | head -1)
+admin alice approve "$id" --key "$demo/alice.adminkey"
+admin bob approve "$id" --key "$demo/bob.adminkey"
+echo "The operator runs the same withdraw again:"
+cln withdraw 1200000 3
+
+step "Channels: the policy's [channels] limits, checked before lightningd opens or accepts one"
+cln setup-channel 4000000 7
+cln fundchannel 12000000 8
+cln incoming 7000000 7
+cln incoming 2000000 9
+admin alice channels
 
 step "The HSM token goes away under wardend: payments stop at once, and resume by themselves when it is back"
 mv "$demo/tokens" "$demo/tokens-away"

@@ -6,13 +6,21 @@
 //! init                      -> node <node id>
 //! pay <sat> <label>         -> approved | not approved      (a BOLT 11 invoice, payee "demo shop")
 //! sign-message <text>       -> signature <hex>
+//! withdraw <sat> <n>        -> signed | refused ... | held ...   (to demo address n; needs --plugin)
+//! fundchannel <sat> <n>     -> continue | refused ...            (with demo peer n; needs --plugin)
+//! incoming <sat> <n>        -> continue | reject ...             (demo peer n opens to us)
+//! setup-channel <sat> <n>   -> channel <peer>                    (NewChannel + SetupChannel)
 //! quit
 //! ```
+//! With `--plugin`, the stand-in loads `warden-cln-plugin` as lightningd does (getmanifest,
+//! init with its options) and puts every `withdraw`, `fundchannel` and incoming open through its
+//! hooks first; a `withdraw` the plugin lets through is then signed (`SignWithdrawal`) by wardend.
 //! The same label always means the same invoice, so `pay 1500000 7` after an approval retries
 //! exactly the payment the admins approved.
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use lightning_signer::bitcoin::bip32::Xpub;
 use lightning_signer::bitcoin::hashes::{sha256, Hash};
 use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
 use lightning_signer::lightning::types::payment::PaymentSecret;
@@ -20,6 +28,7 @@ use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
 use std::io::{BufRead, Write};
 use vls_protocol::msgs::{self, Message};
 use warden::standin::chain::ChainStub;
+use warden::standin::lightningd::{plugin_options, withdrawal, PluginHost};
 use warden::standin::proxy::{default_binary, Proxy};
 
 /// Run a CLN stand-in against wardend.
@@ -35,6 +44,51 @@ struct Args {
     /// remote_hsmd_socket binary [default: the one scripts/setup.sh installs]
     #[arg(long)]
     proxy: Option<std::path::PathBuf>,
+    /// warden-cln-plugin binary to load as lightningd would.
+    #[arg(long)]
+    plugin: Option<std::path::PathBuf>,
+    /// The plugin's warden-server port (wardend's admin API on localhost).
+    #[arg(long, default_value_t = 7443)]
+    admin_port: u16,
+    /// Directory with ca.pem and the plugin's client certificate (cln-node.pem, cln-node.key).
+    #[arg(long, default_value = "pki")]
+    pki: std::path::PathBuf,
+}
+
+/// Demo address `n` (a regtest P2WPKH nobody in the demo owns).
+fn demo_address(n: u64) -> lightning_signer::bitcoin::Address {
+    let pk = lightning_signer::bitcoin::secp256k1::PublicKey::from_slice(
+        &warden::standin::test_key(n, 9),
+    )
+    .expect("a valid key");
+    lightning_signer::bitcoin::Address::p2wpkh(
+        &lightning_signer::bitcoin::CompressedPublicKey(pk),
+        lightning_signer::bitcoin::Network::Regtest,
+    )
+}
+
+/// A hook's reply in a line: `continue`, or the error's code, tags and message.
+fn hook_line(reply: &serde_json::Value) -> String {
+    if let Some(e) = warden::standin::lightningd::error_of(reply) {
+        let verdict = match e["code"].as_i64() {
+            Some(warden::cln_plugin::CODE_HELD) => "held",
+            _ => "refused",
+        };
+        return format!(
+            "{verdict} (error {}, {}): {}",
+            e["code"],
+            e["data"]["tags"],
+            e["message"].as_str().unwrap_or_default()
+        );
+    }
+    match reply["result"].as_str() {
+        Some("reject") => format!(
+            "reject: {}",
+            reply["error_message"].as_str().unwrap_or_default()
+        ),
+        Some(r) => r.to_string(),
+        None => reply.to_string(),
+    }
 }
 
 fn invoice(sat: u64, label: &str) -> anyhow::Result<String> {
@@ -61,6 +115,15 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.datadir)?;
     let binary = args.proxy.clone().unwrap_or_else(default_binary);
     let mut proxy = Proxy::spawn(&binary, args.port, &chain.url(), &args.datadir)?;
+    let mut plugin = match &args.plugin {
+        Some(p) => Some(PluginHost::start(
+            p,
+            plugin_options(args.admin_port, &args.pki, "cln-node"),
+        )?),
+        None => None,
+    };
+    let mut wallet: Option<Xpub> = None;
+    let mut dbid = 100;
     println!("ready port={}", args.port);
     std::io::stdout().flush()?;
     let stdin = std::io::stdin();
@@ -70,9 +133,57 @@ async fn main() -> anyhow::Result<()> {
         let reply = tokio::task::block_in_place(|| -> anyhow::Result<String> {
             match words.as_slice() {
                 ["init"] => match proxy.hsmd.call(warden::standin::hsmd_init_regtest())? {
-                    Message::HsmdInitReplyV4(r) => Ok(format!("node {}", hex::encode(r.node_id.0))),
+                    Message::HsmdInitReplyV4(r) => {
+                        wallet = Some(Xpub::decode(&r.bip32.0)?);
+                        Ok(format!("node {}", hex::encode(r.node_id.0)))
+                    }
                     other => bail!("unexpected reply {other:?}"),
                 },
+                ["withdraw", sat, n] => {
+                    let sat: u64 = sat.parse().context("amount in sat")?;
+                    let to = demo_address(n.parse().context("address number")?);
+                    let plugin = plugin.as_mut().context("withdraw needs --plugin")?;
+                    let reply = plugin.command(
+                        "withdraw",
+                        serde_json::json!({"destination": to.to_string(), "satoshi": sat}),
+                    )?;
+                    if reply["result"] != "continue" {
+                        return Ok(hook_line(&reply));
+                    }
+                    let xpub = wallet.as_ref().context("init first")?;
+                    match proxy.hsmd.call(withdrawal(xpub, &to, sat))? {
+                        Message::SignWithdrawalReply(_) => {
+                            Ok(format!("continue: signed {sat} sat to {to}"))
+                        }
+                        other => bail!("unexpected reply {other:?}"),
+                    }
+                }
+                ["fundchannel", sat, n] => {
+                    let peer = hex::encode(warden::standin::test_key(n.parse()?, 0));
+                    let plugin = plugin.as_mut().context("fundchannel needs --plugin")?;
+                    let amount: u64 = sat.parse().context("amount in sat")?;
+                    let reply = plugin.command(
+                        "fundchannel",
+                        serde_json::json!({"id": peer, "amount": amount}),
+                    )?;
+                    Ok(hook_line(&reply))
+                }
+                ["incoming", sat, n] => {
+                    let peer = hex::encode(warden::standin::test_key(n.parse()?, 0));
+                    let plugin = plugin.as_mut().context("incoming needs --plugin")?;
+                    let reply = plugin.incoming(&peer, sat.parse().context("amount in sat")?, 1)?;
+                    Ok(hook_line(&reply))
+                }
+                ["setup-channel", sat, n] => {
+                    dbid += 1;
+                    let peer = warden::standin::setup_channel(
+                        &mut proxy.hsmd,
+                        n.parse().context("peer number")?,
+                        dbid,
+                        sat.parse().context("amount in sat")?,
+                    )?;
+                    Ok(format!("channel with {}", hex::encode(peer)))
+                }
                 ["pay", sat, label] => {
                     let inv = invoice(sat.parse().context("amount in sat")?, label)?;
                     match proxy.hsmd.call(msgs::PreapproveInvoice {

@@ -64,6 +64,16 @@ fn view(id: &[u8], slot: &ChannelSlot) -> ChannelView {
         ChannelPhase::Unconfirmed
     };
     v.local_msat = msat(b.claimable.max(b.sweeping));
+    if b.channel_count + b.unconfirmed_count + b.closing_count == 0 {
+        // No commitment exchanged yet (VLS reports no balance then): the channel holds what
+        // its setup says, the funder's capacity less what it pushes.
+        let push = chan.setup.push_value_msat;
+        v.local_msat = if chan.setup.is_outbound {
+            v.capacity_msat.saturating_sub(push)
+        } else {
+            push
+        };
+    }
     v.offered_htlcs = b.offered_htlc_count;
     v.offered_msat = msat(b.offered_htlc);
     v.received_htlcs = b.received_htlc_count;

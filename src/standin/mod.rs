@@ -30,3 +30,69 @@ pub fn hsmd_init_regtest() -> msgs::HsmdInit {
         hsm_wire_max_version: 6,
     }
 }
+
+/// A public key from `seed` and `k`, for stand-in peers and their basepoints.
+pub fn test_key(seed: u64, k: u8) -> [u8; 33] {
+    use lightning_signer::bitcoin::hashes::{sha256, Hash};
+    use lightning_signer::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+    let secp = Secp256k1::new();
+    let sk = SecretKey::from_slice(
+        sha256::Hash::hash(&[&seed.to_be_bytes()[..], &[k]].concat()).as_byte_array(),
+    )
+    .expect("a hash is a valid key but with negligible probability");
+    PublicKey::from_secret_key(&secp, &sk).serialize()
+}
+
+/// A channel of `sat` with `peer` as CLN's openingd sets it up: NewChannel on the root
+/// connection, then SetupChannel on the channel's own client connection with the peer's
+/// basepoints (derived from `peer_seed`). The channel is set up, its funding not yet signed.
+pub fn setup_channel(
+    root: &mut hsmd::HsmdConn,
+    peer_seed: u64,
+    dbid: u64,
+    sat: u64,
+) -> Result<[u8; 33], hsmd::HsmdError> {
+    use lightning_signer::bitcoin::hashes::{sha256, Hash};
+    use vls_protocol::model::{Basepoints, PubKey};
+    use vls_protocol::msgs::Message;
+    use vls_protocol::serde_bolt::Octets;
+    let key = |k| test_key(peer_seed, k);
+    let peer = key(0);
+    let unexpected = |what: &str, m: Message| hsmd::HsmdError::Protocol(format!("{what}: {m:?}"));
+    match root.call(msgs::NewChannel {
+        peer_id: PubKey(peer),
+        dbid,
+    })? {
+        Message::NewChannelReply(_) => {}
+        other => return Err(unexpected("NewChannel", other)),
+    }
+    let mut client = root.new_client(peer, dbid, 0)?;
+    match client.call(msgs::SetupChannel {
+        is_outbound: true,
+        channel_value: sat,
+        push_value: 0,
+        funding_txid: lightning_signer::bitcoin::Txid::from_byte_array(
+            sha256::Hash::hash(&dbid.to_be_bytes()).to_byte_array(),
+        ),
+        funding_txout: 0,
+        to_self_delay: 144,
+        local_shutdown_script: Octets(vec![]),
+        local_shutdown_wallet_index: None,
+        remote_basepoints: Basepoints {
+            revocation: PubKey(key(1)),
+            payment: PubKey(key(2)),
+            htlc: PubKey(key(3)),
+            delayed_payment: PubKey(key(4)),
+        },
+        remote_funding_pubkey: PubKey(key(5)),
+        remote_to_self_delay: 144,
+        remote_shutdown_script: Octets(vec![]),
+        // option_static_remotekey (bit 12) and option_anchors_zero_fee_htlc_tx (bit 22): VLS
+        // refuses the legacy commitment type.
+        channel_type: Octets(vec![0x40, 0x10, 0x00]),
+    })? {
+        Message::SetupChannelReply(_) => {}
+        other => return Err(unexpected("SetupChannel", other)),
+    }
+    Ok(peer)
+}

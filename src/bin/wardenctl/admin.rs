@@ -623,7 +623,11 @@ pub async fn channels(conn: &Conn, json: bool) -> anyhow::Result<()> {
     let total = |m: u128| warden::policy::units::group_thousands(m / 1_000);
     println!(
         "{:<18} {:<12} {:>14} {:>14} {:>14} {:>10} {:>10}",
-        format!("{} channels", list.len()),
+        format!(
+            "total, {} channel{}",
+            list.len(),
+            if list.len() == 1 { "" } else { "s" }
+        ),
         "",
         total(cap),
         total(local),
