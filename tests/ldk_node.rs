@@ -414,7 +414,7 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
     use warden::core::CheckOutcome;
     let side = WardenSide::start();
     let rules = format!(
-        "{QUORUM_RULES}\n[channels]\nmax_total_capacity = \"9_000_000 sat\"\nmax_htlcs_in_flight = 1\n"
+        "{QUORUM_RULES}\n[channels]\nmax_total_capacity = \"9_000_000 sat\"\nmax_htlcs_in_flight = 1\nmin_outbound = \"95 %\"\n"
     );
     let mut d = Daemon::prepare("ldk-channels", &rules, side.port);
     d.start_wardend();
@@ -597,6 +597,20 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
         "{text}"
     );
 
+    // Below 95 % outbound after 450,000 of 5,000,000 sat: the liquidity alert (from wardend's
+    // periodic look, every 5 s), once.
+    let mut events = side.rt.block_on(d.watch());
+    let low = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::Channel));
+    assert_eq!(low.tags, vec!["warden-liquidity-low"]);
+    assert!(
+        low.message
+            .contains("has 4,550,000 sat outbound of 5,000,000 sat capacity, below 95 %"),
+        "{}",
+        low.message
+    );
+
     // The same view in Prometheus.
     let metrics = side.rt.block_on(d.scrape_metrics());
     assert_eq!(
@@ -607,5 +621,55 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
     assert_eq!(
         metrics.get("warden_channels_local_msat").copied(),
         Some((ldk_local * SAT) as f64)
+    );
+
+    // A cooperative close: VLS signs the closing transaction and wardend alerts that the
+    // channel is closing, with what of it was ours.
+    net.a
+        .manager
+        .close_channel(&ldk.channel_id, &b)
+        .expect("LDK starts the close");
+    net.pump();
+    let closing = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::Channel));
+    assert_eq!(closing.tags, vec!["warden-channel-closing"]);
+    assert!(
+        closing.message.contains("is closing"),
+        "{}",
+        closing.message
+    );
+
+    // The month's report has the channel section: the open and the close, from the audit log.
+    d.stop_wardend();
+    let month = &warden::clock::format_utc(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )[..7];
+    let out = d
+        .token
+        .command("wardenctl")
+        .args(["report", "--month", month, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["channels_opened"]["count"], 1, "{r:#}");
+    assert_eq!(r["channels_opened"]["amount_msat"], 5_000_000 * SAT);
+    assert_eq!(r["channels_closed"]["count"], 1);
+    assert_eq!(r["channels_closed"]["amount_msat"], 5_000_000 * SAT);
+    // The second channel's funding was refused: it never held capacity.
+    let capacity = r["capacity_by_day"].as_object().unwrap();
+    assert!(
+        capacity
+            .values()
+            .all(|v| v.as_u64().unwrap() <= 5_000_000 * SAT),
+        "{r:#}"
     );
 }

@@ -1,6 +1,7 @@
 //! Monthly (or any range) reports computed from the audit log: payments approved and refused by
-//! count and amount, by destination, by rule tag, approvals by admin, time to approval, and
-//! daily volume against the daily limit. The report is only as trustworthy as the chain it is
+//! count and amount, by destination, by rule tag, approvals by admin, time to approval, daily
+//! volume against the daily limit, channels opened and closed with the capacity held each day,
+//! and the routing fees paid (what left the channels beyond the invoice amounts). The report is only as trustworthy as the chain it is
 //! computed from, so callers verify the chain first.
 
 use super::AuditRecord;
@@ -49,6 +50,19 @@ pub struct Report {
     pub daily_volume: BTreeMap<String, u64>,
     /// The daily limit the chart compares against, if the policy has one.
     pub daily_limit_msat: Option<u64>,
+    /// Channels whose funding was signed in the range (capacity).
+    pub channels_opened: Tally,
+    /// Channels that started closing in the range (capacity).
+    pub channels_closed: Tally,
+    /// Capacity in channels at the end of each UTC day of the range, from every channel
+    /// opened and closed since the log began ("YYYY-MM-DD" → msat).
+    pub capacity_by_day: BTreeMap<String, u64>,
+    /// Capacity in channels when the range begins, msat.
+    pub capacity_at_start_msat: u64,
+    /// Outgoing payments settled in the range, with their routing fees (count, fee msat).
+    pub fees: Tally,
+    /// What those payments sent, msat (invoice amounts plus fees).
+    pub fees_sent_msat: u64,
 }
 
 impl Report {
@@ -87,8 +101,29 @@ pub fn compute(
         ..Default::default()
     };
     let mut held_at: BTreeMap<String, u64> = BTreeMap::new();
+    // (time, capacity change) of every channel open and close, from the log's start.
+    let mut capacity_changes: Vec<(u64, i128)> = Vec::new();
     for rec in records {
         let d = &rec.data;
+        if rec.kind == "channel" {
+            let capacity = d["capacity_msat"].as_u64().unwrap_or(0);
+            let opened = d["action"] == "open";
+            capacity_changes.push((
+                rec.time,
+                if opened {
+                    i128::from(capacity)
+                } else {
+                    -i128::from(capacity)
+                },
+            ));
+            if (since..until).contains(&rec.time) {
+                if opened {
+                    r.channels_opened.add(capacity);
+                } else {
+                    r.channels_closed.add(capacity);
+                }
+            }
+        }
         // Holds are remembered from before the range so time-to-approval is right at its start.
         if rec.kind == "event" && d["event"] == "request-created" {
             if let Some(id) = d["request_id"].as_str() {
@@ -149,6 +184,12 @@ pub fn compute(
                     }
                 }
             }
+            "payment-settled" => {
+                r.fees.add(d["fee_msat"].as_u64().unwrap_or(0));
+                r.fees_sent_msat = r
+                    .fees_sent_msat
+                    .saturating_add(d["sent_msat"].as_u64().unwrap_or(0));
+            }
             "approval" | "rejection" => {
                 let admin = d["admin"].as_str().unwrap_or("?").to_string();
                 *r.approvals_by_admin
@@ -166,7 +207,31 @@ pub fn compute(
             _ => {}
         }
     }
+    let held_before = |t: u64| -> u64 {
+        let sum: i128 = capacity_changes
+            .iter()
+            .filter(|(at, _)| *at < t)
+            .map(|(_, c)| c)
+            .sum();
+        u64::try_from(sum.max(0)).unwrap_or(u64::MAX)
+    };
+    r.capacity_at_start_msat = held_before(since);
+    for (day_start, _) in days(since, until) {
+        let end = (day_start + 86_400).min(until);
+        r.capacity_by_day.insert(day(day_start), held_before(end));
+    }
     r
+}
+
+/// Every UTC day that overlaps `[since, until)`: its first second and its date.
+fn days(since: u64, until: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut t = since - since % 86_400;
+    while t < until && out.len() < 3_660 {
+        out.push((t, day(t)));
+        t += 86_400;
+    }
+    out
 }
 
 /// A plain-text table.
@@ -219,6 +284,27 @@ pub fn render_table(r: &Report) -> String {
             ));
         }
     }
+    out.push_str(&format!(
+        "channels: {} opened ({}), {} closing ({}); capacity {} at the start, {} at the end\n",
+        r.channels_opened.count,
+        format_msat(r.channels_opened.amount_msat),
+        r.channels_closed.count,
+        format_msat(r.channels_closed.amount_msat),
+        format_msat(r.capacity_at_start_msat),
+        format_msat(
+            r.capacity_by_day
+                .values()
+                .last()
+                .copied()
+                .unwrap_or(r.capacity_at_start_msat)
+        ),
+    ));
+    out.push_str(&format!(
+        "routing fees paid: {} over {} settled payments ({} sent)\n",
+        format_msat(r.fees.amount_msat),
+        r.fees.count,
+        format_msat(r.fees_sent_msat)
+    ));
     out.push_str("admin signatures:\n");
     for (a, m) in &r.approvals_by_admin {
         out.push_str(&format!(
@@ -259,6 +345,19 @@ pub fn render_csv(r: &Report) -> String {
     for (k, v) in &r.daily_volume {
         out.push_str(&format!("day,{k},,{v}\n"));
     }
+    for (k, t) in [
+        ("opened", r.channels_opened),
+        ("closing", r.channels_closed),
+    ] {
+        out.push_str(&format!("channels,{k},{},{}\n", t.count, t.amount_msat));
+    }
+    for (k, v) in &r.capacity_by_day {
+        out.push_str(&format!("capacity,{k},,{v}\n"));
+    }
+    out.push_str(&format!(
+        "fees,routing,{},{}\n",
+        r.fees.count, r.fees.amount_msat
+    ));
     for (a, m) in &r.approvals_by_admin {
         for (d, n) in m {
             out.push_str(&format!("admin,{},{n},\n", q(&format!("{a}:{d}"))));
@@ -300,6 +399,8 @@ fn bar_chart(
         pad + plot,
         pad + plot
     ));
+    // With many bars (a month's days) only some carry their labels, and empty ones none.
+    let every = if bars.len() > 16 { 5 } else { 1 };
     for (i, (label, v, shown)) in bars.iter().enumerate() {
         let bh = v / max * plot;
         let x = pad + i as f64 * bw;
@@ -311,16 +412,20 @@ fn bar_chart(
             esc(label),
             esc(shown)
         ));
-        svg.push_str(&format!(
-            "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            pad + plot - bh - 4.0,
-            esc(shown)
-        ));
-        svg.push_str(&format!(
-            "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            pad + plot + 16.0,
-            esc(label)
-        ));
+        if *v > 0.0 && bars.len() <= 16 {
+            svg.push_str(&format!(
+                "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                pad + plot - bh - 4.0,
+                esc(shown)
+            ));
+        }
+        if i % every == 0 || i + 1 == bars.len() {
+            svg.push_str(&format!(
+                "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                pad + plot + 16.0,
+                esc(label)
+            ));
+        }
     }
     if let Some((l, shown)) = limit {
         let y = pad + plot - l / max * plot;
@@ -338,11 +443,42 @@ fn bar_chart(
 
 /// A self-contained HTML page with inline SVG charts; prints as it shows.
 pub fn render_html(r: &Report) -> String {
-    let daily: Vec<(String, f64, String)> = r
-        .daily_volume
-        .iter()
-        .map(|(d, v)| (d[5..].to_string(), *v as f64, format_msat(*v)))
+    // Every day of the range, so the chart's width is the month's (an empty day is no bar).
+    let daily: Vec<(String, f64, String)> = days(r.since, r.until)
+        .into_iter()
+        .map(|(_, d)| {
+            let v = r.daily_volume.get(&d).copied().unwrap_or(0);
+            (d[8..].to_string(), v as f64, format_msat(v))
+        })
         .collect();
+    let capacity: Vec<(String, f64, String)> = r
+        .capacity_by_day
+        .iter()
+        .map(|(d, v)| (d[8..].to_string(), *v as f64, format_msat(*v)))
+        .collect();
+    let mut destinations = String::new();
+    for (d, v) in &r.by_destination {
+        destinations.push_str(&format!(
+            "<tr><td class=\"dest\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(d),
+            v.count,
+            esc(&format_msat(v.amount_msat))
+        ));
+    }
+    let channels = format!(
+        "<table id=\"channels\"><tr><th></th><th>count</th><th>capacity</th></tr>\
+<tr><td>opened</td><td>{}</td><td>{}</td></tr><tr><td>closing</td><td>{}</td><td>{}</td></tr>\
+<tr><td>held at the start</td><td></td><td>{}</td></tr></table>\
+<p id=\"fees\">Routing fees paid: {} over {} settled payments ({} sent).</p>",
+        r.channels_opened.count,
+        esc(&format_msat(r.channels_opened.amount_msat)),
+        r.channels_closed.count,
+        esc(&format_msat(r.channels_closed.amount_msat)),
+        esc(&format_msat(r.capacity_at_start_msat)),
+        esc(&format_msat(r.fees.amount_msat)),
+        r.fees.count,
+        esc(&format_msat(r.fees_sent_msat)),
+    );
     let rules: Vec<(String, f64, String)> = r
         .by_rule
         .iter()
@@ -376,6 +512,8 @@ pub fn render_html(r: &Report) -> String {
 <tr><td>held</td><td data-count=\"{}\">{}</td><td data-msat=\"{}\">{}</td></tr></table>\
 <h2>Daily volume against the daily limit</h2>{}\
 <h2>Refusals and holds by rule</h2>{}<table id=\"rules\"><tr><th>rule</th><th>count</th><th>amount</th></tr>{rows}</table>\
+<h2>Approved by destination</h2><table id=\"destinations\"><tr><th>destination</th><th>count</th><th>amount</th></tr>{destinations}</table>\
+<h2>Channels</h2>{channels}<h3>Capacity in channels at the end of each day</h3>{}\
 <h2>Admin signatures</h2><table id=\"admins\"><tr><th>admin</th><th>approvals</th><th>rejections</th></tr>{admins}</table>\
 </body></html>\n",
         esc(&crate::clock::format_utc(r.since)),
@@ -399,6 +537,12 @@ pub fn render_html(r: &Report) -> String {
             r.daily_limit_msat.map(|l| (l as f64, format_msat(l)))
         ),
         bar_chart("refusals-by-rule", "Refusals and holds by rule", &rules, None),
+        bar_chart(
+            "capacity-by-day",
+            "Capacity in channels at the end of each day",
+            &capacity,
+            None
+        ),
     )
 }
 
@@ -461,6 +605,122 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rec(time: u64, kind: &str, data: serde_json::Value) -> AuditRecord {
+        AuditRecord {
+            v: 1,
+            seq: 0,
+            time,
+            kind: kind.into(),
+            data,
+            prev: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn channels_capacity_per_day_fees_and_a_chart_of_every_day() {
+        let (since, until) = month_range("2026-11").unwrap();
+        let day = 86_400;
+        let open = |t, cap| {
+            rec(
+                t,
+                "channel",
+                serde_json::json!({"action": "open", "capacity_msat": cap}),
+            )
+        };
+        let records = vec![
+            // Before the month: a channel of 3,000,000 sat is already open.
+            open(since - day, 3_000_000_000u64),
+            open(since + 2 * day + 5, 5_000_000_000u64),
+            rec(
+                since + 9 * day,
+                "channel",
+                serde_json::json!({"action": "close", "capacity_msat": 3_000_000_000u64}),
+            ),
+            rec(
+                since + 3 * day,
+                "decision",
+                serde_json::json!({"verdict": "approve", "amount_msat": 7_000, "destinations": [{"destination": "node 02ab", "amount_msat": 7_000}]}),
+            ),
+            rec(
+                since + 4 * day,
+                "payment-settled",
+                serde_json::json!({"amount_msat": 100_000, "sent_msat": 101_000, "fee_msat": 1_000}),
+            ),
+            rec(
+                since + 5 * day,
+                "payment-settled",
+                serde_json::json!({"amount_msat": 50_000, "sent_msat": 52_000, "fee_msat": 2_000}),
+            ),
+            // After the month: not in it.
+            open(until + 1, 9_000_000_000u64),
+        ];
+        let r = compute(&records, since, until, Some(1_000_000));
+        assert_eq!(
+            r.channels_opened,
+            Tally {
+                count: 1,
+                amount_msat: 5_000_000_000
+            }
+        );
+        assert_eq!(
+            r.channels_closed,
+            Tally {
+                count: 1,
+                amount_msat: 3_000_000_000
+            }
+        );
+        assert_eq!(r.capacity_at_start_msat, 3_000_000_000);
+        assert_eq!(r.capacity_by_day.len(), 30, "every day of November");
+        assert_eq!(r.capacity_by_day["2026-11-01"], 3_000_000_000);
+        assert_eq!(r.capacity_by_day["2026-11-03"], 8_000_000_000);
+        assert_eq!(r.capacity_by_day["2026-11-10"], 5_000_000_000);
+        assert_eq!(r.capacity_by_day["2026-11-30"], 5_000_000_000);
+        assert_eq!(
+            r.fees,
+            Tally {
+                count: 2,
+                amount_msat: 3_000
+            }
+        );
+        assert_eq!(r.fees_sent_msat, 153_000);
+        let text = render_table(&r);
+        assert!(text.contains("channels: 1 opened (5,000,000 sat), 1 closing (3,000,000 sat); capacity 3,000,000 sat at the start, 5,000,000 sat at the end"), "{text}");
+        assert!(
+            text.contains("routing fees paid: 3 sat over 2 settled payments (153 sat sent)"),
+            "{text}"
+        );
+
+        let html = render_html(&r);
+        let dom = tl::parse(&html, tl::ParserOptions::default()).unwrap();
+        let parser = dom.parser();
+        let start = html.find("<svg id=\"daily-volume\"").unwrap();
+        let chart = &html[start..start + html[start..].find("</svg>").unwrap()];
+        let heights: Vec<f64> = chart
+            .split("<rect class=\"bar\"")
+            .skip(1)
+            .map(|b| {
+                let h = b.split(" height=\"").nth(1).unwrap();
+                h[..h.find('"').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(heights.len(), 30, "one bar per day of the month");
+        assert_eq!(
+            heights.iter().filter(|h| **h > 0.0).count(),
+            1,
+            "{heights:?}"
+        );
+        assert!(heights[3] > 0.0, "the 4th holds the volume");
+        assert!(dom.get_element_by_id("capacity-by-day").is_some());
+        let dest = dom
+            .get_element_by_id("destinations")
+            .unwrap()
+            .get(parser)
+            .unwrap();
+        assert!(dest.inner_text(parser).contains("node 02ab"));
+        assert!(html.contains("Routing fees paid: 3 sat over 2 settled payments"));
+    }
 
     #[test]
     fn month_and_date_ranges() {

@@ -8,18 +8,24 @@
 use super::{Core, Intent, PaymentAnswer};
 use crate::events::EventKind;
 use crate::policy::channels::{
-    check_in_flight, check_opens, depleted, ChannelOpen, ChannelPhase, ChannelView,
+    check_in_flight, check_opens, depleted, ChannelOpen, ChannelPhase, ChannelView, SettledPayment,
 };
 use crate::policy::RuleHit;
 use crate::store::Namespace;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-/// Reads the channels from the signer's state; empty once the node is gone.
-pub type ChannelList = Arc<dyn Fn() -> Vec<ChannelView> + Send + Sync>;
+/// What the core reads of the signer's state (VLS's channels and payments); the signer
+/// implements it over its node, so the core names no VLS type. Empty once the node is gone.
+pub trait SignerState: Send + Sync {
+    /// Every channel.
+    fn channels(&self) -> Vec<ChannelView>;
+    /// Outgoing payments seen through.
+    fn settled_payments(&self) -> Vec<SettledPayment>;
+}
 
 #[derive(Clone)]
-pub(super) struct ChannelSource(pub(super) ChannelList);
+pub(super) struct ChannelSource(pub(super) Arc<dyn SignerState>);
 
 impl std::fmt::Debug for ChannelSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,16 +33,15 @@ impl std::fmt::Debug for ChannelSource {
     }
 }
 
-/// Which channels were depleted or closing when last looked at, so each crossing alerts once.
+/// Which channels were depleted when last looked at, so each crossing alerts once.
 #[derive(Debug, Default)]
 pub(super) struct ChannelWatch {
     depleted: Mutex<HashSet<String>>,
-    closing: Mutex<Option<HashSet<String>>>,
 }
 
 impl Core {
-    /// Where the channel list comes from (the signer sets it when it builds the node).
-    pub fn set_channel_list(&self, f: ChannelList) {
+    /// Where the channels and payments come from (the signer sets it when it builds the node).
+    pub fn set_signer_state(&self, f: Arc<dyn SignerState>) {
         *self.channel_list.write().unwrap_or_else(|p| p.into_inner()) = Some(ChannelSource(f));
     }
 
@@ -49,7 +54,7 @@ impl Core {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut channels = f.map(|f| (f.0)()).unwrap_or_default();
+        let mut channels = f.map(|f| f.0.channels()).unwrap_or_default();
         for c in channels
             .iter_mut()
             .filter(|c| c.phase == ChannelPhase::Unconfirmed)
@@ -105,6 +110,20 @@ impl Core {
         }
         let policy = self.policy().policy;
         let hits = check_opens(&policy.channels, opens, &self.channels(), skip);
+        if intent == Intent::Sign && hits.is_empty() {
+            // The open, recorded once per channel (a funding may be signed again).
+            let now = self.clock.now();
+            for (id, open) in skip.iter().zip(opens) {
+                let key = format!("opened/{id}").into_bytes();
+                if matches!(self.store().get(Namespace::Meta, &key), Ok(None)) {
+                    let peer = (!open.peer.is_empty()).then(|| open.peer.clone());
+                    self.record_channel(now, "open", id.clone(), peer, open.capacity_msat, 0);
+                    if let Err(e) = self.store().put(Namespace::Meta, key, vec![]) {
+                        tracing::error!(error = %e, "could not remember an opened channel");
+                    }
+                }
+            }
+        }
         if intent == Intent::Sign {
             // Remembered, so the channel is shown `Refused` and not counted.
             for id in skip {
@@ -229,42 +248,91 @@ impl Core {
             }
             *seen = ids;
         }
-        let closing: HashSet<String> = channels
-            .iter()
-            .filter(|c| c.phase == ChannelPhase::Closing)
-            .map(|c| c.id.clone())
-            .collect();
-        let mut known = self
-            .channel_watch
-            .closing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // The first look only learns what is already closing (a restart does not re-alert).
-        if let Some(before) = known.as_ref() {
-            for c in channels
-                .iter()
-                .filter(|c| closing.contains(&c.id) && !before.contains(&c.id))
-            {
-                self.events.emit(
-                    now,
-                    EventKind::Channel,
-                    "",
-                    &[crate::tags::CHANNEL_CLOSING.to_string()],
-                    format!(
-                        "channel {} with {} is closing; {} of its {} was ours",
-                        short_id(&c.id),
-                        c.peer
-                            .as_deref()
-                            .map(short_id)
-                            .unwrap_or_else(|| "an unknown peer".into()),
-                        crate::policy::units::format_msat(c.local_msat),
-                        crate::policy::units::format_msat(c.capacity_msat),
-                    ),
-                    c.local_msat,
-                );
+        // A channel that started closing is recorded (for the report) and alerted once ever,
+        // including one that closed while wardend was down.
+        for c in channels.iter().filter(|c| c.phase == ChannelPhase::Closing) {
+            let key = format!("closed/{}", c.id).into_bytes();
+            if !matches!(self.store().get(Namespace::Meta, &key), Ok(None)) {
+                continue;
+            }
+            self.record_channel(
+                now,
+                "close",
+                c.id.clone(),
+                c.peer.clone(),
+                c.capacity_msat,
+                c.local_msat,
+            );
+            self.events.emit(
+                now,
+                EventKind::Channel,
+                "",
+                &[crate::tags::CHANNEL_CLOSING.to_string()],
+                format!(
+                    "channel {} with {} is closing; {} of its {} was ours",
+                    short_id(&c.id),
+                    c.peer
+                        .as_deref()
+                        .map(short_id)
+                        .unwrap_or_else(|| "an unknown peer".into()),
+                    crate::policy::units::format_msat(c.local_msat),
+                    crate::policy::units::format_msat(c.capacity_msat),
+                ),
+                c.local_msat,
+            );
+            if let Err(e) = self.store().put(Namespace::Meta, key, vec![]) {
+                tracing::error!(error = %e, "could not remember a closed channel");
             }
         }
-        *known = Some(closing);
+        // Outgoing payments seen through: what they cost beyond their invoices (routing fees).
+        let settled = self
+            .channel_list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(|s| s.0.settled_payments())
+            .unwrap_or_default();
+        for p in settled {
+            let key = format!("settled/{}", p.payment_hash).into_bytes();
+            if !matches!(self.store().get(Namespace::Meta, &key), Ok(None)) {
+                continue;
+            }
+            let data = serde_json::json!({
+                "payment_hash": p.payment_hash,
+                "amount_msat": p.invoiced_msat,
+                "sent_msat": p.sent_msat,
+                "fee_msat": p.fee_msat(),
+            });
+            if let Err(e) = self.audit().append(now, "payment-settled", data) {
+                tracing::error!(error = %e, "could not record a settled payment");
+                continue;
+            }
+            if let Err(e) = self.store().put(Namespace::Meta, key, vec![]) {
+                tracing::error!(error = %e, "could not remember a settled payment");
+            }
+        }
+    }
+
+    /// An audit record of a channel opened (its funding signed) or closing, for the report.
+    fn record_channel(
+        &self,
+        now: u64,
+        action: &str,
+        channel: String,
+        peer: Option<String>,
+        capacity_msat: u64,
+        local_msat: u64,
+    ) {
+        let data = serde_json::json!({
+            "action": action,
+            "channel": channel,
+            "peer": peer,
+            "capacity_msat": capacity_msat,
+            "local_msat": local_msat,
+        });
+        if let Err(e) = self.audit().append(now, "channel", data) {
+            tracing::error!(error = %e, "could not record a channel {action}");
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub mod health;
 pub mod recovery;
 pub mod status;
 
-pub use channels::ChannelList;
+pub use channels::SignerState;
 pub use check::{CheckAnswer, CheckError, CheckOutcome};
 pub use engine::PolicyEngine;
 pub use freeze::{FreezeError, UnfreezeRequest};

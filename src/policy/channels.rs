@@ -75,6 +75,24 @@ pub struct ChannelView {
     pub phase: ChannelPhase,
 }
 
+/// An outgoing payment VLS saw through: its preimage is known and its HTLCs left the channels.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SettledPayment {
+    /// The payment hash, hex.
+    pub payment_hash: String,
+    /// What the invoice (or keysend) asked, msat.
+    pub invoiced_msat: u64,
+    /// What left the channels for it, msat (VLS counts HTLCs in whole sat).
+    pub sent_msat: u64,
+}
+
+impl SettledPayment {
+    /// Routing fees: what left the channels beyond the invoice amount.
+    pub fn fee_msat(&self) -> u64 {
+        self.sent_msat.saturating_sub(self.invoiced_msat)
+    }
+}
+
 /// A channel about to be opened (by this node) or accepted (from a peer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelOpen {

@@ -2,7 +2,7 @@
 //! `[channels]` limits read. Balances are the ones VLS validated in the current commitments
 //! (the lower of ours in the holder's and the counterparty's), never the node's word.
 
-use crate::policy::channels::{ChannelOpen, ChannelPhase, ChannelView};
+use crate::policy::channels::{ChannelOpen, ChannelPhase, ChannelView, SettledPayment};
 use lightning_signer::bitcoin::Transaction;
 use lightning_signer::channel::{ChannelBase, ChannelSlot};
 use lightning_signer::node::Node;
@@ -112,4 +112,45 @@ pub fn funded_by(node: &Node, tx: &Transaction) -> (Vec<ChannelOpen>, Vec<String
         }
     }
     (opens, ids)
+}
+
+/// Outgoing payments whose preimage VLS knows and whose HTLCs were in this node's commitments:
+/// what each invoice asked and what left the channels for it. VLS keeps the last in-flight
+/// amount of a payment after its HTLCs are removed, so a settled payment still shows it.
+pub fn settled_payments(node: &Node) -> Vec<SettledPayment> {
+    let state = node.get_state();
+    state
+        .payments
+        .iter()
+        .filter(|(_, p)| p.is_fulfilled() && !p.is_no_outgoing())
+        .filter_map(|(hash, p)| {
+            let invoice = state.invoices.get(hash)?;
+            let (_, out_sat) = p.incoming_outgoing();
+            Some(SettledPayment {
+                payment_hash: hex::encode(hash.0),
+                invoiced_msat: invoice.amount_msat,
+                sent_msat: out_sat.saturating_mul(1_000),
+            })
+        })
+        .collect()
+}
+
+/// The signer's state as the core reads it, held weakly (the node holds the core through its
+/// approver).
+pub struct NodeView(pub std::sync::Weak<Node>);
+
+impl crate::core::SignerState for NodeView {
+    fn channels(&self) -> Vec<ChannelView> {
+        self.0
+            .upgrade()
+            .map(|n| channel_views(&n))
+            .unwrap_or_default()
+    }
+
+    fn settled_payments(&self) -> Vec<SettledPayment> {
+        self.0
+            .upgrade()
+            .map(|n| settled_payments(&n))
+            .unwrap_or_default()
+    }
 }

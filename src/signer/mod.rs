@@ -190,12 +190,7 @@ pub fn build_handler(
     core.set_chain_height(Arc::new(move || {
         weak.upgrade().map(|n| n.get_chain_height())
     }));
-    let weak = Arc::downgrade(&node);
-    core.set_channel_list(Arc::new(move || {
-        weak.upgrade()
-            .map(|n| channels::channel_views(&n))
-            .unwrap_or_default()
-    }));
+    core.set_signer_state(Arc::new(channels::NodeView(Arc::downgrade(&node))));
     if node.allowlist().map(|l| !l.is_empty()).unwrap_or(false) {
         node.set_allowlist(&[])
             .map_err(|e| SignerError::Build(format!("clearing the VLS allowlist: {e:?}")))?;
