@@ -57,6 +57,7 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Mutex<Registry>,
     decisions: Family<DecisionLabels, Counter>,
+    approved_msat: Counter,
     hsmd_requests: Family<NameLabel, Histogram, fn() -> Histogram>,
     stages: Family<NameLabel, Histogram, fn() -> Histogram>,
     hsm_ops: Family<NameLabel, Histogram, fn() -> Histogram>,
@@ -86,6 +87,12 @@ impl Default for Metrics {
             "decisions",
             "Payment decisions by outcome (approve, hold, deny) and deciding rule tag",
             decisions.clone(),
+        );
+        let approved_msat = Counter::default();
+        r.register(
+            "approved_msat",
+            "Amount of the payments and on-chain spends approved, msat (volume per hour or day: increase over the range)",
+            approved_msat.clone(),
         );
         let hsmd_requests = Family::<NameLabel, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
@@ -225,6 +232,7 @@ impl Default for Metrics {
             channels,
             registry: Mutex::new(r),
             decisions,
+            approved_msat,
             hsmd_requests,
             stages,
             hsm_ops,
@@ -260,6 +268,11 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// A payment or spend of `amount_msat` was approved.
+    pub fn approved(&self, amount_msat: u64) {
+        self.approved_msat.inc_by(amount_msat);
     }
 
     /// The node asked `name` and got an answer after `secs`.

@@ -622,6 +622,31 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
         metrics.get("warden_channels_local_msat").copied(),
         Some((ldk_local * SAT) as f64)
     );
+    // The Grafana dashboard shipped in grafana/ queries only metrics wardend exports.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../grafana/warden-dashboard.json")).unwrap();
+    let exported: std::collections::BTreeSet<&str> = metrics
+        .keys()
+        .map(|k| k.split('{').next().unwrap())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("warden_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exported.contains(name.as_str()),
+                    "the dashboard queries {name}, which wardend does not export: {exported:?}"
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 13, "{queried}");
 
     // A cooperative close: VLS signs the closing transaction and wardend alerts that the
     // channel is closing, with what of it was ours.

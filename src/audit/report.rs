@@ -504,7 +504,7 @@ pub fn render_html(r: &Report) -> String {
     }
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Warden report</title>\
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;padding:4px 8px}}</style></head><body>\
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;padding:4px 8px;white-space:nowrap}}td.dest{{white-space:normal;word-break:break-all}}</style></head><body>\
 <h1>Warden report</h1><p>{} to {}</p>\
 <table id=\"totals\"><tr><th></th><th>count</th><th>amount</th></tr>\
 <tr><td>approved</td><td data-count=\"{}\">{}</td><td data-msat=\"{}\">{}</td></tr>\

@@ -690,6 +690,7 @@ impl Core {
             })?;
         if intent == Intent::Sign {
             self.metrics.decision("approve", std::slice::from_ref(&tag));
+            self.metrics.approved(req.amount_msat());
             self.events.announce(
                 now,
                 EventKind::PaymentApproved,
@@ -819,6 +820,7 @@ impl Core {
             },
             Verdict::Approve => {
                 self.metrics.decision("approve", &decision.tags);
+                self.metrics.approved(amount);
                 drop(engine);
                 self.check_windows(now);
                 self.events.announce(
@@ -909,6 +911,7 @@ impl Core {
                         )
                     })?;
                     self.metrics.decision("approve", &decision.tags);
+                    self.metrics.approved(amount);
                     drop(engine);
                     self.check_windows(now);
                     let msg = format!(
