@@ -510,6 +510,60 @@ mod tests {
     }
 
     #[test]
+    fn signpsbt_asks_about_the_outputs_that_leave_the_wallet() {
+        use base64::Engine;
+        use lightning_signer::bitcoin::bip32::{DerivationPath, Fingerprint};
+        use lightning_signer::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+        use lightning_signer::bitcoin::{
+            absolute::LockTime, transaction::Version, Amount, CompressedPublicKey, OutPoint,
+            ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+        };
+        let secp = Secp256k1::new();
+        let key =
+            |b: u8| PublicKey::from_secret_key(&secp, &SecretKey::from_slice(&[b; 32]).unwrap());
+        let to = Address::p2wpkh(&CompressedPublicKey(key(1)), Network::Regtest);
+        let change = ScriptBuf::new_p2wpkh(&CompressedPublicKey(key(2)).wpubkey_hash());
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![
+                TxOut {
+                    value: Amount::from_sat(40_000),
+                    script_pubkey: to.script_pubkey(),
+                },
+                TxOut {
+                    value: Amount::from_sat(9_000),
+                    script_pubkey: change,
+                },
+            ],
+        };
+        let mut psbt = Psbt::from_unsigned_tx(tx).unwrap();
+        // lightningd marks its change output with the wallet key's derivation.
+        psbt.outputs[1].bip32_derivation.insert(
+            key(2),
+            (
+                Fingerprint::default(),
+                "m/0/7".parse::<DerivationPath>().unwrap(),
+            ),
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode(psbt.serialize());
+        assert_eq!(
+            rpc_command(&hook("signpsbt", json!({"psbt": b64})), Network::Regtest),
+            Ask::Spend(vec![(to.to_string(), 40_000)])
+        );
+        let garbage = hook("signpsbt", json!(["not a psbt"]));
+        assert!(
+            matches!(rpc_command(&garbage, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("not base64"))
+        );
+    }
+
+    #[test]
     fn incoming_opens_read_funding_and_the_announce_flag() {
         let v1 = json!({"openchannel": {"id": PEER, "funding_msat": 5_000_000_000u64, "push_msat": 0, "channel_flags": 0}});
         assert_eq!(

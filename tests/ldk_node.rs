@@ -483,6 +483,33 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
         .unwrap();
     assert_eq!(fits.outcome, CheckOutcome::Approved, "{fits:?}");
 
+    // A wallet spend is asked about the same way: over the per-payment cap refused, above the
+    // quorum threshold held until two admins approve; nothing is counted by asking.
+    let to = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".to_string();
+    let over = side.link.check_spend(&[(to.clone(), 3_000_000)]).unwrap();
+    assert_eq!(over.outcome, CheckOutcome::Refused);
+    assert_eq!(over.tags, vec!["per-payment-cap", "daily-cap"]);
+    let held = side.link.check_spend(&[(to.clone(), 1_500_000)]).unwrap();
+    assert_eq!(held.outcome, CheckOutcome::Held, "{held:?}");
+    let id = held.request_id.clone().unwrap();
+    for admin in ["alice", "bob"] {
+        let out = d.wardenctl(admin, &["approve", &id, "--key", &d.admin_key(admin)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let approved = side.link.check_spend(&[(to.clone(), 1_500_000)]).unwrap();
+    assert_eq!(approved.outcome, CheckOutcome::Approved);
+    assert_eq!(approved.request_id.as_deref(), Some(id.as_str()));
+    assert_eq!(side.rt.block_on(d.window("daily-cap")).used_msat, 0);
+    let bad = side.link.check_spend(&[("tb1qnot".into(), 1)]).unwrap_err();
+    assert!(
+        bad.to_string().contains("is not a regtest address"),
+        "{bad}"
+    );
+
     // Payments move the balance; wardenctl channels shows what LDK itself holds.
     let preapprove = |i: &Bolt11Invoice| side.link.preapprove_invoice(i);
     let inv = net.invoice(300_000 * SAT, "liquidity 1");
