@@ -229,13 +229,64 @@ fn psbt_outputs(
     Ok(out)
 }
 
-/// What to ask about an `rpc_command` hook call (`{"rpc_command": {"method", "params"}}`).
+/// Commands whose inner calls (lightningd and its spender plugin carry out `withdraw` as
+/// `txprepare` + `txsend` + `signpsbt`, `fundchannel` as `multifundchannel` + `signpsbt`, ...)
+/// are already checked, or are the wallet's own business, through the command itself.
+const CHECKED_THROUGH_PARENT: &[&str] = &[
+    "withdraw",
+    "multiwithdraw",
+    "txprepare",
+    "txsend",
+    "fundchannel",
+    "fundchannel_start",
+    "fundchannel_complete",
+    "multifundchannel",
+    "openchannel_init",
+    "openchannel_update",
+    "openchannel_signed",
+    "upgradewallet",
+    "close",
+    "signpsbt",
+];
+
+/// Whether the command with this JSON-RPC id was issued on behalf of a command checked
+/// already. lightningd (since v22.11) chains ids: `cli:withdraw#11/spender:txprepare#4/...`,
+/// each segment `origin:method#n`, the last one this command's.
+pub fn issued_by_a_checked_command(id: &Value) -> bool {
+    let Some(id) = id.as_str() else {
+        return false;
+    };
+    let mut segments: Vec<&str> = id.split('/').collect();
+    segments.pop();
+    segments.iter().any(|s| {
+        let method = s.split_once(':').map(|(_, m)| m).unwrap_or(s);
+        let method = method.split('#').next().unwrap_or(method);
+        CHECKED_THROUGH_PARENT.contains(&method)
+    })
+}
+
+/// A channel's capacity from its command: our amount plus what we ask the peer to add
+/// (`request_amt`, liquidity ads).
+fn capacity(amount: Option<&Value>, request: Option<&Value>, command: &str) -> Result<u64, Ask> {
+    let ours = known_amount(amount, "an amount", command)?;
+    let theirs = match request {
+        None => 0,
+        Some(v) => known_amount(Some(v), "a request_amt", command)?,
+    };
+    ours.checked_add(theirs)
+        .ok_or_else(|| uncheckable(format!("`{command}`: the amounts overflow")))
+}
+
+/// What to ask about an `rpc_command` hook call (`{"rpc_command": {"id", "method", "params"}}`).
 pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network) -> Ask {
     let cmd = payload.get("rpc_command").unwrap_or(payload);
     let method = cmd
         .get("method")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if issued_by_a_checked_command(cmd.get("id").unwrap_or(&Value::Null)) {
+        return Ask::Nothing;
+    }
     let params = cmd.get("params").cloned().unwrap_or(Value::Null);
     let p = |name: &str, pos: usize| param(&params, name, pos);
     let result = (|| -> Result<Ask, Ask> {
@@ -257,17 +308,23 @@ pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network)
                 }
             }
             "fundchannel" | "fundchannel_start" => {
-                // Both take id, amount, feerate, announce first.
+                // Both take id, amount, feerate, announce first; only fundchannel has
+                // request_amt (position 7).
+                let request = if method == "fundchannel" {
+                    p("request_amt", 7)
+                } else {
+                    None
+                };
                 Ask::Channels(vec![OpenAsk {
                     peer: node_id(p("id", 0), method)?,
-                    amount_sat: known_amount(p("amount", 1), "an amount", method)?,
+                    amount_sat: capacity(p("amount", 1), request, method)?,
                     private: announce(p("announce", 3)),
                     incoming: false,
                 }])
             }
             "openchannel_init" => Ask::Channels(vec![OpenAsk {
                 peer: node_id(p("id", 0), method)?,
-                amount_sat: known_amount(p("amount", 1), "an amount", method)?,
+                amount_sat: capacity(p("amount", 1), p("request_amt", 7), method)?,
                 private: announce(p("announce", 5)),
                 incoming: false,
             }]),
@@ -281,7 +338,7 @@ pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network)
                 for d in dests {
                     opens.push(OpenAsk {
                         peer: node_id(d.get("id"), method)?,
-                        amount_sat: known_amount(d.get("amount"), "an amount", method)?,
+                        amount_sat: capacity(d.get("amount"), d.get("request_amt"), method)?,
                         private: announce(d.get("announce")),
                         incoming: false,
                     });
@@ -560,6 +617,47 @@ mod tests {
         let garbage = hook("signpsbt", json!(["not a psbt"]));
         assert!(
             matches!(rpc_command(&garbage, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("not base64"))
+        );
+    }
+
+    #[test]
+    fn inner_calls_of_a_checked_command_are_not_checked_again() {
+        // lightningd's spender plugin signs withdraw's and fundchannel's PSBTs with signpsbt:
+        // the funding output and the change carry no wallet mark yet, so checking them again
+        // would count the channel and the change as spends.
+        let inner = json!({"rpc_command": {"id": "cli:fundchannel#7/spender:multifundchannel#3/spender:signpsbt#9", "method": "signpsbt", "params": {"psbt": "garbage"}}});
+        assert_eq!(rpc_command(&inner, Network::Regtest), Ask::Nothing);
+        let txprepare = json!({"rpc_command": {"id": "cli:withdraw#2/spender:txprepare#5", "method": "txprepare", "params": [[{ADDR: 1}]]}});
+        assert_eq!(rpc_command(&txprepare, Network::Regtest), Ask::Nothing);
+        // Issued by the operator (or an unrelated parent), it is checked.
+        let direct = json!({"rpc_command": {"id": "cli:withdraw#2", "method": "withdraw", "params": [ADDR, 5]}});
+        assert_eq!(
+            rpc_command(&direct, Network::Regtest),
+            Ask::Spend(vec![(ADDR.into(), 5)])
+        );
+        let other = json!({"rpc_command": {"id": "cli:myscript#1/myplugin:withdraw#2", "method": "withdraw", "params": [ADDR, 5]}});
+        assert_eq!(
+            rpc_command(&other, Network::Regtest),
+            Ask::Spend(vec![(ADDR.into(), 5)])
+        );
+        assert!(!issued_by_a_checked_command(&json!(17)));
+    }
+
+    #[test]
+    fn a_channel_asking_the_peer_for_liquidity_counts_both_amounts() {
+        let fund = hook(
+            "fundchannel",
+            json!({"id": PEER, "amount": 1_000_000, "request_amt": "500000sat"}),
+        );
+        assert!(
+            matches!(rpc_command(&fund, Network::Regtest), Ask::Channels(o) if o[0].amount_sat == 1_500_000)
+        );
+        let positional = hook(
+            "fundchannel",
+            json!([PEER, 1_000_000, null, true, null, null, null, 250_000]),
+        );
+        assert!(
+            matches!(rpc_command(&positional, Network::Regtest), Ask::Channels(o) if o[0].amount_sat == 1_250_000)
         );
     }
 

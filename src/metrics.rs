@@ -439,9 +439,13 @@ pub async fn serve(
                 async move {
                     let ok = req.method() == Method::GET && req.uri().path() == "/metrics";
                     let resp = if ok {
+                        // Rendering reads the signer's channels (VLS's locks): off the runtime.
+                        let body = tokio::task::spawn_blocking(render)
+                            .await
+                            .unwrap_or_default();
                         Response::builder()
                             .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                            .body(Full::new(Bytes::from(render())))
+                            .body(Full::new(Bytes::from(body)))
                     } else {
                         Response::builder()
                             .status(StatusCode::NOT_FOUND)

@@ -108,6 +108,15 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
         )
     });
     assert_eq!(reply, json!({"result": "continue"}));
+    // lightningd's spender plugin carries the withdraw out with txprepare and signpsbt, whose
+    // PSBT does not mark the change yet: those inner calls go on without a second check.
+    for (method, params) in [
+        ("txprepare", json!({"outputs": [{to.to_string(): 500_000}]})),
+        ("signpsbt", json!({"psbt": "cHNidP8BAAoCAAAAAAAAAAAAAA=="})),
+    ] {
+        let reply = hook(|| plugin.inner_command("cli:withdraw#1", method, params));
+        assert_eq!(reply, json!({"result": "continue"}), "{method}");
+    }
     assert_eq!(cln.window("daily-cap").await.used_msat, 0);
     assert!(signs(&mut cln, withdrawal(&xpub, &to, 500_000)));
     assert_eq!(cln.window("daily-cap").await.used_msat, 500_000_000);

@@ -427,7 +427,60 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
         .check_channel_open(b, 5_000_000, false, false)
         .unwrap();
     assert_eq!(ok.outcome, CheckOutcome::Approved, "{ok:?}");
-    side.open_channel(&mut net, 5_000_000);
+
+    // Frozen, the signer opens nothing: the check refuses, and so does the funding signature
+    // of a channel LDK set up anyway. Once the quorum lifts the freeze, the same funding signs.
+    let out = d.wardenctl("carol", &["freeze", "--reason", "incident 7"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frozen = side
+        .link
+        .check_channel_open(b, 5_000_000, false, false)
+        .unwrap();
+    assert_eq!(frozen.outcome, CheckOutcome::Refused);
+    assert_eq!(frozen.tags, vec!["warden-frozen"]);
+    let mut events = side.rt.block_on(d.watch());
+    let wallet = net.a.keys.get_destination_script([0; 32]).unwrap();
+    let faucet = net.fund_wallet(wallet, 5_002_000);
+    let (temporary, script) = net.request_channel(5_000_000);
+    let unsigned = spend(&faucet, 0, script, 5_000_000);
+    net.commit_funding(temporary, &unsigned);
+    let coin = WalletInput {
+        prev_tx: faucet,
+        vout: 0,
+        keyindex: 1,
+    };
+    side.link
+        .sign_wallet_spend(&unsigned, std::slice::from_ref(&coin))
+        .expect_err("a frozen signer funds no channel");
+    let e = side
+        .rt
+        .block_on(next_event(&mut events, EventKind::Channel));
+    assert_eq!(e.tags, vec!["warden-frozen"]);
+    let out = d.wardenctl("alice", &["unfreeze"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let id = text
+        .split_whitespace()
+        .find(|w| w.starts_with("uf-"))
+        .unwrap_or_else(|| panic!("{text}"))
+        .trim_end_matches(';')
+        .to_string();
+    for admin in ["alice", "bob"] {
+        let out = d.wardenctl(admin, &["approve", &id, "--key", &d.admin_key(admin)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let funding = side
+        .link
+        .sign_wallet_spend(&unsigned, &[coin])
+        .expect("the same funding signs once the freeze is lifted");
+    net.confirm_funding(funding);
 
     // The next one of 5,000,000 sat would bring the capacity to 10,000,000: refused with its
     // tag; 4,000,000 would fit.

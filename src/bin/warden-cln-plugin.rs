@@ -125,6 +125,16 @@ impl State {
                     },
                 }
             }
+            // wardend read the command and cannot check it as written (an address of another
+            // network, an amount out of range): a refusal with what was wrong.
+            Err(status) if status.code() == tonic::Code::InvalidArgument => Answer::Refused {
+                tags: vec![warden::tags::SPEND_UNCHECKABLE.to_string()],
+                reason: format!(
+                    "rule {}: wardend cannot check it as written: {}",
+                    warden::tags::SPEND_UNCHECKABLE,
+                    status.message()
+                ),
+            },
             Err(status) => {
                 // Reconnect next time: the connection may be what failed.
                 *guard = None;

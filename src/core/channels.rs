@@ -79,10 +79,33 @@ impl Core {
         self.channel_decision(Intent::Check, opens, skip, command)
     }
 
-    /// The same rules when the funding transaction is signed: what reaches here unchecked and
-    /// is refused stops the node's hsmd, so the refusal is recorded before the answer.
+    /// The same rules when the funding transaction is signed, and the freeze: what reaches here
+    /// unchecked and is refused stops a Core Lightning node's hsmd, so the refusal is recorded
+    /// (and the channel remembered as refused) before the answer. An approval records nothing:
+    /// the caller reports the outcome of the whole transaction with [`Core::funding_outcome`].
     pub fn decide_channel_funding(&self, opens: &[ChannelOpen], skip: &[String]) -> PaymentAnswer {
-        self.channel_decision(Intent::Sign, opens, skip, "funding")
+        let answer = self.channel_decision(Intent::Sign, opens, skip, "funding");
+        if !answer.approved {
+            self.funding_outcome(skip, false);
+        }
+        answer
+    }
+
+    /// Whether the transaction funding the channels `ids` was signed: a funding Warden refused
+    /// (for its channels or for another of its outputs) is remembered, so its channel is shown
+    /// `Refused` and not counted; one signed later clears that.
+    pub fn funding_outcome(&self, ids: &[String], signed: bool) {
+        for id in ids {
+            let key = refused_key(id);
+            let r = if signed {
+                self.store().delete(Namespace::Meta, key)
+            } else {
+                self.store().put(Namespace::Meta, key, vec![])
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "could not record a refused funding");
+            }
+        }
     }
 
     fn channel_decision(
@@ -96,48 +119,19 @@ impl Core {
             .iter()
             .map(|o| o.capacity_msat)
             .fold(0, u64::saturating_add);
-        if intent == Intent::Check {
-            if let Some(f) = self.frozen() {
-                let tag = crate::tags::FROZEN.to_string();
-                let reason = format!(
-                    "rule {tag}: the signer is frozen since {} by {} ({}); channel opens are refused until the governance quorum lifts it",
-                    crate::clock::format_utc(f.since),
-                    f.by,
-                    f.reason
-                );
-                return self.record_channel_refusal(intent, command, vec![tag], reason, amount);
-            }
+        // Frozen: no channel is opened, asked about or funded (a funding is an on-chain spend).
+        if let Some(f) = self.frozen() {
+            let tag = crate::tags::FROZEN.to_string();
+            let reason = format!(
+                "rule {tag}: the signer is frozen since {} by {} ({}); channel opens are refused until the governance quorum lifts it",
+                crate::clock::format_utc(f.since),
+                f.by,
+                f.reason
+            );
+            return self.record_channel_refusal(intent, command, vec![tag], reason, amount);
         }
         let policy = self.policy().policy;
         let hits = check_opens(&policy.channels, opens, &self.channels(), skip);
-        if intent == Intent::Sign && hits.is_empty() {
-            // The open, recorded once per channel (a funding may be signed again).
-            let now = self.clock.now();
-            for (id, open) in skip.iter().zip(opens) {
-                let key = format!("opened/{id}").into_bytes();
-                if matches!(self.store().get(Namespace::Meta, &key), Ok(None)) {
-                    let peer = (!open.peer.is_empty()).then(|| open.peer.clone());
-                    self.record_channel(now, "open", id.clone(), peer, open.capacity_msat, 0);
-                    if let Err(e) = self.store().put(Namespace::Meta, key, vec![]) {
-                        tracing::error!(error = %e, "could not remember an opened channel");
-                    }
-                }
-            }
-        }
-        if intent == Intent::Sign {
-            // Remembered, so the channel is shown `Refused` and not counted.
-            for id in skip {
-                let key = refused_key(id);
-                let r = if hits.is_empty() {
-                    self.store().delete(Namespace::Meta, key)
-                } else {
-                    self.store().put(Namespace::Meta, key, vec![])
-                };
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "could not record a refused funding");
-                }
-            }
-        }
         if hits.is_empty() {
             return PaymentAnswer {
                 approved: true,
@@ -166,6 +160,8 @@ impl Core {
         };
         tracing::warn!(%message, "channel open refused");
         self.metrics.decision("deny", &tags);
+        // A check is a question: a node asking many of them must not trip an emergency stop.
+        let counts = intent == Intent::Sign;
         let record = || {
             self.events.emit(
                 self.clock.now(),
@@ -184,7 +180,9 @@ impl Core {
                 tracing::error!(error = %e, "the channel refusal could not be recorded");
             }
         }
-        self.note_refusal(self.clock.now());
+        if counts {
+            self.note_refusal(self.clock.now());
+        }
         PaymentAnswer::refused(tags, reason, None)
     }
 
@@ -248,21 +246,25 @@ impl Core {
             }
             *seen = ids;
         }
-        // A channel that started closing is recorded (for the report) and alerted once ever,
-        // including one that closed while wardend was down.
-        for c in channels.iter().filter(|c| c.phase == ChannelPhase::Closing) {
-            let key = format!("closed/{}", c.id).into_bytes();
-            if !matches!(self.store().get(Namespace::Meta, &key), Ok(None)) {
+        // Each channel is recorded (for the report) when first seen open, and once when it
+        // starts closing (with an alert), including one that did while wardend was down; a
+        // channel first seen closing is recorded opened first, so capacity is never negative.
+        for c in channels
+            .iter()
+            .filter(|c| matches!(c.phase, ChannelPhase::Open | ChannelPhase::Closing))
+        {
+            let opened = format!("opened/{}", c.id).into_bytes();
+            if matches!(self.store().get(Namespace::Meta, &opened), Ok(None)) {
+                self.record_channel(now, "open", c, &opened);
+            }
+            if c.phase != ChannelPhase::Closing {
                 continue;
             }
-            self.record_channel(
-                now,
-                "close",
-                c.id.clone(),
-                c.peer.clone(),
-                c.capacity_msat,
-                c.local_msat,
-            );
+            let closed = format!("closed/{}", c.id).into_bytes();
+            if !matches!(self.store().get(Namespace::Meta, &closed), Ok(None)) {
+                continue;
+            }
+            self.record_channel(now, "close", c, &closed);
             self.events.emit(
                 now,
                 EventKind::Channel,
@@ -280,9 +282,6 @@ impl Core {
                 ),
                 c.local_msat,
             );
-            if let Err(e) = self.store().put(Namespace::Meta, key, vec![]) {
-                tracing::error!(error = %e, "could not remember a closed channel");
-            }
         }
         // Outgoing payments seen through: what they cost beyond their invoices (routing fees).
         let settled = self
@@ -313,25 +312,24 @@ impl Core {
         }
     }
 
-    /// An audit record of a channel opened (its funding signed) or closing, for the report.
-    fn record_channel(
-        &self,
-        now: u64,
-        action: &str,
-        channel: String,
-        peer: Option<String>,
-        capacity_msat: u64,
-        local_msat: u64,
-    ) {
+    /// An audit record of a channel opened (first seen usable) or closing, for the report,
+    /// remembered under `key` so it is written once.
+    fn record_channel(&self, now: u64, action: &str, c: &ChannelView, key: &[u8]) {
         let data = serde_json::json!({
             "action": action,
-            "channel": channel,
-            "peer": peer,
-            "capacity_msat": capacity_msat,
-            "local_msat": local_msat,
+            "channel": c.id,
+            "peer": c.peer,
+            "outbound": c.outbound,
+            "capacity_msat": c.capacity_msat,
+            "local_msat": c.local_msat,
         });
-        if let Err(e) = self.audit().append(now, "channel", data) {
-            tracing::error!(error = %e, "could not record a channel {action}");
+        match self.audit().append(now, "channel", data) {
+            Ok(_) => {
+                if let Err(e) = self.store().put(Namespace::Meta, key.to_vec(), vec![]) {
+                    tracing::error!(error = %e, "could not remember a channel record");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not record a channel {action}"),
         }
     }
 }

@@ -640,8 +640,10 @@ impl Core {
             }
             Ok(a) => a,
         };
-        // Held for a quorum is not a refusal the emergency stop counts (the node retries it).
-        if !answer.approved
+        // Held for a quorum is not a refusal the emergency stop counts (the node retries it),
+        // and neither is a check (a question, which a node may ask often).
+        if intent == Intent::Sign
+            && !answer.approved
             && answer.request_id.is_none()
             && !answer.tags.iter().any(|t| t == crate::tags::FROZEN)
         {
@@ -1274,7 +1276,6 @@ impl Core {
     }
 }
 
-/// Why a rejected payment stays refused: who rejected it and why, in one sentence.
 /// `decision` refused by `hits` as well (rules outside the policy evaluator's steps, such as the
 /// in-flight limits): their tags and sentences come first; an earlier refusal's stay.
 fn refused_also_by(
@@ -1294,6 +1295,7 @@ fn refused_also_by(
     }
 }
 
+/// Why a rejected payment stays refused: who rejected it and why, in one sentence.
 fn rejection_reason(r: &crate::approval::ApprovalRecord) -> String {
     let who: Vec<String> = r
         .signatures

@@ -285,10 +285,14 @@ impl Approve for WardenApprover {
                 return Ok(false);
             }
         }
-        if unknown.is_empty() {
-            return Ok(true);
+        let approved = unknown.is_empty() || self.approve_onchain(tx, prev_outs, &unknown);
+        // The channels count as funded only if the whole transaction is signed.
+        if !ids.is_empty() {
+            self.core.funding_outcome(&ids, approved);
         }
-        let approved = self.approve_onchain(tx, prev_outs, &unknown);
+        if unknown.is_empty() {
+            return Ok(approved);
+        }
         if !approved {
             let why = "an on-chain spend reached the signer without the CLN plugin's check (or the policy changed since) and is refused; VLS's answer stops the node's hsmd";
             tracing::error!(tag = TAG_UNCHECKED, "{why}");

@@ -100,13 +100,15 @@ pub fn funded_by(node: &Node, tx: &Transaction) -> (Vec<ChannelOpen>, Vec<String
         };
         let funds =
             t == txid.to_string() && vout.parse::<usize>().is_ok_and(|i| i < tx.output.len());
-        if funds && c.outbound {
+        // Every channel the transaction funds, whoever opened it: a dual-funded channel a peer
+        // opened is checked with its whole capacity when this node adds to its funding.
+        if funds {
             opens.push(ChannelOpen {
                 peer: c.peer.clone().unwrap_or_default(),
                 capacity_msat: c.capacity_msat,
                 // The funding transaction does not say whether the channel will be announced.
                 private: None,
-                incoming: false,
+                incoming: !c.outbound,
             });
             ids.push(c.id.clone());
         }

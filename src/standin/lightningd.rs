@@ -174,9 +174,26 @@ impl PluginHost {
         }
     }
 
-    /// lightningd's `rpc_command` hook for `method` with `params`.
+    /// lightningd's `rpc_command` hook for `method` with `params`, as `lightning-cli` sends it
+    /// (id `cli:METHOD#N`).
     pub fn command(&mut self, method: &str, params: Value) -> std::io::Result<Value> {
-        let id = self.next_id;
+        let id = format!("cli:{method}#{}", self.next_id);
+        self.command_with_id(&id, method, params)
+    }
+
+    /// The hook for a command lightningd (or its spender plugin) issues while carrying out the
+    /// command `parent` (its chained id, `cli:withdraw#3/spender:signpsbt#4`).
+    pub fn inner_command(
+        &mut self,
+        parent: &str,
+        method: &str,
+        params: Value,
+    ) -> std::io::Result<Value> {
+        let id = format!("{parent}/spender:{method}#{}", self.next_id);
+        self.command_with_id(&id, method, params)
+    }
+
+    fn command_with_id(&mut self, id: &str, method: &str, params: Value) -> std::io::Result<Value> {
         self.call(
             "rpc_command",
             json!({"rpc_command": {"id": id, "method": method, "params": params}}),
