@@ -299,6 +299,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn channel_events_are_alerts_and_approvals_are_not() {
+        assert!(is_alert(EventKind::Channel));
+        assert!(is_alert(EventKind::Freeze));
+        assert!(!is_alert(EventKind::PaymentApproved));
+        assert!(!is_alert(EventKind::RequestSigned));
+    }
+
+    #[test]
     fn a_window_alerts_once_per_crossing() {
         let w = WindowWatch::default();
         let u = |x: f64| vec![("daily-cap".to_string(), x)];

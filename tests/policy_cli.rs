@@ -89,6 +89,24 @@ fn explain_describes_each_rule_by_tag() {
 }
 
 #[test]
+fn explain_names_every_channel_limit_by_its_tag() {
+    let (code, out, err) = wardenctl(&["policy", "explain", &policy_path("default.toml")]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "- [warden-channel-size] refuses a channel (opened or accepted) larger than 10,000,000 sat.",
+        "- [warden-channel-total] refuses a channel that would bring the capacity in all channels above 100,000,000 sat.",
+        "- [warden-channel-peer] refuses a channel that would bring the capacity with one peer above 10,000,000 sat.",
+        "- [warden-channel-count] refuses a channel beyond the 50th.",
+        "- [warden-htlc-count] does not approve a payment while 100 outgoing HTLCs are in flight.",
+        "- [warden-liquidity-low] alerts when a channel's outbound balance falls below 10 % of its capacity.",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // Private channels are allowed in the default policy, so that rule is not listed.
+    assert!(!out.contains("warden-channel-private"), "{out}");
+}
+
+#[test]
 fn simulate_replays_with_a_virtual_clock_and_totals() {
     let dir = tempfile::tempdir().unwrap();
     let payee = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
