@@ -176,12 +176,15 @@ fn main() {
         calls: Mutex::default(),
         names: Mutex::default(),
     });
-    let keys = KeysManagerClient::new(
-        timed.clone(),
-        "regtest".into(),
-        None,
-        None,
-        ReceiveAuthKey([7u8; 32]),
+    let keys = warden::ldk::signer::WardenKeys::new(
+        KeysManagerClient::new(
+            timed.clone(),
+            "regtest".into(),
+            None,
+            None,
+            ReceiveAuthKey([7u8; 32]),
+        ),
+        side.link.clone(),
     );
     let t = Instant::now();
     let mut hub = Hub::connect(Arc::new(keys), PEERS);

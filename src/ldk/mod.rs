@@ -25,6 +25,7 @@ use lightning_signer::bitcoin::{OutPoint, Transaction, TxOut};
 use lightning_signer::lightning::types::payment::PaymentHash;
 use lightning_signer::lightning_invoice::Bolt11Invoice;
 mod chain;
+pub mod signer;
 
 pub use chain::{ChainFeed, KEPT_BLOCKS};
 
@@ -148,7 +149,7 @@ impl LdkSignerLink {
     }
 
     /// A node-level request and its typed reply.
-    fn node_request<T: SerBolt, R: DeBolt>(&self, message: T) -> Result<R, LdkError> {
+    pub(crate) fn node_request<T: SerBolt, R: DeBolt>(&self, message: T) -> Result<R, LdkError> {
         let reply = self.request(None, message.as_vec())?;
         R::from_vec(reply).map_err(|e| LdkError::BadReply(format!("{e:?}")))
     }

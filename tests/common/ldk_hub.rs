@@ -250,7 +250,7 @@ impl<A: Keys> Hub<A> {
     }
 }
 
-impl Hub<vls_protocol_client::KeysManagerClient> {
+impl Hub<warden::ldk::signer::WardenKeys> {
     /// A opens a `sat` channel to every peer, funded from A's wardend wallet (one faucet output
     /// per channel) and signed by wardend through `link`; returns when every channel is usable.
     pub fn open_channels(&mut self, link: &LdkSignerLink, sat: u64, feed: Feed) {

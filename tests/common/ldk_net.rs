@@ -50,6 +50,7 @@ use lightning_signer::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptio
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vls_protocol_client::KeysManagerClient;
+use warden::ldk::signer::WardenKeys;
 use warden::ldk::{ChainFeed, LdkSignerLink};
 
 /// What a node's keys must provide for LDK.
@@ -507,14 +508,18 @@ impl WardenSide {
         WardenSide { rt, link, port }
     }
 
-    /// VLS's KeysManagerClient over the link: answered by wardend (blocks until it connects).
-    pub fn keys(&self) -> KeysManagerClient {
-        KeysManagerClient::new(
-            Arc::new(self.link.clone()),
-            "regtest".into(),
-            None,
-            None,
-            ReceiveAuthKey([7u8; 32]),
+    /// Warden's keys (VLS's KeysManagerClient over the link, with Warden's channel signer):
+    /// answered by wardend (blocks until it connects).
+    pub fn keys(&self) -> WardenKeys {
+        WardenKeys::new(
+            KeysManagerClient::new(
+                Arc::new(self.link.clone()),
+                "regtest".into(),
+                None,
+                None,
+                ReceiveAuthKey([7u8; 32]),
+            ),
+            self.link.clone(),
         )
     }
 
@@ -533,7 +538,7 @@ impl WardenSide {
 impl WardenSide {
     /// Two connected nodes on a fresh chain: A signed by wardend through this side (blocks fed
     /// to wardend's chain tracker), B on LDK's KeysManager configured to receive.
-    pub fn net(&self) -> Net<KeysManagerClient, KeysManager> {
+    pub fn net(&self) -> Net<WardenKeys, KeysManager> {
         let chain = Chain::default();
         let a = Node::new("A", Arc::new(self.keys()), &chain, UserConfig::default());
         let b = Node::new("B", keys_manager(0x42), &chain, receiver_config());
@@ -544,7 +549,7 @@ impl WardenSide {
 
     /// A (signed through this side) opens a `sat` channel to B, funded from A's wardend wallet
     /// and signed by wardend after the commitment exchange; returns when both sides are ready.
-    pub fn open_channel<B: Keys>(&self, net: &mut Net<KeysManagerClient, B>, sat: u64) {
+    pub fn open_channel<B: Keys>(&self, net: &mut Net<WardenKeys, B>, sat: u64) {
         let wallet = net.a.keys.get_destination_script([0; 32]).unwrap();
         let faucet = net.fund_wallet(wallet, sat + 2_000);
         let (temporary, script) = net.request_channel(sat);
