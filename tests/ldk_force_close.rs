@@ -17,8 +17,8 @@ use lightning_signer::lightning_invoice::Bolt11Invoice;
 
 const SAT: u64 = 1_000;
 
-/// Every input of `tx` that spends an output of `spent` carries a P2WSH witness whose first
-/// element is a valid signature over its script and amount by the key it names.
+/// Every input of `tx` that spends an output of `spent` carries a P2WSH witness with a valid
+/// signature over its script and amount by a key the script names; returns how many inputs.
 fn assert_p2wsh_inputs_signed(tx: &Transaction, spent: &Transaction) -> usize {
     let secp = Secp256k1::verification_only();
     let mut checked = 0;
@@ -35,19 +35,27 @@ fn assert_p2wsh_inputs_signed(tx: &Transaction, spent: &Transaction) -> usize {
             script.to_p2wsh(),
             "input {i} spends its script"
         );
-        let (sig, flag) = witness[0].split_at(witness[0].len() - 1);
-        assert_eq!(flag, [EcdsaSighashType::All as u8]);
         let sighash = SighashCache::new(tx)
             .p2wsh_signature_hash(i, &script, prev.value, EcdsaSighashType::All)
             .unwrap();
         let msg = Message::from_digest(sighash.to_byte_array());
-        let sig = ecdsa::Signature::from_der(sig).unwrap();
-        // The key is in the script (the revocation key of a justice spend): one of them verifies.
-        let verified = script
+        let keys: Vec<_> = script
             .instructions()
             .filter_map(|ins| ins.ok()?.push_bytes().map(|b| b.as_bytes().to_vec()))
             .filter_map(|b| lightning_signer::bitcoin::secp256k1::PublicKey::from_slice(&b).ok())
-            .any(|k| secp.verify_ecdsa(&msg, &sig, &k).is_ok());
+            .collect();
+        // Some element of the witness is a signature (sighash ALL) over this input by a key of
+        // its script: the revocation key of a justice spend, this node's HTLC key of a claim.
+        let verified = witness[..witness.len() - 1].iter().any(|w| {
+            let Some((flag, der)) = w.split_last() else {
+                return false;
+            };
+            *flag == EcdsaSighashType::All as u8
+                && ecdsa::Signature::from_der(der).is_ok_and(|sig| {
+                    keys.iter()
+                        .any(|k| secp.verify_ecdsa(&msg, &sig, k).is_ok())
+                })
+        });
         assert!(
             verified,
             "input {i}'s signature verifies against a key of its script"
@@ -249,4 +257,85 @@ fn when_the_peer_force_closes_a_claims_its_incoming_htlc_on_the_peers_commitment
             >= 1.0,
         "wardend signed the claim: {metrics:#?}"
     );
+}
+
+#[test]
+fn when_the_peer_vanishes_a_force_closes_and_times_its_htlc_out() {
+    let side = WardenSide::start();
+    let mut d = Daemon::prepare("ldk-vanish", QUORUM_RULES, side.port);
+    d.start_wardend();
+    let mut net = side.net();
+    side.open_channel(&mut net, 1_000_000);
+    let preapprove = |i: &Bolt11Invoice| side.link.preapprove_invoice(i);
+    let first = net.invoice(200_000 * SAT, "first");
+    net.pay(&first, preapprove).unwrap();
+    // An outgoing HTLC B never settles.
+    let held = net.invoice(100_000 * SAT, "never settled");
+    net.send_and_hold(&held, preapprove).unwrap();
+
+    // A force-closes: wardend signs A's commitment.
+    let channel = net.a.manager.list_channels()[0].clone();
+    net.a.broadcasts.0.lock().unwrap().clear();
+    net.a
+        .manager
+        .force_close_broadcasting_latest_txn(&channel.channel_id, &net.b.id, "vanished".into())
+        .unwrap();
+    let funding = channel.funding_txo.unwrap().into_bitcoin_outpoint();
+    let commitment = net
+        .a
+        .broadcasts
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|t| t.input[0].previous_output == funding)
+        .cloned()
+        .expect("A broadcast its commitment");
+    assert_eq!(
+        commitment.output.len(),
+        3,
+        "to_local, to_remote and the HTLC"
+    );
+    net.mine(vec![commitment.clone()]);
+
+    // After the HTLC's expiry A times it out with an HTLC-timeout transaction wardend signs.
+    let mut timeout = None;
+    for _ in 0..200 {
+        net.mine(vec![]);
+        timeout = net
+            .a
+            .broadcasts
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| {
+                t.input
+                    .iter()
+                    .any(|i| i.previous_output.txid == commitment.compute_txid())
+            })
+            .cloned();
+        if timeout.is_some() {
+            break;
+        }
+    }
+    let timeout = timeout.expect("A broadcast the HTLC's timeout");
+    assert!(
+        timeout.lock_time.to_consensus_u32() > 0,
+        "an HTLC-timeout waits for the HTLC's expiry"
+    );
+    assert_eq!(assert_p2wsh_inputs_signed(&timeout, &commitment), 1);
+    let metrics = side.rt.block_on(d.scrape_metrics());
+    for name in ["SignLocalCommitmentTx2", "SignLocalHtlcTx2"] {
+        assert!(
+            metrics
+                .get(&format!(
+                    "warden_hsmd_request_seconds_count{{name=\"{name}\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0)
+                >= 1.0,
+            "wardend signed {name}: {metrics:#?}"
+        );
+    }
 }

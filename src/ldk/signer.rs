@@ -282,10 +282,30 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         htlc_tx: &Transaction,
         input: usize,
         htlc_descriptor: &HTLCDescriptor,
-        secp_ctx: &Secp256k1<secp256k1::All>,
+        _secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Signature, ()> {
-        self.inner
-            .sign_holder_htlc_transaction(htlc_tx, input, htlc_descriptor, secp_ctx)
+        // VLS's client passes LDK's commitment number (counting down from
+        // INITIAL_COMMITMENT_NUMBER) where VLS expects its own (counting up), as its other
+        // holder methods convert it; this sends the converted number.
+        use vls_protocol::msgs::{DeBolt, SerBolt};
+        use vls_protocol_client::Transport;
+        let htlc = &htlc_descriptor.htlc;
+        let message = msgs::SignLocalHtlcTx2 {
+            tx: WithSize(htlc_tx.clone()),
+            input: u32::try_from(input).map_err(|_| ())?,
+            per_commitment_number: lightning_signer::util::INITIAL_COMMITMENT_NUMBER
+                .checked_sub(htlc_descriptor.per_commitment_number)
+                .ok_or(())?,
+            offered: htlc.offered,
+            cltv_expiry: htlc.cltv_expiry,
+            htlc_amount_msat: htlc.amount_msat,
+            payment_hash: vls_protocol::model::Sha256(htlc.payment_hash.0),
+        };
+        let reply = self
+            .link
+            .call(self.dbid, PubKey(NO_PEER), message.as_vec())
+            .map_err(|e| tracing::error!(error = ?e, "wardend did not sign an HTLC transaction"))?;
+        Self::signature(msgs::SignTxReply::from_vec(reply).map_err(|_| ())?)
     }
 
     fn sign_counterparty_htlc_transaction(
