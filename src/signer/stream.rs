@@ -155,6 +155,21 @@ fn prescreen(core: &Core, id: u64, msg: &Message) -> Option<SignerResponse> {
     Some(response(id, reply))
 }
 
+/// An hsmd message. VLS 1.0.0-rc.1 gives message type 20 to both CLN's `SignRemoteHtlcTx` and
+/// LDK's `SignLocalHtlcTx2` (the holder's HTLC transaction on a force close), and its reader
+/// always decodes the first: an LDK node's HTLC-timeout could never be signed. A type-20 body
+/// that is not a `SignRemoteHtlcTx` is read as the LDK message, which the handler serves.
+fn decode(bytes: Vec<u8>) -> Result<Message, vls_protocol::Error> {
+    use vls_protocol::msgs::DeBolt;
+    let is_type_20 = bytes.len() >= 2 && u16::from_be_bytes([bytes[0], bytes[1]]) == 20;
+    match msgs::from_vec(bytes.clone()) {
+        Err(_) if is_type_20 => {
+            msgs::SignLocalHtlcTx2::from_vec(bytes).map(Message::SignLocalHtlcTx2)
+        }
+        other => other,
+    }
+}
+
 /// Answer one request, timing it. Blocking: VLS and the stores are synchronous.
 fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> Reply {
     let started = std::time::Instant::now();
@@ -165,7 +180,7 @@ fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> Reply {
             .hsmd_request("WardenCheck", started.elapsed().as_secs_f64());
         return (response(id, reply), false, false);
     }
-    let msg = match msgs::from_vec(request.message) {
+    let msg = match decode(request.message) {
         Ok(Message::Unknown(u)) => {
             return malformed(
                 core,
