@@ -17,6 +17,19 @@ use lightning_signer::lightning_invoice::Bolt11Invoice;
 
 const SAT: u64 = 1_000;
 
+/// The transactions a node broadcast that spend an output of `spent`.
+fn spending(broadcasts: &common::ldk_net::Broadcasts, spent: &Transaction) -> Vec<Transaction> {
+    let txid = spent.compute_txid();
+    broadcasts
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| t.input.iter().any(|i| i.previous_output.txid == txid))
+        .cloned()
+        .collect()
+}
+
 /// Every input of `tx` that spends an output of `spent` carries a P2WSH witness with a valid
 /// signature over its script and amount by a key the script names; returns how many inputs.
 fn assert_p2wsh_inputs_signed(tx: &Transaction, spent: &Transaction) -> usize {
@@ -105,20 +118,7 @@ fn the_cheater_pays_a_revoked_commitment_is_swept_by_justice_signed_through_a_fr
 
     // A's monitor takes every revoked output back, with signatures wardend made and VLS
     // validated (a justice spend to A's own wallet).
-    let justice: Vec<Transaction> = net
-        .a
-        .broadcasts
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|t| {
-            t.input
-                .iter()
-                .any(|i| i.previous_output.txid == revoked.compute_txid())
-        })
-        .cloned()
-        .collect();
+    let justice: Vec<Transaction> = spending(&net.a.broadcasts, &revoked);
     assert!(!justice.is_empty(), "A broadcast a justice transaction");
     let signed: usize = justice
         .iter()
@@ -222,20 +222,7 @@ fn when_the_peer_force_closes_a_claims_its_incoming_htlc_on_the_peers_commitment
     net.a.manager.claim_funds(preimage);
     net.pump();
     net.mine(vec![]);
-    let claims: Vec<Transaction> = net
-        .a
-        .broadcasts
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|t| {
-            t.input
-                .iter()
-                .any(|i| i.previous_output.txid == commitment.compute_txid())
-        })
-        .cloned()
-        .collect();
+    let claims: Vec<Transaction> = spending(&net.a.broadcasts, &commitment);
     assert!(!claims.is_empty(), "A broadcast its HTLC claim");
     let signed: usize = claims
         .iter()
@@ -302,19 +289,7 @@ fn when_the_peer_vanishes_a_force_closes_and_times_its_htlc_out() {
     let mut timeout = None;
     for _ in 0..200 {
         net.mine(vec![]);
-        timeout = net
-            .a
-            .broadcasts
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|t| {
-                t.input
-                    .iter()
-                    .any(|i| i.previous_output.txid == commitment.compute_txid())
-            })
-            .cloned();
+        timeout = spending(&net.a.broadcasts, &commitment).into_iter().next();
         if timeout.is_some() {
             break;
         }

@@ -1,5 +1,5 @@
 //! LDK's channel signer with nothing left unimplemented: VLS's `SignerClient` for everything it
-//! serves, and wardend's own answers for what it leaves as `todo!()` in 1.0.0-rc.1, the
+//! serves, and wardend's own answers for what that client does not implement in 1.0.0-rc.1, the
 //! signatures that protect funds when a channel closes without the peer's help:
 //! - justice for a revoked commitment's `to_local` output and its HTLC outputs
 //!   (`sign_justice_revoked_output`, `sign_justice_revoked_htlc`), through VLS's

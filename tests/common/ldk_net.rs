@@ -702,19 +702,8 @@ impl<A: Keys, B: Keys> Net<A, B> {
         invoice: &Bolt11Invoice,
         preapprove: impl FnOnce(&Bolt11Invoice) -> Result<(), E>,
     ) -> Result<PaymentPreimage, E> {
-        preapprove(invoice)?;
+        self.send_and_hold(invoice, preapprove)?;
         let hash = PaymentHash(invoice.payment_hash().to_byte_array());
-        self.a
-            .manager
-            .pay_for_bolt11_invoice(
-                invoice,
-                PaymentId(hash.0),
-                None,
-                RouteParametersConfig::default(),
-                Retry::Attempts(0),
-            )
-            .expect("LDK accepts the payment");
-        self.pump();
         Ok(self.complete(hash, invoice.amount_milli_satoshis().unwrap()))
     }
 
