@@ -8,6 +8,11 @@
 //! One round trip: preapprove (Warden only), `pay_for_bolt11_invoice`, B's claim, until A holds
 //! the preimage (`Event::PaymentSent`). Invoices are written by B before the clock starts.
 //!
+//! Then the time to resolve a force close with one HTLC, blocks mined as fast as the nodes take
+//! them: A holds an outgoing HTLC B never settles and force-closes; the clock runs from the
+//! force close until A's sweep of its delayed outputs (its balance and the timed-out HTLC) is
+//! mined, through the commitment, the HTLC-timeout and the CSV delays, for both signers.
+//!
 //! `scripts/bench.sh` runs it (`cargo bench --bench ldk`); under `cargo test` it is a short smoke
 //! pass.
 
@@ -20,8 +25,10 @@ use common::daemon::{Daemon, LOAD_RULES};
 use common::ldk_net::{
     keys_manager, receiver_config, spend, Chain, Keys, LocalWallet, Net, Node, WardenSide,
 };
+use lightning_signer::lightning::sign::OutputSpender;
 use lightning_signer::lightning::util::config::UserConfig;
 use stats::{print, timed, Stats};
+use std::time::{Duration, Instant};
 
 const CHANNEL_SAT: u64 = 5_000_000;
 /// 1,000 sat per payment: hundreds fit in one channel.
@@ -46,6 +53,27 @@ fn measure<A: Keys, B: Keys, E: std::fmt::Debug>(
     })
 }
 
+/// A holds one outgoing HTLC and force-closes; returns the time until its sweep is mined and how
+/// many blocks that took.
+fn resolve_force_close<A: Keys + OutputSpender, B: Keys, E: std::fmt::Debug>(
+    net: &mut Net<A, B>,
+    preapprove: impl Fn(&lightning_signer::lightning_invoice::Bolt11Invoice) -> Result<(), E>,
+) -> (Duration, usize) {
+    let held = net.invoice(100 * AMOUNT_MSAT, "held");
+    net.send_and_hold(&held, &preapprove).expect("held payment");
+    let start_height = net.chain.blocks.len();
+    let start = Instant::now();
+    let commitment = net.force_close_a();
+    let timeout = net
+        .mine_until_a_spends(&commitment, 500)
+        .expect("A times the HTLC out");
+    net.mine(vec![timeout]);
+    let (sweep, outputs) = net.sweep_a();
+    assert_eq!(outputs.len(), 2, "A's balance and the HTLC: {outputs:?}");
+    assert!(!sweep.input.is_empty());
+    (start.elapsed(), net.chain.blocks.len() - start_height)
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 500 } else { 5 };
@@ -67,6 +95,7 @@ fn main() {
     let before = side.rt.block_on(d.scrape_metrics());
     let warden = measure(&net, n, |i| side.link.preapprove_invoice(i));
     let after = side.rt.block_on(d.scrape_metrics());
+    let warden_close = resolve_force_close(&mut net, |i| side.link.preapprove_invoice(i));
     drop(net);
     // Where Warden's time goes: wardend's own count and time of each request kind, per payment
     // (the two warm-up payments are in the counts too).
@@ -85,6 +114,11 @@ fn main() {
         })
         .collect();
     per_kind.sort_by(|a, b| a.0.cmp(&b.0));
+    let delta =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let commits = delta("warden_state_commits") / paid;
+    let fsyncs = delta(r#"warden_store_step_count{name="fsync"}"#) / paid;
+    let requests: f64 = per_kind.iter().map(|(_, per, _)| per).sum();
 
     // Node A with LDK's own KeysManager, funded from a local one-key wallet.
     let chain = Chain::default();
@@ -98,6 +132,7 @@ fn main() {
     net.commit_funding(temporary, &unsigned);
     net.confirm_funding(wallet.sign(unsigned, &faucet.output[0]));
     let ldk = measure(&net, n, |_| Ok::<(), ()>(()));
+    let ldk_close = resolve_force_close(&mut net, |_| Ok::<(), ()>(()));
 
     println!(
         "same run, same machine, {n} payments of {} sat each:",
@@ -109,8 +144,23 @@ fn main() {
         "  p50 ratio warden/KeysManager: {:.1}",
         warden.p50_ms / ldk.p50_ms
     );
+    println!(
+        "  wardend per payment: {requests:.2} requests, {commits:.2} durable commits, {fsyncs:.2} fsyncs"
+    );
     println!("  wardend's requests per payment (its own time per request, mean):");
     for (name, per_payment, mean_ms) in per_kind {
         println!("    {name:<28} {per_payment:>5.2} x {mean_ms:>6.3} ms");
     }
+    println!("force close with one HTLC, resolved (blocks mined at once):");
+    for (who, (took, blocks)) in [("wardend", warden_close), ("KeysManager", ldk_close)] {
+        println!(
+            "  A with {who:<12} {:>8.1} ms over {blocks} blocks ({:.2} ms per block)",
+            took.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e3 / blocks as f64
+        );
+    }
+    println!(
+        "  ratio warden/KeysManager: {:.1}",
+        warden_close.0.as_secs_f64() / ldk_close.0.as_secs_f64()
+    );
 }

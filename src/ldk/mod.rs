@@ -154,6 +154,22 @@ impl LdkSignerLink {
         R::from_vec(reply).map_err(|e| LdkError::BadReply(format!("{e:?}")))
     }
 
+    /// A channel-level request (VLS's LDK client names every channel by `dbid` alone, with a
+    /// zero peer id) and its typed reply.
+    pub(crate) fn channel_request<T: SerBolt, R: DeBolt>(
+        &self,
+        dbid: u64,
+        message: T,
+    ) -> Result<R, LdkError> {
+        let context = HsmRequestContext {
+            peer_id: vec![0; 33],
+            dbid,
+            capabilities: 0,
+        };
+        let reply = self.request(Some(context), message.as_vec())?;
+        R::from_vec(reply).map_err(|e| LdkError::BadReply(format!("{e:?}")))
+    }
+
     /// A node-level request whose reply may be one of several messages (or a SignerError).
     fn node_message<T: SerBolt>(&self, message: T) -> Result<msgs::Message, LdkError> {
         let reply = self.request(None, message.as_vec())?;
@@ -289,6 +305,18 @@ impl LdkSignerLink {
                 is_in_coinbase: false,
             });
         }
+        self.sign_withdrawal(tx, psbt, utxos)
+    }
+
+    /// `tx` with the witnesses wardend makes for it from `psbt` (its previous outputs) and
+    /// `utxos` (where each input's key is): VLS's `SignWithdrawal`, for the wallet and for
+    /// outputs of closed channels alike.
+    pub(crate) fn sign_withdrawal(
+        &self,
+        tx: &Transaction,
+        psbt: Psbt,
+        utxos: Vec<Utxo>,
+    ) -> Result<Transaction, LdkError> {
         let reply: msgs::SignWithdrawalReply = self.node_request(msgs::SignWithdrawal {
             utxos: Array(utxos),
             psbt: StreamedPSBT::new(psbt).into(),
@@ -370,6 +398,9 @@ pub enum LdkError {
     /// The transaction cannot be signed as asked (the node's mistake, not wardend's).
     #[error("cannot ask wardend to sign this transaction: {0}")]
     Unsignable(String),
+    /// The LDK configuration asks for something Warden's signer cannot sign.
+    #[error("this LDK configuration is not supported by Warden's signer: {0}")]
+    Unsupported(String),
 }
 
 impl From<LdkError> for ClientError {

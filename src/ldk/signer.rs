@@ -11,12 +11,24 @@
 //! wallet, version, fee, locktime, sequence). They never reach Warden's approver, so neither a
 //! policy limit nor a freeze can stop them: they move funds back to the node's own wallet.
 //!
-//! What cannot be served returns LDK's error (LDK retries it on later blocks), never a panic:
-//! the holder's anchor input (VLS's `SignAnchorspend` needs the previous output of every input
-//! of the anchor transaction, which LDK does not give a channel signer), so anchor channels are
-//! not supported.
+//! The commitment points and secrets are asked here too, so that a refusal or a wardend out of
+//! reach is LDK's error (its asynchronous-signer path: call `ChannelManager::signer_unblocked`
+//! once wardend is back) instead of the panic of VLS's client; and
+//! [`OutputSpender::spend_spendable_outputs`](lightning::sign::OutputSpender) sweeps the outputs
+//! of closed channels through VLS's `SignWithdrawal` (every output to the node's wallet, so
+//! Warden's policy has nothing to decide) with an error where VLS's client panics.
+//!
+//! What cannot be served returns LDK's error (LDK retries it on later blocks), never a panic;
+//! [`check_config`] refuses the configurations that would ask for it:
+//! - the holder's anchor input (VLS's `SignAnchorspend` needs the previous output of every input
+//!   of the anchor transaction, which LDK does not give a channel signer): anchor channels are
+//!   not supported;
+//! - splicing (VLS 1.0.0-rc.1 cannot sign a splice): `new_funding_pubkey` answers the channel's
+//!   current funding key, every signature for a spliced funding is refused, and the splice's
+//!   shared input gets a signature that verifies against no funding key, so no splice of a
+//!   Warden channel can ever confirm and the channel's funds stay in its original funding output.
 
-use super::LdkSignerLink;
+use super::{LdkError, LdkSignerLink};
 use lightning::ln::chan_utils::{
     get_htlc_redeemscript, get_revokeable_redeemscript, ChannelPublicKeys,
     ChannelTransactionParameters, ClosingTransaction, CommitmentTransaction,
@@ -24,8 +36,10 @@ use lightning::ln::chan_utils::{
 };
 use lightning::ln::msgs::UnsignedChannelAnnouncement;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
+use lightning::sign::SpendableOutputDescriptor;
 use lightning::sign::{ChannelSigner, HTLCDescriptor};
 use lightning::types::payment::PaymentPreimage;
+use lightning::util::config::UserConfig;
 use lightning_signer::bitcoin::bip32::{DerivationPath, Fingerprint};
 use lightning_signer::bitcoin::psbt::Psbt;
 use lightning_signer::bitcoin::secp256k1::ecdsa::Signature;
@@ -33,11 +47,13 @@ use lightning_signer::bitcoin::secp256k1::{self, PublicKey, Secp256k1, SecretKey
 use lightning_signer::bitcoin::{Amount, ScriptBuf, Transaction, TxOut, Txid, Witness};
 use lightning_signer::channel::ChannelId;
 use lightning_signer::lightning;
-use vls_protocol::model::{DisclosedSecret, PubKey};
+use lightning_signer::util::INITIAL_COMMITMENT_NUMBER;
+use vls_protocol::model::{CloseInfo, DisclosedSecret, PubKey, Utxo};
 use vls_protocol::msgs;
 use vls_protocol::psbt::PsbtWrapper;
 use vls_protocol::serde_bolt::{Octets, WithSize};
 use vls_protocol_client::SignerClient;
+use vls_protocol_client::Transport;
 
 /// VLS's LDK client names every channel with a zero peer id and the channel's number.
 const NO_PEER: [u8; 33] = [0; 33];
@@ -46,6 +62,54 @@ const NO_PEER: [u8; 33] = [0; 33];
 /// of the wallet key). VLS reads the path from the PSBT's first output and checks the output
 /// pays to it.
 const SWEEP_PATH: [u32; 1] = [1];
+
+/// A compact ECDSA signature with r = s = 1: a valid encoding that no funding key verifies.
+const UNVERIFIABLE: [u8; 64] = {
+    let mut sig = [0u8; 64];
+    sig[31] = 1;
+    sig[63] = 1;
+    sig
+};
+
+/// Refuse, before LDK negotiates them, the channels Warden's signer cannot sign: anchor channels
+/// and splices a peer starts. Check the `UserConfig` handed to `ChannelManager` with it (LDK's
+/// default passes); never call `ChannelManager::splice_channel` on a Warden node.
+pub fn check_config(config: &UserConfig) -> Result<(), LdkError> {
+    let handshake = &config.channel_handshake_config;
+    if handshake.negotiate_anchors_zero_fee_htlc_tx
+        || handshake.negotiate_anchor_zero_fee_commitments
+    {
+        return Err(LdkError::Unsupported(
+            "channel_handshake_config negotiates anchor channels, whose anchor input VLS signs \
+             only knowing every input's previous output, which LDK does not give a channel \
+             signer; set negotiate_anchors_zero_fee_htlc_tx and \
+             negotiate_anchor_zero_fee_commitments to false (LDK's default)"
+                .into(),
+        ));
+    }
+    if !config.reject_inbound_splices {
+        return Err(LdkError::Unsupported(
+            "reject_inbound_splices is false, but VLS 1.0.0-rc.1 cannot sign a splice; set it to \
+             true (LDK's default)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse a signature for a spliced funding (see the module's doc).
+fn unspliced(params: &ChannelTransactionParameters) -> Result<(), ()> {
+    match params.splice_parent_funding_txid {
+        None => Ok(()),
+        Some(parent) => {
+            tracing::error!(
+                %parent,
+                "a spliced channel cannot be signed through Warden: VLS does not support splicing"
+            );
+            Err(())
+        }
+    }
+}
 
 /// LDK's `EcdsaChannelSigner` for a channel signed by wardend.
 #[derive(Clone)]
@@ -97,21 +161,14 @@ impl WardenChannelSigner {
             value: Amount::from_sat(amount),
             script_pubkey: wscript.to_p2wsh(),
         });
-        // VLS reads only the path; the key beside it is not used.
-        let any_key =
-            PublicKey::from_secret_key(secp, &SecretKey::from_slice(&[1; 32]).map_err(|_| ())?);
-        let path = DerivationPath::from(
-            SWEEP_PATH
-                .iter()
-                .map(|i| lightning_signer::bitcoin::bip32::ChildNumber::Normal { index: *i })
-                .collect::<Vec<_>>(),
-        );
-        psbt.outputs
-            .first_mut()
-            .ok_or(())?
-            .bip32_derivation
-            .insert(any_key, (Fingerprint::default(), path));
+        mark_wallet_output(psbt.outputs.first_mut().ok_or(())?, secp);
         Ok((bare, psbt))
+    }
+
+    /// VLS's number of the commitment LDK numbers `idx` (LDK counts down from
+    /// `INITIAL_COMMITMENT_NUMBER`, VLS up from zero).
+    fn vls_number(idx: u64) -> Result<u64, ()> {
+        INITIAL_COMMITMENT_NUMBER.checked_sub(idx).ok_or(())
     }
 
     fn signature(reply: msgs::SignTxReply) -> Result<Signature, ()> {
@@ -150,11 +207,37 @@ impl ChannelSigner for WardenChannelSigner {
         idx: u64,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<PublicKey, ()> {
-        self.inner.get_per_commitment_point(idx, secp_ctx)
+        let _ = secp_ctx;
+        let reply: msgs::GetPerCommitmentPoint2Reply = self
+            .link
+            .channel_request(
+                self.dbid,
+                msgs::GetPerCommitmentPoint2 {
+                    commitment_number: Self::vls_number(idx)?,
+                },
+            )
+            .map_err(|e| tracing::error!(error = %e, idx, "wardend gave no commitment point"))?;
+        PublicKey::from_slice(&reply.point.0).map_err(|_| ())
     }
 
     fn release_commitment_secret(&self, idx: u64) -> Result<[u8; 32], ()> {
-        self.inner.release_commitment_secret(idx)
+        // VLS releases a commitment's secret when asked for the point two commitments on.
+        let reply: msgs::GetPerCommitmentPointReply = self
+            .link
+            .channel_request(
+                self.dbid,
+                msgs::GetPerCommitmentPoint {
+                    commitment_number: Self::vls_number(idx)?.checked_add(2).ok_or(())?,
+                },
+            )
+            .map_err(|e| tracing::error!(error = %e, idx, "wardend released no secret"))?;
+        match reply.secret {
+            Some(secret) => Ok(secret.0),
+            None => {
+                tracing::error!(idx, "wardend did not release the commitment secret");
+                Err(())
+            }
+        }
     }
 
     fn validate_holder_commitment(
@@ -179,10 +262,13 @@ impl ChannelSigner for WardenChannelSigner {
         splice_parent_funding_txid: Txid,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> PublicKey {
-        // Splicing: LDK asks only for a channel it splices, which Warden's LDK nodes do not
-        // (README). VLS 1.0.0-rc.1 does not support it.
-        self.inner
-            .new_funding_pubkey(splice_parent_funding_txid, secp_ctx)
+        // LDK asks only when splicing, which check_config keeps off; the trait cannot fail, so
+        // the answer is the current key and every signature for the splice is refused.
+        tracing::error!(
+            parent = %splice_parent_funding_txid,
+            "LDK is splicing a Warden channel, which VLS cannot sign: the splice will fail"
+        );
+        self.inner.pubkeys(secp_ctx).funding_pubkey
     }
 
     fn channel_keys_id(&self) -> [u8; 32] {
@@ -199,6 +285,7 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         outbound_htlc_preimages: Vec<PaymentPreimage>,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<(Signature, Vec<Signature>), ()> {
+        unspliced(channel_parameters)?;
         self.inner.sign_counterparty_commitment(
             channel_parameters,
             commitment_tx,
@@ -214,6 +301,7 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         commitment_tx: &HolderCommitmentTransaction,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Signature, ()> {
+        unspliced(channel_parameters)?;
         self.inner
             .sign_holder_commitment(channel_parameters, commitment_tx, secp_ctx)
     }
@@ -224,6 +312,7 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         commitment_tx: &HolderCommitmentTransaction,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Signature, ()> {
+        unspliced(channel_parameters)?;
         self.inner
             .unsafe_sign_holder_commitment(channel_parameters, commitment_tx, secp_ctx)
     }
@@ -237,6 +326,7 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         per_commitment_key: &SecretKey,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Signature, ()> {
+        unspliced(channel_parameters)?;
         let point = PublicKey::from_secret_key(secp_ctx, per_commitment_key);
         let keys = Self::counterparty_keys(channel_parameters, &point, secp_ctx)?;
         let wscript = get_revokeable_redeemscript(
@@ -264,6 +354,7 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         htlc: &HTLCOutputInCommitment,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Signature, ()> {
+        unspliced(channel_parameters)?;
         let point = PublicKey::from_secret_key(secp_ctx, per_commitment_key);
         let keys = Self::counterparty_keys(channel_parameters, &point, secp_ctx)?;
         let wscript = get_htlc_redeemscript(htlc, &channel_parameters.channel_type_features, &keys);
@@ -288,14 +379,16 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         // INITIAL_COMMITMENT_NUMBER) where VLS expects its own (counting up), as its other
         // holder methods convert it; this sends the converted number.
         use vls_protocol::msgs::{DeBolt, SerBolt};
-        use vls_protocol_client::Transport;
+        unspliced(
+            &htlc_descriptor
+                .channel_derivation_parameters
+                .transaction_parameters,
+        )?;
         let htlc = &htlc_descriptor.htlc;
         let message = msgs::SignLocalHtlcTx2 {
             tx: WithSize(htlc_tx.clone()),
             input: u32::try_from(input).map_err(|_| ())?,
-            per_commitment_number: lightning_signer::util::INITIAL_COMMITMENT_NUMBER
-                .checked_sub(htlc_descriptor.per_commitment_number)
-                .ok_or(())?,
+            per_commitment_number: Self::vls_number(htlc_descriptor.per_commitment_number)?,
             offered: htlc.offered,
             cltv_expiry: htlc.cltv_expiry,
             htlc_amount_msat: htlc.amount_msat,
@@ -318,6 +411,7 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         htlc: &HTLCOutputInCommitment,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Signature, ()> {
+        unspliced(channel_parameters)?;
         let keys = Self::counterparty_keys(channel_parameters, per_commitment_point, secp_ctx)?;
         let features = &channel_parameters.channel_type_features;
         let wscript = get_htlc_redeemscript(htlc, features, &keys);
@@ -344,6 +438,7 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         closing_tx: &ClosingTransaction,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Signature, ()> {
+        unspliced(channel_parameters)?;
         self.inner
             .sign_closing_transaction(channel_parameters, closing_tx, secp_ctx)
     }
@@ -369,6 +464,7 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         msg: &UnsignedChannelAnnouncement,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Signature, ()> {
+        unspliced(channel_parameters)?;
         self.inner
             .sign_channel_announcement_with_funding_key(channel_parameters, msg, secp_ctx)
     }
@@ -380,9 +476,16 @@ impl EcdsaChannelSigner for WardenChannelSigner {
         input_index: usize,
         secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Signature {
-        // Splicing: see new_funding_pubkey.
-        self.inner
-            .sign_splice_shared_input(channel_parameters, tx, input_index, secp_ctx)
+        // Unreachable while the splice's commitments are refused (unspliced); the trait cannot
+        // fail, so if LDK ever asks, the answer is a signature no funding key verifies and the
+        // splice transaction can never confirm.
+        let _ = (channel_parameters, secp_ctx);
+        tracing::error!(
+            txid = %tx.compute_txid(),
+            input_index,
+            "a splice's shared input cannot be signed through Warden: the splice will not confirm"
+        );
+        Signature::from_compact(&UNVERIFIABLE).expect("r = s = 1 is a valid compact signature")
     }
 }
 
@@ -398,11 +501,129 @@ impl WardenKeys {
     pub fn new(inner: vls_protocol_client::KeysManagerClient, link: LdkSignerLink) -> Self {
         WardenKeys { inner, link }
     }
+
+    /// The transaction spending `descriptors` (outputs of closed channels and of the wallet) to
+    /// `outputs` and change, signed by wardend. What goes to the node's wallet needs no approval;
+    /// any other output is an on-chain payment, decided by Warden's policy.
+    fn sweep(
+        &self,
+        descriptors: &[&SpendableOutputDescriptor],
+        outputs: Vec<TxOut>,
+        change: ScriptBuf,
+        feerate_sat_per_1000_weight: u32,
+        locktime: Option<lightning_signer::bitcoin::absolute::LockTime>,
+    ) -> Result<Transaction, LdkError> {
+        let mut tx = lightning_signer::util::transaction_utils::create_spending_transaction(
+            descriptors,
+            outputs,
+            change,
+            feerate_sat_per_1000_weight,
+        )
+        .map_err(|e| LdkError::Unsignable(format!("the outputs cannot be swept: {e}")))?;
+        tx.lock_time = locktime.unwrap_or(lightning_signer::bitcoin::absolute::LockTime::ZERO);
+        let mut psbt = Psbt::from_unsigned_tx(tx.clone())
+            .map_err(|e| LdkError::Unsignable(format!("not an unsigned transaction: {e}")))?;
+        for (input, d) in psbt.inputs.iter_mut().zip(descriptors) {
+            input.witness_utxo = Some(spent_output(d).clone());
+        }
+        // Outputs to the node's wallet are its own; any other output is a payment.
+        let wallet = lightning::sign::SignerProvider::get_destination_script(&self.inner, [0; 32])
+            .map_err(|_| LdkError::Unsignable("the wallet's script is unknown".into()))?;
+        let secp = Secp256k1::new();
+        for (out, txout) in psbt.outputs.iter_mut().zip(&tx.output) {
+            if txout.script_pubkey == wallet {
+                mark_wallet_output(out, &secp);
+            }
+        }
+        let utxos = descriptors.iter().map(|d| sweep_utxo(d)).collect();
+        self.link.sign_withdrawal(&tx, psbt, utxos)
+    }
+}
+
+/// Name the wallet path of an output paying to the sweep destination, so VLS recognises it as
+/// the node's own (an output without a path is a payment Warden's policy must approve).
+fn mark_wallet_output(
+    output: &mut lightning_signer::bitcoin::psbt::Output,
+    secp: &Secp256k1<secp256k1::All>,
+) {
+    // VLS reads only the path; the key beside it is not used.
+    let any_key = PublicKey::from_secret_key(
+        secp,
+        &SecretKey::from_slice(&[1; 32]).expect("1 is a valid secret key"),
+    );
+    let path = DerivationPath::from(
+        SWEEP_PATH
+            .iter()
+            .map(|i| lightning_signer::bitcoin::bip32::ChildNumber::Normal { index: *i })
+            .collect::<Vec<_>>(),
+    );
+    output
+        .bip32_derivation
+        .insert(any_key, (Fingerprint::default(), path));
+}
+
+fn spent_output(d: &SpendableOutputDescriptor) -> &TxOut {
+    match d {
+        SpendableOutputDescriptor::StaticOutput { output, .. } => output,
+        SpendableOutputDescriptor::DelayedPaymentOutput(o) => &o.output,
+        SpendableOutputDescriptor::StaticPaymentOutput(o) => &o.output,
+    }
+}
+
+/// Where VLS finds the key of an output LDK hands back, as VLS's client describes it: the
+/// wallet's sweep path for an output to the wallet (a cooperative close), the channel and the
+/// commitment point for this node's delayed output of its own commitment, the channel alone
+/// for its output on the peer's commitment.
+fn sweep_utxo(d: &SpendableOutputDescriptor) -> Utxo {
+    let (outpoint, amount, keyindex, close_info) = match d {
+        SpendableOutputDescriptor::StaticOutput {
+            outpoint, output, ..
+        } => (*outpoint, output.value, SWEEP_PATH[0], None),
+        SpendableOutputDescriptor::DelayedPaymentOutput(o) => (
+            o.outpoint,
+            o.output.value,
+            0,
+            Some(CloseInfo {
+                channel_id: ChannelId::new(&o.channel_keys_id).oid(),
+                peer_id: PubKey(NO_PEER),
+                commitment_point: Some(PubKey(o.per_commitment_point.serialize())),
+                is_anchors: false,
+                csv: u32::from(o.to_self_delay),
+            }),
+        ),
+        SpendableOutputDescriptor::StaticPaymentOutput(o) => (
+            o.outpoint,
+            o.output.value,
+            0,
+            Some(CloseInfo {
+                channel_id: ChannelId::new(&o.channel_keys_id).oid(),
+                peer_id: PubKey(NO_PEER),
+                commitment_point: None,
+                is_anchors: false,
+                csv: 0,
+            }),
+        ),
+    };
+    Utxo {
+        txid: outpoint.txid,
+        outnum: u32::from(outpoint.index),
+        amount: amount.to_sat(),
+        keyindex,
+        is_p2sh: false,
+        script: Octets::EMPTY,
+        close_info,
+        is_in_coinbase: false,
+    }
 }
 
 impl lightning::sign::EntropySource for WardenKeys {
     fn get_secure_random_bytes(&self) -> [u8; 32] {
-        self.inner.get_secure_random_bytes()
+        // LDK draws these for onion session keys, nonces and ids, all of which the node may
+        // know: the operating system's generator serves as well as wardend's, without a round
+        // trip (and a commit) per draw, and cannot leave LDK without an answer.
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).expect("the OS random number generator works");
+        bytes
     }
 }
 
@@ -453,21 +674,46 @@ impl lightning::sign::NodeSigner for WardenKeys {
         if matches!(recipient, lightning::sign::Recipient::PhantomNode) {
             return Err(());
         }
-        self.inner.sign_invoice(invoice, recipient)
+        let (hrp, data) = invoice.to_raw();
+        let reply: msgs::SignInvoiceReply = self
+            .link
+            .node_request(msgs::SignInvoice {
+                u5bytes: Octets(data.iter().map(|u| u.to_u8()).collect()),
+                hrp: Octets(hrp.into_bytes()),
+            })
+            .map_err(|e| tracing::error!(error = %e, "wardend did not sign the invoice"))?;
+        let id = secp256k1::ecdsa::RecoveryId::from_i32(i32::from(reply.signature.0[64]))
+            .map_err(|_| ())?;
+        secp256k1::ecdsa::RecoverableSignature::from_compact(&reply.signature.0[..64], id)
+            .map_err(|_| ())
     }
 
     fn sign_bolt12_invoice(
         &self,
         invoice: &lightning::offers::invoice::UnsignedBolt12Invoice,
     ) -> Result<secp256k1::schnorr::Signature, ()> {
-        self.inner.sign_bolt12_invoice(invoice)
+        use lightning::util::ser::Writeable;
+        let reply: msgs::SignBolt12InvoiceReply = self
+            .link
+            .node_request(msgs::SignBolt12Invoice {
+                invoice_bytes: Octets(invoice.encode()),
+            })
+            .map_err(|e| tracing::error!(error = %e, "wardend did not sign the BOLT 12 invoice"))?;
+        secp256k1::schnorr::Signature::from_slice(&reply.signature.0).map_err(|_| ())
     }
 
     fn sign_gossip_message(
         &self,
         msg: lightning::ln::msgs::UnsignedGossipMessage,
     ) -> Result<Signature, ()> {
-        self.inner.sign_gossip_message(msg)
+        use lightning::util::ser::Writeable;
+        let reply: msgs::SignGossipMessageReply = self
+            .link
+            .node_request(msgs::SignGossipMessage {
+                message: Octets(msg.encode()),
+            })
+            .map_err(|e| tracing::error!(error = %e, "wardend did not sign the gossip message"))?;
+        Signature::from_compact(&reply.signature.0).map_err(|_| ())
     }
 
     fn sign_message(&self, msg: &[u8]) -> Result<String, ()> {
@@ -478,9 +724,15 @@ impl lightning::sign::NodeSigner for WardenKeys {
 impl lightning::sign::SignerProvider for WardenKeys {
     type EcdsaSigner = WardenChannelSigner;
 
-    fn generate_channel_keys_id(&self, inbound: bool, user_channel_id: u128) -> [u8; 32] {
-        self.inner
-            .generate_channel_keys_id(inbound, user_channel_id)
+    fn generate_channel_keys_id(&self, _inbound: bool, _user_channel_id: u128) -> [u8; 32] {
+        // VLS's client numbers channels from 1 in each process, so an LDK node that restarts
+        // would give its next channel the number of one wardend already holds. A random number
+        // cannot collide in practice, and needs no state on the node.
+        let mut oid = [0u8; 8];
+        getrandom::getrandom(&mut oid).expect("the OS random number generator works");
+        // VLS keeps channel numbers below 2^63 (they travel as i64 in some stores) and above 0.
+        let oid = (u64::from_le_bytes(oid) >> 1).max(1);
+        ChannelId::new_from_oid(oid).ldk_channel_keys_id()
     }
 
     fn derive_channel_signer(&self, channel_keys_id: [u8; 32]) -> Self::EcdsaSigner {
@@ -507,15 +759,15 @@ impl lightning::sign::OutputSpender for WardenKeys {
         change_destination_script: ScriptBuf,
         feerate_sat_per_1000_weight: u32,
         locktime: Option<lightning_signer::bitcoin::absolute::LockTime>,
-        secp_ctx: &Secp256k1<secp256k1::All>,
+        _secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Transaction, ()> {
-        self.inner.spend_spendable_outputs(
+        self.sweep(
             descriptors,
             outputs,
             change_destination_script,
             feerate_sat_per_1000_weight,
             locktime,
-            secp_ctx,
         )
+        .map_err(|e| tracing::error!(error = %e, "the channel outputs were not swept"))
     }
 }

@@ -27,7 +27,8 @@ use lightning::routing::router::{PaymentParameters, RouteParameters, RouteParame
 use lightning::routing::scoring::FixedPenaltyScorer;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
 use lightning::sign::{
-    EntropySource, KeysManager, NodeSigner, ReceiveAuthKey, Recipient, SignerProvider,
+    EntropySource, KeysManager, NodeSigner, OutputSpender, ReceiveAuthKey, Recipient,
+    SignerProvider, SpendableOutputDescriptor,
 };
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use lightning::util::config::UserConfig;
@@ -72,6 +73,20 @@ impl Logger for Log {
 /// Transactions a node asked to broadcast; the test mines them.
 #[derive(Default)]
 pub struct Broadcasts(pub Mutex<Vec<Transaction>>);
+
+impl Broadcasts {
+    /// The broadcast transactions that spend an output of `spent`.
+    pub fn spending(&self, spent: &Transaction) -> Vec<Transaction> {
+        let txid = spent.compute_txid();
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.input.iter().any(|i| i.previous_output.txid == txid))
+            .cloned()
+            .collect()
+    }
+}
 
 impl BroadcasterInterface for Broadcasts {
     fn broadcast_transactions(&self, txs: &[&Transaction]) {
@@ -838,5 +853,97 @@ impl LocalWallet {
         let sig = lightning_signer::bitcoin::ecdsa::Signature::sighash_all(sig);
         tx.input[0].witness = Witness::p2wpkh(&sig, &self.key().0);
         tx
+    }
+}
+
+impl<A: Keys + OutputSpender, B: Keys> Net<A, B> {
+    /// A force-closes its channel with B and the commitment it broadcasts is mined; returns it.
+    pub fn force_close_a(&mut self) -> Transaction {
+        let channel = self.a.manager.list_channels()[0].clone();
+        self.a.broadcasts.0.lock().unwrap().clear();
+        self.a
+            .manager
+            .force_close_broadcasting_latest_txn(&channel.channel_id, &self.b.id, "gone".into())
+            .unwrap();
+        let funding = channel.funding_txo.unwrap().into_bitcoin_outpoint();
+        let commitment = self
+            .a
+            .broadcasts
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| t.input[0].previous_output == funding)
+            .cloned()
+            .expect("A broadcast its commitment");
+        self.mine(vec![commitment.clone()]);
+        commitment
+    }
+
+    /// Mine empty blocks (at most `max`) until A broadcasts a spend of `spent`; returns it.
+    pub fn mine_until_a_spends(&mut self, spent: &Transaction, max: usize) -> Option<Transaction> {
+        for _ in 0..max {
+            self.mine(vec![]);
+            if let Some(tx) = self.a.broadcasts.spending(spent).into_iter().next() {
+                return Some(tx);
+            }
+        }
+        None
+    }
+
+    /// Mine until A has been handed every output its closed channels left it
+    /// (`Event::SpendableOutputs`) and its monitors have nothing left to claim; then sweep them
+    /// all to A's wallet with A's `spend_spendable_outputs` and mine the sweep. LDK may hand
+    /// the same output over more than once; it is swept once. Returns the sweep and the outputs
+    /// it spends.
+    pub fn sweep_a(&mut self) -> (Transaction, Vec<SpendableOutputDescriptor>) {
+        let mut outputs: Vec<SpendableOutputDescriptor> = Vec::new();
+        for _ in 0..400 {
+            while let Some(more) = self.a.take_event(|e| match e {
+                Event::SpendableOutputs { outputs, .. } => Some(outputs.clone()),
+                _ => None,
+            }) {
+                for output in more {
+                    let outpoint = spent_outpoint(&output);
+                    if outputs.iter().all(|o| spent_outpoint(o) != outpoint) {
+                        outputs.push(output);
+                    }
+                }
+            }
+            if !outputs.is_empty() && self.a.chain_monitor.get_claimable_balances(&[]).is_empty() {
+                break;
+            }
+            self.mine(vec![]);
+        }
+        let left = self.a.chain_monitor.get_claimable_balances(&[]);
+        assert!(
+            left.is_empty(),
+            "A's monitor has nothing left to claim: {left:?}"
+        );
+        let wallet = self.a.keys.get_destination_script([0; 32]).unwrap();
+        let refs: Vec<&SpendableOutputDescriptor> = outputs.iter().collect();
+        let sweep = self
+            .a
+            .keys
+            .spend_spendable_outputs(
+                &refs,
+                vec![],
+                wallet,
+                253,
+                None,
+                &lightning_signer::bitcoin::secp256k1::Secp256k1::new(),
+            )
+            .expect("A's signer signs the sweep");
+        self.mine(vec![sweep.clone()]);
+        (sweep, outputs)
+    }
+}
+
+/// The output a descriptor hands over.
+fn spent_outpoint(d: &SpendableOutputDescriptor) -> lightning::chain::transaction::OutPoint {
+    match d {
+        SpendableOutputDescriptor::StaticOutput { outpoint, .. } => *outpoint,
+        SpendableOutputDescriptor::DelayedPaymentOutput(o) => o.outpoint,
+        SpendableOutputDescriptor::StaticPaymentOutput(o) => o.outpoint,
     }
 }
