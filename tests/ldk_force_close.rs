@@ -167,7 +167,12 @@ fn the_cheater_pays_a_revoked_commitment_is_swept_by_justice_signed_through_a_fr
     // wardend crashes as the revoked commitment confirms; A's requests wait for the new process,
     // which is still frozen.
     let restarted = crash_and_restart(d);
+    let asked = std::time::Instant::now();
     net.mine(vec![revoked.clone()]);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(1500),
+        "A's requests waited for the restarted wardend"
+    );
     let d = restarted.join().unwrap();
 
     // A's monitor takes every revoked output back, with signatures wardend made and VLS
@@ -282,9 +287,14 @@ fn when_the_peer_force_closes_a_claims_its_incoming_htlc_on_the_peers_commitment
     // A claims the HTLC with its preimage, straight from B's commitment: wardend signs it,
     // after a crash and restart in between.
     let restarted = crash_and_restart(d);
+    let asked = std::time::Instant::now();
     net.a.manager.claim_funds(preimage);
     net.pump();
     net.mine(vec![]);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(1500),
+        "A's requests waited for the restarted wardend"
+    );
     let d = restarted.join().unwrap();
     let claims: Vec<Transaction> = net.a.broadcasts.spending(&commitment);
     assert!(!claims.is_empty(), "A broadcast its HTLC claim");
@@ -533,15 +543,24 @@ fn every_signer_trait_method_answers_through_warden_without_a_panic() {
     let signed = answered("sign_message", || keys.sign_message(b"warden")).unwrap();
     assert!(!signed.is_empty());
 
-    // SignerProvider. Channel numbers are drawn at random, not counted from 1 in each process
-    // as VLS's client does (which would give this node's second channel the number 2, and a
-    // restarted node's first channel the number of one wardend already holds).
+    // SignerProvider. Channel numbers grow with the clock, not from 1 in each process as VLS's
+    // client counts (which would give a restarted node's first channel the number of one
+    // wardend already holds): a fresh WardenKeys, as after a restart, numbers above this one.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
     let keys_id = answered("generate_channel_keys_id", || {
         keys.generate_channel_keys_id(false, 9)
     });
     let number = lightning_signer::channel::ChannelId::new(&keys_id).oid();
-    assert!(number > 2, "channel number {number}");
-    assert_ne!(keys_id, keys.generate_channel_keys_id(false, 9));
+    assert!(
+        number >= before,
+        "channel number {number} follows the clock"
+    );
+    let next =
+        lightning_signer::channel::ChannelId::new(&keys.generate_channel_keys_id(false, 9)).oid();
+    assert!(next > number, "numbers grow: {next} after {number}");
     let signer = answered("derive_channel_signer", || {
         keys.derive_channel_signer(keys_id)
     });
@@ -792,8 +811,10 @@ fn every_signer_trait_method_answers_through_warden_without_a_panic() {
         .unwrap();
 
     // OutputSpender, with the signer frozen: a sweep into A's wallet is signed (VLS checks the
-    // key it spends with and that the output is the wallet's); the same sweep paying B is an
-    // on-chain payment, which a frozen signer refuses: LDK's error, where VLS's client panics.
+    // key it spends with and that the output is the wallet's; Warden's approver finds no other
+    // destination, so there is nothing for the policy or the freeze to decide); the same sweep
+    // paying B is an on-chain payment, which the frozen signer refuses: LDK's error, where
+    // VLS's client panics.
     let out = d.wardenctl("carol", &["freeze", "--reason", "walk"]);
     assert!(out.status.success());
     let delayed = SpendableOutputDescriptor::DelayedPaymentOutput(DelayedPaymentOutputDescriptor {

@@ -494,12 +494,18 @@ impl EcdsaChannelSigner for WardenChannelSigner {
 pub struct WardenKeys {
     inner: vls_protocol_client::KeysManagerClient,
     link: LdkSignerLink,
+    /// The last channel number drawn.
+    last_channel: std::sync::atomic::AtomicU64,
 }
 
 impl WardenKeys {
     /// The keys of the node `link` reaches (as `KeysManagerClient::new` would build them).
     pub fn new(inner: vls_protocol_client::KeysManagerClient, link: LdkSignerLink) -> Self {
-        WardenKeys { inner, link }
+        WardenKeys {
+            inner,
+            link,
+            last_channel: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// The transaction spending `descriptors` (outputs of closed channels and of the wallet) to
@@ -726,12 +732,24 @@ impl lightning::sign::SignerProvider for WardenKeys {
 
     fn generate_channel_keys_id(&self, _inbound: bool, _user_channel_id: u128) -> [u8; 32] {
         // VLS's client numbers channels from 1 in each process, so an LDK node that restarts
-        // would give its next channel the number of one wardend already holds. A random number
-        // cannot collide in practice, and needs no state on the node.
-        let mut oid = [0u8; 8];
-        getrandom::getrandom(&mut oid).expect("the OS random number generator works");
-        // VLS keeps channel numbers below 2^63 (they travel as i64 in some stores) and above 0.
-        let oid = (u64::from_le_bytes(oid) >> 1).max(1);
+        // would give its next channel the number of one wardend already holds. VLS wants the
+        // numbers to grow (it refuses one at or below a channel it has forgotten), so they are
+        // the wall clock in microseconds, one more than the last if the clock has not moved:
+        // they grow across restarts without state on the node, unless the clock is set back
+        // past the previous run's last channel.
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 1))
+            .unwrap_or(0);
+        let oid =
+            match self
+                .last_channel
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                    Some(now.max(last + 1))
+                }) {
+                Ok(last) | Err(last) => now.max(last + 1),
+            };
         ChannelId::new_from_oid(oid).ldk_channel_keys_id()
     }
 
