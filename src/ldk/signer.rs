@@ -518,6 +518,7 @@ impl WardenKeys {
         change: ScriptBuf,
         feerate_sat_per_1000_weight: u32,
         locktime: Option<lightning_signer::bitcoin::absolute::LockTime>,
+        secp: &Secp256k1<secp256k1::All>,
     ) -> Result<Transaction, LdkError> {
         let mut tx = lightning_signer::util::transaction_utils::create_spending_transaction(
             descriptors,
@@ -535,10 +536,9 @@ impl WardenKeys {
         // Outputs to the node's wallet are its own; any other output is a payment.
         let wallet = lightning::sign::SignerProvider::get_destination_script(&self.inner, [0; 32])
             .map_err(|_| LdkError::Unsignable("the wallet's script is unknown".into()))?;
-        let secp = Secp256k1::new();
         for (out, txout) in psbt.outputs.iter_mut().zip(&tx.output) {
             if txout.script_pubkey == wallet {
-                mark_wallet_output(out, &secp);
+                mark_wallet_output(out, secp);
             }
         }
         let utxos = descriptors.iter().map(|d| sweep_utxo(d)).collect();
@@ -568,6 +568,17 @@ fn mark_wallet_output(
         .insert(any_key, (Fingerprint::default(), path));
 }
 
+/// The channel an output of a closed channel came from, as VLS's LDK client names it.
+fn close_info(channel_keys_id: &[u8; 32], point: Option<&PublicKey>, csv: u32) -> CloseInfo {
+    CloseInfo {
+        channel_id: ChannelId::new(channel_keys_id).oid(),
+        peer_id: PubKey(NO_PEER),
+        commitment_point: point.map(|p| PubKey(p.serialize())),
+        is_anchors: false,
+        csv,
+    }
+}
+
 fn spent_output(d: &SpendableOutputDescriptor) -> &TxOut {
     match d {
         SpendableOutputDescriptor::StaticOutput { output, .. } => output,
@@ -589,25 +600,17 @@ fn sweep_utxo(d: &SpendableOutputDescriptor) -> Utxo {
             o.outpoint,
             o.output.value,
             0,
-            Some(CloseInfo {
-                channel_id: ChannelId::new(&o.channel_keys_id).oid(),
-                peer_id: PubKey(NO_PEER),
-                commitment_point: Some(PubKey(o.per_commitment_point.serialize())),
-                is_anchors: false,
-                csv: u32::from(o.to_self_delay),
-            }),
+            Some(close_info(
+                &o.channel_keys_id,
+                Some(&o.per_commitment_point),
+                u32::from(o.to_self_delay),
+            )),
         ),
         SpendableOutputDescriptor::StaticPaymentOutput(o) => (
             o.outpoint,
             o.output.value,
             0,
-            Some(CloseInfo {
-                channel_id: ChannelId::new(&o.channel_keys_id).oid(),
-                peer_id: PubKey(NO_PEER),
-                commitment_point: None,
-                is_anchors: false,
-                csv: 0,
-            }),
+            Some(close_info(&o.channel_keys_id, None, 0)),
         ),
     };
     Utxo {
@@ -777,7 +780,7 @@ impl lightning::sign::OutputSpender for WardenKeys {
         change_destination_script: ScriptBuf,
         feerate_sat_per_1000_weight: u32,
         locktime: Option<lightning_signer::bitcoin::absolute::LockTime>,
-        _secp_ctx: &Secp256k1<secp256k1::All>,
+        secp_ctx: &Secp256k1<secp256k1::All>,
     ) -> Result<Transaction, ()> {
         self.sweep(
             descriptors,
@@ -785,6 +788,7 @@ impl lightning::sign::OutputSpender for WardenKeys {
             change_destination_script,
             feerate_sat_per_1000_weight,
             locktime,
+            secp_ctx,
         )
         .map_err(|e| tracing::error!(error = %e, "the channel outputs were not swept"))
     }
