@@ -27,3 +27,5 @@ echo "== benches/ldk.rs: LDK payment round trip, Warden vs LDK's KeysManager"
 cargo bench --locked --bench ldk
 echo "== benches/load.rs: load shaped like real traffic, one wardend, an LDK node with 16 channels"
 cargo bench --locked --bench load
+echo "== benches/ha.rs: sled vs PostgreSQL through the CLN path, and failover over 10 kills"
+cargo bench --locked --bench ha

@@ -252,8 +252,7 @@ metrics=$(sed -n 's/^metrics on //p' "$demo/wardend.out")
 curl -s "$metrics" 2>/dev/null | grep -E '^warden_(decisions_total|pending_approvals|velocity_used_ratio|audit_chain_length|state_commits|store_step_(seconds|count))' \
   || echo "(see $metrics)"
 
-step "Stopping wardend (it closes the audit log with an HSM-signed checkpoint)"
-echo quit >&"${CLN[1]}" || true
+step "Stopping wardend (it closes the audit log with an HSM-signed checkpoint); the node keeps running"
 kill "$wardend_pid"; wait "$wardend_pid" 2>/dev/null || true
 
 step "wardenctl audit verify: the hash chain, every HSM-signed checkpoint, and the anchor on the token"
@@ -264,6 +263,65 @@ run wardenctl report --config "$demo/wardend.toml" --month "$(date -u +%Y-%m)"
 wardenctl report --config "$demo/wardend.toml" --month "$(date -u +%Y-%m)" --format html --out "$demo/report.html"
 echo "(an HTML version with charts: $demo/report.html)"
 
+step "High availability: the node's state moved to PostgreSQL, with a standby wardend"
+# A throwaway PostgreSQL server for the demo (Debian's postgresql package; no system service).
+# PostgreSQL will not run as root, so as root its files belong to the postgres user.
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pgdir=$(mktemp -d /tmp/warden-demo-pg.XXXXXX)
+as_pg=()
+od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > "$pgdir/password"
+if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); chown -R postgres "$pgdir"; fi
+pg_port=17432
+"${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" -U warden --pwfile="$pgdir/password" \
+  --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C >/dev/null
+"${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+  -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pgdir -c synchronous_commit=on" start >/dev/null
+pg_stop() { "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$pgdir"; }
+trap 'cleanup; pg_stop' EXIT
+PGPASSWORD=$(cat "$pgdir/password") psql -qX -h 127.0.0.1 -p "$pg_port" -U warden -d postgres -c "CREATE DATABASE warden"
+echo "PostgreSQL on 127.0.0.1:$pg_port (password in $pgdir/password, never on a command line)"
+export WARDEN_STORE_URL="host=127.0.0.1 port=$pg_port user=warden dbname=warden"
+export WARDEN_STORE_PASSWORD_FILE="$pgdir/password"
+echo "wardend is stopped, so its sled state can be copied and verified:"
+run wardenctl migrate --from sled --to postgres --config "$demo/wardend.toml"
+
+# Short leases so the demo's failover is quick (the default is 6 s, renewed every 2 s).
+export WARDEN_STORE_BACKEND=postgres WARDEN_STORE_LEASE_SECS=3 WARDEN_STORE_RENEW_SECS=1
+WARDEN_STORE_HOLDER=signer-a wardend --config "$demo/wardend.toml" >"$demo/wardend-a.out" 2>"$demo/wardend-a.log" &
+a_pid=$!; pids+=("$a_pid")
+for _ in $(seq 1 100); do grep -q "admin API on" "$demo/wardend-a.out" 2>/dev/null && break; sleep 0.1; done
+echo "signer-a: $(head -1 "$demo/wardend-a.out")"
+# signer-b: a second member of the HSM cluster (here a copy of the token) and the same sealed
+# seed, on the same database and node, with an admin port of its own.
+cp -r "$demo/tokens" "$demo/tokens-b"
+sed "s|$demo/tokens|$demo/tokens-b|" "$demo/softhsm2.conf" > "$demo/softhsm2-b.conf"
+mkdir -p "$demo/data-b"; cp "$demo/data/node-seed.sealed" "$demo/data-b/"
+SOFTHSM2_CONF="$demo/softhsm2-b.conf" WARDEN_DATA_DIR="$demo/data-b" WARDEN_STORE_HOLDER=signer-b \
+  WARDEN_ADMIN_LISTEN="127.0.0.1:17444" WARDEN_METRICS_LISTEN="127.0.0.1:0" \
+  wardend --config "$demo/wardend.toml" >"$demo/wardend-b.out" 2>"$demo/wardend-b.log" &
+b_pid=$!; pids+=("$b_pid")
+for _ in $(seq 1 100); do grep -q "wardend standby" "$demo/wardend-b.out" 2>/dev/null && break; sleep 0.1; done
+echo "signer-b: $(head -1 "$demo/wardend-b.out")"
+cln pay 30000 20
+admin carol status | grep -E "^(node|role) "
+
+step "signer-a dies (SIGKILL): signer-b takes the lease when it expires and serves the node"
+kill -9 "$a_pid"; wait "$a_pid" 2>/dev/null || true
+started=$(date +%s%N)
+cln pay 30000 21
+echo "(answered $(( ($(date +%s%N) - started) / 1000000 )) ms after the kill, by signer-b)"
+admin_port=17444
+admin carol status | grep -E "^(node|role) "
+admin carol pending
+b_metrics=$(sed -n 's/^metrics on //p' "$demo/wardend-b.out")
+curl -s "$b_metrics" | grep -E '^warden_ha_' || true
+kill "$b_pid"; wait "$b_pid" 2>/dev/null || true
+echo "The audit chain on PostgreSQL, written by both signers, verifies:"
+run wardenctl audit verify --config "$demo/wardend.toml"
+unset WARDEN_STORE_BACKEND WARDEN_STORE_URL WARDEN_STORE_PASSWORD_FILE WARDEN_STORE_LEASE_SECS WARDEN_STORE_RENEW_SECS
+echo quit >&"${CLN[1]}" || true
+
 cleanup
+pg_stop
 trap - EXIT
 echo "done. Everything the demo made is in $demo (wardend log: $demo/wardend.log)."

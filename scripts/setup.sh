@@ -12,6 +12,8 @@ have_pkg opensc || need_pkgs+=(opensc)              # pkcs11-tool, for inspectin
 have_cmd protoc || need_pkgs+=(protobuf-compiler)   # tonic-build compiles proto/ with it
 have_cmd tmux || need_pkgs+=(tmux)                   # the wardenctl top test runs it in a real terminal
 have_cmd strace || need_pkgs+=(strace)               # the durability test watches wardend's fsyncs
+have_pkg postgresql || need_pkgs+=(postgresql)       # the HA tests start throwaway servers (initdb, pg_ctl)
+have_cmd systemd-analyze || need_pkgs+=(systemd)     # a test scores contrib/systemd/wardend.service
 
 if ((${#need_pkgs[@]})); then
   echo "setup: installing ${need_pkgs[*]}"
@@ -27,6 +29,10 @@ if have_cmd rustup; then
     rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
   done
 fi
+
+# The package starts a cluster as a system service where systemd runs; the tests never use it
+# (each starts its own server in a temp dir), so leave it alone but do not depend on it.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "setup: postgresql installed but no initdb under /usr/lib/postgresql/*/bin" >&2; exit 1; }
 
 test -e /usr/lib/softhsm/libsofthsm2.so || { echo "setup: softhsm2 installed but /usr/lib/softhsm/libsofthsm2.so is missing" >&2; exit 1; }
 

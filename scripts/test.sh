@@ -19,6 +19,11 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The test matrix: the end-to-end CLN suite again, with wardend's state on PostgreSQL (a
+# throwaway server the harness starts) instead of sled. Same binary, same tests.
+echo "== cargo test --test e2e_cln (state on PostgreSQL)"
+WARDEN_TEST_STORE=postgres cargo test --locked --test e2e_cln 2>&1 | tee -a "$log"
+status=$(( status | PIPESTATUS[0] ))
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

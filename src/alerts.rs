@@ -29,6 +29,7 @@ pub fn is_alert(kind: EventKind) -> bool {
             | EventKind::Freeze
             | EventKind::Recovery
             | EventKind::Channel
+            | EventKind::Role
     )
 }
 

@@ -41,6 +41,43 @@ pub struct FileConfig {
     /// `[metrics]` table.
     #[serde(default)]
     pub metrics: FileListen,
+    /// `[store]` table.
+    #[serde(default)]
+    pub store: FileStore,
+}
+
+/// `[store]` in the file: where Warden's state lives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    /// "sled" (embedded, the default) or "postgres" (shared with standbys for failover).
+    pub backend: Option<String>,
+    /// PostgreSQL connection: libpq parameters ("host=… user=… dbname=…") or a postgresql://
+    /// URL, without the password.
+    pub url: Option<String>,
+    /// File holding the database password (mode 0600).
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the database password.
+    pub password_env: Option<String>,
+    /// "disable" or "require" (TLS, the server checked against `ca_file`).
+    pub tls: Option<String>,
+    /// CA certificate (PEM) the database server's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds a lease lasts without renewal: the failover time.
+    pub lease_secs: Option<f64>,
+    /// Seconds between renewals by the active wardend.
+    pub renew_secs: Option<f64>,
+    /// This wardend's name in the lease (default: host name and process id).
+    pub holder: Option<String>,
+}
+
+/// Where the state lives, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    /// sled in `data_dir/state`.
+    Sled,
+    /// PostgreSQL, shared for failover.
+    Postgres(crate::store::postgres::PgSettings),
 }
 
 /// `[hsm]` in the file.
@@ -255,6 +292,27 @@ pub struct ConfigArgs {
     /// Live invoices the VLS node may hold [default: 100000]
     #[arg(long, env = "WARDEN_MAX_INVOICES")]
     pub max_invoices: Option<usize>,
+    /// State backend: sled or postgres [default: sled]
+    #[arg(long, env = "WARDEN_STORE_BACKEND")]
+    pub store_backend: Option<String>,
+    /// PostgreSQL connection (libpq parameters or a postgresql:// URL, no password in it)
+    #[arg(long, env = "WARDEN_STORE_URL")]
+    pub store_url: Option<String>,
+    /// File holding the PostgreSQL password (mode 0600). The password itself is never a flag.
+    #[arg(long, env = "WARDEN_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// Name of an environment variable holding the PostgreSQL password
+    #[arg(long, env = "WARDEN_STORE_PASSWORD_ENV")]
+    pub store_password_env: Option<String>,
+    /// Seconds a lease lasts without renewal (the failover time) [default: 6]
+    #[arg(long, env = "WARDEN_STORE_LEASE_SECS")]
+    pub store_lease_secs: Option<f64>,
+    /// Seconds between lease renewals [default: 2]
+    #[arg(long, env = "WARDEN_STORE_RENEW_SECS")]
+    pub store_renew_secs: Option<f64>,
+    /// This wardend's name in the lease [default: host name and process id]
+    #[arg(long, env = "WARDEN_STORE_HOLDER")]
+    pub store_holder: Option<String>,
 }
 
 /// How the admin API is served.
@@ -316,6 +374,8 @@ pub struct Config {
     pub vls_filters: Vec<VlsFilter>,
     /// Alerts.
     pub alerts: AlertSettings,
+    /// Where the state lives.
+    pub store: StoreConfig,
 }
 
 /// What was wrong with the configuration.
@@ -590,6 +650,7 @@ impl ConfigArgs {
                 ));
             }
         }
+        let store = self.store(file.store, &mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
@@ -625,6 +686,125 @@ impl ConfigArgs {
                 webhook,
                 webhook_ca_file,
             },
+            store,
+        })
+    }
+}
+
+impl ConfigArgs {
+    fn store(&self, file: FileStore, problems: &mut Vec<String>) -> StoreConfig {
+        use crate::store::postgres::{PgSettings, PgTls};
+        let backend = self
+            .store_backend
+            .clone()
+            .or(file.backend)
+            .unwrap_or_else(|| "sled".into());
+        match backend.as_str() {
+            "sled" => return StoreConfig::Sled,
+            "postgres" | "postgresql" => {}
+            other => {
+                problems.push(format!(
+                    "store.backend: \"{other}\" is not a backend; use sled (one wardend, embedded) or postgres (shared with standbys)"
+                ));
+                return StoreConfig::Sled;
+            }
+        }
+        let url = self.store_url.clone().or(file.url).unwrap_or_default();
+        match url.parse::<tokio_postgres::Config>() {
+            _ if url.is_empty() => problems.push(
+                "store.url: is required with store.backend = \"postgres\"; e.g. \"host=db.internal user=warden dbname=warden\"".into(),
+            ),
+            Ok(c) if c.get_password().is_some() => problems.push(
+                "store.url: holds a password; remove it and put the password in store.password_file (a 0600 file) or store.password_env".into(),
+            ),
+            Ok(_) => {}
+            Err(e) => problems.push(format!(
+                "store.url: \"{url}\" is not a PostgreSQL connection string ({e}); use libpq parameters (\"host=… user=… dbname=…\") or a postgresql:// URL"
+            )),
+        }
+        let (pw_file, pw_env) =
+            if self.store_password_file.is_some() || self.store_password_env.is_some() {
+                (
+                    self.store_password_file.clone(),
+                    self.store_password_env.clone(),
+                )
+            } else {
+                (file.password_file, file.password_env)
+            };
+        let password = match (pw_file, pw_env) {
+            (Some(_), Some(_)) => {
+                problems.push("store.password_file and store.password_env: both are set; keep exactly one password source".into());
+                None
+            }
+            (Some(f), None) => match std::fs::read_to_string(&f) {
+                Ok(p) => Some(zeroize::Zeroizing::new(
+                    p.trim_end_matches(['\n', '\r']).to_string(),
+                )),
+                Err(e) => {
+                    problems.push(format!(
+                        "store.password_file: cannot read {}: {e}",
+                        f.display()
+                    ));
+                    None
+                }
+            },
+            (None, Some(v)) => match std::env::var(&v) {
+                Ok(p) if !p.is_empty() => Some(zeroize::Zeroizing::new(p)),
+                _ => {
+                    problems.push(format!(
+                        "store.password_env: the environment variable {v} is not set; set it, or use store.password_file"
+                    ));
+                    None
+                }
+            },
+            // Trust or peer authentication (a Unix socket), or a password libpq finds itself.
+            (None, None) => None,
+        };
+        let tls = match (file.tls.as_deref().unwrap_or("disable"), file.ca_file) {
+            ("disable", _) => PgTls::Disable,
+            ("require", Some(ca_file)) => PgTls::Require { ca_file },
+            ("require", None) => {
+                problems.push("store.ca_file: is required with store.tls = \"require\"; name the CA (PEM) that signed the database server's certificate".into());
+                PgTls::Disable
+            }
+            (other, _) => {
+                problems.push(format!(
+                    "store.tls: \"{other}\" is not a TLS mode; use disable or require"
+                ));
+                PgTls::Disable
+            }
+        };
+        let lease = self.store_lease_secs.or(file.lease_secs).unwrap_or(6.0);
+        let renew = self.store_renew_secs.or(file.renew_secs).unwrap_or(2.0);
+        if !(lease.is_finite() && (0.5..=600.0).contains(&lease)) {
+            problems.push(format!(
+                "store.lease_secs: {lease} is out of range; use 0.5 to 600 seconds (the failover time)"
+            ));
+        } else if !(renew.is_finite() && renew > 0.0 && renew * 2.0 <= lease) {
+            problems.push(format!(
+                "store.renew_secs: {renew} must be positive and at most half of store.lease_secs ({lease}), so one lost renewal does not lose the lease"
+            ));
+        }
+        let holder = self
+            .store_holder
+            .clone()
+            .or(file.holder)
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "wardend".into());
+                format!("{host}:{}", std::process::id())
+            });
+        if holder.is_empty() || holder.len() > 200 {
+            problems.push("store.holder: must be 1 to 200 characters".into());
+        }
+        StoreConfig::Postgres(PgSettings {
+            conninfo: url,
+            password,
+            tls,
+            lease: std::time::Duration::from_secs_f64(lease.clamp(0.5, 600.0)),
+            renew: std::time::Duration::from_secs_f64(renew.clamp(0.01, 600.0)),
+            holder,
         })
     }
 }

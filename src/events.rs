@@ -41,6 +41,8 @@ pub enum EventKind {
     /// A channel open was refused by `[channels]`, a channel started closing, or a channel's
     /// outbound liquidity fell below the policy's alert level.
     Channel,
+    /// This wardend took the lease of a database shared for failover (it is the active one now).
+    Role,
 }
 
 /// One event.
@@ -112,6 +114,7 @@ impl EventKind {
             EventKind::Freeze => "freeze",
             EventKind::Recovery => "recovery",
             EventKind::Channel => "channel",
+            EventKind::Role => "role",
         }
     }
 }

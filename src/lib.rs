@@ -34,6 +34,7 @@ pub mod events;
 pub mod fsutil;
 pub mod fuzzing;
 pub mod governance;
+pub mod hardening;
 pub mod hsm;
 pub mod ldk;
 pub mod metrics;

@@ -71,6 +71,9 @@ pub struct Metrics {
     store_ops: Family<NameLabel, Gauge>,
     velocity_used: Family<NameLabel, Gauge<f64, AtomicU64>>,
     channels: ChannelGauges,
+    ha_role: Family<NameLabel, Gauge>,
+    ha_epoch: Gauge,
+    ha_lease_age: Gauge<f64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -228,7 +231,28 @@ impl Default for Metrics {
             "msat in outgoing HTLCs across all channels",
             channels.in_flight_total.clone(),
         );
+        let ha_role = Family::<NameLabel, Gauge>::default();
+        r.register(
+            "ha_role",
+            "1 for this wardend's role on a database shared for failover (active, standby, deposed); absent on sled",
+            ha_role.clone(),
+        );
+        let ha_epoch = Gauge::default();
+        r.register(
+            "ha_epoch",
+            "The lease epoch: this wardend's own while active, the active one's while standby",
+            ha_epoch.clone(),
+        );
+        let ha_lease_age = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "ha_lease_age_seconds",
+            "Since the lease was last renewed (by this wardend while active, by the active one while standby)",
+            ha_lease_age.clone(),
+        );
         Metrics {
+            ha_role,
+            ha_epoch,
+            ha_lease_age,
             channels,
             registry: Mutex::new(r),
             decisions,
@@ -316,8 +340,21 @@ impl Metrics {
             state_commits,
             store,
             channels,
+            lease,
         } = *now;
         self.render_channels(channels);
+        if let Some(l) = lease {
+            use crate::store::Role;
+            for role in [Role::Active, Role::Standby, Role::Deposed] {
+                self.ha_role
+                    .get_or_create(&NameLabel {
+                        name: role.name().into(),
+                    })
+                    .set(i64::from(role == l.role));
+            }
+            self.ha_epoch.set(l.epoch as i64);
+            self.ha_lease_age.set(l.age_secs);
+        }
         self.state_commits.set(state_commits as i64);
         for t in store {
             self.store_seconds
@@ -363,6 +400,19 @@ pub struct Gauges<'a> {
     pub store: &'a [crate::store::Timing],
     /// The channels, from the signer's state.
     pub channels: &'a [crate::policy::channels::ChannelView],
+    /// The lease, on a database shared for failover.
+    pub lease: Option<LeaseView>,
+}
+
+/// The lease as a scrape shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaseView {
+    /// This wardend's role.
+    pub role: crate::store::Role,
+    /// The epoch (ours while active, the active one's while standby).
+    pub epoch: u64,
+    /// Seconds since the last renewal.
+    pub age_secs: f64,
 }
 
 impl Metrics {

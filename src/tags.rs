@@ -28,6 +28,8 @@ pub const SIGNER_PANIC: &str = "warden-signer-panic";
 pub const VLS_REFUSED: &str = "warden-vls-refused";
 /// The node has been disconnected longer than `alerts.node_disconnect_secs`.
 pub const NODE_DISCONNECTED: &str = "warden-node-disconnected";
+/// This wardend took over the lease of a database shared for failover (a failover or a start).
+pub const TOOK_OVER: &str = "warden-ha-took-over";
 /// The system clock read earlier than a time Warden already used; Warden keeps its own time.
 pub const CLOCK_STEPPED_BACK: &str = "warden-clock-stepped-back";
 /// The system clock moved further than the time that passed (`alerts.clock_jump_secs`).
@@ -71,7 +73,7 @@ pub const SIGNER_UNREACHABLE: &str = "warden-signer-unreachable";
 pub const UNCHECKED_SPEND: &str = "warden-unchecked-spend";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 29] = [
+pub const ALL: [&str; 30] = [
     AUDIT_FAILURE,
     HSM_UNAVAILABLE,
     STORE_FAILURE,
@@ -84,6 +86,7 @@ pub const ALL: [&str; 29] = [
     SIGNER_PANIC,
     VLS_REFUSED,
     NODE_DISCONNECTED,
+    TOOK_OVER,
     CLOCK_STEPPED_BACK,
     CLOCK_JUMPED,
     FROZEN,

@@ -293,6 +293,7 @@ pub fn event_proto(e: &Event) -> proto::Event {
         EventKind::Freeze => proto::EventKind::Freeze,
         EventKind::Recovery => proto::EventKind::Recovery,
         EventKind::Channel => proto::EventKind::Channel,
+        EventKind::Role => proto::EventKind::Role,
     };
     proto::Event {
         seq: e.seq,
@@ -614,6 +615,7 @@ impl Warden for AdminService {
             .list_pending(now)
             .map_err(|e| Status::unavailable(e.to_string()))?
             .len() as u32;
+        let lease = self.core.store().lease();
         Ok(Response::new(proto::StatusResponse {
             node_id: self
                 .core
@@ -630,6 +632,16 @@ impl Warden for AdminService {
             auth_failures: self.auth.total(),
             policy_note: self.core.policy_note().unwrap_or_default(),
             recovery: self.core.recovery_lines(now),
+            ha_role: lease
+                .as_ref()
+                .map(|l| l.role.name().to_string())
+                .unwrap_or_default(),
+            ha_epoch: lease.as_ref().map(|l| l.epoch).unwrap_or(0),
+            ha_lease_age_ms: lease
+                .as_ref()
+                .and_then(|l| l.renewed_ago)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             frozen: self
                 .core
                 .frozen()

@@ -8,11 +8,13 @@ use clap::Parser;
 use std::sync::Arc;
 use warden::approval::ApprovalConfig;
 use warden::clock::SystemClock;
+use warden::config::StoreConfig;
 use warden::config::{AdminTls, ConfigArgs};
 use warden::core::{Core, GovernanceError, LoadedPolicy, PolicyFile};
 use warden::governance::{PolicyHistory, PolicyVersion};
 use warden::hsm::Hsm;
 use warden::policy::{load_policy_file_for, parse_policy_for, DEFAULT_POLICY};
+use warden::store::postgres::{LeaseRow, PgBackend};
 use warden::store::Store;
 
 /// Warden's signer daemon: an HSM-backed, validating Lightning signer.
@@ -45,19 +47,91 @@ async fn main() -> anyhow::Result<()> {
     // once the database is open.
     let file_policy = read_policy_file(&config);
 
+    // Before the seed is unsealed: no core dump, no swap, no other process reading our memory.
+    let hardening = warden::hardening::protect_process();
+    if !hardening.no_core_dumps {
+        tracing::warn!("could not turn core dumps off; the seed could reach a core file");
+    }
+    if let Err(why) = &hardening.memory_locked {
+        tracing::warn!(
+            "memory is not locked into RAM, so pages holding keys may be swapped: {why}"
+        );
+    }
     let hsm = Hsm::open(&config.hsm)?;
     let loaded_seed = hsm.load_seed(&config.data_dir, config.network)?;
     let node_id = warden::signer::node_id(&loaded_seed.seed, config.network);
     let audit_key = hsm.audit_public_key()?;
 
-    let store = Store::open(&config.data_dir.join("state"))?;
+    // Signal handlers go in before anything is printed: a supervisor that sends SIGTERM as soon
+    // as it reads a line must get a clean shutdown, not the default signal death.
+    let shutdown = shutdown_signals();
+    tokio::pin!(shutdown);
+    let metrics = Arc::new(warden::metrics::Metrics::default());
+    // Bound now, so a standby answers scrapes (its role, the active one's epoch) while it waits.
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on metrics.listen {}", config.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let serving: Arc<std::sync::OnceLock<Arc<Core>>> = Arc::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let standby_view: Arc<std::sync::Mutex<Option<LeaseRow>>> = Arc::default();
+    {
+        let mut rx = stop_rx.clone();
+        let (serving, metrics, standby_view) =
+            (serving.clone(), metrics.clone(), standby_view.clone());
+        tokio::spawn(warden::metrics::serve(
+            move || match serving.get() {
+                Some(core) => core.render_metrics(),
+                None => standby_metrics(&metrics, &standby_view),
+            },
+            metrics_listener,
+            async move {
+                let _ = rx.changed().await;
+            },
+        ));
+    }
+
+    let (store, pg) = match &config.store {
+        StoreConfig::Sled => (Store::open(&config.data_dir.join("state"))?, None),
+        StoreConfig::Postgres(settings) => {
+            let settings = settings.clone();
+            let pg = Arc::new(
+                tokio::task::spawn_blocking(move || PgBackend::open(settings))
+                    .await?
+                    .context("opening the PostgreSQL state database (store.url)")?,
+            );
+            let Some(epoch) =
+                wait_for_lease(&pg, &standby_view, metrics_addr, &mut shutdown).await?
+            else {
+                tracing::info!("wardend stopping (standby)");
+                let _ = stop_tx.send(true);
+                return Ok(());
+            };
+            pg.start_renewing();
+            pg.on_deposed(|by| {
+                // Every commit and every answer already fails (the lease is gone); the stream
+                // answers what is in hand as temporary failures, so the node retries them on
+                // the new active wardend, then the process ends and its supervisor starts it
+                // again as a standby.
+                eprintln!("wardend deposed: {by} holds the lease now; exiting with status {EXIT_DEPOSED} in {DEPOSED_GRACE:?}");
+                std::thread::spawn(|| {
+                    std::thread::sleep(DEPOSED_GRACE);
+                    // At once, without running exit handlers: the HSM library's static
+                    // destructors must not run under threads still using it.
+                    // SAFETY: FFI; _exit(2) takes a status and never returns.
+                    unsafe { nix::libc::_exit(EXIT_DEPOSED) }
+                });
+            });
+            tracing::info!(epoch, holder = %pg.settings().holder, "took the lease: this wardend is the active signer");
+            (Store::new(pg.clone()), Some((pg, epoch)))
+        }
+    };
     warden::signer::bind_seed(&store, &loaded_seed.binding)?;
     // Only now, holding the database's lock with the seed's id accepted by the state.
     let seed_upgraded = hsm.upgrade_seed(&config.data_dir, &loaded_seed)?;
     let seed_binding = loaded_seed.binding;
     let seed = loaded_seed.seed;
     let (loaded, file_state) = policy_in_force(&store, &config, file_policy)?;
-    let metrics = Arc::new(warden::metrics::Metrics::default());
     let audit = Arc::new(warden::audit::AuditLog::open(
         &store,
         Arc::new(warden::metrics::MeteredHsm {
@@ -95,8 +169,29 @@ async fn main() -> anyhow::Result<()> {
             "audit_key": audit_key.to_string(),
             "seed_id": seed_binding.seed_id_hex(),
             "seed_upgraded": seed_upgraded,
+            "lease_epoch": pg.as_ref().map(|(_, epoch)| *epoch),
+            "holder": pg.as_ref().map(|(p, _)| p.settings().holder.clone()),
         }),
     )?;
+    if let Some((pg, epoch)) = &pg {
+        let previous = standby_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|r| format!("{} (epoch {})", r.holder, r.epoch))
+            .unwrap_or_else(|| "nobody".into());
+        core.events.emit(
+            core.clock.now(),
+            warden::events::EventKind::Role,
+            "",
+            &[warden::tags::TOOK_OVER.to_string()],
+            format!(
+                "{} took the lease at epoch {epoch} and is the active signer; it was held by {previous}",
+                pg.settings().holder
+            ),
+            0,
+        );
+    }
     let settings = warden::signer::SignerSettings {
         network: config.network,
         max_invoices: config.max_invoices,
@@ -129,7 +224,6 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(propose_on_sighup(core.clone(), path, config.network));
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut admin_task = None;
     let api_tls = match &config.admin_tls {
         AdminTls::Mutual {
@@ -170,21 +264,7 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
 
-    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
-        .await
-        .with_context(|| format!("cannot listen on metrics.listen {}", config.metrics_listen))?;
-    let metrics_addr = metrics_listener.local_addr()?;
-    {
-        let mut rx = stop_rx.clone();
-        let core = core.clone();
-        tokio::spawn(warden::metrics::serve(
-            move || core.render_metrics(),
-            metrics_listener,
-            async move {
-                let _ = rx.changed().await;
-            },
-        ));
-    }
+    let _ = serving.set(core.clone());
     let (seen, alerting) = (core.clone(), core.clone());
     tokio::spawn(warden::alerts::watch_node(
         move || seen.connection() == warden::core::NodeConnection::Connected,
@@ -259,9 +339,6 @@ async fn main() -> anyhow::Result<()> {
         rebuild,
     ));
 
-    // Signal handlers go in before "ready" is printed: a supervisor that sends SIGTERM as soon
-    // as it reads that line must get a clean shutdown, not the default signal death.
-    let shutdown = shutdown_signals();
     println!(
         "wardend ready: node id {node_id} ({} network)",
         config.network
@@ -286,6 +363,13 @@ async fn main() -> anyhow::Result<()> {
     }) {
         tracing::error!(error = %e, "could not close the audit log with a checkpoint");
     }
+    if let Some((pg, _)) = &pg {
+        // A standby takes over at once instead of waiting for the lease to run out.
+        let pg = pg.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || pg.release()).await? {
+            tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires");
+        }
+    }
     if let Some(t) = admin_task {
         // Open event streams (wardenctl watch, top) would hold a graceful shutdown forever:
         // give in-flight calls a moment, then close what is left.
@@ -302,6 +386,76 @@ async fn main() -> anyhow::Result<()> {
 
 /// Seconds between sweeps (expired requests, the audit tail's checkpoint).
 const SWEEP_SECS: u64 = 5;
+
+/// The exit status of a wardend whose lease another one took (EX_TEMPFAIL): its supervisor
+/// starts it again, as a standby.
+const EXIT_DEPOSED: i32 = 75;
+
+/// How long a deposed wardend keeps its node connection to answer what is in hand as temporary
+/// failures (so the node retries them on the active wardend) before it exits.
+const DEPOSED_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Wait as a standby until the lease is ours (`Some(epoch)`), or a stop signal (`None`).
+async fn wait_for_lease(
+    pg: &Arc<PgBackend>,
+    view: &Arc<std::sync::Mutex<Option<LeaseRow>>>,
+    metrics_addr: std::net::SocketAddr,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> anyhow::Result<Option<u64>> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waiter = {
+        let (pg, view, stop) = (pg.clone(), view.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut announced = false;
+            pg.acquire(|row| {
+                if let Some(r) = row {
+                    if !announced {
+                        println!(
+                            "wardend standby: {} holds the lease (epoch {}); taking over when it expires",
+                            r.holder, r.epoch
+                        );
+                        println!("standby metrics on http://{metrics_addr}/metrics");
+                        tracing::info!(holder = %r.holder, epoch = r.epoch, "standby: waiting for the lease");
+                        announced = true;
+                    }
+                    *view.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
+                }
+                !stop.load(std::sync::atomic::Ordering::SeqCst)
+            })
+        })
+    };
+    tokio::pin!(waiter);
+    tokio::select! {
+        r = &mut waiter => Ok(r?.context("waiting for the database's lease")?),
+        _ = shutdown.as_mut() => {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = waiter.await;
+            Ok(None)
+        }
+    }
+}
+
+/// /metrics while standby: the role and the active wardend's lease, nothing else yet.
+fn standby_metrics(
+    metrics: &warden::metrics::Metrics,
+    view: &std::sync::Mutex<Option<LeaseRow>>,
+) -> String {
+    let row = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    metrics.render(&warden::metrics::Gauges {
+        pending: 0,
+        node_connected: false,
+        audit_records: 0,
+        velocity: &[],
+        state_commits: 0,
+        store: &[],
+        channels: &[],
+        lease: Some(warden::metrics::LeaseView {
+            role: warden::store::Role::Standby,
+            epoch: row.as_ref().map(|r| r.epoch).unwrap_or(0),
+            age_secs: row.map(|r| r.renewed_ago.as_secs_f64()).unwrap_or(0.0),
+        }),
+    })
+}
 
 /// Installs the SIGINT/SIGTERM handlers now and returns a future that resolves on either.
 fn shutdown_signals() -> impl std::future::Future<Output = ()> {

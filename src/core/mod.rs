@@ -266,11 +266,12 @@ impl Core {
                 if let (Some(s), Some(e), Some(a), Some(h)) =
                     (s.upgrade(), e.upgrade(), a.upgrade(), h.upgrade())
                 {
-                    restore(&s, &e, &a, &h);
+                    restore(&s, &e, &a, &h)?;
                     if let (Some(c), Some(l)) = (committed.upgrade(), live.upgrade()) {
                         c.restore_into(&l, &e);
                     }
                 }
+                Ok(())
             });
         }
         Ok(Core {
@@ -384,7 +385,10 @@ impl Core {
     /// Bring the in-memory state (velocity windows, audit chain head) back to what the store
     /// holds, after a transaction was discarded or rolled back to a savepoint.
     pub fn reload(&self) {
-        restore(&self.store, &self.engine, &self.audit, &self.persisted_hwm);
+        // A reload that cannot read (logged inside) leaves memory ahead of the store; the
+        // transaction's commit then fails too, and the store's abort handler retries the reload
+        // before the next transaction may begin.
+        let _ = restore(&self.store, &self.engine, &self.audit, &self.persisted_hwm);
         self.committed.restore_into(
             &Committed {
                 policy: self.policy_text.clone(),
@@ -1321,19 +1325,21 @@ fn restore(
     engine: &Mutex<PolicyEngine>,
     audit: &crate::audit::AuditLog,
     persisted_hwm: &std::sync::atomic::AtomicU64,
-) {
+) -> Result<(), String> {
     let stored = store
         .get(crate::store::Namespace::Meta, TIME_HWM)
-        .ok()
-        .flatten()
+        .map_err(|e| format!("the clock's high-water mark: {e}"))?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0);
     persisted_hwm.store(stored, std::sync::atomic::Ordering::Relaxed);
     if let Err(e) = engine.lock().unwrap_or_else(|p| p.into_inner()).reload() {
         tracing::error!(error = %e, "cannot reload the velocity windows");
+        return Err(format!("the velocity windows: {e}"));
     }
     if let Err(e) = audit.reload() {
         tracing::error!(error = %e, "cannot reload the audit chain head");
+        return Err(format!("the audit chain head: {e}"));
     }
+    Ok(())
 }

@@ -136,6 +136,11 @@ impl Core {
             state_commits: self.store().commits(),
             store: &self.store().timings(),
             channels: &self.channels(),
+            lease: self.store().lease().map(|l| crate::metrics::LeaseView {
+                role: l.role,
+                epoch: l.epoch,
+                age_secs: l.renewed_ago.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            }),
         })
     }
 }

@@ -6,6 +6,15 @@
 //! `enter` and `commit`; its commit stages them here, in the request's transaction, so they
 //! become durable in the one commit that also holds Warden's decision and audit record.
 //!
+//! Every entry is also held in memory, loaded once at open and updated as writes are staged:
+//! VLS's transactional layer reads a key's current value before each write, and those reads,
+//! with `get`, `get_prefix` and the version checks, are answered from memory, never from the
+//! database. On a database across the network that saves a round trip per key, and a database
+//! that goes away in the middle of a request cannot fail a VLS write (VLS panics when its
+//! persister fails). Memory is ahead of the database only while a request's transaction is
+//! open; when it is discarded or its commit fails, the stream rebuilds the node, and this
+//! store with it, from what was committed.
+//!
 //! A deletion (VLS writes an empty value) removes the key: what VLS forgets (invoices past their
 //! retention, closed channels' stubs) leaves nothing behind on disk. VLS's stores keep such
 //! tombstones for replication to a cloud store, which Warden does not use.
@@ -13,14 +22,15 @@
 use crate::store::{Namespace, Store, StoreError};
 use lightning_signer::persist::Error;
 use lightning_signer::SendSync;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use vls_persist::kvv::{KVVStore, KVV};
 
 /// VLS's key-version-value store on Warden's store.
 pub struct VlsKvvStore {
     store: Store,
-    versions: Mutex<HashMap<String, u64>>,
+    /// Every key's encoded version and value, as staged.
+    entries: Mutex<BTreeMap<String, Vec<u8>>>,
     signer_id: [u8; 16],
 }
 
@@ -49,9 +59,9 @@ const SIGNER_ID: &[u8] = b"vls-signer-id";
 impl VlsKvvStore {
     /// Over `store`, loading every key's version.
     pub fn open(store: &Store) -> Result<Self, Error> {
-        let mut versions = HashMap::new();
+        let mut entries = BTreeMap::new();
         for (k, v) in store.scan(Namespace::Vls, b"").map_err(io)? {
-            versions.insert(String::from_utf8_lossy(&k).into_owned(), decode(&v).0);
+            entries.insert(String::from_utf8_lossy(&k).into_owned(), v);
         }
         let signer_id = match store.get(Namespace::Meta, SIGNER_ID).map_err(io)? {
             Some(v) if v.len() == 16 => v.as_slice().try_into().expect("16 bytes"),
@@ -66,27 +76,21 @@ impl VlsKvvStore {
         };
         Ok(VlsKvvStore {
             store: store.clone(),
-            versions: Mutex::new(versions),
+            entries: Mutex::new(entries),
             signer_id,
         })
     }
 
     fn check(
-        &self,
-        versions: &HashMap<String, u64>,
+        entries: &BTreeMap<String, Vec<u8>>,
         key: &str,
         version: u64,
         vv: &[u8],
     ) -> Result<(), Error> {
-        if let Some(v) = versions.get(key) {
-            if version < *v {
+        if let Some(existing) = entries.get(key) {
+            let v = decode(existing).0;
+            if version < v || (version == v && existing.as_slice() != vv) {
                 return Err(Error::VersionMismatch);
-            }
-            if version == *v {
-                let existing = self.store.get(Namespace::Vls, key.as_bytes()).map_err(io)?;
-                if existing.as_deref() != Some(vv) {
-                    return Err(Error::VersionMismatch);
-                }
             }
         }
         Ok(())
@@ -108,11 +112,11 @@ impl KVVStore for VlsKvvStore {
 
     fn put(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
         let version = self
-            .versions
+            .entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .map(|v| v + 1)
+            .map(|vv| decode(vv).0 + 1)
             .unwrap_or(0);
         self.put_with_version(key, version, value)
     }
@@ -122,7 +126,7 @@ impl KVVStore for VlsKvvStore {
     }
 
     fn put_batch(&self, kvvs: Vec<KVV>) -> Result<(), Error> {
-        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut staged: Vec<(String, u64, Vec<u8>)> = Vec::with_capacity(kvvs.len());
         let mut seen: HashMap<String, u64> = HashMap::new();
         for KVV(key, (version, value)) in kvvs {
@@ -132,7 +136,7 @@ impl KVVStore for VlsKvvStore {
                     return Err(Error::VersionMismatch);
                 }
             } else {
-                self.check(&versions, &key, version, &vv)?;
+                Self::check(&entries, &key, version, &vv)?;
             }
             seen.insert(key.clone(), version);
             staged.push((key, version, vv));
@@ -151,11 +155,11 @@ impl KVVStore for VlsKvvStore {
                 Ok::<_, StoreError>(())
             })
             .map_err(io)?;
-        for (key, version, vv) in staged {
+        for (key, _, vv) in staged {
             if vv.len() == 8 {
-                versions.remove(&key);
+                entries.remove(&key);
             } else {
-                versions.insert(key, version);
+                entries.insert(key, vv);
             }
         }
         Ok(())
@@ -163,28 +167,30 @@ impl KVVStore for VlsKvvStore {
 
     fn get(&self, key: &str) -> Result<Option<(u64, Vec<u8>)>, Error> {
         Ok(self
-            .store
-            .get(Namespace::Vls, key.as_bytes())
-            .map_err(io)?
-            .map(|v| decode(&v)))
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|vv| decode(vv)))
     }
 
     fn get_version(&self, key: &str) -> Result<Option<u64>, Error> {
         Ok(self
-            .versions
+            .entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .copied())
+            .map(|vv| decode(vv).0))
     }
 
     fn get_prefix(&self, prefix: &str) -> Result<Self::Iter, Error> {
         let out = self
-            .store
-            .scan(Namespace::Vls, prefix.as_bytes())
-            .map_err(io)?
-            .into_iter()
-            .map(|(k, v)| KVV(String::from_utf8_lossy(&k).into_owned(), decode(&v)))
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, vv)| KVV(k.clone(), decode(vv)))
             .collect::<Vec<_>>();
         Ok(Iter(out.into_iter()))
     }
@@ -194,31 +200,35 @@ impl KVVStore for VlsKvvStore {
     }
 
     fn clear_database(&self) -> Result<(), Error> {
-        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         self.store
             .write(|| {
-                for (k, _) in self.store.scan(Namespace::Vls, b"")? {
-                    self.store.delete(Namespace::Vls, k)?;
+                for k in entries.keys() {
+                    self.store.delete(Namespace::Vls, k.as_bytes().to_vec())?;
                 }
                 Ok::<_, StoreError>(())
             })
             .map_err(io)?;
-        versions.clear();
+        entries.clear();
         Ok(())
     }
 
     fn reset_versions(&self) -> Result<(), Error> {
-        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let reset: BTreeMap<String, Vec<u8>> = entries
+            .iter()
+            .map(|(k, vv)| (k.clone(), encode(0, &decode(vv).1)))
+            .collect();
         self.store
             .write(|| {
-                for (k, v) in self.store.scan(Namespace::Vls, b"")? {
+                for (k, vv) in &reset {
                     self.store
-                        .put(Namespace::Vls, k, encode(0, &decode(&v).1))?;
+                        .put(Namespace::Vls, k.as_bytes().to_vec(), vv.clone())?;
                 }
                 Ok::<_, StoreError>(())
             })
             .map_err(io)?;
-        versions.values_mut().for_each(|v| *v = 0);
+        *entries = reset;
         Ok(())
     }
 
@@ -260,6 +270,25 @@ mod tests {
         assert_eq!(s.signer_id(), id);
         let keys: Vec<String> = s.get_prefix("b/").unwrap().map(|k| k.0).collect();
         assert_eq!(keys, vec!["b/1", "b/2"]);
+    }
+
+    #[test]
+    fn reads_and_version_checks_are_answered_from_memory_not_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(dir.path()).unwrap();
+        let s = VlsKvvStore::open(&db).unwrap();
+        s.put("n/1", b"mine".to_vec()).unwrap();
+        // Changed behind its back, as only another writer could: this store does not look.
+        db.tamper(Namespace::Vls, b"n/1", Some(&encode(7, b"theirs")));
+        assert_eq!(s.get("n/1").unwrap(), Some((0, b"mine".to_vec())));
+        assert_eq!(s.get_version("n/1").unwrap(), Some(0));
+        let listed: Vec<_> = s.get_prefix("n/").unwrap().map(|k| k.1).collect();
+        assert_eq!(listed, vec![(0, b"mine".to_vec())]);
+        // A store opened now (the rebuild after a failed commit) reads the database.
+        let fresh = VlsKvvStore::open(&db).unwrap();
+        assert_eq!(fresh.get("n/1").unwrap(), Some((7, b"theirs".to_vec())));
+        // The re-put check compares with memory too: the same version and value pass.
+        s.put_with_version("n/1", 0, b"mine".to_vec()).unwrap();
     }
 
     #[test]

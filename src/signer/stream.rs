@@ -473,6 +473,16 @@ fn set_connection(core: &Core, state: NodeConnection, detail: String) {
 /// node is discarded and `rebuild` restores it from the last committed state, and the
 /// connection is restarted so the proxy replays its init: Warden never signs with state that a
 /// half-finished request may have changed.
+///
+/// On a database shared for failover only the current lease holder talks to the node: the
+/// proxy hands a request to whichever connection it has and retransmits unanswered ones to a
+/// new connection, so a request answered on two connections would stop it. A wardend whose
+/// lease lapsed (a pause, the database out of reach) or was taken therefore sends nothing
+/// more, not even a temporary failure, closes its connection, and opens a new one only once
+/// its lease is current again (a deposed one never); what it left unanswered the proxy
+/// retransmits to the next connection. The active wardend reconnects once when the wardend it
+/// deposed says it is gone, so requests the proxy handed that one's connection while it was
+/// paused are retransmitted too.
 pub async fn run(
     mut init: InitHandler,
     core: Arc<Core>,
@@ -481,9 +491,36 @@ pub async fn run(
     rebuild: Rebuild,
 ) {
     let mut backoff = Duration::from_millis(200);
+    // The node in memory is ahead of the committed state: rebuild before serving again.
+    let mut stale = false;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        match may_connect(&core) {
+            Some(true) => {}
+            Some(false) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    _ = shutdown.changed() => break,
+                }
+            }
+            None => {
+                tracing::error!("this wardend was deposed: it never connects to the node again");
+                return;
+            }
+        }
+        if stale {
+            match rebuilt(&mut init, &rebuild, &core) {
+                Rebuilt::Fresh => stale = false,
+                Rebuilt::Stop => return,
+                Rebuilt::Hold => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
         }
         let connected = tokio::select! {
             c = connect(&uri) => c,
@@ -525,10 +562,11 @@ pub async fn run(
             NodeConnection::Connected,
             format!("connected to the node at {uri}"),
         );
+        let predecessors = gone_predecessors(&core);
         let mut session = Session::new(&init, core.clone());
         // Answers leave from the sender, in order, each once its request is durable; the loop
         // meanwhile handles the next request (group commit). `lost` says a queued request never
-        // became durable, so the node must be rebuilt.
+        // became durable (the node must be rebuilt) or the lease stopped being current.
         let (queue, mut queued) = mpsc::unbounded_channel::<(Answered, Option<Durable>)>();
         let lost = Arc::new(tokio::sync::Notify::new());
         let sender = {
@@ -541,6 +579,13 @@ pub async fn run(
                         None => answered,
                     };
                     if answered.broken {
+                        lost.notify_one();
+                    }
+                    if !gone && may_connect(&core) != Some(true) {
+                        // Checked as the answer leaves: after a pause this process may no
+                        // longer be the one the node should hear from.
+                        tracing::warn!("the lease is not current: answers are held back and the connection closes; the node gets them from the active wardend");
+                        gone = true;
                         lost.notify_one();
                     }
                     let fatal = !answered.response.error.is_empty()
@@ -561,18 +606,35 @@ pub async fn run(
             })
         };
         drop(tx);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             let next = tokio::select! {
                 n = requests.next() => n,
                 _ = shutdown.changed() => None,
                 _ = lost.notified() => {
-                    if !rebuilt(&mut init, &rebuild) {
-                        return;
-                    }
+                    stale = true;
                     None
+                }
+                _ = tick.tick() => {
+                    if may_connect(&core) != Some(true) {
+                        // Lapsed or deposed while idle: close, so the node's proxy hands its
+                        // requests to the active wardend's connection.
+                        stale = true;
+                        None
+                    } else if gone_predecessors(&core) > predecessors {
+                        tracing::info!("the wardend this one deposed is gone: reconnecting, so the node retransmits what it had handed that one");
+                        None
+                    } else {
+                        continue;
+                    }
                 }
             };
             let Some(Ok(request)) = next else { break };
+            if may_connect(&core) != Some(true) {
+                // Not even a temporary failure: the request is the active wardend's to answer.
+                stale = true;
+                break;
+            }
             let (answered, durable) =
                 tokio::task::block_in_place(|| session.handle_deferred(request));
             let broken = answered.broken;
@@ -583,11 +645,10 @@ pub async fn run(
                 let _ = due(&core, answered, durable);
                 break;
             }
-            // A broken node is rebuilt whether or not the answer reaches the node.
+            // A broken node is rebuilt (before the next connection) whether or not the answer
+            // reaches the node.
             if broken {
-                if !rebuilt(&mut init, &rebuild) {
-                    return;
-                }
+                stale = true;
                 break;
             }
         }
@@ -604,18 +665,58 @@ pub async fn run(
     }
 }
 
-/// Replace `init` with a node rebuilt from the committed state; false if that failed (the
-/// signer then stops: it must not sign with state it cannot trust).
-fn rebuilt(init: &mut InitHandler, rebuild: &Rebuild) -> bool {
+/// How many wardends this one deposed have said they are gone (0 on a single-node database).
+fn gone_predecessors(core: &Core) -> u64 {
+    core.store()
+        .lease()
+        .map(|l| l.predecessors_gone)
+        .unwrap_or(0)
+}
+
+/// What became of the node after a request left it ahead of the committed state.
+enum Rebuilt {
+    /// Rebuilt from the committed state: reconnect and serve.
+    Fresh,
+    /// It cannot be: the signer stops (it must not sign with state it cannot trust).
+    Stop,
+    /// On a database shared for failover, not now: the lease is not current or the state
+    /// cannot be read (the database is out of reach). Tried again before the next connection;
+    /// meanwhile the node's requests wait in its proxy.
+    Hold,
+}
+
+/// Replace `init` with a node rebuilt from the committed state.
+fn rebuilt(init: &mut InitHandler, rebuild: &Rebuild, core: &Core) -> Rebuilt {
+    let shared = core.store().lease().is_some();
+    if shared {
+        if let Err(e) = core.store().fence() {
+            tracing::warn!(error = %e, "the node is not rebuilt while the lease is not current; requests are temporary failures meanwhile");
+            return Rebuilt::Hold;
+        }
+    }
     match tokio::task::block_in_place(|| rebuild()) {
         Ok(fresh) => {
             *init = fresh;
-            true
+            Rebuilt::Fresh
+        }
+        Err(e) if shared => {
+            tracing::warn!(error = %e, "cannot restore the node from the shared database yet; requests are temporary failures meanwhile");
+            Rebuilt::Hold
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot restore the node; stopping the signer");
-            false
+            Rebuilt::Stop
         }
+    }
+}
+
+/// Whether this wardend may open a stream to the node now: always on a single-node database;
+/// on a shared one only while its lease is current. `None`: deposed, never again.
+fn may_connect(core: &Core) -> Option<bool> {
+    match core.store().lease() {
+        None => Some(true),
+        Some(l) if l.role == crate::store::Role::Deposed => None,
+        Some(_) => Some(core.store().fence().is_ok()),
     }
 }
 

@@ -70,7 +70,9 @@ impl Proxy {
                 std::env::var("WARDEN_PROXY_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Its log goes to stdout (and, buffered, to remote_hsmd_socket.log): kept in
+            // datadir/proxy.out, written as it happens, for a failing test to show.
+            .stdout(std::fs::File::create(datadir.join("proxy.out"))?)
             .stderr(Stdio::null());
         cmd.fd_mappings(vec![FdMapping {
             parent_fd: theirs,

@@ -82,6 +82,14 @@ impl Backend for FaultBackend {
         self.inner.size_on_disk()
     }
 
+    fn fence(&self) -> Result<(), StoreError> {
+        self.inner.fence()
+    }
+
+    fn lease(&self) -> Option<super::LeaseStatus> {
+        self.inner.lease()
+    }
+
     fn timings(&self) -> Vec<super::Timing> {
         self.inner.timings()
     }

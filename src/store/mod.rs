@@ -27,11 +27,14 @@
 //! durable, because its answer may rest on what it read. [`Txn::commit_deferred`] hands the
 //! wait to the caller (the hsmd stream sends each answer from another thread once it is due).
 //!
-//! Backends: [`self::sled::SledBackend`] (the default, embedded) and [`fault::FaultBackend`] (tests:
-//! crashes at the k-th commit). The trait is small on purpose, in the style of LDK's
+//! Backends: [`self::sled::SledBackend`] (the default, embedded), [`postgres::PgBackend`] (shared
+//! by an active wardend and its standbys, every commit fenced by a lease) and
+//! [`fault::FaultBackend`] (tests: crashes at the k-th commit). The trait is small on purpose, in the style of LDK's
 //! `KVStoreSync`: get, scan a prefix, read the last key of a prefix, commit a batch.
 
 pub mod fault;
+pub mod migrate;
+pub mod postgres;
 pub mod sled;
 
 use std::collections::BTreeMap;
@@ -133,6 +136,75 @@ pub enum StoreError {
     /// The thread already holds an open transaction.
     #[error("internal error: a transaction is already open on this thread")]
     Nested,
+    /// The database server cannot be reached or did not answer; nothing was committed by the
+    /// failed call (a commit whose answer was lost is found, or not, by reading again).
+    #[error("the state database cannot be reached: {detail}. Requests are refused as temporary failures until it is back")]
+    Unavailable {
+        /// The driver's error.
+        detail: String,
+    },
+    /// Another wardend took the lease over: this one may never commit or answer again.
+    #[error("this wardend's lease (epoch {epoch}) was taken over by {by}: it commits and answers nothing more and stops; its supervisor starts it again as a standby")]
+    Deposed {
+        /// The epoch this process held.
+        epoch: u64,
+        /// Who holds the lease now.
+        by: String,
+    },
+    /// The lease was not renewed in time (the database was unreachable, or the process was
+    /// paused): nothing is committed or answered until a renewal succeeds.
+    #[error("this wardend's lease (epoch {epoch}) has not been renewed for {since:?}; nothing is committed or answered until a renewal reaches the database")]
+    LeaseLapsed {
+        /// The epoch this process holds.
+        epoch: u64,
+        /// Since the last successful renewal.
+        since: std::time::Duration,
+    },
+    /// A write to a shared database by a process that does not hold its lease.
+    #[error("this process does not hold the database's lease, so it may not write; wait until it is active (or stop the active wardend first)")]
+    NoLease,
+    /// Memory could not be brought back to the committed state after a failed commit.
+    #[error("after a failed commit, the state in memory could not be reloaded from the database: {detail}. The request is refused; the reload is tried again at the next one")]
+    Unrestored {
+        /// Why the reload failed.
+        detail: String,
+    },
+}
+
+/// Which wardend this process is on a database shared for failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Waiting for the lease; serves nothing.
+    Standby,
+    /// Holds the lease: the only one that commits and answers.
+    Active,
+    /// Held the lease and lost it to another wardend: commits and answers nothing, for good.
+    Deposed,
+}
+
+impl Role {
+    /// The name in status, metrics and events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standby => "standby",
+            Role::Active => "active",
+            Role::Deposed => "deposed",
+        }
+    }
+}
+
+/// The lease as this process holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// Active, standby or deposed.
+    pub role: Role,
+    /// The epoch this process holds or held (0: never held).
+    pub epoch: u64,
+    /// Since the last successful renewal, by this process's clock.
+    pub renewed_ago: Option<std::time::Duration>,
+    /// Wardends this one took the lease from that have since said they stopped (at least a
+    /// second ago).
+    pub predecessors_gone: u64,
 }
 
 /// Writes staged for one commit: per namespace and key, the new value or a deletion.
@@ -220,6 +292,16 @@ pub trait Backend: Send + Sync {
     fn timings(&self) -> Vec<Timing> {
         Vec::new()
     }
+    /// Whether this process may answer now. Checked by every commit (an empty one too, whose
+    /// answer may rest on what it read) before its answer may leave: a backend shared by
+    /// several wardends refuses once this process's lease has lapsed or been taken over.
+    fn fence(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The lease, on a backend shared for failover; `None` on a single-node one.
+    fn lease(&self) -> Option<LeaseStatus> {
+        None
+    }
 }
 
 /// Total time and count of one step of the backend's commits (for metrics and benchmarks).
@@ -234,6 +316,9 @@ pub struct Timing {
 }
 
 type Hook = Box<dyn FnOnce() + Send>;
+
+/// Restores in-memory state from the committed state (see [`Store::set_on_abort`]).
+type AbortHandler = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 #[derive(Default)]
 struct Slot {
@@ -264,7 +349,8 @@ struct Inner {
     synced: Condvar,
     commits: AtomicU64,
     aborts: AtomicU64,
-    on_abort: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    on_abort: Mutex<Option<AbortHandler>>,
+    restore_pending: std::sync::atomic::AtomicBool,
 }
 
 /// Warden's state: a backend and the transaction open on it.
@@ -378,6 +464,7 @@ impl Store {
                 commits: AtomicU64::new(0),
                 aborts: AtomicU64::new(0),
                 on_abort: Mutex::new(None),
+                restore_pending: Default::default(),
             }),
         }
     }
@@ -421,6 +508,25 @@ impl Store {
         slot.owner = Some(me);
         slot.batch = Batch::default();
         slot.after_commit.clear();
+        // A wardend whose lease lapsed or was taken does not even start a request: nothing it
+        // computed could be committed or answered.
+        if let Err(e) = self.inner.backend.fence() {
+            slot.owner = None;
+            drop(slot);
+            self.inner.free.notify_one();
+            return Err(e);
+        }
+        if self.inner.restore_pending.load(Ordering::SeqCst) {
+            // An earlier failed commit left memory ahead of the database and the reload failed
+            // (the database was down): reload before anything runs on that memory.
+            if let Err(detail) = self.run_abort_handler(slot) {
+                let mut slot = self.slot();
+                slot.owner = None;
+                drop(slot);
+                self.inner.free.notify_one();
+                return Err(StoreError::Unrestored { detail });
+            }
+        }
         Ok(Txn {
             store: self.clone(),
             open: true,
@@ -434,11 +540,13 @@ impl Store {
         // The batch is applied while this thread still owns the slot, so batches are applied in
         // the order their transactions ran and no writer stages on state not yet applied.
         let result = if commit {
-            let r = if batch.is_empty() {
-                Ok(())
-            } else {
-                self.inner.backend.apply(&batch)
-            };
+            let r = self.inner.backend.fence().and_then(|()| {
+                if batch.is_empty() {
+                    Ok(())
+                } else {
+                    self.inner.backend.apply(&batch)
+                }
+            });
             match &r {
                 Ok(()) => self.inner.commits.fetch_add(1, Ordering::Relaxed),
                 Err(_) => self.inner.aborts.fetch_add(1, Ordering::Relaxed),
@@ -459,7 +567,7 @@ impl Store {
         if failed {
             // Memory may be ahead of disk now. Bring it back (the abort handler reads committed
             // state) while this thread still owns the slot, so no other writer runs on it.
-            self.run_abort_handler(slot);
+            let _ = self.run_abort_handler(slot);
             slot = self.slot();
         }
         slot.owner = None;
@@ -480,8 +588,9 @@ impl Store {
     }
 
     /// Run the abort handler, if any, with the slot released for its reads (the caller still
-    /// owns it: `owner` is unchanged, so no other writer begins).
-    fn run_abort_handler(&self, slot: MutexGuard<'_, Slot>) {
+    /// owns it: `owner` is unchanged, so no other writer begins). A handler that cannot read
+    /// the committed state leaves the reload pending for the next [`Store::begin`].
+    fn run_abort_handler(&self, slot: MutexGuard<'_, Slot>) -> Result<(), String> {
         let handler = self
             .inner
             .on_abort
@@ -489,9 +598,11 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         drop(slot);
-        if let Some(h) = handler {
-            h();
-        }
+        let r = handler.map_or(Ok(()), |h| h());
+        self.inner
+            .restore_pending
+            .store(r.is_err(), Ordering::SeqCst);
+        r
     }
 
     /// Block until every batch up to `upto` is durable; the first waiter that finds no sync
@@ -524,7 +635,7 @@ impl Store {
                     // What is in memory may be ahead of what will survive: restore it, as a
                     // writer, before anyone else writes.
                     let slot = self.claim_slot();
-                    self.run_abort_handler(slot);
+                    let _ = self.run_abort_handler(slot);
                     let mut slot = self.slot();
                     slot.owner = None;
                     drop(slot);
@@ -576,8 +687,10 @@ impl Store {
 
     /// What to run when a transaction is discarded or its commit fails, before any other
     /// writer may begin: the owner of in-memory state (the core) restores it from committed
-    /// state here. It runs on the aborting thread, which may read the store but not write.
-    pub fn set_on_abort(&self, handler: impl Fn() + Send + Sync + 'static) {
+    /// state here. It runs on the aborting thread, which may read the store but not write. An
+    /// `Err` (the committed state could not be read) makes the next [`Store::begin`] run it
+    /// again, and refuse, until it succeeds.
+    pub fn set_on_abort(&self, handler: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
         *self
             .inner
             .on_abort
@@ -701,6 +814,16 @@ impl Store {
     /// Transactions discarded, or whose commit failed.
     pub fn aborts(&self) -> u64 {
         self.inner.aborts.load(Ordering::Relaxed)
+    }
+
+    /// Whether this process may answer now (see [`Backend::fence`]).
+    pub fn fence(&self) -> Result<(), StoreError> {
+        self.inner.backend.fence()
+    }
+
+    /// The lease, on a backend shared for failover.
+    pub fn lease(&self) -> Option<LeaseStatus> {
+        self.inner.backend.lease()
     }
 
     /// Bytes on disk, where the backend can tell.
@@ -830,6 +953,7 @@ mod tests {
             s.set_on_abort(move || {
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 restored.store(true, Ordering::SeqCst);
+                Ok(())
             });
         }
         let txn = s.begin().unwrap();
@@ -1035,6 +1159,7 @@ mod tests {
             let restored = restored.clone();
             s.set_on_abort(move || {
                 restored.fetch_add(1, Ordering::SeqCst);
+                Ok(())
             });
         }
         b.fail_next.store(true, Ordering::SeqCst);

@@ -94,7 +94,34 @@ impl Cln {
         env: &[(&str, &str)],
         wrapper: &[String],
     ) -> Self {
-        let mut daemon = Daemon::prepare(label, policy_rules, free_port());
+        let server = super::pg::matrix_is_postgres().then(super::pg::shared);
+        Self::start_store(label, policy_rules, env, wrapper, server).await
+    }
+
+    /// wardend with its state on the harness's PostgreSQL server, whatever the test matrix says.
+    pub async fn start_on_postgres(label: &str, policy_rules: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_store(label, policy_rules, env, &[], Some(super::pg::shared())).await
+    }
+
+    /// wardend with its state on `server` (a test's private one).
+    pub async fn start_on_server(
+        label: &str,
+        policy_rules: &str,
+        server: &super::pg::PgServer,
+    ) -> Self {
+        Self::start_store(label, policy_rules, &[], &[], Some(server)).await
+    }
+
+    /// wardend under `wrapper`, its state on `server` (a database of its own) or, with `None`,
+    /// in sled.
+    pub async fn start_store(
+        label: &str,
+        policy_rules: &str,
+        env: &[(&str, &str)],
+        wrapper: &[String],
+        server: Option<&super::pg::PgServer>,
+    ) -> Self {
+        let mut daemon = Daemon::prepare_on(label, policy_rules, free_port(), server);
         daemon.wardend_wrapper = wrapper.to_vec();
         let chain = ChainStub::start().await.unwrap();
         let proxy_dir = daemon.token.path().join("proxy");

@@ -69,6 +69,8 @@ pub struct Daemon {
     pub node_id_from_init: String,
     /// Where wardend serves /metrics.
     pub metrics_addr: String,
+    /// A standby's metrics address, once it is ready.
+    pub ready: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Drop for Daemon {
@@ -81,7 +83,29 @@ impl Daemon {
     /// A token initialised with `wardenctl init`, PKI and admin keys for alice, bob and carol,
     /// and a policy of those admins plus `policy_rules`. wardend is not started yet.
     pub fn prepare(label: &str, policy_rules: &str, hsmd_port: u16) -> Self {
-        let token = TestToken::new(label);
+        // The test matrix: WARDEN_TEST_STORE=postgres runs the same tests with wardend's state on
+        // a database of their own on the harness's PostgreSQL server.
+        let server = super::pg::matrix_is_postgres().then(super::pg::shared);
+        Self::prepare_on(label, policy_rules, hsmd_port, server)
+    }
+
+    /// [`Daemon::prepare`], with the state on PostgreSQL (a database of its own on `server`)
+    /// when one is given, whatever the matrix says.
+    pub fn prepare_on(
+        label: &str,
+        policy_rules: &str,
+        hsmd_port: u16,
+        server: Option<&super::pg::PgServer>,
+    ) -> Self {
+        let mut token = TestToken::new(label);
+        if let Some(pg) = server {
+            token.store_env = pg.env(&pg.database(label));
+            // Short leases: a restarted wardend waits out its crashed predecessor's lease.
+            token.store_env.extend([
+                ("WARDEN_STORE_LEASE_SECS".to_string(), "2".to_string()),
+                ("WARDEN_STORE_RENEW_SECS".to_string(), "0.5".to_string()),
+            ]);
+        }
         let node_id_from_init = token.init();
         let pki = token.path().join("pki");
         // cln-node: the CLN plugin's certificate (a node's, once wardend names it in admin.nodes).
@@ -123,10 +147,33 @@ impl Daemon {
             policy,
             node_id_from_init,
             metrics_addr: String::new(),
+            ready: None,
         }
     }
 
     pub fn start_wardend(&mut self) {
+        self.spawn_wardend(true);
+    }
+
+    /// Start a second wardend on a database another one holds: it returns once the process says
+    /// it is a standby; [`Daemon::wait_ready`] waits for it to take over.
+    pub fn start_standby(&mut self) {
+        self.spawn_wardend(false);
+    }
+
+    /// Wait up to `within` for a standby started with [`Daemon::start_standby`] to take the lease
+    /// and be ready; how long it took.
+    pub fn wait_ready(&mut self, within: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        let rx = self.ready.take().expect("a standby was started");
+        let metrics = rx
+            .recv_timeout(within)
+            .unwrap_or_else(|_| panic!("the standby was not ready within {within:?}"));
+        self.metrics_addr = metrics;
+        started.elapsed()
+    }
+
+    fn spawn_wardend(&mut self, active: bool) {
         let mut child = self
             .token
             .command_via(&self.wardend_wrapper, "wardend")
@@ -153,21 +200,84 @@ impl Daemon {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = lines
-            .next()
-            .expect("wardend printed its ready line")
-            .unwrap();
-        assert!(ready.starts_with("wardend ready"), "{ready}");
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(url) = line.strip_prefix("metrics on http://") {
-                self.metrics_addr = url.trim_end_matches("/metrics").to_string();
-                break;
+        let mut seen = Vec::new();
+        if !active {
+            // A standby says so (and who holds the lease) before it waits, then where it serves
+            // its metrics meanwhile.
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                seen.push(line.clone());
+                if let Some(url) = line.strip_prefix("standby metrics on http://") {
+                    self.metrics_addr = url.trim_end_matches("/metrics").to_string();
+                    break;
+                }
+                assert!(
+                    !line.starts_with("wardend ready"),
+                    "expected a standby: {seen:?}"
+                );
             }
         }
-        // Keep reading stdout in the background so wardend never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Until ready (a wardend on a shared database may first wait for a crashed one's lease),
+        // then for its metrics address; stdout is read to its end in the background so wardend
+        // never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut ready = false;
+            for line in lines {
+                let Ok(line) = line else { break };
+                if line.starts_with("wardend ready") {
+                    ready = true;
+                }
+                if let Some(url) = line.strip_prefix("metrics on http://") {
+                    if ready {
+                        let _ = tx.send(url.trim_end_matches("/metrics").to_string());
+                    }
+                }
+            }
+        });
         self.wardend = Some(child);
+        if active {
+            self.metrics_addr = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("wardend printed its ready line and its metrics address");
+        } else {
+            self.ready = Some(rx);
+        }
+    }
+
+    /// A second wardend for the same node: a copy of this one's token (the same seed, sealed
+    /// by the same HSM key, as an HSM cluster would hold it), admins, PKI and policy, on the
+    /// same database and node, with an admin port of its own.
+    pub fn twin(&self, label: &str) -> Daemon {
+        let token = self.token.copy(label);
+        let moved = |p: &std::path::Path| {
+            token
+                .path()
+                .join(p.strip_prefix(self.token.path()).unwrap())
+        };
+        Daemon {
+            wardend: None,
+            wardend_env: self.wardend_env.clone(),
+            wardend_wrapper: self.wardend_wrapper.clone(),
+            hsmd_port: self.hsmd_port,
+            admin_port: free_port(),
+            pki: moved(&self.pki),
+            admin_keys: self
+                .admin_keys
+                .iter()
+                .map(|(n, p)| (n.clone(), moved(p)))
+                .collect(),
+            policy: moved(&self.policy),
+            node_id_from_init: self.node_id_from_init.clone(),
+            metrics_addr: String::new(),
+            ready: None,
+            token,
+        }
+    }
+
+    /// wardend's process id.
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.wardend.as_ref().expect("wardend runs").id() as i32)
     }
 
     /// SIGTERM and wait: a clean stop (wardend closes the audit log with a checkpoint).
@@ -253,6 +363,17 @@ impl Daemon {
                 )
             })
             .collect()
+    }
+
+    /// A standby's role and the active wardend's lease epoch, from its /metrics.
+    pub async fn scrape_standby_role(&self) -> (String, f64) {
+        let m = self.scrape_metrics().await;
+        let role = ["active", "standby", "deposed"]
+            .into_iter()
+            .find(|r| m.get(&format!("warden_ha_role{{name=\"{r}\"}}")) == Some(&1.0))
+            .unwrap_or_else(|| panic!("no warden_ha_role of 1 in {m:?}"))
+            .to_string();
+        (role, m["warden_ha_epoch"])
     }
 
     /// An admin API client (alice's certificate), retrying while wardend starts.

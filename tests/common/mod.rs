@@ -24,6 +24,8 @@ pub struct TestToken {
     pub label: String,
     pub pin_file: PathBuf,
     pub data_dir: PathBuf,
+    /// The state backend's settings for every command of this token (empty: sled in data_dir).
+    pub store_env: Vec<(String, String)>,
 }
 
 impl TestToken {
@@ -80,6 +82,7 @@ impl TestToken {
             pin_file,
             data_dir,
             dir,
+            store_env: Vec::new(),
         }
     }
 
@@ -125,7 +128,8 @@ impl TestToken {
             .env("WARDEN_HSM_TOKEN", &self.label)
             .env("WARDEN_HSM_PIN_FILE", &self.pin_file)
             .env("WARDEN_NETWORK", "regtest")
-            .env("WARDEN_METRICS_LISTEN", "127.0.0.1:0");
+            .env("WARDEN_METRICS_LISTEN", "127.0.0.1:0")
+            .envs(self.store_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         // wardend's first start records a policy file as the first policy in force and refuses
         // to start without one; tests that do not bring their own get the example policy.
         let policy = self.dir.path().join("example-policy.toml");
@@ -212,6 +216,35 @@ impl TestToken {
         self.pkcs11_tool(&["--login", "--pin", old, "--change-pin", "--new-pin", new]);
     }
 
+    /// A copy of this token's directory (the token's objects, the sealed seed, every file a
+    /// test put there) as a token of its own: what a second HSM of a cluster holds.
+    pub fn copy(&self, label: &str) -> TestToken {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{label}-"))
+            .tempdir()
+            .expect("temp dir");
+        copy_tree(self.dir.path(), dir.path());
+        let moved = |p: &Path| dir.path().join(p.strip_prefix(self.dir.path()).unwrap());
+        let conf = moved(&self.conf);
+        std::fs::write(
+            &conf,
+            std::fs::read_to_string(&self.conf).unwrap().replace(
+                &self.dir.path().display().to_string(),
+                &dir.path().display().to_string(),
+            ),
+        )
+        .unwrap();
+        TestToken {
+            conf,
+            module: moved(&self.module),
+            label: self.label.clone(),
+            pin_file: moved(&self.pin_file),
+            data_dir: moved(&self.data_dir),
+            store_env: self.store_env.clone(),
+            dir,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -225,9 +258,24 @@ pub fn bin_path(name: &str) -> PathBuf {
     }
 }
 
+/// Copy `from` into `to`, recursively, keeping file modes.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
 pub mod api;
 pub mod cln;
 pub mod daemon;
 pub mod hook;
 pub mod ldk_hub;
 pub mod ldk_net;
+pub mod pg;

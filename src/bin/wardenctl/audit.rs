@@ -68,6 +68,23 @@ impl Loaded {
     }
 }
 
+/// The state database the configuration names, for reading: sled (wardend stopped, it holds
+/// the lock) or PostgreSQL (readable while wardends run; nothing is written).
+pub fn open_state(config: &warden::config::Config) -> anyhow::Result<warden::store::Store> {
+    Ok(match &config.store {
+        warden::config::StoreConfig::Sled => {
+            warden::store::Store::open(&config.data_dir.join("state"))
+                .context("opening the state database (stop wardend first)")?
+        }
+        warden::config::StoreConfig::Postgres(settings) => {
+            warden::store::Store::new(std::sync::Arc::new(
+                warden::store::postgres::PgBackend::open(settings.clone())
+                    .context("opening the PostgreSQL state database (store.url)")?,
+            ))
+        }
+    })
+}
+
 fn open(source: &Source) -> anyhow::Result<Loaded> {
     let config = source.config.resolve()?;
     let (key, anchor, anchor_checked) = match &source.audit_key {
@@ -82,8 +99,7 @@ fn open(source: &Source) -> anyhow::Result<Loaded> {
             (hsm.audit_public_key()?, hsm.audit_anchor()?, true)
         }
     };
-    let store = warden::store::Store::open(&config.data_dir.join("state"))
-        .context("opening the state database (stop wardend first)")?;
+    let store = open_state(&config)?;
     Ok(Loaded {
         records: read_records(&store)?,
         checkpoints: read_checkpoints(&store)?,

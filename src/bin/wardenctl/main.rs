@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod governance;
+mod migrate;
 mod policy;
 mod top;
 
@@ -34,6 +35,20 @@ struct Cli {
 enum Command {
     /// Create the HSM keys and the sealed node seed (once per token and data directory).
     Init {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Copy a stopped node's state to another backend, verified afterwards (record counts and
+    /// digests per namespace, the VLS state hash, the audit chain against the HSM's key and
+    /// anchor): `--from sled --to postgres` moves data_dir's sled state into the empty
+    /// PostgreSQL database named by store.url.
+    Migrate {
+        /// Where the state is now: sled.
+        #[arg(long)]
+        from: String,
+        /// Where it goes: postgres.
+        #[arg(long)]
+        to: String,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -400,6 +415,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             .map(|_| 0),
             RecoveryCommand::Execute { id } => governance::recovery_execute(&conn, &id).await,
         },
+        Command::Migrate { from, to, config } => migrate::run(&from, &to, &config),
         Command::Init { config } => {
             let config = config.resolve()?;
             let hsm = Hsm::open(&config.hsm)?;

@@ -1,0 +1,944 @@
+//! The high-availability backend: PostgreSQL shared by an active wardend and its standbys, with
+//! a lease that fences every commit.
+//!
+//! Every namespace lives in one table (`warden_kv`, keyed by the namespace's byte and the key,
+//! compared bytewise as sled compares them). A [`Backend::commit`] is one SQL transaction: it
+//! locks the lease row `FOR SHARE`, checks that the lease's epoch is this process's own and
+//! unexpired by the server's clock, writes the batch, and commits; PostgreSQL's
+//! `synchronous_commit` decides what "durable" means (on: flushed to this server's WAL; with
+//! synchronous standbys, on theirs too), and `off` is refused at open. A takeover by another
+//! wardend updates the lease row (a new epoch), so it waits for commits in flight and every later
+//! commit of the old holder fails inside its own transaction.
+//!
+//! The database fences what is written; the process fences what is answered. Each renewal
+//! records, by this process's monotonic clock, when it was sent; the lease is held locally until
+//! that instant plus the lease length minus a margin, which is never later than the server's
+//! expiry. [`Backend::fence`] refuses once that deadline has passed, so a wardend that was
+//! paused (SIGSTOP, a stalled VM, a long GC-like pause) and wakes up after a standby took over
+//! answers nothing, even from memory, before it has renewed. A renewal or a commit that finds
+//! another epoch marks this process deposed, for good: it never holds the lease again (the
+//! daemon exits and its supervisor starts it again as a standby).
+//!
+//! The driver is `tokio-postgres` on a runtime of its own (two threads), so the synchronous
+//! [`Backend`] calls work from any thread, async or not. Renewals use their own connection, so
+//! a slow commit never delays them.
+
+use super::{Backend, Batch, Entry, LeaseStatus, Namespace, Role, StoreError, Timing};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, Statement};
+use zeroize::Zeroizing;
+
+/// The schema migrations, in order: (version, SQL). A released file is never edited; a change is
+/// a new version.
+pub const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("../../migrations/postgres/0001_state.sql"))];
+
+/// Key of the advisory lock that serialises migrations of wardends starting together.
+const MIGRATION_LOCK: i64 = 0x7761_7264_656e_0001;
+
+/// How wardend reaches PostgreSQL and how long its lease lasts.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// libpq-style parameters ("host=… user=… dbname=…") or a postgresql:// URL, without a
+    /// password.
+    pub conninfo: String,
+    /// The password, read from a file or the environment.
+    pub password: Option<Zeroizing<String>>,
+    /// Transport security.
+    pub tls: PgTls,
+    /// How long a lease lasts without renewal: a standby takes over this long after the active
+    /// wardend's last renewal.
+    pub lease: Duration,
+    /// How often the active wardend renews.
+    pub renew: Duration,
+    /// This wardend's name in the lease row (host and process by default).
+    pub holder: String,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("conninfo", &self.conninfo)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("tls", &self.tls)
+            .field("lease", &self.lease)
+            .field("renew", &self.renew)
+            .field("holder", &self.holder)
+            .finish()
+    }
+}
+
+impl PartialEq for PgSettings {
+    fn eq(&self, o: &Self) -> bool {
+        self.conninfo == o.conninfo
+            && self.password.as_deref() == o.password.as_deref()
+            && self.tls == o.tls
+            && self.lease == o.lease
+            && self.renew == o.renew
+            && self.holder == o.holder
+    }
+}
+
+/// Transport security to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgTls {
+    /// Plain TCP or a Unix socket (a database on the same host or a private network).
+    Disable,
+    /// TLS 1.2+ with the server's certificate checked against this CA (PEM).
+    Require {
+        /// The CA that signed the server's certificate.
+        ca_file: PathBuf,
+    },
+}
+
+/// The lease as this process sees it.
+#[derive(Debug, Default)]
+struct LeaseState {
+    /// Our epoch while we hold (or held) the lease; 0 before.
+    epoch: u64,
+    /// Until when we may answer, by our monotonic clock.
+    deadline: Option<Instant>,
+    /// When our last successful renewal was sent.
+    renewed: Option<Instant>,
+    /// Who deposed us, once someone has: permanent.
+    deposed: Option<String>,
+    /// Earlier holders that said they stopped (see [`LeaseStatus::predecessors_gone`]).
+    predecessors_gone: u64,
+}
+
+type DeposedHook = Box<dyn Fn(&str) + Send + Sync>;
+
+struct Stmts {
+    get: Statement,
+    scan: Statement,
+    last: Statement,
+    upsert: Statement,
+    delete: Statement,
+    fence: Statement,
+}
+
+struct Conn {
+    client: Client,
+    st: Stmts,
+}
+
+struct Shared {
+    settings: PgSettings,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    lease_conn: tokio::sync::Mutex<Option<Conn>>,
+    lease: Mutex<LeaseState>,
+    on_deposed: Mutex<Option<DeposedHook>>,
+    commit_nanos: AtomicU64,
+    commit_count: AtomicU64,
+}
+
+/// PostgreSQL under Warden (see the module documentation).
+pub struct PgBackend {
+    /// Always `Some` until dropped.
+    rt: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+}
+
+/// The driver's error with what the server said (its `Display` alone says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{}: {}", db.severity(), db.message());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                let c = cause.to_string();
+                if !s.contains(&c) {
+                    s.push_str(&format!(": {c}"));
+                }
+                source = cause.source();
+            }
+            s
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable {
+        detail: e.to_string(),
+    }
+}
+
+/// A server's error is an answer (a failed statement); anything else is the connection.
+fn pg_err(op: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |e| {
+        if e.as_db_error().is_some() {
+            StoreError::Io {
+                op,
+                detail: describe(&e),
+            }
+        } else {
+            unavailable(describe(&e))
+        }
+    }
+}
+
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut v = prefix.to_vec();
+    while let Some(last) = v.pop() {
+        if last < 0xff {
+            v.push(last + 1);
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn ns_id(ns: Namespace) -> i16 {
+    i16::from(ns.prefix())
+}
+
+fn tls_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, StoreError> {
+    let bad = |detail: String| StoreError::Open {
+        path: format!("store.ca_file {}", ca_file.display()),
+        detail,
+    };
+    let pem = std::fs::read(ca_file).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("not a CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("it holds no certificate".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+async fn connect(s: &PgSettings) -> Result<Conn, StoreError> {
+    let client = connect_raw(s).await?;
+    prepare(client).await
+}
+
+async fn connect_raw(s: &PgSettings) -> Result<Client, StoreError> {
+    let mut cfg: tokio_postgres::Config = s.conninfo.parse().map_err(|e| StoreError::Open {
+        path: "store.url".into(),
+        detail: format!("{e}"),
+    })?;
+    if let Some(p) = &s.password {
+        cfg.password(p.as_bytes());
+    }
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(s.lease);
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("wardend");
+    }
+    let client = match &s.tls {
+        PgTls::Disable => {
+            let (client, conn) = cfg
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(pg_err("connect"))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!(error = %e, "the PostgreSQL connection closed");
+                }
+            });
+            client
+        }
+        PgTls::Require { ca_file } => {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca_file)?);
+            let (client, conn) = cfg.connect(tls).await.map_err(pg_err("connect"))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!(error = %e, "the PostgreSQL connection closed");
+                }
+            });
+            client
+        }
+    };
+    Ok(client)
+}
+
+async fn prepare(client: Client) -> Result<Conn, StoreError> {
+    let prep = |sql: &'static str| {
+        let c = &client;
+        async move { c.prepare(sql).await.map_err(pg_err("prepare")) }
+    };
+    let st = Stmts {
+        get: prep("SELECT value FROM warden_kv WHERE ns = $1 AND key = $2").await?,
+        scan: prep("SELECT key, value FROM warden_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key").await?,
+        last: prep("SELECT key, value FROM warden_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key DESC LIMIT 1").await?,
+        upsert: prep("INSERT INTO warden_kv (ns, key, value) SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[]) ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value").await?,
+        delete: prep("DELETE FROM warden_kv WHERE (ns, key) IN (SELECT * FROM unnest($1::smallint[], $2::bytea[]))").await?,
+        fence: prep("SELECT epoch, holder, expires_at > clock_timestamp() FROM warden_lease WHERE id = 1 FOR SHARE").await?,
+    };
+    Ok(Conn { client, st })
+}
+
+/// Create or bring the schema up to date, refusing one newer than this wardend knows.
+async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
+    let tx = client.transaction().await.map_err(pg_err("migrate"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_err("migrate"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS warden_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(pg_err("migrate"))?;
+    let current: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM warden_schema", &[])
+        .await
+        .map_err(pg_err("migrate"))?
+        .get(0);
+    let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > latest {
+        return Err(StoreError::Open {
+            path: "the PostgreSQL database".into(),
+            detail: format!("its schema is version {current}, this wardend knows up to {latest}; run the wardend that wrote it"),
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql).await.map_err(pg_err("migrate"))?;
+        tx.execute(
+            "INSERT INTO warden_schema (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(pg_err("migrate"))?;
+        tracing::info!(version, "PostgreSQL schema migrated");
+    }
+    tx.commit().await.map_err(pg_err("migrate"))?;
+    Ok(latest)
+}
+
+impl Shared {
+    async fn conn<'a>(
+        &self,
+        slot: &'a tokio::sync::Mutex<Option<Conn>>,
+    ) -> Result<tokio::sync::MutexGuard<'a, Option<Conn>>, StoreError> {
+        let mut g = slot.lock().await;
+        if g.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *g = None;
+            *g = Some(connect(&self.settings).await?);
+        }
+        Ok(g)
+    }
+
+    /// Run `f` on the request connection; a connection failure drops it, so the next call
+    /// reconnects.
+    async fn with<T>(
+        &self,
+        f: impl for<'c> FnOnce(
+            &'c mut Conn,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>,
+        >,
+    ) -> Result<T, StoreError> {
+        let mut g = self.conn(&self.conn).await?;
+        let r = match tokio::time::timeout(self.settings.lease, f(g.as_mut().expect("connected")))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(unavailable(format!(
+                "PostgreSQL did not answer within {:?}",
+                self.settings.lease
+            ))),
+        };
+        if matches!(r, Err(StoreError::Unavailable { .. })) {
+            *g = None;
+        }
+        r
+    }
+
+    /// Whether this process may commit or answer now; our epoch if so.
+    fn check_local(&self) -> Result<u64, StoreError> {
+        let l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(by) = &l.deposed {
+            return Err(StoreError::Deposed {
+                epoch: l.epoch,
+                by: by.clone(),
+            });
+        }
+        match l.deadline {
+            None => Err(StoreError::NoLease),
+            Some(d) if Instant::now() >= d => Err(StoreError::LeaseLapsed {
+                epoch: l.epoch,
+                since: l.renewed.map(|r| r.elapsed()).unwrap_or_default(),
+            }),
+            Some(_) => Ok(l.epoch),
+        }
+    }
+
+    /// Mark this process deposed (once), say so in the database for the active wardend, and
+    /// run the hook.
+    async fn deposed(&self, by: String) -> StoreError {
+        let (first, epoch) = {
+            let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+            let first = l.deposed.is_none();
+            l.deposed.get_or_insert(by.clone());
+            l.deadline = None;
+            (first, l.epoch)
+        };
+        if first {
+            tracing::error!(epoch, by = %by, "this wardend's lease was taken over: it commits and answers nothing more");
+            let _ = self
+                .lease_query(
+                    "INSERT INTO warden_deposed (epoch, holder) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING epoch",
+                    &[&(epoch as i64), &self.settings.holder],
+                )
+                .await;
+            if let Some(hook) = self
+                .on_deposed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                hook(&by);
+            }
+        }
+        StoreError::Deposed { epoch, by }
+    }
+
+    fn local_deadline(&self, sent: Instant) -> Instant {
+        let lease = self.settings.lease;
+        sent + lease - (lease / 5).min(Duration::from_secs(1))
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let epoch = self.check_local()?;
+        let (mut up_ns, mut up_keys, mut up_vals) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut del_ns, mut del_keys) = (Vec::new(), Vec::new());
+        for (ns, k, v) in batch.iter() {
+            match v {
+                Some(v) => {
+                    up_ns.push(ns_id(ns));
+                    up_keys.push(k.to_vec());
+                    up_vals.push(v.to_vec());
+                }
+                None => {
+                    del_ns.push(ns_id(ns));
+                    del_keys.push(k.to_vec());
+                }
+            }
+        }
+        let started = Instant::now();
+        let fenced = self
+            .with(|c| {
+                Box::pin(async move {
+                    let e = pg_err("commit");
+                    let tx = c.client.transaction().await.map_err(&e)?;
+                    let upsert: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                        [&up_ns, &up_keys, &up_vals];
+                    let delete: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                        [&del_ns, &del_keys];
+                    // Pipelined: the lease check and both writes go out together.
+                    let (fence, _, _) = futures::try_join!(
+                        tx.query_opt(&c.st.fence, &[]),
+                        tx.execute(&c.st.upsert, &upsert),
+                        tx.execute(&c.st.delete, &delete),
+                    )
+                    .map_err(&e)?;
+                    let verdict = match fence {
+                        None => Err(None),
+                        Some(row) => {
+                            let (current, holder, valid): (i64, String, bool) =
+                                (row.get(0), row.get(1), row.get(2));
+                            if current as u64 != epoch {
+                                Err(Some(format!("{holder} (epoch {current})")))
+                            } else if !valid {
+                                Err(None)
+                            } else {
+                                Ok(())
+                            }
+                        }
+                    };
+                    match verdict {
+                        Ok(()) => tx.commit().await.map_err(&e).map(|()| Ok(())),
+                        Err(by) => {
+                            tx.rollback().await.map_err(&e)?;
+                            Ok(Err(by))
+                        }
+                    }
+                })
+            })
+            .await?;
+        self.commit_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.commit_count.fetch_add(1, Ordering::Relaxed);
+        match fenced {
+            Ok(()) => Ok(()),
+            Err(Some(by)) => Err(self.deposed(by).await),
+            Err(None) => {
+                // Our epoch, expired by the server's clock: not deposed (nobody took over), but
+                // nothing may be committed until a renewal succeeds.
+                let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+                l.deadline = Some(Instant::now());
+                Err(StoreError::LeaseLapsed {
+                    epoch,
+                    since: l.renewed.map(|r| r.elapsed()).unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    async fn lease_query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let mut g = self.conn(&self.lease_conn).await?;
+        let c = g.as_mut().expect("connected");
+        let r = match tokio::time::timeout(self.settings.lease, c.client.query_opt(sql, params))
+            .await
+        {
+            Ok(r) => r.map_err(pg_err("lease")),
+            Err(_) => Err(unavailable(
+                "PostgreSQL did not answer the lease query in time",
+            )),
+        };
+        if matches!(r, Err(StoreError::Unavailable { .. })) {
+            *g = None;
+        }
+        r
+    }
+
+    async fn try_acquire(&self) -> Result<Option<u64>, StoreError> {
+        {
+            let l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(by) = &l.deposed {
+                return Err(StoreError::Deposed {
+                    epoch: l.epoch,
+                    by: by.clone(),
+                });
+            }
+        }
+        let secs = self.settings.lease.as_secs_f64();
+        let sent = Instant::now();
+        let row = self
+            .lease_query(
+                "INSERT INTO warden_lease AS l (id, holder, epoch, acquired_at, renewed_at, expires_at) \
+                 VALUES (1, $1, 1, clock_timestamp(), clock_timestamp(), clock_timestamp() + make_interval(secs => $2)) \
+                 ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, epoch = l.epoch + 1, \
+                   acquired_at = EXCLUDED.acquired_at, renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at \
+                 WHERE l.expires_at < clock_timestamp() \
+                 RETURNING epoch",
+                &[&self.settings.holder, &secs],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            let epoch = r.get::<_, i64>(0) as u64;
+            let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+            l.epoch = epoch;
+            l.renewed = Some(sent);
+            l.deadline = Some(self.local_deadline(sent));
+            epoch
+        }))
+    }
+
+    async fn renew(&self) -> Result<(), StoreError> {
+        let epoch = {
+            let l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(by) = &l.deposed {
+                return Err(StoreError::Deposed {
+                    epoch: l.epoch,
+                    by: by.clone(),
+                });
+            }
+            if l.epoch == 0 {
+                return Err(StoreError::NoLease);
+            }
+            l.epoch
+        };
+        let secs = self.settings.lease.as_secs_f64();
+        let sent = Instant::now();
+        let row = self
+            .lease_query(
+                "UPDATE warden_lease SET renewed_at = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => $2) \
+                 WHERE id = 1 AND epoch = $1 RETURNING epoch",
+                &[&(epoch as i64), &secs],
+            )
+            .await?;
+        if row.is_some() {
+            {
+                let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+                if l.deposed.is_none() {
+                    l.renewed = Some(sent);
+                    l.deadline = Some(self.local_deadline(sent));
+                }
+            }
+            if let Ok(Some(r)) = self
+                .lease_query(
+                    "SELECT count(*) FROM warden_deposed WHERE epoch < $1 AND noticed_at < clock_timestamp() - interval '1 second'",
+                    &[&(epoch as i64)],
+                )
+                .await
+            {
+                let gone = r.get::<_, i64>(0) as u64;
+                self.lease.lock().unwrap_or_else(|p| p.into_inner()).predecessors_gone = gone;
+            }
+            return Ok(());
+        }
+        let by = match self.current().await {
+            Ok(Some(c)) => format!("{} (epoch {})", c.holder, c.epoch),
+            _ => "another wardend".into(),
+        };
+        Err(self.deposed(by).await)
+    }
+
+    async fn current(&self) -> Result<Option<LeaseRow>, StoreError> {
+        let row = self
+            .lease_query(
+                "SELECT holder, epoch, extract(epoch FROM clock_timestamp() - renewed_at)::float8, \
+                 extract(epoch FROM expires_at - clock_timestamp())::float8 FROM warden_lease WHERE id = 1",
+                &[],
+            )
+            .await?;
+        Ok(row.map(|r| LeaseRow {
+            holder: r.get(0),
+            epoch: r.get::<_, i64>(1) as u64,
+            renewed_ago: Duration::from_secs_f64(r.get::<_, f64>(2).max(0.0)),
+            expires_in: r.get::<_, f64>(3),
+        }))
+    }
+}
+
+/// The lease row as the database holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRow {
+    /// Who holds (or last held) it.
+    pub holder: String,
+    /// Its epoch: one more at every takeover.
+    pub epoch: u64,
+    /// Since its last renewal, by the server's clock.
+    pub renewed_ago: Duration,
+    /// Seconds until it expires (negative: expired), by the server's clock.
+    pub expires_in: f64,
+}
+
+impl PgBackend {
+    /// Connect, refuse a server that acknowledges commits before they are durable, and create or
+    /// migrate the schema. The lease is not taken: call [`PgBackend::acquire`].
+    pub fn open(settings: PgSettings) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("store-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| unavailable(format!("cannot start the database runtime: {e}")))?;
+        let shared = Arc::new(Shared {
+            settings,
+            conn: Default::default(),
+            lease_conn: Default::default(),
+            lease: Default::default(),
+            on_deposed: Default::default(),
+            commit_nanos: Default::default(),
+            commit_count: Default::default(),
+        });
+        let backend = PgBackend {
+            rt: Some(rt),
+            shared,
+        };
+        let sh = backend.shared.clone();
+        backend.run(async move {
+            let mut client = connect_raw(&sh.settings).await?;
+            let sync: String = client
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .map_err(pg_err("open"))?
+                .get(0);
+            if sync == "off" {
+                return Err(StoreError::Open {
+                    path: "the PostgreSQL database".into(),
+                    detail: "synchronous_commit is off, so a commit is acknowledged before it is durable and a crash of the server could lose signed state; set synchronous_commit = on (or remote_apply) for wardend's role".into(),
+                });
+            }
+            migrate(&mut client).await?;
+            *sh.conn.lock().await = Some(prepare(client).await?);
+            Ok(())
+        })?;
+        Ok(backend)
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the backend")
+            .spawn(async move {
+                let _ = tx.send(fut.await);
+            });
+        rx.recv()
+            .unwrap_or_else(|_| Err(unavailable("the database task stopped")))
+    }
+
+    /// Take the lease if it is free or expired: our new epoch, or `None` while another wardend
+    /// holds it.
+    pub fn try_acquire(&self) -> Result<Option<u64>, StoreError> {
+        let sh = self.shared.clone();
+        self.run(async move { sh.try_acquire().await })
+    }
+
+    /// Wait as a standby until the lease is ours, polling twice a second (or every renew
+    /// interval, if shorter); `waiting` sees the lease row at each poll and can stop the wait by
+    /// returning false. A database that cannot be reached is waited out too.
+    pub fn acquire(
+        &self,
+        mut waiting: impl FnMut(Option<&LeaseRow>) -> bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let poll = self.shared.settings.renew.min(Duration::from_millis(500));
+        loop {
+            match self.try_acquire() {
+                Ok(Some(epoch)) => return Ok(Some(epoch)),
+                Ok(None) => {
+                    let row = self.current().ok().flatten();
+                    if !waiting(row.as_ref()) {
+                        return Ok(None);
+                    }
+                }
+                Err(e @ StoreError::Unavailable { .. }) => {
+                    tracing::warn!(error = %e, "standby: the database cannot be reached; retrying");
+                    if !waiting(None) {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            std::thread::sleep(poll);
+        }
+    }
+
+    /// Renew our lease now. `Deposed` once another wardend took it.
+    pub fn renew(&self) -> Result<(), StoreError> {
+        let sh = self.shared.clone();
+        self.run(async move { sh.renew().await })
+    }
+
+    /// The lease row, as the database holds it now.
+    pub fn current(&self) -> Result<Option<LeaseRow>, StoreError> {
+        let sh = self.shared.clone();
+        self.run(async move { sh.current().await })
+    }
+
+    /// Renew every `renew` interval on a thread of its own, until deposed or dropped. A renewal
+    /// that cannot reach the database is retried at the next interval; meanwhile the lease
+    /// lapses locally on its own.
+    pub fn start_renewing(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let every = self.shared.settings.renew;
+        std::thread::Builder::new()
+            .name("store-lease".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(b) = weak.upgrade() else { return };
+                match b.renew() {
+                    Ok(()) => {}
+                    Err(StoreError::Deposed { .. }) | Err(StoreError::NoLease) => return,
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the lease; retrying"),
+                }
+            })
+            .expect("spawning the lease thread");
+    }
+
+    /// What to do, once, when this process finds it was deposed (wardend exits).
+    pub fn on_deposed(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        *self
+            .shared
+            .on_deposed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
+    }
+
+    /// Give the lease up at a clean stop, so a standby takes over at once instead of waiting for
+    /// it to expire. Nothing is committed by this process afterwards.
+    pub fn release(&self) -> Result<(), StoreError> {
+        let epoch = {
+            let mut l = self.shared.lease.lock().unwrap_or_else(|p| p.into_inner());
+            l.deadline = None;
+            l.epoch
+        };
+        if epoch == 0 {
+            return Ok(());
+        }
+        let sh = self.shared.clone();
+        self.run(async move {
+            sh.lease_query(
+                "UPDATE warden_lease SET expires_at = clock_timestamp() WHERE id = 1 AND epoch = $1 RETURNING epoch",
+                &[&(epoch as i64)],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    /// The settings this backend was opened with.
+    pub fn settings(&self) -> &PgSettings {
+        &self.shared.settings
+    }
+
+    /// Drop both connections (a test of reconnection; an operator never needs it).
+    pub fn disconnect(&self) {
+        let sh = self.shared.clone();
+        let _ = self.run(async move {
+            *sh.conn.lock().await = None;
+            *sh.lease_conn.lock().await = None;
+            Ok(())
+        });
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        // Connections close with the runtime; nothing is committed on the way out. Without
+        // waiting: the backend may be dropped on an async thread (wardenctl's), where a blocking
+        // shutdown would panic.
+        *self
+            .shared
+            .on_deposed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Backend for PgBackend {
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let (sh, key) = (self.shared.clone(), key.to_vec());
+        self.run(async move {
+            sh.with(|c| {
+                Box::pin(async move {
+                    let row = c
+                        .client
+                        .query_opt(&c.st.get, &[&ns_id(ns), &key])
+                        .await
+                        .map_err(pg_err("read"))?;
+                    Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+                })
+            })
+            .await
+        })
+    }
+
+    fn scan(&self, ns: Namespace, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let (sh, prefix) = (self.shared.clone(), prefix.to_vec());
+        self.run(async move {
+            sh.with(|c| {
+                Box::pin(async move {
+                    let end = prefix_end(&prefix);
+                    let rows = c
+                        .client
+                        .query(&c.st.scan, &[&ns_id(ns), &prefix, &end])
+                        .await
+                        .map_err(pg_err("scan"))?;
+                    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+                })
+            })
+            .await
+        })
+    }
+
+    fn last(&self, ns: Namespace, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let (sh, prefix) = (self.shared.clone(), prefix.to_vec());
+        self.run(async move {
+            sh.with(|c| {
+                Box::pin(async move {
+                    let end = prefix_end(&prefix);
+                    let row = c
+                        .client
+                        .query_opt(&c.st.last, &[&ns_id(ns), &prefix, &end])
+                        .await
+                        .map_err(pg_err("read the last entry"))?;
+                    Ok(row.map(|r| (r.get(0), r.get(1))))
+                })
+            })
+            .await
+        })
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let (sh, batch) = (self.shared.clone(), batch.clone());
+        self.run(async move { sh.apply(batch).await })
+    }
+
+    fn fence(&self) -> Result<(), StoreError> {
+        self.shared.check_local().map(|_| ())
+    }
+
+    fn lease(&self) -> Option<LeaseStatus> {
+        let l = self.shared.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let role = if l.deposed.is_some() {
+            Role::Deposed
+        } else if l.epoch > 0 {
+            Role::Active
+        } else {
+            Role::Standby
+        };
+        Some(LeaseStatus {
+            role,
+            epoch: l.epoch,
+            renewed_ago: l.renewed.map(|r| r.elapsed()),
+            predecessors_gone: l.predecessors_gone,
+        })
+    }
+
+    fn timings(&self) -> Vec<Timing> {
+        vec![Timing {
+            step: "commit",
+            nanos: self.shared.commit_nanos.load(Ordering::Relaxed),
+            count: self.shared.commit_count.load(Ordering::Relaxed),
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_at_the_next_key_that_does_not_start_with_it() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_output() {
+        let s = PgSettings {
+            conninfo: "host=db user=warden".into(),
+            password: Some(Zeroizing::new("hunter2".into())),
+            tls: PgTls::Disable,
+            lease: Duration::from_secs(6),
+            renew: Duration::from_secs(2),
+            holder: "a".into(),
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<set>"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! High availability on PostgreSQL, end to end: two wardends for one node behind VLS's real
+//! `remote_hsmd_socket`, sharing a database on the harness's PostgreSQL server. The active one
+//! is killed under load, paused past its lease, and has its database restarted under it.
+
+mod common;
+
+use common::cln::{Cln, Payee};
+use common::daemon::{Daemon, QUORUM_RULES};
+use std::time::{Duration, Instant};
+use tokio::task::block_in_place;
+
+const SAT: u64 = 1000;
+
+/// `wardenctl audit verify` on the shared database, with this token's HSM key and anchor.
+fn audit_verifies(d: &Daemon) -> String {
+    let out = d
+        .token
+        .command("wardenctl")
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The audit records of kind `kind`, from `wardenctl audit export`.
+fn records(d: &Daemon, kind: &str) -> Vec<serde_json::Value> {
+    let out = d
+        .token
+        .command("wardenctl")
+        .args(["audit", "export", "--format", "jsonl"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+/// The proxy's log, as it wrote it to its stdout.
+fn proxy_log(d: &Daemon) -> String {
+    let dir = d.token.path().join("proxy");
+    let mut out = String::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy() == "proxy.out" {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn exit_status(d: &mut Daemon, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    let child = d.wardend.as_mut().expect("wardend runs");
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_a_killed_active_under_load_and_nothing_is_lost_or_counted_twice() {
+    let payee = Payee::new(0x31);
+    let mut cln = Cln::start_on_postgres("ha-kill", QUORUM_RULES, &[]).await;
+    block_in_place(|| cln.init());
+    let mut standby = cln.daemon.twin("ha-kill-b");
+    block_in_place(|| standby.start_standby());
+    assert_eq!(
+        standby.scrape_standby_role().await,
+        ("standby".to_string(), 1.0),
+        "the standby reports its role and the active one's epoch"
+    );
+
+    // A payment above the quorum threshold, approved by two admins on the active wardend.
+    let large = payee.invoice(1_200_000 * SAT, 1);
+    assert!(!block_in_place(|| cln.preapprove(&large)));
+    let id = block_in_place(|| cln.pending())[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for admin in ["alice", "bob"] {
+        let out = block_in_place(|| {
+            cln.wardenctl(admin, &["approve", &id, "--key", &cln.admin_key(admin)])
+        });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A stream of small payments; the active wardend is killed while it runs.
+    let active = cln.daemon.wardend.take().unwrap();
+    let killer = std::thread::spawn(move || {
+        let mut active = active;
+        std::thread::sleep(Duration::from_millis(100));
+        let killed = Instant::now();
+        active.kill().unwrap();
+        active.wait().unwrap();
+        killed
+    });
+    let mut approved = 0u64;
+    let mut slowest = Duration::ZERO;
+    let mut answered_at = Vec::new();
+    for n in 2..=61 {
+        let t = Instant::now();
+        if block_in_place(|| cln.preapprove(&payee.invoice(10_000 * SAT, n))) {
+            approved += 10_000 * SAT;
+        }
+        slowest = slowest.max(t.elapsed());
+        answered_at.push(Instant::now());
+    }
+    let killed = killer.join().unwrap();
+    let takeover = block_in_place(|| standby.wait_ready(Duration::from_secs(20)));
+    let first_after = answered_at
+        .iter()
+        .find(|a| **a > killed)
+        .map(|a| a.duration_since(killed));
+    eprintln!("failover: the slowest answer took {slowest:?}; first answer {first_after:?} after the kill; the standby was ready {takeover:?} after the stream");
+    assert!(
+        slowest < Duration::from_secs(10),
+        "every request was answered within the failover time ({slowest:?})"
+    );
+
+    // The quorum approval survived the failover: the large payment passes on the new active.
+    assert!(
+        block_in_place(|| cln.preapprove(&large)),
+        "the approval made on the old active is used on the new one"
+    );
+    approved += 1_200_000 * SAT;
+    assert_eq!(
+        approved,
+        1_800_000 * SAT,
+        "every payment of the stream was approved"
+    );
+    // Up to the daily cap (2,000,000 sat) and no further, on the new active.
+    for n in 62..=71 {
+        if block_in_place(|| cln.preapprove(&payee.invoice(40_000 * SAT, n))) {
+            approved += 40_000 * SAT;
+        }
+    }
+    let daily = standby.window("daily-cap").await;
+    assert_eq!(
+        approved,
+        2_000_000 * SAT,
+        "no window exceeded, none under-used: {approved} msat approved"
+    );
+    assert_eq!(
+        daily.used_msat, approved,
+        "every approval the node saw is counted exactly once across both wardends"
+    );
+    assert!(block_in_place(|| cln.still_serves()));
+
+    // One chain across both writers, each start with its own epoch.
+    let starts = records(&standby, "start");
+    let epochs: Vec<_> = starts
+        .iter()
+        .map(|r| r["data"]["lease_epoch"].clone())
+        .collect();
+    assert_eq!(
+        epochs,
+        vec![serde_json::json!(1), serde_json::json!(2)],
+        "{starts:?}"
+    );
+    let verified = audit_verifies(&standby);
+    assert!(verified.contains("audit log OK"), "{verified}");
+    let status = standby.wardenctl("alice", &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["ha_role"], "active");
+    assert_eq!(status["ha_epoch"], 2);
+    cln.daemon.wardend = None;
+    drop(standby);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_active_signs_and_commits_nothing_once_deposed_and_exits_when_it_wakes() {
+    let payee = Payee::new(0x32);
+    let mut cln = Cln::start_on_postgres("ha-stop", QUORUM_RULES, &[]).await;
+    block_in_place(|| cln.init());
+    let mut standby = cln.daemon.twin("ha-stop-b");
+    block_in_place(|| standby.start_standby());
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(100_000 * SAT, 1))
+    ));
+
+    // Paused past its lease (2 s): the standby takes over.
+    let active = cln.daemon.pid();
+    nix::sys::signal::kill(active, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    block_in_place(|| standby.wait_ready(Duration::from_secs(20)));
+    // The new active wardend has its own connection to the node ...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = standby
+            .admin_client()
+            .await
+            .status(warden::api::proto::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if s.node_connection == "connected" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new active wardend never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... but the proxy hands a new request to the paused one's, still open. It wakes, finds
+    // its lease gone, sends nothing (not even a temporary failure: the request is the new
+    // active's to answer), closes its connection, says so in the database, and exits 75; the
+    // new active wardend reconnects and the proxy retransmits the request to it.
+    let invoice = payee.invoice(200_000 * SAT, 2);
+    let (answer, exit) = block_in_place(|| {
+        std::thread::scope(|s| {
+            let hsmd = &mut cln.proxy.hsmd;
+            let call = s.spawn(move || {
+                hsmd.call(vls_protocol::msgs::PreapproveInvoice {
+                    invstring: vls_protocol::serde_bolt::WireString(invoice.into_bytes()),
+                })
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            nix::sys::signal::kill(active, nix::sys::signal::Signal::SIGCONT).unwrap();
+            let exit = exit_status(&mut cln.daemon, Duration::from_secs(15));
+            (call.join().unwrap(), exit)
+        })
+    });
+    assert_eq!(
+        exit,
+        Some(75),
+        "the deposed wardend exits with EX_TEMPFAIL for its supervisor to restart as a standby"
+    );
+    match answer.expect("the request was answered") {
+        vls_protocol::msgs::Message::PreapproveInvoiceReply(r) => {
+            assert!(r.result, "approved, by the new active wardend")
+        }
+        other => panic!("unexpected reply {other:?}"),
+    }
+    let daily = standby.window("daily-cap").await;
+    assert_eq!(
+        daily.used_msat,
+        300_000 * SAT,
+        "each payment counted once: nothing committed by the paused wardend after it lost the lease"
+    );
+    let after = block_in_place(|| {
+        cln.proxy.hsmd.call(vls_protocol::msgs::SignMessage {
+            message: vls_protocol::serde_bolt::Octets(b"still serving?".to_vec()),
+        })
+    });
+    assert!(
+        matches!(after, Ok(vls_protocol::msgs::Message::SignMessageReply(_))),
+        "the node is still served, by the new active wardend: {after:?}\n{}",
+        proxy_log(&cln.daemon)
+    );
+    let verified = audit_verifies(&standby);
+    assert!(verified.contains("audit log OK"), "{verified}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_wardend_means_temporary_failures_then_service_resumes() {
+    let server: &'static common::pg::PgServer =
+        Box::leak(Box::new(common::pg::PgServer::private()));
+    let payee = Payee::new(0x33);
+    let mut cln = Cln::start_on_server("ha-pgrestart", QUORUM_RULES, server).await;
+    block_in_place(|| cln.init());
+    assert!(block_in_place(
+        || cln.preapprove(&payee.invoice(100_000 * SAT, 1))
+    ));
+
+    server.stop();
+    let invoice = payee.invoice(150_000 * SAT, 2);
+    let (answer, running) = block_in_place(|| {
+        std::thread::scope(|s| {
+            let hsmd = &mut cln.proxy.hsmd;
+            let call = s.spawn(move || {
+                hsmd.call(vls_protocol::msgs::PreapproveInvoice {
+                    invstring: vls_protocol::serde_bolt::WireString(invoice.into_bytes()),
+                })
+            });
+            std::thread::sleep(Duration::from_secs(3));
+            let running = exit_status(&mut cln.daemon, Duration::from_millis(10)).is_none();
+            server.start();
+            (call.join().unwrap(), running)
+        })
+    });
+    assert!(running, "wardend keeps running while its database is down");
+    assert!(cln.proxy.is_running(), "and so does the node's proxy");
+    match answer.expect("answered once the database was back") {
+        vls_protocol::msgs::Message::PreapproveInvoiceReply(r) => assert!(r.result),
+        other => panic!("unexpected reply {other:?}"),
+    }
+    let daily = cln.window("daily-cap").await;
+    assert_eq!(
+        daily.used_msat,
+        250_000 * SAT,
+        "nothing lost, nothing counted twice"
+    );
+    assert!(block_in_place(|| cln.still_serves()));
+    let verified = audit_verifies(&cln.daemon);
+    assert!(verified.contains("audit log OK"), "{verified}");
+}
