@@ -302,6 +302,7 @@ mod tests {
     #[test]
     fn channel_events_are_alerts_and_approvals_are_not() {
         assert!(is_alert(EventKind::Channel));
+        assert!(is_alert(EventKind::Role), "a takeover reaches the webhook");
         assert!(is_alert(EventKind::Freeze));
         assert!(!is_alert(EventKind::PaymentApproved));
         assert!(!is_alert(EventKind::RequestSigned));

@@ -176,6 +176,17 @@ async fn a_standby_takes_over_a_killed_active_under_load_and_nothing_is_lost_or_
         vec![serde_json::json!(1), serde_json::json!(2)],
         "{starts:?}"
     );
+    // Each takeover is an event (an alert, so the webhook gets it), recorded in the audit log.
+    let took_over: Vec<String> = records(&standby, "event")
+        .iter()
+        .map(|r| r["data"].to_string())
+        .filter(|d| d.contains("warden-ha-took-over"))
+        .collect();
+    assert_eq!(took_over.len(), 2, "{took_over:?}");
+    assert!(
+        took_over[1].contains("at epoch 2") && took_over[1].contains("(epoch 1)"),
+        "the second names its epoch and the holder it took over from: {took_over:?}"
+    );
     let verified = audit_verifies(&standby);
     assert!(verified.contains("audit log OK"), "{verified}");
     let status = standby.wardenctl("alice", &["status", "--json"]);
