@@ -87,6 +87,9 @@ async fn main() {
     for k in 0..kills {
         tokio::task::block_in_place(|| {
             assert!(preapprove(&mut pg, inv.next()));
+            // At a different moment of the renewal cycle each time (the rounds themselves run
+            // in step with it): a kill lands anywhere from just after a renewal to just before.
+            std::thread::sleep(Duration::from_millis((k as u64 * 737) % 2_000));
             let killed = Instant::now();
             pg.daemon.kill_wardend();
             // The node keeps asking; its proxy holds the request until a signer answers.

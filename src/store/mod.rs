@@ -973,6 +973,54 @@ mod tests {
     }
 
     #[test]
+    fn memory_that_could_not_be_reloaded_is_reloaded_before_the_next_transaction_begins() {
+        let (_d, s) = store();
+        // The reload fails once (the database is out of reach), then works.
+        let calls = Arc::new(AtomicU64::new(0));
+        {
+            let calls = calls.clone();
+            s.set_on_abort(move || {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err("the database is out of reach".into())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        let txn = s.begin().unwrap();
+        s.put(Namespace::Meta, b"x".to_vec(), vec![1]).unwrap();
+        txn.abort();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Nothing may run on memory that is ahead of the database: the next begin reloads first.
+        let txn = s.begin().unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "reloaded before the transaction began"
+        );
+        txn.commit().unwrap();
+        let _t = s.begin().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "and only once");
+    }
+
+    #[test]
+    fn a_transaction_is_refused_while_memory_cannot_be_reloaded() {
+        let (_d, s) = store();
+        s.set_on_abort(|| Err("the database is out of reach".into()));
+        let txn = s.begin().unwrap();
+        txn.abort();
+        let e = s.begin().err().unwrap().to_string();
+        assert!(
+            e.contains("could not be reloaded") && e.contains("the database is out of reach"),
+            "{e}"
+        );
+        assert!(
+            !s.in_transaction(),
+            "the refused begin holds no transaction slot"
+        );
+    }
+
+    #[test]
     fn rolling_back_to_a_savepoint_drops_the_hooks_registered_since() {
         let (_d, s) = store();
         let ran = Arc::new(AtomicU64::new(0));
