@@ -184,6 +184,10 @@ fn a_released_lease_is_taken_at_once() {
     let b = backend(&db, "b");
     a.try_acquire().unwrap().unwrap();
     a.release().unwrap();
+    // Released for good: the renewal thread of a stopping wardend cannot take it back.
+    assert!(matches!(a.renew(), Err(StoreError::NoLease)));
+    assert!(matches!(a.try_acquire(), Err(StoreError::NoLease)));
+    assert!(put(&a, Namespace::Meta, b"k", b"v").is_err());
     assert_eq!(b.try_acquire().unwrap(), Some(2));
     assert!(put(&a, Namespace::Meta, b"k", b"v").is_err());
 }

@@ -108,6 +108,8 @@ struct LeaseState {
     deposed: Option<String>,
     /// Earlier holders that said they stopped (see [`LeaseStatus::predecessors_gone`]).
     predecessors_gone: u64,
+    /// Given up at a clean stop: never renewed or held again by this process.
+    released: bool,
 }
 
 type DeposedHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -530,6 +532,9 @@ impl Shared {
                     by: by.clone(),
                 });
             }
+            if l.released {
+                return Err(StoreError::NoLease);
+            }
         }
         let secs = self.settings.lease.as_secs_f64();
         let sent = Instant::now();
@@ -563,7 +568,7 @@ impl Shared {
                     by: by.clone(),
                 });
             }
-            if l.epoch == 0 {
+            if l.epoch == 0 || l.released {
                 return Err(StoreError::NoLease);
             }
             l.epoch
@@ -580,7 +585,7 @@ impl Shared {
         if row.is_some() {
             {
                 let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
-                if l.deposed.is_none() {
+                if l.deposed.is_none() && !l.released {
                     l.renewed = Some(sent);
                     l.deadline = Some(self.local_deadline(sent));
                 }
@@ -776,6 +781,7 @@ impl PgBackend {
         let epoch = {
             let mut l = self.shared.lease.lock().unwrap_or_else(|p| p.into_inner());
             l.deadline = None;
+            l.released = true;
             l.epoch
         };
         if epoch == 0 {
