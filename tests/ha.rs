@@ -215,14 +215,7 @@ async fn a_paused_active_signs_and_commits_nothing_once_deposed_and_exits_when_i
     // The new active wardend has its own connection to the node ...
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = standby
-            .admin_client()
-            .await
-            .status(warden::api::proto::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if s.node_connection == "connected" {
+        if standby.status().await.node_connection == "connected" {
             break;
         }
         assert!(

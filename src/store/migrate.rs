@@ -47,6 +47,19 @@ pub fn digest(backend: &dyn Backend, ns: Namespace) -> Result<(usize, [u8; 32]),
     ))
 }
 
+/// Copy the sled state in `dir` (a stopped wardend's `data_dir/state`) into the empty `to`, as
+/// [`copy_all`] does.
+pub fn from_sled(dir: &std::path::Path, to: &dyn Backend) -> Result<Vec<Copied>, StoreError> {
+    if !dir.join("db").is_file() {
+        return Err(StoreError::Open {
+            path: dir.display().to_string(),
+            detail: "it holds no sled state database; point data_dir at the stopped node's data directory".into(),
+        });
+    }
+    let source = super::sled::SledBackend::open(dir)?;
+    copy_all(&source, to)
+}
+
 /// Copy every namespace of `from` into the empty `to` in one commit, then verify both sides
 /// agree on every namespace.
 pub fn copy_all(from: &dyn Backend, to: &dyn Backend) -> Result<Vec<Copied>, StoreError> {

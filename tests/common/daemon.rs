@@ -403,16 +403,20 @@ impl Daemon {
         panic!("admin API not reachable");
     }
 
-    /// The current use of the rolling window `tag`, from wardend's Status.
-    pub async fn window(&self, tag: &str) -> warden::api::proto::WindowUsage {
-        let status = self
-            .admin_client()
+    /// wardend's Status.
+    pub async fn status(&self) -> warden::api::proto::StatusResponse {
+        self.admin_client()
             .await
             .status(warden::api::proto::StatusRequest {})
             .await
             .unwrap()
-            .into_inner();
-        status
+            .into_inner()
+    }
+
+    /// The current use of the rolling window `tag`, from wardend's Status.
+    pub async fn window(&self, tag: &str) -> warden::api::proto::WindowUsage {
+        self.status()
+            .await
             .windows
             .into_iter()
             .find(|w| w.tag == tag)

@@ -24,14 +24,6 @@ pub fn run(from: &str, to: &str, args: &ConfigArgs) -> anyhow::Result<i32> {
     let key = hsm.audit_public_key()?;
     let anchor = hsm.audit_anchor()?;
     let sled_dir = config.data_dir.join("state");
-    if !sled_dir.join("db").is_file() {
-        anyhow::bail!(
-            "{} holds no sled state database; point data_dir at the stopped node's data directory",
-            sled_dir.display()
-        );
-    }
-    let source = warden::store::sled::SledBackend::open(&sled_dir)
-        .context("opening the sled state (stop wardend first: it holds the lock)")?;
     let pg = Arc::new(
         PgBackend::open(settings.clone())
             .context("opening the PostgreSQL state database (store.url)")?,
@@ -47,12 +39,12 @@ pub fn run(from: &str, to: &str, args: &ConfigArgs) -> anyhow::Result<i32> {
             anyhow::bail!("a wardend is active on the destination database: {holder} holds its lease. Stop every wardend on it, then migrate");
         }
     }
-    let copied = warden::store::migrate::copy_all(&source, pg.as_ref());
-    let copied = match copied {
+    let copied = match warden::store::migrate::from_sled(&sled_dir, pg.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             let _ = pg.release();
-            return Err(e).context("copying the state");
+            return Err(e)
+                .context("copying the sled state (stop wardend first: it holds the lock)");
         }
     };
     let store = warden::store::Store::new(pg.clone());
