@@ -17,6 +17,9 @@ use super::daemon::free_port;
 pub struct Payee {
     pub secret: SecretKey,
     pub node_id: PublicKey,
+    /// Every invoice carries this timestamp, so asking for the same `n` twice gives the same
+    /// invoice even across a second boundary (VLS refuses a second invoice for a payment hash).
+    issued: std::time::SystemTime,
 }
 
 impl Payee {
@@ -25,6 +28,7 @@ impl Payee {
         Payee {
             node_id: secret.public_key(&Secp256k1::new()),
             secret,
+            issued: std::time::SystemTime::now(),
         }
     }
 
@@ -32,7 +36,7 @@ impl Payee {
         hex::encode(self.node_id.serialize())
     }
 
-    /// A real, signed regtest invoice for `amount_msat`, unique per `n`.
+    /// A real, signed regtest invoice for `amount_msat`, unique per `n` and the same each time.
     pub fn invoice(&self, amount_msat: u64, n: u64) -> String {
         let preimage =
             sha256::Hash::hash(&[&self.node_id.serialize()[..], &n.to_be_bytes()].concat());
@@ -42,7 +46,7 @@ impl Payee {
             .description(format!("order {n}"))
             .payment_hash(hash)
             .payment_secret(PaymentSecret([7u8; 32]))
-            .current_timestamp()
+            .timestamp(self.issued)
             .min_final_cltv_expiry_delta(144)
             .amount_milli_satoshis(amount_msat)
             .build_signed(|m| secp.sign_ecdsa_recoverable(m, &self.secret))
