@@ -60,6 +60,9 @@ async fn main() {
     tokio::task::block_in_place(|| {
         sled.init();
         pg.init();
+    });
+    let before = pg.daemon.scrape_metrics().await;
+    tokio::task::block_in_place(|| {
         println!("same run, same proxy, same machine, one client asking one at a time:");
         let mut inv = Invoices::new(11);
         let s = timed(n, |_| assert!(preapprove(&mut sled, inv.next())));
@@ -67,6 +70,20 @@ async fn main() {
         let mut inv = Invoices::new(12);
         let p = timed(n, |_| assert!(preapprove(&mut pg, inv.next())));
         print("postgres   approved preapprove", p);
+        let after = tokio::runtime::Handle::current().block_on(pg.daemon.scrape_metrics());
+        for step in ["commit", "read"] {
+            let (secs, count) = (
+                format!("warden_store_step_seconds{{name=\"{step}\"}}"),
+                format!("warden_store_step_count{{name=\"{step}\"}}"),
+            );
+            let d = |k: &str| after[k] - before.get(k).copied().unwrap_or(0.0);
+            println!(
+                "  postgres per approval: {:.2} {step}s, {:.3} ms in them ({:.3} ms each)",
+                d(&count) / n as f64,
+                d(&secs) * 1e3 / n as f64,
+                d(&secs) * 1e3 / d(&count).max(1.0)
+            );
+        }
         println!(
             "  p50 ratio postgres/sled: {:.2}; goal p50 <= 2 ms and >= 500/s on PostgreSQL: {}",
             p.p50_ms / s.p50_ms,

@@ -160,13 +160,13 @@ impl Default for Metrics {
         let store_seconds = Family::<NameLabel, Gauge<f64, AtomicU64>>::default();
         r.register(
             "store_step_seconds",
-            "Total time the state database spent in each step of its commits (write, flush, fsync)",
+            "Total time the state database spent in each step (sled: write, flush, fsync; PostgreSQL: commit, read)",
             store_seconds.clone(),
         );
         let store_ops = Family::<NameLabel, Gauge>::default();
         r.register(
             "store_step_count",
-            "How often each step of the state database's commits ran",
+            "How often each step of the state database ran",
             store_ops.clone(),
         );
         let velocity_used = Family::<NameLabel, Gauge<f64, AtomicU64>>::default();

@@ -2,9 +2,10 @@
 //! a lease that fences every commit.
 //!
 //! Every namespace lives in one table (`warden_kv`, keyed by the namespace's byte and the key,
-//! compared bytewise as sled compares them). A [`Backend::commit`] is one SQL transaction: it
-//! locks the lease row `FOR SHARE`, checks that the lease's epoch is this process's own and
-//! unexpired by the server's clock, writes the batch, and commits; PostgreSQL's
+//! compared bytewise as sled compares them). A [`Backend::commit`] is one SQL transaction, sent
+//! as one round trip (`BEGIN`, one statement, `COMMIT`, pipelined): the statement locks the
+//! lease row `FOR SHARE` and writes the batch only if the lease's epoch is this process's own
+//! and unexpired by the server's clock; PostgreSQL's
 //! `synchronous_commit` decides what "durable" means (on: flushed to this server's WAL; with
 //! synchronous standbys, on theirs too), and `off` is refused at open. A takeover by another
 //! wardend updates the lease row (a new epoch), so it waits for commits in flight and every later
@@ -118,9 +119,9 @@ struct Stmts {
     get: Statement,
     scan: Statement,
     last: Statement,
-    upsert: Statement,
-    delete: Statement,
-    fence: Statement,
+    begin: Statement,
+    write: Statement,
+    commit: Statement,
 }
 
 struct Conn {
@@ -136,6 +137,8 @@ struct Shared {
     on_deposed: Mutex<Option<DeposedHook>>,
     commit_nanos: AtomicU64,
     commit_count: AtomicU64,
+    read_nanos: AtomicU64,
+    read_count: AtomicU64,
 }
 
 /// PostgreSQL under Warden (see the module documentation).
@@ -288,9 +291,30 @@ async fn prepare(client: Client) -> Result<Conn, StoreError> {
         get: prep("SELECT value FROM warden_kv WHERE ns = $1 AND key = $2").await?,
         scan: prep("SELECT key, value FROM warden_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key").await?,
         last: prep("SELECT key, value FROM warden_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key DESC LIMIT 1").await?,
-        upsert: prep("INSERT INTO warden_kv (ns, key, value) SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[]) ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value").await?,
-        delete: prep("DELETE FROM warden_kv WHERE (ns, key) IN (SELECT * FROM unnest($1::smallint[], $2::bytea[]))").await?,
-        fence: prep("SELECT epoch, holder, expires_at > clock_timestamp() FROM warden_lease WHERE id = 1 FOR SHARE").await?,
+        begin: prep("BEGIN").await?,
+        // The lease row locked FOR SHARE (a takeover's UPDATE waits for this transaction, and
+        // one that committed first is what this reads), and the batch written only if the
+        // lease is still this epoch's and unexpired by the server's clock.
+        write: prep(
+            "WITH lease AS (
+                SELECT epoch, holder, expires_at > clock_timestamp() AS valid
+                FROM warden_lease WHERE id = 1 FOR SHARE
+            ), ours AS (
+                SELECT 1 FROM lease WHERE epoch = $1 AND valid
+            ), upserted AS (
+                INSERT INTO warden_kv (ns, key, value)
+                SELECT * FROM unnest($2::smallint[], $3::bytea[], $4::bytea[])
+                WHERE EXISTS (SELECT 1 FROM ours)
+                ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value
+            ), deleted AS (
+                DELETE FROM warden_kv
+                WHERE (ns, key) IN (SELECT * FROM unnest($5::smallint[], $6::bytea[]))
+                AND EXISTS (SELECT 1 FROM ours)
+            )
+            SELECT epoch, holder, valid FROM lease",
+        )
+        .await?,
+        commit: prep("COMMIT").await?,
     };
     Ok(Conn { client, st })
 }
@@ -447,24 +471,27 @@ impl Shared {
             .with(|c| {
                 Box::pin(async move {
                     let e = pg_err("commit");
-                    let tx = c.client.transaction().await.map_err(&e)?;
-                    let upsert: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                        [&up_ns, &up_keys, &up_vals];
-                    let delete: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-                        [&del_ns, &del_keys];
-                    // Pipelined: the lease check and both writes go out together.
-                    let (fence, _, _) = futures::try_join!(
-                        tx.query_opt(&c.st.fence, &[]),
-                        tx.execute(&c.st.upsert, &upsert),
-                        tx.execute(&c.st.delete, &delete),
-                    )
-                    .map_err(&e)?;
-                    let verdict = match fence {
+                    let epoch = epoch as i64;
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                        [&epoch, &up_ns, &up_keys, &up_vals, &del_ns, &del_keys];
+                    // One round trip: BEGIN, the fenced write and COMMIT go out together. The
+                    // write touches nothing unless the lease is ours, so a COMMIT that follows a
+                    // failed fence commits nothing; a failed statement turns the COMMIT into a
+                    // rollback. COMMIT's answer comes once the WAL is flushed.
+                    let (begin, fence, commit) = futures::join!(
+                        c.client.execute(&c.st.begin, &[]),
+                        c.client.query_opt(&c.st.write, &params),
+                        c.client.execute(&c.st.commit, &[]),
+                    );
+                    begin.map_err(&e)?;
+                    let fence = fence.map_err(&e)?;
+                    commit.map_err(&e)?;
+                    Ok(match fence {
                         None => Err(None),
                         Some(row) => {
                             let (current, holder, valid): (i64, String, bool) =
                                 (row.get(0), row.get(1), row.get(2));
-                            if current as u64 != epoch {
+                            if current != epoch {
                                 Err(Some(format!("{holder} (epoch {current})")))
                             } else if !valid {
                                 Err(None)
@@ -472,14 +499,7 @@ impl Shared {
                                 Ok(())
                             }
                         }
-                    };
-                    match verdict {
-                        Ok(()) => tx.commit().await.map_err(&e).map(|()| Ok(())),
-                        Err(by) => {
-                            tx.rollback().await.map_err(&e)?;
-                            Ok(Err(by))
-                        }
-                    }
+                    })
                 })
             })
             .await?;
@@ -657,6 +677,8 @@ impl PgBackend {
             on_deposed: Default::default(),
             commit_nanos: Default::default(),
             commit_count: Default::default(),
+            read_nanos: Default::default(),
+            read_count: Default::default(),
         });
         let backend = PgBackend {
             rt: Some(rt),
@@ -696,6 +718,27 @@ impl PgBackend {
             });
         rx.recv()
             .unwrap_or_else(|_| Err(unavailable("the database task stopped")))
+    }
+
+    /// A read on the request connection, timed from the calling thread (the hand-over to the
+    /// runtime is part of what a read costs).
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl for<'c> FnOnce(
+                &'c mut Conn,
+            ) -> std::pin::Pin<
+                Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>,
+            > + Send
+            + 'static,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let sh = self.shared.clone();
+        let r = self.run(async move { sh.with(f).await });
+        let sh = &self.shared;
+        sh.read_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        sh.read_count.fetch_add(1, Ordering::Relaxed);
+        r
     }
 
     /// Take the lease if it is free or expired: our new epoch, or `None` while another wardend
@@ -832,55 +875,44 @@ impl Drop for PgBackend {
 
 impl Backend for PgBackend {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let (sh, key) = (self.shared.clone(), key.to_vec());
-        self.run(async move {
-            sh.with(|c| {
-                Box::pin(async move {
-                    let row = c
-                        .client
-                        .query_opt(&c.st.get, &[&ns_id(ns), &key])
-                        .await
-                        .map_err(pg_err("read"))?;
-                    Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
-                })
+        let key = key.to_vec();
+        self.read(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .client
+                    .query_opt(&c.st.get, &[&ns_id(ns), &key])
+                    .await
+                    .map_err(pg_err("read"))?;
+                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
             })
-            .await
         })
     }
 
     fn scan(&self, ns: Namespace, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        let (sh, prefix) = (self.shared.clone(), prefix.to_vec());
-        self.run(async move {
-            sh.with(|c| {
-                Box::pin(async move {
-                    let end = prefix_end(&prefix);
-                    let rows = c
-                        .client
-                        .query(&c.st.scan, &[&ns_id(ns), &prefix, &end])
-                        .await
-                        .map_err(pg_err("scan"))?;
-                    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-                })
+        let (prefix, end) = (prefix.to_vec(), prefix_end(prefix));
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .client
+                    .query(&c.st.scan, &[&ns_id(ns), &prefix, &end])
+                    .await
+                    .map_err(pg_err("scan"))?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
             })
-            .await
         })
     }
 
     fn last(&self, ns: Namespace, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
-        let (sh, prefix) = (self.shared.clone(), prefix.to_vec());
-        self.run(async move {
-            sh.with(|c| {
-                Box::pin(async move {
-                    let end = prefix_end(&prefix);
-                    let row = c
-                        .client
-                        .query_opt(&c.st.last, &[&ns_id(ns), &prefix, &end])
-                        .await
-                        .map_err(pg_err("read the last entry"))?;
-                    Ok(row.map(|r| (r.get(0), r.get(1))))
-                })
+        let (prefix, end) = (prefix.to_vec(), prefix_end(prefix));
+        self.read(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .client
+                    .query_opt(&c.st.last, &[&ns_id(ns), &prefix, &end])
+                    .await
+                    .map_err(pg_err("read the last entry"))?;
+                Ok(row.map(|r| (r.get(0), r.get(1))))
             })
-            .await
         })
     }
 
@@ -911,11 +943,19 @@ impl Backend for PgBackend {
     }
 
     fn timings(&self) -> Vec<Timing> {
-        vec![Timing {
-            step: "commit",
-            nanos: self.shared.commit_nanos.load(Ordering::Relaxed),
-            count: self.shared.commit_count.load(Ordering::Relaxed),
-        }]
+        let sh = &self.shared;
+        vec![
+            Timing {
+                step: "commit",
+                nanos: sh.commit_nanos.load(Ordering::Relaxed),
+                count: sh.commit_count.load(Ordering::Relaxed),
+            },
+            Timing {
+                step: "read",
+                nanos: sh.read_nanos.load(Ordering::Relaxed),
+                count: sh.read_count.load(Ordering::Relaxed),
+            },
+        ]
     }
 }
 
