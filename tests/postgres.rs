@@ -163,6 +163,60 @@ fn a_holder_that_did_not_renew_in_time_answers_nothing_until_it_renews() {
 }
 
 #[test]
+fn a_commit_that_got_no_answer_is_ended_on_the_server_before_anything_is_read() {
+    let server = pg::shared();
+    let db = server.database("unanswered");
+    // As an operator runs it: wardend's own role, no superuser, owning its database.
+    server.sql(
+        "postgres",
+        "DO $$ BEGIN CREATE ROLE warden_app LOGIN PASSWORD 'app-secret'; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    );
+    server.sql(
+        "postgres",
+        &format!("ALTER DATABASE {db} OWNER TO warden_app"),
+    );
+    let mut settings = server.settings(&db, "a");
+    settings.conninfo.push_str(" user=warden_app");
+    settings.password = Some(zeroize::Zeroizing::new("app-secret".into()));
+    let a = PgBackend::open(settings).unwrap();
+    a.try_acquire().unwrap().unwrap();
+    put(&a, Namespace::Meta, b"before", b"1").unwrap();
+    // The server takes 4 s to write the next row (a stalled disk, a lock held elsewhere): longer
+    // than wardend waits (the 3 s lease), so the commit gets no answer while it is still running.
+    server.sql(
+        &db,
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(4); RETURN NEW; END $$; \
+         CREATE TRIGGER stall BEFORE INSERT ON warden_kv FOR EACH ROW EXECUTE FUNCTION stall()",
+    );
+    let e = put(&a, Namespace::Meta, b"late", b"1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("did not answer within 3s"), "{e}");
+    assert!(
+        e.contains("its session on the server was ended, so it cannot land later"),
+        "{e}"
+    );
+    server.sql(&db, "DROP TRIGGER stall ON warden_kv");
+    // Past the moment the stalled write would have finished: it never lands, so a reload after
+    // the failure reads what the server keeps.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(a.get(Namespace::Meta, b"late").unwrap(), None);
+    assert_eq!(
+        server.sql(&db, "SELECT count(*) FROM warden_kv WHERE key = 'late'"),
+        "0"
+    );
+    // And service resumes once the lease is renewed.
+    a.renew().unwrap();
+    put(&a, Namespace::Meta, b"after", b"1").unwrap();
+    assert_eq!(
+        a.get(Namespace::Meta, b"after").unwrap(),
+        Some(b"1".to_vec())
+    );
+}
+
+#[test]
 fn without_the_lease_nothing_is_written() {
     let db = pg::shared().database("nolease");
     let a = backend(&db, "a");

@@ -2,10 +2,11 @@
 //! a lease that fences every commit.
 //!
 //! Every namespace lives in one table (`warden_kv`, keyed by the namespace's byte and the key,
-//! compared bytewise as sled compares them). A [`Backend::commit`] is one SQL transaction, sent
-//! as one round trip (`BEGIN`, one statement, `COMMIT`, pipelined): the statement locks the
-//! lease row `FOR SHARE` and writes the batch only if the lease's epoch is this process's own
-//! and unexpired by the server's clock; PostgreSQL's
+//! compared bytewise as sled compares them). A [`Backend::commit`] is one SQL statement, its own
+//! implicit transaction, in one round trip: it locks the lease row `FOR SHARE` and writes the
+//! batch only if the lease's epoch is this process's own and unexpired by the server's clock.
+//! A commit that gets no answer has its server session ended before anything is read again
+//! (see `Shared::settle`), so it cannot land after the store reloaded its memory. PostgreSQL's
 //! `synchronous_commit` decides what "durable" means (on: flushed to this server's WAL; with
 //! synchronous standbys, on theirs too), and `off` is refused at open. A takeover by another
 //! wardend updates the lease row (a new epoch), so it waits for commits in flight and every later
@@ -119,14 +120,20 @@ struct Stmts {
     get: Statement,
     scan: Statement,
     last: Statement,
-    begin: Statement,
     write: Statement,
-    commit: Statement,
+}
+
+/// A server session, named so that no later session that reuses its pid is mistaken for it.
+#[derive(Debug, Clone, PartialEq)]
+struct Session {
+    pid: i32,
+    started: String,
 }
 
 struct Conn {
     client: Client,
     st: Stmts,
+    session: Session,
 }
 
 struct Shared {
@@ -139,6 +146,8 @@ struct Shared {
     commit_count: AtomicU64,
     read_nanos: AtomicU64,
     read_count: AtomicU64,
+    /// The session of a commit that got no answer, until it is known to be over.
+    unsettled: Mutex<Option<Session>>,
 }
 
 /// PostgreSQL under Warden (see the module documentation).
@@ -291,10 +300,12 @@ async fn prepare(client: Client) -> Result<Conn, StoreError> {
         get: prep("SELECT value FROM warden_kv WHERE ns = $1 AND key = $2").await?,
         scan: prep("SELECT key, value FROM warden_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key").await?,
         last: prep("SELECT key, value FROM warden_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key DESC LIMIT 1").await?,
-        begin: prep("BEGIN").await?,
-        // The lease row locked FOR SHARE (a takeover's UPDATE waits for this transaction, and
-        // one that committed first is what this reads), and the batch written only if the
-        // lease is still this epoch's and unexpired by the server's clock.
+        // One implicit transaction: the lease row locked FOR SHARE (a takeover's UPDATE waits
+        // for it, and one that committed first is what this reads), and the batch written only
+        // if the lease is still this epoch's and unexpired by the server's clock. The request
+        // connection never opens a transaction block, so this commits at its Sync, and the
+        // driver returns only at the ReadyForQuery that follows the commit (WAL flushed; an
+        // error at commit arrives before it).
         write: prep(
             "WITH lease AS (
                 SELECT epoch, holder, expires_at > clock_timestamp() AS valid
@@ -314,9 +325,23 @@ async fn prepare(client: Client) -> Result<Conn, StoreError> {
             SELECT epoch, holder, valid FROM lease",
         )
         .await?,
-        commit: prep("COMMIT").await?,
     };
-    Ok(Conn { client, st })
+    let row = client
+        .query_one(
+            "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .map_err(pg_err("connect"))?;
+    let session = Session {
+        pid: row.get(0),
+        started: row.get(1),
+    };
+    Ok(Conn {
+        client,
+        st,
+        session,
+    })
 }
 
 /// Create or bring the schema up to date, refusing one newer than this wardend knows.
@@ -362,17 +387,68 @@ impl Shared {
         slot: &'a tokio::sync::Mutex<Option<Conn>>,
     ) -> Result<tokio::sync::MutexGuard<'a, Option<Conn>>, StoreError> {
         let mut g = slot.lock().await;
+        // Renewals never wait for a settlement: the lease must not lapse over one.
+        let settle = std::ptr::eq(slot, &self.conn);
+        self.ensure(&mut g, settle).await?;
+        Ok(g)
+    }
+
+    /// (Re)connect if needed; with `settle`, first settle an unfinished commit.
+    async fn ensure(&self, g: &mut Option<Conn>, settle: bool) -> Result<(), StoreError> {
         if g.as_ref().is_none_or(|c| c.client.is_closed()) {
             *g = None;
             *g = Some(connect(&self.settings).await?);
         }
-        Ok(g)
+        if !settle {
+            return Ok(());
+        }
+        let unsettled = self
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(old) = unsettled {
+            let c = g.as_ref().expect("connected");
+            self.settle(&c.client, &old).await?;
+            *self.unsettled.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        Ok(())
+    }
+
+    /// A commit that did not answer (a timeout, a connection lost) may still be running on the
+    /// server, and would land whenever it finishes, after the store has reloaded its memory
+    /// from the database. End its session and wait until it is gone, so what is read next is
+    /// what the server keeps. A role may end its own sessions; the session's start time tells
+    /// it from a later one with the same pid.
+    async fn settle(&self, client: &Client, old: &Session) -> Result<(), StoreError> {
+        let deadline = Instant::now() + self.settings.lease;
+        loop {
+            let alive = client
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+                    &[&old.pid, &old.started],
+                )
+                .await
+                .map_err(pg_err("end the session of a commit that did not answer"))?;
+            if alive.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "the session (pid {}) of a commit that did not answer is still running on the server after {:?}; nothing is read or written until it has ended",
+                    old.pid, self.settings.lease
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Run `f` on the request connection; a connection failure drops it, so the next call
-    /// reconnects.
+    /// reconnects. When `f` writes and got no answer, its session is settled before this
+    /// returns, so a caller that reloads after the failure reads what the server keeps.
     async fn with<T>(
         &self,
+        writes: bool,
         f: impl for<'c> FnOnce(
             &'c mut Conn,
         ) -> std::pin::Pin<
@@ -380,19 +456,34 @@ impl Shared {
         >,
     ) -> Result<T, StoreError> {
         let mut g = self.conn(&self.conn).await?;
-        let r = match tokio::time::timeout(self.settings.lease, f(g.as_mut().expect("connected")))
-            .await
-        {
+        let conn = g.as_mut().expect("connected");
+        let session = conn.session.clone();
+        let r = match tokio::time::timeout(self.settings.lease, f(conn)).await {
             Ok(r) => r,
             Err(_) => Err(unavailable(format!(
                 "PostgreSQL did not answer within {:?}",
                 self.settings.lease
             ))),
         };
-        if matches!(r, Err(StoreError::Unavailable { .. })) {
-            *g = None;
+        match r {
+            Err(StoreError::Unavailable { detail }) => {
+                *g = None;
+                if !writes {
+                    return Err(StoreError::Unavailable { detail });
+                }
+                *self.unsettled.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+                let settled = match self.ensure(&mut g, true).await {
+                    Ok(()) => {
+                        "; its session on the server was ended, so it cannot land later".to_string()
+                    }
+                    Err(e) => format!("; whether it lands is not known yet ({e})"),
+                };
+                Err(StoreError::Unavailable {
+                    detail: detail + &settled,
+                })
+            }
+            r => r,
         }
-        r
     }
 
     /// Whether this process may commit or answer now; our epoch if so.
@@ -468,24 +559,16 @@ impl Shared {
         }
         let started = Instant::now();
         let fenced = self
-            .with(|c| {
+            .with(true, |c| {
                 Box::pin(async move {
-                    let e = pg_err("commit");
                     let epoch = epoch as i64;
                     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                         [&epoch, &up_ns, &up_keys, &up_vals, &del_ns, &del_keys];
-                    // One round trip: BEGIN, the fenced write and COMMIT go out together. The
-                    // write touches nothing unless the lease is ours, so a COMMIT that follows a
-                    // failed fence commits nothing; a failed statement turns the COMMIT into a
-                    // rollback. COMMIT's answer comes once the WAL is flushed.
-                    let (begin, fence, commit) = futures::join!(
-                        c.client.execute(&c.st.begin, &[]),
-                        c.client.query_opt(&c.st.write, &params),
-                        c.client.execute(&c.st.commit, &[]),
-                    );
-                    begin.map_err(&e)?;
-                    let fence = fence.map_err(&e)?;
-                    commit.map_err(&e)?;
+                    let fence = c
+                        .client
+                        .query_opt(&c.st.write, &params)
+                        .await
+                        .map_err(pg_err("commit"))?;
                     Ok(match fence {
                         None => Err(None),
                         Some(row) => {
@@ -679,6 +762,7 @@ impl PgBackend {
             commit_count: Default::default(),
             read_nanos: Default::default(),
             read_count: Default::default(),
+            unsettled: Default::default(),
         });
         let backend = PgBackend {
             rt: Some(rt),
@@ -733,7 +817,7 @@ impl PgBackend {
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let sh = self.shared.clone();
-        let r = self.run(async move { sh.with(f).await });
+        let r = self.run(async move { sh.with(false, f).await });
         let sh = &self.shared;
         sh.read_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
