@@ -182,14 +182,15 @@ fn a_commit_that_got_no_answer_is_ended_on_the_server_before_anything_is_read() 
     let a = PgBackend::open(settings).unwrap();
     a.try_acquire().unwrap().unwrap();
     put(&a, Namespace::Meta, b"before", b"1").unwrap();
-    // The server takes 4 s to write the next row (a stalled disk, a lock held elsewhere): longer
-    // than wardend waits (the 3 s lease), so the commit gets no answer while it is still running.
+    // The server takes a minute to write the next row (a stalled disk, a lock held elsewhere):
+    // longer than wardend waits (the 3 s lease), so the commit gets no answer while it runs.
     server.sql(
         &db,
         "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep(4); RETURN NEW; END $$; \
+         $$ BEGIN PERFORM pg_sleep(60); RETURN NEW; END $$; \
          CREATE TRIGGER stall BEFORE INSERT ON warden_kv FOR EACH ROW EXECUTE FUNCTION stall()",
     );
+    a.renew().unwrap();
     let e = put(&a, Namespace::Meta, b"late", b"1")
         .unwrap_err()
         .to_string();
@@ -198,10 +199,10 @@ fn a_commit_that_got_no_answer_is_ended_on_the_server_before_anything_is_read() 
         e.contains("its session on the server was ended, so it cannot land later"),
         "{e}"
     );
+    // Dropping the trigger waits for any write still using it (the stalled one, had its session
+    // not been ended, which would then land): it never lands, so a reload after the failure
+    // reads what the server keeps.
     server.sql(&db, "DROP TRIGGER stall ON warden_kv");
-    // Past the moment the stalled write would have finished: it never lands, so a reload after
-    // the failure reads what the server keeps.
-    std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(a.get(Namespace::Meta, b"late").unwrap(), None);
     assert_eq!(
         server.sql(&db, "SELECT count(*) FROM warden_kv WHERE key = 'late'"),

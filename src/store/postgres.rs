@@ -23,7 +23,10 @@
 //!
 //! The driver is `tokio-postgres` on a runtime of its own (two threads), so the synchronous
 //! [`Backend`] calls work from any thread, async or not. Renewals use their own connection, so
-//! a slow commit never delays them.
+//! they never queue behind a commit on the client; a commit stalled on the server still holds
+//! the lease row `FOR SHARE`, which a renewal's `UPDATE` waits for (a renewal that times out
+//! then may land when that commit ends: the expiry moves later, which delays a takeover but
+//! never lets two wardends commit).
 
 use super::{Backend, Batch, Entry, LeaseStatus, Namespace, Role, StoreError, Timing};
 use std::future::Future;
@@ -127,7 +130,8 @@ struct Stmts {
 #[derive(Debug, Clone, PartialEq)]
 struct Session {
     pid: i32,
-    started: String,
+    /// `backend_start`, exact to the microsecond (text would depend on the session's TimeZone).
+    started: std::time::SystemTime,
 }
 
 struct Conn {
@@ -328,7 +332,7 @@ async fn prepare(client: Client) -> Result<Conn, StoreError> {
     };
     let row = client
         .query_one(
-            "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
             &[],
         )
         .await
@@ -393,8 +397,31 @@ impl Shared {
         Ok(g)
     }
 
-    /// (Re)connect if needed; with `settle`, first settle an unfinished commit.
+    /// (Re)connect if needed; with `settle`, first settle an unfinished commit. Bounded by the
+    /// lease length, so a server that stopped answering never holds the request slot longer.
     async fn ensure(&self, g: &mut Option<Conn>, settle: bool) -> Result<(), StoreError> {
+        let lease = self.settings.lease;
+        match tokio::time::timeout(lease, self.ensure_unbounded(g, settle)).await {
+            Ok(r) => r,
+            Err(_) => {
+                *g = None;
+                let unsettled = self
+                    .unsettled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                Err(unavailable(match unsettled.filter(|_| settle) {
+                    Some(old) => format!(
+                        "the session (pid {}) of a commit that did not answer could not be ended within {lease:?}; nothing is read or written on the request connection until it has",
+                        old.pid
+                    ),
+                    None => format!("PostgreSQL did not answer within {lease:?} while connecting"),
+                }))
+            }
+        }
+    }
+
+    async fn ensure_unbounded(&self, g: &mut Option<Conn>, settle: bool) -> Result<(), StoreError> {
         if g.as_ref().is_none_or(|c| c.client.is_closed()) {
             *g = None;
             *g = Some(connect(&self.settings).await?);
@@ -418,26 +445,20 @@ impl Shared {
     /// A commit that did not answer (a timeout, a connection lost) may still be running on the
     /// server, and would land whenever it finishes, after the store has reloaded its memory
     /// from the database. End its session and wait until it is gone, so what is read next is
-    /// what the server keeps. A role may end its own sessions; the session's start time tells
-    /// it from a later one with the same pid.
+    /// what the server keeps (a session leaves `pg_stat_activity` only after its transaction
+    /// was aborted). A role may end its own sessions; the session's start time tells it from a
+    /// later one with the same pid. The wait is bounded by [`Shared::ensure`].
     async fn settle(&self, client: &Client, old: &Session) -> Result<(), StoreError> {
-        let deadline = Instant::now() + self.settings.lease;
         loop {
             let alive = client
                 .query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2",
                     &[&old.pid, &old.started],
                 )
                 .await
                 .map_err(pg_err("end the session of a commit that did not answer"))?;
             if alive.is_empty() {
                 return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(unavailable(format!(
-                    "the session (pid {}) of a commit that did not answer is still running on the server after {:?}; nothing is read or written until it has ended",
-                    old.pid, self.settings.lease
-                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
