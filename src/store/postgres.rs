@@ -13,7 +13,8 @@
 //! commit of the old holder fails inside its own transaction.
 //!
 //! The database fences what is written; the process fences what is answered. Each renewal
-//! records, by this process's monotonic clock, when it was sent; the lease is held locally until
+//! records, by `CLOCK_BOOTTIME` (monotonic, and unlike std's `Instant` it keeps counting while
+//! the host is suspended), when it was sent; the lease is held locally until
 //! that instant plus the lease length minus a margin, which is never later than the server's
 //! expiry. [`Backend::fence`] refuses once that deadline has passed, so a wardend that was
 //! paused (SIGSTOP, a stalled VM, a long GC-like pause) and wakes up after a standby took over
@@ -100,15 +101,48 @@ pub enum PgTls {
     },
 }
 
+/// A moment on `CLOCK_BOOTTIME`. The lease is held locally by this clock, not by std's
+/// `Instant` (`CLOCK_MONOTONIC`), because `CLOCK_MONOTONIC` stops while the host is suspended:
+/// a host that slept past its lease would wake believing it still held it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct BootInstant(Duration);
+
+impl BootInstant {
+    fn now() -> Self {
+        // CLOCK_BOOTTIME exists on every Linux since 2.6.39; wardend runs nowhere else.
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .expect("CLOCK_BOOTTIME is readable");
+        BootInstant(Duration::from(t))
+    }
+
+    fn elapsed(&self) -> Duration {
+        Self::now().0.saturating_sub(self.0)
+    }
+}
+
+impl std::ops::Add<Duration> for BootInstant {
+    type Output = BootInstant;
+    fn add(self, d: Duration) -> BootInstant {
+        BootInstant(self.0 + d)
+    }
+}
+
+impl std::ops::Sub<Duration> for BootInstant {
+    type Output = BootInstant;
+    fn sub(self, d: Duration) -> BootInstant {
+        BootInstant(self.0.saturating_sub(d))
+    }
+}
+
 /// The lease as this process sees it.
 #[derive(Debug, Default)]
 struct LeaseState {
     /// Our epoch while we hold (or held) the lease; 0 before.
     epoch: u64,
     /// Until when we may answer, by our monotonic clock.
-    deadline: Option<Instant>,
+    deadline: Option<BootInstant>,
     /// When our last successful renewal was sent.
-    renewed: Option<Instant>,
+    renewed: Option<BootInstant>,
     /// Who deposed us, once someone has: permanent.
     deposed: Option<String>,
     /// Earlier holders that said they stopped (see [`LeaseStatus::predecessors_gone`]).
@@ -518,7 +552,7 @@ impl Shared {
         }
         match l.deadline {
             None => Err(StoreError::NoLease),
-            Some(d) if Instant::now() >= d => Err(StoreError::LeaseLapsed {
+            Some(d) if BootInstant::now() >= d => Err(StoreError::LeaseLapsed {
                 epoch: l.epoch,
                 since: l.renewed.map(|r| r.elapsed()).unwrap_or_default(),
             }),
@@ -556,7 +590,7 @@ impl Shared {
         StoreError::Deposed { epoch, by }
     }
 
-    fn local_deadline(&self, sent: Instant) -> Instant {
+    fn local_deadline(&self, sent: BootInstant) -> BootInstant {
         let lease = self.settings.lease;
         sent + lease - (lease / 5).min(Duration::from_secs(1))
     }
@@ -617,7 +651,7 @@ impl Shared {
                 // Our epoch, expired by the server's clock: not deposed (nobody took over), but
                 // nothing may be committed until a renewal succeeds.
                 let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
-                l.deadline = Some(Instant::now());
+                l.deadline = Some(BootInstant::now());
                 Err(StoreError::LeaseLapsed {
                     epoch,
                     since: l.renewed.map(|r| r.elapsed()).unwrap_or_default(),
@@ -661,7 +695,7 @@ impl Shared {
             }
         }
         let secs = self.settings.lease.as_secs_f64();
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let row = self
             .lease_query(
                 "INSERT INTO warden_lease AS l (id, holder, epoch, acquired_at, renewed_at, expires_at) \
@@ -698,7 +732,7 @@ impl Shared {
             l.epoch
         };
         let secs = self.settings.lease.as_secs_f64();
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let row = self
             .lease_query(
                 "UPDATE warden_lease SET renewed_at = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => $2) \
@@ -1067,6 +1101,22 @@ impl Backend for PgBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_clock_measures_elapsed_time_and_never_runs_backwards() {
+        let (boot, mono) = (BootInstant::now(), Instant::now());
+        std::thread::sleep(Duration::from_millis(300));
+        let m = mono.elapsed();
+        let b = boot.elapsed();
+        assert!(b >= Duration::from_millis(300), "{b:?}");
+        // Without a suspend in between, both clocks count the same interval (read in this
+        // order, the boot clock's reading is the later one).
+        assert!(b + Duration::from_millis(1) >= m, "{b:?} vs {m:?}");
+        assert!(b <= m + Duration::from_millis(100), "{b:?} vs {m:?}");
+        let later = BootInstant::now();
+        assert!(later >= boot + Duration::from_millis(50));
+        assert!(later - Duration::from_millis(50) >= boot);
+    }
 
     #[test]
     fn a_prefix_ends_at_the_next_key_that_does_not_start_with_it() {
