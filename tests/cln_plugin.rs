@@ -150,23 +150,13 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
     let pending = cln.pending();
     assert_eq!(pending[0]["id"], id.as_str());
     assert_eq!(pending[0]["kind"], "onchain");
-    let out = cln.wardenctl("alice", &["approve", &id, "--key", &cln.admin_key("alice")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cln.approve("alice", &id);
     let reply = hook(|| plugin.command("withdraw", held()));
     assert_eq!(
         error_of(&reply).expect("still held")["data"]["request_id"],
         id.as_str()
     );
-    let out = cln.wardenctl("bob", &["approve", &id, "--key", &cln.admin_key("bob")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cln.approve("bob", &id);
     let reply = hook(|| plugin.command("withdraw", held()));
     assert_eq!(reply, json!({"result": "continue"}));
     // Checking again does not use the approval up: the signature does.

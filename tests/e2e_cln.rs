@@ -78,14 +78,7 @@ async fn a_large_payment_waits_for_two_admins_across_a_wardend_crash() {
 
     // Two admins approve with wardenctl; the same preapprove now passes.
     for admin in ["alice", "bob"] {
-        let out = block_in_place(|| {
-            cln.wardenctl(admin, &["approve", &id, "--key", &cln.admin_key(admin)])
-        });
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        block_in_place(|| cln.approve(admin, &id));
     }
     assert!(
         block_in_place(|| cln.preapprove(&large)),

@@ -60,6 +60,30 @@ fn proxy_log(d: &Daemon) -> String {
     out
 }
 
+/// The node asks wardend to preapprove `invoice` (on another thread) while `meanwhile` acts on
+/// wardend; the node's answer and what `meanwhile` returned.
+fn preapprove_meanwhile<T>(
+    cln: &mut Cln,
+    invoice: String,
+    meanwhile: impl FnOnce(&mut Daemon) -> T,
+) -> (
+    Result<vls_protocol::msgs::Message, warden::standin::hsmd::HsmdError>,
+    T,
+) {
+    block_in_place(|| {
+        std::thread::scope(|s| {
+            let hsmd = &mut cln.proxy.hsmd;
+            let call = s.spawn(move || {
+                hsmd.call(vls_protocol::msgs::PreapproveInvoice {
+                    invstring: vls_protocol::serde_bolt::WireString(invoice.into_bytes()),
+                })
+            });
+            let t = meanwhile(&mut cln.daemon);
+            (call.join().unwrap(), t)
+        })
+    })
+}
+
 fn exit_status(d: &mut Daemon, within: Duration) -> Option<i32> {
     let deadline = Instant::now() + within;
     let child = d.wardend.as_mut().expect("wardend runs");
@@ -93,14 +117,7 @@ async fn a_standby_takes_over_a_killed_active_under_load_and_nothing_is_lost_or_
         .unwrap()
         .to_string();
     for admin in ["alice", "bob"] {
-        let out = block_in_place(|| {
-            cln.wardenctl(admin, &["approve", &id, "--key", &cln.admin_key(admin)])
-        });
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        block_in_place(|| cln.approve(admin, &id));
     }
 
     // A stream of small payments; the active wardend is killed while it runs.
@@ -229,19 +246,10 @@ async fn a_paused_active_signs_and_commits_nothing_once_deposed_and_exits_when_i
     // active's to answer), closes its connection, says so in the database, and exits 75; the
     // new active wardend reconnects and the proxy retransmits the request to it.
     let invoice = payee.invoice(200_000 * SAT, 2);
-    let (answer, exit) = block_in_place(|| {
-        std::thread::scope(|s| {
-            let hsmd = &mut cln.proxy.hsmd;
-            let call = s.spawn(move || {
-                hsmd.call(vls_protocol::msgs::PreapproveInvoice {
-                    invstring: vls_protocol::serde_bolt::WireString(invoice.into_bytes()),
-                })
-            });
-            std::thread::sleep(Duration::from_millis(500));
-            nix::sys::signal::kill(active, nix::sys::signal::Signal::SIGCONT).unwrap();
-            let exit = exit_status(&mut cln.daemon, Duration::from_secs(15));
-            (call.join().unwrap(), exit)
-        })
+    let (answer, exit) = preapprove_meanwhile(&mut cln, invoice, |d| {
+        std::thread::sleep(Duration::from_millis(500));
+        nix::sys::signal::kill(active, nix::sys::signal::Signal::SIGCONT).unwrap();
+        exit_status(d, Duration::from_secs(15))
     });
     assert_eq!(
         exit,
@@ -287,19 +295,11 @@ async fn postgres_restarted_under_wardend_means_temporary_failures_then_service_
 
     server.stop();
     let invoice = payee.invoice(150_000 * SAT, 2);
-    let (answer, running) = block_in_place(|| {
-        std::thread::scope(|s| {
-            let hsmd = &mut cln.proxy.hsmd;
-            let call = s.spawn(move || {
-                hsmd.call(vls_protocol::msgs::PreapproveInvoice {
-                    invstring: vls_protocol::serde_bolt::WireString(invoice.into_bytes()),
-                })
-            });
-            std::thread::sleep(Duration::from_secs(3));
-            let running = exit_status(&mut cln.daemon, Duration::from_millis(10)).is_none();
-            server.start();
-            (call.join().unwrap(), running)
-        })
+    let (answer, running) = preapprove_meanwhile(&mut cln, invoice, |d| {
+        std::thread::sleep(Duration::from_secs(3));
+        let running = exit_status(d, Duration::from_millis(10)).is_none();
+        server.start();
+        running
     });
     assert!(running, "wardend keeps running while its database is down");
     assert!(cln.proxy.is_running(), "and so does the node's proxy");

@@ -188,12 +188,7 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     assert_eq!(pending[0]["amount_msat"], 1_500_000 * SAT);
     let id = pending[0]["id"].as_str().unwrap().to_string();
     for admin in ["alice", "bob"] {
-        let out = d.wardenctl(admin, &["approve", &id, "--key", &d.admin_key(admin)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        d.approve(admin, &id);
     }
     net.pay(&large, preapprove)
         .expect("the retry after two approvals succeeds");
@@ -469,12 +464,7 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
         .trim_end_matches(';')
         .to_string();
     for admin in ["alice", "bob"] {
-        let out = d.wardenctl(admin, &["approve", &id, "--key", &d.admin_key(admin)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        d.approve(admin, &id);
     }
     let funding = side
         .link
@@ -546,12 +536,7 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
     assert_eq!(held.outcome, CheckOutcome::Held, "{held:?}");
     let id = held.request_id.clone().unwrap();
     for admin in ["alice", "bob"] {
-        let out = d.wardenctl(admin, &["approve", &id, "--key", &d.admin_key(admin)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        d.approve(admin, &id);
     }
     let approved = side.link.check_spend(&[(to.clone(), 1_500_000)]).unwrap();
     assert_eq!(approved.outcome, CheckOutcome::Approved);

@@ -14,6 +14,11 @@ fn backend(db: &str, holder: &str) -> PgBackend {
     PgBackend::open(pg::shared().settings(db, holder)).unwrap()
 }
 
+/// Why opening with `s` was refused.
+fn refusal(s: warden::store::postgres::PgSettings) -> String {
+    PgBackend::open(s).err().expect("refused").to_string()
+}
+
 fn put(b: &dyn Backend, ns: Namespace, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
     let mut batch = Batch::default();
     batch.put(ns, k.to_vec(), v.to_vec());
@@ -254,10 +259,7 @@ fn a_server_that_acknowledges_before_durable_is_refused() {
         "postgres",
         &format!("ALTER DATABASE {db} SET synchronous_commit = off"),
     );
-    let e = PgBackend::open(pg::shared().settings(&db, "a"))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = refusal(pg::shared().settings(&db, "a"));
     assert!(
         e.contains("synchronous_commit is off") && e.contains("set synchronous_commit = on"),
         "{e}"
@@ -269,10 +271,7 @@ fn a_schema_newer_than_this_wardend_is_refused() {
     let db = pg::shared().database("newer");
     drop(backend(&db, "a"));
     pg::shared().sql(&db, "INSERT INTO warden_schema (version) VALUES (99)");
-    let e = PgBackend::open(pg::shared().settings(&db, "a"))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = refusal(pg::shared().settings(&db, "a"));
     assert!(
         e.contains("schema is version 99") && e.contains("run the wardend that wrote it"),
         "{e}"
@@ -284,14 +283,14 @@ fn a_wrong_password_and_an_absent_server_say_what_failed() {
     let db = pg::shared().database("badauth");
     let mut s = pg::shared().settings(&db, "a");
     s.password = Some(zeroize::Zeroizing::new("wrong".into()));
-    let e = PgBackend::open(s).err().unwrap().to_string();
+    let e = refusal(s);
     assert!(e.contains("password authentication failed"), "{e}");
     let mut s = pg::shared().settings(&db, "a");
     s.conninfo = format!(
         "host=127.0.0.1 port={} user=warden dbname={db}",
         common::daemon::free_port()
     );
-    let e = PgBackend::open(s).err().unwrap().to_string();
+    let e = refusal(s);
     assert!(
         e.contains("cannot be reached") && e.contains("temporary failures"),
         "{e}"

@@ -56,10 +56,7 @@ async fn the_log_of_a_real_run_verifies_and_reports_agree() {
         .unwrap()
         .to_string();
     for admin in ["alice", "bob"] {
-        let out = block_in_place(|| {
-            cln.wardenctl(admin, &["approve", &id, "--key", &cln.admin_key(admin)])
-        });
-        assert!(out.status.success());
+        block_in_place(|| cln.approve(admin, &id));
     }
     assert!(block_in_place(|| cln.preapprove(&large)));
     assert!(!block_in_place(

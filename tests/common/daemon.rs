@@ -313,6 +313,16 @@ impl Daemon {
         c.output().unwrap()
     }
 
+    /// `admin` approves request `id` with wardenctl and their own key; it must succeed.
+    pub fn approve(&self, admin: &str, id: &str) {
+        let out = self.wardenctl(admin, &["approve", id, "--key", &self.admin_key(admin)]);
+        assert!(
+            out.status.success(),
+            "{admin} approving {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn admin_key(&self, admin: &str) -> String {
         self.admin_keys
             .iter()
