@@ -736,7 +736,8 @@ impl ConfigArgs {
                 problems.push("store.password_file and store.password_env: both are set; keep exactly one password source".into());
                 None
             }
-            (Some(f), None) => match std::fs::read_to_string(&f) {
+            (Some(f), None) => match std::fs::read_to_string(&f).map(zeroize::Zeroizing::new) {
+                // The file's whole text is zeroized too, not only the trimmed copy.
                 Ok(p) => Some(zeroize::Zeroizing::new(
                     p.trim_end_matches(['\n', '\r']).to_string(),
                 )),
