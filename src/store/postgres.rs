@@ -439,12 +439,7 @@ impl Shared {
             Ok(r) => r,
             Err(_) => {
                 *g = None;
-                let unsettled = self
-                    .unsettled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                Err(unavailable(match unsettled.filter(|_| settle) {
+                Err(unavailable(match self.unsettled().filter(|_| settle) {
                     Some(old) => format!(
                         "the session (pid {}) of a commit that did not answer could not be ended within {lease:?}; nothing is read or written on the request connection until it has",
                         old.pid
@@ -463,17 +458,23 @@ impl Shared {
         if !settle {
             return Ok(());
         }
-        let unsettled = self
-            .unsettled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(old) = unsettled {
+        if let Some(old) = self.unsettled() {
             let c = g.as_ref().expect("connected");
             self.settle(&c.client, &old).await?;
-            *self.unsettled.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.set_unsettled(None);
         }
         Ok(())
+    }
+
+    fn unsettled(&self) -> Option<Session> {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_unsettled(&self, session: Option<Session>) {
+        *self.unsettled.lock().unwrap_or_else(|p| p.into_inner()) = session;
     }
 
     /// A commit that did not answer (a timeout, a connection lost) may still be running on the
@@ -526,7 +527,7 @@ impl Shared {
                 if !writes {
                     return Err(StoreError::Unavailable { detail });
                 }
-                *self.unsettled.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+                self.set_unsettled(Some(session));
                 let settled = match self.ensure(&mut g, true).await {
                     Ok(()) => {
                         "; its session on the server was ended, so it cannot land later".to_string()
