@@ -269,7 +269,7 @@ step "High availability: the node's state moved to PostgreSQL, with a standby wa
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 pgdir=$(mktemp -d /tmp/warden-demo-pg.XXXXXX)
 as_pg=()
-od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > "$pgdir/password"
+( umask 077; od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > "$pgdir/password" )
 if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); chown -R postgres "$pgdir"; fi
 pg_port=17432
 "${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" -U warden --pwfile="$pgdir/password" \

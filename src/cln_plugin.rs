@@ -13,7 +13,6 @@
 
 use crate::tags;
 use lightning_signer::bitcoin::psbt::Psbt;
-use lightning_signer::bitcoin::Address;
 use serde_json::{json, Value};
 
 /// JSON-RPC error code of a command Warden's policy refuses.
@@ -43,10 +42,23 @@ pub struct OpenAsk {
 pub enum Ask {
     /// Nothing this plugin guards: let lightningd go on.
     Nothing,
-    /// An on-chain spend to these (address, sat) outputs.
-    Spend(Vec<(String, u64)>),
-    /// Channel opens.
-    Channels(Vec<OpenAsk>),
+    /// An on-chain spend to these (address, sat) outputs, at the feerate the command names
+    /// (sat/kw), if it names a number.
+    Spend {
+        /// (address, sat).
+        outputs: Vec<(String, u64)>,
+        /// sat per 1,000 weight units.
+        feerate_per_kw: Option<u64>,
+    },
+    /// A whole PSBT to sign (`signpsbt`): wardend reads what leaves the wallet and the fee.
+    Psbt(Vec<u8>),
+    /// Channel opens, at the funding feerate the command names (sat/kw), if a number.
+    Channels {
+        /// In order.
+        opens: Vec<OpenAsk>,
+        /// sat per 1,000 weight units.
+        feerate_per_kw: Option<u64>,
+    },
     /// The plugin refuses by itself: wardend could not check it, and signing it would stop the
     /// node or spend what nobody checked.
     Refuse {
@@ -142,6 +154,38 @@ fn uncheckable(reason: String) -> Ask {
     }
 }
 
+/// A feerate as lightningd's `feerate` parameters take it, in sat per 1,000 weight units: a
+/// number with `perkw`, or with `perkb` or no suffix (per 1,000 virtual bytes, a quarter of
+/// that per kw). The named ones (`slow`, `normal`, `urgent`, `12blocks`...) are lightningd's
+/// own estimates: `None` here, and the fee is judged from the transaction when it is signed
+/// (and at its `signpsbt`).
+pub fn parse_feerate(v: Option<&Value>) -> Option<u64> {
+    // As lightningd converts (lightningd/feerate.c, bitcoin/feerate.c): per kB rounded up to
+    // per kw, and never below the 253 sat/kw floor.
+    let per_kw = |perkb: u64| perkb.div_ceil(4).max(253);
+    let text = match v? {
+        Value::Number(n) => return n.as_u64().map(per_kw),
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        _ => return None,
+    };
+    if let Some(n) = text.strip_suffix("perkw") {
+        return n.trim().parse::<u64>().ok().map(|n| n.max(253));
+    }
+    let n = text.strip_suffix("perkb").unwrap_or(&text);
+    n.trim().parse::<u64>().ok().map(per_kw)
+}
+
+/// A `close_to` names where the channel's funds go when it closes; VLS refuses to set up a
+/// channel that closes to an outside address, which stops the node, so it is refused here.
+fn no_close_to(v: Option<&Value>, command: &str) -> Result<(), Ask> {
+    match v {
+        None => Ok(()),
+        Some(dest) => Err(uncheckable(format!(
+            "`{command}` with close_to {dest}: VLS refuses to set up a channel that closes to an outside address, and that refusal stops the node; open without close_to (the channel then closes to the node's wallet) and withdraw afterwards, which Warden checks"
+        ))),
+    }
+}
+
 /// An amount that must be known: `all` cannot be checked before lightningd picks the coins.
 fn known_amount(v: Option<&Value>, what: &str, command: &str) -> Result<u64, Ask> {
     let Some(v) = v else {
@@ -197,72 +241,104 @@ fn outputs_list(v: Option<&Value>, command: &str) -> Result<Vec<(String, u64)>, 
     Ok(out)
 }
 
-/// The outputs of a PSBT that leave the wallet: every output without a BIP32 derivation
-/// (lightningd marks its change outputs with one). Trusting that mark is safe for a check,
-/// because the signature that follows is decided again by wardend from VLS's own view.
-fn psbt_outputs(
-    v: Option<&Value>,
-    network: lightning_signer::bitcoin::Network,
-) -> Result<Vec<(String, u64)>, Ask> {
+/// A `signpsbt`'s PSBT, base64 as lightningd takes it, as bytes for wardend.
+fn psbt_bytes(v: Option<&Value>) -> Result<Vec<u8>, Ask> {
     use base64::Engine;
     let text = v.and_then(Value::as_str).unwrap_or_default();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|e| uncheckable(format!("`signpsbt`: the PSBT is not base64 ({e})")))?;
-    let psbt = Psbt::deserialize(&bytes)
+    Psbt::deserialize(&bytes)
         .map_err(|e| uncheckable(format!("`signpsbt`: the PSBT does not parse ({e})")))?;
-    let mut out = Vec::new();
-    for (txout, meta) in psbt.unsigned_tx.output.iter().zip(&psbt.outputs) {
-        if !meta.bip32_derivation.is_empty() || !meta.tap_key_origins.is_empty() {
-            continue;
-        }
-        let address = Address::from_script(&txout.script_pubkey, network)
-            .map(|a| a.to_string())
-            .map_err(|_| {
-                uncheckable(format!(
-                    "`signpsbt`: output script {} is not an address; Warden checks spends by address",
-                    hex::encode(txout.script_pubkey.as_bytes())
-                ))
-            })?;
-        out.push((address, txout.value.to_sat()));
-    }
-    Ok(out)
+    Ok(bytes)
 }
 
-/// Commands whose inner calls (lightningd and its spender plugin carry out `withdraw` as
-/// `txprepare` + `txsend` + `signpsbt`, `fundchannel` as `multifundchannel` + `signpsbt`, ...)
-/// are already checked, or are the wallet's own business, through the command itself.
-const CHECKED_THROUGH_PARENT: &[&str] = &[
-    "withdraw",
-    "multiwithdraw",
-    "txprepare",
-    "txsend",
-    "fundchannel",
-    "fundchannel_start",
-    "fundchannel_complete",
-    "multifundchannel",
-    "openchannel_init",
-    "openchannel_update",
-    "openchannel_signed",
-    "upgradewallet",
-    "close",
-    "signpsbt",
-];
+/// The key a hook payload carries when the request it describes repeated a key: lightningd
+/// acts on the first of repeated keys, a JSON parser keeps the last, so the plugin would check
+/// another command than the one lightningd runs. The plugin's reader marks such payloads
+/// ([`mark_repeated_keys`]) and the command is refused.
+pub const REPEATED_KEYS: &str = "warden_repeated_keys";
 
-/// Whether the command with this JSON-RPC id was issued on behalf of a command checked
-/// already. lightningd (since v22.11) chains ids: `cli:withdraw#11/spender:txprepare#4/...`,
-/// each segment `origin:method#n`, the last one this command's.
-pub fn issued_by_a_checked_command(id: &Value) -> bool {
-    let Some(id) = id.as_str() else {
-        return false;
-    };
-    let mut segments: Vec<&str> = id.split('/').collect();
-    segments.pop();
-    segments.iter().any(|s| {
-        let method = s.split_once(':').map(|(_, m)| m).unwrap_or(s);
-        let method = method.split('#').next().unwrap_or(method);
-        CHECKED_THROUGH_PARENT.contains(&method)
-    })
+/// One JSON message from lightningd, with every key that appears twice in an object; the
+/// value kept is the first, as lightningd's own parser reads it.
+struct FirstKeys<'a>(&'a std::cell::RefCell<Vec<String>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FirstKeys<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FirstKeys<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(FirstKeys(self.0))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(FirstKeys(self.0))?;
+            if out.contains_key(&k) {
+                self.0.borrow_mut().push(k);
+            } else {
+                out.insert(k, v);
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Read one message lightningd sent the plugin. An `rpc_command` hook call whose command
+/// repeats a key comes back rewritten: the first of each repeated key kept (what lightningd
+/// runs) and the repeated keys listed under [`REPEATED_KEYS`], so the command is refused.
+/// `None`: pass the message on as it is.
+pub fn mark_repeated_keys(message: &str) -> Option<String> {
+    use serde::de::DeserializeSeed;
+    let repeated = std::cell::RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_str(message);
+    let mut value = FirstKeys(&repeated).deserialize(&mut de).ok()?;
+    let repeated = repeated.into_inner();
+    if repeated.is_empty() || value.get("method").and_then(Value::as_str) != Some("rpc_command") {
+        return None;
+    }
+    let cmd = value
+        .get_mut("params")
+        .and_then(|p| p.get_mut("rpc_command"))
+        .and_then(Value::as_object_mut)?;
+    cmd.insert(REPEATED_KEYS.to_string(), json!(repeated));
+    Some(value.to_string())
 }
 
 /// A channel's capacity from its command: our amount plus what we ask the peer to add
@@ -278,14 +354,21 @@ fn capacity(amount: Option<&Value>, request: Option<&Value>, command: &str) -> R
 }
 
 /// What to ask about an `rpc_command` hook call (`{"rpc_command": {"id", "method", "params"}}`).
-pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network) -> Ask {
+///
+/// Every call is checked, the inner calls lightningd and its plugins make for a command
+/// included: a client chooses its request's id, so an id that looks chained proves nothing,
+/// and a check counts nothing (the signature counts). An inner `signpsbt` is checked on its
+/// whole PSBT, so the fee lightningd chose is judged before it is signed.
+pub fn rpc_command(payload: &Value) -> Ask {
     let cmd = payload.get("rpc_command").unwrap_or(payload);
     let method = cmd
         .get("method")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if issued_by_a_checked_command(cmd.get("id").unwrap_or(&Value::Null)) {
-        return Ask::Nothing;
+    if let Some(keys) = cmd.get(REPEATED_KEYS) {
+        return uncheckable(format!(
+            "the request repeats the key(s) {keys}; lightningd would run the first and Warden would check the last, so it is refused: send each key once"
+        ));
     }
     let params = cmd.get("params").cloned().unwrap_or(Value::Null);
     let p = |name: &str, pos: usize| param(&params, name, pos);
@@ -296,38 +379,48 @@ pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network)
                     .and_then(Value::as_str)
                     .ok_or_else(|| uncheckable("`withdraw` without a destination".into()))?;
                 let sat = known_amount(p("satoshi", 1), "an amount", method)?;
-                Ask::Spend(vec![(address.to_string(), sat)])
-            }
-            "multiwithdraw" | "txprepare" => Ask::Spend(outputs_list(p("outputs", 0), method)?),
-            "signpsbt" => {
-                let outputs = psbt_outputs(p("psbt", 0), network)?;
-                if outputs.is_empty() {
-                    Ask::Nothing
-                } else {
-                    Ask::Spend(outputs)
+                Ask::Spend {
+                    outputs: vec![(address.to_string(), sat)],
+                    feerate_per_kw: parse_feerate(p("feerate", 2)),
                 }
             }
+            "multiwithdraw" | "txprepare" => Ask::Spend {
+                outputs: outputs_list(p("outputs", 0), method)?,
+                feerate_per_kw: parse_feerate(p("feerate", 1)),
+            },
+            "signpsbt" => Ask::Psbt(psbt_bytes(p("psbt", 0))?),
             "fundchannel" | "fundchannel_start" => {
-                // Both take id, amount, feerate, announce first; only fundchannel has
-                // request_amt (position 7).
-                let request = if method == "fundchannel" {
-                    p("request_amt", 7)
+                // Both take id, amount, feerate, announce first; fundchannel has close_to at 7
+                // and request_amt at 8 (after minconf, utxos, push_msat: CLN v25.09's
+                // plugins/spender/fundchannel.c), fundchannel_start close_to at 4.
+                let (request, close_to) = if method == "fundchannel" {
+                    (p("request_amt", 8), p("close_to", 7))
                 } else {
-                    None
+                    (None, p("close_to", 4))
                 };
-                Ask::Channels(vec![OpenAsk {
-                    peer: node_id(p("id", 0), method)?,
-                    amount_sat: capacity(p("amount", 1), request, method)?,
-                    private: announce(p("announce", 3)),
-                    incoming: false,
-                }])
+                no_close_to(close_to, method)?;
+                Ask::Channels {
+                    opens: vec![OpenAsk {
+                        peer: node_id(p("id", 0), method)?,
+                        amount_sat: capacity(p("amount", 1), request, method)?,
+                        private: announce(p("announce", 3)),
+                        incoming: false,
+                    }],
+                    feerate_per_kw: parse_feerate(p("feerate", 2)),
+                }
             }
-            "openchannel_init" => Ask::Channels(vec![OpenAsk {
-                peer: node_id(p("id", 0), method)?,
-                amount_sat: capacity(p("amount", 1), p("request_amt", 7), method)?,
-                private: announce(p("announce", 5)),
-                incoming: false,
-            }]),
+            "openchannel_init" => {
+                no_close_to(p("close_to", 6), method)?;
+                Ask::Channels {
+                    opens: vec![OpenAsk {
+                        peer: node_id(p("id", 0), method)?,
+                        amount_sat: capacity(p("amount", 1), p("request_amt", 7), method)?,
+                        private: announce(p("announce", 5)),
+                        incoming: false,
+                    }],
+                    feerate_per_kw: parse_feerate(p("funding_feerate", 4)),
+                }
+            }
             "multifundchannel" => {
                 let Some(Value::Array(dests)) = p("destinations", 0) else {
                     return Err(uncheckable(
@@ -336,6 +429,7 @@ pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network)
                 };
                 let mut opens = Vec::new();
                 for d in dests {
+                    no_close_to(d.get("close_to").filter(|v| !v.is_null()), method)?;
                     opens.push(OpenAsk {
                         peer: node_id(d.get("id"), method)?,
                         amount_sat: capacity(d.get("amount"), d.get("request_amt"), method)?,
@@ -343,7 +437,10 @@ pub fn rpc_command(payload: &Value, network: lightning_signer::bitcoin::Network)
                         incoming: false,
                     });
                 }
-                Ask::Channels(opens)
+                Ask::Channels {
+                    opens,
+                    feerate_per_kw: parse_feerate(p("feerate", 1)),
+                }
             }
             "close" => match p("destination", 2).and_then(Value::as_str) {
                 None => Ask::Nothing,
@@ -391,12 +488,15 @@ pub fn incoming_open(hook: &str, payload: &Value) -> Ask {
         .get("channel_flags")
         .and_then(Value::as_u64)
         .unwrap_or(1);
-    Ask::Channels(vec![OpenAsk {
-        peer,
-        amount_sat: msat / 1_000,
-        private: Some(flags & 1 == 0),
-        incoming: true,
-    }])
+    Ask::Channels {
+        opens: vec![OpenAsk {
+            peer,
+            amount_sat: msat / 1_000,
+            private: Some(flags & 1 == 0),
+            incoming: true,
+        }],
+        feerate_per_kw: None,
+    }
 }
 
 /// The `rpc_command` hook's reply: `continue`, or the command's JSON-RPC error.
@@ -461,7 +561,7 @@ fn unreachable_reason(why: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lightning_signer::bitcoin::Network;
+    use lightning_signer::bitcoin::{Address, Network};
 
     const PEER: &str = "034f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa";
     const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
@@ -492,13 +592,16 @@ mod tests {
 
     #[test]
     fn withdraw_is_read_by_name_and_by_position_and_all_is_refused() {
-        let want = Ask::Spend(vec![(ADDR.into(), 25_000)]);
+        let want = Ask::Spend {
+            outputs: vec![(ADDR.into(), 25_000)],
+            feerate_per_kw: None,
+        };
         let named = hook("withdraw", json!({"destination": ADDR, "satoshi": 25_000}));
-        assert_eq!(rpc_command(&named, Network::Regtest), want);
+        assert_eq!(rpc_command(&named), want);
         let positional = hook("withdraw", json!([ADDR, "25000sat", "normal"]));
-        assert_eq!(rpc_command(&positional, Network::Regtest), want);
+        assert_eq!(rpc_command(&positional), want);
         let all = hook("withdraw", json!({"destination": ADDR, "satoshi": "all"}));
-        match rpc_command(&all, Network::Regtest) {
+        match rpc_command(&all) {
             Ask::Refuse { tag, reason } => {
                 assert_eq!(tag, tags::SPEND_UNCHECKABLE);
                 assert!(reason.contains("give the amount in sat"), "{reason}");
@@ -506,51 +609,45 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Commands the plugin does not guard go on untouched.
-        assert_eq!(
-            rpc_command(&hook("getinfo", json!({})), Network::Regtest),
-            Ask::Nothing
-        );
-        assert_eq!(
-            rpc_command(&hook("close", json!([PEER])), Network::Regtest),
-            Ask::Nothing
-        );
+        assert_eq!(rpc_command(&hook("getinfo", json!({}))), Ask::Nothing);
+        assert_eq!(rpc_command(&hook("close", json!([PEER]))), Ask::Nothing);
     }
 
     #[test]
     fn multiwithdraw_txprepare_and_channel_commands_name_every_output_and_channel() {
         let outs = json!([{ADDR: 1000}, {"bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf5m0y": "2000sat"}]);
-        match rpc_command(
-            &hook("multiwithdraw", json!({"outputs": outs})),
-            Network::Regtest,
-        ) {
-            Ask::Spend(o) => {
+        match rpc_command(&hook("multiwithdraw", json!({"outputs": outs}))) {
+            Ask::Spend { outputs: o, .. } => {
                 assert_eq!(o.iter().map(|x| x.1).collect::<Vec<_>>(), vec![1000, 2000])
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            rpc_command(&hook("txprepare", json!([outs])), Network::Regtest),
-            Ask::Spend(o) if o.len() == 2
+            rpc_command(&hook("txprepare", json!([outs]))),
+            Ask::Spend { outputs: o, .. } if o.len() == 2
         ));
         let fund = hook(
             "fundchannel",
             json!({"id": format!("{PEER}@127.0.0.1:9735"), "amount": 6_000_000, "announce": false}),
         );
         assert_eq!(
-            rpc_command(&fund, Network::Regtest),
-            Ask::Channels(vec![OpenAsk {
-                peer: PEER.into(),
-                amount_sat: 6_000_000,
-                private: Some(true),
-                incoming: false
-            }])
+            rpc_command(&fund),
+            Ask::Channels {
+                opens: vec![OpenAsk {
+                    peer: PEER.into(),
+                    amount_sat: 6_000_000,
+                    private: Some(true),
+                    incoming: false
+                }],
+                feerate_per_kw: None
+            }
         );
         let multi = hook(
             "multifundchannel",
             json!({"destinations": [{"id": PEER, "amount": "1000000sat"}, {"id": PEER, "amount": 2000}]}),
         );
-        match rpc_command(&multi, Network::Regtest) {
-            Ask::Channels(o) => {
+        match rpc_command(&multi) {
+            Ask::Channels { opens: o, .. } => {
                 assert_eq!(o.len(), 2);
                 assert_eq!(o[0].private, Some(false));
             }
@@ -558,11 +655,11 @@ mod tests {
         }
         let bad = hook("fundchannel", json!({"id": "nobody", "amount": 1}));
         assert!(
-            matches!(rpc_command(&bad, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("not a node id"))
+            matches!(rpc_command(&bad), Ask::Refuse { reason, .. } if reason.contains("not a node id"))
         );
         let close = hook("close", json!({"id": PEER, "destination": ADDR}));
         assert!(
-            matches!(rpc_command(&close, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("close without a destination"))
+            matches!(rpc_command(&close), Ask::Refuse { reason, .. } if reason.contains("close without a destination"))
         );
     }
 
@@ -610,37 +707,134 @@ mod tests {
             ),
         );
         let b64 = base64::engine::general_purpose::STANDARD.encode(psbt.serialize());
+        // wardend reads the whole PSBT: its outputs and, from its inputs, the fee.
         assert_eq!(
-            rpc_command(&hook("signpsbt", json!({"psbt": b64})), Network::Regtest),
-            Ask::Spend(vec![(to.to_string(), 40_000)])
+            rpc_command(&hook("signpsbt", json!({"psbt": b64}))),
+            Ask::Psbt(psbt.serialize())
         );
         let garbage = hook("signpsbt", json!(["not a psbt"]));
         assert!(
-            matches!(rpc_command(&garbage, Network::Regtest), Ask::Refuse { reason, .. } if reason.contains("not base64"))
+            matches!(rpc_command(&garbage), Ask::Refuse { reason, .. } if reason.contains("not base64"))
         );
     }
 
     #[test]
-    fn inner_calls_of_a_checked_command_are_not_checked_again() {
-        // lightningd's spender plugin signs withdraw's and fundchannel's PSBTs with signpsbt:
-        // the funding output and the change carry no wallet mark yet, so checking them again
-        // would count the channel and the change as spends.
-        let inner = json!({"rpc_command": {"id": "cli:fundchannel#7/spender:multifundchannel#3/spender:signpsbt#9", "method": "signpsbt", "params": {"psbt": "garbage"}}});
-        assert_eq!(rpc_command(&inner, Network::Regtest), Ask::Nothing);
-        let txprepare = json!({"rpc_command": {"id": "cli:withdraw#2/spender:txprepare#5", "method": "txprepare", "params": [[{ADDR: 1}]]}});
-        assert_eq!(rpc_command(&txprepare, Network::Regtest), Ask::Nothing);
-        // Issued by the operator (or an unrelated parent), it is checked.
-        let direct = json!({"rpc_command": {"id": "cli:withdraw#2", "method": "withdraw", "params": [ADDR, 5]}});
-        assert_eq!(
-            rpc_command(&direct, Network::Regtest),
-            Ask::Spend(vec![(ADDR.into(), 5)])
+    fn every_call_is_checked_whatever_its_id_says() {
+        // Issue 25, item 3: a client chooses its id, so an id shaped like an inner call of a
+        // checked command ("x:withdraw#1/y") proves nothing: the command is checked.
+        let forged = json!({"rpc_command": {"id": "x:withdraw#1/y", "method": "withdraw", "params": [ADDR, "all"]}});
+        assert!(
+            matches!(rpc_command(&forged), Ask::Refuse { reason, .. } if reason.contains("\"all\" cannot be checked"))
         );
-        let other = json!({"rpc_command": {"id": "cli:myscript#1/myplugin:withdraw#2", "method": "withdraw", "params": [ADDR, 5]}});
-        assert_eq!(
-            rpc_command(&other, Network::Regtest),
-            Ask::Spend(vec![(ADDR.into(), 5)])
+        let fund = json!({"rpc_command": {"id": "x:fundchannel#1/y", "method": "fundchannel", "params": {"id": PEER, "amount": 10}}});
+        assert!(matches!(rpc_command(&fund), Ask::Channels { .. }));
+        // A real inner signpsbt is checked on its whole PSBT (its fee included).
+        let inner = json!({"rpc_command": {"id": "cli:withdraw#7/spender:signpsbt#9", "method": "signpsbt", "params": {"psbt": "garbage"}}});
+        assert!(
+            matches!(rpc_command(&inner), Ask::Refuse { reason, .. } if reason.contains("not base64"))
         );
-        assert!(!issued_by_a_checked_command(&json!(17)));
+    }
+
+    #[test]
+    fn a_request_that_repeats_a_key_is_refused_naming_it() {
+        // lightningd runs the first `method`; a JSON parser keeps the last.
+        let raw = r#"{"jsonrpc":"2.0","id":4,"method":"rpc_command","params":{"rpc_command":{"id":"cli:x#1","method":"withdraw","params":{"destination":"bcrt1q","satoshi":"all"},"method":"getinfo"}}}"#;
+        let marked = mark_repeated_keys(raw).expect("a repeated key is marked");
+        let v: Value = serde_json::from_str(&marked).unwrap();
+        assert_eq!(
+            v["params"]["rpc_command"]["method"], "withdraw",
+            "the first kept"
+        );
+        match rpc_command(&v["params"]) {
+            Ask::Refuse { tag, reason } => {
+                assert_eq!(tag, tags::SPEND_UNCHECKABLE);
+                assert!(
+                    reason.contains("repeats the key(s) [\"method\"]"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a repeated key, or in another message, nothing changes.
+        assert_eq!(
+            mark_repeated_keys(
+                r#"{"method":"rpc_command","params":{"rpc_command":{"method":"getinfo"}}}"#
+            ),
+            None
+        );
+        assert_eq!(
+            mark_repeated_keys(r#"{"method":"getmanifest","params":{"a":1,"a":2}}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn close_to_at_open_is_refused_before_lightningd_acts() {
+        // Issue 25, item 4.
+        for cmd in [
+            hook(
+                "fundchannel",
+                json!({"id": PEER, "amount": 100_000, "close_to": ADDR}),
+            ),
+            hook(
+                "fundchannel",
+                json!([PEER, 100_000, null, true, null, null, null, ADDR]),
+            ),
+            hook(
+                "fundchannel_start",
+                json!([PEER, 100_000, null, true, ADDR]),
+            ),
+            hook(
+                "openchannel_init",
+                json!({"id": PEER, "amount": 100_000, "initialpsbt": "", "close_to": ADDR}),
+            ),
+            hook(
+                "multifundchannel",
+                json!({"destinations": [{"id": PEER, "amount": 1000}, {"id": PEER, "amount": 1000, "close_to": ADDR}]}),
+            ),
+        ] {
+            match rpc_command(&cmd) {
+                Ask::Refuse { tag, reason } => {
+                    assert_eq!(tag, tags::SPEND_UNCHECKABLE);
+                    assert!(reason.contains("open without close_to"), "{reason}");
+                }
+                other => panic!("{cmd}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn feerates_are_read_as_lightningd_takes_them() {
+        assert_eq!(parse_feerate(Some(&json!("2000000perkw"))), Some(2_000_000));
+        assert_eq!(parse_feerate(Some(&json!("10001perkb"))), Some(2_501));
+        assert_eq!(parse_feerate(Some(&json!(10000))), Some(2_500));
+        assert_eq!(
+            parse_feerate(Some(&json!("100perkw"))),
+            Some(253),
+            "the floor"
+        );
+        assert_eq!(parse_feerate(Some(&json!("urgent"))), None);
+        assert_eq!(parse_feerate(Some(&json!("12blocks"))), None);
+        assert_eq!(parse_feerate(None), None);
+        let w = hook("withdraw", json!([ADDR, 10_000, "2000000perkw"]));
+        assert!(matches!(
+            rpc_command(&w),
+            Ask::Spend {
+                feerate_per_kw: Some(2_000_000),
+                ..
+            }
+        ));
+        let f = hook(
+            "fundchannel",
+            json!({"id": PEER, "amount": 10, "feerate": "7500perkw"}),
+        );
+        assert!(matches!(
+            rpc_command(&f),
+            Ask::Channels {
+                feerate_per_kw: Some(7_500),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -650,14 +844,14 @@ mod tests {
             json!({"id": PEER, "amount": 1_000_000, "request_amt": "500000sat"}),
         );
         assert!(
-            matches!(rpc_command(&fund, Network::Regtest), Ask::Channels(o) if o[0].amount_sat == 1_500_000)
+            matches!(rpc_command(&fund), Ask::Channels { opens: o, .. } if o[0].amount_sat == 1_500_000)
         );
         let positional = hook(
             "fundchannel",
-            json!([PEER, 1_000_000, null, true, null, null, null, 250_000]),
+            json!([PEER, 1_000_000, null, true, null, null, null, null, 250_000]),
         );
         assert!(
-            matches!(rpc_command(&positional, Network::Regtest), Ask::Channels(o) if o[0].amount_sat == 1_250_000)
+            matches!(rpc_command(&positional), Ask::Channels { opens: o, .. } if o[0].amount_sat == 1_250_000)
         );
     }
 
@@ -666,16 +860,19 @@ mod tests {
         let v1 = json!({"openchannel": {"id": PEER, "funding_msat": 5_000_000_000u64, "push_msat": 0, "channel_flags": 0}});
         assert_eq!(
             incoming_open("openchannel", &v1),
-            Ask::Channels(vec![OpenAsk {
-                peer: PEER.into(),
-                amount_sat: 5_000_000,
-                private: Some(true),
-                incoming: true
-            }])
+            Ask::Channels {
+                opens: vec![OpenAsk {
+                    peer: PEER.into(),
+                    amount_sat: 5_000_000,
+                    private: Some(true),
+                    incoming: true
+                }],
+                feerate_per_kw: None
+            }
         );
         let v2 = json!({"openchannel2": {"id": PEER, "their_funding_msat": "2000000msat", "channel_flags": 1}});
         assert!(
-            matches!(incoming_open("openchannel2", &v2), Ask::Channels(o) if o[0].amount_sat == 2_000 && o[0].private == Some(false))
+            matches!(incoming_open("openchannel2", &v2), Ask::Channels { opens: o, .. } if o[0].amount_sat == 2_000 && o[0].private == Some(false))
         );
     }
 

@@ -736,6 +736,13 @@ impl ConfigArgs {
                 problems.push("store.password_file and store.password_env: both are set; keep exactly one password source".into());
                 None
             }
+            (Some(f), _) if shared_with_others(&f) => {
+                problems.push(format!(
+                    "store.password_file: {} is readable by group or others; chmod 600 it (only wardend's user should read the database password)",
+                    f.display()
+                ));
+                None
+            }
             (Some(f), None) => match std::fs::read_to_string(&f).map(zeroize::Zeroizing::new) {
                 // The file's whole text is zeroized too, not only the trimmed copy.
                 Ok(p) => Some(zeroize::Zeroizing::new(
@@ -750,7 +757,12 @@ impl ConfigArgs {
                 }
             },
             (None, Some(v)) => match std::env::var(&v) {
-                Ok(p) if !p.is_empty() => Some(zeroize::Zeroizing::new(p)),
+                Ok(p) if !p.is_empty() => {
+                    // Like the PIN's: nothing wardend starts needs it, and a child process
+                    // would inherit it.
+                    std::env::remove_var(&v);
+                    Some(zeroize::Zeroizing::new(p))
+                }
                 _ => {
                     problems.push(format!(
                         "store.password_env: the environment variable {v} is not set; set it, or use store.password_file"
@@ -832,6 +844,18 @@ pub fn parse_network(s: &str) -> Option<Network> {
     }
 }
 
+/// Whether a secret's file may be read by anyone but its owner.
+#[cfg(unix)]
+fn shared_with_others(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+}
+
+#[cfg(not(unix))]
+fn shared_with_others(_path: &std::path::Path) -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,6 +910,45 @@ mod tests {
         assert!(
             err.contains("admin.listen: \"localhost\" is not an IP address and port"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_store_password_file_must_be_private_and_its_variable_leaves_the_environment() {
+        // Issue 25, item 15.
+        use std::os::unix::fs::PermissionsExt;
+        let (d, args) = args_with_file(
+            "[hsm]\npin_env = \"P\"\n[store]\nbackend = \"postgres\"\nurl = \"host=db user=warden dbname=warden\"\npassword_file = \"pw\"\n",
+        );
+        let pw = d.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = std::fs::read_to_string(args.config.as_ref().unwrap())
+            .unwrap()
+            .replace("\"pw\"", &format!("\"{}\"", pw.display()));
+        std::fs::write(args.config.as_ref().unwrap(), text).unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "store.password_file: {} is readable by group or others; chmod 600 it",
+                pw.display()
+            )),
+            "{err}"
+        );
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        args.resolve().unwrap();
+
+        let (_e, args) = args_with_file(
+            "[hsm]\npin_env = \"P\"\n[store]\nbackend = \"postgres\"\nurl = \"host=db user=warden dbname=warden\"\npassword_env = \"WARDEN_TEST_STORE_PW_25\"\n",
+        );
+        std::env::set_var("WARDEN_TEST_STORE_PW_25", "secret");
+        match args.resolve().unwrap().store {
+            StoreConfig::Postgres(p) => assert!(p.password.is_some()),
+            StoreConfig::Sled => panic!("postgres expected"),
+        }
+        assert!(
+            std::env::var("WARDEN_TEST_STORE_PW_25").is_err(),
+            "read once, then removed from the environment"
         );
     }
 

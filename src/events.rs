@@ -177,10 +177,12 @@ impl EventBus {
 
     fn publish(&self, mut event: Event, record: bool) -> Event {
         event.seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        tracing::info!(kind = ?event.kind, request = %event.request_id, tags = ?event.tags, "{}", event.message);
         // No subscriber is not an error: events are also in the logs and the audit log.
         let tx = self.tx.clone();
         let out = event.clone();
+        // Logged when delivered: once its request's commit is durable, never for a request that
+        // was not committed (a deposed or failed wardend decided nothing).
+        let log = |event: &Event| tracing::info!(kind = ?event.kind, request = %event.request_id, tags = ?event.tags, "{}", event.message);
         match &self.audit {
             Some(audit) => {
                 if record {
@@ -197,10 +199,12 @@ impl EventBus {
                     }
                 }
                 audit.store().after_commit(move || {
+                    log(&event);
                     let _ = tx.send(event);
                 });
             }
             None => {
+                log(&event);
                 let _ = tx.send(event);
             }
         }

@@ -63,6 +63,7 @@ pub struct Metrics {
     hsm_ops: Family<NameLabel, Histogram, fn() -> Histogram>,
     hsm_errors: Family<NameLabel, Counter>,
     auth_failures: Counter,
+    store_unavailable: Counter,
     pending: Gauge,
     node_connected: Gauge,
     audit_records: Gauge,
@@ -132,6 +133,12 @@ impl Default for Metrics {
             "admin_auth_failures",
             "Failed admin API TLS handshakes",
             auth_failures.clone(),
+        );
+        let store_unavailable = Counter::default();
+        r.register(
+            "store_unavailable",
+            "Times the state database could not be reached or was passing through a state to wait out (starting, shutting down, a replica, out of connections)",
+            store_unavailable.clone(),
         );
         let pending = Gauge::default();
         r.register(
@@ -262,6 +269,7 @@ impl Default for Metrics {
             hsm_ops,
             hsm_errors,
             auth_failures,
+            store_unavailable,
             pending,
             node_connected,
             audit_records,
@@ -328,6 +336,11 @@ impl Metrics {
     /// A failed admin handshake.
     pub fn auth_failure(&self) {
         self.auth_failures.inc();
+    }
+
+    /// The state database was found unavailable (and is being waited out).
+    pub fn store_unavailable(&self) {
+        self.store_unavailable.inc();
     }
 
     /// Render with current gauges.

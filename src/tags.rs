@@ -45,6 +45,13 @@ pub const EMERGENCY_STOP: &str = "warden-emergency-stop";
 /// recovery destination.
 pub const RECOVERY_SWEEP: &str = "warden-recovery-sweep";
 
+/// `[onchain]`: an on-chain transaction's fee above `max_fee`, or its feerate above
+/// `max_feerate` (a fee leaves the wallet like an output).
+pub const ONCHAIN_FEE: &str = "warden-onchain-fee";
+/// A signature request claims another value or script for a coin than an earlier one did (a
+/// node lying about amounts, which segwit v0 signatures do not all commit to).
+pub const ONCHAIN_AMOUNT: &str = "warden-onchain-amount";
+
 /// `[channels]`: a channel larger than `max_channel_size`.
 pub const CHANNEL_SIZE: &str = "warden-channel-size";
 /// `[channels]`: capacity across channels above `max_total_capacity`.
@@ -73,7 +80,7 @@ pub const SIGNER_UNREACHABLE: &str = "warden-signer-unreachable";
 pub const UNCHECKED_SPEND: &str = "warden-unchecked-spend";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 30] = [
+pub const ALL: [&str; 32] = [
     AUDIT_FAILURE,
     HSM_UNAVAILABLE,
     STORE_FAILURE,
@@ -92,6 +99,8 @@ pub const ALL: [&str; 30] = [
     FROZEN,
     EMERGENCY_STOP,
     RECOVERY_SWEEP,
+    ONCHAIN_FEE,
+    ONCHAIN_AMOUNT,
     CHANNEL_SIZE,
     CHANNEL_TOTAL,
     CHANNEL_PEER,

@@ -1054,12 +1054,34 @@ async fn a_node_certificate_asks_for_status_and_reads_or_signs_nothing() {
     let (_, id) = h.hold(2_000_000, 85);
     let digest = pending(&h, &id).await.approval_digest;
     let mut node = h.client("lightningd").await;
+    h.client("erin")
+        .await
+        .freeze(proto::FreezeRequest {
+            reason: "suspected theft".into(),
+        })
+        .await
+        .unwrap();
     let status = node
         .status(proto::StatusRequest::default())
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.pending, 1);
+    // Issue 25, item 15: a node learns that the signer is up and frozen, nothing more: not
+    // the pending requests, the windows, the freeze's reason or the recovery actions.
+    assert_eq!(status.pending, 0);
+    assert!(status.windows.is_empty(), "{:?}", status.windows);
+    assert_eq!(status.frozen, "frozen");
+    assert!(status.recovery.is_empty());
+    assert!(status.policy_hash.is_empty());
+    let admin_view = h
+        .client("alice")
+        .await
+        .status(proto::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(admin_view.pending, 1);
+    assert!(admin_view.frozen.contains("suspected theft"));
     let denied = |e: tonic::Status, what: &str| {
         assert_eq!(e.code(), Code::PermissionDenied);
         assert_eq!(

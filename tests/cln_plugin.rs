@@ -108,8 +108,8 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
         )
     });
     assert_eq!(reply, json!({"result": "continue"}));
-    // lightningd's spender plugin carries the withdraw out with txprepare and signpsbt, whose
-    // PSBT does not mark the change yet: those inner calls go on without a second check.
+    // lightningd's txprepare plugin carries the withdraw out with inner calls; they are checked
+    // too (an id is the client's to choose, so it proves nothing), counting nothing.
     for (method, params) in [
         ("txprepare", json!({"outputs": [{to.to_string(): 500_000}]})),
         ("signpsbt", json!({"psbt": "cHNidP8BAAoCAAAAAAAAAAAAAA=="})),
@@ -119,7 +119,8 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
     }
     assert_eq!(cln.window("daily-cap").await.used_msat, 0);
     assert!(signs(&mut cln, withdrawal(&xpub, &to, 500_000)));
-    assert_eq!(cln.window("daily-cap").await.used_msat, 500_000_000);
+    // What left the wallet: the output and the 1,000 sat fee.
+    assert_eq!(cln.window("daily-cap").await.used_msat, 501_000_000);
 
     // (2) Over the per-payment cap (positional parameters, as lightning-cli sends them): the
     // command's JSON-RPC error carries the rule's tag and sentence; the node keeps serving.
@@ -133,6 +134,63 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
         "{message}"
     );
     assert!(block_in_place(|| cln.still_serves()));
+
+    // (2b) Fees (issue 25, item 1): a feerate named above [onchain] max_feerate is refused
+    // before lightningd builds anything, and every signpsbt, inner or not, is checked on its
+    // whole PSBT: one that pays the coin out as fee is refused with 2100, one whose change goes
+    // back to the wallet (lightningd adds no keypath before its own signing) counts only what
+    // leaves.
+    let reply =
+        hook(|| plugin.command("withdraw", json!([to.to_string(), 10_000, "2000000perkw"])));
+    let e = error_of(&reply).expect("refused");
+    assert_eq!(e["code"], 2100, "{reply}");
+    assert_eq!(e["data"]["tags"], json!(["warden-onchain-fee"]));
+    assert!(
+        e["message"].as_str().unwrap().contains(
+            "the command names a feerate of 8,000 sat/vB; [onchain] max_feerate is 100 sat/vB"
+        ),
+        "{reply}"
+    );
+    let b64 = |w: msgs::SignWithdrawal| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(w.psbt.0.psbt.inner.serialize())
+    };
+    let drain = b64(warden::standin::lightningd::withdrawal_paying(
+        &xpub, &to, 10_000, 900_000,
+    ));
+    for id in [
+        "cli:signpsbt#3",
+        "cli:withdraw#4/cln:withdraw#5/txprepare:signpsbt#6",
+    ] {
+        let reply = hook(|| plugin.inner_command(id, "signpsbt", json!({"psbt": drain})));
+        let e = error_of(&reply).expect("refused");
+        assert_eq!(e["code"], 2100, "{id}: {reply}");
+        assert_eq!(e["data"]["tags"], json!(["warden-onchain-fee"]), "{reply}");
+    }
+    let with_change = {
+        use lightning_signer::bitcoin::bip32::ChildNumber;
+        use lightning_signer::bitcoin::{Amount, ScriptBuf, TxOut};
+        let mut w = withdrawal(&xpub, &to, 100_000);
+        let child = xpub
+            .derive_pub(&Secp256k1::new(), &[ChildNumber::Normal { index: 5 }])
+            .unwrap();
+        let change = ScriptBuf::new_p2wpkh(&CompressedPublicKey(child.public_key).wpubkey_hash());
+        let psbt = &mut w.psbt.0.psbt.inner;
+        psbt.unsigned_tx.output.push(TxOut {
+            value: Amount::from_sat(4_000_000),
+            script_pubkey: change,
+        });
+        psbt.outputs.push(Default::default());
+        let coin = psbt.inputs[0].witness_utxo.as_mut().unwrap();
+        coin.value = Amount::from_sat(4_101_000);
+        w
+    };
+    let reply = hook(|| plugin.command("signpsbt", json!({"psbt": b64(with_change)})));
+    assert_eq!(
+        reply,
+        json!({"result": "continue"}),
+        "4,000,000 sat of change is not a spend over the 2,000,000 sat cap"
+    );
 
     // (3) Above the quorum threshold: held like a payment. The request is the same one each time
     // the command is re-run, refused until two admins approved, then lightningd goes on and the
@@ -163,7 +221,7 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
     let reply = hook(|| plugin.command("withdraw", held()));
     assert_eq!(reply, json!({"result": "continue"}));
     assert!(signs(&mut cln, withdrawal(&xpub, &to, 1_200_000)));
-    assert_eq!(cln.window("daily-cap").await.used_msat, 1_700_000_000);
+    assert_eq!(cln.window("daily-cap").await.used_msat, 1_702_000_000);
 
     // (4) A spend sent to the signer without the plugin's check (a misconfigured or compromised
     // node): VLS's fatal path refuses it, and wardend records why before it answers.
@@ -178,7 +236,7 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
         "{}",
         e.message
     );
-    assert_eq!(cln.window("daily-cap").await.used_msat, 1_700_000_000);
+    assert_eq!(cln.window("daily-cap").await.used_msat, 1_702_000_000);
     // The record is in the audit log, verified.
     cln.stop_wardend();
     let audit = cln
@@ -352,6 +410,7 @@ async fn the_plugin_fails_closed_and_a_node_certificate_may_check_but_not_read()
                 amount_sat: 1,
             }],
             command: "withdraw".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -11,6 +11,7 @@ mod common;
 
 use common::cln::Payee;
 use common::TestToken;
+use lightning_signer::bitcoin::bip32::Xpub;
 use std::sync::Arc;
 use vls_protocol::msgs::{self, Message, SerBolt};
 use vls_protocol::serde_bolt::WireString;
@@ -181,6 +182,26 @@ impl Stack {
     fn init(&mut self) -> Option<()> {
         self.send(warden::standin::hsmd_init_regtest().as_vec())
             .map(|_| ())
+    }
+
+    /// Init, and the wallet xpub the node derives its coins from.
+    fn init_xpub(&mut self) -> Xpub {
+        match self.send(warden::standin::hsmd_init_regtest().as_vec()) {
+            Some(Message::HsmdInitReplyV4(r)) => Xpub::decode(&r.bip32.0).unwrap(),
+            other => panic!("unexpected init reply {other:?}"),
+        }
+    }
+
+    /// Send `message` as request `id` (a retransmission reuses the number) and return the
+    /// answer as it would leave for the proxy.
+    fn send_as(&mut self, id: u64, message: Vec<u8>) -> vlsd::grpc::hsmd::SignerResponse {
+        self.session
+            .handle(SignerRequest {
+                request_id: id,
+                message,
+                context: None,
+            })
+            .response
     }
 
     fn preapprove(&mut self, invoice: &str) -> Option<bool> {
@@ -386,4 +407,333 @@ fn a_crash_at_any_commit_loses_nothing_and_counts_nothing_twice() {
             "k={k}: the small and the quorum-approved payment, each counted once"
         );
     }
+}
+
+/// sled whose syncs wait while the gate is shut: a commit is applied, and then held between
+/// its apply and its sync for as long as the test wants.
+struct GatedSync {
+    sled: Arc<SledBackend>,
+    shut: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    waiting: std::sync::atomic::AtomicU64,
+}
+
+impl GatedSync {
+    fn open(&self) {
+        *self.shut.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+}
+
+impl Backend for GatedSync {
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, warden::store::StoreError> {
+        self.sled.get(ns, key)
+    }
+    fn scan(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+    ) -> Result<Vec<warden::store::Entry>, warden::store::StoreError> {
+        self.sled.scan(ns, prefix)
+    }
+    fn last(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+    ) -> Result<Option<warden::store::Entry>, warden::store::StoreError> {
+        self.sled.last(ns, prefix)
+    }
+    fn commit(&self, batch: &warden::store::Batch) -> Result<(), warden::store::StoreError> {
+        self.apply(batch)?;
+        self.sync()
+    }
+    fn apply(&self, batch: &warden::store::Batch) -> Result<(), warden::store::StoreError> {
+        self.sled.apply(batch)
+    }
+    fn sync(&self) -> Result<(), warden::store::StoreError> {
+        let mut shut = self.shut.lock().unwrap();
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        while *shut {
+            shut = self.opened.wait(shut).unwrap();
+        }
+        drop(shut);
+        self.sled.sync()
+    }
+}
+
+/// Issue 25, item 5: a freeze applied but not yet synced is not undone when another
+/// transaction is discarded meanwhile (its abort restores memory from the committed copies).
+#[test]
+fn a_freeze_waiting_for_its_sync_survives_the_abort_of_another_transaction() {
+    let w = World::new("freeze-abort");
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(GatedSync {
+        sled: Arc::new(SledBackend::open(dir.path()).unwrap()),
+        shut: std::sync::Mutex::new(false),
+        opened: std::sync::Condvar::new(),
+        waiting: Default::default(),
+    });
+    let mut s = Stack::new(&w, gate.clone());
+    s.init().unwrap();
+    *gate.shut.lock().unwrap() = true;
+    let before = gate.waiting.load(std::sync::atomic::Ordering::SeqCst);
+    let core = s.core.clone();
+    let freezer = std::thread::spawn(move || core.freeze("erin", "stolen laptop").unwrap());
+    // The freeze is applied and its commit now waits in the sync.
+    while gate.waiting.load(std::sync::atomic::Ordering::SeqCst) == before {
+        std::thread::yield_now();
+    }
+    assert!(s.core.frozen().is_some(), "frozen for the next request");
+    // Another transaction, discarded: memory goes back to what is committed.
+    let other = s.store.begin().unwrap();
+    other.abort();
+    let frozen = s.core.frozen();
+    gate.open();
+    let (state, created) = freezer.join().unwrap();
+    assert!(created);
+    assert_eq!(
+        frozen.map(|f| f.reason),
+        Some(state.reason.clone()),
+        "the abort of another transaction did not thaw the freeze"
+    );
+    assert_eq!(s.preapprove(&w.invoices[0].0), Some(false), "frozen");
+    assert!(s.core.frozen().is_some());
+}
+
+fn address(seed: u8) -> lightning_signer::bitcoin::Address {
+    use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
+    let key = SecretKey::from_slice(&[seed; 32]).unwrap();
+    let pk = lightning_signer::bitcoin::CompressedPublicKey(key.public_key(&Secp256k1::new()));
+    lightning_signer::bitcoin::Address::p2wpkh(&pk, lightning_signer::bitcoin::Network::Regtest)
+}
+
+fn daily(s: &Stack, w: &World) -> (u64, u128) {
+    let t = s
+        .core
+        .with_engine(|e| e.state().totals(&LedgerKey::Node, w.clock.now(), 86_400));
+    (t.count, t.amount_msat)
+}
+
+fn decisions(s: &Stack) -> Vec<serde_json::Value> {
+    warden::audit::read_records(&s.store)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "decision")
+        .map(|r| r.data)
+        .collect()
+}
+
+/// Issue 25, item 1: what leaves the wallet is the outside outputs plus the fee. A transaction
+/// with one outside output and the rest of the coin as fee (the whole wallet, on a real node)
+/// is refused by `[onchain]` with its own tag, and a normal one counts its fee.
+#[test]
+fn an_onchain_spend_counts_its_fee_and_a_fee_over_the_bound_is_refused_with_its_tag() {
+    let w = World::new("onchain-fee");
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Stack::new(&w, Arc::new(SledBackend::open(dir.path()).unwrap()));
+    let xpub = s.init_xpub();
+    let to = address(0x51);
+    let drain = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 2_880_813);
+    let r = s.send_as(100, drain.as_vec());
+    assert!(
+        !r.error.is_empty() && !r.is_temporary_failure,
+        "refused: {r:?}"
+    );
+    let d = decisions(&s);
+    let last = d.last().expect("the refusal is audited");
+    assert_eq!(last["verdict"], "deny");
+    assert_eq!(last["tags"], serde_json::json!(["warden-onchain-fee"]));
+    assert!(
+        last["reason"].as_str().unwrap().contains(
+            "the transaction pays 2,880,813 sat in fees; [onchain] max_fee is 200,000 sat"
+        ),
+        "{last}"
+    );
+    assert_eq!(daily(&s, &w), (0, 0), "nothing counted");
+
+    // A feerate above the bound, even with a small fee: 50,000 sat over ~438 weight units.
+    let steep = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 50_000);
+    let r = s.send_as(101, steep.as_vec());
+    assert!(!r.error.is_empty(), "refused: {r:?}");
+    let d = decisions(&s);
+    let reason = d.last().unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("[onchain] max_feerate is 100 sat/vB"),
+        "{reason}"
+    );
+    assert!(!reason.contains("max_fee is"), "{reason}");
+
+    // Within the bound: signed, and the fee is counted with the output.
+    let fine = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
+    let r = s.send_as(102, fine.as_vec());
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(daily(&s, &w), (1, 11_000_000));
+}
+
+/// Issue 25, item 2: a request whose answer was lost is sent again with the same number and
+/// bytes; it is answered from its committed decision, counted and audited once. Holds for an
+/// approved on-chain spend, one approved by quorum (whose approval is used up), and a refusal.
+#[test]
+fn a_request_sent_again_is_answered_from_its_committed_decision() {
+    let w = World::new("resent");
+    let dir = tempfile::tempdir().unwrap();
+    let sled: Arc<dyn Backend> = Arc::new(SledBackend::open(dir.path()).unwrap());
+    let mut s = Stack::new(&w, sled.clone());
+    let xpub = s.init_xpub();
+    let to = address(0x52);
+
+    let spend = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 20_000, 1_000);
+    let first = s.send_as(200, spend.as_vec());
+    assert!(first.error.is_empty(), "{first:?}");
+    assert_eq!(daily(&s, &w), (1, 21_000_000));
+    let audited = decisions(&s).len();
+    // wardend restarts (the answer never left) and the proxy sends the request again.
+    drop(s);
+    let mut s = Stack::new(&w, sled.clone());
+    s.init().unwrap();
+    let again = s.send_as(200, spend.as_vec());
+    assert_eq!(again, first, "the same answer");
+    assert_eq!(daily(&s, &w), (1, 21_000_000), "counted once");
+    assert_eq!(decisions(&s).len(), audited, "audited once");
+    // The same transaction under a new number (an LDK retry, lightningd re-signing after its
+    // own restart) is signed again without deciding or counting it again.
+    let renumbered = s.send_as(201, spend.as_vec());
+    assert!(renumbered.error.is_empty(), "{renumbered:?}");
+    assert_eq!(daily(&s, &w), (1, 21_000_000));
+
+    // A refusal sent again is the same refusal, audited once.
+    let big = w.invoices[1].0.clone();
+    let m = msgs::PreapproveInvoice {
+        invstring: WireString(big.as_bytes().to_vec()),
+    };
+    let held = s.send_as(300, m.as_vec());
+    let audited = warden::audit::read_records(&s.store).unwrap().len();
+    let again = s.send_as(300, m.as_vec());
+    assert_eq!(again, held);
+    assert_eq!(
+        warden::audit::read_records(&s.store).unwrap().len(),
+        audited,
+        "nothing decided or audited again"
+    );
+
+    // A quorum-approved on-chain spend: its approval is used by the first signature; the
+    // retransmission must not find it used and refuse (VLS's fatal path).
+    let large = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 1_500_000, 1_000);
+    let r = s.send_as(400, large.as_vec());
+    assert!(!r.error.is_empty(), "held for the quorum: {r:?}");
+    let req = warden::policy::PaymentRequest::onchain(vec![(to.to_string(), 1_500_000_000)]);
+    let record = s.core.approvals.find(&req).unwrap().expect("held");
+    for admin in ["alice", "bob"] {
+        let sig = w.key(admin).sign_digest(record.digest(Decision::Approve));
+        s.core
+            .decide_request(
+                &record.id,
+                admin,
+                Decision::Approve,
+                SignatureFormat::Bip340,
+                &sig,
+                None,
+            )
+            .unwrap();
+    }
+    let signed = s.send_as(401, large.as_vec());
+    assert!(signed.error.is_empty(), "approved by quorum: {signed:?}");
+    let counted = daily(&s, &w);
+    drop(s);
+    let mut s = Stack::new(&w, sled);
+    s.init().unwrap();
+    assert_eq!(s.send_as(401, large.as_vec()), signed);
+    assert_eq!(daily(&s, &w), counted);
+}
+
+/// A coin's claimed value is pinned when first signed: segwit v0 signatures commit only to
+/// their own input's amount, so two requests misstating different inputs could be combined
+/// into one transaction whose fee nobody judged (found by an adversarial read of the fee fix).
+#[test]
+fn a_coin_claimed_at_another_value_than_before_is_refused() {
+    let w = World::new("coin-pin");
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Stack::new(&w, Arc::new(SledBackend::open(dir.path()).unwrap()));
+    let xpub = s.init_xpub();
+    let to = address(0x53);
+    let first = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
+    let mut misstated = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
+    let r = s.send_as(500, first.as_vec());
+    assert!(r.error.is_empty(), "{r:?}");
+    // The same coin, now claimed to hold 1,000 sat more (so the fee looks 1,000 sat larger
+    // here, and a signature made over the lower value elsewhere would hide it).
+    {
+        let psbt = &mut misstated.psbt.0.psbt.inner;
+        let coin = psbt.inputs[0].witness_utxo.as_mut().unwrap();
+        coin.value = lightning_signer::bitcoin::Amount::from_sat(12_000);
+        psbt.unsigned_tx.output[0].value = lightning_signer::bitcoin::Amount::from_sat(9_000);
+        // A lying node leaves out the previous transaction that would give it away.
+        psbt.inputs[0].non_witness_utxo = None;
+    }
+    misstated.utxos.0[0].amount = 12_000;
+    let r = s.send_as(501, misstated.as_vec());
+    assert!(!r.error.is_empty(), "refused: {r:?}");
+    let d = decisions(&s);
+    let events: Vec<_> = warden::audit::read_records(&s.store)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.data.to_string().contains("warden-onchain-amount"))
+        .collect();
+    assert!(
+        !events.is_empty(),
+        "the refusal is recorded with its tag (decisions: {d:?})"
+    );
+    assert_eq!(daily(&s, &w), (1, 11_000_000), "only the first counted");
+}
+
+/// A log sink for one thread's tracing output.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Issue 25, item 10: a decision is logged as made only once its request's commit is durable;
+/// one whose transaction is discarded (a deposed wardend's, a failed commit's) never is.
+#[test]
+fn a_decision_is_logged_as_made_only_once_it_is_durable() {
+    let w = World::new("log-durable");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Stack::new(&w, Arc::new(SledBackend::open(dir.path()).unwrap()));
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let txn = s.store.begin().unwrap();
+        assert!(s.core.decide_payment(&w.request(0), None).approved);
+        txn.abort();
+        assert!(
+            !captured.text().contains("approved"),
+            "a decision that was never committed was logged: {}",
+            captured.text()
+        );
+        assert!(s.core.decide_payment(&w.request(0), None).approved);
+        assert!(
+            captured.text().contains("payment of 100,000 sat approved"),
+            "{}",
+            captured.text()
+        );
+    });
 }

@@ -326,3 +326,74 @@ async fn a_freeze_in_a_discarded_transaction_is_taken_back() {
     h.core.freeze("alice", "for real").unwrap();
     assert_eq!(h.core.frozen().unwrap().reason, "for real");
 }
+
+/// Issue 25, items 11 and 12: admin powers follow the policy in force (a certificate of the
+/// CA whose name the policy no longer declares can do nothing), and only such certificates
+/// count toward the `auth_failures` emergency stop, never handshakes without a certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_admins_certificate_has_no_power_and_only_it_trips_the_auth_failure_stop() {
+    let h = AdminHarness::start().await;
+    // erin is removed from [admins] (and from the one rule naming her), and the stop declared.
+    let text = h.core.policy().text;
+    let kept: Vec<&str> = text
+        .split("# Holds nothing")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("erin ="))
+        .collect();
+    let text = format!(
+        "{}\n[emergency_stop]\nauth_failures = {{ count = 2, within = \"10m\" }}\n",
+        kept.join("\n")
+    );
+    h.core
+        .set_policy(LoadedPolicy {
+            policy: Arc::new(
+                warden::policy::parse_policy(&text).unwrap_or_else(|e| panic!("{e:?}")),
+            ),
+            text,
+        })
+        .unwrap();
+    // Anyone who can reach the port: five handshakes without a certificate freeze nothing.
+    let ca = std::fs::read(&h.pki.ca_cert).unwrap();
+    for _ in 0..5 {
+        if let Ok(mut c) = h.client_with(None, &ca).await {
+            assert!(c.status(proto::StatusRequest {}).await.is_err());
+        }
+    }
+    assert!(
+        h.core.frozen().is_none(),
+        "unauthenticated traffic froze the signer"
+    );
+    // erin's certificate still chains to the admin CA, and may do nothing.
+    let mut erin = h.client("erin").await;
+    let e = erin
+        .freeze(proto::FreezeRequest {
+            reason: "I was an admin once".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        e.message().starts_with(
+            "the certificate of erin names no admin of the policy in force ([admins])"
+        ),
+        "{}",
+        e.message()
+    );
+    let e = erin
+        .list_pending(proto::ListPendingRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        h.core.frozen().is_none(),
+        "two refusals are within the stop"
+    );
+    let _ = erin.status(proto::StatusRequest {}).await.unwrap_err();
+    let f = h
+        .core
+        .frozen()
+        .expect("the third refusal of erin's certificate trips the stop");
+    assert_eq!(f.by, "emergency stop auth_failures");
+}

@@ -195,7 +195,17 @@ fn a_payment_above_the_threshold_requires_the_quorum_bound_to_its_digest() {
             quorum,
             expiry_secs,
         } => {
-            assert_eq!(request_digest, req.digest());
+            // The digest names this payment and no other: the same payment built anew gives
+            // it, and a different hash, amount, payee or kind does not.
+            assert_eq!(request_digest, pay(1_000_001, PAYEE, 1).digest());
+            for other in [
+                pay(1_000_001, PAYEE, 2),
+                pay(1_000_002, PAYEE, 1),
+                pay(1_000_001, OTHER, 1),
+                PaymentRequest::keysend([1; 32], 1_000_001 * SAT, PAYEE),
+            ] {
+                assert_ne!(request_digest, other.digest(), "{other:?}");
+            }
             assert_eq!(rule_tag, "big");
             assert_eq!((quorum.need, quorum.of.len()), (2, 3));
             assert_eq!(expiry_secs, 1_800);

@@ -550,3 +550,75 @@ fn bad_24_values_are_parsed_strictly_as_documented() {
         ],
     );
 }
+
+/// Issue 25, item 18: BIP-340 verifies against the x-only key, so the same key with the other
+/// parity prefix (or an address of it) is the same signer, in `[admins]` and in `[recovery]`.
+#[test]
+fn bad_25_one_key_with_the_other_parity_prefix_is_the_same_admin() {
+    use lightning_signer::bitcoin::secp256k1::PublicKey;
+    use lightning_signer::bitcoin::{Address, CompressedPublicKey, Network};
+    use std::str::FromStr;
+    let flip = |hex: &str| {
+        let prefix = if hex.starts_with("02") { "03" } else { "02" };
+        format!("{prefix}{}", &hex[2..])
+    };
+    let alice = "02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828";
+    let bob = "02c7710ba1c1b241e450d60cd814109129534559fd714b814baae7ac13849fc436";
+    let carol = "022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e";
+    let bob_flipped = CompressedPublicKey(PublicKey::from_str(&flip(bob)).unwrap());
+    let src = with_admins(&format!(
+        "dave = {{ pubkey = \"{}\" }}\nerin = {{ address = \"{}\" }}\n",
+        flip(alice),
+        Address::p2wpkh(&bob_flipped, Network::Bitcoin),
+    ));
+    assert_errors(
+        &src,
+        &[
+            (
+                6,
+                1,
+                "admin \"dave\" signs with the same key as admin \"alice\"",
+            ),
+            (
+                7,
+                1,
+                "admin \"erin\" signs with the same key as admin \"bob\"",
+            ),
+        ],
+    );
+    // The recovery key may not be an admin's key under the other prefix either.
+    let src = with_admins(&format!(
+        "[recovery]\nkey = {{ pubkey = \"{}\" }}\ndelay = \"7d\"\nactions = [\"unfreeze\"]\n",
+        flip(carol)
+    ));
+    assert_errors(&src, &[(7, 1, "the recovery key is admin \"carol\"'s key")]);
+}
+
+/// Issue 25, item 19: a quorum of nobody can never be met, and an admin needs a name.
+#[test]
+fn bad_26_quorums_that_can_never_be_met_and_nameless_admins_are_refused() {
+    assert_errors(
+        &with_admins(
+            "[[approval]]\ntag = \"big\"\nabove = \"1 btc\"\nquorum = { need = 1, of = [] }\n",
+        ),
+        &[(
+            9,
+            19,
+            "`of` in the quorum of [[approval]] \"big\" lists no admins, so `need` = 1 can never be met",
+        )],
+    );
+    assert_errors(
+        &with_admins("[governance]\nquorum = { need = 1, of = [] }\n"),
+        &[(
+            7,
+            19,
+            "`of` in the quorum of [governance] lists no admins, so `need` = 1 can never be met",
+        )],
+    );
+    assert_errors(
+        &format!(
+            "{ADMINS}\"\" = {{ pubkey = \"03a34b99f22c790c4e36b2b3c2c35a36db06226e41c692fc82b8b56ac1c540c5bd\" }}\n"
+        ),
+        &[(6, 1, "admin name \"\" must be one or more letters")],
+    );
+}

@@ -320,3 +320,52 @@ fn migrate_copies_a_sled_state_and_verifies_it() {
         .to_string();
     assert!(e.contains("already holds state"), "{e}");
 }
+
+/// Issue 25, item 9: a state the server passes through (here a database that accepts no
+/// writes, as a replica or a server in recovery answers: 25006) is waited out, never a reason
+/// to exit: opening reports it as unavailable (wardend retries), and a standby's wait for the
+/// lease goes on through it. An authentication error stays an error.
+#[test]
+fn a_database_passing_through_a_read_only_state_is_waited_out_not_fatal() {
+    let server = pg::shared();
+    let db = server.database("read_only");
+    server.sql(
+        "postgres",
+        &format!("ALTER DATABASE {db} SET default_transaction_read_only = on"),
+    );
+    match PgBackend::open(server.settings(&db, "a")) {
+        Err(e @ StoreError::Unavailable { .. }) => {
+            assert!(e.to_string().contains("read-only"), "{e}")
+        }
+        Err(e) => panic!("a read-only database must be waited out, not fatal: {e}"),
+        Ok(_) => panic!("a read-only database cannot take the schema"),
+    }
+    server.sql(
+        "postgres",
+        &format!("ALTER DATABASE {db} RESET default_transaction_read_only"),
+    );
+    let b = PgBackend::open(server.settings(&db, "a")).unwrap();
+    let standby = PgBackend::open(server.settings(&db, "b")).unwrap();
+    // The database turns read-only (a failover to a replica in progress) and every session is
+    // cut, so the standby's next poll reconnects into it.
+    server.sql(
+        "postgres",
+        &format!("ALTER DATABASE {db} SET default_transaction_read_only = on"),
+    );
+    server.sql(
+        "postgres",
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}'"
+        ),
+    );
+    let mut polls = 0;
+    let r = standby.acquire(|_| {
+        polls += 1;
+        polls < 3
+    });
+    assert!(
+        matches!(r, Ok(None)),
+        "the standby kept waiting through the read-only state: {r:?}"
+    );
+    drop(b);
+}

@@ -102,8 +102,7 @@ async fn cancel(h: &AdminHarness, admin: &str, id: &str) -> Result<String, tonic
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replace_admins_waits_its_delay_a_clock_step_back_does_not_shorten_it_and_then_the_new_admins_sign(
-) {
+async fn replace_admins_waits_its_delay_and_then_the_new_admins_sign() {
     let h = AdminHarness::start().await;
     let recovery = AdminKey::generate();
     let text = with_recovery(&h, &recovery);
@@ -152,9 +151,6 @@ async fn replace_admins_waits_its_delay_a_clock_step_back_does_not_shorten_it_an
     );
     h.clock.set(T0 + RECOVERY_DRAFT_SECS + DELAY - 1);
     assert!(execute(&h, &r.id).await.is_err(), "one second early");
-    // The system clock jumps back: Warden's time does not, and nothing becomes executable.
-    h.clock.set(T0);
-    assert!(execute(&h, &r.id).await.is_err());
     h.clock.set(T0 + RECOVERY_DRAFT_SECS + DELAY);
     let msg = execute(&h, &r.id).await.unwrap();
     assert!(msg.contains("with the new admins is in force"), "{msg}");

@@ -107,6 +107,20 @@ async fn the_log_of_a_real_run_verifies_and_reports_agree() {
     );
     assert_eq!(r["approvals_by_admin"]["alice"]["approval"], 1);
     assert_eq!(r["time_to_approval_secs"].as_array().unwrap().len(), 1);
+    assert_eq!(r["daily_limit_msat"], 5_000_000_000u64);
+    // Issue 25, item 13: the file on disk is only ever a proposal; the report's limit is the
+    // policy in force's, whatever the file says now.
+    let edited = std::fs::read_to_string(&cln.policy)
+        .unwrap()
+        .replace("5_000_000 sat", "9_000_000 sat");
+    std::fs::write(&cln.policy, edited).unwrap();
+    let (code, json, err) = ctl(&cln, &["report", "--month", month, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        r["daily_limit_msat"], 5_000_000_000u64,
+        "the limit in force"
+    );
 
     let html_path = cln.token.path().join("report.html");
     let (code, _, err) = ctl(

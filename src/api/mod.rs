@@ -367,8 +367,17 @@ impl AdminService {
             Role::Node(cn)
         } else if self.relays.contains(&cn) {
             Role::Relay(cn)
-        } else {
+        } else if self.core.policy().policy.admins.contains_key(&cn) {
             Role::Admin(cn)
+        } else {
+            // Admin powers follow the policy in force: a certificate of the CA whose name the
+            // policy does not declare (an admin removed by a change or by replace-admins, a
+            // client never listed) has none of them. It authenticated with the admin CA, so it
+            // counts toward the emergency stop `auth_failures`.
+            self.core.note_auth_failure();
+            return Err(Status::permission_denied(format!(
+                "the certificate of {cn} names no admin of the policy in force ([admins]) and is not listed in admin.viewers, admin.nodes or admin.relays, so it may do nothing here; a removed admin's certificate keeps no power (revoke it at the CA), and a new admin is added by a governed policy change"
+            )));
         })
     }
 
@@ -593,7 +602,35 @@ impl Warden for AdminService {
         request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
         self.admit(&request)?;
+        let role = self.role(&request)?;
         let now = self.core.clock.now();
+        let lease = self.core.store().lease();
+        if let Role::Node(_) = role {
+            // A node learns that the signer is up, for which node, whether it is frozen and
+            // which wardend serves it: not the windows, the freeze's reason, recovery actions
+            // or pending requests (a compromised node must learn nothing that helps it).
+            return Ok(Response::new(proto::StatusResponse {
+                node_id: self
+                    .core
+                    .node_id
+                    .read()
+                    .map(|s| s.clone())
+                    .unwrap_or_default(),
+                node_connection: self.core.connection().as_str().to_string(),
+                time: now,
+                ha_role: lease
+                    .as_ref()
+                    .map(|l| l.role.name().to_string())
+                    .unwrap_or_default(),
+                ha_epoch: lease.as_ref().map(|l| l.epoch).unwrap_or(0),
+                frozen: if self.core.frozen().is_some() {
+                    "frozen".into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            }));
+        }
         let loaded = self.core.policy();
         let windows = self
             .core
@@ -615,7 +652,6 @@ impl Warden for AdminService {
             .list_pending(now)
             .map_err(|e| Status::unavailable(e.to_string()))?
             .len() as u32;
-        let lease = self.core.store().lease();
         Ok(Response::new(proto::StatusResponse {
             node_id: self
                 .core
@@ -843,10 +879,20 @@ impl Warden for AdminService {
             .map(|o| (o.address, o.amount_sat))
             .collect();
         let core = self.core.clone();
-        let answer = tokio::task::spawn_blocking(move || core.check_spend(&outputs, &req.command))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let answer = tokio::task::spawn_blocking(move || {
+            if req.psbt.is_empty() {
+                core.check_spend(&outputs, &req.command, req.feerate_per_kw)
+            } else if outputs.is_empty() {
+                core.check_psbt(&req.psbt, &req.command)
+            } else {
+                Err(crate::core::CheckError::Psbt(
+                    "a check names either its outputs or a PSBT, not both".into(),
+                ))
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(check_response(answer)))
     }
 
@@ -863,10 +909,12 @@ impl Warden for AdminService {
             .map(|o| (o.peer, o.amount_sat, o.private, o.incoming))
             .collect();
         let core = self.core.clone();
-        let answer = tokio::task::spawn_blocking(move || core.check_channels(&opens, &req.command))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let answer = tokio::task::spawn_blocking(move || {
+            core.check_channels(&opens, &req.command, req.feerate_per_kw)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(check_response(answer)))
     }
 
@@ -1069,7 +1117,7 @@ pub async fn serve(
                             }
                             Ok(Err(e)) => {
                                 per_source.admit(source);
-                                failed(&core, &auth, peer, &e.to_string())
+                                failed(&core, &auth, peer, &e.to_string());
                             }
                             Err(_) => {
                                 per_source.admit(source);
@@ -1093,9 +1141,14 @@ pub async fn serve(
     }
 }
 
+/// A connection refused before any call: counted, logged and audited. It does not count toward
+/// `[emergency_stop] auth_failures`, which only the quorum lifts: anyone who can reach the port
+/// can fail a handshake, with no certificate or with any certificate at all (an expired one is
+/// refused before its issuer is even looked at), and a legitimate client can reconnect past its
+/// connection limit. Only a certificate the admin CA issued, refused for what it names, counts
+/// (see [`AdminService::role`]).
 fn failed(core: &Core, auth: &AuthFailures, peer: SocketAddr, detail: &str) {
     core.metrics.auth_failure();
-    core.note_auth_failure();
     auth.record(
         &accept::source_of(peer.ip()),
         detail,

@@ -1186,7 +1186,12 @@ impl ApprovalStore {
                         .unwrap_or(3_600);
                     record.state = RequestState::Pending;
                     record.signatures.clear();
-                    record.expires_at = now.saturating_add(expiry);
+                    // Strictly later than before, even within the second it was created: the
+                    // expiry is in the digest, so what was signed before the re-open (the
+                    // approvals and the veto) never verifies for the re-opened request.
+                    record.expires_at = now
+                        .saturating_add(expiry)
+                        .max(record.expires_at.saturating_add(1));
                     (
                         true,
                         format!("quorum reached ({reopenings} of {}): request {id} is re-opened and may be approved again until {}", quorum.need, format_utc(record.expires_at)),
@@ -1347,7 +1352,7 @@ impl ApprovalStore {
                 id: &record.id,
                 subject: Subject::Payment {
                     payment_hash: req.payment_hash.unwrap_or([0; 32]),
-                    amount_msat: req.amount_msat(),
+                    amount_msat: req.outputs_msat(),
                     payee: payee_field(&req.outputs),
                 },
                 policy_hash: policy.hash,

@@ -40,18 +40,6 @@ const TIMEOUT: DefaultIntegerConfigOption = DefaultIntegerConfigOption::new_i64_
 struct State {
     endpoint: Endpoint,
     client: Arc<Mutex<Option<WardenClient<Channel>>>>,
-    network: lightning_signer::bitcoin::Network,
-}
-
-fn network(name: &str) -> anyhow::Result<lightning_signer::bitcoin::Network> {
-    use lightning_signer::bitcoin::Network;
-    Ok(match name {
-        "bitcoin" => Network::Bitcoin,
-        "testnet" => Network::Testnet,
-        "signet" => Network::Signet,
-        "regtest" => Network::Regtest,
-        other => anyhow::bail!("lightningd runs on network {other:?}, which Warden does not know"),
-    })
 }
 
 fn read(path: &str, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -71,7 +59,10 @@ impl State {
         }
         let client = guard.as_mut().expect("connected above");
         let reply = match ask {
-            Ask::Spend(outputs) => {
+            Ask::Spend {
+                outputs,
+                feerate_per_kw,
+            } => {
                 client
                     .check_spend(proto::CheckSpendRequest {
                         outputs: outputs
@@ -82,10 +73,25 @@ impl State {
                             })
                             .collect(),
                         command: command.to_string(),
+                        feerate_per_kw,
+                        psbt: Vec::new(),
                     })
                     .await
             }
-            Ask::Channels(opens) => {
+            Ask::Psbt(psbt) => {
+                client
+                    .check_spend(proto::CheckSpendRequest {
+                        outputs: Vec::new(),
+                        command: command.to_string(),
+                        feerate_per_kw: None,
+                        psbt,
+                    })
+                    .await
+            }
+            Ask::Channels {
+                opens,
+                feerate_per_kw,
+            } => {
                 client
                     .check_channel_open(proto::CheckChannelOpenRequest {
                         opens: opens
@@ -98,6 +104,7 @@ impl State {
                             })
                             .collect(),
                         command: command.to_string(),
+                        feerate_per_kw,
                     })
                     .await
             }
@@ -150,7 +157,7 @@ async fn rpc_command(p: Plugin<State>, v: Value) -> Result<Value, anyhow::Error>
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let ask = plug::rpc_command(&v, state.network);
+    let ask = plug::rpc_command(&v);
     if ask == Ask::Nothing {
         return Ok(serde_json::json!({"result": "continue"}));
     }
@@ -170,9 +177,53 @@ async fn open(p: Plugin<State>, hook: &str, v: Value) -> Result<Value, anyhow::E
     Ok(plug::open_reply(&answer))
 }
 
+/// lightningd's messages as the plugin library reads them, each `rpc_command` call that
+/// repeats a key marked (see [`plug::mark_repeated_keys`]): the library's parser keeps the last
+/// of repeated keys, lightningd runs the first.
+fn first_keys_stdin() -> tokio::io::DuplexStream {
+    use std::io::Read;
+    use tokio::io::AsyncWriteExt;
+    let (reader, mut writer) = tokio::io::duplex(1 << 16);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    // A plain thread, not the runtime's blocking pool: the runtime would wait for a read of
+    // stdin that never ends when the plugin stops (a missing option at init).
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let n = match stdin.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                let message: Vec<u8> = buf.drain(..end + 2).collect();
+                let out = std::str::from_utf8(&message[..end])
+                    .ok()
+                    .and_then(plug::mark_repeated_keys)
+                    .map(|m| format!("{m}\n\n").into_bytes())
+                    .unwrap_or(message);
+                if tx.send(out).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(buf);
+    });
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    reader
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Some(configured) = Builder::new(tokio::io::stdin(), tokio::io::stdout())
+    let Some(configured) = Builder::new(first_keys_stdin(), tokio::io::stdout())
         .option(SERVER)
         .option(CA)
         .option(CERT)
@@ -221,7 +272,6 @@ async fn main() -> anyhow::Result<()> {
     let state = State {
         endpoint,
         client: Arc::new(Mutex::new(None)),
-        network: network(&configured.configuration().network)?,
     };
     let plugin = configured.start(state).await?;
     plugin.join().await

@@ -94,12 +94,12 @@ async fn main() -> anyhow::Result<()> {
     let (store, pg) = match &config.store {
         StoreConfig::Sled => (Store::open(&config.data_dir.join("state"))?, None),
         StoreConfig::Postgres(settings) => {
-            let settings = settings.clone();
-            let pg = Arc::new(
-                tokio::task::spawn_blocking(move || PgBackend::open(settings))
-                    .await?
-                    .context("opening the PostgreSQL state database (store.url)")?,
-            );
+            let Some(pg) = open_waiting(settings.clone(), &metrics, &mut shutdown).await? else {
+                tracing::info!("wardend stopping (the state database never became available)");
+                let _ = stop_tx.send(true);
+                return Ok(());
+            };
+            let pg = Arc::new(pg);
             let Some(epoch) =
                 wait_for_lease(&pg, &standby_view, metrics_addr, &mut shutdown).await?
             else {
@@ -396,6 +396,40 @@ const EXIT_DEPOSED: i32 = 75;
 const DEPOSED_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// Wait as a standby until the lease is ours (`Some(epoch)`), or a stop signal (`None`).
+/// Open the PostgreSQL state, waiting out every state the database passes through (down,
+/// starting up, shutting down, a replica, out of connections) with a backoff of up to 10 s,
+/// each wait logged and counted (`warden_store_unavailable_total`); `None` if asked to stop
+/// meanwhile. A configuration or authentication error is not waited out: it ends wardend with
+/// the server's own words.
+async fn open_waiting(
+    settings: warden::store::postgres::PgSettings,
+    metrics: &warden::metrics::Metrics,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> anyhow::Result<Option<PgBackend>> {
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        let s = settings.clone();
+        match tokio::task::spawn_blocking(move || PgBackend::open(s)).await? {
+            Ok(pg) => return Ok(Some(pg)),
+            Err(e @ warden::store::StoreError::Unavailable { .. }) => {
+                metrics.store_unavailable();
+                eprintln!("wardend: the state database is not available ({e}); trying again in {backoff:?}");
+                tracing::warn!(error = %e, "the state database is not available; waiting");
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(
+                    "opening the PostgreSQL state database (store.url): a configuration or authentication error, not retried; check store.url, the role and its password",
+                ))
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.as_mut() => return Ok(None),
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
 async fn wait_for_lease(
     pg: &Arc<PgBackend>,
     view: &Arc<std::sync::Mutex<Option<LeaseRow>>>,

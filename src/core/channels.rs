@@ -15,6 +15,12 @@ use crate::store::Namespace;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+/// An output to look for in the node's wallet: its script and the key paths a PSBT claims for it.
+pub type WalletOutput = (
+    lightning_signer::bitcoin::ScriptBuf,
+    Vec<lightning_signer::bitcoin::bip32::DerivationPath>,
+);
+
 /// What the core reads of the signer's state (VLS's channels and payments); the signer
 /// implements it over its node, so the core names no VLS type. Empty once the node is gone.
 pub trait SignerState: Send + Sync {
@@ -22,6 +28,9 @@ pub trait SignerState: Send + Sync {
     fn channels(&self) -> Vec<ChannelView>;
     /// Outgoing payments seen through.
     fn settled_payments(&self) -> Vec<SettledPayment>;
+    /// Which of these outputs the node's own on-chain wallet can spend: by a key path an output
+    /// names (checked against its script, never trusted), or by its script alone.
+    fn wallet_owns(&self, outputs: &[WalletOutput]) -> Vec<bool>;
 }
 
 #[derive(Clone)]
@@ -43,6 +52,18 @@ impl Core {
     /// Where the channels and payments come from (the signer sets it when it builds the node).
     pub fn set_signer_state(&self, f: Arc<dyn SignerState>) {
         *self.channel_list.write().unwrap_or_else(|p| p.into_inner()) = Some(ChannelSource(f));
+    }
+
+    /// Which of these output scripts the node's wallet can spend (none before the node is
+    /// built).
+    pub fn wallet_owns(&self, outputs: &[WalletOutput]) -> Vec<bool> {
+        let f = self
+            .channel_list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        f.map(|f| f.0.wallet_owns(outputs))
+            .unwrap_or_else(|| vec![false; outputs.len()])
     }
 
     /// Every channel the signer holds, from VLS's state (empty before the node is built). A

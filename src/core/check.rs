@@ -57,6 +57,9 @@ pub enum CheckError {
     /// An amount that overflows msat.
     #[error("amount {0} sat is too large")]
     Amount(u64),
+    /// A PSBT that cannot be judged as it is.
+    #[error("the PSBT cannot be checked: {0}")]
+    Psbt(String),
 }
 
 fn msat(sat: u64) -> Result<u64, CheckError> {
@@ -65,11 +68,13 @@ fn msat(sat: u64) -> Result<u64, CheckError> {
 
 impl Core {
     /// What signing a spend to `outputs` (address, sat) would decide now; see
-    /// [`Core::check_payment`].
+    /// [`Core::check_payment`]. `feerate_per_kw` is the feerate the command names, if it names
+    /// one: above `[onchain] max_feerate` it is refused here, before lightningd builds it.
     pub fn check_spend(
         &self,
         outputs: &[(String, u64)],
         command: &str,
+        feerate_per_kw: Option<u64>,
     ) -> Result<CheckAnswer, CheckError> {
         if outputs.is_empty() || outputs.len() > MAX_CHECKED {
             return Err(CheckError::Count(outputs.len()));
@@ -88,16 +93,126 @@ impl Core {
             // The address as VLS's outputs will name it (bech32 in lower case).
             parsed.push((a.to_string(), msat(*sat)?));
         }
-        let answer = self.check_payment(&PaymentRequest::onchain(parsed));
+        let req = PaymentRequest::onchain(parsed);
+        let answer = match self.named_feerate_refusal(&req, feerate_per_kw) {
+            Some(refused) => refused,
+            None => self.check_payment(&req),
+        };
         tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "spend checked");
         Ok(self.outcome(answer))
     }
 
-    /// What `[channels]` says to these opens (peer hex, sat, private?, incoming?).
+    /// A feerate the command names above `[onchain] max_feerate`: refused (audited as a check);
+    /// `None` when there is none or it is within the bound.
+    fn named_feerate_refusal(
+        &self,
+        req: &PaymentRequest,
+        feerate_per_kw: Option<u64>,
+    ) -> Option<super::PaymentAnswer> {
+        let hit = crate::policy::named_feerate_bound(&self.policy().policy, feerate_per_kw?)?;
+        let amount = req.amount_msat();
+        Some(self.in_transaction_of(amount, || {
+            match self.refuse_by(super::Intent::Check, self.clock.now(), req, vec![hit]) {
+                Ok(a) => a,
+                Err((tag, why)) => self.fail_closed_tag(tag, &why, amount),
+            }
+        }))
+    }
+
+    /// What signing this PSBT (`signpsbt`) would decide now: its outputs that leave the wallet
+    /// (not the node's wallet by script or key path, and funding no channel the signer holds)
+    /// and its fee, from every input's `witness_utxo` (or its previous transaction). Signing
+    /// decides again from VLS's own view of each output.
+    pub fn check_psbt(&self, psbt: &[u8], command: &str) -> Result<CheckAnswer, CheckError> {
+        use lightning_signer::bitcoin::psbt::Psbt;
+        let psbt = Psbt::deserialize(psbt)
+            .map_err(|e| CheckError::Psbt(format!("it does not parse ({e})")))?;
+        let tx = &psbt.unsigned_tx;
+        if tx.output.len() > MAX_CHECKED || tx.input.len() > MAX_CHECKED {
+            return Err(CheckError::Count(tx.output.len().max(tx.input.len())));
+        }
+        let mut spent = Vec::with_capacity(tx.input.len());
+        for (i, (input, meta)) in tx.input.iter().zip(&psbt.inputs).enumerate() {
+            let prev = meta.witness_utxo.clone().or_else(|| {
+                meta.non_witness_utxo
+                    .as_ref()
+                    .filter(|t| t.compute_txid() == input.previous_output.txid)
+                    .and_then(|t| t.output.get(input.previous_output.vout as usize).cloned())
+            });
+            spent.push(prev.ok_or_else(|| {
+                CheckError::Psbt(format!(
+                    "input {i} carries neither its witness_utxo nor its previous transaction, so its value (and the fee) is unknown"
+                ))
+            })?);
+        }
+        let txid = tx.compute_txid().to_string();
+        let funding: Vec<usize> = self
+            .channels()
+            .iter()
+            .filter_map(|c| {
+                let (t, vout) = c.funding.as_deref()?.split_once(':')?;
+                (t == txid).then(|| vout.parse().ok()).flatten()
+            })
+            .collect();
+        // A key path in the PSBT is a claim, checked against the output's script (an RPC user
+        // may write any); lightningd adds its change paths only inside signpsbt, after this
+        // check, so the change is found by its script too.
+        let outputs: Vec<super::channels::WalletOutput> = tx
+            .output
+            .iter()
+            .zip(&psbt.outputs)
+            .map(|(o, meta)| {
+                let paths = meta
+                    .bip32_derivation
+                    .values()
+                    .map(|(_, p)| p.clone())
+                    .chain(meta.tap_key_origins.values().map(|(_, (_, p))| p.clone()))
+                    .collect();
+                (o.script_pubkey.clone(), paths)
+            })
+            .collect();
+        let owned = self.wallet_owns(&outputs);
+        let outside: Vec<usize> = (0..tx.output.len())
+            .filter(|i| !funding.contains(i) && !owned.get(*i).copied().unwrap_or(false))
+            .collect();
+        let network = self.policy().policy.network;
+        let req = crate::signer::fee::onchain_request(tx, &spent, &outside, network)
+            .map_err(CheckError::Psbt)?;
+        let answer = if outside.is_empty() {
+            // Nothing leaves but the fee (change, channels funded): only [onchain] applies, as
+            // at signing.
+            let fee = req.fee.expect("onchain_request sets the fee");
+            let hits = crate::policy::fee_bound(&self.policy().policy, &fee);
+            if hits.is_empty() {
+                super::PaymentAnswer {
+                    approved: true,
+                    tags: vec![],
+                    reason: String::new(),
+                    request_id: None,
+                }
+            } else {
+                let amount = req.amount_msat();
+                self.in_transaction_of(amount, || {
+                    match self.refuse_by(super::Intent::Check, self.clock.now(), &req, hits) {
+                        Ok(a) => a,
+                        Err((tag, why)) => self.fail_closed_tag(tag, &why, amount),
+                    }
+                })
+            }
+        } else {
+            self.check_payment(&req)
+        };
+        tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "PSBT checked");
+        Ok(self.outcome(answer))
+    }
+
+    /// What `[channels]` says to these opens (peer hex, sat, private?, incoming?), and
+    /// `[onchain] max_feerate` to the funding feerate the command names, if any.
     pub fn check_channels(
         &self,
         opens: &[(String, u64, Option<bool>, bool)],
         command: &str,
+        feerate_per_kw: Option<u64>,
     ) -> Result<CheckAnswer, CheckError> {
         if opens.is_empty() || opens.len() > MAX_CHECKED {
             return Err(CheckError::Count(opens.len()));
@@ -117,6 +232,11 @@ impl Core {
                 private: *private,
                 incoming: *incoming,
             });
+        }
+        // The funding's fee, as an on-chain spend with no outside output (what signing judges).
+        let funding = PaymentRequest::onchain(Vec::new());
+        if let Some(refused) = self.named_feerate_refusal(&funding, feerate_per_kw) {
+            return Ok(self.outcome(refused));
         }
         Ok(self.outcome(self.check_channel_opens(&checked, &[], command)))
     }

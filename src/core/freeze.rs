@@ -87,7 +87,7 @@ impl Core {
             *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
             let (committed, state2) = (self.committed.clone(), state.clone());
             self.store
-                .after_commit(move || committed.set_frozen(Some(state2)));
+                .after_apply(move || committed.set_frozen(Some(state2)));
             Ok((state, true))
         })
     }
@@ -98,7 +98,7 @@ impl Core {
         *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.emergency.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
         let committed = self.committed.clone();
-        self.store.after_commit(move || committed.set_frozen(None));
+        self.store.after_apply(move || committed.set_frozen(None));
     }
 
     /// Put the recovery key's `sweep` in force, in the open transaction: the signer is frozen
@@ -115,7 +115,7 @@ impl Core {
         *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(f.clone());
         let committed = self.committed.clone();
         self.store
-            .after_commit(move || committed.set_frozen(Some(f)));
+            .after_apply(move || committed.set_frozen(Some(f)));
         Ok(())
     }
 
@@ -235,12 +235,12 @@ impl Core {
 
     /// An unfreeze request reached its quorum: lift the freeze it names, inside the open
     /// transaction, once its signatures verify again. A request for a freeze that is no longer
-    /// the one in force is void.
+    /// the one in force is void: `Ok(false)`, nothing changed.
     pub(super) fn apply_unfreeze(
         &self,
         record: &ApprovalRecord,
         now: u64,
-    ) -> Result<(), ApprovalError> {
+    ) -> Result<bool, ApprovalError> {
         let policy = self.policy().policy;
         let (record, approvers) = self.approvals.consume_unfreeze(&record.id, &policy, now)?;
         let freezes = FreezeStore::new(&self.store);
@@ -257,7 +257,7 @@ impl Core {
                 ),
                 0,
             );
-            return Ok(());
+            return Ok(false);
         }
         freezes.clear()?;
         let data = serde_json::json!({
@@ -280,6 +280,6 @@ impl Core {
             0,
         );
         self.thaw();
-        Ok(())
+        Ok(true)
     }
 }

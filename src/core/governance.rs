@@ -313,16 +313,16 @@ impl Core {
             text,
         };
         // In force for the next request at once (it runs after this one under the store's
-        // writer slot); the committed copy follows once the commit is durable, and a discarded
-        // transaction puts the old policy back.
+        // writer slot); the committed copy follows when the batch is applied (so an abort of the next
+        // transaction, while this one waits for its sync, cannot undo it), and a discarded one puts
+        // the old policy back.
         self.engine
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .with_policy(loaded.policy.clone());
         *self.policy_text.write().unwrap_or_else(|p| p.into_inner()) = loaded.clone();
         let committed = self.committed.clone();
-        self.store
-            .after_commit(move || committed.set_policy(loaded));
+        self.store.after_apply(move || committed.set_policy(loaded));
         Ok(())
     }
 }

@@ -53,7 +53,8 @@ pub struct LoadedPolicy {
 
 /// The policy and freeze of the last committed transaction. The live copies change when a
 /// transaction applies its change (under the store's writer slot, so the next request sees
-/// it); these change once the commit is durable, and a discarded transaction puts them back.
+/// it); these change when its batch is applied (still under the slot), and a discarded one puts
+/// the live ones back to these. (Not at durability: an abort meanwhile would undo it.)
 #[derive(Debug, Clone)]
 struct Committed {
     policy: Arc<RwLock<LoadedPolicy>>,
@@ -509,15 +510,24 @@ impl Core {
         req: &PaymentRequest,
         invoice: Option<String>,
     ) -> PaymentAnswer {
+        self.in_transaction_of(req.amount_msat(), || self.decide_in(intent, req, invoice))
+    }
+
+    /// Run `decide` in this thread's open transaction, or in one of its own committed before
+    /// the answer is returned; whatever fails is a refusal (fail closed), never an approval.
+    fn in_transaction_of(
+        &self,
+        amount: u64,
+        decide: impl FnOnce() -> PaymentAnswer,
+    ) -> PaymentAnswer {
         if self.store.in_transaction() {
-            return self.decide_in(intent, req, invoice);
+            return decide();
         }
-        let amount = req.amount_msat();
         let txn = match self.store.begin() {
             Ok(t) => t,
             Err(e) => return self.fail_closed(&format!("no transaction: {e}"), amount),
         };
-        let answer = self.decide_in(intent, req, invoice);
+        let answer = decide();
         match txn.commit() {
             Ok(()) => answer,
             Err(e) => {
@@ -680,6 +690,15 @@ impl Core {
         if !all_to_destination {
             return Ok(None);
         }
+        // The sweep lets the coins go to the recovery destination, not to miners: its feerate is
+        // held to [onchain] max_feerate. Not to max_fee: a wallet of many coins swept at once
+        // may pay more, and the admins who could raise it may be the ones who are lost.
+        if let Some(fee) = &req.fee {
+            if let Some(hit) = crate::policy::feerate_bound(&policy, fee) {
+                let hits = vec![hit];
+                return self.refuse_by(intent, now, req, hits).map(Some);
+            }
+        }
         let tag = crate::tags::RECOVERY_SWEEP.to_string();
         let decision = crate::policy::Decision {
             verdict: Verdict::Approve,
@@ -725,18 +744,49 @@ impl Core {
         req: &PaymentRequest,
         f: &crate::recovery::FreezeState,
     ) -> Result<PaymentAnswer, (&'static str, String)> {
-        let tag = crate::tags::FROZEN.to_string();
+        let tag = crate::tags::FROZEN;
         let reason = format!(
             "rule {tag}: the signer is frozen since {} by {} ({}); payments and on-chain spends are refused until the governance quorum lifts it",
             crate::clock::format_utc(f.since),
             f.by,
             f.reason
         );
+        self.refuse_by(
+            intent,
+            now,
+            req,
+            vec![crate::policy::RuleHit {
+                tag: tag.to_string(),
+                reason,
+            }],
+        )
+    }
+
+    /// A payment refused by rules outside the policy's evaluation (a freeze, the fee bound
+    /// under a sweep): audited and announced like any refusal.
+    fn refuse_by(
+        &self,
+        intent: Intent,
+        now: u64,
+        req: &PaymentRequest,
+        hits: Vec<crate::policy::RuleHit>,
+    ) -> Result<PaymentAnswer, (&'static str, String)> {
+        let mut tags: Vec<String> = Vec::new();
+        for h in &hits {
+            if !tags.contains(&h.tag) {
+                tags.push(h.tag.clone());
+            }
+        }
+        let reason = hits
+            .iter()
+            .map(|h| h.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
         let decision = crate::policy::Decision {
             verdict: Verdict::Deny {
                 reason: reason.clone(),
             },
-            tags: vec![tag.clone()],
+            tags: tags.clone(),
             warnings: vec![],
             policy_hash: self.policy().policy.hash,
         };
@@ -747,16 +797,40 @@ impl Core {
                     format!("the audit record could not be written: {e}"),
                 )
             })?;
-        self.metrics.decision("deny", std::slice::from_ref(&tag));
+        self.metrics.decision("deny", &tags);
         self.events.announce(
             now,
             EventKind::PaymentRefused,
             "",
-            std::slice::from_ref(&tag),
+            &tags,
             reason.clone(),
             req.amount_msat(),
         );
-        Ok(PaymentAnswer::refused(vec![tag], reason, None))
+        Ok(PaymentAnswer::refused(tags, reason, None))
+    }
+
+    /// The fee bound alone, for a transaction that sends nothing outside the node (its coins
+    /// back to its wallet, a closed channel swept home): it is not a payment, so it is not
+    /// counted and a freeze does not stop it (moving funds home must work while frozen), but
+    /// what it pays to miners is bounded by `[onchain]`. A refusal is audited and announced.
+    pub fn judge_fee_only(&self, fee: crate::policy::OnchainFee) -> PaymentAnswer {
+        let hits = crate::policy::fee_bound(&self.policy().policy, &fee);
+        if hits.is_empty() {
+            return PaymentAnswer {
+                approved: true,
+                tags: vec![],
+                reason: String::new(),
+                request_id: None,
+            };
+        }
+        let req = PaymentRequest::onchain_with_fee(Vec::new(), fee);
+        let amount = req.amount_msat();
+        self.in_transaction_of(amount, || {
+            match self.refuse_by(Intent::Sign, self.clock.now(), &req, hits) {
+                Ok(a) => a,
+                Err((tag, why)) => self.fail_closed_tag(tag, &why, amount),
+            }
+        })
     }
 
     fn decide_staged(
@@ -1107,7 +1181,7 @@ impl Core {
         let now = self.clock.now();
         let policy = self.policy().policy;
         let txn = self.store.begin()?;
-        let out = self
+        let mut out = self
             .approvals
             .sign(id, admin, decision, format, signature, reason, &policy, now)?;
         let data = serde_json::json!({
@@ -1139,10 +1213,23 @@ impl Core {
             && out.record.state == RequestState::Approved
             && out.record.unfreeze.is_some()
         {
-            if let Err(e) = self.apply_unfreeze(&out.record, now) {
-                drop(txn);
-                self.reload();
-                return Err(e);
+            match self.apply_unfreeze(&out.record, now) {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.message = format!(
+                        "quorum reached, but unfreeze request {} names a freeze that is no longer in force (it was lifted some other way); nothing changed: {}",
+                        out.record.id,
+                        match self.frozen() {
+                            Some(f) => format!("the signer stays frozen by {} ({})", f.by, f.reason),
+                            None => "the signer is not frozen".into(),
+                        }
+                    );
+                }
+                Err(e) => {
+                    drop(txn);
+                    self.reload();
+                    return Err(e);
+                }
             }
         }
         // A policy change that waits nothing takes effect with its last signature.

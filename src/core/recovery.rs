@@ -224,8 +224,10 @@ impl Core {
     /// Execute a started recovery action whose delay is over, in one commit.
     pub fn execute_recovery(&self, id: &str) -> Result<String, RecoveryError> {
         let now = self.clock.now();
-        let current = self.policy();
         let txn = self.store.begin()?;
+        // Read under the transaction slot: a governed change committed while this call waited
+        // for it is the policy the action is checked against.
+        let current = self.policy();
         let result = self.execute_in(id, &current.policy, now);
         let message = match result {
             Ok(m) => m,

@@ -212,6 +212,20 @@ pub fn classify(old: &Policy, new: &Policy) -> Vec<Change> {
     emergency(&mut d, &old.emergency, &new.emergency);
     recovery(&mut d, old.recovery.as_ref(), new.recovery.as_ref());
     channels(&mut d, &old.channels, &new.channels);
+    d.bound(
+        "onchain max_fee",
+        Some(old.onchain.max_fee_msat),
+        Some(new.onchain.max_fee_msat),
+        format_msat,
+        true,
+    );
+    d.bound(
+        "onchain max_feerate",
+        Some(old.onchain.max_feerate_per_kw),
+        Some(new.onchain.max_feerate_per_kw),
+        crate::policy::units::format_feerate,
+        true,
+    );
     if old.name != new.name {
         d.0.push(Change {
             effect: Effect::Neutral,
@@ -653,6 +667,26 @@ payees = ["02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828"]
             "",
         );
         assert_eq!(effects(&without_limit), vec![Effect::Loosens]);
+    }
+
+    #[test]
+    fn a_higher_fee_bound_loosens_and_a_lower_one_tightens() {
+        // The defaults are 200,000 sat and 100 sat/vB.
+        assert_eq!(
+            effects(&format!("{BASE}\n[onchain]\nmax_fee = \"500_000 sat\"\n")),
+            vec![Effect::Loosens]
+        );
+        assert_eq!(
+            effects(&format!("{BASE}\n[onchain]\nmax_feerate = \"20 sat/vB\"\n")),
+            vec![Effect::Tightens]
+        );
+        let c = classify(
+            &policy(BASE),
+            &policy(&format!(
+                "{BASE}\n[onchain]\nmax_feerate = \"200 sat/vB\"\n"
+            )),
+        );
+        assert_eq!(c[0].what, "onchain max_feerate: 100 sat/vB -> 200 sat/vB");
     }
 
     #[test]

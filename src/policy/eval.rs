@@ -13,7 +13,7 @@
 //! they are reported as warnings on the decision.
 
 use super::model::*;
-use super::units::{format_duration, format_msat};
+use super::units::{format_duration, format_feerate, format_msat};
 use super::velocity::{BucketChange, LedgerKey, VelocityState};
 use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
 
@@ -40,6 +40,27 @@ pub struct PaymentRequest {
     pub outputs: Vec<(Destination, u64)>,
     /// The invoice description, if any; informational only.
     pub description: Option<String>,
+    /// On-chain: the fee the transaction pays, when known (the check of a command that names
+    /// no transaction does not know it). It leaves the wallet like an output: limits and
+    /// thresholds count it, and `[onchain]` bounds it.
+    pub fee: Option<OnchainFee>,
+}
+
+/// What an on-chain transaction pays to miners, and the weight it will have once signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnchainFee {
+    /// Inputs minus every output, msat.
+    pub fee_msat: u64,
+    /// The transaction's estimated weight once signed, weight units (at least 1).
+    pub weight_wu: u64,
+}
+
+impl OnchainFee {
+    /// The feerate, sat per 1,000 weight units, rounded up (the highest rate that gives this fee).
+    pub fn feerate_per_kw(&self) -> u64 {
+        let w = u128::from(self.weight_wu.max(1));
+        u64::try_from(u128::from(self.fee_msat).div_ceil(w)).unwrap_or(u64::MAX)
+    }
 }
 
 impl PaymentKind {
@@ -66,6 +87,7 @@ impl PaymentRequest {
             payment_hash: Some(payment_hash),
             outputs: vec![(Destination::Node(payee.to_ascii_lowercase()), amount_msat)],
             description,
+            fee: None,
         }
     }
 
@@ -76,6 +98,7 @@ impl PaymentRequest {
             payment_hash: Some(payment_hash),
             outputs: vec![(Destination::Node(payee.to_ascii_lowercase()), amount_msat)],
             description: None,
+            fee: None,
         }
     }
 
@@ -92,12 +115,29 @@ impl PaymentRequest {
                 .map(|(a, v)| (Destination::Address(a), v))
                 .collect(),
             description: None,
+            fee: None,
         }
     }
 
-    /// The total amount, saturating at `u64::MAX` (for records and display).
+    /// An on-chain spend to these addresses that pays `fee` (see [`PaymentRequest::onchain`]).
+    pub fn onchain_with_fee(outputs: Vec<(String, u64)>, fee: OnchainFee) -> Self {
+        PaymentRequest {
+            fee: Some(fee),
+            ..Self::onchain(outputs)
+        }
+    }
+
+    /// The total amount, the fee included, saturating at `u64::MAX` (for records and display).
     pub fn amount_msat(&self) -> u64 {
         u64::try_from(self.total_msat_wide()).unwrap_or(u64::MAX)
+    }
+
+    /// What the outputs carry, without the fee, saturating: the amount an approval names (see
+    /// [`PaymentRequest::digest`]).
+    pub fn outputs_msat(&self) -> u64 {
+        self.outputs
+            .iter()
+            .fold(0u64, |a, (_, v)| a.saturating_add(*v))
     }
 
     /// Each destination once, in the order it first appears, with the sum of its outputs:
@@ -113,13 +153,20 @@ impl PaymentRequest {
         out
     }
 
-    /// The exact total: limits compare against this, so no sum can wrap below a limit.
+    /// The exact total leaving the wallet, the fee included: limits compare against this, so no
+    /// sum can wrap below a limit.
     pub fn total_msat_wide(&self) -> u128 {
-        self.outputs.iter().map(|(_, v)| u128::from(*v)).sum()
+        self.outputs
+            .iter()
+            .map(|(_, v)| u128::from(*v))
+            .sum::<u128>()
+            + self.fee.map_or(0, |f| u128::from(f.fee_msat))
     }
 
     /// A digest that names this exact payment: kind, hash, every destination and amount.
-    /// Approvals are bound to it, so an approval for one payment cannot pay another.
+    /// Approvals are bound to it, so an approval for one payment cannot pay another. The fee
+    /// is not part of it: the check of a `withdraw` (before lightningd picks the coins) and the
+    /// signature that follows must name the same request, and `[onchain]` bounds the fee.
     pub fn digest(&self) -> [u8; 32] {
         let mut e = sha256::Hash::engine();
         e.input(b"warden/request/v1");
@@ -246,6 +293,54 @@ fn limit_applies(limit: &LimitRule, req: &PaymentRequest) -> bool {
     }
 }
 
+/// What `[onchain]` objects to in a transaction that pays `fee` (empty: within the bound).
+pub fn fee_bound(policy: &Policy, fee: &OnchainFee) -> Vec<RuleHit> {
+    let tag = crate::tags::ONCHAIN_FEE;
+    let mut hits = Vec::new();
+    if fee.fee_msat > policy.onchain.max_fee_msat {
+        hits.push(RuleHit {
+            tag: tag.to_string(),
+            reason: format!(
+                "rule {tag}: the transaction pays {} in fees; [onchain] max_fee is {}",
+                format_msat(fee.fee_msat),
+                format_msat(policy.onchain.max_fee_msat)
+            ),
+        });
+    }
+    hits.extend(feerate_bound(policy, fee));
+    hits
+}
+
+/// What `[onchain] max_feerate` alone objects to in a transaction that pays `fee`.
+pub fn feerate_bound(policy: &Policy, fee: &OnchainFee) -> Option<RuleHit> {
+    let tag = crate::tags::ONCHAIN_FEE;
+    let rate = fee.feerate_per_kw();
+    (rate > policy.onchain.max_feerate_per_kw).then(|| RuleHit {
+        tag: tag.to_string(),
+        reason: format!(
+            "rule {tag}: the transaction pays {} ({} of fee over about {} weight units); [onchain] max_feerate is {}",
+            format_feerate(rate),
+            format_msat(fee.fee_msat),
+            fee.weight_wu,
+            format_feerate(policy.onchain.max_feerate_per_kw)
+        ),
+    })
+}
+
+/// What `[onchain]` objects to in a feerate a command names before the transaction is built
+/// (sat per 1,000 weight units); `None` within the bound.
+pub fn named_feerate_bound(policy: &Policy, per_kw: u64) -> Option<RuleHit> {
+    let tag = crate::tags::ONCHAIN_FEE;
+    (per_kw > policy.onchain.max_feerate_per_kw).then(|| RuleHit {
+        tag: tag.to_string(),
+        reason: format!(
+            "rule {tag}: the command names a feerate of {}; [onchain] max_feerate is {}",
+            format_feerate(per_kw),
+            format_feerate(policy.onchain.max_feerate_per_kw)
+        ),
+    })
+}
+
 /// Decide a payment. Pure: the same inputs always give the same decision.
 pub fn evaluate(
     policy: &Policy,
@@ -269,6 +364,11 @@ pub fn evaluate(
     let total = req.total_msat_wide();
 
     let destinations = req.per_destination();
+
+    // 0. The fee bound, always in force (`[onchain]`).
+    if let Some(fee) = &req.fee {
+        objections.extend(fee_bound(policy, fee));
+    }
 
     // 1. Deny rules.
     for rule in &policy.deny {

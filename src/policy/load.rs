@@ -31,6 +31,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "emergency_stop",
     "recovery",
     "channels",
+    "onchain",
     "admins.pubkey",
     "admins.address",
     "deny.tag",
@@ -71,6 +72,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "channels.max_htlcs_in_flight",
     "channels.max_in_flight",
     "channels.min_outbound",
+    "onchain.max_fee",
+    "onchain.max_feerate",
     "burst.count",
     "burst.within",
     "recovery.key",
@@ -605,14 +608,15 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                 for (admin, entry) in t.iter() {
                     let aspan = t.key(admin).and_then(|k| k.span());
                     let what = format!("admin \"{admin}\"");
-                    if !admin
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    if admin.is_empty()
+                        || !admin
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                     {
                         cx.err(
                             aspan.clone(),
                             format!(
-                                "admin name \"{admin}\" must use only letters, digits, '-' and '_'"
+                                "admin name \"{admin}\" must be one or more letters, digits, '-' and '_'"
                             ),
                         );
                     }
@@ -667,6 +671,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         emergency: EmergencyStops::default(),
         recovery: None,
         channels: ChannelRules::default(),
+        onchain: OnchainFees::default(),
         network: cx.network,
     };
 
@@ -898,6 +903,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
     policy.emergency = emergency_stops(cx, &root);
     policy.recovery = recovery(cx, &root, &identities);
     policy.channels = channel_rules(cx, &root);
+    policy.onchain = onchain_fees(cx, &root);
     policy.admins = admins;
     policy
 }
@@ -1311,6 +1317,39 @@ fn channel_rules(cx: &mut Cx, root: &Fields) -> ChannelRules {
     c
 }
 
+/// `[onchain]`: the fee bounds; each key left out keeps its default.
+fn onchain_fees(cx: &mut Cx, root: &Fields) -> OnchainFees {
+    let what = "[onchain]";
+    let mut o = OnchainFees::default();
+    let Some((kspan, item)) = root.item("onchain") else {
+        return o;
+    };
+    let Some(t) = item.as_table_like() else {
+        cx.err(kspan, "`onchain` must be a table: [onchain]");
+        return o;
+    };
+    let f = fields(cx, t, item_span(item).or(kspan), "onchain", what);
+    match f.amount(cx, "max_fee", what) {
+        Some((0, span)) => cx.err(
+            span,
+            format!("`max_fee` in {what} is 0, which would refuse every on-chain spend; set the most one transaction may pay, e.g. max_fee = \"50_000 sat\""),
+        ),
+        Some((v, _)) => o.max_fee_msat = v,
+        None => {}
+    }
+    if let Some((text, span)) = f.string(cx, "max_feerate", what, "100 sat/vB") {
+        match super::units::parse_feerate(&text) {
+            Ok(0) => cx.err(
+                span,
+                format!("`max_feerate` in {what} is 0, which would refuse every on-chain spend; e.g. max_feerate = \"100 sat/vB\""),
+            ),
+            Ok(v) => o.max_feerate_per_kw = v,
+            Err(e) => cx.err(span, format!("`max_feerate` in {what}: {e}")),
+        }
+    }
+    o
+}
+
 fn default_governance_quorum(
     approvals: &[ApprovalRule],
     admins: &BTreeMap<String, AdminKey>,
@@ -1376,7 +1415,14 @@ fn quorum(
             0
         }
         Some((n, nspan)) => {
-            if n as usize > listed.len() && !listed.is_empty() {
+            if listed.is_empty() && f.map.contains_key("of") {
+                // A quorum of nobody can never be met: in [governance] it would lock every
+                // change for good.
+                cx.err(
+                    nspan,
+                    format!("`of` in {what} lists no admins, so `need` = {n} can never be met; list the admins who may approve"),
+                );
+            } else if n as usize > listed.len() && !listed.is_empty() {
                 cx.err(
                     nspan,
                     format!("`need` in {what} is {n} but only {} admins are listed in `of`; lower `need` or list more admins", listed.len()),
@@ -1502,8 +1548,18 @@ fn key_identities(k: &AdminKey) -> Vec<[u8; 20]> {
         vec![h, hash160::Hash::hash(&redeem).to_byte_array()]
     };
     match k {
+        // BIP-340 verifies against the x-only key, so the key with either parity prefix (and
+        // every address of either) is the same signer.
         AdminKey::PublicKey(pk) => {
-            with_nested(hash160::Hash::hash(&pk.serialize()).to_byte_array())
+            let x = pk.x_only_public_key().0.serialize();
+            [0x02u8, 0x03]
+                .iter()
+                .flat_map(|parity| {
+                    let mut compressed = vec![*parity];
+                    compressed.extend_from_slice(&x);
+                    with_nested(hash160::Hash::hash(&compressed).to_byte_array())
+                })
+                .collect()
         }
         AdminKey::Address(a) => {
             let Ok(addr) = lightning_signer::bitcoin::Address::from_str(a) else {

@@ -14,7 +14,10 @@ pub mod model;
 pub mod units;
 pub mod velocity;
 
-pub use eval::{evaluate, spend_changes, Decision, PaymentKind, PaymentRequest, RuleHit, Verdict};
+pub use eval::{
+    evaluate, fee_bound, feerate_bound, named_feerate_bound, spend_changes, Decision, OnchainFee,
+    PaymentKind, PaymentRequest, RuleHit, Verdict,
+};
 pub use load::{
     load_policy_file, load_policy_file_for, parse_policy, parse_policy_for, PolicyError,
     PolicyLoadError, DEFAULT_POLICY, KNOWN_KEYS, MAX_POLICY_BYTES, MAX_REPORTED_ERRORS,

@@ -200,6 +200,8 @@ pub struct Policy {
     pub recovery: Option<Recovery>,
     /// Limits on channels and on what is in flight in them (`[channels]`).
     pub channels: ChannelRules,
+    /// Bounds on the fee an on-chain transaction pays (`[onchain]`), always in force.
+    pub onchain: OnchainFees,
     /// The network the file was validated for (its addresses are that network's).
     pub network: lightning_signer::bitcoin::Network,
 }
@@ -237,6 +239,31 @@ impl Default for ChannelRules {
             max_htlcs_in_flight: None,
             max_in_flight_msat: None,
             min_outbound_percent: None,
+        }
+    }
+}
+
+/// `[onchain]`: the most an on-chain transaction may pay in fees. Always in force, with safe
+/// defaults: VLS 1.0.0-rc.1 skips its own fee check when a transaction has an outside output,
+/// and a fee is value leaving the wallet like any output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnchainFees {
+    /// Most fee one transaction may pay, msat.
+    pub max_fee_msat: u64,
+    /// Highest feerate, sat per 1,000 weight units (sat/kw; 1 sat/vB = 250 sat/kw).
+    pub max_feerate_per_kw: u64,
+}
+
+/// `[onchain] max_fee` when the file does not set it: 200,000 sat.
+pub const DEFAULT_MAX_FEE_MSAT: u64 = 200_000_000;
+/// `[onchain] max_feerate` when the file does not set it: 100 sat/vB, VLS's own mainnet maximum.
+pub const DEFAULT_MAX_FEERATE_PER_KW: u64 = 25_000;
+
+impl Default for OnchainFees {
+    fn default() -> Self {
+        OnchainFees {
+            max_fee_msat: DEFAULT_MAX_FEE_MSAT,
+            max_feerate_per_kw: DEFAULT_MAX_FEERATE_PER_KW,
         }
     }
 }

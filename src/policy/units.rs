@@ -90,6 +90,42 @@ pub fn group_thousands(n: impl Into<u128>) -> String {
     out
 }
 
+/// A feerate as a policy writes it, `"<n> sat/vB"` or `"<n> sat/kw"` (whole numbers), in sat
+/// per 1,000 weight units.
+pub fn parse_feerate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, unit) = t.rsplit_once(|c: char| c.is_whitespace()).ok_or_else(|| {
+        format!("\"{text}\" has no unit; write e.g. \"100 sat/vB\" or \"25000 sat/kw\"")
+    })?;
+    let n: u64 = number.trim().replace('_', "").parse().map_err(|_| {
+        format!("\"{text}\" is not a whole number with a unit, e.g. \"100 sat/vB\"")
+    })?;
+    match unit {
+        "sat/vB" | "sat/vb" => n
+            .checked_mul(250)
+            .ok_or_else(|| format!("\"{text}\" is too large")),
+        "sat/kw" => Ok(n),
+        other => Err(format!(
+            "unknown feerate unit \"{other}\" in \"{text}\"; use sat/vB or sat/kw"
+        )),
+    }
+}
+
+/// A feerate in sat/kw as the policy reference writes it, in sat/vB.
+pub fn format_feerate(per_kw: u64) -> String {
+    let (whole, rest) = (per_kw / 250, per_kw % 250);
+    if rest == 0 {
+        format!("{} sat/vB", group_thousands(whole))
+    } else {
+        // Hundredths, rounded up: a rate just over a bound never prints as the bound.
+        let (whole, hundredths) = match (rest * 100).div_ceil(250) {
+            100 => (whole + 1, 0),
+            h => (whole, h),
+        };
+        format!("{}.{hundredths:02} sat/vB", group_thousands(whole))
+    }
+}
+
 /// Parse `"15m"`, `"1h"`, `"24h"`, `"7d"`, `"90s"` into seconds.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -202,6 +238,30 @@ mod tests {
             format_msat(u128::from(u64::MAX) + 1),
             "18,446,744,073,709,551.616 sat"
         );
+    }
+
+    #[test]
+    fn feerates_are_parsed_with_their_unit_and_printed_in_sat_per_vbyte() {
+        assert_eq!(parse_feerate("100 sat/vB"), Ok(25_000));
+        assert_eq!(parse_feerate("25_000 sat/kw"), Ok(25_000));
+        assert_eq!(
+            parse_feerate("100"),
+            Err("\"100\" has no unit; write e.g. \"100 sat/vB\" or \"25000 sat/kw\"".into())
+        );
+        assert!(parse_feerate("100 sat/byte")
+            .unwrap_err()
+            .contains("unknown feerate unit \"sat/byte\""));
+        assert!(parse_feerate("1.5 sat/vB")
+            .unwrap_err()
+            .contains("not a whole number"));
+        assert_eq!(format_feerate(25_000), "100 sat/vB");
+        assert_eq!(format_feerate(4_337_900), "17,351.60 sat/vB");
+        assert_eq!(
+            format_feerate(25_001),
+            "100.01 sat/vB",
+            "rounded up, never to the bound"
+        );
+        assert_eq!(format_feerate(249), "1.00 sat/vB");
     }
 
     #[test]

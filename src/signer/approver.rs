@@ -15,9 +15,10 @@ use super::node_persist::WardenPersister;
 use crate::core::Core;
 use crate::events::EventKind;
 use crate::policy::PaymentRequest;
+use crate::store::{Namespace, Store};
 use lightning_signer::bitcoin::bip32::DerivationPath;
 use lightning_signer::bitcoin::secp256k1::{PublicKey, SecretKey};
-use lightning_signer::bitcoin::{Address, Network, Transaction, TxOut};
+use lightning_signer::bitcoin::{Network, Transaction, TxOut, Txid};
 use lightning_signer::invoice::{Invoice, InvoiceAttributes};
 use lightning_signer::lightning::types::payment::PaymentHash;
 use lightning_signer::node::Node;
@@ -135,6 +136,70 @@ impl WardenApprover {
     }
 }
 
+/// Where an on-chain spend the policy approved and counted is remembered, by its txid.
+fn signed_key(txid: &Txid) -> Vec<u8> {
+    format!("onchain-signed/{txid}").into_bytes()
+}
+
+fn signed_before(store: &Store, txid: &Txid) -> Result<bool, crate::store::StoreError> {
+    Ok(store.get(Namespace::Meta, &signed_key(txid))?.is_some())
+}
+
+/// Pin each coin `tx` spends to the value and script the request claims for it, in the open
+/// transaction; the reason for a refusal when a coin was pinned to something else.
+fn pin_coins(
+    store: &Store,
+    tx: &Transaction,
+    prev_outs: &[TxOut],
+) -> Result<Option<String>, crate::store::StoreError> {
+    use lightning_signer::bitcoin::hashes::{sha256, Hash};
+    for (input, coin) in tx.input.iter().zip(prev_outs) {
+        let key = format!("onchain-coin/{}", input.previous_output).into_bytes();
+        let mut claim = coin.value.to_sat().to_be_bytes().to_vec();
+        claim.extend_from_slice(&sha256::Hash::hash(coin.script_pubkey.as_bytes()).to_byte_array());
+        match store.get(Namespace::Meta, &key)? {
+            Some(pinned) if pinned != claim => {
+                let was = pinned
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                return Ok(Some(format!(
+                    "rule {}: coin {} is claimed at {} sat, but an earlier signature request claimed {} sat (or another script) for it; a node that misstates what a coin holds could combine signatures into a transaction whose fee nobody judged",
+                    crate::tags::ONCHAIN_AMOUNT,
+                    input.previous_output,
+                    coin.value.to_sat(),
+                    was
+                )));
+            }
+            Some(_) => {}
+            None => store.put(Namespace::Meta, key, claim)?,
+        }
+    }
+    Ok(None)
+}
+
+thread_local! {
+    /// The hsmd message being answered on this thread, as the stream names it.
+    static ANSWERING: std::cell::Cell<&'static str> = const { std::cell::Cell::new("") };
+}
+
+/// Run `f` while answering the hsmd message named `name` (the approver applies `[onchain]` to
+/// transactions sending nothing outside only for a withdrawal the node asked for).
+pub fn answering<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    let before = ANSWERING.with(|a| a.replace(name));
+    let out = f();
+    ANSWERING.with(|a| a.set(before));
+    out
+}
+
+/// Whether the message being answered holds a transaction with nothing outside to `[onchain]`:
+/// a withdrawal (or an LDK sweep to the wallet) yes; an anchor or HTLC spend of a force close
+/// (SignAnchorspend, SignHtlcTxMingle) no.
+fn bound_by_onchain_fees() -> bool {
+    !ANSWERING.with(|a| matches!(a.get(), "SignAnchorspend" | "SignHtlcTxMingle"))
+}
+
 impl Approve for WardenApprover {
     fn approve_invoice(&self, invoice: &Invoice) -> bool {
         self.core
@@ -154,24 +219,21 @@ impl Approve for WardenApprover {
     fn approve_onchain(
         &self,
         tx: &Transaction,
-        _prev_outs: &[TxOut],
+        prev_outs: &[TxOut],
         unknown_indices: &[usize],
     ) -> bool {
-        let outputs: Vec<(String, u64)> = unknown_indices
-            .iter()
-            .filter_map(|i| tx.output.get(*i))
-            .map(|o| {
-                let dest = Address::from_script(&o.script_pubkey, self.network)
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| {
-                        format!("script {}", hex::encode(o.script_pubkey.as_bytes()))
-                    });
-                (dest, o.value.to_sat().saturating_mul(1_000))
-            })
-            .collect();
-        self.core
-            .decide_payment(&PaymentRequest::onchain(outputs), None)
-            .approved
+        // What leaves the wallet: the outside outputs and the fee.
+        match super::fee::onchain_request(tx, prev_outs, unknown_indices, self.network) {
+            Ok(req) => self.core.decide_payment(&req, None).approved,
+            Err(e) => {
+                let _ = self.refuse(
+                    TAG_VLS_REFUSED,
+                    format!("on-chain spend not accepted: {e}"),
+                    0,
+                );
+                false
+            }
+        }
     }
 
     fn handle_proposed_invoice(&self, node: &Arc<Node>, invoice: Invoice) -> Result<bool, Status> {
@@ -275,6 +337,40 @@ impl Approve for WardenApprover {
                 _ => return Err(Status::failed_precondition(ve.to_string())),
             },
         };
+        let txid = tx.compute_txid();
+        // Segwit v0 signatures commit only to their own input's amount, so a node lying about
+        // an input's value in one request and another's in a second could combine the two
+        // signatures into one transaction whose fee nobody judged. Every input's claimed
+        // coin is pinned the first time it is signed; a request claiming another value (or
+        // script) for the same coin is refused.
+        match pin_coins(self.core.store(), tx, prev_outs) {
+            Ok(None) => {}
+            Ok(Some(why)) => return self.refuse(crate::tags::ONCHAIN_AMOUNT, why, 0),
+            Err(e) => {
+                return self.refuse(
+                    crate::tags::STORE_FAILURE,
+                    format!("cannot read the coins transaction {txid} spends: {e}"),
+                    0,
+                )
+            }
+        }
+        // The same transaction (same txid, and its coins pinned as above) asked again under a
+        // new request number (an LDK retry after a timeout, lightningd re-signing after a
+        // restart) was decided and counted when first signed.
+        match signed_before(self.core.store(), &txid) {
+            Ok(true) => {
+                tracing::info!(%txid, "on-chain spend signed before: signed again without deciding or counting it twice");
+                return Ok(true);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return self.refuse(
+                    crate::tags::STORE_FAILURE,
+                    format!("cannot read whether transaction {txid} was signed before: {e}"),
+                    0,
+                )
+            }
+        }
         // A channel funding is checked against [channels] here, when it is signed; the CLN
         // plugin asked the same before lightningd built it. What is refused here stops the
         // node's hsmd (hsmd has no "refused" answer), so it is recorded first.
@@ -285,13 +381,48 @@ impl Approve for WardenApprover {
                 return Ok(false);
             }
         }
-        let approved = unknown.is_empty() || self.approve_onchain(tx, prev_outs, &unknown);
+        let approved = if unknown.is_empty() {
+            // Nothing leaves the node but the fee (its own coins, channels it funds, a closed
+            // channel swept home): not a payment, so not counted and not stopped by a freeze
+            // (a funding is, above). Bounded by [onchain] when the node asked to withdraw;
+            // VLS's own checks (its fee range, and its fee velocity of 1,000,000 sat a day for
+            // such transactions) bound it always. Anchor and HTLC spends of a force close are
+            // not held to [onchain]: a CPFP child pays for its parent, and refusing it at
+            // signing would stop the node while its funds are at stake.
+            if bound_by_onchain_fees() {
+                match super::fee::fee_of(tx, prev_outs) {
+                    Ok(fee) => self.core.judge_fee_only(fee).approved,
+                    Err(e) => self.refuse(
+                        TAG_VLS_REFUSED,
+                        format!("on-chain spend not accepted: {e}"),
+                        0,
+                    )?,
+                }
+            } else {
+                true
+            }
+        } else {
+            // Outside outputs: the policy judges and counts them and the fee, as one on-chain
+            // payment.
+            self.approve_onchain(tx, prev_outs, &unknown)
+        };
         // The channels count as funded only if the whole transaction is signed.
         if !ids.is_empty() {
             self.core.funding_outcome(&ids, approved);
         }
-        if unknown.is_empty() {
-            return Ok(approved);
+        if approved && !unknown.is_empty() {
+            if let Err(e) = self.core.store().put(
+                Namespace::Meta,
+                signed_key(&txid),
+                self.core.clock.now().to_be_bytes().to_vec(),
+            ) {
+                // Not recorded, not signed: the decision's commit would be incomplete.
+                return self.refuse(
+                    crate::tags::STORE_FAILURE,
+                    format!("cannot record transaction {txid} as signed: {e}"),
+                    0,
+                );
+            }
         }
         if !approved {
             let why = "an on-chain spend reached the signer without the CLN plugin's check (or the policy changed since) and is refused; VLS's answer stops the node's hsmd";

@@ -139,18 +139,109 @@ pub fn settled_payments(node: &Node) -> Vec<SettledPayment> {
 
 /// The signer's state as the core reads it, held weakly (the node holds the core through its
 /// approver).
-pub struct NodeView(pub std::sync::Weak<Node>);
+pub struct NodeView {
+    node: std::sync::Weak<Node>,
+    wallet: std::sync::Mutex<WalletScripts>,
+}
+
+impl NodeView {
+    /// A view of `node`.
+    pub fn new(node: std::sync::Weak<Node>) -> Self {
+        NodeView {
+            node,
+            wallet: Default::default(),
+        }
+    }
+}
+
+/// The scripts of the node's on-chain wallet as Core Lightning derives them (one non-hardened
+/// step below the wallet xpub VLS gives lightningd, each key as P2WPKH, P2SH-P2WPKH and
+/// P2TR, as VLS's `can_spend` reads them). A PSBT lightningd is asked to sign carries no key
+/// path on its change yet (lightningd adds them inside `signpsbt`, after the plugin's check),
+/// so the check finds the change by its script: keys are derived up to [`WALLET_GAP`] past the
+/// highest one matched (at least [`WALLET_FIRST`]), once, and kept.
+#[derive(Default)]
+struct WalletScripts {
+    scripts: std::collections::HashMap<lightning_signer::bitcoin::ScriptBuf, u32>,
+    derived: u32,
+    highest: u32,
+}
+
+/// Keys derived before any is matched.
+pub const WALLET_FIRST: u32 = 10_000;
+/// Keys derived past the highest one matched.
+pub const WALLET_GAP: u32 = 2_000;
+
+impl WalletScripts {
+    fn derive_to(&mut self, node: &Node, upto: u32) {
+        use lightning_signer::bitcoin::bip32::ChildNumber;
+        use lightning_signer::bitcoin::key::UntweakedPublicKey;
+        use lightning_signer::bitcoin::secp256k1::Secp256k1;
+        use lightning_signer::bitcoin::{Address, CompressedPublicKey};
+        use lightning_signer::wallet::Wallet;
+        let secp = Secp256k1::verification_only();
+        let xpub = node.get_account_extended_pubkey();
+        let network = node.network();
+        while self.derived < upto {
+            let i = self.derived;
+            self.derived += 1;
+            let Ok(child) = xpub.derive_pub(&secp, &[ChildNumber::Normal { index: i }]) else {
+                continue;
+            };
+            let pk = CompressedPublicKey(child.public_key);
+            let untweaked = UntweakedPublicKey::from(child.public_key);
+            for a in [
+                Address::p2wpkh(&pk, network),
+                Address::p2shwpkh(&pk, network),
+                Address::p2tr(&secp, untweaked, None, network),
+            ] {
+                self.scripts.insert(a.script_pubkey(), i);
+            }
+        }
+    }
+
+    fn is_ours(&mut self, node: &Node, script: &lightning_signer::bitcoin::Script) -> bool {
+        let upto = WALLET_FIRST.max(self.highest.saturating_add(WALLET_GAP));
+        if self.derived < upto {
+            self.derive_to(node, upto);
+        }
+        match self.scripts.get(script) {
+            Some(&i) => {
+                self.highest = self.highest.max(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 impl crate::core::SignerState for NodeView {
+    fn wallet_owns(&self, outputs: &[crate::core::channels::WalletOutput]) -> Vec<bool> {
+        use lightning_signer::wallet::Wallet;
+        let Some(node) = self.node.upgrade() else {
+            return vec![false; outputs.len()];
+        };
+        let mut wallet = self.wallet.lock().unwrap_or_else(|p| p.into_inner());
+        outputs
+            .iter()
+            .map(|(script, paths)| {
+                paths
+                    .iter()
+                    .any(|p| node.can_spend(p, script).unwrap_or(false))
+                    || wallet.is_ours(&node, script)
+            })
+            .collect()
+    }
+
     fn channels(&self) -> Vec<ChannelView> {
-        self.0
+        self.node
             .upgrade()
             .map(|n| channel_views(&n))
             .unwrap_or_default()
     }
 
     fn settled_payments(&self) -> Vec<SettledPayment> {
-        self.0
+        self.node
             .upgrade()
             .map(|n| settled_payments(&n))
             .unwrap_or_default()

@@ -44,11 +44,11 @@ pub fn body(bytes: &[u8], message_type: u16) -> Option<&[u8]> {
 pub fn answer_check(core: &Core, body: &[u8]) -> Vec<u8> {
     let answer: Result<CheckAnswer, String> = match serde_json::from_slice::<CheckRequest>(body) {
         Err(e) => Err(format!("the check request does not parse: {e}")),
-        Ok(CheckRequest::Spend { outputs }) => {
-            core.check_spend(&outputs, "ldk").map_err(|e| e.to_string())
-        }
+        Ok(CheckRequest::Spend { outputs }) => core
+            .check_spend(&outputs, "ldk", None)
+            .map_err(|e| e.to_string()),
         Ok(CheckRequest::Channels { opens }) => core
-            .check_channels(&opens, "ldk")
+            .check_channels(&opens, "ldk", None)
             .map_err(|e| e.to_string()),
     };
     encode(CHECK_REPLY, &answer)

@@ -10,8 +10,10 @@
 pub mod approver;
 pub mod channels;
 pub mod extension;
+pub mod fee;
 pub mod node_persist;
 pub mod persist;
+pub mod replies;
 pub mod stream;
 
 use crate::core::Core;
@@ -190,7 +192,7 @@ pub fn build_handler(
     core.set_chain_height(Arc::new(move || {
         weak.upgrade().map(|n| n.get_chain_height())
     }));
-    core.set_signer_state(Arc::new(channels::NodeView(Arc::downgrade(&node))));
+    core.set_signer_state(Arc::new(channels::NodeView::new(Arc::downgrade(&node))));
     if node.allowlist().map(|l| !l.is_empty()).unwrap_or(false) {
         node.set_allowlist(&[])
             .map_err(|e| SignerError::Build(format!("clearing the VLS allowlist: {e:?}")))?;

@@ -192,7 +192,9 @@ fn answer(phase: &mut Phase, core: &Core, request: SignerRequest) -> Reply {
         Err(e) => return malformed(core, id, format!("could not be decoded ({e:?})")),
     };
     let name = msg.inner().name();
-    let out = answer_message(phase, core, id, request.context, msg);
+    let out = super::approver::answering(name, || {
+        answer_message(phase, core, id, request.context, msg)
+    });
     core.metrics
         .hsmd_request(name, started.elapsed().as_secs_f64());
     out
@@ -361,6 +363,47 @@ impl Session {
                 )
             }
         };
+        // A decision-bearing request sent again (its answer was lost) is answered from its
+        // committed decision: nothing is decided, counted or audited twice.
+        let kept = matches!(self.phase, Phase::Root(_))
+            && super::replies::carries_decision(&request.message);
+        let request_digest = kept.then(|| super::replies::request_digest(&request));
+        if kept {
+            match super::replies::answered(core.store(), &request, core.clock.now()) {
+                Ok(Some(response)) => {
+                    tracing::info!(
+                        request = id,
+                        "request sent again: answered from its committed decision"
+                    );
+                    // Nothing is written, but the answer waits until everything applied so far
+                    // (the first answer's commit among it) is durable.
+                    return match txn.commit_deferred() {
+                        Ok(d) => (
+                            Answered {
+                                response,
+                                broken: false,
+                            },
+                            Some(d),
+                        ),
+                        Err(e) => (uncommitted(id, &e.to_string()), None),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    txn.abort();
+                    return (
+                        Answered {
+                            response: temporary(
+                                id,
+                                format!("cannot read the request's earlier answer: {e}"),
+                            ),
+                            broken: false,
+                        },
+                        None,
+                    );
+                }
+            }
+        }
         let phase = &mut self.phase;
         let started = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -391,6 +434,13 @@ impl Session {
                 );
             }
         };
+        if let (Some(d), false) = (request_digest, discard) {
+            if let Err(e) = super::replies::keep(core.store(), id, d, &resp, core.clock.now()) {
+                txn.abort();
+                core.reload();
+                return (uncommitted(id, &e.to_string()), None);
+            }
+        }
         let started = std::time::Instant::now();
         let committed = if discard {
             txn.abort();

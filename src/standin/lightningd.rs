@@ -229,8 +229,18 @@ pub fn error_of(reply: &Value) -> Option<&Value> {
 
 /// The `SignWithdrawal` lightningd sends for a `withdraw` of `sat` to `to`: one wallet coin (at
 /// BIP32 child 1 of the wallet key `xpub` from `HsmdInit`, as CLN derives its wallet) spent to
-/// `to`, no change.
+/// `to`, no change, 1,000 sat of fee.
 pub fn withdrawal(xpub: &Xpub, to: &Address, sat: u64) -> msgs::SignWithdrawal {
+    withdrawal_paying(xpub, to, sat, 1_000)
+}
+
+/// [`withdrawal`] from a coin of `sat + fee_sat`: everything not sent to `to` is fee.
+pub fn withdrawal_paying(
+    xpub: &Xpub,
+    to: &Address,
+    sat: u64,
+    fee_sat: u64,
+) -> msgs::SignWithdrawal {
     let secp = Secp256k1::new();
     let child = xpub
         .derive_pub(&secp, &[ChildNumber::Normal { index: 1 }])
@@ -247,7 +257,7 @@ pub fn withdrawal(xpub: &Xpub, to: &Address, sat: u64) -> msgs::SignWithdrawal {
         lock_time: LockTime::ZERO,
         input: vec![input(Txid::from_byte_array([7; 32]), Sequence::MAX)],
         output: vec![TxOut {
-            value: Amount::from_sat(sat + 1_000),
+            value: Amount::from_sat(sat + fee_sat),
             script_pubkey: wallet,
         }],
     };
@@ -267,7 +277,7 @@ pub fn withdrawal(xpub: &Xpub, to: &Address, sat: u64) -> msgs::SignWithdrawal {
         utxos: Array(vec![Utxo {
             txid: coin.compute_txid(),
             outnum: 0,
-            amount: sat + 1_000,
+            amount: sat + fee_sat,
             keyindex: 1,
             is_p2sh: false,
             script: Octets::EMPTY,

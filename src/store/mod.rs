@@ -324,6 +324,7 @@ type AbortHandler = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 struct Slot {
     owner: Option<ThreadId>,
     batch: Batch,
+    after_apply: Vec<Hook>,
     after_commit: Vec<Hook>,
 }
 
@@ -380,7 +381,7 @@ impl WeakStore {
 
 /// The staged writes of a transaction at one moment (see [`Store::savepoint`]).
 #[derive(Debug)]
-pub struct Savepoint(Batch, usize);
+pub struct Savepoint(Batch, usize, usize);
 
 /// An open transaction. [`Txn::commit`] makes everything staged durable; dropping it without
 /// committing discards everything staged (the caller then restores its in-memory state from
@@ -507,6 +508,7 @@ impl Store {
         }
         slot.owner = Some(me);
         slot.batch = Batch::default();
+        slot.after_apply.clear();
         slot.after_commit.clear();
         // A wardend whose lease lapsed or was taken does not even start a request: nothing it
         // computed could be committed or answered.
@@ -536,6 +538,7 @@ impl Store {
     fn finish(&self, commit: bool) -> Result<Durable, StoreError> {
         let mut slot = self.slot();
         let batch = std::mem::take(&mut slot.batch);
+        let applied_hooks = std::mem::take(&mut slot.after_apply);
         let hooks = std::mem::take(&mut slot.after_commit);
         // The batch is applied while this thread still owns the slot, so batches are applied in
         // the order their transactions ran and no writer stages on state not yet applied.
@@ -551,6 +554,13 @@ impl Store {
                 Ok(()) => self.inner.commits.fetch_add(1, Ordering::Relaxed),
                 Err(_) => self.inner.aborts.fetch_add(1, Ordering::Relaxed),
             };
+            if r.is_ok() {
+                // Still the owner: the next writer, and any abort that restores memory from the
+                // committed copies, sees them updated.
+                for hook in applied_hooks {
+                    hook();
+                }
+            }
             r
         } else {
             self.inner.aborts.fetch_add(1, Ordering::Relaxed);
@@ -669,9 +679,13 @@ impl Store {
     pub fn savepoint(&self) -> Savepoint {
         let slot = self.slot();
         if slot.owner == Some(std::thread::current().id()) {
-            Savepoint(slot.batch.clone(), slot.after_commit.len())
+            Savepoint(
+                slot.batch.clone(),
+                slot.after_apply.len(),
+                slot.after_commit.len(),
+            )
         } else {
-            Savepoint(Batch::default(), 0)
+            Savepoint(Batch::default(), 0, 0)
         }
     }
 
@@ -681,7 +695,8 @@ impl Store {
         let mut slot = self.slot();
         if slot.owner == Some(std::thread::current().id()) {
             slot.batch = savepoint.0;
-            slot.after_commit.truncate(savepoint.1);
+            slot.after_apply.truncate(savepoint.1);
+            slot.after_commit.truncate(savepoint.2);
         }
     }
 
@@ -713,6 +728,24 @@ impl Store {
         let out = f()?;
         txn.commit()?;
         Ok(out)
+    }
+
+    /// Run `hook` when the open transaction's batch is applied, before any other writer may
+    /// begin and before any later abort restores memory (never if it is discarded); at once
+    /// when this thread has no open transaction. This is where the owner of in-memory state
+    /// moves its *committed* copies: an abort of the next transaction, while this one still
+    /// waits for its sync, restores from them, and must not undo this one. `hook` must not
+    /// touch the store. (A sync that fails afterwards fails every later commit, so nothing is
+    /// ever answered from state that did not become durable.)
+    pub fn after_apply(&self, hook: impl FnOnce() + Send + 'static) {
+        let me = std::thread::current().id();
+        let mut slot = self.slot();
+        if slot.owner == Some(me) {
+            slot.after_apply.push(Box::new(hook));
+        } else {
+            drop(slot);
+            hook();
+        }
     }
 
     /// Run `hook` once the open transaction commits (never if it is discarded); at once when
@@ -1079,6 +1112,19 @@ mod tests {
         applied: AtomicU64,
         syncs: Mutex<Vec<u64>>,
         fail_next: std::sync::atomic::AtomicBool,
+        /// While true, a sync waits (after recording itself) until the test opens it.
+        shut: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl SlowSync {
+        fn shut(&self) {
+            *self.shut.lock().unwrap() = true;
+        }
+        fn open(&self) {
+            *self.shut.lock().unwrap() = false;
+            self.opened.notify_all();
+        }
     }
 
     impl Backend for SlowSync {
@@ -1105,6 +1151,11 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(self.applied.load(Ordering::SeqCst));
+            let mut shut = self.shut.lock().unwrap();
+            while *shut {
+                shut = self.opened.wait(shut).unwrap();
+            }
+            drop(shut);
             std::thread::sleep(self.delay);
             if self.fail_next.swap(false, Ordering::SeqCst) {
                 return Err(StoreError::Io {
@@ -1124,6 +1175,8 @@ mod tests {
             applied: AtomicU64::new(0),
             syncs: Mutex::default(),
             fail_next: Default::default(),
+            shut: Mutex::new(false),
+            opened: Condvar::new(),
         });
         let store = Store::new(backend.clone());
         (dir, backend, store)
@@ -1135,32 +1188,43 @@ mod tests {
 
     #[test]
     fn concurrent_commits_share_a_sync_and_each_returns_only_once_a_sync_covers_it() {
-        let (_d, b, s) = slow(60);
-        let threads: Vec<_> = (0..6)
-            .map(|i| {
-                let (s, b) = (s.clone(), b.clone());
-                std::thread::spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_millis(5 * i));
-                    put_one(&s, &format!("k{i}")).unwrap();
-                    // Which apply was ours is unknown, but it happened before commit returned,
-                    // so some sync that began after at least as many applies must be done.
-                    b.applied.load(Ordering::SeqCst)
-                })
+        // The first commit's sync is held open while five more commits apply behind it: they
+        // must share one sync (not five), and none may return before a sync covering it ends.
+        let (_d, b, s) = slow(0);
+        b.shut();
+        let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let commit = |i: u64| {
+            let (s, opened) = (s.clone(), opened.clone());
+            std::thread::spawn(move || {
+                put_one(&s, &format!("k{i}")).unwrap();
+                opened.load(Ordering::SeqCst)
             })
+        };
+        let first = commit(0);
+        while b.syncs.lock().unwrap().is_empty() {
+            std::thread::yield_now();
+        }
+        let rest: Vec<_> = (1..6).map(commit).collect();
+        while b.applied.load(Ordering::SeqCst) < 6 {
+            std::thread::yield_now();
+        }
+        // Taking the slot once more waits until the sixth writer has finished its apply.
+        s.begin().unwrap().abort();
+        opened.store(true, Ordering::SeqCst);
+        b.open();
+        let returned_after_open: Vec<bool> = std::iter::once(first)
+            .chain(rest)
+            .map(|t| t.join().unwrap())
             .collect();
-        let seen: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        let syncs = b.syncs.lock().unwrap().clone();
-        assert_eq!(b.applied.load(Ordering::SeqCst), 6);
         assert!(
-            syncs.len() < 6,
-            "six commits arriving within one sync share syncs: {syncs:?}"
+            returned_after_open.iter().all(|r| *r),
+            "a commit returned while the sync that covers it was held: {returned_after_open:?}"
         );
         assert_eq!(
-            *syncs.last().unwrap(),
-            6,
-            "the last sync covers every batch: {syncs:?}"
+            *b.syncs.lock().unwrap(),
+            vec![1, 6],
+            "the five commits applied during the first sync share the second"
         );
-        assert!(seen.iter().all(|n| *n >= 1), "{seen:?}");
     }
 
     #[test]
@@ -1177,25 +1241,37 @@ mod tests {
 
     #[test]
     fn a_transaction_that_wrote_nothing_waits_for_what_it_may_have_read() {
-        let (_d, b, s) = slow(100);
+        // The write is applied (visible) and its sync held: a read-only transaction that saw it
+        // must not return before that sync ends. Its commit is given half a second to return
+        // early; a busy machine can only make the test miss a defect, never fail a correct one.
+        let (_d, b, s) = slow(0);
+        b.shut();
         let writer = {
             let s = s.clone();
             std::thread::spawn(move || put_one(&s, "seen").unwrap())
         };
-        // Once the write is applied (visible), a read-only transaction reads it.
-        while b.applied.load(Ordering::SeqCst) == 0 {
+        while b.syncs.lock().unwrap().is_empty() {
             std::thread::yield_now();
         }
-        let t = std::time::Instant::now();
-        let txn = s.begin().unwrap();
-        assert_eq!(s.get(Namespace::Meta, b"seen").unwrap(), Some(vec![1]));
-        txn.commit().unwrap();
-        let waited = t.elapsed();
-        writer.join().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let txn = s.begin().unwrap();
+                let seen = s.get(Namespace::Meta, b"seen").unwrap();
+                txn.commit().unwrap();
+                tx.send(seen).unwrap();
+            })
+        };
         assert!(
-            waited >= std::time::Duration::from_millis(50),
-            "the empty commit returned after {waited:?}, before the state it read was durable"
+            rx.recv_timeout(std::time::Duration::from_millis(500))
+                .is_err(),
+            "the empty commit returned while the write it read was not durable"
         );
+        b.open();
+        assert_eq!(rx.recv().unwrap(), Some(vec![1]));
+        reader.join().unwrap();
+        writer.join().unwrap();
     }
 
     #[test]

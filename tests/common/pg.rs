@@ -84,6 +84,11 @@ impl PgServer {
             .keep();
         let password_file = dir.join("password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
             std::os::unix::fs::chown(&password_file, Some(uid), Some(gid)).unwrap();

@@ -144,6 +144,26 @@ pub fn rpc(e: tonic::Status) -> anyhow::Error {
     }
 }
 
+/// An error of a call that records something (a signature): when the failure is not an answer
+/// of wardend's own (the connection broke, wardend died or timed out mid-call) the outcome is
+/// unknown, which is exit 4 (unreachable) with what to check, never 3 (refused).
+pub fn rpc_recording(id: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+    use tonic::Code::*;
+    move |e| {
+        match e.code() {
+        Unknown | Unavailable | Cancelled | DeadlineExceeded | Internal | Aborted => Unreachable(
+            format!(
+                "the call to wardend failed before its answer arrived ({:?}: {}); the signature may or may not have been recorded: check with `wardenctl show {id}` before signing again",
+                e.code(),
+                e.message()
+            ),
+        )
+        .into(),
+        _ => rpc(e),
+    }
+    }
+}
+
 /// Map an error to the documented exit code.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<Unreachable>().is_some() {
@@ -523,7 +543,7 @@ pub async fn decide(
         Decision::Reject => client.reject(req).await,
         Decision::Reopen => client.reopen(req).await,
     }
-    .map_err(rpc)?
+    .map_err(rpc_recording(id))?
     .into_inner();
     println!("{}", out.message);
     Ok(())
@@ -712,4 +732,30 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_whose_answer_never_came_is_outcome_unknown_not_refused() {
+        // Issue 25, item 14: wardend dying mid-call reaches tonic as a transport error.
+        for status in [
+            tonic::Status::unknown("transport error"),
+            tonic::Status::unavailable("connection reset"),
+            tonic::Status::cancelled("h2 protocol error: stream closed"),
+            tonic::Status::internal("h2 protocol error"),
+        ] {
+            let e = rpc_recording("q7")(status);
+            assert_eq!(exit_code(&e), EXIT_UNREACHABLE, "{e}");
+            assert!(
+                e.to_string().contains("check with `wardenctl show q7`"),
+                "{e}"
+            );
+        }
+        // wardend's own answers stay refusals.
+        let e = rpc_recording("q7")(tonic::Status::failed_precondition("already signed"));
+        assert_eq!(exit_code(&e), EXIT_REFUSED);
+    }
 }

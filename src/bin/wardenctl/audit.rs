@@ -55,6 +55,9 @@ struct Loaded {
     key: PublicKey,
     anchor: Option<warden::hsm::AuditAnchor>,
     anchor_checked: bool,
+    /// The text of the policy in force, from the verified policy history (none before wardend
+    /// first recorded one).
+    policy_in_force: Option<String>,
 }
 
 impl Loaded {
@@ -100,12 +103,16 @@ fn open(source: &Source) -> anyhow::Result<Loaded> {
         }
     };
     let store = open_state(&config)?;
+    let policy_in_force = warden::core::verified_policy_in_force(&store, config.network)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map(|v| v.text);
     Ok(Loaded {
         records: read_records(&store)?,
         checkpoints: read_checkpoints(&store)?,
         key,
         anchor,
         anchor_checked,
+        policy_in_force,
     })
 }
 
@@ -213,15 +220,22 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         bail!("refusing to report from a log that does not verify (record {seq}: {problem})");
     }
     let records = loaded.records;
+    let in_force = loaded.policy_in_force;
     let (since, until) = match &args.month {
         Some(m) => month_range(m).map_err(|e| anyhow::anyhow!(e))?,
         None => (bound(&args.since, 0)?, bound(&args.until, u64::MAX)?),
     };
     let config = args.source.config.resolve()?;
-    let policy = match &config.policy_file {
-        Some(p) => warden::policy::load_policy_file_for(p, config.network)?,
-        None => warden::policy::parse_policy_for(warden::policy::DEFAULT_POLICY, config.network)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    // The limit of the policy in force (what wardend enforces), not of the file on disk, which
+    // is only ever a proposal; the file (or the default) only before any policy was recorded.
+    let policy = match (&in_force, &config.policy_file) {
+        (Some(text), _) => warden::policy::parse_policy_for(text, config.network)
+            .map_err(|e| anyhow::anyhow!("the policy in force does not load: {e:?}"))?,
+        (None, Some(p)) => warden::policy::load_policy_file_for(p, config.network)?,
+        (None, None) => {
+            warden::policy::parse_policy_for(warden::policy::DEFAULT_POLICY, config.network)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        }
     };
     let daily_limit = policy
         .limits
