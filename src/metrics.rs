@@ -578,4 +578,26 @@ impl crate::audit::CheckpointSigner for MeteredHsm {
             .hsm_op("advance_anchor", t.elapsed().as_secs_f64(), r.is_ok());
         r
     }
+
+    fn policy_anchor(&self) -> Result<Option<crate::hsm::PolicyAnchor>, String> {
+        let t = std::time::Instant::now();
+        let r = self.hsm.policy_anchor().map_err(|e| e.to_string());
+        self.metrics
+            .hsm_op("read_policy_anchor", t.elapsed().as_secs_f64(), r.is_ok());
+        r
+    }
+
+    fn advance_policy_anchor(&self, anchor: &crate::hsm::PolicyAnchor) -> Result<(), String> {
+        let t = std::time::Instant::now();
+        let r = self
+            .hsm
+            .advance_policy_anchor(anchor)
+            .map_err(|e| e.to_string());
+        self.metrics.hsm_op(
+            "advance_policy_anchor",
+            t.elapsed().as_secs_f64(),
+            r.is_ok(),
+        );
+        r
+    }
 }

@@ -989,6 +989,26 @@ async fn the_quorum_can_reopen_a_rejected_request_and_then_it_pays_once() {
     let reopened = pending(&h, &id).await;
     assert_eq!(reopened.state, proto::RequestState::Pending as i32);
     assert!(reopened.signatures.is_empty());
+    // Re-opened within the second it was created (the clock has not moved): still a new
+    // digest, so an approval (or a veto) signed before the re-open does not verify for it.
+    assert_ne!(reopened.approval_digest, r.approval_digest);
+    assert_ne!(reopened.reject_digest, r.reject_digest);
+    let stale = h
+        .client("alice")
+        .await
+        .approve(approve_req(
+            &id,
+            "alice",
+            h.key("alice"),
+            &r.approval_digest,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        stale.message().contains("does not verify"),
+        "{}",
+        stale.message()
+    );
     approve_all(&h, &id, &["alice", "bob"], &reopened.approval_digest).await;
     assert!(h.core.decide_payment(&req, None).approved);
     let kinds: Vec<String> = warden::audit::read_records(h.core.store())

@@ -602,3 +602,68 @@ async fn a_policy_written_into_the_history_behind_wardends_back_does_not_verify(
         "{e}"
     );
 }
+
+/// Issue 25, item 6: with write access to the state, deleting the policy history must not make
+/// the next start a "first start" that records the file on disk (here a loosening nobody
+/// approved) as the policy in force: the HSM remembers the version it last saw in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_policy_history_never_makes_a_first_start() {
+    let mut d = common::daemon::Daemon::prepare(
+        "history-deleted",
+        common::daemon::QUORUM_RULES,
+        common::daemon::free_port(),
+    );
+    d.start_wardend();
+    d.stop_wardend();
+    {
+        let store = warden::store::Store::open(&d.token.data_dir.join("state")).unwrap();
+        let history = store
+            .scan(warden::store::Namespace::Governance, b"")
+            .unwrap();
+        assert!(!history.is_empty(), "the first start recorded the policy");
+        for (k, _) in history {
+            store.tamper(warden::store::Namespace::Governance, &k, None);
+        }
+    }
+    let loosened = std::fs::read_to_string(&d.policy)
+        .unwrap()
+        .replace("2_000_000 sat", "20_000_000 sat");
+    std::fs::write(&d.policy, loosened).unwrap();
+    let out = tokio::task::block_in_place(|| d.run_wardend_to_exit());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "wardend started: {err}");
+    assert!(
+        err.contains("the policy history in the state database does not hold version 1"),
+        "{err}"
+    );
+}
+
+/// Issue 25, item 6: a history cut back to an older version (once approved, so it verifies) is
+/// refused too: the HSM anchored the newer one when it was put in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_history_cut_back_behind_the_hsm_s_anchor_is_refused() {
+    let h = AdminHarness::start().await;
+    let r = propose(&h, "alice", &with_cap(&h, "4_000_000 sat")).await;
+    h.sign("alice", &r, false).await.unwrap();
+    h.sign("bob", &r, false).await.unwrap();
+    let store = h.core.store().clone();
+    let v = warden::governance::PolicyHistory::new(&store)
+        .in_force()
+        .unwrap()
+        .expect("the tightening is in force");
+    let anchor = h.core.audit().policy_anchor().unwrap();
+    assert_eq!(
+        anchor.map(|a| a.version),
+        Some(v.seq),
+        "anchored once committed"
+    );
+    warden::core::check_policy_anchor(&store, anchor.as_ref()).unwrap();
+    let mut key = vec![b'v'];
+    key.extend_from_slice(&v.seq.to_be_bytes());
+    store.tamper(warden::store::Namespace::Governance, &key, None);
+    let e = warden::core::check_policy_anchor(&store, anchor.as_ref()).unwrap_err();
+    assert!(
+        e.contains(&format!("does not hold version {}", v.seq)) && e.contains("cut back"),
+        "{e}"
+    );
+}

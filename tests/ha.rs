@@ -317,3 +317,77 @@ async fn postgres_restarted_under_wardend_means_temporary_failures_then_service_
     let verified = audit_verifies(&cln.daemon);
     assert!(verified.contains("audit log OK"), "{verified}");
 }
+
+/// The database the daemon's state is on (its `dbname`).
+fn database_of(d: &Daemon) -> String {
+    let url = d
+        .token
+        .store_env
+        .iter()
+        .find(|(k, _)| k == "WARDEN_STORE_URL")
+        .map(|(_, v)| v.clone())
+        .expect("a PostgreSQL state");
+    url.split_whitespace()
+        .find_map(|p| p.strip_prefix("dbname="))
+        .expect("dbname in the URL")
+        .to_string()
+}
+
+/// The record `wardenctl audit verify` says the token's anchor is at.
+fn anchored_at(d: &Daemon) -> u64 {
+    audit_verifies(d)
+        .split("it reaches the HSM's anchor (record ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 25, item 7: each host checks the log against its own token's anchor, so a log cut back
+/// to a standby's older anchor used to pass on the standby's host after a failover. A waiting
+/// standby now moves its token's anchor up to every checkpoint the active one signs; a log cut
+/// back behind it is refused when the standby takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_cut_back_behind_the_actives_checkpoints_is_refused_by_the_standby_that_takes_over() {
+    let payee = Payee::new(0x34);
+    let mut cln = Cln::start_on_postgres("ha-cut", QUORUM_RULES, &[]).await;
+    block_in_place(|| cln.init());
+    let mut standby = cln.daemon.twin("ha-cut-b");
+    block_in_place(|| standby.start_standby());
+    let before = anchored_at(&standby);
+    // Enough decisions for the active wardend to checkpoint (every 100 records).
+    let mut n = 0u64;
+    while block_in_place(|| anchored_at(&cln.daemon)) < 100 {
+        for _ in 0..20 {
+            n += 1;
+            assert!(block_in_place(
+                || cln.preapprove(&payee.invoice(1_000 * SAT, n))
+            ));
+        }
+        assert!(n < 400, "no checkpoint after {n} payments");
+    }
+    let checkpointed = block_in_place(|| anchored_at(&cln.daemon));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while block_in_place(|| anchored_at(&standby)) < checkpointed {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never followed the active's checkpoint {checkpointed} (it had {before})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Someone with the database cuts the log back to its first records, then the active dies.
+    let db = database_of(&cln.daemon);
+    let ns = i16::from(warden::store::Namespace::Audit.prefix());
+    common::pg::shared().sql(
+        &db,
+        &format!(
+            "DELETE FROM warden_kv WHERE ns = {ns} AND ((key >= '\\x720000000000000006'::bytea AND key < '\\x73'::bytea) OR (key >= '\\x630000000000000006'::bytea AND key < '\\x64'::bytea))"
+        ),
+    );
+    cln.daemon.kill_wardend();
+    let status = block_in_place(|| exit_status(&mut standby, Duration::from_secs(60)));
+    assert!(
+        matches!(status, Some(code) if code != 0 && code != 75),
+        "the standby took over a log cut back behind the checkpoints it saw: {status:?}"
+    );
+}

@@ -95,6 +95,7 @@ fn warden_tags_are_defined_once_and_documented_in_the_reference() {
         "warden-audit-ecdsa",
         "warden-seed-seal",
         "warden-audit-anchor",
+        "warden-policy-anchor",
         "warden-data",
         "warden-server",
         "warden-ca",

@@ -296,6 +296,44 @@ async fn the_recovery_key_lifts_a_freeze_after_the_delay() {
     assert!(h.core.frozen().is_none());
 }
 
+/// Issue 25, item 17: an unfreeze request that reaches its quorum after its freeze was lifted
+/// some other way (here by the recovery key) and a new freeze made says nothing changed and
+/// that the signer stays frozen, instead of "the freeze is lifted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfreeze_for_a_freeze_lifted_another_way_says_nothing_changed() {
+    let h = AdminHarness::start().await;
+    let recovery = AdminKey::generate();
+    install(&h, &with_recovery(&h, &recovery));
+    h.core.freeze("erin", "rogue admin").unwrap();
+    let r = open(&h, "unfreeze", "").await.unwrap();
+    start(&h, &r, &recovery).await.unwrap();
+    h.clock.advance(RECOVERY_DRAFT_SECS + DELAY);
+    // The admins ask the quorum to lift erin's freeze too; the recovery key's action, due
+    // now, lifts it first.
+    let asked = h
+        .client("alice")
+        .await
+        .unfreeze(proto::UnfreezeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    execute(&h, &r.id).await.unwrap();
+    h.core.freeze("bob", "second thoughts").unwrap();
+    let request = asked.request.expect("the unfreeze request");
+    let mut last = String::new();
+    for admin in ["alice", "bob"] {
+        if let Ok(out) = h.sign(admin, &request, false).await {
+            last = out.message;
+        }
+    }
+    assert!(
+        last.contains("nothing changed") && last.contains("stays frozen by bob"),
+        "{last}"
+    );
+    assert!(!last.contains("the freeze is lifted"), "{last}");
+    assert_eq!(h.core.frozen().map(|f| f.by), Some("bob".to_string()));
+}
+
 #[test]
 fn a_recovery_key_that_is_an_admin_s_is_refused() {
     let admin = "02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828";

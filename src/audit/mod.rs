@@ -31,6 +31,10 @@ pub trait CheckpointSigner: Send + Sync {
     fn anchor(&self) -> Result<Option<crate::hsm::AuditAnchor>, String>;
     /// Move the anchor forward (never back) to a checkpoint that is committed.
     fn advance_anchor(&self, anchor: &crate::hsm::AuditAnchor) -> Result<(), String>;
+    /// The newest policy version the token saw in force (see [`crate::hsm::PolicyAnchor`]).
+    fn policy_anchor(&self) -> Result<Option<crate::hsm::PolicyAnchor>, String>;
+    /// Move the policy anchor forward (never back) to a version that is committed.
+    fn advance_policy_anchor(&self, anchor: &crate::hsm::PolicyAnchor) -> Result<(), String>;
 }
 
 impl CheckpointSigner for crate::hsm::Hsm {
@@ -45,6 +49,12 @@ impl CheckpointSigner for crate::hsm::Hsm {
     }
     fn advance_anchor(&self, anchor: &crate::hsm::AuditAnchor) -> Result<(), String> {
         self.advance_audit_anchor(anchor).map_err(|e| e.to_string())
+    }
+    fn policy_anchor(&self) -> Result<Option<crate::hsm::PolicyAnchor>, String> {
+        crate::hsm::Hsm::policy_anchor(self).map_err(|e| e.to_string())
+    }
+    fn advance_policy_anchor(&self, anchor: &crate::hsm::PolicyAnchor) -> Result<(), String> {
+        crate::hsm::Hsm::advance_policy_anchor(self, anchor).map_err(|e| e.to_string())
     }
 }
 
@@ -455,6 +465,63 @@ impl AuditLog {
             head.last_checkpoint_time = time;
             Ok(())
         })
+    }
+
+    /// The HSM's policy anchor.
+    pub fn policy_anchor(&self) -> Result<Option<crate::hsm::PolicyAnchor>, String> {
+        self.signer.policy_anchor()
+    }
+
+    /// Move the HSM's policy anchor to `anchor` once the open transaction commits (never
+    /// before: an anchor ahead of the database would refuse a state that is merely behind).
+    pub fn anchor_policy_after_commit(&self, anchor: crate::hsm::PolicyAnchor) {
+        let signer = self.signer.clone();
+        self.store.after_commit(move || {
+            if let Err(e) = signer.advance_policy_anchor(&anchor) {
+                tracing::error!(error = %e, version = anchor.version, "cannot move the policy anchor on the HSM");
+            }
+        });
+    }
+
+    /// Follow the checkpoints another wardend writes to a shared database (a standby's wait):
+    /// the newest checkpoint whose signature verifies with this token's audit key moves this
+    /// token's anchor to it, so a log later cut back behind it is refused at takeover. A
+    /// checkpoint that does not verify is not followed (and is named). Returns the anchored seq.
+    pub fn follow_checkpoints(
+        store: &Store,
+        signer: &dyn CheckpointSigner,
+    ) -> Result<Option<u64>, String> {
+        use lightning_signer::bitcoin::secp256k1::{Message, Secp256k1};
+        let Some((k, v)) = store
+            .last(Namespace::Audit, b"c")
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let c: Checkpoint = decode(&k, &v).map_err(|e| e.to_string())?;
+        let mut head = [0u8; 32];
+        hex::decode_to_slice(&c.head, &mut head).map_err(|e| e.to_string())?;
+        let key = signer.public_key()?;
+        let signed = hex::decode(&c.signature)
+            .ok()
+            .and_then(|b| Signature::from_compact(&b).ok())
+            .is_some_and(|sig| {
+                Secp256k1::verification_only()
+                    .verify_ecdsa(
+                        &Message::from_digest(checkpoint_digest(c.seq, &head, c.time)),
+                        &sig,
+                        &key,
+                    )
+                    .is_ok()
+            });
+        if !signed {
+            return Err(format!(
+                "the newest checkpoint (record {}) is not signed by this token's audit key {key}; not followed",
+                c.seq
+            ));
+        }
+        signer.advance_anchor(&crate::hsm::AuditAnchor { seq: c.seq, head })?;
+        Ok(Some(c.seq))
     }
 
     /// Records so far.

@@ -100,8 +100,15 @@ async fn main() -> anyhow::Result<()> {
                 return Ok(());
             };
             let pg = Arc::new(pg);
-            let Some(epoch) =
-                wait_for_lease(&pg, &standby_view, metrics_addr, &mut shutdown).await?
+            let Some(epoch) = wait_for_lease(
+                &pg,
+                &hsm,
+                config.network,
+                &standby_view,
+                metrics_addr,
+                &mut shutdown,
+            )
+            .await?
             else {
                 tracing::info!("wardend stopping (standby)");
                 let _ = stop_tx.send(true);
@@ -131,7 +138,17 @@ async fn main() -> anyhow::Result<()> {
     let seed_upgraded = hsm.upgrade_seed(&config.data_dir, &loaded_seed)?;
     let seed_binding = loaded_seed.binding;
     let seed = loaded_seed.seed;
+    // The history must reach the version this token last saw in force, and a state that is not
+    // empty is never a first start (the file on disk is only ever a proposal).
+    warden::core::check_policy_anchor(&store, hsm.policy_anchor()?.as_ref())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let (loaded, file_state) = policy_in_force(&store, &config, file_policy)?;
+    if let Some(v) = PolicyHistory::new(&store).in_force()? {
+        hsm.advance_policy_anchor(&warden::hsm::PolicyAnchor {
+            version: v.seq,
+            hash: loaded.policy.hash,
+        })?;
+    }
     let audit = Arc::new(warden::audit::AuditLog::open(
         &store,
         Arc::new(warden::metrics::MeteredHsm {
@@ -432,16 +449,27 @@ async fn open_waiting(
 
 async fn wait_for_lease(
     pg: &Arc<PgBackend>,
+    hsm: &Hsm,
+    network: lightning_signer::bitcoin::Network,
     view: &Arc<std::sync::Mutex<Option<LeaseRow>>>,
     metrics_addr: std::net::SocketAddr,
     shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> anyhow::Result<Option<u64>> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let waiter = {
-        let (pg, view, stop) = (pg.clone(), view.clone(), stop.clone());
+        let (pg, view, stop, hsm) = (pg.clone(), view.clone(), stop.clone(), hsm.clone());
         tokio::task::spawn_blocking(move || {
             let mut announced = false;
+            let store = Store::new(pg.clone());
+            let mut followed = std::time::Instant::now() - STANDBY_FOLLOW_EVERY;
             pg.acquire(|row| {
+                // While it waits, the standby keeps its own token's anchors up with what the
+                // active one signs, so a log or a policy history cut back behind them (to an
+                // anchor this token had before) is refused when it takes over.
+                if followed.elapsed() >= STANDBY_FOLLOW_EVERY {
+                    followed = std::time::Instant::now();
+                    follow_active(&store, &hsm, network);
+                }
                 if let Some(r) = row {
                     if !announced {
                         println!(
@@ -466,6 +494,33 @@ async fn wait_for_lease(
             let _ = waiter.await;
             Ok(None)
         }
+    }
+}
+
+/// How often a standby moves its token's anchors up to the active wardend's.
+const STANDBY_FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Move this token's audit anchor to the newest checkpoint that verifies with its audit key,
+/// and its policy anchor to the newest version of the verified policy history. Failures are
+/// logged: the standby keeps waiting, and its takeover checks the state in full.
+fn follow_active(store: &Store, hsm: &Hsm, network: lightning_signer::bitcoin::Network) {
+    if let Err(e) = warden::audit::AuditLog::follow_checkpoints(store, hsm) {
+        tracing::warn!(error = %e, "standby: cannot follow the active wardend's audit checkpoints");
+    }
+    match warden::core::verified_policy_in_force(store, network) {
+        Ok(Some(v)) => {
+            let mut hash = [0u8; 32];
+            if hex::decode_to_slice(&v.hash, &mut hash).is_ok() {
+                if let Err(e) = hsm.advance_policy_anchor(&warden::hsm::PolicyAnchor {
+                    version: v.seq,
+                    hash,
+                }) {
+                    tracing::warn!(error = %e, "standby: cannot move the policy anchor");
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "standby: the policy history does not verify"),
     }
 }
 

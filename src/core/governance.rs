@@ -273,7 +273,8 @@ impl Core {
     ) -> Result<(), ApprovalError> {
         let current = self.policy();
         let hash = policy.hash_hex();
-        PolicyHistory::new(&self.store).record(PolicyVersion {
+        let anchor_hash = policy.hash;
+        let recorded = PolicyHistory::new(&self.store).record(PolicyVersion {
             seq: 0,
             hash: hash.clone(),
             text: text.clone(),
@@ -284,6 +285,13 @@ impl Core {
             changes,
             proof: serde_json::to_value(record).ok(),
         })?;
+        // The HSM remembers the newest version put in force, once it is committed: a history
+        // deleted or cut back behind it is refused at the next start.
+        self.audit
+            .anchor_policy_after_commit(crate::hsm::PolicyAnchor {
+                version: recorded.seq,
+                hash: anchor_hash,
+            });
         let data = serde_json::json!({
             "request_id": record.id,
             "hash": hash,
@@ -325,6 +333,39 @@ impl Core {
         self.store.after_apply(move || committed.set_policy(loaded));
         Ok(())
     }
+}
+
+/// Check the policy history against the HSM's policy anchor (and the audit log) before anything
+/// is put in force: a history that does not hold the version the token last saw in force was
+/// deleted or cut back (an attacker with the database putting an older, once approved, policy
+/// back in force, or the file on disk through a "first start"); a state that holds an audit
+/// log but no history is not a first start either. The message says what to do.
+pub fn check_policy_anchor(
+    store: &crate::store::Store,
+    anchor: Option<&crate::hsm::PolicyAnchor>,
+) -> Result<(), String> {
+    let versions = PolicyHistory::new(store).all().map_err(|e| e.to_string())?;
+    if let Some(a) = anchor {
+        let hash = hex::encode(a.hash);
+        if !versions
+            .iter()
+            .any(|v| v.seq == a.version && v.hash == hash)
+        {
+            return Err(format!(
+                "the policy history in the state database does not hold version {} ({hash}), which this HSM token saw in force: the history was deleted or cut back. Restore the data directory from a backup that reaches it; wardend will not put an older or unapproved policy in force",
+                a.version
+            ));
+        }
+    }
+    if versions.is_empty() {
+        let records = store
+            .last(crate::store::Namespace::Audit, b"r")
+            .map_err(|e| e.to_string())?;
+        if records.is_some() {
+            return Err("the state database holds an audit log but no policy history: the history was deleted, and this is not a first start (the file on disk is only ever a proposal). Restore the data directory from a backup".into());
+        }
+    }
+    Ok(())
 }
 
 /// Why the policy history in the state database cannot be trusted.

@@ -27,7 +27,9 @@ pub use channels::SignerState;
 pub use check::{CheckAnswer, CheckError, CheckOutcome};
 pub use engine::PolicyEngine;
 pub use freeze::{FreezeError, UnfreezeRequest};
-pub use governance::{verified_policy_in_force, GovernanceError, HistoryError, Proposal};
+pub use governance::{
+    check_policy_anchor, verified_policy_in_force, GovernanceError, HistoryError, Proposal,
+};
 pub use recovery::RecoveryError;
 pub use status::{NodeConnection, WindowUse};
 

@@ -11,6 +11,38 @@ pub const AUDIT_ANCHOR_LABEL: &str = "warden-audit-anchor";
 /// Format byte of the anchor's value: version, then seq (u64 BE), then the 32-byte head.
 const VERSION: u8 = 1;
 
+/// Label of the data object holding the policy anchor.
+pub const POLICY_ANCHOR_LABEL: &str = "warden-policy-anchor";
+
+/// The newest version of the policy history the token has seen in force: where the database
+/// cannot roll it back, so a history deleted or cut back to an older (once approved) version is
+/// refused at start and at takeover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyAnchor {
+    /// The version's place in the policy history, from 1.
+    pub version: u64,
+    /// Its policy hash.
+    pub hash: [u8; 32],
+}
+
+impl PolicyAnchor {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(41);
+        v.push(VERSION);
+        v.extend_from_slice(&self.version.to_be_bytes());
+        v.extend_from_slice(&self.hash);
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<Self, String> {
+        let a = AuditAnchor::decode(v)?;
+        Ok(PolicyAnchor {
+            version: a.seq,
+            hash: a.head,
+        })
+    }
+}
+
 /// The newest checkpointed chain head the token has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditAnchor {
@@ -60,26 +92,68 @@ fn value_of(
         .unwrap_or_default())
 }
 
-fn find_anchors(
+fn find_data<T>(
     s: &cryptoki::session::Session,
-) -> Result<Vec<(cryptoki::object::ObjectHandle, AuditAnchor)>, HsmError> {
+    label: &str,
+    what: &'static str,
+    decode: fn(&[u8]) -> Result<T, String>,
+) -> Result<Vec<(cryptoki::object::ObjectHandle, T)>, HsmError> {
     let found = s
         .find_objects(&[
             Attribute::Class(ObjectClass::DATA),
-            Attribute::Label(AUDIT_ANCHOR_LABEL.into()),
+            Attribute::Label(label.into()),
         ])
         .map_err(|e| HsmError::op("C_FindObjects", e))?;
     found
         .into_iter()
         .map(|h| {
-            let a =
-                AuditAnchor::decode(&value_of(s, h)?).map_err(|detail| HsmError::BadHsmOutput {
-                    what: "audit anchor",
-                    detail,
-                })?;
+            let a = decode(&value_of(s, h)?)
+                .map_err(|detail| HsmError::BadHsmOutput { what, detail })?;
             Ok((h, a))
         })
         .collect()
+}
+
+fn find_anchors(
+    s: &cryptoki::session::Session,
+) -> Result<Vec<(cryptoki::object::ObjectHandle, AuditAnchor)>, HsmError> {
+    find_data(s, AUDIT_ANCHOR_LABEL, "audit anchor", AuditAnchor::decode)
+}
+
+fn find_policy_anchors(
+    s: &cryptoki::session::Session,
+) -> Result<Vec<(cryptoki::object::ObjectHandle, PolicyAnchor)>, HsmError> {
+    find_data(
+        s,
+        POLICY_ANCHOR_LABEL,
+        "policy anchor",
+        PolicyAnchor::decode,
+    )
+}
+
+/// Write `value` under `label` as a new token object, then remove `old` (tokens differ in
+/// whether a data object's value may be changed in place; a crash in between leaves both, and
+/// the newer one counts).
+fn replace_data(
+    s: &cryptoki::session::Session,
+    label: &str,
+    value: Vec<u8>,
+    old: Vec<cryptoki::object::ObjectHandle>,
+) -> Result<(), HsmError> {
+    s.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Label(label.into()),
+        Attribute::Application("warden".into()),
+        Attribute::Value(value),
+    ])
+    .map_err(|e| HsmError::op("C_CreateObject (anchor)", e))?;
+    for h in old {
+        s.destroy_object(h)
+            .map_err(|e| HsmError::op("C_DestroyObject (old anchor)", e))?;
+    }
+    Ok(())
 }
 
 impl Hsm {
@@ -104,20 +178,38 @@ impl Hsm {
             if old.iter().any(|(_, a)| a.seq >= anchor.seq) {
                 return Ok(());
             }
-            s.create_object(&[
-                Attribute::Class(ObjectClass::DATA),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Label(AUDIT_ANCHOR_LABEL.into()),
-                Attribute::Application("warden".into()),
-                Attribute::Value(anchor.encode()),
-            ])
-            .map_err(|e| HsmError::op("C_CreateObject (audit anchor)", e))?;
-            for (h, _) in old {
-                s.destroy_object(h)
-                    .map_err(|e| HsmError::op("C_DestroyObject (old audit anchor)", e))?;
+            replace_data(
+                s,
+                AUDIT_ANCHOR_LABEL,
+                anchor.encode(),
+                old.into_iter().map(|(h, _)| h).collect(),
+            )
+        })
+    }
+
+    /// The policy anchor, if one was written (a token from before policy anchors has none).
+    pub fn policy_anchor(&self) -> Result<Option<PolicyAnchor>, HsmError> {
+        self.with_session(|s| {
+            Ok(find_policy_anchors(s)?
+                .into_iter()
+                .map(|(_, a)| a)
+                .max_by_key(|a| a.version))
+        })
+    }
+
+    /// Move the policy anchor forward to `anchor` (never back).
+    pub fn advance_policy_anchor(&self, anchor: &PolicyAnchor) -> Result<(), HsmError> {
+        self.with_session(|s| {
+            let old = find_policy_anchors(s)?;
+            if old.iter().any(|(_, a)| a.version >= anchor.version) {
+                return Ok(());
             }
-            Ok(())
+            replace_data(
+                s,
+                POLICY_ANCHOR_LABEL,
+                anchor.encode(),
+                old.into_iter().map(|(h, _)| h).collect(),
+            )
         })
     }
 }

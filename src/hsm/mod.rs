@@ -16,7 +16,7 @@ mod error;
 mod pin;
 pub mod sealed;
 
-pub use anchor::{AuditAnchor, AUDIT_ANCHOR_LABEL};
+pub use anchor::{AuditAnchor, PolicyAnchor, AUDIT_ANCHOR_LABEL, POLICY_ANCHOR_LABEL};
 pub use ecdsa::{public_key_from_ec_point, signature_from_raw, SECP256K1_EC_PARAMS};
 pub use error::HsmError;
 pub use pin::PinSource;

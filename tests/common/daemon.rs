@@ -155,6 +155,43 @@ impl Daemon {
         self.spawn_wardend(true);
     }
 
+    /// Run wardend as [`Daemon::start_wardend`] would, for a start that must be refused: its
+    /// exit status and output (killed after 60 s if it started after all).
+    pub fn run_wardend_to_exit(&self) -> std::process::Output {
+        let child = self
+            .token
+            .command("wardend")
+            .env(
+                "WARDEN_HSMD_ADDRESS",
+                format!("127.0.0.1:{}", self.hsmd_port),
+            )
+            .env(
+                "WARDEN_ADMIN_LISTEN",
+                format!("127.0.0.1:{}", self.admin_port),
+            )
+            .env("WARDEN_ADMIN_TLS_CERT", self.pki.join("server.pem"))
+            .env("WARDEN_ADMIN_TLS_KEY", self.pki.join("server.key"))
+            .env("WARDEN_ADMIN_CLIENT_CA", self.pki.join("ca.pem"))
+            .env("WARDEN_POLICY", &self.policy)
+            .env("RUST_LOG", "warn")
+            .envs(
+                self.wardend_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(60));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        });
+        drop(watchdog);
+        child.wait_with_output().unwrap()
+    }
+
     /// Start a second wardend on a database another one holds: it returns once the process says
     /// it is a standby; [`Daemon::wait_ready`] waits for it to take over.
     pub fn start_standby(&mut self) {
