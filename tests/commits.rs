@@ -531,8 +531,13 @@ fn decisions(s: &Stack) -> Vec<serde_json::Value> {
 fn an_onchain_spend_counts_its_fee_and_a_fee_over_the_bound_is_refused_with_its_tag() {
     let w = World::new("onchain-fee");
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Stack::new(&w, Arc::new(SledBackend::open(dir.path()).unwrap()));
+    let fault = Arc::new(FaultBackend::new(Arc::new(
+        SledBackend::open(dir.path()).unwrap(),
+    )));
+    let mut s = Stack::new(&w, fault.clone());
     let xpub = s.init_xpub();
+    // Every on-chain request is one commit, refused or signed.
+    let commits = fault.commits();
     let to = address(0x51);
     let drain = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 2_880_813);
     let r = s.send_as(100, drain.as_vec());
@@ -569,6 +574,11 @@ fn an_onchain_spend_counts_its_fee_and_a_fee_over_the_bound_is_refused_with_its_
     let r = s.send_as(102, fine.as_vec());
     assert!(r.error.is_empty(), "{r:?}");
     assert_eq!(daily(&s, &w), (1, 11_000_000));
+    assert_eq!(
+        fault.commits() - commits,
+        3,
+        "two refusals and a signature, one commit each"
+    );
 }
 
 /// Issue 25, item 2: a request whose answer was lost is sent again with the same number and

@@ -76,6 +76,8 @@ struct Seen {
     invoice: String,
     amount_msat: u64,
     approved: bool,
+    /// How many times the node asked (a retransmission after a kill is not a new ask).
+    asks: u32,
 }
 
 struct Run {
@@ -89,6 +91,11 @@ struct Run {
     pending_seen: BTreeSet<String>,
     node_id: String,
     payee: Payee,
+    /// The wallet key the node derives its coins from.
+    xpub: lightning_signer::bitcoin::bip32::Xpub,
+    /// What the signed on-chain spends took out of the wallet (outputs and fees).
+    onchain_msat: u64,
+    onchain_signed: u64,
 }
 
 impl Run {
@@ -97,7 +104,8 @@ impl Run {
             .values()
             .filter(|s| s.approved)
             .map(|s| s.amount_msat)
-            .sum()
+            .sum::<u64>()
+            + self.onchain_msat
     }
 }
 
@@ -119,6 +127,7 @@ fn call_maybe_killing(
                 Req::SignMessage(text) => proxy.hsmd.call(msgs::SignMessage {
                     message: vls_protocol::serde_bolt::Octets(text),
                 }),
+                Req::Withdraw(w) => proxy.hsmd.call(*w),
             }
             .unwrap_or_else(|e| panic!("the node side lost its signer: {e}"))
         });
@@ -156,6 +165,7 @@ fn check_at_rest(daemon: &common::daemon::Daemon) {
 enum Req {
     Preapprove(String),
     SignMessage(Vec<u8>),
+    Withdraw(Box<msgs::SignWithdrawal>),
 }
 
 fn preapprove_msg(invoice: &str) -> Req {
@@ -264,7 +274,13 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         });
     eprintln!("crash harness: {kills} kills, WARDEN_CRASH_SEED={seed}");
     let mut cln = Cln::start("crash", &rules(kills)).await;
-    let node_id = block_in_place(|| cln.init());
+    let (node_id, xpub) = block_in_place(|| match cln.call(warden::standin::hsmd_init_regtest()) {
+        Message::HsmdInitReplyV4(r) => (
+            hex::encode(r.node_id.0),
+            lightning_signer::bitcoin::bip32::Xpub::decode(&r.bip32.0).unwrap(),
+        ),
+        other => panic!("unexpected init reply {other:?}"),
+    });
     let mut run = Run {
         rng: Rng(seed),
         invoices: BTreeMap::new(),
@@ -275,10 +291,16 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         pending_seen: BTreeSet::new(),
         node_id,
         payee: Payee::new(0x51),
+        xpub,
+        onchain_msat: 0,
+        onchain_signed: 0,
     };
     let started = Instant::now();
     let mut steps = 0u64;
-    while run.kills < kills {
+    // Until the kills are done, and at least one of them landed while a request was in flight
+    // (a kill lands 0-5 ms after a send: a busy machine can make every one land between
+    // requests, so the run goes on, up to five times as many kills, until one does not).
+    while run.kills < kills || (run.in_flight_kills == 0 && run.kills < kills * 5) {
         steps += 1;
         // A kill on one step in four, 0 to 5 ms after the request is sent.
         let kill_after =
@@ -304,6 +326,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
                         invoice,
                         amount_msat: sat * SAT,
                         approved: approved(&answer),
+                        asks: 1,
                     },
                 );
             }
@@ -318,6 +341,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
                 });
                 let now = approved(&answer);
                 let seen = run.invoices.get_mut(&n).unwrap();
+                seen.asks += 1;
                 if seen.approved {
                     assert!(
                         now,
@@ -345,8 +369,45 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
                     call_maybe_killing(&mut cln, &mut run, preapprove_msg(&invoice), kill_after)
                 });
                 let now = approved(&answer);
-                run.invoices.get_mut(&n).unwrap().approved |= now;
+                let seen = run.invoices.get_mut(&n).unwrap();
+                seen.approved |= now;
+                seen.asks += 1;
                 *run.quorum_approved.entry(id).or_default() += u64::from(now);
+            }
+            // An on-chain spend with its fee, while the window has room for it (a refusal of a
+            // signature stops the node's proxy, which the plugin prevents in production): a
+            // retransmission after a kill is answered from the committed decision, counted once.
+            17 => {
+                let sat = 10_000 + run.rng.below(200_000);
+                let fee = 1_000 + run.rng.below(2_000);
+                let cap = daily_cap_sat(kills) * SAT;
+                if run.expected_used_msat() + (sat + fee) * SAT > cap {
+                    continue;
+                }
+                let to = {
+                    use lightning_signer::bitcoin::secp256k1::SecretKey;
+                    let key = SecretKey::from_slice(&[(steps % 200) as u8 + 1; 32]).unwrap();
+                    let pk = lightning_signer::bitcoin::CompressedPublicKey(
+                        key.public_key(&Secp256k1::new()),
+                    );
+                    lightning_signer::bitcoin::Address::p2wpkh(
+                        &pk,
+                        lightning_signer::bitcoin::Network::Regtest,
+                    )
+                };
+                let w = warden::standin::lightningd::withdrawal_paying(&run.xpub, &to, sat, fee);
+                let answer = block_in_place(|| {
+                    call_maybe_killing(&mut cln, &mut run, Req::Withdraw(Box::new(w)), kill_after)
+                });
+                match answer {
+                    Message::SignWithdrawalReply(r) => assert!(
+                        r.psbt.0.inner.inputs[0].final_script_witness.is_some(),
+                        "signed"
+                    ),
+                    other => panic!("unexpected withdrawal reply {other:?}"),
+                }
+                run.onchain_msat += (sat + fee) * SAT;
+                run.onchain_signed += 1;
             }
             // A message signature: the node id must not change across restarts.
             _ => {
@@ -399,14 +460,54 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     assert!(block_in_place(|| cln.still_serves()), "the proxy stopped");
     cln.stop_wardend();
     check_at_rest(&cln.daemon);
+    // Every payment the node asked about once was decided (and audited) at most once, however
+    // often a kill made the proxy send it again.
+    let out = cln
+        .daemon
+        .token
+        .command("wardenctl")
+        .args(["audit", "export", "--format", "jsonl"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut decided: BTreeMap<String, u32> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        if r["kind"] == "decision" {
+            let d = r["data"]["request_digest"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            *decided.entry(d).or_default() += 1;
+        }
+    }
+    let payee = run.payee.hex();
+    for s in run.invoices.values().filter(|s| s.asks == 1) {
+        let req = warden::policy::PaymentRequest::invoice(
+            common::cln::payment_hash_of(&s.invoice).0,
+            s.amount_msat,
+            &payee,
+            None,
+        );
+        let n = decided
+            .get(&hex::encode(req.digest()))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            n <= 1,
+            "a payment asked once was decided {n} times (approved: {})",
+            s.approved
+        );
+    }
     let approvals = run.invoices.values().filter(|s| s.approved).count();
     eprintln!(
-        "crash harness: {} kills ({} with a request in flight) over {steps} steps in {:.1} s; {} payments, {approvals} approved, {} quorum approvals used; daily window {} sat of {}",
+        "crash harness: {} kills ({} with a request in flight) over {steps} steps in {:.1} s; {} payments, {approvals} approved, {} quorum approvals used, {} on-chain spends signed; daily window {} sat of {}",
         run.kills,
         run.in_flight_kills,
         started.elapsed().as_secs_f64(),
         run.invoices.len(),
         run.quorum_approved.values().filter(|n| **n > 0).count(),
+        run.onchain_signed,
         run.expected_used_msat() / SAT,
         daily_cap_sat(kills),
     );
