@@ -170,6 +170,12 @@ admin alice approve "$id" --key "$demo/alice.adminkey"
 admin bob approve "$id" --key "$demo/bob.adminkey"
 echo "The operator runs the same withdraw again:"
 cln withdraw 1200000 3
+echo "A withdraw naming a feerate above the policy's [onchain] max_feerate (default 100 sat/vB):"
+cln withdraw 10000 4 2000000perkw
+
+step "Payments through the plugin: the operator at the node reads the rule, not 'invoice was declined'"
+cln pay-command 2500000 11
+cln pay-command 50000 12
 
 step "Channels: the policy's [channels] limits, checked before lightningd opens or accepts one"
 cln setup-channel 4000000 7

@@ -52,6 +52,18 @@ pub enum Ask {
     },
     /// A whole PSBT to sign (`signpsbt`): wardend reads what leaves the wallet and the fee.
     Psbt(Vec<u8>),
+    /// A payment of an invoice: checked with wardend (for the rule's sentence at the node);
+    /// with `preapprove`, the plugin then has the node preapprove it (`preapproveinvoice`),
+    /// because the command does not, and its HTLCs would reach the signer unapproved.
+    Payment {
+        /// BOLT 11 or BOLT 12, as the command names it.
+        invoice: String,
+        /// Whether the plugin must make the node preapprove it before the command runs.
+        preapprove: bool,
+    },
+    /// A payment command with only a payment hash (a raw onion): approved only if the signer
+    /// already holds that payment approved.
+    PaymentHash(Vec<u8>),
     /// Channel opens, at the funding feerate the command names (sat/kw), if a number.
     Channels {
         /// In order.
@@ -442,6 +454,23 @@ pub fn rpc_command(payload: &Value) -> Ask {
                     feerate_per_kw: parse_feerate(p("feerate", 1)),
                 }
             }
+            // Payments. `pay` and `xpay` preapprove by themselves (the check gives the operator
+            // the rule's sentence); `renepay` and the raw commands do not, so the plugin has
+            // the node preapprove the invoice before they send an HTLC. Positions as in Core
+            // Lightning v25.09 (plugins/pay.c, xpay/xpay.c, renepay/main.c, lightningd/pay.c).
+            "pay" => payment(p("bolt11", 0), false, method)?,
+            "xpay" => match p("invstring", 0).and_then(Value::as_str) {
+                // An offer or a BIP353 name: xpay fetches the invoice and preapproves it.
+                Some(s) if s.to_ascii_lowercase().starts_with("lno") || s.contains('@') => {
+                    Ask::Nothing
+                }
+                _ => payment(p("invstring", 0), false, method)?,
+            },
+            "renepay" => payment(p("invstring", 0), true, method)?,
+            "renesendpay" => payment(p("invoice", 10), true, method)?,
+            "sendpay" => raw_payment(p("bolt11", 4), p("payment_hash", 1), method)?,
+            "sendonion" => raw_payment(p("bolt11", 6), p("payment_hash", 2), method)?,
+            "injectpaymentonion" => raw_payment(p("invstring", 8), p("payment_hash", 1), method)?,
             "close" => match p("destination", 2).and_then(Value::as_str) {
                 None => Ask::Nothing,
                 Some(dest) => uncheckable(format!(
@@ -452,6 +481,51 @@ pub fn rpc_command(payload: &Value) -> Ask {
         })
     })();
     result.unwrap_or_else(|refusal| refusal)
+}
+
+/// A payment command's invoice: what to ask, or a refusal when it names none.
+fn payment(invoice: Option<&Value>, preapprove: bool, command: &str) -> Result<Ask, Ask> {
+    match invoice.and_then(Value::as_str).map(str::trim) {
+        Some(i) if !i.is_empty() => Ok(Ask::Payment {
+            invoice: i.to_string(),
+            preapprove,
+        }),
+        _ => Err(Ask::Refuse {
+            tag: tags::PAYMENT_UNCHECKABLE,
+            reason: format!(
+                "rule {}: `{command}` without its invoice cannot be checked; give the invoice",
+                tags::PAYMENT_UNCHECKABLE
+            ),
+        }),
+    }
+}
+
+/// A raw payment command: its invoice when it carries one (the node then preapproves it), else
+/// its payment hash, which the signer must already hold approved (`pay` names the invoice on
+/// one part of a payment only; its other parts and retries name the hash).
+fn raw_payment(
+    invoice: Option<&Value>,
+    payment_hash: Option<&Value>,
+    command: &str,
+) -> Result<Ask, Ask> {
+    if invoice
+        .and_then(Value::as_str)
+        .is_some_and(|i| !i.trim().is_empty())
+    {
+        return payment(invoice, true, command);
+    }
+    let hash = payment_hash
+        .and_then(Value::as_str)
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|h| h.len() == 32)
+        .ok_or_else(|| Ask::Refuse {
+            tag: tags::PAYMENT_UNCHECKABLE,
+            reason: format!(
+                "rule {}: `{command}` names neither an invoice nor a 32-byte payment hash; pay with `pay`, `xpay` or `renepay`",
+                tags::PAYMENT_UNCHECKABLE
+            ),
+        })?;
+    Ok(Ask::PaymentHash(hash))
 }
 
 /// `announce` as "private?": a channel is announced unless the command says `announce: false`
@@ -521,7 +595,10 @@ pub fn command_reply(answer: &Answer) -> Value {
             Some(request_id),
         ),
         Answer::Refused { tags, reason } => {
-            let code = if tags.iter().any(|t| t == tags::SPEND_UNCHECKABLE) {
+            let code = if tags
+                .iter()
+                .any(|t| t == tags::SPEND_UNCHECKABLE || t == tags::PAYMENT_UNCHECKABLE)
+            {
                 CODE_UNCHECKABLE
             } else {
                 CODE_REFUSED
@@ -533,6 +610,19 @@ pub fn command_reply(answer: &Answer) -> Value {
             &unreachable_reason(why),
             &[tags::SIGNER_UNREACHABLE.to_string()],
             None,
+        ),
+    }
+}
+
+/// The answer when the node's own preapproval of an invoice (which the plugin asked for) was
+/// declined: the signer refused it at the point that counts (the rule is in wardend's log and
+/// events), or lightningd could not be asked.
+pub fn declined(command: &str, why: &str) -> Answer {
+    let tag = tags::VLS_REFUSED;
+    Answer::Refused {
+        tags: vec![tag.to_string()],
+        reason: format!(
+            "rule {tag}: the node's preapproval of the invoice `{command}` pays was declined ({why}); nothing was sent. wardend's log and events name the rule (wardenctl watch)"
         ),
     }
 }
@@ -801,6 +891,57 @@ mod tests {
                 other => panic!("{cmd}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn payment_commands_are_read_at_core_lightnings_positions() {
+        // Issue 26, item 2.
+        let inv = "lnbcrt1...";
+        let pay = |preapprove| Ask::Payment {
+            invoice: inv.into(),
+            preapprove,
+        };
+        assert_eq!(rpc_command(&hook("pay", json!([inv]))), pay(false));
+        assert_eq!(
+            rpc_command(&hook("xpay", json!({"invstring": inv}))),
+            pay(false)
+        );
+        assert_eq!(rpc_command(&hook("renepay", json!([inv, 1000]))), pay(true));
+        let mut renesend = vec![Value::Null; 10];
+        renesend.push(json!(inv));
+        assert_eq!(
+            rpc_command(&hook("renesendpay", json!(renesend))),
+            pay(true)
+        );
+        assert_eq!(
+            rpc_command(&hook("sendpay", json!([[], "ab", null, 1000, inv]))),
+            pay(true)
+        );
+        let hash = "11".repeat(32);
+        assert_eq!(
+            rpc_command(&hook("sendonion", json!(["00", {}, hash]))),
+            Ask::PaymentHash(vec![0x11; 32])
+        );
+        assert_eq!(
+            rpc_command(&hook(
+                "injectpaymentonion",
+                json!(["00", hash, 1, 2, 0, 0, null, null, inv])
+            )),
+            pay(true)
+        );
+        assert!(matches!(
+            rpc_command(&hook("renepay", json!({}))),
+            Ask::Refuse { tag, .. } if tag == tags::PAYMENT_UNCHECKABLE
+        ));
+        assert!(matches!(
+            rpc_command(&hook("sendonion", json!({"onion": "00", "payment_hash": "zz"}))),
+            Ask::Refuse { reason, .. } if reason.contains("neither an invoice nor a 32-byte payment hash")
+        ));
+        // keysend preapproves by itself, with a payment hash chosen inside the command.
+        assert_eq!(
+            rpc_command(&hook("keysend", json!([PEER, 1000]))),
+            Ask::Nothing
+        );
     }
 
     #[test]

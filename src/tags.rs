@@ -73,6 +73,9 @@ pub const CHANNEL_CLOSING: &str = "warden-channel-closing";
 /// The CLN plugin cannot tell what a command would spend (e.g. `all`, a short channel id), so
 /// it refuses it rather than let the signer refuse it fatally.
 pub const SPEND_UNCHECKABLE: &str = "warden-spend-uncheckable";
+/// A payment command that names no invoice and a payment hash the signer holds no approval
+/// for (a raw onion): the CLN plugin refuses it, since its HTLC would reach VLS unapproved.
+pub const PAYMENT_UNCHECKABLE: &str = "warden-payment-uncheckable";
 /// The CLN plugin could not reach wardend to check a command: refused (fail closed).
 pub const SIGNER_UNREACHABLE: &str = "warden-signer-unreachable";
 /// An on-chain spend or channel funding reached the signer without the plugin's check and was
@@ -80,7 +83,7 @@ pub const SIGNER_UNREACHABLE: &str = "warden-signer-unreachable";
 pub const UNCHECKED_SPEND: &str = "warden-unchecked-spend";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 33] = [
     AUDIT_FAILURE,
     HSM_UNAVAILABLE,
     STORE_FAILURE,
@@ -111,6 +114,7 @@ pub const ALL: [&str; 32] = [
     LIQUIDITY_LOW,
     CHANNEL_CLOSING,
     SPEND_UNCHECKABLE,
+    PAYMENT_UNCHECKABLE,
     SIGNER_UNREACHABLE,
     UNCHECKED_SPEND,
 ];

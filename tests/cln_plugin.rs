@@ -421,3 +421,147 @@ async fn the_plugin_fails_closed_and_a_node_certificate_may_check_but_not_read()
         bad.message()
     );
 }
+
+/// Issue 26, items 2 and 3: every command that starts a payment goes through the plugin. The
+/// operator at the node reads the rule's sentence (2100 refused, 2101 held with the request id);
+/// commands that do not preapprove by themselves (`renepay`, and the raw `sendpay`, `sendonion`,
+/// `injectpaymentonion` with an invoice) get the node's preapproval from the plugin first, so no
+/// HTLC of theirs reaches VLS unapproved; a raw command with only a payment hash passes only
+/// when the signer holds that payment approved. The hsmd preapproval stays what counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_commands_are_checked_and_preapproved_before_lightningd_sends_an_htlc() {
+    let (mut cln, _xpub) = start("plugin-payments").await;
+    // lightningd's own hsmd connection answers the node's preapprovals, as it does in CLN.
+    let (dummy, _) = std::os::unix::net::UnixStream::pair().unwrap();
+    let hsmd = std::mem::replace(
+        &mut cln.proxy.hsmd,
+        warden::standin::hsmd::HsmdConn::new(dummy, std::time::Duration::from_secs(1)).unwrap(),
+    );
+    let hsmd = std::sync::Arc::new(std::sync::Mutex::new(hsmd));
+    let dir = tempfile::tempdir().unwrap();
+    let node = hsmd.clone();
+    let rpc = warden::standin::lightningd::RpcSocket::serve(dir.path(), move |invoice| {
+        matches!(
+            node.lock().unwrap().call(msgs::PreapproveInvoice {
+                invstring: vls_protocol::serde_bolt::WireString(invoice.as_bytes().to_vec()),
+            }),
+            Ok(Message::PreapproveInvoiceReply(r)) if r.result
+        )
+    })
+    .unwrap();
+    let mut plugin = block_in_place(|| {
+        PluginHost::start_in(
+            plugin_binary(),
+            plugin_options(cln.admin_port, &cln.pki, "cln-node"),
+            dir.path(),
+        )
+    })
+    .unwrap();
+    let payee = common::cln::Payee::new(0x61);
+    let preapprovals = || rpc.calls.lock().unwrap().len();
+
+    // renepay never preapproves: the plugin has the node do it, which counts it, then goes on.
+    let small = payee.invoice(50_000_000, 1);
+    let reply = hook(|| plugin.command("renepay", json!({"invstring": small})));
+    assert_eq!(reply, json!({"result": "continue"}));
+    assert_eq!(preapprovals(), 1, "the node preapproved it");
+    assert_eq!(cln.window("daily-cap").await.used_msat, 50_000_000);
+
+    // Over the per-payment cap: the operator reads the rule; nothing is preapproved or counted.
+    let big = payee.invoice(2_500_000_000, 2);
+    for (method, params) in [
+        ("renepay", json!([big])),
+        ("pay", json!({"bolt11": big})),
+        ("xpay", json!({"invstring": big})),
+        ("sendpay", json!([[], "00", null, null, big])),
+    ] {
+        let reply = hook(|| plugin.command(method, params));
+        let e = error_of(&reply).unwrap_or_else(|| panic!("{method}: {reply}"));
+        assert_eq!(e["code"], 2100, "{method}: {reply}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("rule per-payment-cap: this payment of 2,500,000 sat is above the per-payment limit"),
+            "{method}: {reply}"
+        );
+        assert_eq!(e["data"]["tags"][0], "per-payment-cap");
+    }
+    assert_eq!(preapprovals(), 1);
+    assert_eq!(cln.window("daily-cap").await.used_msat, 50_000_000);
+
+    // Above the quorum threshold: held with its request id and what to do; once two admins
+    // approved, the same command goes on (and the node's preapproval uses the approval).
+    let large = payee.invoice(1_200_000_000, 3);
+    let reply = hook(|| plugin.command("renepay", json!({"invstring": large})));
+    let e = error_of(&reply).expect("held");
+    assert_eq!(e["code"], 2101, "{reply}");
+    let id = e["data"]["request_id"].as_str().unwrap().to_string();
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("run the command again once the admins approved it"),
+        "{reply}"
+    );
+    cln.approve("alice", &id);
+    cln.approve("bob", &id);
+    let reply = hook(|| plugin.command("renepay", json!({"invstring": large})));
+    assert_eq!(reply, json!({"result": "continue"}));
+    assert_eq!(cln.window("daily-cap").await.used_msat, 1_250_000_000);
+
+    // pay preapproves by itself: the plugin only checks (for the sentence), asking nothing.
+    let other = payee.invoice(10_000_000, 4);
+    let reply = hook(|| plugin.command("pay", json!([other])));
+    assert_eq!(reply, json!({"result": "continue"}));
+    assert_eq!(preapprovals(), 2, "pay's own preapproval is lightningd's");
+
+    // Raw onions: pay names the invoice on one part only; a part naming the hash of a payment
+    // the signer holds approved goes on, one naming an unknown hash is refused with what to use.
+    let approved_hash = hex::encode(common::cln::payment_hash_of(&small).0);
+    let reply = hook(|| {
+        plugin.command(
+            "sendonion",
+            json!({"onion": "00", "first_hop": {}, "payment_hash": approved_hash}),
+        )
+    });
+    assert_eq!(reply, json!({"result": "continue"}));
+    let unknown = hex::encode([9u8; 32]);
+    for (method, params) in [
+        (
+            "sendonion",
+            json!({"onion": "00", "first_hop": {}, "payment_hash": unknown}),
+        ),
+        ("sendpay", json!({"route": [], "payment_hash": unknown})),
+        (
+            "injectpaymentonion",
+            json!({"onion": "00", "payment_hash": unknown, "amount_msat": 1000, "cltv_expiry": 10, "partid": 0, "groupid": 0}),
+        ),
+    ] {
+        let reply = hook(|| plugin.command(method, params));
+        let e = error_of(&reply).unwrap_or_else(|| panic!("{method}: {reply}"));
+        assert_eq!(e["code"], 2102, "{method}: {reply}");
+        assert_eq!(e["data"]["tags"], json!(["warden-payment-uncheckable"]));
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("pay with `pay`, `xpay` or `renepay`"),
+            "{reply}"
+        );
+    }
+    // An offer: xpay fetches its invoice and preapproves that itself.
+    let reply = hook(|| {
+        plugin.command(
+            "xpay",
+            json!({"invstring": "lno1qgsqvgnwgcg35z6ee2h3yczraddm72xrfua9uve2rlrm9deu7xyfzrc"}),
+        )
+    });
+    assert_eq!(reply, json!({"result": "continue"}));
+    assert_eq!(
+        cln.window("daily-cap").await.used_msat,
+        1_250_000_000,
+        "checks count nothing; only the node's preapprovals did"
+    );
+    drop(hsmd);
+}

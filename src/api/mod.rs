@@ -896,6 +896,27 @@ impl Warden for AdminService {
         Ok(Response::new(check_response(answer)))
     }
 
+    async fn check_payment(
+        &self,
+        request: Request<proto::CheckPaymentRequest>,
+    ) -> Result<Response<proto::CheckResponse>, Status> {
+        self.admit(&request)?;
+        self.may_check(&request)?;
+        let req = request.into_inner();
+        let core = self.core.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            if !req.invoice.is_empty() {
+                core.check_invoice(&req.invoice, &req.command)
+            } else {
+                core.check_payment_hash(&req.payment_hash, &req.command)
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(check_response(answer)))
+    }
+
     async fn check_channel_open(
         &self,
         request: Request<proto::CheckChannelOpenRequest>,

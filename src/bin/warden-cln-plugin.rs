@@ -40,6 +40,9 @@ const TIMEOUT: DefaultIntegerConfigOption = DefaultIntegerConfigOption::new_i64_
 struct State {
     endpoint: Endpoint,
     client: Arc<Mutex<Option<WardenClient<Channel>>>>,
+    /// lightningd's JSON-RPC socket, for the preapprovals the plugin makes the node do.
+    rpc: std::path::PathBuf,
+    timeout: Duration,
 }
 
 fn read(path: &str, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -108,6 +111,24 @@ impl State {
                     })
                     .await
             }
+            Ask::Payment { invoice, .. } => {
+                client
+                    .check_payment(proto::CheckPaymentRequest {
+                        invoice,
+                        payment_hash: Vec::new(),
+                        command: command.to_string(),
+                    })
+                    .await
+            }
+            Ask::PaymentHash(payment_hash) => {
+                client
+                    .check_payment(proto::CheckPaymentRequest {
+                        invoice: String::new(),
+                        payment_hash,
+                        command: command.to_string(),
+                    })
+                    .await
+            }
             Ask::Nothing => return Answer::Approved,
             Ask::Refuse { tag, reason } => {
                 return Answer::Refused {
@@ -161,7 +182,21 @@ async fn rpc_command(p: Plugin<State>, v: Value) -> Result<Value, anyhow::Error>
     if ask == Ask::Nothing {
         return Ok(serde_json::json!({"result": "continue"}));
     }
-    let answer = state.check(ask, &method).await;
+    let preapprove = match &ask {
+        Ask::Payment {
+            invoice,
+            preapprove: true,
+        } => Some(invoice.clone()),
+        _ => None,
+    };
+    let mut answer = state.check(ask, &method).await;
+    if let (Answer::Approved, Some(invoice)) = (&answer, preapprove) {
+        // The command does not preapprove: the node does it now, through its hsmd, where
+        // wardend decides and counts, so the HTLCs that follow are valid.
+        if let Err(why) = preapprove_invoice(&state.rpc, &invoice, state.timeout).await {
+            answer = plug::declined(&method, &why);
+        }
+    }
     if answer != Answer::Approved {
         log::warn!("warden: `{method}` not allowed: {answer:?}");
     }
@@ -175,6 +210,55 @@ async fn open(p: Plugin<State>, hook: &str, v: Value) -> Result<Value, anyhow::E
         log::warn!("warden: incoming channel refused: {answer:?}");
     }
     Ok(plug::open_reply(&answer))
+}
+
+/// Ask lightningd to preapprove `invoice` (its `preapproveinvoice` command, which asks the
+/// signer): `Err` with lightningd's words when it is declined or cannot be asked.
+async fn preapprove_invoice(
+    rpc: &std::path::Path,
+    invoice: &str,
+    within: Duration,
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let call = async {
+        let mut s = tokio::net::UnixStream::connect(rpc)
+            .await
+            .map_err(|e| format!("cannot reach lightningd at {}: {e}", rpc.display()))?;
+        let req = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": "warden_cln_plugin:preapproveinvoice",
+            "method": "preapproveinvoice",
+            "params": {"bolt11": invoice},
+        });
+        s.write_all(req.to_string().as_bytes())
+            .await
+            .map_err(|e| format!("writing to lightningd: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("reading lightningd's answer: {e}"))?;
+            if n == 0 {
+                return Err("lightningd closed the connection without an answer".to_string());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
+                return match v.get("error") {
+                    None => Ok(()),
+                    Some(e) => Err(format!(
+                        "{} (code {})",
+                        e["message"].as_str().unwrap_or("declined"),
+                        e["code"]
+                    )),
+                };
+            }
+        }
+    };
+    tokio::time::timeout(within, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("lightningd did not answer within {within:?}")))
 }
 
 /// lightningd's messages as the plugin library reads them, each `rpc_command` call that
@@ -269,9 +353,12 @@ async fn main() -> anyhow::Result<()> {
         .context("the plugin's TLS settings")?
         .connect_timeout(Duration::from_secs(secs))
         .timeout(Duration::from_secs(secs));
+    let conf = configured.configuration();
     let state = State {
         endpoint,
         client: Arc::new(Mutex::new(None)),
+        rpc: std::path::Path::new(&conf.lightning_dir).join(&conf.rpc_file),
+        timeout: Duration::from_secs(secs),
     };
     let plugin = configured.start(state).await?;
     plugin.join().await

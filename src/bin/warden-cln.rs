@@ -6,7 +6,9 @@
 //! init                      -> node <node id>
 //! pay <sat> <label>         -> approved | not approved      (a BOLT 11 invoice, payee "demo shop")
 //! sign-message <text>       -> signature <hex>
-//! withdraw <sat> <n>        -> signed | refused ... | held ...   (to demo address n; needs --plugin)
+//! withdraw <sat> <n> [feerate] -> signed | refused ... | held ... (to demo address n; needs --plugin)
+//! pay-command <sat> <label> -> continue: approved | refused ... | held ... (the operator's `pay`,
+//!                              through the plugin first, then lightningd's own preapproval)
 //! fundchannel <sat> <n>     -> continue | refused ...            (with demo peer n; needs --plugin)
 //! incoming <sat> <n>        -> continue | reject ...             (demo peer n opens to us)
 //! setup-channel <sat> <n>   -> channel <peer>                    (NewChannel + SetupChannel)
@@ -139,14 +141,16 @@ async fn main() -> anyhow::Result<()> {
                     }
                     other => bail!("unexpected reply {other:?}"),
                 },
-                ["withdraw", sat, n] => {
+                ["withdraw", sat, n, rest @ ..] if rest.len() <= 1 => {
                     let sat: u64 = sat.parse().context("amount in sat")?;
                     let to = demo_address(n.parse().context("address number")?);
                     let plugin = plugin.as_mut().context("withdraw needs --plugin")?;
-                    let reply = plugin.command(
-                        "withdraw",
-                        serde_json::json!({"destination": to.to_string(), "satoshi": sat}),
-                    )?;
+                    let mut params =
+                        serde_json::json!({"destination": to.to_string(), "satoshi": sat});
+                    if let [feerate] = rest {
+                        params["feerate"] = serde_json::json!(feerate);
+                    }
+                    let reply = plugin.command("withdraw", params)?;
                     if reply["result"] != "continue" {
                         return Ok(hook_line(&reply));
                     }
@@ -183,6 +187,24 @@ async fn main() -> anyhow::Result<()> {
                         sat.parse().context("amount in sat")?,
                     )?;
                     Ok(format!("channel with {}", hex::encode(peer)))
+                }
+                ["pay-command", sat, label] => {
+                    let inv = invoice(sat.parse().context("amount in sat")?, label)?;
+                    let plugin = plugin.as_mut().context("pay-command needs --plugin")?;
+                    let reply = plugin.command("pay", serde_json::json!({"bolt11": inv}))?;
+                    if reply["result"] != "continue" {
+                        return Ok(hook_line(&reply));
+                    }
+                    // lightningd's pay preapproves by itself, where wardend decides and counts.
+                    match proxy.hsmd.call(msgs::PreapproveInvoice {
+                        invstring: vls_protocol::serde_bolt::WireString(inv.into_bytes()),
+                    })? {
+                        Message::PreapproveInvoiceReply(r) if r.result => {
+                            Ok("continue: approved".into())
+                        }
+                        Message::PreapproveInvoiceReply(_) => Ok("continue: not approved".into()),
+                        other => bail!("unexpected reply {other:?}"),
+                    }
                 }
                 ["pay", sat, label] => {
                     let inv = invoice(sat.parse().context("amount in sat")?, label)?;

@@ -31,6 +31,9 @@ pub trait SignerState: Send + Sync {
     /// Which of these outputs the node's own on-chain wallet can spend: by a key path an output
     /// names (checked against its script, never trusted), or by its script alone.
     fn wallet_owns(&self, outputs: &[WalletOutput]) -> Vec<bool>;
+    /// Whether the signer holds the payment with this hash approved (an invoice or keysend VLS
+    /// accepted): HTLCs for it are valid.
+    fn holds_payment(&self, payment_hash: &[u8; 32]) -> bool;
 }
 
 #[derive(Clone)]
@@ -54,7 +57,18 @@ impl Core {
         *self.channel_list.write().unwrap_or_else(|p| p.into_inner()) = Some(ChannelSource(f));
     }
 
-    /// Which of these output scripts the node's wallet can spend (none before the node is
+    /// Whether the signer holds the payment with this hash approved (no before the node is
+    /// built).
+    pub fn holds_payment(&self, payment_hash: &[u8; 32]) -> bool {
+        let f = self
+            .channel_list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        f.is_some_and(|f| f.0.holds_payment(payment_hash))
+    }
+
+    /// Which of these outputs the node's wallet can spend (none before the node is
     /// built).
     pub fn wallet_owns(&self, outputs: &[WalletOutput]) -> Vec<bool> {
         let f = self

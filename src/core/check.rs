@@ -60,6 +60,9 @@ pub enum CheckError {
     /// A PSBT that cannot be judged as it is.
     #[error("the PSBT cannot be checked: {0}")]
     Psbt(String),
+    /// A payment check that names neither an invoice that parses nor a 32-byte payment hash.
+    #[error("the payment cannot be checked: {0}")]
+    Payment(String),
 }
 
 fn msat(sat: u64) -> Result<u64, CheckError> {
@@ -204,6 +207,74 @@ impl Core {
         };
         tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "PSBT checked");
         Ok(self.outcome(answer))
+    }
+
+    /// What preapproving the payment of `invoice` (BOLT 11 or 12, as a payment command names it)
+    /// would decide now, counting nothing; see [`Core::check_payment`]. The request is the one
+    /// the node's preapproval will make, so an approval given for a held one is the one used.
+    pub fn check_invoice(&self, invoice: &str, command: &str) -> Result<CheckAnswer, CheckError> {
+        use std::str::FromStr;
+        // As lightningd reads it: without a `lightning:` prefix, in lower case.
+        let text = invoice.trim().to_ascii_lowercase();
+        let text = text.strip_prefix("lightning:").unwrap_or(&text);
+        let parsed = lightning_signer::invoice::Invoice::from_str(text).map_err(|e| {
+            CheckError::Payment(format!(
+                "{invoice:?} is not a BOLT 11 or BOLT 12 invoice ({e:?})"
+            ))
+        })?;
+        let req = crate::signer::approver::WardenApprover::request_for_invoice(&parsed);
+        let amountless = matches!(&parsed, lightning_signer::invoice::Invoice::Bolt11(i) if i.amount_milli_satoshis().is_none());
+        let answer = if amountless {
+            let tag = crate::tags::INVOICE_WITHOUT_AMOUNT;
+            let hit = crate::policy::RuleHit {
+                tag: tag.into(),
+                reason: format!("rule {tag}: the invoice has no amount, and the node's preapproval does not say how much it will pay, so no limit or quorum could be applied; ask the payee for an invoice with an amount"),
+            };
+            self.in_transaction_of(0, || {
+                match self.refuse_by(super::Intent::Check, self.clock.now(), &req, vec![hit]) {
+                    Ok(a) => a,
+                    Err((tag, why)) => self.fail_closed_tag(tag, &why, 0),
+                }
+            })
+        } else {
+            self.check_payment(&req)
+        };
+        tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "payment checked");
+        Ok(self.outcome(answer))
+    }
+
+    /// A payment command that names only a payment hash (a raw onion): approved when the signer
+    /// already holds that payment approved (its HTLCs are valid), refused otherwise, naming the
+    /// commands that carry the invoice.
+    pub fn check_payment_hash(
+        &self,
+        payment_hash: &[u8],
+        command: &str,
+    ) -> Result<CheckAnswer, CheckError> {
+        let hash: [u8; 32] = payment_hash.try_into().map_err(|_| {
+            CheckError::Payment(format!(
+                "a payment hash is 32 bytes; this one is {}",
+                payment_hash.len()
+            ))
+        })?;
+        if self.holds_payment(&hash) {
+            return Ok(CheckAnswer {
+                outcome: CheckOutcome::Approved,
+                tags: vec![],
+                reason: String::new(),
+                request_id: None,
+            });
+        }
+        let tag = crate::tags::PAYMENT_UNCHECKABLE;
+        Ok(CheckAnswer {
+            outcome: CheckOutcome::Refused,
+            tags: vec![tag.to_string()],
+            reason: format!(
+                "rule {tag}: `{command}` names payment {} without its invoice, and the signer holds no approval for it, so its HTLC would reach the signer unapproved (which stops the node); pay with `pay`, `xpay` or `renepay`, or pass the invoice (`bolt11`, `invstring`)",
+                hex::encode(hash)
+            ),
+            request_id: None,
+        })
     }
 
     /// What `[channels]` says to these opens (peer hex, sat, private?, incoming?), and

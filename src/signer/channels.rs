@@ -216,6 +216,15 @@ impl WalletScripts {
 }
 
 impl crate::core::SignerState for NodeView {
+    fn holds_payment(&self, payment_hash: &[u8; 32]) -> bool {
+        use lightning_signer::lightning::types::payment::PaymentHash;
+        self.node.upgrade().is_some_and(|n| {
+            let state = n.get_state();
+            let hash = PaymentHash(*payment_hash);
+            state.invoices.contains_key(&hash) || state.payments.contains_key(&hash)
+        })
+    }
+
     fn wallet_owns(&self, outputs: &[crate::core::channels::WalletOutput]) -> Vec<bool> {
         use lightning_signer::wallet::Wallet;
         let Some(node) = self.node.upgrade() else {

@@ -133,6 +133,29 @@ pub fn bind_seed(
     }
 }
 
+/// The lowest feerate VLS accepts (sat/kw), below its default of 253: Core Lightning builds
+/// slow sweeps of a force close at its 253 sat/kw floor over the signed weight, while VLS
+/// 1.0.0-rc.1 estimates a sweep's signed weight as the unsigned weight plus 220 (a to_local
+/// witness weighs about 157), and so reads such a sweep as paying about 224 sat/kw and refuses
+/// it, fatally for the node. 200 covers that estimation error with room for lightningd's
+/// rounding; VLS's upper bounds (feerate, and the fee velocity) are unchanged.
+pub const VLS_MIN_FEERATE_PER_KW: u32 = 200;
+
+/// VLS's policy as Warden configures it: VLS's defaults for the network, Warden's invoice
+/// capacity, no velocity limit of VLS's own (Warden's policy owns the limits), the filters the
+/// operator named, and [`VLS_MIN_FEERATE_PER_KW`].
+fn vls_policy(
+    settings: SignerSettings,
+    filter: &lightning_signer::policy::filter::PolicyFilter,
+) -> lightning_signer::policy::simple_validator::SimplePolicy {
+    let mut policy = make_simple_policy(settings.network, OptionizedSimplePolicy::default());
+    policy.max_invoices = settings.max_invoices;
+    policy.filter.merge(filter.clone());
+    policy.global_velocity_control = VelocityControlSpec::UNLIMITED;
+    policy.min_feerate_per_kw = VLS_MIN_FEERATE_PER_KW;
+    policy
+}
+
 /// Build (or restore) the VLS node and its init handler. The seed is copied into VLS, which
 /// keeps it for the life of the node; Warden's own copy is wiped here.
 pub fn build_handler(
@@ -146,10 +169,7 @@ pub fn build_handler(
         persist::VlsKvvStore::open(store).map_err(|e| SignerError::Persist(format!("{e:?}")))?;
     let warden_persister = Arc::new(node_persist::WardenPersister::new(store));
     let persister: Arc<dyn Persist> = warden_persister.clone();
-    let mut policy = make_simple_policy(settings.network, OptionizedSimplePolicy::default());
-    policy.max_invoices = settings.max_invoices;
-    policy.filter.merge(filter.clone());
-    policy.global_velocity_control = VelocityControlSpec::UNLIMITED;
+    let policy = vls_policy(settings, filter);
     let validator_factory: Arc<dyn ValidatorFactory> =
         Arc::new(OnchainValidatorFactory::new_with_simple_factory(
             SimpleValidatorFactory::new_with_policy(policy),
@@ -211,6 +231,41 @@ pub fn build_handler(
 
 #[cfg(test)]
 mod tests {
+    /// Issue 26, item 1: the sweep of a force close that Core Lightning builds at its floor is
+    /// within VLS's range as Warden configures it; the upper bound is VLS's own.
+    #[test]
+    fn a_sweep_at_core_lightnings_floor_is_within_vls_range_and_the_maximum_stays() {
+        use lightning_signer::bitcoin::Network;
+        let settings = super::SignerSettings {
+            network: Network::Bitcoin,
+            max_invoices: 1_000,
+        };
+        let p = super::vls_policy(settings, &Default::default());
+        // A to_local sweep as Core Lightning v25.09 builds it: one input (nSequence the
+        // delay), one P2TR output to the wallet; 376 weight units unsigned, 529 signed.
+        let (unsigned, signed) = (376u64, 529u64);
+        let fee = 253 * signed / 1_000;
+        // VLS 1.0.0-rc.1: the unsigned weight plus 220, and the highest rate giving this fee.
+        let vls_rate = (fee * 1_000).div_ceil(unsigned + 220);
+        assert!(
+            vls_rate < 253,
+            "the estimation error this guards: {vls_rate}"
+        );
+        assert!(
+            vls_rate >= u64::from(p.min_feerate_per_kw),
+            "{vls_rate} < {}",
+            p.min_feerate_per_kw
+        );
+        let default = lightning_signer::policy::simple_validator::make_default_simple_policy(
+            Network::Bitcoin,
+        );
+        assert_eq!(p.max_feerate_per_kw, default.max_feerate_per_kw);
+        assert_eq!(
+            p.fee_velocity_control.limit_msat,
+            default.fee_velocity_control.limit_msat
+        );
+    }
+
     use super::*;
 
     #[test]

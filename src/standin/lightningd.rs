@@ -46,6 +46,62 @@ fn broken(what: String) -> std::io::Error {
     std::io::Error::other(what)
 }
 
+/// lightningd's JSON-RPC socket (`lightning-rpc` in its directory) as a plugin reaches it:
+/// `preapproveinvoice` answered as lightningd does (`{}`, or error 213 "invoice was declined")
+/// from what `preapprove` (the node's hsmd) says; every call is recorded.
+pub struct RpcSocket {
+    /// Every call received, in order.
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl RpcSocket {
+    /// Serve in `dir`.
+    pub fn serve(
+        dir: &Path,
+        preapprove: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        use std::io::Read;
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("lightning-rpc"))?;
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (seen, preapprove) = (calls.clone(), std::sync::Arc::new(preapprove));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let (seen, preapprove) = (seen.clone(), preapprove.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let req = loop {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
+                            break v;
+                        }
+                    };
+                    seen.lock().unwrap().push(req.clone());
+                    let answer = match req["method"].as_str() {
+                        Some("preapproveinvoice") => {
+                            let bolt11 = req["params"]["bolt11"].as_str().unwrap_or_default();
+                            if preapprove(bolt11) {
+                                json!({"jsonrpc": "2.0", "id": req["id"], "result": {}})
+                            } else {
+                                json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 213, "message": "invoice was declined"}})
+                            }
+                        }
+                        _ => {
+                            json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": -32601, "message": "unknown command"}})
+                        }
+                    };
+                    let _ = conn.write_all(format!("{answer}\n\n").as_bytes());
+                });
+            }
+        });
+        Ok(RpcSocket { calls })
+    }
+}
+
 /// The plugin's options as lightningd passes them in `init`, for wardend's admin API on
 /// `admin_port` and the client certificate `cert` (`cert.pem`, `cert.key`) in `pki`.
 pub fn plugin_options(admin_port: u16, pki: &Path, cert: &str) -> Value {
@@ -59,8 +115,14 @@ pub fn plugin_options(admin_port: u16, pki: &Path, cert: &str) -> Value {
 }
 
 fn configuration() -> Value {
+    configuration_in(Path::new("/tmp/warden-standin-lightning"))
+}
+
+/// lightningd's configuration as `init` passes it, for a lightning directory `dir` (whose
+/// `lightning-rpc` is lightningd's JSON-RPC socket).
+fn configuration_in(dir: &Path) -> Value {
     json!({
-        "lightning-dir": "/tmp/warden-standin-lightning",
+        "lightning-dir": dir,
         "rpc-file": "lightning-rpc",
         "startup": true,
         "network": "regtest",
@@ -71,11 +133,16 @@ fn configuration() -> Value {
 impl PluginHost {
     /// Start the plugin at `binary` and complete lightningd's handshake with `options`.
     pub fn start(binary: &Path, options: Value) -> std::io::Result<Self> {
+        Self::start_in(binary, options, Path::new("/tmp/warden-standin-lightning"))
+    }
+
+    /// [`PluginHost::start`] with lightningd's directory `dir` (where an [`RpcSocket`] serves).
+    pub fn start_in(binary: &Path, options: Value, dir: &Path) -> std::io::Result<Self> {
         let mut p = Self::spawn(binary)?;
         p.manifest = p.call("getmanifest", json!({"allow-deprecated-apis": false}))?;
         let init = p.call(
             "init",
-            json!({"options": options, "configuration": configuration()}),
+            json!({"options": options, "configuration": configuration_in(dir)}),
         )?;
         if let Some(why) = init.get("disable") {
             return Err(broken(format!("the plugin disabled itself: {why}")));
