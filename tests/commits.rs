@@ -19,14 +19,15 @@ use vlsd::grpc::hsmd::SignerRequest;
 use warden::approval::keys::AdminKey;
 use warden::approval::{ApprovalConfig, ApprovalStore, Decision, RequestState, SignatureFormat};
 use warden::audit::verify::{verify_store, Finding};
-use warden::audit::{AuditConfig, AuditLog};
+
 use warden::clock::{Clock, ManualClock};
 use warden::core::engine::load_velocity;
 use warden::core::{Core, LoadedPolicy};
 use warden::hsm::{Hsm, NodeSeed};
 use warden::policy::{parse_policy, LedgerKey, PaymentRequest};
 use warden::signer::stream::Session;
-use warden::signer::{build_handler, vls_filter, SignerSettings};
+
+use common::stack::GatedSync;
 use warden::store::fault::FaultBackend;
 use warden::store::sled::SledBackend;
 use warden::store::{Backend, Namespace, Store};
@@ -130,28 +131,8 @@ struct Stack {
 
 impl Stack {
     fn new(w: &World, backend: Arc<dyn Backend>) -> Self {
-        let store = Store::new(backend);
-        let audit = Arc::new(
-            AuditLog::open(&store, Arc::new(w.hsm.clone()), AuditConfig::default()).unwrap(),
-        );
-        let core = Arc::new(
-            Core::open(
-                store.clone(),
-                w.policy.clone(),
-                ApprovalConfig::default(),
-                Arc::new(w.clock.clone()),
-                audit,
-                Default::default(),
-            )
-            .unwrap(),
-        );
-        let settings = SignerSettings {
-            network: lightning_signer::bitcoin::Network::Regtest,
-            max_invoices: 1_000,
-        };
-        let init =
-            build_handler(core.clone(), &w.seed, &store, settings, &vls_filter(&[])).unwrap();
-        let session = Session::new(&init, core.clone());
+        let (store, core, session) =
+            common::stack::build(&w.hsm, &w.seed, &w.policy, &w.clock, backend);
         Stack {
             store,
             core,
@@ -409,79 +390,23 @@ fn a_crash_at_any_commit_loses_nothing_and_counts_nothing_twice() {
     }
 }
 
-/// sled whose syncs wait while the gate is shut: a commit is applied, and then held between
-/// its apply and its sync for as long as the test wants.
-struct GatedSync {
-    sled: Arc<SledBackend>,
-    shut: std::sync::Mutex<bool>,
-    opened: std::sync::Condvar,
-    waiting: std::sync::atomic::AtomicU64,
-}
-
-impl GatedSync {
-    fn open(&self) {
-        *self.shut.lock().unwrap() = false;
-        self.opened.notify_all();
-    }
-}
-
-impl Backend for GatedSync {
-    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, warden::store::StoreError> {
-        self.sled.get(ns, key)
-    }
-    fn scan(
-        &self,
-        ns: Namespace,
-        prefix: &[u8],
-    ) -> Result<Vec<warden::store::Entry>, warden::store::StoreError> {
-        self.sled.scan(ns, prefix)
-    }
-    fn last(
-        &self,
-        ns: Namespace,
-        prefix: &[u8],
-    ) -> Result<Option<warden::store::Entry>, warden::store::StoreError> {
-        self.sled.last(ns, prefix)
-    }
-    fn commit(&self, batch: &warden::store::Batch) -> Result<(), warden::store::StoreError> {
-        self.apply(batch)?;
-        self.sync()
-    }
-    fn apply(&self, batch: &warden::store::Batch) -> Result<(), warden::store::StoreError> {
-        self.sled.apply(batch)
-    }
-    fn sync(&self) -> Result<(), warden::store::StoreError> {
-        let mut shut = self.shut.lock().unwrap();
-        self.waiting
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        while *shut {
-            shut = self.opened.wait(shut).unwrap();
-        }
-        drop(shut);
-        self.sled.sync()
-    }
-}
-
 /// Issue 25, item 5: a freeze applied but not yet synced is not undone when another
 /// transaction is discarded meanwhile (its abort restores memory from the committed copies).
 #[test]
 fn a_freeze_waiting_for_its_sync_survives_the_abort_of_another_transaction() {
     let w = World::new("freeze-abort");
     let dir = tempfile::tempdir().unwrap();
-    let gate = Arc::new(GatedSync {
-        sled: Arc::new(SledBackend::open(dir.path()).unwrap()),
-        shut: std::sync::Mutex::new(false),
-        opened: std::sync::Condvar::new(),
-        waiting: Default::default(),
-    });
+    let gate = Arc::new(GatedSync::new(Arc::new(
+        SledBackend::open(dir.path()).unwrap(),
+    )));
     let mut s = Stack::new(&w, gate.clone());
     s.init().unwrap();
-    *gate.shut.lock().unwrap() = true;
-    let before = gate.waiting.load(std::sync::atomic::Ordering::SeqCst);
+    gate.shut();
+    let before = gate.syncs_begun();
     let core = s.core.clone();
     let freezer = std::thread::spawn(move || core.freeze("erin", "stolen laptop").unwrap());
     // The freeze is applied and its commit now waits in the sync.
-    while gate.waiting.load(std::sync::atomic::Ordering::SeqCst) == before {
+    while gate.syncs_begun() == before {
         std::thread::yield_now();
     }
     assert!(s.core.frozen().is_some(), "frozen for the next request");

@@ -369,7 +369,7 @@ impl Session {
             && super::replies::carries_decision(&request.message);
         let request_digest = kept.then(|| super::replies::request_digest(&request));
         if kept {
-            match super::replies::answered(core.store(), &request, core.clock.now()) {
+            match super::replies::answered(core.store(), &request) {
                 Ok(Some(response)) => {
                     tracing::info!(
                         request = id,

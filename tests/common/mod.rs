@@ -279,3 +279,4 @@ pub mod hook;
 pub mod ldk_hub;
 pub mod ldk_net;
 pub mod pg;
+pub mod stack;

@@ -1,0 +1,118 @@
+//! wardend's parts in one process, as `wardend` builds them at start, over any backend: the
+//! store, the audit log on a real SoftHSM key, the core, and the hsmd stream's `Session` around
+//! the VLS node built from the HSM-sealed seed. What the commit tests and the simulator drive.
+
+use std::sync::Arc;
+use warden::approval::ApprovalConfig;
+use warden::audit::{AuditConfig, AuditLog};
+use warden::clock::ManualClock;
+use warden::core::{Core, LoadedPolicy};
+use warden::hsm::{Hsm, NodeSeed};
+use warden::signer::stream::Session;
+use warden::signer::{build_handler, vls_filter, SignerSettings};
+use warden::store::{Backend, Store};
+
+/// The store, the core and the session of one wardend over `backend`.
+pub fn build(
+    hsm: &Hsm,
+    seed: &NodeSeed,
+    policy: &LoadedPolicy,
+    clock: &ManualClock,
+    backend: Arc<dyn Backend>,
+) -> (Store, Arc<Core>, Session) {
+    let store = Store::new(backend);
+    let audit =
+        Arc::new(AuditLog::open(&store, Arc::new(hsm.clone()), AuditConfig::default()).unwrap());
+    let core = Arc::new(
+        Core::open(
+            store.clone(),
+            policy.clone(),
+            ApprovalConfig::default(),
+            Arc::new(clock.clone()),
+            audit,
+            Default::default(),
+        )
+        .unwrap(),
+    );
+    let settings = SignerSettings {
+        network: lightning_signer::bitcoin::Network::Regtest,
+        max_invoices: 1_000,
+    };
+    let init = build_handler(core.clone(), seed, &store, settings, &vls_filter(&[])).unwrap();
+    let session = Session::new(&init, core.clone());
+    (store, core, session)
+}
+
+/// A backend whose syncs wait while its gate is shut: a commit is applied, then held between its
+/// apply and its sync for as long as a test (or the simulator) wants.
+pub struct GatedSync {
+    inner: Arc<dyn Backend>,
+    shut: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    begun: std::sync::atomic::AtomicU64,
+}
+
+impl GatedSync {
+    /// Over `inner`, open.
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        GatedSync {
+            inner,
+            shut: std::sync::Mutex::new(false),
+            opened: std::sync::Condvar::new(),
+            begun: Default::default(),
+        }
+    }
+    /// Hold every sync from now on.
+    pub fn shut(&self) {
+        *self.shut.lock().unwrap() = true;
+    }
+    /// Let the held syncs (and later ones) through.
+    pub fn open(&self) {
+        *self.shut.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+    /// Syncs begun so far (held ones included).
+    pub fn syncs_begun(&self) -> u64 {
+        self.begun.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Backend for GatedSync {
+    fn get(
+        &self,
+        ns: warden::store::Namespace,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, warden::store::StoreError> {
+        self.inner.get(ns, key)
+    }
+    fn scan(
+        &self,
+        ns: warden::store::Namespace,
+        prefix: &[u8],
+    ) -> Result<Vec<warden::store::Entry>, warden::store::StoreError> {
+        self.inner.scan(ns, prefix)
+    }
+    fn last(
+        &self,
+        ns: warden::store::Namespace,
+        prefix: &[u8],
+    ) -> Result<Option<warden::store::Entry>, warden::store::StoreError> {
+        self.inner.last(ns, prefix)
+    }
+    fn commit(&self, batch: &warden::store::Batch) -> Result<(), warden::store::StoreError> {
+        self.apply(batch)?;
+        self.sync()
+    }
+    fn apply(&self, batch: &warden::store::Batch) -> Result<(), warden::store::StoreError> {
+        self.inner.apply(batch)
+    }
+    fn sync(&self) -> Result<(), warden::store::StoreError> {
+        let mut shut = self.shut.lock().unwrap();
+        self.begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        while *shut {
+            shut = self.opened.wait(shut).unwrap();
+        }
+        drop(shut);
+        self.inner.sync()
+    }
+}
