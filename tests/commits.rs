@@ -24,7 +24,7 @@ use warden::clock::{Clock, ManualClock};
 use warden::core::engine::load_velocity;
 use warden::core::{Core, LoadedPolicy};
 use warden::hsm::{Hsm, NodeSeed};
-use warden::policy::{parse_policy, LedgerKey, PaymentRequest};
+use warden::policy::{LedgerKey, PaymentRequest};
 use warden::signer::stream::Session;
 
 use common::stack::GatedSync;
@@ -47,23 +47,8 @@ struct World {
 
 impl World {
     fn new(label: &str) -> Self {
-        let token = TestToken::new(label);
-        let hsm = token.open();
-        hsm.init(&token.data_dir, lightning_signer::bitcoin::Network::Regtest)
-            .unwrap();
-        let seed = hsm
-            .load_seed(&token.data_dir, lightning_signer::bitcoin::Network::Regtest)
-            .unwrap()
-            .seed;
-        let admins: Vec<(String, AdminKey)> = ["alice", "bob", "carol"]
-            .iter()
-            .map(|n| (n.to_string(), AdminKey::generate()))
-            .collect();
-        let mut text = "version = 1\n[admins]\n".to_string();
-        for (n, k) in &admins {
-            text.push_str(&format!("{n} = {{ pubkey = \"{}\" }}\n", k.public_key()));
-        }
-        text.push_str(&format!(
+        let (token, hsm, seed) = common::stack::sealed(label);
+        let (admins, policy) = common::stack::admins_and_policy(&format!(
             r#"
 [[limit]]
 tag = "daily-cap"
@@ -77,10 +62,6 @@ quorum = {{ need = 2, of = ["alice", "bob", "carol"] }}
 expiry = "1h"
 "#
         ));
-        let policy = LoadedPolicy {
-            policy: Arc::new(parse_policy(&text).unwrap()),
-            text,
-        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -427,10 +408,7 @@ fn a_freeze_waiting_for_its_sync_survives_the_abort_of_another_transaction() {
 }
 
 fn address(seed: u8) -> lightning_signer::bitcoin::Address {
-    use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
-    let key = SecretKey::from_slice(&[seed; 32]).unwrap();
-    let pk = lightning_signer::bitcoin::CompressedPublicKey(key.public_key(&Secp256k1::new()));
-    lightning_signer::bitcoin::Address::p2wpkh(&pk, lightning_signer::bitcoin::Network::Regtest)
+    common::stack::regtest_address(seed)
 }
 
 fn daily(s: &Stack, w: &World) -> (u64, u128) {

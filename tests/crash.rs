@@ -56,20 +56,7 @@ expiry = "1h"
     )
 }
 
-/// xorshift64*: the harness needs reproducible choices, not cryptographic ones.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use common::stack::Rng;
 
 /// What the node side saw of one invoice.
 struct Seen {

@@ -38,7 +38,7 @@ use warden::clock::{Clock, ManualClock};
 use warden::core::engine::load_velocity;
 use warden::core::{Core, LoadedPolicy};
 use warden::hsm::{Hsm, NodeSeed};
-use warden::policy::{parse_policy, LedgerKey, PaymentRequest};
+use warden::policy::{LedgerKey, PaymentRequest};
 use warden::signer::stream::Session;
 use warden::store::fault::FaultBackend;
 use warden::store::sled::SledBackend;
@@ -59,20 +59,7 @@ const REGRESSIONS: &[u64] = &[
     70,
 ];
 
-/// xorshift64*: reproducible choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use common::stack::Rng;
 
 /// What the reference model knows, kept apart from the signer's own records.
 #[derive(Default)]
@@ -142,20 +129,8 @@ struct Signer {
 
 impl World {
     fn new(label: &str) -> Self {
-        let token = TestToken::new(label);
-        let hsm = token.open();
-        let network = lightning_signer::bitcoin::Network::Regtest;
-        hsm.init(&token.data_dir, network).unwrap();
-        let seed = hsm.load_seed(&token.data_dir, network).unwrap().seed;
-        let admins: Vec<(String, AdminKey)> = ["alice", "bob", "carol"]
-            .iter()
-            .map(|n| (n.to_string(), AdminKey::generate()))
-            .collect();
-        let mut text = "version = 1\n[admins]\n".to_string();
-        for (n, k) in &admins {
-            text.push_str(&format!("{n} = {{ pubkey = \"{}\" }}\n", k.public_key()));
-        }
-        text.push_str(&format!(
+        let (token, hsm, seed) = common::stack::sealed(label);
+        let (admins, policy) = common::stack::admins_and_policy(&format!(
             r#"
 [[limit]]
 tag = "per-payment-cap"
@@ -174,10 +149,6 @@ quorum = {{ need = 2, of = ["alice", "bob", "carol"] }}
 expiry = "1h"
 "#
         ));
-        let policy = LoadedPolicy {
-            policy: Arc::new(parse_policy(&text).unwrap()),
-            text,
-        };
         let dir = tempfile::tempdir().unwrap();
         let sled: Arc<dyn Backend> = Arc::new(SledBackend::open(dir.path()).unwrap());
         World {
@@ -234,10 +205,7 @@ impl Signer {
 
 /// The address of on-chain destination `n`.
 fn address(n: u64) -> lightning_signer::bitcoin::Address {
-    use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
-    let key = SecretKey::from_slice(&[(n % 250) as u8 + 1; 32]).unwrap();
-    let pk = lightning_signer::bitcoin::CompressedPublicKey(key.public_key(&Secp256k1::new()));
-    lightning_signer::bitcoin::Address::p2wpkh(&pk, lightning_signer::bitcoin::Network::Regtest)
+    common::stack::regtest_address((n % 250) as u8 + 1)
 }
 
 fn preapprove_answer(r: &SignerResponse) -> Option<bool> {

@@ -343,6 +343,22 @@ impl AdminService {
         }
     }
 
+    /// Run a check off the runtime (it commits); a check that cannot be asked as written is an
+    /// invalid argument, naming what was wrong.
+    async fn checked(
+        &self,
+        check: impl FnOnce(&Core) -> Result<crate::core::CheckAnswer, crate::core::CheckError>
+            + Send
+            + 'static,
+    ) -> Result<Response<proto::CheckResponse>, Status> {
+        let core = self.core.clone();
+        let answer = tokio::task::spawn_blocking(move || check(&core))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(check_response(answer)))
+    }
+
     /// The role of the certificate a request came with.
     pub fn role<T>(&self, req: &Request<T>) -> Result<Role, Status> {
         let Some(certs) = req.peer_certs() else {
@@ -878,8 +894,7 @@ impl Warden for AdminService {
             .into_iter()
             .map(|o| (o.address, o.amount_sat))
             .collect();
-        let core = self.core.clone();
-        let answer = tokio::task::spawn_blocking(move || {
+        self.checked(move |core| {
             if req.psbt.is_empty() {
                 core.check_spend(&outputs, &req.command, req.feerate_per_kw)
             } else if outputs.is_empty() {
@@ -891,9 +906,6 @@ impl Warden for AdminService {
             }
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(check_response(answer)))
     }
 
     async fn check_payment(
@@ -903,8 +915,7 @@ impl Warden for AdminService {
         self.admit(&request)?;
         self.may_check(&request)?;
         let req = request.into_inner();
-        let core = self.core.clone();
-        let answer = tokio::task::spawn_blocking(move || {
+        self.checked(move |core| {
             if !req.invoice.is_empty() {
                 core.check_invoice(&req.invoice, &req.command)
             } else {
@@ -912,9 +923,6 @@ impl Warden for AdminService {
             }
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(check_response(answer)))
     }
 
     async fn check_channel_open(
@@ -929,14 +937,8 @@ impl Warden for AdminService {
             .into_iter()
             .map(|o| (o.peer, o.amount_sat, o.private, o.incoming))
             .collect();
-        let core = self.core.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            core.check_channels(&opens, &req.command, req.feerate_per_kw)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(check_response(answer)))
+        self.checked(move |core| core.check_channels(&opens, &req.command, req.feerate_per_kw))
+            .await
     }
 
     async fn list_channels(

@@ -6,7 +6,7 @@
 use super::TestToken;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use warden::approval::keys::AdminKey;
 
@@ -155,30 +155,35 @@ impl Daemon {
         self.spawn_wardend(true);
     }
 
+    /// wardend (under `wrapper`) with this daemon's configuration in its environment.
+    fn wardend_command(&self, wrapper: &[String]) -> Command {
+        let mut c = self.token.command_via(wrapper, "wardend");
+        c.env(
+            "WARDEN_HSMD_ADDRESS",
+            format!("127.0.0.1:{}", self.hsmd_port),
+        )
+        .env(
+            "WARDEN_ADMIN_LISTEN",
+            format!("127.0.0.1:{}", self.admin_port),
+        )
+        .env("WARDEN_ADMIN_TLS_CERT", self.pki.join("server.pem"))
+        .env("WARDEN_ADMIN_TLS_KEY", self.pki.join("server.key"))
+        .env("WARDEN_ADMIN_CLIENT_CA", self.pki.join("ca.pem"))
+        .env("WARDEN_POLICY", &self.policy)
+        .env("RUST_LOG", "warn")
+        .envs(
+            self.wardend_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        c
+    }
+
     /// Run wardend as [`Daemon::start_wardend`] would, for a start that must be refused: its
     /// exit status and output (killed after 60 s if it started after all).
     pub fn run_wardend_to_exit(&self) -> std::process::Output {
         let child = self
-            .token
-            .command("wardend")
-            .env(
-                "WARDEN_HSMD_ADDRESS",
-                format!("127.0.0.1:{}", self.hsmd_port),
-            )
-            .env(
-                "WARDEN_ADMIN_LISTEN",
-                format!("127.0.0.1:{}", self.admin_port),
-            )
-            .env("WARDEN_ADMIN_TLS_CERT", self.pki.join("server.pem"))
-            .env("WARDEN_ADMIN_TLS_KEY", self.pki.join("server.key"))
-            .env("WARDEN_ADMIN_CLIENT_CA", self.pki.join("ca.pem"))
-            .env("WARDEN_POLICY", &self.policy)
-            .env("RUST_LOG", "warn")
-            .envs(
-                self.wardend_env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
+            .wardend_command(&[])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -212,26 +217,7 @@ impl Daemon {
 
     fn spawn_wardend(&mut self, active: bool) {
         let mut child = self
-            .token
-            .command_via(&self.wardend_wrapper, "wardend")
-            .env(
-                "WARDEN_HSMD_ADDRESS",
-                format!("127.0.0.1:{}", self.hsmd_port),
-            )
-            .env(
-                "WARDEN_ADMIN_LISTEN",
-                format!("127.0.0.1:{}", self.admin_port),
-            )
-            .env("WARDEN_ADMIN_TLS_CERT", self.pki.join("server.pem"))
-            .env("WARDEN_ADMIN_TLS_KEY", self.pki.join("server.key"))
-            .env("WARDEN_ADMIN_CLIENT_CA", self.pki.join("ca.pem"))
-            .env("WARDEN_POLICY", &self.policy)
-            .env("RUST_LOG", "warn")
-            .envs(
-                self.wardend_env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
+            .wardend_command(&self.wardend_wrapper)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -116,3 +116,61 @@ impl Backend for GatedSync {
         self.inner.sync()
     }
 }
+
+/// A SoftHSM token initialised for regtest, its HSM session and the node seed it sealed.
+pub fn sealed(label: &str) -> (super::TestToken, Hsm, NodeSeed) {
+    let token = super::TestToken::new(label);
+    let hsm = token.open();
+    let network = lightning_signer::bitcoin::Network::Regtest;
+    hsm.init(&token.data_dir, network).unwrap();
+    let seed = hsm.load_seed(&token.data_dir, network).unwrap().seed;
+    (token, hsm, seed)
+}
+
+/// Admins alice, bob and carol with fresh keys, and a policy declaring them followed by `rules`.
+pub fn admins_and_policy(
+    rules: &str,
+) -> (
+    Vec<(String, warden::approval::keys::AdminKey)>,
+    LoadedPolicy,
+) {
+    let admins: Vec<(String, warden::approval::keys::AdminKey)> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| (n.to_string(), warden::approval::keys::AdminKey::generate()))
+        .collect();
+    let mut text = "version = 1\n[admins]\n".to_string();
+    for (n, k) in &admins {
+        text.push_str(&format!("{n} = {{ pubkey = \"{}\" }}\n", k.public_key()));
+    }
+    text.push_str(rules);
+    let policy = LoadedPolicy {
+        policy: Arc::new(warden::policy::parse_policy(&text).unwrap()),
+        text,
+    };
+    (admins, policy)
+}
+
+/// A regtest P2WPKH address of key `seed` (nobody in the tests spends from it).
+pub fn regtest_address(seed: u8) -> lightning_signer::bitcoin::Address {
+    use lightning_signer::bitcoin::secp256k1::{Secp256k1, SecretKey};
+    let key = SecretKey::from_slice(&[seed; 32]).unwrap();
+    let pk = lightning_signer::bitcoin::CompressedPublicKey(key.public_key(&Secp256k1::new()));
+    lightning_signer::bitcoin::Address::p2wpkh(&pk, lightning_signer::bitcoin::Network::Regtest)
+}
+
+/// xorshift64*: reproducible choices for the harnesses, not cryptographic ones.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
