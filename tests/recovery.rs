@@ -334,6 +334,41 @@ async fn an_unfreeze_for_a_freeze_lifted_another_way_says_nothing_changed() {
     assert_eq!(h.core.frozen().map(|f| f.by), Some("bob".to_string()));
 }
 
+/// Issue 25, item 8: a recovery action is checked against the policy in force inside its own
+/// transaction. Here a policy change is committed while the execution waits for the store's
+/// slot: the execution must see it (and, as the action was signed under the policy before,
+/// refuse), not the policy it would have read before it waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_action_is_checked_against_the_policy_committed_while_it_waited() {
+    let h = AdminHarness::start().await;
+    let recovery = AdminKey::generate();
+    let text = with_recovery(&h, &recovery);
+    install(&h, &text);
+    h.core.freeze("erin", "rogue admin").unwrap();
+    let r = open(&h, "unfreeze", "").await.unwrap();
+    start(&h, &r, &recovery).await.unwrap();
+    h.clock.advance(RECOVERY_DRAFT_SECS + DELAY);
+    let store = h.core.store().clone();
+    let held = store.begin().unwrap();
+    let (core, id) = (h.core.clone(), r.id.clone());
+    let executing = std::thread::spawn(move || core.execute_recovery(&id));
+    while store.writers_waiting() == 0 {
+        std::thread::yield_now();
+    }
+    // The execution waits for the slot; the policy in force changes meanwhile.
+    let changed = format!("{text}\n# changed while the recovery waited\n");
+    h.core
+        .set_policy(LoadedPolicy {
+            policy: Arc::new(warden::policy::parse_policy(&changed).unwrap()),
+            text: changed,
+        })
+        .unwrap();
+    held.commit().unwrap();
+    let e = executing.join().unwrap().unwrap_err().to_string();
+    assert!(e.contains("policy"), "{e}");
+    assert!(h.core.frozen().is_some(), "nothing was executed");
+}
+
 #[test]
 fn a_recovery_key_that_is_an_admin_s_is_refused() {
     let admin = "02d74311b32709b0d4d12c808cfc284f715826852b476f6264056bab56911c7828";

@@ -352,6 +352,8 @@ struct Inner {
     aborts: AtomicU64,
     on_abort: Mutex<Option<AbortHandler>>,
     restore_pending: std::sync::atomic::AtomicBool,
+    /// Threads waiting in [`Store::begin`] for the slot (for tests that order a race).
+    waiting: AtomicU64,
 }
 
 /// Warden's state: a backend and the transaction open on it.
@@ -466,6 +468,7 @@ impl Store {
                 aborts: AtomicU64::new(0),
                 on_abort: Mutex::new(None),
                 restore_pending: Default::default(),
+                waiting: AtomicU64::new(0),
             }),
         }
     }
@@ -498,11 +501,13 @@ impl Store {
                 None => break,
                 Some(o) if o == me => return Err(StoreError::Nested),
                 Some(_) => {
+                    self.inner.waiting.fetch_add(1, Ordering::SeqCst);
                     slot = self
                         .inner
                         .free
                         .wait(slot)
-                        .unwrap_or_else(|p| p.into_inner())
+                        .unwrap_or_else(|p| p.into_inner());
+                    self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         }
@@ -867,6 +872,12 @@ impl Store {
     /// The backend's commit timings.
     pub fn timings(&self) -> Vec<Timing> {
         self.inner.backend.timings()
+    }
+
+    /// Threads waiting to begin a transaction while another holds the slot.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn writers_waiting(&self) -> u64 {
+        self.inner.waiting.load(Ordering::SeqCst)
     }
 
     /// Write `value` under `key` behind Warden's back, as an attacker with the database would.
