@@ -165,16 +165,24 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     // (2) Above the threshold: refused, no HTLC leaves A, and a request waits for admins.
     let large = net.invoice(1_500_000 * SAT, "large");
     let capacity = net.a.manager.list_usable_channels()[0].outbound_capacity_msat;
-    match net.pay(&large, preapprove) {
-        Err(LdkError::Refused {
+    // The application reads why, and which request the admins must approve (issue 26, item 3).
+    let held_id = match net.pay(&large, preapprove) {
+        Err(LdkError::Held {
             amount_msat,
             payment_hash,
+            reason,
+            request_id,
         }) => {
             assert_eq!(amount_msat, 1_500_000 * SAT);
             assert_eq!(payment_hash, large.payment_hash().to_string());
+            assert!(
+                reason.starts_with("rule large-payment-quorum: the payment of 1,500,000 sat needs 2 of [alice, bob, carol]"),
+                "{reason}"
+            );
+            request_id
         }
         other => panic!("a large payment before approval: {other:?}"),
-    }
+    };
     net.pump();
     let channel = &net.a.manager.list_usable_channels()[0];
     assert!(
@@ -187,6 +195,7 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     assert_eq!(pending[0]["rule_tag"], "large-payment-quorum");
     assert_eq!(pending[0]["amount_msat"], 1_500_000 * SAT);
     let id = pending[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(id, held_id, "the request the error named");
     for admin in ["alice", "bob"] {
         d.approve(admin, &id);
     }
@@ -199,7 +208,16 @@ fn two_ldk_nodes_open_a_channel_and_pay_with_wardend_signing_one_of_them() {
     let refused = net
         .pay(&over, preapprove)
         .expect_err("over the daily limit");
-    assert!(matches!(refused, LdkError::Refused { .. }), "{refused:?}");
+    match &refused {
+        LdkError::Refused { reason, tags, .. } => {
+            assert_eq!(tags, &vec!["daily-cap".to_string()]);
+            assert_eq!(
+                reason,
+                "rule daily-cap: 2,100,000 sat would be spent in the last 24h; the limit is 2,000,000 sat"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let e = side
         .rt
         .block_on(next_event(&mut events, EventKind::PaymentRefused));

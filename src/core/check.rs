@@ -243,6 +243,35 @@ impl Core {
         Ok(self.outcome(answer))
     }
 
+    /// What preapproving a keysend of `amount_msat` to `payee` (hex) with `payment_hash` (hex)
+    /// would decide now, counting nothing; the same request the preapproval makes.
+    pub fn check_keysend(
+        &self,
+        payee: &str,
+        payment_hash: &str,
+        amount_msat: u64,
+        command: &str,
+    ) -> Result<CheckAnswer, CheckError> {
+        let payee = payee.to_ascii_lowercase();
+        if payee
+            .parse::<lightning_signer::bitcoin::secp256k1::PublicKey>()
+            .is_err()
+        {
+            return Err(CheckError::Peer(payee));
+        }
+        let hash: [u8; 32] = hex::decode(payment_hash)
+            .ok()
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| {
+                CheckError::Payment(format!(
+                    "{payment_hash:?} is not a 32-byte payment hash in hex"
+                ))
+            })?;
+        let answer = self.check_payment(&PaymentRequest::keysend(hash, amount_msat, &payee));
+        tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "keysend checked");
+        Ok(self.outcome(answer))
+    }
+
     /// A payment command that names only a payment hash (a raw onion): approved when the signer
     /// already holds that payment approved (its HTLCs are valid), refused otherwise, naming the
     /// commands that carry the invoice.

@@ -186,16 +186,21 @@ impl LdkSignerLink {
     /// is [`LdkError::Refused`]: send nothing. Once admins approve a held request, the same call
     /// succeeds. Asking again for an invoice already approved succeeds without counting it twice.
     pub fn preapprove_invoice(&self, invoice: &Bolt11Invoice) -> Result<(), LdkError> {
+        let payment_hash = invoice.payment_hash().to_string();
+        let amount_msat = invoice.amount_milli_satoshis().unwrap_or(0);
+        // The check first, counting nothing, so a refusal carries the rule's sentence and a
+        // held payment its request; the preapproval that follows decides and counts.
+        let check = self.check(&crate::signer::extension::CheckRequest::Invoice {
+            invoice: invoice.to_string(),
+        })?;
+        not_approved(check, &payment_hash, amount_msat)?;
         let reply: msgs::PreapproveInvoiceReply = self.node_request(msgs::PreapproveInvoice {
             invstring: WireString(invoice.to_string().into_bytes()),
         })?;
         if reply.result {
             Ok(())
         } else {
-            Err(LdkError::Refused {
-                payment_hash: invoice.payment_hash().to_string(),
-                amount_msat: invoice.amount_milli_satoshis().unwrap_or(0),
-            })
+            Err(declined(payment_hash, amount_msat))
         }
     }
 
@@ -206,6 +211,13 @@ impl LdkSignerLink {
         payment_hash: PaymentHash,
         amount_msat: u64,
     ) -> Result<(), LdkError> {
+        let hash = hex::encode(payment_hash.0);
+        let check = self.check(&crate::signer::extension::CheckRequest::Keysend {
+            payee: hex::encode(payee.serialize()),
+            payment_hash: hash.clone(),
+            amount_msat,
+        })?;
+        not_approved(check, &hash, amount_msat)?;
         let reply: msgs::PreapproveKeysendReply = self.node_request(msgs::PreapproveKeysend {
             destination: PubKey(payee.serialize()),
             payment_hash: vls_protocol::model::Sha256(payment_hash.0),
@@ -214,10 +226,7 @@ impl LdkSignerLink {
         if reply.result {
             Ok(())
         } else {
-            Err(LdkError::Refused {
-                payment_hash: hex::encode(payment_hash.0),
-                amount_msat,
-            })
+            Err(declined(hash, amount_msat))
         }
     }
 
@@ -362,20 +371,65 @@ impl WalletInput {
     }
 }
 
+/// A check's answer as the error a payment call returns when it is not approved.
+fn not_approved(check: CheckAnswer, payment_hash: &str, amount_msat: u64) -> Result<(), LdkError> {
+    match check.outcome {
+        crate::core::CheckOutcome::Approved => Ok(()),
+        crate::core::CheckOutcome::Held => Err(LdkError::Held {
+            payment_hash: payment_hash.to_string(),
+            amount_msat,
+            reason: check.reason,
+            request_id: check.request_id.unwrap_or_default(),
+        }),
+        crate::core::CheckOutcome::Refused => Err(LdkError::Refused {
+            payment_hash: payment_hash.to_string(),
+            amount_msat,
+            reason: check.reason,
+            tags: check.tags,
+        }),
+    }
+}
+
+/// The preapproval said no after the check said yes (the state moved in between, or VLS
+/// refused the invoice itself).
+fn declined(payment_hash: String, amount_msat: u64) -> LdkError {
+    LdkError::Refused {
+        payment_hash,
+        amount_msat,
+        reason: "the signer declined it when asked to preapprove it (the rule is in wardend's log and events)".into(),
+        tags: Vec::new(),
+    }
+}
+
 /// Why a request from the LDK node to wardend did not give what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum LdkError {
     /// Warden's policy or VLS said no; nothing was signed.
-    #[error(
-        "wardend refused the payment {payment_hash} of {amount_msat} msat: the rule is named in \
-         wardend's event stream and audit log; if it is held for approval, `wardenctl pending` \
-         lists it and the same call succeeds once admins approve"
-    )]
+    #[error("wardend refused the payment {payment_hash} of {amount_msat} msat: {reason}")]
     Refused {
         /// The payment hash, hex.
         payment_hash: String,
         /// The amount asked for.
         amount_msat: u64,
+        /// The rules' sentences (what the operator reads).
+        reason: String,
+        /// The rules that refused it.
+        tags: Vec<String>,
+    },
+    /// The payment needs an admin quorum: nothing was sent; once the admins approved
+    /// `request_id`, the same call succeeds.
+    #[error(
+        "the payment {payment_hash} of {amount_msat} msat is held for the admins: {reason}; once they approve request {request_id} (wardenctl approve), make the same call again"
+    )]
+    Held {
+        /// The payment hash, hex.
+        payment_hash: String,
+        /// The amount asked for.
+        amount_msat: u64,
+        /// Who must approve, in a sentence.
+        reason: String,
+        /// The approval request.
+        request_id: String,
     },
     /// wardend answered with an error (VLS validation or an unapproved on-chain destination).
     #[error("wardend refused the request: {0}")]

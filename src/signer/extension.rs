@@ -24,6 +24,20 @@ pub enum CheckRequest {
         /// In order.
         opens: Vec<(String, u64, Option<bool>, bool)>,
     },
+    /// A payment of a BOLT 11/12 invoice, before the node preapproves it.
+    Invoice {
+        /// As the node pays it.
+        invoice: String,
+    },
+    /// A keysend, before the node preapproves it.
+    Keysend {
+        /// The payee's node id, hex.
+        payee: String,
+        /// The payment hash, hex.
+        payment_hash: String,
+        /// msat.
+        amount_msat: u64,
+    },
 }
 
 /// `message` as a typed Warden message.
@@ -49,6 +63,16 @@ pub fn answer_check(core: &Core, body: &[u8]) -> Vec<u8> {
             .map_err(|e| e.to_string()),
         Ok(CheckRequest::Channels { opens }) => core
             .check_channels(&opens, "ldk", None)
+            .map_err(|e| e.to_string()),
+        Ok(CheckRequest::Invoice { invoice }) => core
+            .check_invoice(&invoice, "ldk")
+            .map_err(|e| e.to_string()),
+        Ok(CheckRequest::Keysend {
+            payee,
+            payment_hash,
+            amount_msat,
+        }) => core
+            .check_keysend(&payee, &payment_hash, amount_msat, "ldk")
             .map_err(|e| e.to_string()),
     };
     encode(CHECK_REPLY, &answer)
