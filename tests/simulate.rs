@@ -6,7 +6,8 @@
 //! process it "crashes" (everything in memory dropped, the stack rebuilt on what was committed).
 //! Each step is drawn from the seed: new payments, the proxy sending a request again, the node
 //! asking again under a new number, on-chain spends with random fees (some far over the bound),
-//! admins approving held payments, freezes and quorum unfreezes, clock jumps both ways, crashes
+//! the CLN plugin's checks each followed by the signature they precede, admins approving held
+//! payments, freezes and quorum unfreezes, clock jumps both ways, crashes
 //! and failed commits. After every step the reference model, written apart from the code it
 //! checks (its own window arithmetic, its own record of approvals, freezes and what was signed),
 //! must agree with what the signer holds in memory and on disk:
@@ -17,7 +18,7 @@
 //! - a request sent again got the answer it got the first time;
 //! - the audit chain verifies.
 //!
-//! `WARDEN_SIM_SEEDS` (default 300, about half a minute) seeds are run from `WARDEN_SIM_FIRST`
+//! `WARDEN_SIM_SEEDS` (default 300, about a minute) seeds are run from `WARDEN_SIM_FIRST`
 //! (default 1), plus every regression seed; `scripts/simulate.sh SEEDS` runs many. A failing
 //! seed prints the line that replays it. The same seed makes the same choices; the keys and the
 //! invoices' timestamps are drawn anew each run, and decide nothing the invariants look at.
@@ -105,6 +106,10 @@ enum Op {
     CommitFailure,
     /// A freeze whose commit waits for its sync while another transaction is discarded.
     FreezeDuringAnAbort,
+    /// The CLN plugin's check of a payment, then the node's preapproval it precedes.
+    CheckedPay,
+    /// The plugin's check of a `signpsbt`, then the signature it precedes.
+    CheckedOnChain,
 }
 
 struct World {
@@ -221,6 +226,26 @@ fn preapprove_answer(r: &SignerResponse) -> Option<bool> {
 /// A violated invariant, with the step that showed it.
 type Broken = String;
 
+/// The plugin's check and the signature right after it agree: approved means signed (a refusal
+/// there would be VLS's fatal path), held or refused means not. `None`: a temporary failure.
+fn agrees(
+    check: &warden::core::CheckAnswer,
+    signed: Option<bool>,
+    what: &str,
+) -> Result<(), Broken> {
+    use warden::core::CheckOutcome;
+    match (check.outcome, signed) {
+        (_, None) => Ok(()),
+        (CheckOutcome::Approved, Some(true)) => Ok(()),
+        (CheckOutcome::Held | CheckOutcome::Refused, Some(false)) => Ok(()),
+        (outcome, Some(signed)) => Err(format!(
+            "{what}: the check said {outcome:?} ({}), the signature that followed {}",
+            check.reason,
+            if signed { "was made" } else { "was refused" }
+        )),
+    }
+}
+
 struct Run {
     w: World,
     s: Signer,
@@ -233,6 +258,9 @@ struct Run {
     /// The last decision-bearing request sent and its answer.
     last: Option<(u64, Vec<u8>, SignerResponse)>,
     ops: BTreeMap<Op, u32>,
+    /// Whether this seed checks PSBTs as the plugin does (one seed in ten: the first check of a
+    /// node derives its wallet's scripts, about a second in a debug build).
+    checks_psbt: bool,
 }
 
 impl Run {
@@ -296,7 +324,10 @@ impl Run {
     }
 
     fn step(&mut self, step: u32) -> Result<(), Broken> {
-        let op = match self.rng.below(100) {
+        let op = match self.rng.below(110) {
+            100..=104 => Op::CheckedPay,
+            105..=109 if self.checks_psbt => Op::CheckedOnChain,
+            105..=109 => Op::OnChain,
             0..=27 => Op::Pay,
             28..=35 => Op::SendAgain,
             36..=43 => Op::AskAgain,
@@ -313,7 +344,7 @@ impl Run {
         };
         *self.ops.entry(op).or_default() += 1;
         match op {
-            Op::Pay => {
+            Op::Pay | Op::CheckedPay => {
                 let n = self.invoices.len() as u64 + 1;
                 let sat = if self.rng.below(5) == 0 {
                     QUORUM_ABOVE_SAT + 1 + self.rng.below(400_000)
@@ -321,8 +352,15 @@ impl Run {
                     10_000 + self.rng.below(400_000)
                 };
                 let invoice = self.w.payee.invoice(sat * SAT, n);
-                self.invoices.insert(n, (invoice, sat * SAT));
+                self.invoices.insert(n, (invoice.clone(), sat * SAT));
+                let checked = (op == Op::CheckedPay)
+                    .then(|| self.s.core.check_invoice(&invoice, "pay"))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
                 self.ask(n)?;
+                if let (Some(check), Some((_, _, r))) = (checked, &self.last) {
+                    agrees(&check, preapprove_answer(r), &format!("invoice {n}"))?;
+                }
             }
             Op::SendAgain => {
                 if let Some((id, message, first)) = self.last.clone() {
@@ -348,7 +386,7 @@ impl Run {
                     }
                 }
             }
-            Op::OnChain | Op::OnChainOverFee => {
+            Op::OnChain | Op::OnChainOverFee | Op::CheckedOnChain => {
                 let sat = 5_000 + self.rng.below(300_000);
                 let fee = if op == Op::OnChainOverFee {
                     MAX_FEE_SAT + 1 + self.rng.below(5_000_000)
@@ -357,9 +395,21 @@ impl Run {
                 };
                 let to = address(u64::from(step) + 7 * self.rng.below(30));
                 let w = warden::standin::lightningd::withdrawal_paying(&self.xpub, &to, sat, fee);
+                let checked = (op == Op::CheckedOnChain)
+                    .then(|| {
+                        self.s
+                            .core
+                            .check_psbt(&w.psbt.0.psbt.inner.serialize(), "signpsbt")
+                    })
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
                 let message = w.as_vec();
                 let id = self.id();
                 let r = self.s.send(id, message.clone());
+                if let Some(check) = &checked {
+                    let signed = (!r.is_temporary_failure).then_some(r.error.is_empty());
+                    agrees(check, signed, "an on-chain spend")?;
+                }
                 let now = self.now();
                 if !r.is_temporary_failure && r.error.is_empty() {
                     if self.m.frozen {
@@ -559,6 +609,7 @@ fn run_seed(seed: u64) -> Result<BTreeMap<Op, u32>, Broken> {
         invoices: BTreeMap::new(),
         last: None,
         ops: BTreeMap::new(),
+        checks_psbt: seed % 10 == 0,
     };
     for step in 0..STEPS {
         run.step(step)?;
