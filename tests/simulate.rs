@@ -110,6 +110,9 @@ enum Op {
     CheckedPay,
     /// The plugin's check of a `signpsbt`, then the signature it precedes.
     CheckedOnChain,
+    /// On PostgreSQL, a restart: a new holder takes the lease over, and the one it replaced,
+    /// still running, must answer nothing.
+    Takeover,
 }
 
 struct World {
@@ -120,11 +123,27 @@ struct World {
     policy: LoadedPolicy,
     clock: ManualClock,
     payee: Payee,
-    _dir: tempfile::TempDir,
-    sled: Arc<dyn Backend>,
+    backing: Backing,
+}
+
+/// What the state lives on.
+enum Backing {
+    /// sled in a directory (kept while the world lives).
+    Sled {
+        backend: Arc<dyn Backend>,
+        _dir: tempfile::TempDir,
+    },
+    /// A database of the seed's own on the harness's PostgreSQL server; each start is a new
+    /// holder taking the lease over.
+    Postgres {
+        db: String,
+        holders: std::cell::Cell<u32>,
+    },
 }
 
 struct Signer {
+    /// The lease, on PostgreSQL.
+    pg: Option<Arc<warden::store::postgres::PgBackend>>,
     fault: Arc<FaultBackend>,
     gate: Arc<common::stack::GatedSync>,
     store: Store,
@@ -133,7 +152,7 @@ struct Signer {
 }
 
 impl World {
-    fn new(label: &str) -> Self {
+    fn new(label: &str, postgres: bool) -> Self {
         let (token, hsm, seed) = common::stack::sealed(label);
         let (admins, policy) = common::stack::admins_and_policy(&format!(
             r#"
@@ -154,8 +173,18 @@ quorum = {{ need = 2, of = ["alice", "bob", "carol"] }}
 expiry = "1h"
 "#
         ));
-        let dir = tempfile::tempdir().unwrap();
-        let sled: Arc<dyn Backend> = Arc::new(SledBackend::open(dir.path()).unwrap());
+        let backing = if postgres {
+            Backing::Postgres {
+                db: common::pg::shared().database(label),
+                holders: std::cell::Cell::new(0),
+            }
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            Backing::Sled {
+                backend: Arc::new(SledBackend::open(dir.path()).unwrap()),
+                _dir: dir,
+            }
+        };
         World {
             _token: token,
             hsm,
@@ -164,8 +193,7 @@ expiry = "1h"
             policy,
             clock: ManualClock::new(1_800_000_000),
             payee: Payee::new(0x71),
-            _dir: dir,
-            sled,
+            backing,
         }
     }
 
@@ -173,7 +201,23 @@ expiry = "1h"
     fn start(&self) -> Signer {
         // The store applies through the gate, which the simulator can hold between a commit's
         // apply and its sync; under it, the backend whose next commit it can make fail.
-        let fault = Arc::new(FaultBackend::new(self.sled.clone()));
+        let (under, pg): (Arc<dyn Backend>, _) = match &self.backing {
+            Backing::Sled { backend, .. } => (backend.clone(), None),
+            Backing::Postgres { db, holders } => {
+                holders.set(holders.get() + 1);
+                let mut settings =
+                    common::pg::shared().settings(db, &format!("holder-{}", holders.get()));
+                settings.lease = std::time::Duration::from_secs(1);
+                settings.renew = std::time::Duration::from_millis(200);
+                let pg = Arc::new(warden::store::postgres::PgBackend::open(settings).unwrap());
+                pg.acquire(|_| true)
+                    .unwrap()
+                    .expect("the lease, the last holder having given it up");
+                pg.start_renewing();
+                (pg.clone() as Arc<dyn Backend>, Some(pg))
+            }
+        };
+        let fault = Arc::new(FaultBackend::new(under));
         let gate = Arc::new(common::stack::GatedSync::new(fault.clone()));
         let (store, core, session) = common::stack::build(
             &self.hsm,
@@ -183,6 +227,7 @@ expiry = "1h"
             gate.clone(),
         );
         Signer {
+            pg,
             fault,
             gate,
             store,
@@ -273,13 +318,34 @@ impl Run {
         self.s.core.clock.now()
     }
 
-    fn restart(&mut self) {
+    fn restart(&mut self) -> Result<(), Broken> {
+        if let Some(pg) = &self.s.pg {
+            // On PostgreSQL another holder takes over. The one it replaces may still be running
+            // (paused, partitioned): once it has lost the lease it commits and approves nothing.
+            pg.release().map_err(|e| e.to_string())?;
+            *self.ops.entry(Op::Takeover).or_default() += 1;
+            let n = self.invoices.len() as u64 + 1;
+            let invoice = self.w.payee.invoice(30_000 * SAT, n);
+            self.invoices.insert(n, (invoice.clone(), 30_000 * SAT));
+            let id = self.id();
+            let r = self.s.send(
+                id,
+                msgs::PreapproveInvoice {
+                    invstring: WireString(invoice.into_bytes()),
+                }
+                .as_vec(),
+            );
+            if preapprove_answer(&r).is_some() {
+                return Err(format!("a wardend that lost its lease answered {r:?}"));
+            }
+        }
         self.s = self.w.start();
         let id = self.id();
         let r = self
             .s
             .send(id, warden::standin::hsmd_init_regtest().as_vec());
         assert!(r.error.is_empty(), "init after a restart: {r:?}");
+        Ok(())
     }
 
     /// A payment of invoice `n`, asked under request `id`; counted in the model if newly
@@ -490,7 +556,9 @@ impl Run {
                 let by = 60 + self.rng.below(2 * 3_600);
                 self.w.clock.set(self.w.clock.now().saturating_sub(by));
             }
-            Op::Crash => self.restart(),
+            Op::Crash => self.restart()?,
+            // Counted by `restart`, never drawn.
+            Op::Takeover => {}
             Op::FreezeDuringAnAbort => {
                 if !self.m.frozen {
                     self.s.gate.shut();
@@ -529,7 +597,7 @@ impl Run {
                 if !r.is_temporary_failure {
                     return Err(format!("a failed commit was answered {r:?}"));
                 }
-                self.restart();
+                self.restart()?;
             }
         }
         self.check(step)
@@ -590,7 +658,8 @@ impl Run {
 
 /// Run one seed; the coverage of its steps, or what broke.
 fn run_seed(seed: u64) -> Result<BTreeMap<Op, u32>, Broken> {
-    let w = World::new(&format!("sim-{seed}"));
+    // One seed in ten keeps its state on PostgreSQL, where every restart is a takeover.
+    let w = World::new(&format!("sim-{seed}"), seed % 10 == 5);
     let mut s = w.start();
     let xpub = match msgs::from_vec(
         s.send(1, warden::standin::hsmd_init_regtest().as_vec())
