@@ -157,13 +157,7 @@ impl Stack {
     /// Send `message` as request `id` (a retransmission reuses the number) and return the
     /// answer as it would leave for the proxy.
     fn send_as(&mut self, id: u64, message: Vec<u8>) -> vlsd::grpc::hsmd::SignerResponse {
-        self.session
-            .handle(SignerRequest {
-                request_id: id,
-                message,
-                context: None,
-            })
-            .response
+        common::stack::send(&mut self.session, id, message)
     }
 
     fn preapprove(&mut self, invoice: &str) -> Option<bool> {

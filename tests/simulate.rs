@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use vls_protocol::msgs::{self, Message, SerBolt};
 use vls_protocol::serde_bolt::WireString;
-use vlsd::grpc::hsmd::{SignerRequest, SignerResponse};
+use vlsd::grpc::hsmd::SignerResponse;
 use warden::approval::keys::AdminKey;
 use warden::approval::{Decision, SignatureFormat};
 use warden::clock::{Clock, ManualClock};
@@ -243,19 +243,21 @@ expiry = "1h"
 
 impl Signer {
     fn send(&mut self, id: u64, message: Vec<u8>) -> SignerResponse {
-        self.session
-            .handle(SignerRequest {
-                request_id: id,
-                message,
-                context: None,
-            })
-            .response
+        common::stack::send(&mut self.session, id, message)
     }
 }
 
 /// The address of on-chain destination `n`.
 fn address(n: u64) -> lightning_signer::bitcoin::Address {
     common::stack::regtest_address((n % 250) as u8 + 1)
+}
+
+/// The node's `preapprove_invoice` of `invoice`, as lightningd sends it before a payment.
+fn preapprove_message(invoice: &str) -> Vec<u8> {
+    msgs::PreapproveInvoice {
+        invstring: WireString(invoice.as_bytes().to_vec()),
+    }
+    .as_vec()
 }
 
 fn preapprove_answer(r: &SignerResponse) -> Option<bool> {
@@ -328,13 +330,7 @@ impl Run {
             let invoice = self.w.payee.invoice(30_000 * SAT, n);
             self.invoices.insert(n, (invoice.clone(), 30_000 * SAT));
             let id = self.id();
-            let r = self.s.send(
-                id,
-                msgs::PreapproveInvoice {
-                    invstring: WireString(invoice.into_bytes()),
-                }
-                .as_vec(),
-            );
+            let r = self.s.send(id, preapprove_message(&invoice));
             if preapprove_answer(&r).is_some() {
                 return Err(format!("a wardend that lost its lease answered {r:?}"));
             }
@@ -352,10 +348,7 @@ impl Run {
     /// approved. `Err` when approved while frozen.
     fn ask(&mut self, n: u64) -> Result<(), Broken> {
         let (invoice, msat) = self.invoices[&n].clone();
-        let message = msgs::PreapproveInvoice {
-            invstring: WireString(invoice.into_bytes()),
-        }
-        .as_vec();
+        let message = preapprove_message(&invoice);
         let id = self.id();
         let r = self.s.send(id, message.clone());
         let now = self.now();
@@ -587,13 +580,7 @@ impl Run {
                 // as dead and restarts on what was committed.
                 let (inv, _) = self.invoices[&n].clone();
                 let id = self.id();
-                let r = self.s.send(
-                    id,
-                    msgs::PreapproveInvoice {
-                        invstring: WireString(inv.into_bytes()),
-                    }
-                    .as_vec(),
-                );
+                let r = self.s.send(id, preapprove_message(&inv));
                 if !r.is_temporary_failure {
                     return Err(format!("a failed commit was answered {r:?}"));
                 }

@@ -773,17 +773,7 @@ impl Core {
         req: &PaymentRequest,
         hits: Vec<crate::policy::RuleHit>,
     ) -> Result<PaymentAnswer, (&'static str, String)> {
-        let mut tags: Vec<String> = Vec::new();
-        for h in &hits {
-            if !tags.contains(&h.tag) {
-                tags.push(h.tag.clone());
-            }
-        }
-        let reason = hits
-            .iter()
-            .map(|h| h.reason.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let (tags, reason) = channels::joined(&hits);
         let decision = crate::policy::Decision {
             verdict: Verdict::Deny {
                 reason: reason.clone(),

@@ -3,6 +3,7 @@
 //! the VLS node built from the HSM-sealed seed. What the commit tests and the simulator drive.
 
 use std::sync::Arc;
+use vlsd::grpc::hsmd::{SignerRequest, SignerResponse};
 use warden::approval::ApprovalConfig;
 use warden::audit::{AuditConfig, AuditLog};
 use warden::clock::ManualClock;
@@ -173,4 +174,16 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+}
+
+/// Send `message` as request `id` (a retransmission reuses the number) and return the answer
+/// as it would leave for the proxy.
+pub fn send(session: &mut Session, id: u64, message: Vec<u8>) -> SignerResponse {
+    session
+        .handle(SignerRequest {
+            request_id: id,
+            message,
+            context: None,
+        })
+        .response
 }
