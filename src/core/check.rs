@@ -113,13 +113,7 @@ impl Core {
         feerate_per_kw: Option<u64>,
     ) -> Option<super::PaymentAnswer> {
         let hit = crate::policy::named_feerate_bound(&self.policy().policy, feerate_per_kw?)?;
-        let amount = req.amount_msat();
-        Some(self.in_transaction_of(amount, || {
-            match self.refuse_by(super::Intent::Check, self.clock.now(), req, vec![hit]) {
-                Ok(a) => a,
-                Err((tag, why)) => self.fail_closed_tag(tag, &why, amount),
-            }
-        }))
+        Some(self.refuse_alone(super::Intent::Check, req, vec![hit]))
     }
 
     /// What signing this PSBT (`signpsbt`) would decide now: its outputs that leave the wallet
@@ -194,13 +188,7 @@ impl Core {
                     request_id: None,
                 }
             } else {
-                let amount = req.amount_msat();
-                self.in_transaction_of(amount, || {
-                    match self.refuse_by(super::Intent::Check, self.clock.now(), &req, hits) {
-                        Ok(a) => a,
-                        Err((tag, why)) => self.fail_closed_tag(tag, &why, amount),
-                    }
-                })
+                self.refuse_alone(super::Intent::Check, &req, hits)
             }
         } else {
             self.check_payment(&req)
@@ -230,12 +218,7 @@ impl Core {
                 tag: tag.into(),
                 reason: format!("rule {tag}: the invoice has no amount, and the node's preapproval does not say how much it will pay, so no limit or quorum could be applied; ask the payee for an invoice with an amount"),
             };
-            self.in_transaction_of(0, || {
-                match self.refuse_by(super::Intent::Check, self.clock.now(), &req, vec![hit]) {
-                    Ok(a) => a,
-                    Err((tag, why)) => self.fail_closed_tag(tag, &why, 0),
-                }
-            })
+            self.refuse_alone(super::Intent::Check, &req, vec![hit])
         } else {
             self.check_payment(&req)
         };

@@ -816,9 +816,20 @@ impl Core {
             };
         }
         let req = PaymentRequest::onchain_with_fee(Vec::new(), fee);
+        self.refuse_alone(Intent::Sign, &req, hits)
+    }
+
+    /// [`Core::refuse_by`] in a transaction of its own (or the caller's), failing closed when
+    /// the refusal cannot be recorded.
+    fn refuse_alone(
+        &self,
+        intent: Intent,
+        req: &PaymentRequest,
+        hits: Vec<crate::policy::RuleHit>,
+    ) -> PaymentAnswer {
         let amount = req.amount_msat();
         self.in_transaction_of(amount, || {
-            match self.refuse_by(Intent::Sign, self.clock.now(), &req, hits) {
+            match self.refuse_by(intent, self.clock.now(), req, hits) {
                 Ok(a) => a,
                 Err((tag, why)) => self.fail_closed_tag(tag, &why, amount),
             }
