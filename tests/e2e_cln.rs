@@ -450,3 +450,200 @@ async fn an_amountless_invoice_and_a_keysend_to_a_non_key_are_tagged_refusals_an
         "only the good payment is counted"
     );
 }
+
+/// What a sweep's signature verifies against: the sighash of input 0 of `psbt` under `wscript`.
+fn sweep_sighash(
+    psbt: &lightning_signer::bitcoin::psbt::Psbt,
+    wscript: &lightning_signer::bitcoin::Script,
+) -> SecpMessage {
+    use lightning_signer::bitcoin::sighash::{EcdsaSighashType, SighashCache};
+    let amount = psbt.inputs[0].witness_utxo.as_ref().unwrap().value;
+    let hash = SighashCache::new(&psbt.unsigned_tx)
+        .p2wsh_signature_hash(0, wscript, amount, EcdsaSighashType::All)
+        .unwrap();
+    SecpMessage::from_digest(hash.to_byte_array())
+}
+
+/// Issue 26, item 1: after a force close, lightningd sweeps the node's delayed output (of its
+/// commitment, and of its HTLC transactions) and the HTLC outputs of the peer's commitment back
+/// to the wallet at Core Lightning's floor feerate, in exactly Core Lightning's shape. Each is
+/// signed by the key the output pays to. A sweep far above VLS's maximum feerate is refused, and
+/// the refusal is announced with VLS's rule tag before the answer goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_close_sweeps_at_core_lightnings_floor_are_signed_and_one_far_above_the_maximum_is_a_tagged_refusal(
+) {
+    use lightning_signer::bitcoin::bip32::Xpub;
+    use lightning_signer::bitcoin::secp256k1::{ecdsa::Signature, PublicKey};
+    use lightning_signer::bitcoin::{OutPoint, Txid};
+    use lightning_signer::lightning::ln::chan_utils::{
+        get_htlc_redeemscript, get_revokeable_redeemscript, HTLCOutputInCommitment, TxCreationKeys,
+    };
+    use lightning_signer::lightning::ln::channel_keys::{
+        DelayedPaymentBasepoint, DelayedPaymentKey, HtlcBasepoint, HtlcKey, RevocationBasepoint,
+        RevocationKey,
+    };
+    use lightning_signer::lightning::types::features::ChannelTypeFeatures;
+    use lightning_signer::lightning::types::payment::PaymentHash;
+    use warden::standin::onchain::{self, Spendable, FEERATE_FLOOR};
+    use warden::standin::{setup_channel, test_key};
+
+    let mut cln = Cln::start("e2e-sweeps", &rules(&Payee::new(0x22))).await;
+    let xpub = block_in_place(|| match cln.call(warden::standin::hsmd_init_regtest()) {
+        Message::HsmdInitReplyV4(r) => Xpub::decode(&r.bip32.0).unwrap(),
+        other => panic!("{other:?}"),
+    });
+    let (peer_seed, dbid, delay) = (41u64, 9u64, 144u16);
+    let peer =
+        block_in_place(|| setup_channel(&mut cln.proxy.hsmd, peer_seed, dbid, 1_000_000)).unwrap();
+    let secp = Secp256k1::new();
+    let key = |b: [u8; 33]| PublicKey::from_slice(&b).unwrap();
+    let ours = block_in_place(|| {
+        match cln.call(msgs::GetChannelBasepoints {
+            node_id: vls_protocol::model::PubKey(peer),
+            dbid,
+        }) {
+            Message::GetChannelBasepointsReply(r) => r.basepoints,
+            other => panic!("{other:?}"),
+        }
+    });
+    let point = block_in_place(|| {
+        let mut channel = cln.proxy.hsmd.new_client(peer, dbid, 0).unwrap();
+        match channel
+            .call(msgs::GetPerCommitmentPoint {
+                commitment_number: 0,
+            })
+            .unwrap()
+        {
+            Message::GetPerCommitmentPointReply(r) => key(r.point.0),
+            other => panic!("{other:?}"),
+        }
+    });
+    // The node's delayed output of its commitment 0: the revokeable script with the keys of
+    // that commitment, as onchaind hands it to lightningd.
+    let delayed_key = DelayedPaymentKey::from_basepoint(
+        &secp,
+        &DelayedPaymentBasepoint(key(ours.delayed_payment.0)),
+        &point,
+    );
+    let to_local = get_revokeable_redeemscript(
+        &RevocationKey::from_basepoint(
+            &secp,
+            &RevocationBasepoint(key(test_key(peer_seed, 1))),
+            &point,
+        ),
+        delay,
+        &delayed_key,
+    );
+    let delayed = |txid: u8, sat| Spendable {
+        outpoint: OutPoint {
+            txid: Txid::from_byte_array([txid; 32]),
+            vout: 1,
+        },
+        sat,
+        wscript: to_local.clone(),
+        sequence: u32::from(delay),
+        locktime: 0,
+    };
+    let sign_delayed = |cln: &mut Cln, out: &Spendable, feerate| {
+        let (psbt, fee) = onchain::sweep(&xpub, 3, out, feerate);
+        let sighash = sweep_sighash(&psbt, &out.wscript);
+        let msg = onchain::delayed_payment_to_us(psbt.clone(), &out.wscript, 0, peer, dbid);
+        (cln.proxy.hsmd.call(msg), sighash, psbt, fee)
+    };
+    let signed_by = |reply: Message, sighash: &SecpMessage, signer: &PublicKey| match reply {
+        Message::SignTxReply(r) => {
+            let sig = Signature::from_compact(&r.signature.signature.0).unwrap();
+            secp.verify_ecdsa(sighash, &sig, signer).is_ok()
+        }
+        other => panic!("not signed: {other:?}"),
+    };
+
+    // The to_local sweep at the floor: VLS's default minimum would read it as under 253.
+    let to_local_out = delayed(0xc1, 600_000);
+    let (reply, sighash, psbt, fee) =
+        block_in_place(|| sign_delayed(&mut cln, &to_local_out, FEERATE_FLOOR));
+    let vls_estimate = fee * 1_000 / (psbt.unsigned_tx.weight().to_wu() + 220);
+    assert!(
+        vls_estimate < u64::from(FEERATE_FLOOR),
+        "the sweep is at the edge this guards: VLS estimates {vls_estimate} sat/kw"
+    );
+    assert!(
+        signed_by(reply.unwrap(), &sighash, &delayed_key.to_public_key()),
+        "the to_local sweep at the floor is signed by the delayed key"
+    );
+
+    // The delayed output of the node's HTLC-timeout transaction: the same script and message.
+    let (reply, sighash, _, _) =
+        block_in_place(|| sign_delayed(&mut cln, &delayed(0xc2, 45_000), FEERATE_FLOOR));
+    assert!(signed_by(
+        reply.unwrap(),
+        &sighash,
+        &delayed_key.to_public_key()
+    ));
+
+    // An HTLC the node offered, on the peer's commitment, timed out: swept with nLockTime the
+    // expiry and nSequence 1 (anchors).
+    let remote_point = key(test_key(peer_seed, 9));
+    let keys = TxCreationKeys::derive_new(
+        &secp,
+        &remote_point,
+        &DelayedPaymentBasepoint(key(test_key(peer_seed, 4))),
+        &HtlcBasepoint(key(test_key(peer_seed, 3))),
+        &RevocationBasepoint(key(ours.revocation.0)),
+        &HtlcBasepoint(key(ours.htlc.0)),
+    );
+    let htlc = HTLCOutputInCommitment {
+        offered: false,
+        amount_msat: 70_000_000,
+        cltv_expiry: 150,
+        payment_hash: PaymentHash([5; 32]),
+        transaction_output_index: Some(2),
+    };
+    let wscript = get_htlc_redeemscript(
+        &htlc,
+        &ChannelTypeFeatures::anchors_zero_htlc_fee_and_dependencies(),
+        &keys,
+    );
+    let expired = Spendable {
+        outpoint: OutPoint {
+            txid: Txid::from_byte_array([0xc3; 32]),
+            vout: 2,
+        },
+        sat: 70_000,
+        wscript: wscript.clone(),
+        sequence: 1,
+        locktime: htlc.cltv_expiry,
+    };
+    let (psbt, _) = onchain::sweep(&xpub, 3, &expired, FEERATE_FLOOR);
+    let sighash = sweep_sighash(&psbt, &wscript);
+    let reply = block_in_place(|| {
+        cln.proxy.hsmd.call(onchain::remote_htlc_to_us(
+            psbt,
+            &wscript,
+            remote_point.serialize(),
+            peer,
+            dbid,
+        ))
+    });
+    let htlc_key = HtlcKey::from_basepoint(&secp, &HtlcBasepoint(key(ours.htlc.0)), &remote_point);
+    assert!(
+        signed_by(reply.unwrap(), &sighash, &htlc_key.to_public_key()),
+        "the expired HTLC's sweep at the floor is signed by the node's HTLC key"
+    );
+    assert!(block_in_place(|| cln.still_serves()));
+
+    // Far above VLS's maximum (333,333 sat/kw on regtest): refused, with its tag announced.
+    let mut events = cln.watch().await;
+    let (reply, _, _, fee) = block_in_place(|| sign_delayed(&mut cln, &to_local_out, 600_000));
+    assert!(
+        fee > 300_000,
+        "most of the output would go to miners: {fee}"
+    );
+    assert!(
+        !matches!(reply, Ok(Message::SignTxReply(_))),
+        "a sweep far above the maximum is not signed: {reply:?}"
+    );
+    let e = next_event(&mut events, EventKind::PaymentRefused).await;
+    assert_eq!(e.tags, vec!["policy-sweep-fee-range"], "{e:?}");
+    assert!(e.message.contains("feerate above maximum"), "{e:?}");
+}

@@ -306,7 +306,11 @@ fn a_payment_sent_without_asking_warden_is_never_signed() {
     let e = side
         .rt
         .block_on(next_event(&mut events, EventKind::PaymentRefused));
-    assert_eq!(e.tags, vec!["warden-vls-refused"]);
+    assert_eq!(
+        e.tags,
+        vec!["policy-commitment-htlc-routing-balance"],
+        "{e:?}"
+    );
     let hash = invoice.payment_hash().to_string();
     assert!(
         e.message.contains("unbalanced payments") && e.message.contains(&hash),

@@ -15,6 +15,7 @@ pub mod node_persist;
 pub mod persist;
 pub mod replies;
 pub mod stream;
+mod tagged;
 
 use crate::core::Core;
 use crate::hsm::NodeSeed;
@@ -23,10 +24,7 @@ use lightning_signer::bitcoin::secp256k1::{PublicKey, Secp256k1};
 use lightning_signer::bitcoin::Network;
 use lightning_signer::node::NodeServices;
 use lightning_signer::persist::Persist;
-use lightning_signer::policy::onchain_validator::OnchainValidatorFactory;
-use lightning_signer::policy::simple_validator::{
-    make_simple_policy, OptionizedSimplePolicy, SimpleValidatorFactory,
-};
+use lightning_signer::policy::simple_validator::{make_simple_policy, OptionizedSimplePolicy};
 use lightning_signer::policy::validator::ValidatorFactory;
 use lightning_signer::signer::derive::{key_derive, KeyDerivationStyle};
 use lightning_signer::signer::ClockStartingTimeFactory;
@@ -170,10 +168,7 @@ pub fn build_handler(
     let warden_persister = Arc::new(node_persist::WardenPersister::new(store));
     let persister: Arc<dyn Persist> = warden_persister.clone();
     let policy = vls_policy(settings, filter);
-    let validator_factory: Arc<dyn ValidatorFactory> =
-        Arc::new(OnchainValidatorFactory::new_with_simple_factory(
-            SimpleValidatorFactory::new_with_policy(policy),
-        ));
+    let validator_factory: Arc<dyn ValidatorFactory> = Arc::new(tagged::TaggedFactory::new(policy));
     let services = NodeServices {
         validator_factory: validator_factory.clone(),
         starting_time_factory: ClockStartingTimeFactory::new(),

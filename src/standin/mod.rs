@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod hsmd;
 pub mod lightningd;
+pub mod onchain;
 pub mod proxy;
 
 use lightning_signer::bitcoin::constants::genesis_block;
