@@ -64,6 +64,14 @@ pub enum Ask {
     /// A payment command with only a payment hash (a raw onion): approved only if the signer
     /// already holds that payment approved.
     PaymentHash(Vec<u8>),
+    /// A `keysend`: it preapproves by itself (where wardend decides and counts); checked first so
+    /// a refusal reaches the operator with its rule, not as `keysend was declined`.
+    Keysend {
+        /// The payee's node id, hex.
+        destination: String,
+        /// What it pays.
+        amount_msat: u64,
+    },
     /// Channel opens, at the funding feerate the command names (sat/kw), if a number.
     Channels {
         /// In order.
@@ -468,6 +476,7 @@ pub fn rpc_command(payload: &Value) -> Ask {
             },
             "renepay" => payment(p("invstring", 0), true, method)?,
             "renesendpay" => payment(p("invoice", 10), true, method)?,
+            "keysend" => keysend(p("destination", 0), p("amount_msat", 1), method)?,
             "sendpay" => raw_payment(p("bolt11", 4), p("payment_hash", 1), method)?,
             "sendonion" => raw_payment(p("bolt11", 6), p("payment_hash", 2), method)?,
             "injectpaymentonion" => raw_payment(p("invstring", 8), p("payment_hash", 1), method)?,
@@ -481,6 +490,65 @@ pub fn rpc_command(payload: &Value) -> Ask {
         })
     })();
     result.unwrap_or_else(|refusal| refusal)
+}
+
+/// A `keysend`'s payee and amount, as Core Lightning v25.09's keysend plugin reads them
+/// (`destination`, `amount_msat` with `param_msat`).
+fn keysend(destination: Option<&Value>, amount: Option<&Value>, command: &str) -> Result<Ask, Ask> {
+    let refuse = |why: String| Ask::Refuse {
+        tag: tags::PAYMENT_UNCHECKABLE,
+        reason: format!("rule {}: `{command}` {why}", tags::PAYMENT_UNCHECKABLE),
+    };
+    let text = destination.and_then(Value::as_str).unwrap_or_default();
+    if text.len() != 66 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(refuse(format!(
+            "names the destination {text:?}, which is not a node id"
+        )));
+    }
+    let amount_msat = match amount.map(parse_msat) {
+        Some(Ok(msat)) => msat,
+        Some(Err(e)) => return Err(refuse(e)),
+        None => return Err(refuse("without amount_msat cannot be checked".into())),
+    };
+    Ok(Ask::Keysend {
+        destination: text.to_ascii_lowercase(),
+        amount_msat,
+    })
+}
+
+/// An amount as lightningd's `param_msat` takes it: an integer (msat), or a string in `msat`,
+/// `sat` or `btc`.
+pub fn parse_msat(v: &Value) -> Result<u64, String> {
+    let text = match v {
+        Value::Number(n) => {
+            return n
+                .as_u64()
+                .ok_or_else(|| format!("amount {n} is not a whole number of msat"))
+        }
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        other => return Err(format!("amount {other} is not an amount")),
+    };
+    let bad = || format!("amount {text:?} is not an amount in msat, sat or btc");
+    let whole = |s: &str| s.parse::<u64>().map_err(|_| bad());
+    if let Some(m) = text.strip_suffix("msat") {
+        return whole(m);
+    }
+    if let Some(b) = text.strip_suffix("btc") {
+        let (int, frac) = b.split_once('.').unwrap_or((b, ""));
+        if frac.len() > 11 || !frac.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("amount {text:?} has more than 11 decimals of btc"));
+        }
+        return whole(int)?
+            .checked_mul(100_000_000_000)
+            .and_then(|m| m.checked_add(whole(&format!("{frac:0<11}")).ok()?))
+            .ok_or_else(|| format!("amount {text:?} is too large"));
+    }
+    match text.strip_suffix("sat") {
+        Some(s) => whole(s)?
+            .checked_mul(1_000)
+            .ok_or_else(|| format!("amount {text:?} is too large")),
+        None => whole(&text),
+    }
 }
 
 /// A payment command's invoice: what to ask, or a refusal when it names none.
@@ -937,11 +1005,35 @@ mod tests {
             rpc_command(&hook("sendonion", json!({"onion": "00", "payment_hash": "zz"}))),
             Ask::Refuse { reason, .. } if reason.contains("neither an invoice nor a 32-byte payment hash")
         ));
-        // keysend preapproves by itself, with a payment hash chosen inside the command.
+        // keysend preapproves by itself, with a payment hash chosen inside the command; it is
+        // checked by payee and amount (param_msat: a bare number is msat).
+        let keysend = |amount_msat| Ask::Keysend {
+            destination: PEER.to_string(),
+            amount_msat,
+        };
         assert_eq!(
             rpc_command(&hook("keysend", json!([PEER, 1000]))),
-            Ask::Nothing
+            keysend(1000)
         );
+        assert_eq!(
+            rpc_command(&hook(
+                "keysend",
+                json!({"destination": PEER, "amount_msat": "25sat"})
+            )),
+            keysend(25_000)
+        );
+        assert_eq!(
+            rpc_command(&hook("keysend", json!([PEER, "0.00000000001btc"]))),
+            keysend(1)
+        );
+        assert!(matches!(
+            rpc_command(&hook("keysend", json!(["nobody", 1000]))),
+            Ask::Refuse { reason, .. } if reason.contains("`keysend` names the destination \"nobody\", which is not a node id")
+        ));
+        assert!(matches!(
+            rpc_command(&hook("keysend", json!([PEER, "lots"]))),
+            Ask::Refuse { reason, .. } if reason.contains("amount \"lots\" is not an amount in msat, sat or btc")
+        ));
     }
 
     #[test]

@@ -81,9 +81,12 @@ pub const SIGNER_UNREACHABLE: &str = "warden-signer-unreachable";
 /// An on-chain spend or channel funding reached the signer without the plugin's check and was
 /// refused there, which stops the node's hsmd: recorded before the answer.
 pub const UNCHECKED_SPEND: &str = "warden-unchecked-spend";
+/// The node's hsmd init asks for what this signer cannot serve (a wire protocol version outside
+/// VLS's range, developer fields): answered with an error naming what is missing.
+pub const NODE_INCOMPATIBLE: &str = "warden-node-incompatible";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 34] = [
     AUDIT_FAILURE,
     HSM_UNAVAILABLE,
     STORE_FAILURE,
@@ -96,6 +99,7 @@ pub const ALL: [&str; 33] = [
     SIGNER_PANIC,
     VLS_REFUSED,
     NODE_DISCONNECTED,
+    NODE_INCOMPATIBLE,
     TOOK_OVER,
     CLOCK_STEPPED_BACK,
     CLOCK_JUMPED,

@@ -490,6 +490,45 @@ async fn payment_commands_are_checked_and_preapproved_before_lightningd_sends_an
     assert_eq!(preapprovals(), 1);
     assert_eq!(cln.window("daily-cap").await.used_msat, 50_000_000);
 
+    // keysend preapproves by itself, with a payment hash it picks when it runs; the plugin
+    // checks its payee and amount first, so a refusal reads the rule. Above the quorum
+    // threshold it is refused, not held (an approval would name a hash the next run does not
+    // use), and no approval request is opened.
+    let dest = payee.hex();
+    let reply = hook(|| plugin.command("keysend", json!([dest, 2_500_000_000u64])));
+    let e = error_of(&reply).expect("refused");
+    assert_eq!(e["code"], 2100, "{reply}");
+    assert_eq!(e["data"]["tags"][0], "per-payment-cap", "{reply}");
+    let pending = block_in_place(|| cln.pending());
+    let reply = hook(|| {
+        plugin.command(
+            "keysend",
+            json!({"destination": dest, "amount_msat": "1200000sat"}),
+        )
+    });
+    let e = error_of(&reply).expect("refused");
+    assert_eq!(e["code"], 2100, "{reply}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("Core Lightning's keysend picks a new payment hash each time it runs"),
+        "{reply}"
+    );
+    assert_eq!(
+        block_in_place(|| cln.pending()),
+        pending,
+        "no request opened"
+    );
+    let reply = hook(|| plugin.command("keysend", json!([dest, "20000sat"])));
+    assert_eq!(reply, json!({"result": "continue"}));
+    assert_eq!(
+        preapprovals(),
+        1,
+        "keysend's own preapproval is lightningd's"
+    );
+    assert_eq!(cln.window("daily-cap").await.used_msat, 50_000_000);
+
     // Above the quorum threshold: held with its request id and what to do; once two admins
     // approved, the same command goes on (and the node's preapproval uses the approval).
     let large = payee.invoice(1_200_000_000, 3);
@@ -558,6 +597,7 @@ async fn payment_commands_are_checked_and_preapproved_before_lightningd_sends_an
         )
     });
     assert_eq!(reply, json!({"result": "continue"}));
+
     assert_eq!(
         cln.window("daily-cap").await.used_msat,
         1_250_000_000,

@@ -647,3 +647,56 @@ async fn force_close_sweeps_at_core_lightnings_floor_are_signed_and_one_far_abov
     assert_eq!(e.tags, vec!["policy-sweep-fee-range"], "{e:?}");
     assert!(e.message.contains("feerate above maximum"), "{e:?}");
 }
+
+/// Issue 26, item 4: a node whose hsmd init asks for what this signer cannot serve (here a wire
+/// protocol newer than VLS's) gets an answer naming what is missing, the operator an event and a
+/// log line with it, and wardend keeps running, instead of VLS's assertion panicking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hsmd_init_this_signer_cannot_serve_is_named_in_an_event_and_wardend_keeps_running() {
+    let mut cln = Cln::start("e2e-init-incompatible", &rules(&Payee::new(0x22))).await;
+    let mut events = cln.watch().await;
+    let mut init = warden::standin::hsmd_init_regtest();
+    init.hsm_wire_min_version = 7;
+    init.hsm_wire_max_version = 8;
+    let reply = block_in_place(|| cln.proxy.hsmd.call(init));
+    assert!(
+        !matches!(reply, Ok(Message::HsmdInitReplyV4(_))),
+        "not served: {reply:?}"
+    );
+    // (The connection itself is a NodeConnection event too, untagged.)
+    let e = loop {
+        let e = next_event(&mut events, EventKind::NodeConnection).await;
+        if !e.tags.is_empty() {
+            break e;
+        }
+    };
+    assert_eq!(e.tags, vec!["warden-node-incompatible"], "{e:?}");
+    assert!(
+        e.message
+            .contains("the node speaks hsmd wire protocol versions 7 to 8")
+            && e.message.contains("speaks 2 to 6"),
+        "{e:?}"
+    );
+    // wardend still answers its operators.
+    assert!(!cln.status().await.node_id.is_empty());
+}
+
+#[test]
+fn an_hsmd_init_with_developer_fields_is_named_field_by_field() {
+    assert_eq!(
+        warden::signer::stream::unservable_init(&Message::HsmdInit(
+            warden::standin::hsmd_init_regtest()
+        )),
+        None,
+        "lightningd's regtest init is served"
+    );
+    let mut init = warden::standin::hsmd_init_regtest();
+    init.dev_privkey = Some(vls_protocol::model::DevPrivKey([1; 32]));
+    init.dev_channel_secrets_shaseed = Some(vls_protocol::model::Sha256([2; 32]));
+    let why = warden::signer::stream::unservable_init(&Message::HsmdInit(init)).unwrap();
+    assert!(
+        why.contains("(dev_force_privkey, dev_force_channel_secrets_shaseed)")
+            && why.contains("without its --dev-force-* options"),
+        "{why}"
+    );
+}

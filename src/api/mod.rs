@@ -918,6 +918,8 @@ impl Warden for AdminService {
         self.checked(move |core| {
             if !req.invoice.is_empty() {
                 core.check_invoice(&req.invoice, &req.command)
+            } else if !req.keysend_destination.is_empty() {
+                core.check_keysend_unhashed(&req.keysend_destination, req.amount_msat, &req.command)
             } else {
                 core.check_payment_hash(&req.payment_hash, &req.command)
             }

@@ -115,17 +115,30 @@ impl State {
                 client
                     .check_payment(proto::CheckPaymentRequest {
                         invoice,
-                        payment_hash: Vec::new(),
                         command: command.to_string(),
+                        ..Default::default()
                     })
                     .await
             }
             Ask::PaymentHash(payment_hash) => {
                 client
                     .check_payment(proto::CheckPaymentRequest {
-                        invoice: String::new(),
                         payment_hash,
                         command: command.to_string(),
+                        ..Default::default()
+                    })
+                    .await
+            }
+            Ask::Keysend {
+                destination,
+                amount_msat,
+            } => {
+                client
+                    .check_payment(proto::CheckPaymentRequest {
+                        keysend_destination: destination,
+                        amount_msat,
+                        command: command.to_string(),
+                        ..Default::default()
                     })
                     .await
             }

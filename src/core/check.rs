@@ -255,6 +255,30 @@ impl Core {
         Ok(self.outcome(answer))
     }
 
+    /// What Core Lightning's `keysend` of `amount_msat` to `payee` (hex) would meet at its
+    /// preapproval, counting nothing, before the command picks its payment hash. A keysend that
+    /// needs a quorum is refused here rather than held: the approval would name a payment hash,
+    /// and the command picks a new one each time it runs, so none could ever be used.
+    pub fn check_keysend_unhashed(
+        &self,
+        payee: &str,
+        amount_msat: u64,
+        command: &str,
+    ) -> Result<CheckAnswer, CheckError> {
+        let payee = payee.to_ascii_lowercase();
+        if payee
+            .parse::<lightning_signer::bitcoin::secp256k1::PublicKey>()
+            .is_err()
+        {
+            return Err(CheckError::Peer(payee));
+        }
+        let mut req = PaymentRequest::keysend([0; 32], amount_msat, &payee);
+        req.payment_hash = None;
+        let answer = self.check_payment(&req);
+        tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "keysend checked");
+        Ok(self.outcome(answer))
+    }
+
     /// A payment command that names only a payment hash (a raw onion): approved when the signer
     /// already holds that payment approved (its HTLCs are valid), refused otherwise, naming the
     /// commands that carry the invoice.

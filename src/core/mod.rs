@@ -933,6 +933,18 @@ impl Core {
                 );
                 PaymentAnswer::refused(decision.tags, reason, None)
             }
+            Verdict::RequireQuorum { ref rule_tag, .. }
+                if intent == Intent::Check
+                    && req.payment_hash.is_none()
+                    && req.kind == crate::policy::PaymentKind::Keysend =>
+            {
+                // Core Lightning's keysend, checked before it picks its payment hash: an
+                // approval would name a hash the next run does not use.
+                let reason = format!(
+                    "rule {rule_tag}: this keysend needs the admins' approval, and Core Lightning's keysend picks a new payment hash each time it runs, so an approval could never be used; ask the payee for an invoice and pay that (held payments of an invoice are approved with wardenctl approve)"
+                );
+                self.refuse_held(intent, now, req, &decision, reason, None)?
+            }
             Verdict::RequireQuorum { .. } if self.rejected(req).is_some() => {
                 // A rejection is a veto: the same payment is not put to the admins again.
                 let record = self.rejected(req).expect("checked");

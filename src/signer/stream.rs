@@ -27,7 +27,8 @@ use crate::tags::{
     vls_tag_in, INVOICE_UNPARSABLE as TAG_UNPARSABLE_INVOICE,
     INVOICE_WITHOUT_AMOUNT as TAG_INVOICE_WITHOUT_AMOUNT,
     KEYSEND_BAD_DESTINATION as TAG_KEYSEND_BAD_DESTINATION, MALFORMED_MESSAGE as TAG_MALFORMED,
-    SIGNER_PANIC as TAG_PANIC, STORE_FAILURE as TAG_STORE_FAILURE, VLS_REFUSED as TAG_VLS_REFUSED,
+    NODE_INCOMPATIBLE as TAG_NODE_INCOMPATIBLE, SIGNER_PANIC as TAG_PANIC,
+    STORE_FAILURE as TAG_STORE_FAILURE, VLS_REFUSED as TAG_VLS_REFUSED,
 };
 use std::str::FromStr;
 use std::sync::Arc;
@@ -137,6 +138,47 @@ pub fn screen(id: u64, msg: &Message) -> Option<Screened> {
     Some(Screened { tag, why, reply })
 }
 
+/// What the node's hsmd init asks for that this signer cannot serve, as a sentence naming it and
+/// what to do; `None` when the init can be served. VLS checks the same things with `assert!` or
+/// a bare protocol error, which tells the operator nothing.
+pub fn unservable_init(msg: &Message) -> Option<String> {
+    let Message::HsmdInit(m) = msg else {
+        return None;
+    };
+    let (lowest, highest) = (
+        msgs::MIN_PROTOCOL_VERSION,
+        msgs::DEFAULT_MAX_PROTOCOL_VERSION,
+    );
+    if m.hsm_wire_min_version > highest || m.hsm_wire_max_version < lowest {
+        return Some(format!(
+            "the node speaks hsmd wire protocol versions {} to {}, and this signer (VLS 1.0.0-rc.1) \
+             speaks {lowest} to {highest}: run a Core Lightning version README.md lists as working \
+             (v25.09, v25.12)",
+            m.hsm_wire_min_version, m.hsm_wire_max_version
+        ));
+    }
+    let dev: Vec<&str> = [
+        ("dev_force_privkey", m.dev_privkey.is_some()),
+        ("dev_force_bip32_seed", m.dev_bip32_seed.is_some()),
+        ("dev_force_channel_secrets", m.dev_channel_secrets.is_some()),
+        (
+            "dev_force_channel_secrets_shaseed",
+            m.dev_channel_secrets_shaseed.is_some(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if !dev.is_empty() {
+        return Some(format!(
+            "the node's hsmd init carries developer fields ({}), which would replace keys held in \
+             the HSM: start lightningd without its --dev-force-* options",
+            dev.join(", ")
+        ));
+    }
+    None
+}
+
 /// Payments Warden refuses before VLS sees them, because VLS would turn them into a fatal error
 /// (unparsable invoice, a keysend to something that is not a public key) or because Warden
 /// cannot judge them (an invoice without an amount: CLN's preapprove does not carry the amount
@@ -211,6 +253,28 @@ fn answer_message(
         return (refusal, false, false);
     }
     let name = msg.inner().name();
+    if let Some(why) = unservable_init(&msg) {
+        tracing::error!(tag = TAG_NODE_INCOMPATIBLE, "{why}");
+        core.events.emit(
+            core.clock.now(),
+            EventKind::NodeConnection,
+            "",
+            &[TAG_NODE_INCOMPATIBLE.into()],
+            why.clone(),
+            0,
+        );
+        let response = SignerResponse {
+            request_id: id,
+            message: vec![],
+            error: why,
+            is_temporary_failure: false,
+        };
+        return (response, false, false);
+    }
+    let wire_versions = match &msg {
+        Message::HsmdInit(m) => Some((m.hsm_wire_min_version, m.hsm_wire_max_version)),
+        _ => None,
+    };
     let result: Result<(Option<Vec<u8>>, bool), HandlerError> = match phase {
         Phase::Init(init) => {
             let persister = init.node().get_persister();
@@ -227,6 +291,15 @@ fn answer_message(
                     temporary(id, format!("cannot commit state: {e:?}")),
                     false,
                     true,
+                );
+            }
+            if let (Ok(_), Some((lowest, highest))) = (&r, wire_versions) {
+                let served = highest.min(msgs::DEFAULT_MAX_PROTOCOL_VERSION);
+                tracing::info!(
+                    "node init: the node speaks hsmd wire versions {lowest} to {highest}, served at \
+                     {served}; this signer does not offer splice signing, so Core Lightning v26.04 \
+                     and later stop at start with \"splicing needs HSM capable of signing splices!\" \
+                     (README.md, versions)"
                 );
             }
             r.map(|(done, reply)| (reply.map(|r| r.as_vec()), done))
