@@ -8,13 +8,21 @@
 //! asking again under a new number, on-chain spends with random fees (some far over the bound),
 //! the CLN plugin's checks each followed by the signature they precede, admins approving held
 //! payments, freezes and quorum unfreezes, clock jumps both ways, crashes
-//! and failed commits. After every step the reference model, written apart from the code it
+//! and failed commits; and (on every seed but the regressions found before they existed)
+//! governed policy changes that tighten or loosen the daily cap, vetoes of a loosening in its
+//! delay, the periodic sweep that puts a loosening in force, the recovery key's unfreeze started,
+//! cancelled and executed, and the HSM's token going away and coming back. After every step the reference model, written apart from the code it
 //! checks (its own window arithmetic, its own record of approvals, freezes and what was signed),
 //! must agree with what the signer holds in memory and on disk:
 //! - what left the wallet in the last 24 hours (payments, on-chain outputs and fees) is within
 //!   the daily cap, and is what the model counted, in memory and in the database alike;
 //! - nothing was approved while frozen, and the freeze in memory is the one on disk;
 //! - every quorum approval was used at most once;
+//! - the policy in force (in memory and in the database's history) is the last one the quorum
+//!   approved: a tightening from its last signature, a loosening only after its delay in
+//!   Warden's own time and never once vetoed; every approval was within the cap in force;
+//! - a recovery action runs only after its delay and never once cancelled;
+//! - nothing is approved while the HSM is known to be gone;
 //! - a request sent again got the answer it got the first time;
 //! - the audit chain verifies.
 //!
@@ -52,6 +60,10 @@ const QUORUM_ABOVE_SAT: u64 = 1_000_000;
 const MAX_FEE_SAT: u64 = 200_000;
 const DAY: u64 = 86_400;
 const STEPS: u32 = 60;
+/// The daily caps the governed changes move between.
+const CAPS_SAT: [u64; 3] = [2_000_000, DAILY_CAP_SAT, 4_000_000];
+const LOOSEN_DELAY: u64 = 6 * 3_600;
+const RECOVERY_DELAY: u64 = 2 * 3_600;
 
 /// Seeds that once found a defect: run on every run.
 const REGRESSIONS: &[u64] = &[
@@ -59,6 +71,10 @@ const REGRESSIONS: &[u64] = &[
     // the age limit the kept answers had.
     70,
 ];
+
+/// Regression seeds found before the governance, recovery and HSM steps existed: they replay
+/// exactly the steps that found them, so those steps are not drawn for them.
+const BEFORE_GOVERNANCE: &[u64] = &[70];
 
 use common::stack::Rng;
 
@@ -74,11 +90,43 @@ struct Model {
     frozen: bool,
     /// Quorum requests and how often a payment used each.
     quorum_used: BTreeMap<String, u32>,
+    /// The latest clock reading: Warden's own time is at most this.
+    high_water: u64,
+    /// The hash of the policy in force, and each known policy's daily cap (msat).
+    in_force: String,
+    caps: BTreeMap<String, u64>,
+    /// A loosening approved by the quorum and not yet in force.
+    loosening: Option<Loosening>,
+    /// The recovery key's started unfreeze.
+    recovery: Option<RecoveryRun>,
+    hsm_down: bool,
+}
+
+/// What the model knows of an approved loosening: it may be in force once Warden's time is at
+/// least `earliest` (its quorum cannot have come before the clock read at the approval), and
+/// must be after a sweep at a clock reading of `certain` or later.
+struct Loosening {
+    id: String,
+    hash: String,
+    earliest: u64,
+    certain: u64,
+    vetoed: bool,
+}
+
+struct RecoveryRun {
+    id: String,
+    /// The action may run once Warden's time is at least this.
+    earliest: u64,
+    cancelled: bool,
 }
 
 impl Model {
     /// What counts at `now`: the signer keeps minute buckets, and a spend stays in a 24-hour
     /// window until 24 hours after the end of its minute.
+    fn cap_msat(&self) -> u128 {
+        u128::from(self.caps[&self.in_force])
+    }
+
     fn within_day(&self, now: u64) -> u128 {
         let start = now.saturating_sub(DAY);
         self.spent
@@ -113,10 +161,26 @@ enum Op {
     /// On PostgreSQL, a restart: a new holder takes the lease over, and the one it replaced,
     /// still running, must answer nothing.
     Takeover,
+    /// A policy with another daily cap, proposed and signed by the governance quorum.
+    Propose,
+    /// An admin's veto of a loosening in its delay.
+    Veto,
+    /// wardend's periodic sweep (expiries, loosenings whose delay is over).
+    Sweep,
+    /// The recovery key starts an unfreeze.
+    RecoveryStart,
+    RecoveryExecute,
+    /// The admins' quorum cancels the started recovery action.
+    RecoveryCancel,
+    /// The HSM's token goes away; wardend's health probe finds it.
+    HsmFault,
+    /// The token is back; wardend logs in again.
+    HsmBack,
 }
 
 struct World {
-    _token: TestToken,
+    token: TestToken,
+    recovery_key: AdminKey,
     hsm: Hsm,
     seed: NodeSeed,
     admins: Vec<(String, AdminKey)>,
@@ -154,25 +218,13 @@ struct Signer {
 impl World {
     fn new(label: &str, postgres: bool) -> Self {
         let (token, hsm, seed) = common::stack::sealed(label);
-        let (admins, policy) = common::stack::admins_and_policy(&format!(
-            r#"
-[[limit]]
-tag = "per-payment-cap"
-window = "payment"
-max_amount = "{PER_PAYMENT_SAT} sat"
-
-[[limit]]
-tag = "daily-cap"
-window = "24h"
-max_amount = "{DAILY_CAP_SAT} sat"
-
-[[approval]]
-tag = "large-payment-quorum"
-above = "{QUORUM_ABOVE_SAT} sat"
-quorum = {{ need = 2, of = ["alice", "bob", "carol"] }}
-expiry = "1h"
-"#
-        ));
+        let (admins, _) = common::stack::admins_and_policy("");
+        let recovery_key = AdminKey::generate();
+        let text = policy_text(&admins, &recovery_key, DAILY_CAP_SAT);
+        let policy = LoadedPolicy {
+            policy: Arc::new(warden::policy::parse_policy(&text).unwrap()),
+            text,
+        };
         let backing = if postgres {
             Backing::Postgres {
                 db: common::pg::shared().database(label),
@@ -186,7 +238,8 @@ expiry = "1h"
             }
         };
         World {
-            _token: token,
+            token,
+            recovery_key,
             hsm,
             seed,
             admins,
@@ -236,6 +289,12 @@ expiry = "1h"
         }
     }
 
+    /// The token directory SoftHSM reads, and where it goes while the HSM is "gone".
+    fn token_dirs(&self) -> (std::path::PathBuf, std::path::PathBuf) {
+        let d = self.token.dir.path();
+        (d.join("tokens"), d.join("tokens.gone"))
+    }
+
     fn key(&self, admin: &str) -> &AdminKey {
         &self.admins.iter().find(|(n, _)| n == admin).unwrap().1
     }
@@ -245,6 +304,46 @@ impl Signer {
     fn send(&mut self, id: u64, message: Vec<u8>) -> SignerResponse {
         common::stack::send(&mut self.session, id, message)
     }
+}
+
+/// The simulator's policy with a daily cap of `cap_sat`: the admins, the limits, the quorum, a
+/// loosening delay and the recovery key's unfreeze.
+fn policy_text(admins: &[(String, AdminKey)], recovery: &AdminKey, cap_sat: u64) -> String {
+    let mut text = "version = 1\n[admins]\n".to_string();
+    for (n, k) in admins {
+        text.push_str(&format!("{n} = {{ pubkey = \"{}\" }}\n", k.public_key()));
+    }
+    text.push_str(&format!(
+        r#"
+[[limit]]
+tag = "per-payment-cap"
+window = "payment"
+max_amount = "{PER_PAYMENT_SAT} sat"
+
+[[limit]]
+tag = "daily-cap"
+window = "24h"
+max_amount = "{cap_sat} sat"
+
+[[approval]]
+tag = "large-payment-quorum"
+above = "{QUORUM_ABOVE_SAT} sat"
+quorum = {{ need = 2, of = ["alice", "bob", "carol"] }}
+expiry = "1h"
+
+[governance]
+loosen_delay = "{}h"
+
+[recovery]
+key = {{ pubkey = "{}" }}
+delay = "{}h"
+actions = ["unfreeze"]
+"#,
+        LOOSEN_DELAY / 3_600,
+        recovery.public_key(),
+        RECOVERY_DELAY / 3_600,
+    ));
+    text
 }
 
 /// The address of on-chain destination `n`.
@@ -305,9 +404,14 @@ struct Run {
     /// The last decision-bearing request sent and its answer.
     last: Option<(u64, Vec<u8>, SignerResponse)>,
     ops: BTreeMap<Op, u32>,
+    /// What the governance, recovery and HSM steps achieved (a step may find nothing to do).
+    effects: BTreeMap<&'static str, u32>,
     /// Whether this seed checks PSBTs as the plugin does (one seed in ten: the first check of a
     /// node derives its wallet's scripts, about a second in a debug build).
     checks_psbt: bool,
+    /// Draws the governance, recovery and HSM steps (`None` for the older regression seeds),
+    /// apart from `rng` so that the other steps are drawn as before.
+    more: Option<Rng>,
 }
 
 impl Run {
@@ -335,6 +439,10 @@ impl Run {
                 return Err(format!("a wardend that lost its lease answered {r:?}"));
             }
         }
+        if self.m.hsm_down {
+            // wardend does not start without its HSM: the operator brings it back first.
+            self.hsm_back()?;
+        }
         self.s = self.w.start();
         let id = self.id();
         let r = self
@@ -358,8 +466,15 @@ impl Run {
             if approved && self.m.frozen && !self.m.approved.contains(&n) {
                 return Err(format!("invoice {n} approved while frozen"));
             }
+            if approved && self.m.hsm_down && !self.m.approved.contains(&n) {
+                return Err(format!("invoice {n} approved while the HSM was gone"));
+            }
+            if !approved && self.m.hsm_down {
+                self.effect("refused while the HSM was gone");
+            }
             if approved && self.m.approved.insert(n) {
                 self.m.spent.push((now, msat));
+                self.within_cap(&format!("invoice {n}"))?;
                 let req = self.request(n);
                 if let Ok(Some(record)) = self.s.core.approvals.find(&req) {
                     if record.state == warden::approval::RequestState::Consumed {
@@ -383,7 +498,30 @@ impl Run {
     }
 
     fn step(&mut self, step: u32) -> Result<(), Broken> {
-        let op = match self.rng.below(110) {
+        let more = self.more.as_mut().and_then(|r| match r.below(40) {
+            0 | 1 => Some(Op::Propose),
+            2 => Some(Op::Veto),
+            3 | 4 => Some(Op::Sweep),
+            5 => Some(Op::RecoveryStart),
+            6 | 7 => Some(Op::RecoveryExecute),
+            8 => Some(Op::RecoveryCancel),
+            9 => Some(Op::HsmFault),
+            10 | 11 => Some(Op::HsmBack),
+            _ => None,
+        });
+        let op = match more {
+            Some(op) => op,
+            None => self.draw(),
+        };
+        *self.ops.entry(op).or_default() += 1;
+        self.run_op(op, step)?;
+        self.m.high_water = self.m.high_water.max(self.w.clock.now());
+        self.check(step)
+    }
+
+    /// One of the steps every seed draws, from `rng`.
+    fn draw(&mut self) -> Op {
+        match self.rng.below(110) {
             100..=104 => Op::CheckedPay,
             105..=109 if self.checks_psbt => Op::CheckedOnChain,
             105..=109 => Op::OnChain,
@@ -400,8 +538,10 @@ impl Run {
             88..=92 => Op::Crash,
             93..=96 => Op::CommitFailure,
             _ => Op::FreezeDuringAnAbort,
-        };
-        *self.ops.entry(op).or_default() += 1;
+        }
+    }
+
+    fn run_op(&mut self, op: Op, step: u32) -> Result<(), Broken> {
         match op {
             Op::Pay | Op::CheckedPay => {
                 let n = self.invoices.len() as u64 + 1;
@@ -474,11 +614,15 @@ impl Run {
                     if self.m.frozen {
                         return Err("an on-chain spend was signed while frozen".into());
                     }
+                    if self.m.hsm_down {
+                        return Err("an on-chain spend was signed while the HSM was gone".into());
+                    }
                     if op == Op::OnChainOverFee {
                         return Err(format!("a fee of {fee} sat was signed over max_fee"));
                     }
                     if self.m.signed.insert(message.clone()) {
                         self.m.spent.push((now, (sat + fee) * SAT));
+                        self.within_cap("an on-chain spend")?;
                     }
                 }
                 self.last = Some((id, message, r));
@@ -490,7 +634,10 @@ impl Run {
                     .approvals
                     .list_pending(self.now())
                     .unwrap_or_default();
-                if let Some(record) = pending.into_iter().find(|r| r.unfreeze.is_none()) {
+                if let Some(record) = pending
+                    .into_iter()
+                    .find(|r| r.unfreeze.is_none() && r.change.is_none() && r.recovery.is_none())
+                {
                     for admin in ["alice", "bob"] {
                         let sig = self
                             .w
@@ -586,8 +733,256 @@ impl Run {
                 }
                 self.restart()?;
             }
+            Op::Propose => self.propose()?,
+            Op::Veto => self.veto(),
+            Op::Sweep => self.sweep()?,
+            Op::RecoveryStart => self.recovery_start()?,
+            Op::RecoveryExecute => self.recovery_execute()?,
+            Op::RecoveryCancel => self.recovery_cancel(),
+            Op::HsmFault => self.hsm_fault()?,
+            Op::HsmBack => self.hsm_back()?,
         }
-        self.check(step)
+        Ok(())
+    }
+
+    /// After a new approval counted in the model: the day's total is within the cap in force.
+    fn within_cap(&self, what: &str) -> Result<(), Broken> {
+        let day = self.m.within_day(self.now());
+        if day > self.m.cap_msat() {
+            return Err(format!(
+                "{what} approved with {day} msat in the last day, over the cap in force ({} msat)",
+                self.m.cap_msat()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Both signatures of `admins` on request `id` with `decision`; whether both were taken.
+    fn sign_by(&self, id: &str, admins: &[&str], decision: Decision) -> bool {
+        let Ok(record) = self.s.core.approvals.get(id) else {
+            return false;
+        };
+        admins.iter().all(|admin| {
+            let sig = self.w.key(admin).sign_digest(record.digest(decision));
+            self.s
+                .core
+                .decide_request(id, admin, decision, SignatureFormat::Bip340, &sig, None)
+                .is_ok()
+        })
+    }
+
+    /// A policy with another daily cap, proposed by alice and signed by alice and bob.
+    fn propose(&mut self) -> Result<(), Broken> {
+        if self.m.hsm_down || self.m.loosening.is_some() {
+            return Ok(());
+        }
+        let current = self.m.caps[&self.m.in_force];
+        let others: Vec<u64> = CAPS_SAT
+            .iter()
+            .map(|c| c * SAT)
+            .filter(|c| *c != current)
+            .collect();
+        let cap = others[self.rng_more() as usize % others.len()];
+        let text = policy_text(&self.w.admins, &self.w.recovery_key, cap / SAT);
+        let proposal = self
+            .s
+            .core
+            .propose_policy(&text, "alice")
+            .map_err(|e| format!("a valid proposal was refused: {e}"))?;
+        let hash = proposal.record.change.as_ref().unwrap().hash.clone();
+        self.m.caps.insert(hash.clone(), cap);
+        let (clock, high) = (
+            self.w.clock.now(),
+            self.m.high_water.max(self.w.clock.now()),
+        );
+        if !self.sign_by(&proposal.record.id, &["alice", "bob"], Decision::Approve) {
+            return Err(format!(
+                "the quorum's signatures on policy change {} were not taken",
+                proposal.record.id
+            ));
+        }
+        if cap < current {
+            // A tightening is in force from the last signature.
+            self.effect("tightened");
+            self.m.in_force = hash;
+        } else {
+            self.m.loosening = Some(Loosening {
+                id: proposal.record.id,
+                hash,
+                earliest: clock + LOOSEN_DELAY,
+                certain: high + LOOSEN_DELAY,
+                vetoed: false,
+            });
+        }
+        Ok(())
+    }
+
+    fn veto(&mut self) {
+        if self.m.hsm_down {
+            return;
+        }
+        let Some(id) = self
+            .m
+            .loosening
+            .as_ref()
+            .filter(|l| !l.vetoed)
+            .map(|l| l.id.clone())
+        else {
+            return;
+        };
+        if self.sign_by(&id, &["carol"], Decision::Reject) {
+            self.effect("loosening vetoed");
+            self.m.loosening.as_mut().unwrap().vetoed = true;
+        }
+    }
+
+    /// wardend's sweep; a loosening comes into force only after its delay, and must once the
+    /// clock is certainly past it.
+    fn sweep(&mut self) -> Result<(), Broken> {
+        if self.m.hsm_down {
+            return Ok(());
+        }
+        let _ = self.s.core.sweep();
+        let now_hash = self.s.core.policy().policy.hash_hex();
+        let clock = self.w.clock.now();
+        if let Some(l) = &self.m.loosening {
+            if now_hash == l.hash {
+                if l.vetoed {
+                    return Err(format!("loosening {} came into force after a veto", l.id));
+                }
+                if self.m.high_water.max(clock) < l.earliest {
+                    return Err(format!(
+                        "loosening {} came into force before its delay ({} < {})",
+                        l.id,
+                        self.m.high_water.max(clock),
+                        l.earliest
+                    ));
+                }
+                self.effect("loosened after the delay");
+                self.m.in_force = now_hash;
+                self.m.loosening = None;
+            } else if !l.vetoed && clock >= l.certain {
+                return Err(format!(
+                    "loosening {} is not in force after its delay (clock {clock} >= {})",
+                    l.id, l.certain
+                ));
+            } else if l.vetoed {
+                self.m.loosening = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The recovery key starts an unfreeze of the freeze in force.
+    fn recovery_start(&mut self) -> Result<(), Broken> {
+        if self.m.hsm_down || !self.m.frozen || self.m.recovery.is_some() {
+            return Ok(());
+        }
+        let (record, _) = self
+            .s
+            .core
+            .open_recovery(warden::policy::RecoveryKind::Unfreeze, None)
+            .map_err(|e| format!("opening the recovery key's unfreeze: {e}"))?;
+        let sig = self
+            .w
+            .recovery_key
+            .sign_digest(record.digest(Decision::Approve));
+        let earliest = self.w.clock.now() + RECOVERY_DELAY.min(600) + RECOVERY_DELAY;
+        self.s
+            .core
+            .start_recovery(&record.id, SignatureFormat::Bip340, &sig)
+            .map_err(|e| format!("starting the recovery key's unfreeze: {e}"))?;
+        self.effect("recovery started");
+        self.m.recovery = Some(RecoveryRun {
+            id: record.id,
+            earliest,
+            cancelled: false,
+        });
+        Ok(())
+    }
+
+    fn recovery_execute(&mut self) -> Result<(), Broken> {
+        let Some(r) = &self.m.recovery else {
+            return Ok(());
+        };
+        if self.m.hsm_down {
+            return Ok(());
+        }
+        if self.s.core.execute_recovery(&r.id).is_ok() {
+            if r.cancelled {
+                return Err(format!(
+                    "recovery action {} ran after it was cancelled",
+                    r.id
+                ));
+            }
+            let warden_time_at_most = self.m.high_water.max(self.w.clock.now());
+            if warden_time_at_most < r.earliest {
+                return Err(format!(
+                    "recovery action {} ran before its delay ({warden_time_at_most} < {})",
+                    r.id, r.earliest
+                ));
+            }
+            self.effect("recovery executed");
+            self.m.frozen = false;
+            self.m.recovery = None;
+        }
+        Ok(())
+    }
+
+    fn recovery_cancel(&mut self) {
+        if self.m.hsm_down {
+            return;
+        }
+        if let Some(id) = self.m.recovery.as_ref().map(|r| r.id.clone()) {
+            if self.sign_by(&id, &["alice", "carol"], Decision::Reject) {
+                self.effect("recovery cancelled");
+                self.m.recovery.as_mut().unwrap().cancelled = true;
+            }
+        }
+    }
+
+    /// The token directory goes away under the running signer; the health probe finds it.
+    fn hsm_fault(&mut self) -> Result<(), Broken> {
+        if self.m.hsm_down {
+            return Ok(());
+        }
+        let (dir, gone) = self.w.token_dirs();
+        std::fs::rename(&dir, &gone).map_err(|e| e.to_string())?;
+        match self.w.hsm.probe() {
+            Ok(()) => return Err("the HSM probe passed with its token gone".into()),
+            Err(e) => self.s.core.set_hsm_health(Err(e.to_string())),
+        }
+        self.effect("HSM gone");
+        self.m.hsm_down = true;
+        Ok(())
+    }
+
+    /// The token is back; wardend logs in again and its probe passes.
+    fn hsm_back(&mut self) -> Result<(), Broken> {
+        if !self.m.hsm_down {
+            return Ok(());
+        }
+        let (dir, gone) = self.w.token_dirs();
+        std::fs::rename(&gone, &dir).map_err(|e| e.to_string())?;
+        self.w
+            .hsm
+            .relogin()
+            .map_err(|e| format!("logging in again once the token is back: {e}"))?;
+        self.w
+            .hsm
+            .probe()
+            .map_err(|e| format!("the probe once the token is back: {e}"))?;
+        self.s.core.set_hsm_health(Ok(()));
+        self.m.hsm_down = false;
+        Ok(())
+    }
+
+    fn effect(&mut self, what: &'static str) {
+        *self.effects.entry(what).or_default() += 1;
+    }
+
+    fn rng_more(&mut self) -> u64 {
+        self.more.as_mut().map(|r| r.next()).unwrap_or(0)
     }
 
     /// Every invariant, against memory and the database.
@@ -613,7 +1008,7 @@ impl Run {
                 "step {step}: the signer counts {disk} msat in the last day, the model {model}"
             ));
         }
-        if disk > u128::from(DAILY_CAP_SAT * SAT) {
+        if disk > u128::from(CAPS_SAT[2] * SAT) {
             return Err(format!(
                 "step {step}: {disk} msat left in a day, over the cap"
             ));
@@ -629,10 +1024,24 @@ impl Run {
                 self.m.frozen
             ));
         }
+        let memory_policy = self.s.core.policy().policy.hash_hex();
+        let disk_policy = warden::core::verified_policy_in_force(
+            &self.s.store,
+            lightning_signer::bitcoin::Network::Regtest,
+        )
+        .map_err(|e| format!("step {step}: the policy history: {e}"))?
+        .map(|v| v.hash)
+        .unwrap_or_default();
+        if memory_policy != disk_policy || disk_policy != self.m.in_force {
+            return Err(format!(
+                "step {step}: the policy in force in memory is {memory_policy}, in the database {disk_policy}, in the model {}",
+                self.m.in_force
+            ));
+        }
         if let Some((id, n)) = self.m.quorum_used.iter().find(|(_, n)| **n > 1) {
             return Err(format!("step {step}: quorum approval {id} used {n} times"));
         }
-        if step % 10 == 9 {
+        if step % 10 == 9 && !self.m.hsm_down {
             let key = self.w.hsm.audit_public_key().map_err(|e| e.to_string())?;
             match warden::audit::verify::verify_store(&self.s.store, &key, None) {
                 Ok(warden::audit::verify::Finding::Ok { .. }) => {}
@@ -643,8 +1052,10 @@ impl Run {
     }
 }
 
-/// Run one seed; the coverage of its steps, or what broke.
-fn run_seed(seed: u64) -> Result<BTreeMap<Op, u32>, Broken> {
+/// Run one seed; the coverage of its steps and what they achieved, or what broke.
+type Coverage = (BTreeMap<Op, u32>, BTreeMap<&'static str, u32>);
+
+fn run_seed(seed: u64) -> Result<Coverage, Broken> {
     // One seed in ten keeps its state on PostgreSQL, where every restart is a takeover.
     let w = World::new(&format!("sim-{seed}"), seed % 10 == 5);
     let mut s = w.start();
@@ -655,22 +1066,30 @@ fn run_seed(seed: u64) -> Result<BTreeMap<Op, u32>, Broken> {
         Ok(Message::HsmdInitReplyV4(r)) => Xpub::decode(&r.bip32.0).unwrap(),
         other => panic!("unexpected init reply {other:?}"),
     };
+    let initial = w.policy.policy.hash_hex();
     let mut run = Run {
         w,
         s,
-        m: Model::default(),
+        m: Model {
+            in_force: initial.clone(),
+            caps: BTreeMap::from([(initial, DAILY_CAP_SAT * SAT)]),
+            ..Model::default()
+        },
         rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
         xpub,
         next_id: 1,
         invoices: BTreeMap::new(),
         last: None,
         ops: BTreeMap::new(),
+        effects: BTreeMap::new(),
         checks_psbt: seed % 10 == 0,
+        more: (!BEFORE_GOVERNANCE.contains(&seed))
+            .then(|| Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
     };
     for step in 0..STEPS {
         run.step(step)?;
     }
-    Ok(run.ops)
+    Ok((run.ops, run.effects))
 }
 
 #[test]
@@ -685,12 +1104,16 @@ fn the_simulator_finds_no_broken_promise() {
         .unwrap_or(1);
     let started = std::time::Instant::now();
     let mut coverage: BTreeMap<Op, u32> = BTreeMap::new();
+    let mut achieved: BTreeMap<&'static str, u32> = BTreeMap::new();
     let mut failures = Vec::new();
     for seed in REGRESSIONS.iter().copied().chain(first..first + seeds) {
         match run_seed(seed) {
-            Ok(ops) => {
+            Ok((ops, effects)) => {
                 for (op, n) in ops {
                     *coverage.entry(op).or_default() += n;
+                }
+                for (what, n) in effects {
+                    *achieved.entry(what).or_default() += n;
                 }
             }
             Err(why) => {
@@ -702,7 +1125,7 @@ fn the_simulator_finds_no_broken_promise() {
         }
     }
     eprintln!(
-        "simulator: {} seeds ({} regression) x {STEPS} steps in {:.1} s; steps by kind: {coverage:?}",
+        "simulator: {} seeds ({} regression) x {STEPS} steps in {:.1} s; steps by kind: {coverage:?}; achieved: {achieved:?}",
         seeds + REGRESSIONS.len() as u64,
         REGRESSIONS.len(),
         started.elapsed().as_secs_f64()

@@ -13,7 +13,37 @@ use warden::signer::stream::Session;
 use warden::signer::{build_handler, vls_filter, SignerSettings};
 use warden::store::{Backend, Store};
 
-/// The store, the core and the session of one wardend over `backend`.
+/// The policy wardend starts with, as it chooses it: the one in force in the store's history,
+/// or on a new store `first`, recorded as the first version (its admins the first quorum).
+fn policy_at_start(store: &Store, first: &LoadedPolicy, now: u64) -> LoadedPolicy {
+    use warden::governance::{PolicyHistory, PolicyVersion};
+    let network = lightning_signer::bitcoin::Network::Regtest;
+    match warden::core::verified_policy_in_force(store, network).unwrap() {
+        Some(v) => LoadedPolicy {
+            policy: Arc::new(warden::policy::parse_policy_for(&v.text, network).unwrap()),
+            text: v.text,
+        },
+        None => {
+            PolicyHistory::new(store)
+                .record(PolicyVersion {
+                    seq: 0,
+                    hash: first.policy.hash_hex(),
+                    text: first.text.clone(),
+                    request_id: None,
+                    approved_by: Vec::new(),
+                    proposed_at: now,
+                    took_effect_at: now,
+                    changes: Vec::new(),
+                    proof: None,
+                })
+                .unwrap();
+            first.clone()
+        }
+    }
+}
+
+/// The store, the core and the session of one wardend over `backend`, under the policy in
+/// force (`policy` on a new store).
 pub fn build(
     hsm: &Hsm,
     seed: &NodeSeed,
@@ -22,6 +52,7 @@ pub fn build(
     backend: Arc<dyn Backend>,
 ) -> (Store, Arc<Core>, Session) {
     let store = Store::new(backend);
+    let policy = &policy_at_start(&store, policy, warden::clock::Clock::now(clock));
     let audit =
         Arc::new(AuditLog::open(&store, Arc::new(hsm.clone()), AuditConfig::default()).unwrap());
     let core = Arc::new(
