@@ -13,11 +13,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --locked --all-targets 2>&1 | tee "$log"
+cargo test --locked --workspace --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The test matrix: the end-to-end CLN suite again, with wardend's state on PostgreSQL (a
 # throwaway server the harness starts) instead of sled. Same binary, same tests.

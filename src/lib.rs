@@ -6,6 +6,8 @@
 //! of policy on top: limits, allowlists, time windows, and quorum approvals by admins.
 //!
 //! ## Where things live
+//! - [`policy`]: the policy language, from the `warden-policy` crate (pure: parsing, evaluation,
+//!   velocity windows, tags), re-exported with what wardend adds (reading the file).
 //! - [`hsm`]: the PKCS#11 token. It seals the node seed (AES-256-GCM, key non-extractable) and
 //!   holds the secp256k1 key that signs audit checkpoints. Start here for key custody.
 //! - [`config`]: wardend's configuration file, environment and flags, validated at start.
@@ -43,4 +45,4 @@ pub mod recovery;
 pub mod signer;
 pub mod standin;
 pub mod store;
-pub mod tags;
+pub use warden_policy::tags;

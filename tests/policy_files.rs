@@ -88,8 +88,11 @@ fn warden_tags_are_defined_once_and_documented_in_the_reference() {
         .expect("policy/README.md has a section \"Warden's own tags\"");
     let documented = warden_tags(section);
     let defined: BTreeSet<String> = warden::tags::ALL.iter().map(|s| s.to_string()).collect();
-    assert_eq!(documented, defined, "policy/README.md vs src/tags.rs");
-    // No tag is spelled outside src/tags.rs: the names below are HSM object labels, a
+    assert_eq!(
+        documented, defined,
+        "policy/README.md vs crates/warden-policy/src/tags.rs"
+    );
+    // No tag is spelled outside warden-policy's tags.rs: the names below are HSM object labels, a
     // directory and the CLN plugin's lightningd options, not tags.
     let not_tags: BTreeSet<&str> = [
         "warden-audit-ecdsa",
@@ -104,10 +107,10 @@ fn warden_tags_are_defined_once_and_documented_in_the_reference() {
         "warden-timeout",
     ]
     .into();
-    let mut stack = vec![std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src"
-    ))];
+    let mut stack = vec![
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/crates")),
+    ];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -115,7 +118,9 @@ fn warden_tags_are_defined_once_and_documented_in_the_reference() {
                 stack.push(path);
                 continue;
             }
-            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("src/tags.rs") {
+            if path.extension().is_none_or(|e| e != "rs")
+                || path.ends_with("warden-policy/src/tags.rs")
+            {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
@@ -123,7 +128,7 @@ fn warden_tags_are_defined_once_and_documented_in_the_reference() {
                 if lit.starts_with("warden-") && lit.len() > "warden-".len() {
                     assert!(
                         not_tags.contains(lit),
-                        "{} spells the tag \"{lit}\"; define it in src/tags.rs and document it in policy/README.md",
+                        "{} spells the tag \"{lit}\"; define it in crates/warden-policy/src/tags.rs and document it in policy/README.md",
                         path.display()
                     );
                 }

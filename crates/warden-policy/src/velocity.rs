@@ -188,7 +188,7 @@ impl VelocityState {
 /// ignorant of the store.
 pub mod codec {
     use super::{Bucket, BucketChange, LedgerKey};
-    use crate::policy::model::Destination;
+    use crate::model::Destination;
 
     /// Encode a ledger key; the inverse of [`decode_ledger_key`].
     pub fn encode_ledger_key(key: &LedgerKey, out: &mut Vec<u8>) {
