@@ -8,6 +8,8 @@
 //! ## Where things live
 //! - [`policy`]: the policy language, from the `warden-policy` crate (pure: parsing, evaluation,
 //!   velocity windows, tags), re-exported with what wardend adds (reading the file).
+//! - [`api`]: the admin API wardend serves; its messages and client are the `warden-client`
+//!   crate's (`api::proto`), shared with wardenctl, the CLN plugin and the LDK link's check.
 //! - [`hsm`]: the PKCS#11 token. It seals the node seed (AES-256-GCM, key non-extractable) and
 //!   holds the secp256k1 key that signs audit checkpoints. Start here for key custody.
 //! - [`config`]: wardend's configuration file, environment and flags, validated at start.

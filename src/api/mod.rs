@@ -11,11 +11,9 @@ pub mod accept;
 pub mod limits;
 pub mod tls;
 
-/// Generated from `proto/warden.proto`.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod proto {
-    tonic::include_proto!("warden.v1");
-}
+/// The admin API's messages, server and client, generated from `proto/warden.proto` in the
+/// `warden-client` crate.
+pub use warden_client::proto;
 
 use crate::approval::{ApprovalError, ApprovalRecord, Decision, RequestState, SignatureFormat};
 use crate::core::{Core, FreezeError, GovernanceError, RecoveryError};

@@ -3,7 +3,7 @@
 //! at a payment, and the liquidity alerts.
 //!
 //! The channel list is read from VLS's node state through a closure the signer installs
-//! ([`Core::set_channel_list`]), so the core names no VLS type and holds no node.
+//! ([`Core::set_signer_state`]), so the core names no VLS type and holds no node.
 
 use super::{Core, Intent, PaymentAnswer};
 use crate::events::EventKind;

@@ -10,30 +10,7 @@ use crate::policy::PaymentRequest;
 /// Most outputs or channels one check may name.
 pub const MAX_CHECKED: usize = 1_000;
 
-/// What a check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckOutcome {
-    /// Signing would approve it now.
-    Approved,
-    /// It needs a quorum: the named request waits for the admins; ask again once approved.
-    Held,
-    /// Refused by the named rules.
-    Refused,
-}
-
-/// A check's answer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CheckAnswer {
-    /// What signing would do.
-    pub outcome: CheckOutcome,
-    /// The rules that decided.
-    pub tags: Vec<String>,
-    /// Why not, one sentence per rule (empty when approved).
-    pub reason: String,
-    /// The approval request holding it (or whose veto refuses it).
-    pub request_id: Option<String>,
-}
+pub use warden_client::check::{CheckAnswer, CheckOutcome};
 
 /// A check that cannot be asked as written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! same commit as the approval that makes it take effect, so a crash leaves either the old
 //! policy in force with the change still approved, or the new one with the change consumed.
 //! Proposals themselves are approval requests (`approval`, subject "policy change"); their
-//! classification (what tightens, what loosens) is [`classify`].
+//! classification (what tightens, what loosens) is [`classify()`].
 
 pub mod classify;
 

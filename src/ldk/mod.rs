@@ -18,12 +18,12 @@
 //! `Transport` calls block; make them from LDK's threads (or `spawn_blocking`), not from inside
 //! an async task.
 
-use crate::core::CheckAnswer;
 use lightning_signer::bitcoin::psbt::Psbt;
 use lightning_signer::bitcoin::secp256k1::PublicKey;
 use lightning_signer::bitcoin::{OutPoint, Transaction, TxOut};
 use lightning_signer::lightning::types::payment::PaymentHash;
 use lightning_signer::lightning_invoice::Bolt11Invoice;
+use warden_client::check::{CheckAnswer, CheckOutcome};
 mod chain;
 pub mod signer;
 
@@ -190,7 +190,7 @@ impl LdkSignerLink {
         let amount_msat = invoice.amount_milli_satoshis().unwrap_or(0);
         // The check first, counting nothing, so a refusal carries the rule's sentence and a
         // held payment its request; the preapproval that follows decides and counts.
-        let check = self.check(&crate::signer::extension::CheckRequest::Invoice {
+        let check = self.check(&warden_client::check::CheckRequest::Invoice {
             invoice: invoice.to_string(),
         })?;
         not_approved(check, &payment_hash, amount_msat)?;
@@ -212,7 +212,7 @@ impl LdkSignerLink {
         amount_msat: u64,
     ) -> Result<(), LdkError> {
         let hash = hex::encode(payment_hash.0);
-        let check = self.check(&crate::signer::extension::CheckRequest::Keysend {
+        let check = self.check(&warden_client::check::CheckRequest::Keysend {
             payee: hex::encode(payee.serialize()),
             payment_hash: hash.clone(),
             amount_msat,
@@ -237,7 +237,7 @@ impl LdkSignerLink {
     /// request id (the admins approve it; ask again, then sign); one approved by quorum is
     /// `Approved` and the approval is used by the signature.
     pub fn check_spend(&self, outputs: &[(String, u64)]) -> Result<CheckAnswer, LdkError> {
-        self.check(&crate::signer::extension::CheckRequest::Spend {
+        self.check(&warden_client::check::CheckRequest::Spend {
             outputs: outputs.to_vec(),
         })
     }
@@ -253,13 +253,13 @@ impl LdkSignerLink {
         private: bool,
         incoming: bool,
     ) -> Result<CheckAnswer, LdkError> {
-        self.check(&crate::signer::extension::CheckRequest::Channels {
+        self.check(&warden_client::check::CheckRequest::Channels {
             opens: vec![(hex::encode(peer.serialize()), sat, Some(private), incoming)],
         })
     }
 
-    fn check(&self, req: &crate::signer::extension::CheckRequest) -> Result<CheckAnswer, LdkError> {
-        use crate::signer::extension::{body, encode, CHECK_REPLY, CHECK_REQUEST};
+    fn check(&self, req: &warden_client::check::CheckRequest) -> Result<CheckAnswer, LdkError> {
+        use warden_client::check::{body, encode, CHECK_REPLY, CHECK_REQUEST};
         let reply = self.request(None, encode(CHECK_REQUEST, req))?;
         let json = body(&reply, CHECK_REPLY)
             .ok_or_else(|| LdkError::BadReply("not a check reply".into()))?;
@@ -374,14 +374,14 @@ impl WalletInput {
 /// A check's answer as the error a payment call returns when it is not approved.
 fn not_approved(check: CheckAnswer, payment_hash: &str, amount_msat: u64) -> Result<(), LdkError> {
     match check.outcome {
-        crate::core::CheckOutcome::Approved => Ok(()),
-        crate::core::CheckOutcome::Held => Err(LdkError::Held {
+        CheckOutcome::Approved => Ok(()),
+        CheckOutcome::Held => Err(LdkError::Held {
             payment_hash: payment_hash.to_string(),
             amount_msat,
             reason: check.reason,
             request_id: check.request_id.unwrap_or_default(),
         }),
-        crate::core::CheckOutcome::Refused => Err(LdkError::Refused {
+        CheckOutcome::Refused => Err(LdkError::Refused {
             payment_hash: payment_hash.to_string(),
             amount_msat,
             reason: check.reason,

@@ -5,53 +5,7 @@
 
 use crate::core::{CheckAnswer, Core};
 
-/// A check: [`CheckRequest`] as JSON after the type.
-pub const CHECK_REQUEST: u16 = 0xF701;
-/// Its answer: `Result<CheckAnswer, String>` as JSON after the type.
-pub const CHECK_REPLY: u16 = 0xF702;
-
-/// What the node asks before it builds a transaction.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckRequest {
-    /// An on-chain spend to (address, sat) outputs.
-    Spend {
-        /// Outputs that leave the wallet.
-        outputs: Vec<(String, u64)>,
-    },
-    /// Channels to open or accept: (peer hex, sat, private?, incoming?).
-    Channels {
-        /// In order.
-        opens: Vec<(String, u64, Option<bool>, bool)>,
-    },
-    /// A payment of a BOLT 11/12 invoice, before the node preapproves it.
-    Invoice {
-        /// As the node pays it.
-        invoice: String,
-    },
-    /// A keysend, before the node preapproves it.
-    Keysend {
-        /// The payee's node id, hex.
-        payee: String,
-        /// The payment hash, hex.
-        payment_hash: String,
-        /// msat.
-        amount_msat: u64,
-    },
-}
-
-/// `message` as a typed Warden message.
-pub fn encode<T: serde::Serialize>(message_type: u16, body: &T) -> Vec<u8> {
-    let mut out = message_type.to_be_bytes().to_vec();
-    out.extend(serde_json::to_vec(body).expect("plain data serializes"));
-    out
-}
-
-/// The body of a Warden message of `message_type`, if `bytes` is one.
-pub fn body(bytes: &[u8], message_type: u16) -> Option<&[u8]> {
-    (bytes.len() >= 2 && u16::from_be_bytes([bytes[0], bytes[1]]) == message_type)
-        .then(|| &bytes[2..])
-}
+pub use warden_client::check::{body, encode, CheckRequest, CHECK_REPLY, CHECK_REQUEST};
 
 /// Answer a check request's body (inside the request's transaction: a held spend's approval
 /// request is committed with it).

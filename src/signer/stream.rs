@@ -97,7 +97,7 @@ pub struct Screened {
     pub reply: Vec<u8>,
 }
 
-/// The pure part of [`prescreen`]: which requests are refused before VLS, and why.
+/// The pure part of `prescreen`: which requests are refused before VLS, and why.
 pub fn screen(id: u64, msg: &Message) -> Option<Screened> {
     let (tag, why, reply) = match msg {
         Message::PreapproveInvoice(m) => {

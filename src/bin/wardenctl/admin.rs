@@ -35,7 +35,7 @@ pub struct Conn {
     /// This admin's client certificate key
     #[arg(long = "cert-key", env = "WARDENCTL_CERT_KEY", global = true)]
     cert_key: Option<PathBuf>,
-    /// This admin's name in the policy's [admins]
+    /// This admin's name in the policy's `[admins]`
     #[arg(long, env = "WARDENCTL_ADMIN", global = true)]
     admin: Option<String>,
 }

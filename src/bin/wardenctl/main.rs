@@ -234,7 +234,7 @@ enum TlsCommand {
 
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
-    /// Create an approval key (0600) and print the line for the policy's [admins].
+    /// Create an approval key (0600) and print the line for the policy's `[admins]`.
     Keygen {
         /// File to write; never overwritten.
         #[arg(long)]
