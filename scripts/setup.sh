@@ -14,6 +14,8 @@ have_cmd tmux || need_pkgs+=(tmux)                   # the wardenctl top test ru
 have_cmd strace || need_pkgs+=(strace)               # the durability test watches wardend's fsyncs
 have_pkg postgresql || need_pkgs+=(postgresql)       # the HA tests start throwaway servers (initdb, pg_ctl)
 have_cmd systemd-analyze || need_pkgs+=(systemd)     # a test scores contrib/systemd/wardend.service
+have_cmd lintian || need_pkgs+=(lintian)             # the Debian package's test (scripts/package.sh --check)
+have_cmd adduser || need_pkgs+=(adduser)             # the package's postinst makes the warden user
 
 if ((${#need_pkgs[@]})); then
   echo "setup: installing ${need_pkgs[*]}"

@@ -26,6 +26,17 @@ status=${PIPESTATUS[0]}
 echo "== cargo test --test e2e_cln (state on PostgreSQL)"
 WARDEN_TEST_STORE=postgres cargo test --locked --test e2e_cln 2>&1 | tee -a "$log"
 status=$(( status | PIPESTATUS[0] ))
+# The Debian package, from the binaries the suite built: contents, lintian, install, run,
+# remove (scripts/package.sh --check). It installs system-wide, so it needs root.
+echo "== Debian package (scripts/package.sh --debug --check)"
+pkg_cmd=(bash scripts/package.sh --debug --check)
+[ "$(id -u)" -eq 0 ] || pkg_cmd=(sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME "${pkg_cmd[@]}")
+if "${pkg_cmd[@]}" 2>&1 | tee -a "$log"; then
+  echo "test result: ok. 1 passed; 0 failed (Debian package)" | tee -a "$log"
+else
+  echo "test result: FAILED. 0 passed; 1 failed (Debian package)" | tee -a "$log"
+  status=1
+fi
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
