@@ -516,17 +516,11 @@ async fn a_policy_written_into_the_history_behind_wardends_back_does_not_verify(
     let first = h.core.policy();
     // What wardend's first start records.
     PolicyHistory::new(h.core.store())
-        .record(PolicyVersion {
-            seq: 0,
-            hash: first.policy.hash_hex(),
-            text: first.text.clone(),
-            request_id: None,
-            approved_by: vec![],
-            proposed_at: T0,
-            took_effect_at: T0,
-            changes: vec![],
-            proof: None,
-        })
+        .record(PolicyVersion::first(
+            first.policy.hash_hex(),
+            first.text.clone(),
+            T0,
+        ))
         .unwrap();
     let r = propose(&h, "alice", &with_cap(&h, "4_000_000 sat")).await;
     h.sign("alice", &r, false).await.unwrap();

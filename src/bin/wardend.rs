@@ -637,17 +637,11 @@ fn policy_in_force(
             }
             let first = file.map_err(|e| anyhow::anyhow!("{e}"))?;
             let now = SystemClock.now();
-            history.record(PolicyVersion {
-                seq: 0,
-                hash: first.policy.hash_hex(),
-                text: first.text.clone(),
-                request_id: None,
-                approved_by: Vec::new(),
-                proposed_at: now,
-                took_effect_at: now,
-                changes: Vec::new(),
-                proof: None,
-            })?;
+            history.record(PolicyVersion::first(
+                first.policy.hash_hex(),
+                first.text.clone(),
+                now,
+            ))?;
             tracing::info!(policy = %first.policy.hash_hex(), "the first policy is recorded as the policy in force; later changes need its governance quorum");
             let hash = first.policy.hash;
             Ok((first, Some(PolicyFile::Loads(hash))))

@@ -212,13 +212,6 @@ impl Core {
         amount_msat: u64,
         command: &str,
     ) -> Result<CheckAnswer, CheckError> {
-        let payee = payee.to_ascii_lowercase();
-        if payee
-            .parse::<lightning_signer::bitcoin::secp256k1::PublicKey>()
-            .is_err()
-        {
-            return Err(CheckError::Peer(payee));
-        }
         let hash: [u8; 32] = hex::decode(payment_hash)
             .ok()
             .and_then(|h| h.try_into().ok())
@@ -227,9 +220,7 @@ impl Core {
                     "{payment_hash:?} is not a 32-byte payment hash in hex"
                 ))
             })?;
-        let answer = self.check_payment(&PaymentRequest::keysend(hash, amount_msat, &payee));
-        tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "keysend checked");
-        Ok(self.outcome(answer))
+        self.check_keysend_to(payee, Some(hash), amount_msat, command)
     }
 
     /// What Core Lightning's `keysend` of `amount_msat` to `payee` (hex) would meet at its
@@ -242,6 +233,17 @@ impl Core {
         amount_msat: u64,
         command: &str,
     ) -> Result<CheckAnswer, CheckError> {
+        self.check_keysend_to(payee, None, amount_msat, command)
+    }
+
+    /// A keysend to `payee` (hex), with its payment hash when the node has chosen it.
+    fn check_keysend_to(
+        &self,
+        payee: &str,
+        payment_hash: Option<[u8; 32]>,
+        amount_msat: u64,
+        command: &str,
+    ) -> Result<CheckAnswer, CheckError> {
         let payee = payee.to_ascii_lowercase();
         if payee
             .parse::<lightning_signer::bitcoin::secp256k1::PublicKey>()
@@ -250,7 +252,7 @@ impl Core {
             return Err(CheckError::Peer(payee));
         }
         let mut req = PaymentRequest::keysend([0; 32], amount_msat, &payee);
-        req.payment_hash = None;
+        req.payment_hash = payment_hash;
         let answer = self.check_payment(&req);
         tracing::info!(command, approved = answer.approved, tags = ?answer.tags, "keysend checked");
         Ok(self.outcome(answer))

@@ -41,6 +41,24 @@ pub struct PolicyVersion {
     pub proof: Option<serde_json::Value>,
 }
 
+impl PolicyVersion {
+    /// The signer's first policy, as wardend records it on a new database at `now`: its text
+    /// and hash, approved by nobody (its admins become the first governance quorum).
+    pub fn first(hash: String, text: String, now: u64) -> Self {
+        PolicyVersion {
+            seq: 0,
+            hash,
+            text,
+            request_id: None,
+            approved_by: Vec::new(),
+            proposed_at: now,
+            took_effect_at: now,
+            changes: Vec::new(),
+            proof: None,
+        }
+    }
+}
+
 fn vkey(seq: u64) -> Vec<u8> {
     let mut k = vec![b'v'];
     k.extend_from_slice(&seq.to_be_bytes());

@@ -25,17 +25,11 @@ fn policy_at_start(store: &Store, first: &LoadedPolicy, now: u64) -> LoadedPolic
         },
         None => {
             PolicyHistory::new(store)
-                .record(PolicyVersion {
-                    seq: 0,
-                    hash: first.policy.hash_hex(),
-                    text: first.text.clone(),
-                    request_id: None,
-                    approved_by: Vec::new(),
-                    proposed_at: now,
-                    took_effect_at: now,
-                    changes: Vec::new(),
-                    proof: None,
-                })
+                .record(PolicyVersion::first(
+                    first.policy.hash_hex(),
+                    first.text.clone(),
+                    now,
+                ))
                 .unwrap();
             first.clone()
         }
