@@ -3,7 +3,7 @@
 //!
 //! Both runs use the harness of `tests/ldk_node.rs`: real `ChannelManager`s and `PeerManager`s
 //! over an in-memory pipe, one 5,000,000 sat channel, node B on LDK's `KeysManager`. With Warden,
-//! A is `KeysManagerClient` over `warden::ldk::LdkSignerLink` to a release `wardend` on a SoftHSM
+//! A is `KeysManagerClient` over `warden_ldk::LdkSignerLink` to a release `wardend` on a SoftHSM
 //! token, and each payment is preapproved first (policy evaluated, counted, audited, flushed).
 //! One round trip: preapprove (Warden only), `pay_for_bolt11_invoice`, B's claim, until A holds
 //! the preimage (`Event::PaymentSent`). Invoices are written by B before the clock starts.

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vls_protocol::model::PubKey;
 use vls_protocol_client::{Error as ClientError, KeysManagerClient, Transport};
-use warden::ldk::LdkSignerLink;
+use warden_ldk::LdkSignerLink;
 
 const PEERS: usize = 16;
 const CHANNEL_SAT: u64 = 1_000_000;
@@ -176,7 +176,7 @@ fn main() {
         calls: Mutex::default(),
         names: Mutex::default(),
     });
-    let keys = warden::ldk::signer::WardenKeys::new(
+    let keys = warden_ldk::signer::WardenKeys::new(
         KeysManagerClient::new(
             timed.clone(),
             "regtest".into(),

@@ -40,7 +40,6 @@ pub mod fuzzing;
 pub mod governance;
 pub mod hardening;
 pub mod hsm;
-pub mod ldk;
 pub mod metrics;
 pub mod policy;
 pub mod recovery;

@@ -1,6 +1,6 @@
 //! LDK channels closed without the peer's help, signed through Warden: the signatures VLS's
 //! client leaves unimplemented (justice, HTLC claims on the counterparty's commitment) are
-//! answered by wardend (`warden::ldk::signer`), validated by VLS inside it. Two real LDK nodes on
+//! answered by wardend (`warden_ldk::signer`), validated by VLS inside it. Two real LDK nodes on
 //! the test's own chain: A signed by wardend, B by LDK's KeysManager. In each, wardend is killed
 //! in the middle of the resolution and restarted while A's requests wait; the claims still
 //! confirm, and A sweeps what the channel left it into its wallet (`spend_spendable_outputs`,
@@ -18,7 +18,7 @@ use lightning_signer::bitcoin::{ScriptBuf, Transaction};
 use lightning_signer::lightning;
 use lightning_signer::lightning_invoice::Bolt11Invoice;
 use std::time::Duration;
-use warden::ldk::signer::WardenKeys;
+use warden_ldk::signer::WardenKeys;
 
 const SAT: u64 = 1_000;
 
@@ -444,7 +444,7 @@ fn every_signer_trait_method_answers_through_warden_without_a_panic() {
 
     // The configuration: LDK's default negotiates no anchors and refuses inbound splices, so it
     // is what Warden's nodes run; the channel just opened is not an anchor channel.
-    warden::ldk::signer::check_config(&UserConfig::default()).expect("LDK's default is supported");
+    warden_ldk::signer::check_config(&UserConfig::default()).expect("LDK's default is supported");
     let channel_type = net.a.manager.list_channels()[0]
         .channel_type
         .clone()
@@ -454,7 +454,7 @@ fn every_signer_trait_method_answers_through_warden_without_a_panic() {
     anchors
         .channel_handshake_config
         .negotiate_anchors_zero_fee_htlc_tx = true;
-    let err = warden::ldk::signer::check_config(&anchors)
+    let err = warden_ldk::signer::check_config(&anchors)
         .unwrap_err()
         .to_string();
     assert!(err.contains("negotiate_anchors_zero_fee_htlc_tx"), "{err}");
@@ -462,7 +462,7 @@ fn every_signer_trait_method_answers_through_warden_without_a_panic() {
         reject_inbound_splices: false,
         ..Default::default()
     };
-    let err = warden::ldk::signer::check_config(&splices)
+    let err = warden_ldk::signer::check_config(&splices)
         .unwrap_err()
         .to_string();
     assert!(err.contains("reject_inbound_splices"), "{err}");

@@ -1,4 +1,4 @@
-//! LDK nodes signed by a real wardend through the node-side library (`warden::ldk`): VLS's own
+//! LDK nodes signed by a real wardend through the node-side library (`warden_ldk`): VLS's own
 //! `KeysManagerClient` (LDK's NodeSigner/SignerProvider/EntropySource) over the hsmd gRPC link.
 //!
 //! The two-node test runs real LDK `ChannelManager`s talking through their `PeerManager`s over
@@ -20,7 +20,7 @@ use lightning_signer::lightning;
 use lightning_signer::lightning_invoice::{Bolt11Invoice, Currency, InvoiceBuilder};
 use std::sync::Arc;
 use warden::api::proto::EventKind;
-use warden::ldk::{LdkError, WalletInput};
+use warden_ldk::{LdkError, WalletInput};
 
 const SAT: u64 = 1_000;
 
@@ -345,7 +345,7 @@ fn a_payment_sent_without_asking_warden_is_never_signed() {
 #[test]
 fn the_chain_feed_follows_blocks_a_reorganisation_and_a_restart() {
     use lightning_signer::bitcoin::{absolute::LockTime, transaction::Version, Network};
-    use warden::ldk::ChainFeed;
+    use warden_ldk::ChainFeed;
 
     let side = WardenSide::start();
     let mut d = Daemon::prepare("ldk-reorg", QUORUM_RULES, side.port);

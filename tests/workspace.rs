@@ -79,3 +79,21 @@ fn the_client_crate_brings_none_of_the_daemon_and_no_signer() {
         );
     }
 }
+
+#[test]
+fn the_ldk_crate_brings_none_of_the_daemon_nor_vls_daemon_crate() {
+    let deps = links("warden-ldk");
+    for needed in ["lightning", "vls-protocol-client", "tonic", "warden-client"] {
+        assert!(deps.contains(needed), "read from cargo tree: {deps:?}");
+    }
+    // vlsd is VLS's daemon: its CLI, JSON-RPC server, storage and bitcoind clients.
+    for forbidden in DAEMON_ONLY.iter().chain(&[
+        "vlsd",
+        "jsonrpsee",
+        "lightning-storage-server",
+        "txoo-bitcoind-client",
+        "warden-policy",
+    ]) {
+        assert!(!deps.contains(*forbidden), "warden-ldk links {forbidden}");
+    }
+}

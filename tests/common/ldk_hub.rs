@@ -19,7 +19,7 @@ use lightning_signer::bitcoin::hashes::Hash;
 use lightning_signer::bitcoin::{Amount, Block, Sequence, Transaction, TxOut};
 use lightning_signer::lightning;
 use lightning_signer::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
-use warden::ldk::{LdkSignerLink, WalletInput};
+use warden_ldk::{LdkSignerLink, WalletInput};
 
 /// One peer of the hub and the pipe between them.
 pub struct Spoke {
@@ -250,7 +250,7 @@ impl<A: Keys> Hub<A> {
     }
 }
 
-impl Hub<warden::ldk::signer::WardenKeys> {
+impl Hub<warden_ldk::signer::WardenKeys> {
     /// A opens a `sat` channel to every peer, funded from A's wardend wallet (one faucet output
     /// per channel) and signed by wardend through `link`; returns when every channel is usable.
     pub fn open_channels(&mut self, link: &LdkSignerLink, sat: u64, feed: Feed) {

@@ -51,8 +51,8 @@ use lightning_signer::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptio
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vls_protocol_client::KeysManagerClient;
-use warden::ldk::signer::WardenKeys;
-use warden::ldk::{ChainFeed, LdkSignerLink};
+use warden_ldk::signer::WardenKeys;
+use warden_ldk::{ChainFeed, LdkSignerLink};
 
 /// What a node's keys must provide for LDK.
 pub trait Keys: NodeSigner + SignerProvider + EntropySource + Send + Sync + 'static {}
@@ -570,7 +570,7 @@ impl WardenSide {
         let (temporary, script) = net.request_channel(sat);
         let unsigned = spend(&faucet, 0, script, sat);
         net.commit_funding(temporary, &unsigned);
-        let input = warden::ldk::WalletInput {
+        let input = warden_ldk::WalletInput {
             prev_tx: faucet,
             vout: 0,
             keyindex: 1,

@@ -14,7 +14,7 @@
 //! trusted TXOO oracle is configured, exactly as with CLN's proxy: the node is trusted for chain
 //! data, and VLS still checks proof of work, header linkage, the SPV proofs and the filters.
 
-use super::{LdkError, LdkSignerLink};
+use crate::{LdkError, LdkSignerLink};
 use lightning_signer::bitcoin::block::Header;
 use lightning_signer::bitcoin::consensus::serialize;
 use lightning_signer::bitcoin::hash_types::FilterHeader;

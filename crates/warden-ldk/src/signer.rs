@@ -28,7 +28,7 @@
 //!   shared input gets a signature that verifies against no funding key, so no splice of a
 //!   Warden channel can ever confirm and the channel's funds stay in its original funding output.
 
-use super::{LdkError, LdkSignerLink};
+use crate::{LdkError, LdkSignerLink};
 use lightning::ln::chan_utils::{
     get_htlc_redeemscript, get_revokeable_redeemscript, ChannelPublicKeys,
     ChannelTransactionParameters, ClosingTransaction, CommitmentTransaction,

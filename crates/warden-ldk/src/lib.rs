@@ -1,4 +1,43 @@
-//! The node side for LDK applications: the same `hsmd.Hsmd` gRPC service that
+//! # warden-ldk
+//!
+//! The node side of Warden for LDK applications. An LDK node that links this crate keeps no
+//! keys: every signature LDK asks for is made by wardend (keys in a PKCS#11 HSM, VLS's
+//! validation, Warden's policy and quorum), and every payment is put to Warden's policy before
+//! LDK sends it. Nothing of the daemon is linked: no database, no HSM library, no CLI.
+//!
+//! ## Where to start
+//! 1. [`LdkSignerLink`]: serve [`LdkSignerLink::service`] with `tonic`'s server where wardend's
+//!    `node.hsmd_address` points; wardend dials in, exactly as it dials Core Lightning's
+//!    `remote_hsmd_socket`. The link is also VLS's `vls_protocol_client::Transport`.
+//! 2. [`signer::WardenKeys`]: VLS's `KeysManagerClient` over the link, with Warden's channel
+//!    signer; it is LDK's `EntropySource`, `NodeSigner`, `SignerProvider` and `OutputSpender`.
+//!    Call [`signer::check_config`] on the `UserConfig` first (no anchors, no splices).
+//! 3. [`ChainFeed`]: hand it every block LDK sees, so VLS's chain tracker in wardend follows the
+//!    funding and closing transactions.
+//! 4. Before paying, opening or spending: [`LdkSignerLink::preapprove_invoice`],
+//!    [`LdkSignerLink::preapprove_keysend`], [`LdkSignerLink::check_channel_open`],
+//!    [`LdkSignerLink::check_spend`]; to fund a channel, [`LdkSignerLink::sign_wallet_spend`].
+//!
+//! ## The one picture
+//! ```text
+//!  LDK (ChannelManager, ChainMonitor, ...)
+//!    │ signer traits                 │ before paying / opening / spending
+//!    ▼                               ▼
+//!  signer::WardenKeys ──────▶ LdkSignerLink ◀──── ChainFeed (blocks + TXOO proofs)
+//!                              │ serves hsmd.Hsmd (gRPC, this process)
+//!                              ▲
+//!                   wardend dials in: policy, quorum, VLS validation, HSM
+//! ```
+//!
+//! ## Modules
+//! - this page: [`LdkSignerLink`] (the link, its retransmission and the pre-signing checks),
+//!   [`WalletInput`], [`LdkError`];
+//! - [`signer`]: LDK's signer traits answered over the link;
+//! - `chain` ([`ChainFeed`]): blocks and reorganisations for VLS's chain tracker;
+//! - `hsmd`: VLS's link messages (proto/hsmd.proto), compiled here.
+//!
+//! ## The link
+//! The same `hsmd.Hsmd` gRPC service that
 //! `remote_hsmd_socket` serves to Core Lightning, served inside the LDK process, and a
 //! `vls_protocol_client::Transport` over it. Hand the transport to
 //! `vls_protocol_client::KeysManagerClient` and LDK's `NodeSigner`, `SignerProvider`,
@@ -18,6 +57,9 @@
 //! `Transport` calls block; make them from LDK's threads (or `spawn_blocking`), not from inside
 //! an async task.
 
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
 use lightning_signer::bitcoin::psbt::Psbt;
 use lightning_signer::bitcoin::secp256k1::PublicKey;
 use lightning_signer::bitcoin::{OutPoint, Transaction, TxOut};
@@ -29,6 +71,8 @@ pub mod signer;
 
 pub use chain::{ChainFeed, KEPT_BLOCKS};
 
+use hsmd::hsmd_server::Hsmd;
+use hsmd::{HsmRequestContext, PingReply, PingRequest, SignerRequest, SignerResponse};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -41,8 +85,16 @@ use vls_protocol::msgs::{self, DeBolt, SerBolt};
 use vls_protocol::psbt::StreamedPSBT;
 use vls_protocol::serde_bolt::{Array, Octets, WireString};
 use vls_protocol_client::{Error as ClientError, Transport};
-use vlsd::grpc::hsmd::hsmd_server::{Hsmd, HsmdServer};
-use vlsd::grpc::hsmd::{HsmRequestContext, PingReply, PingRequest, SignerRequest, SignerResponse};
+
+/// The gRPC service [`LdkSignerLink::service`] returns, for `tonic`'s `Server::add_service`.
+pub use hsmd::hsmd_server::HsmdServer;
+
+/// VLS's node-to-signer link (proto/hsmd.proto), compiled here so that an LDK application does
+/// not link VLS's daemon crate for five messages.
+#[allow(clippy::all, missing_docs)]
+mod hsmd {
+    tonic::include_proto!("hsmd");
+}
 
 /// The message id of `HsmdInit2`, replayed to a reconnecting signer.
 const HSMD_INIT2: u16 = 1011;
