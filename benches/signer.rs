@@ -27,8 +27,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vls::{bare_vls_cpu_per_preapprove, Invoices};
 use vls_protocol::msgs::{self, Message};
-use warden::standin::chain::ChainStub;
-use warden::standin::proxy::{default_binary, Proxy};
+use warden_testkit::chain::ChainStub;
+use warden_testkit::proxy::{default_binary, Proxy};
 
 fn preapprove(proxy: &mut Proxy, invoice: String) -> Result<bool, String> {
     match proxy.hsmd.call(msgs::PreapproveInvoice {
@@ -176,7 +176,7 @@ async fn start_vlsd(binary: &std::path::Path) -> Vlsd {
         .unwrap();
     match proxy
         .hsmd
-        .call(warden::standin::hsmd_init_regtest())
+        .call(warden_testkit::hsmd_init_regtest())
         .unwrap()
     {
         Message::HsmdInitReplyV4(_) => {}
@@ -213,7 +213,7 @@ fn startup(cln: &mut Cln, what: &str) {
 /// channel's own connection).
 fn setup_channels(proxy: &mut Proxy, n: u64) {
     for i in 1..=n {
-        warden::standin::setup_channel(&mut proxy.hsmd, i, 10_000 + i, 1_000_000)
+        warden_testkit::setup_channel(&mut proxy.hsmd, i, 10_000 + i, 1_000_000)
             .unwrap_or_else(|e| panic!("channel {i}: {e}"));
     }
 }

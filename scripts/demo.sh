@@ -20,7 +20,7 @@ bash scripts/setup.sh
 
 step "Building wardend, wardenctl and the CLN stand-in"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 bin="$root/target/debug"
 export PATH="$bin:$PATH"
 

@@ -15,7 +15,7 @@ use std::path::Path;
 use tokio::task::block_in_place;
 use vls_protocol::msgs::{self, Message};
 use warden::api::proto::EventKind;
-use warden::standin::lightningd::{error_of, plugin_options, withdrawal, PluginHost};
+use warden_testkit::lightningd::{error_of, plugin_options, withdrawal, PluginHost};
 
 fn plugin_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_warden-cln-plugin"))
@@ -67,7 +67,7 @@ async fn start(label: &str) -> (Cln, Xpub) {
     .await;
     // The config file must outlive wardend's start only.
     drop(dir);
-    let xpub = block_in_place(|| match cln.call(warden::standin::hsmd_init_regtest()) {
+    let xpub = block_in_place(|| match cln.call(warden_testkit::hsmd_init_regtest()) {
         Message::HsmdInitReplyV4(r) => Xpub::decode(&r.bip32.0).unwrap(),
         other => panic!("unexpected init reply {other:?}"),
     });
@@ -155,7 +155,7 @@ async fn withdrawals_are_checked_before_lightningd_builds_them_and_counted_only_
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(w.psbt.0.psbt.inner.serialize())
     };
-    let drain = b64(warden::standin::lightningd::withdrawal_paying(
+    let drain = b64(warden_testkit::lightningd::withdrawal_paying(
         &xpub, &to, 10_000, 900_000,
     ));
     for id in [
@@ -435,12 +435,12 @@ async fn payment_commands_are_checked_and_preapproved_before_lightningd_sends_an
     let (dummy, _) = std::os::unix::net::UnixStream::pair().unwrap();
     let hsmd = std::mem::replace(
         &mut cln.proxy.hsmd,
-        warden::standin::hsmd::HsmdConn::new(dummy, std::time::Duration::from_secs(1)).unwrap(),
+        warden_testkit::hsmd::HsmdConn::new(dummy, std::time::Duration::from_secs(1)).unwrap(),
     );
     let hsmd = std::sync::Arc::new(std::sync::Mutex::new(hsmd));
     let dir = tempfile::tempdir().unwrap();
     let node = hsmd.clone();
-    let rpc = warden::standin::lightningd::RpcSocket::serve(dir.path(), move |invoice| {
+    let rpc = warden_testkit::lightningd::RpcSocket::serve(dir.path(), move |invoice| {
         matches!(
             node.lock().unwrap().call(msgs::PreapproveInvoice {
                 invstring: vls_protocol::serde_bolt::WireString(invoice.as_bytes().to_vec()),

@@ -142,13 +142,13 @@ impl Stack {
     }
 
     fn init(&mut self) -> Option<()> {
-        self.send(warden::standin::hsmd_init_regtest().as_vec())
+        self.send(warden_testkit::hsmd_init_regtest().as_vec())
             .map(|_| ())
     }
 
     /// Init, and the wallet xpub the node derives its coins from.
     fn init_xpub(&mut self) -> Xpub {
-        match self.send(warden::standin::hsmd_init_regtest().as_vec()) {
+        match self.send(warden_testkit::hsmd_init_regtest().as_vec()) {
             Some(Message::HsmdInitReplyV4(r)) => Xpub::decode(&r.bip32.0).unwrap(),
             other => panic!("unexpected init reply {other:?}"),
         }
@@ -436,7 +436,7 @@ fn an_onchain_spend_counts_its_fee_and_a_fee_over_the_bound_is_refused_with_its_
     // Every on-chain request is one commit, refused or signed.
     let commits = fault.commits();
     let to = address(0x51);
-    let drain = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 2_880_813);
+    let drain = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 10_000, 2_880_813);
     let r = s.send_as(100, drain.as_vec());
     assert!(
         !r.error.is_empty() && !r.is_temporary_failure,
@@ -455,7 +455,7 @@ fn an_onchain_spend_counts_its_fee_and_a_fee_over_the_bound_is_refused_with_its_
     assert_eq!(daily(&s, &w), (0, 0), "nothing counted");
 
     // A feerate above the bound, even with a small fee: 50,000 sat over ~438 weight units.
-    let steep = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 50_000);
+    let steep = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 10_000, 50_000);
     let r = s.send_as(101, steep.as_vec());
     assert!(!r.error.is_empty(), "refused: {r:?}");
     let d = decisions(&s);
@@ -467,7 +467,7 @@ fn an_onchain_spend_counts_its_fee_and_a_fee_over_the_bound_is_refused_with_its_
     assert!(!reason.contains("max_fee is"), "{reason}");
 
     // Within the bound: signed, and the fee is counted with the output.
-    let fine = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
+    let fine = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
     let r = s.send_as(102, fine.as_vec());
     assert!(r.error.is_empty(), "{r:?}");
     assert_eq!(daily(&s, &w), (1, 11_000_000));
@@ -490,7 +490,7 @@ fn a_request_sent_again_is_answered_from_its_committed_decision() {
     let xpub = s.init_xpub();
     let to = address(0x52);
 
-    let spend = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 20_000, 1_000);
+    let spend = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 20_000, 1_000);
     let first = s.send_as(200, spend.as_vec());
     assert!(first.error.is_empty(), "{first:?}");
     assert_eq!(daily(&s, &w), (1, 21_000_000));
@@ -526,7 +526,7 @@ fn a_request_sent_again_is_answered_from_its_committed_decision() {
 
     // A quorum-approved on-chain spend: its approval is used by the first signature; the
     // retransmission must not find it used and refuse (VLS's fatal path).
-    let large = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 1_500_000, 1_000);
+    let large = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 1_500_000, 1_000);
     let r = s.send_as(400, large.as_vec());
     assert!(!r.error.is_empty(), "held for the quorum: {r:?}");
     let req = warden::policy::PaymentRequest::onchain(vec![(to.to_string(), 1_500_000_000)]);
@@ -564,8 +564,8 @@ fn a_coin_claimed_at_another_value_than_before_is_refused() {
     let mut s = Stack::new(&w, Arc::new(SledBackend::open(dir.path()).unwrap()));
     let xpub = s.init_xpub();
     let to = address(0x53);
-    let first = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
-    let mut misstated = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
+    let first = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
+    let mut misstated = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);
     let r = s.send_as(500, first.as_vec());
     assert!(r.error.is_empty(), "{r:?}");
     // The same coin, now claimed to hold 1,000 sat more (so the fee looks 1,000 sat larger

@@ -261,7 +261,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         });
     eprintln!("crash harness: {kills} kills, WARDEN_CRASH_SEED={seed}");
     let mut cln = Cln::start("crash", &rules(kills)).await;
-    let (node_id, xpub) = block_in_place(|| match cln.call(warden::standin::hsmd_init_regtest()) {
+    let (node_id, xpub) = block_in_place(|| match cln.call(warden_testkit::hsmd_init_regtest()) {
         Message::HsmdInitReplyV4(r) => (
             hex::encode(r.node_id.0),
             lightning_signer::bitcoin::bip32::Xpub::decode(&r.bip32.0).unwrap(),
@@ -382,7 +382,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
                         lightning_signer::bitcoin::Network::Regtest,
                     )
                 };
-                let w = warden::standin::lightningd::withdrawal_paying(&run.xpub, &to, sat, fee);
+                let w = warden_testkit::lightningd::withdrawal_paying(&run.xpub, &to, sat, fee);
                 let answer = block_in_place(|| {
                     call_maybe_killing(&mut cln, &mut run, Req::Withdraw(Box::new(w)), kill_after)
                 });

@@ -484,11 +484,11 @@ async fn force_close_sweeps_at_core_lightnings_floor_are_signed_and_one_far_abov
     };
     use lightning_signer::lightning::types::features::ChannelTypeFeatures;
     use lightning_signer::lightning::types::payment::PaymentHash;
-    use warden::standin::onchain::{self, Spendable, FEERATE_FLOOR};
-    use warden::standin::{setup_channel, test_key};
+    use warden_testkit::onchain::{self, Spendable, FEERATE_FLOOR};
+    use warden_testkit::{setup_channel, test_key};
 
     let mut cln = Cln::start("e2e-sweeps", &rules(&Payee::new(0x22))).await;
-    let xpub = block_in_place(|| match cln.call(warden::standin::hsmd_init_regtest()) {
+    let xpub = block_in_place(|| match cln.call(warden_testkit::hsmd_init_regtest()) {
         Message::HsmdInitReplyV4(r) => Xpub::decode(&r.bip32.0).unwrap(),
         other => panic!("{other:?}"),
     });
@@ -655,7 +655,7 @@ async fn force_close_sweeps_at_core_lightnings_floor_are_signed_and_one_far_abov
 async fn an_hsmd_init_this_signer_cannot_serve_is_named_in_an_event_and_wardend_keeps_running() {
     let mut cln = Cln::start("e2e-init-incompatible", &rules(&Payee::new(0x22))).await;
     let mut events = cln.watch().await;
-    let mut init = warden::standin::hsmd_init_regtest();
+    let mut init = warden_testkit::hsmd_init_regtest();
     init.hsm_wire_min_version = 7;
     init.hsm_wire_max_version = 8;
     let reply = block_in_place(|| cln.proxy.hsmd.call(init));
@@ -685,12 +685,12 @@ async fn an_hsmd_init_this_signer_cannot_serve_is_named_in_an_event_and_wardend_
 fn an_hsmd_init_with_developer_fields_is_named_field_by_field() {
     assert_eq!(
         warden::signer::stream::unservable_init(&Message::HsmdInit(
-            warden::standin::hsmd_init_regtest()
+            warden_testkit::hsmd_init_regtest()
         )),
         None,
         "lightningd's regtest init is served"
     );
-    let mut init = warden::standin::hsmd_init_regtest();
+    let mut init = warden_testkit::hsmd_init_regtest();
     init.dev_privkey = Some(vls_protocol::model::DevPrivKey([1; 32]));
     init.dev_channel_secrets_shaseed = Some(vls_protocol::model::Sha256([2; 32]));
     let why = warden::signer::stream::unservable_init(&Message::HsmdInit(init)).unwrap();

@@ -1,5 +1,5 @@
 //! Every saved fuzz input (the seed corpus and each input a fuzzer once crashed on) replayed
-//! through the same target bodies `fuzz/` runs (`warden::fuzzing`), on the stable toolchain, so
+//! through the same target bodies `fuzz/` runs (`warden_testkit::fuzzing`), on the stable toolchain, so
 //! CI checks them without nightly. `scripts/fuzz.sh` adds crashes to `fuzz/regressions/`.
 
 use std::path::Path;
@@ -24,25 +24,25 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[test]
 fn policy_file_inputs() {
-    replay("policy_file", warden::fuzzing::policy_file);
+    replay("policy_file", warden_testkit::fuzzing::policy_file);
 }
 
 #[test]
 fn admin_request_inputs() {
-    replay("admin_request", warden::fuzzing::admin_request);
+    replay("admin_request", warden_testkit::fuzzing::admin_request);
 }
 
 #[test]
 fn hsmd_request_inputs() {
-    replay("hsmd_request", warden::fuzzing::hsmd_request);
+    replay("hsmd_request", warden_testkit::fuzzing::hsmd_request);
 }
 
 #[test]
 fn sealed_seed_inputs() {
-    replay("sealed_seed", warden::fuzzing::sealed_seed);
+    replay("sealed_seed", warden_testkit::fuzzing::sealed_seed);
 }
 
 #[test]
 fn audit_record_inputs() {
-    replay("audit_record", warden::fuzzing::audit_record);
+    replay("audit_record", warden_testkit::fuzzing::audit_record);
 }

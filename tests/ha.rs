@@ -67,7 +67,7 @@ fn preapprove_meanwhile<T>(
     invoice: String,
     meanwhile: impl FnOnce(&mut Daemon) -> T,
 ) -> (
-    Result<vls_protocol::msgs::Message, warden::standin::hsmd::HsmdError>,
+    Result<vls_protocol::msgs::Message, warden_testkit::hsmd::HsmdError>,
     T,
 ) {
     block_in_place(|| {
@@ -100,7 +100,7 @@ fn exit_status(d: &mut Daemon, within: Duration) -> Option<i32> {
 async fn a_standby_takes_over_a_killed_active_under_load_and_nothing_is_lost_or_counted_twice() {
     let payee = Payee::new(0x31);
     let mut cln = Cln::start_on_postgres("ha-kill", QUORUM_RULES, &[]).await;
-    let xpub = block_in_place(|| match cln.call(warden::standin::hsmd_init_regtest()) {
+    let xpub = block_in_place(|| match cln.call(warden_testkit::hsmd_init_regtest()) {
         vls_protocol::msgs::Message::HsmdInitReplyV4(r) => {
             lightning_signer::bitcoin::bip32::Xpub::decode(&r.bip32.0).unwrap()
         }
@@ -151,7 +151,7 @@ async fn a_standby_takes_over_a_killed_active_under_load_and_nothing_is_lost_or_
                 ),
                 lightning_signer::bitcoin::Network::Regtest,
             );
-            let w = warden::standin::lightningd::withdrawal_paying(&xpub, &to, 9_000, 1_000);
+            let w = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 9_000, 1_000);
             matches!(
                 block_in_place(|| cln.call(w)),
                 vls_protocol::msgs::Message::SignWithdrawalReply(_)

@@ -447,7 +447,7 @@ impl Run {
         let id = self.id();
         let r = self
             .s
-            .send(id, warden::standin::hsmd_init_regtest().as_vec());
+            .send(id, warden_testkit::hsmd_init_regtest().as_vec());
         assert!(r.error.is_empty(), "init after a restart: {r:?}");
         Ok(())
     }
@@ -593,7 +593,7 @@ impl Run {
                     200 + self.rng.below(20_000)
                 };
                 let to = address(u64::from(step) + 7 * self.rng.below(30));
-                let w = warden::standin::lightningd::withdrawal_paying(&self.xpub, &to, sat, fee);
+                let w = warden_testkit::lightningd::withdrawal_paying(&self.xpub, &to, sat, fee);
                 let checked = (op == Op::CheckedOnChain)
                     .then(|| {
                         self.s
@@ -1030,7 +1030,7 @@ fn run_seed(seed: u64) -> Result<Coverage, Broken> {
     let w = World::new(&format!("sim-{seed}"), seed % 10 == 5);
     let mut s = w.start();
     let xpub = match msgs::from_vec(
-        s.send(1, warden::standin::hsmd_init_regtest().as_vec())
+        s.send(1, warden_testkit::hsmd_init_regtest().as_vec())
             .message,
     ) {
         Ok(Message::HsmdInitReplyV4(r)) => Xpub::decode(&r.bip32.0).unwrap(),

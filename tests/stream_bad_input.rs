@@ -108,9 +108,7 @@ async fn bad_input_on_the_stream_is_never_fatal_and_wardend_keeps_serving() {
         .unwrap();
 
     let mut c = next_conn(&mut conns).await;
-    let init = c
-        .ask(0, warden::standin::hsmd_init_regtest().as_vec())
-        .await;
+    let init = c.ask(0, warden_testkit::hsmd_init_regtest().as_vec()).await;
     assert!(init.error.is_empty(), "{init:?}");
     assert!(matches!(
         msgs::from_vec(init.message).unwrap(),
@@ -168,7 +166,7 @@ async fn bad_input_on_the_stream_is_never_fatal_and_wardend_keeps_serving() {
     let mut c = next_conn(&mut conns).await;
     // The proxy replays its cached init with request id u64::MAX.
     let init = c
-        .ask(u64::MAX, warden::standin::hsmd_init_regtest().as_vec())
+        .ask(u64::MAX, warden_testkit::hsmd_init_regtest().as_vec())
         .await;
     assert!(init.error.is_empty(), "{init:?}");
     let r = c
@@ -197,7 +195,7 @@ async fn bad_input_on_the_stream_is_never_fatal_and_wardend_keeps_serving() {
     drop(c);
     let mut c = next_conn(&mut conns).await;
     let init = c
-        .ask(u64::MAX, warden::standin::hsmd_init_regtest().as_vec())
+        .ask(u64::MAX, warden_testkit::hsmd_init_regtest().as_vec())
         .await;
     assert!(init.error.is_empty(), "{init:?}");
     assert!(

@@ -97,3 +97,15 @@ fn the_ldk_crate_brings_none_of_the_daemon_nor_vls_daemon_crate() {
         assert!(!deps.contains(*forbidden), "warden-ldk links {forbidden}");
     }
 }
+
+#[test]
+fn the_daemon_links_no_test_kit_and_no_node_side_library() {
+    let deps = links("warden");
+    assert!(
+        deps.contains("warden-policy"),
+        "read from cargo tree: {deps:?}"
+    );
+    for forbidden in ["warden-testkit", "warden-ldk"] {
+        assert!(!deps.contains(forbidden), "wardend links {forbidden}");
+    }
+}

@@ -74,7 +74,7 @@ pub fn bare_vls_cpu_per_preapprove(n: usize) -> f64 {
         .build()
         .unwrap();
     let mut init = init;
-    init.handle(Message::HsmdInit(warden::standin::hsmd_init_regtest()))
+    init.handle(Message::HsmdInit(warden_testkit::hsmd_init_regtest()))
         .unwrap();
     let root: RootHandler = init.into();
     let mut inv = Invoices::new(4);

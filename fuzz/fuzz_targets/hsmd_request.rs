@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| warden::fuzzing::hsmd_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| warden_testkit::fuzzing::hsmd_request(data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| warden::fuzzing::sealed_seed(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| warden_testkit::fuzzing::sealed_seed(data));

@@ -119,7 +119,9 @@ impl WardenApprover {
         })
     }
 
-    pub(crate) fn request_for_invoice(invoice: &Invoice) -> PaymentRequest {
+    /// The payment Warden's policy decides for an invoice VLS was asked to preapprove (public
+    /// for the hsmd fuzz target, which checks it never panics on a hostile invoice).
+    pub fn request_for_invoice(invoice: &Invoice) -> PaymentRequest {
         PaymentRequest::invoice(
             invoice.payment_hash().0,
             invoice.amount_milli_satoshis(),

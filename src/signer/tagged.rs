@@ -510,7 +510,7 @@ mod tests {
     fn validators() -> (Arc<dyn Validator>, Arc<dyn Validator>) {
         let mut policy = make_default_simple_policy(Network::Regtest);
         policy.filter = PolicyFilter::new_permissive();
-        let key = PublicKey::from_slice(&crate::standin::test_key(1, 0)).unwrap();
+        let key = PublicKey::from_slice(&warden_testkit::test_key(1, 0)).unwrap();
         let vls = OnchainValidatorFactory::new_with_simple_factory(
             SimpleValidatorFactory::new_with_policy(policy.clone()),
         )
@@ -544,7 +544,7 @@ mod tests {
     /// A refusal raised through the policy itself (as VLS's payment balance check does).
     #[test]
     fn a_refusal_through_the_policy_names_its_tag() {
-        let key = PublicKey::from_slice(&crate::standin::test_key(1, 0)).unwrap();
+        let key = PublicKey::from_slice(&warden_testkit::test_key(1, 0)).unwrap();
         let v = TaggedFactory::new(make_default_simple_policy(Network::Regtest)).make_validator(
             Network::Regtest,
             key,
@@ -567,7 +567,7 @@ mod tests {
     /// A refusal made by VLS's own validator (its CLTV rule), through the wrapper.
     #[test]
     fn a_refusal_names_its_tag_once() {
-        let key = PublicKey::from_slice(&crate::standin::test_key(1, 0)).unwrap();
+        let key = PublicKey::from_slice(&warden_testkit::test_key(1, 0)).unwrap();
         let v = TaggedFactory::new(make_default_simple_policy(Network::Regtest)).make_validator(
             Network::Regtest,
             key,

@@ -8,8 +8,8 @@ use lightning_signer::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use lightning_signer::lightning::types::payment::{PaymentHash, PaymentSecret};
 use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
 use vls_protocol::msgs::{self, Message};
-use warden::standin::chain::ChainStub;
-use warden::standin::proxy::{default_binary, Proxy};
+use warden_testkit::chain::ChainStub;
+use warden_testkit::proxy::{default_binary, Proxy};
 
 use super::daemon::free_port;
 
@@ -161,7 +161,7 @@ impl Cln {
     }
 
     pub fn init(&mut self) -> String {
-        match self.call(warden::standin::hsmd_init_regtest()) {
+        match self.call(warden_testkit::hsmd_init_regtest()) {
             Message::HsmdInitReplyV4(r) => hex::encode(r.node_id.0),
             other => panic!("unexpected init reply {other:?}"),
         }

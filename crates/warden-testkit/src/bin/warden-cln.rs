@@ -29,9 +29,9 @@ use lightning_signer::lightning::types::payment::PaymentSecret;
 use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
 use std::io::{BufRead, Write};
 use vls_protocol::msgs::{self, Message};
-use warden::standin::chain::ChainStub;
-use warden::standin::lightningd::{plugin_options, withdrawal, PluginHost};
-use warden::standin::proxy::{default_binary, Proxy};
+use warden_testkit::chain::ChainStub;
+use warden_testkit::lightningd::{plugin_options, withdrawal, PluginHost};
+use warden_testkit::proxy::{default_binary, Proxy};
 
 /// Run a CLN stand-in against wardend.
 #[derive(Parser, Debug)]
@@ -60,7 +60,7 @@ struct Args {
 /// Demo address `n` (a regtest P2WPKH nobody in the demo owns).
 fn demo_address(n: u64) -> lightning_signer::bitcoin::Address {
     let pk = lightning_signer::bitcoin::secp256k1::PublicKey::from_slice(
-        &warden::standin::test_key(n, 9),
+        &warden_testkit::test_key(n, 9),
     )
     .expect("a valid key");
     lightning_signer::bitcoin::Address::p2wpkh(
@@ -71,7 +71,7 @@ fn demo_address(n: u64) -> lightning_signer::bitcoin::Address {
 
 /// A hook's reply in a line: `continue`, or the error's code, tags and message.
 fn hook_line(reply: &serde_json::Value) -> String {
-    if let Some(e) = warden::standin::lightningd::error_of(reply) {
+    if let Some(e) = warden_testkit::lightningd::error_of(reply) {
         let verdict = match e["code"].as_i64() {
             Some(warden::cln_plugin::CODE_HELD) => "held",
             _ => "refused",
@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = tokio::task::block_in_place(|| -> anyhow::Result<String> {
             match words.as_slice() {
-                ["init"] => match proxy.hsmd.call(warden::standin::hsmd_init_regtest())? {
+                ["init"] => match proxy.hsmd.call(warden_testkit::hsmd_init_regtest())? {
                     Message::HsmdInitReplyV4(r) => {
                         wallet = Some(Xpub::decode(&r.bip32.0)?);
                         Ok(format!("node {}", hex::encode(r.node_id.0)))
@@ -163,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 ["fundchannel", sat, n] => {
-                    let peer = hex::encode(warden::standin::test_key(n.parse()?, 0));
+                    let peer = hex::encode(warden_testkit::test_key(n.parse()?, 0));
                     let plugin = plugin.as_mut().context("fundchannel needs --plugin")?;
                     let amount: u64 = sat.parse().context("amount in sat")?;
                     let reply = plugin.command(
@@ -173,14 +173,14 @@ async fn main() -> anyhow::Result<()> {
                     Ok(hook_line(&reply))
                 }
                 ["incoming", sat, n] => {
-                    let peer = hex::encode(warden::standin::test_key(n.parse()?, 0));
+                    let peer = hex::encode(warden_testkit::test_key(n.parse()?, 0));
                     let plugin = plugin.as_mut().context("incoming needs --plugin")?;
                     let reply = plugin.incoming(&peer, sat.parse().context("amount in sat")?, 1)?;
                     Ok(hook_line(&reply))
                 }
                 ["setup-channel", sat, n] => {
                     dbid += 1;
-                    let peer = warden::standin::setup_channel(
+                    let peer = warden_testkit::setup_channel(
                         &mut proxy.hsmd,
                         n.parse().context("peer number")?,
                         dbid,

@@ -1,9 +1,34 @@
-//! A Core Lightning stand-in, for the end-to-end tests, the demo and the benchmarks: it runs
-//! VLS's real `remote_hsmd_socket` exactly as lightningd does (hsmd socket on fd 3), speaks
-//! CLN's hsmd wire protocol with `vls_protocol::msgs` types, and serves the bitcoind the proxy's
-//! chain follower needs. Nothing here is used by wardend itself.
+//! # warden-testkit
+//!
+//! What Warden's tests, benchmarks, fuzz targets and demo share, and what no user links (never
+//! published; wardend does not depend on it).
+//!
+//! ## Where to start
+//! - This page and its modules are a **Core Lightning stand-in**: it runs VLS's real
+//!   `remote_hsmd_socket` exactly as lightningd does (hsmd socket on fd 3), speaks CLN's hsmd
+//!   wire protocol with `vls_protocol::msgs` types (shapes, feerates and order read from Core
+//!   Lightning's source), loads plugins as lightningd does, and serves the bitcoind the proxy's
+//!   chain follower needs. The `warden-cln` binary drives it from a script (the demo).
+//! - [`fuzzing`]: the fuzz targets' bodies, which `fuzz/` and the stable replay test share.
+//!
+//! ## Modules
+//! - [`proxy`]: starting `remote_hsmd_socket` and handing it the hsmd socket;
+//! - [`hsmd`]: a connection on the hsmd wire (framing, one request, one reply);
+//! - [`lightningd`]: plugin hosting (manifest, init, hooks and commands as lightningd sends them);
+//! - [`chain`]: the bitcoind JSON-RPC the proxy's chain follower reads;
+//! - [`onchain`]: the force-close sweeps Core Lightning's onchaind has hsmd sign;
+//! - [`fuzzing`]: see above;
+//! - this page: the regtest init, test keys and a channel set up the way lightningd does.
+//!
+//! ## The one picture
+//! ```text
+//!  test / bench / demo ──▶ stand-in (lightningd's side) ──fd 3──▶ remote_hsmd_socket (VLS)
+//!                                                                   ▲ gRPC, wardend dials in
+//!                                                                 wardend
+//! ```
 
 pub mod chain;
+pub mod fuzzing;
 pub mod hsmd;
 pub mod lightningd;
 pub mod onchain;

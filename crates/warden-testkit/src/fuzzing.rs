@@ -3,10 +3,10 @@
 //! ran, without a nightly toolchain. Each function takes any bytes and panics only when a
 //! property Warden promises is broken; an input that merely fails to parse is fine.
 
-use crate::approval::{verify_admin_signature, ApprovalFields, Decision, SignatureFormat};
-use crate::policy::{evaluate, explain::explain, parse_policy_for, Policy, VelocityState};
 use lightning_signer::bitcoin::Network;
 use std::sync::OnceLock;
+use warden::approval::{verify_admin_signature, ApprovalFields, Decision, SignatureFormat};
+use warden::policy::{evaluate, explain::explain, parse_policy_for, Policy, VelocityState};
 
 /// Inputs larger than this are not interesting and only slow the fuzzer down.
 const MAX_INPUT: usize = 256 * 1024;
@@ -14,7 +14,7 @@ const MAX_INPUT: usize = 256 * 1024;
 fn default_policy() -> &'static Policy {
     static POLICY: OnceLock<Policy> = OnceLock::new();
     POLICY.get_or_init(|| {
-        parse_policy_for(crate::policy::DEFAULT_POLICY, Network::Regtest)
+        parse_policy_for(warden::policy::DEFAULT_POLICY, Network::Regtest)
             .expect("the embedded default policy loads")
     })
 }
@@ -47,7 +47,7 @@ pub fn policy_file(data: &[u8]) {
                 "a refused file names at least one problem"
             );
             assert!(
-                errors.len() <= crate::policy::MAX_REPORTED_ERRORS + 1,
+                errors.len() <= warden::policy::MAX_REPORTED_ERRORS + 1,
                 "{} problems listed",
                 errors.len()
             );
@@ -67,14 +67,14 @@ pub fn policy_file(data: &[u8]) {
 /// real policy's admins (one key, one address): a random signature must never verify.
 pub fn admin_request(data: &[u8]) {
     use prost::Message;
-    let Ok(req) = crate::api::proto::DecisionRequest::decode(data) else {
+    let Ok(req) = warden::api::proto::DecisionRequest::decode(data) else {
         return;
     };
     let policy = default_policy();
     let members: Vec<String> = policy.admins.keys().cloned().collect();
     let fields = ApprovalFields {
         id: &req.id,
-        subject: crate::approval::Subject::Payment {
+        subject: warden::approval::Subject::Payment {
             payment_hash: [7; 32],
             amount_msat: 2_000_000_000,
             payee: "02".repeat(33),
@@ -85,8 +85,8 @@ pub fn admin_request(data: &[u8]) {
         need: 2,
         members,
     };
-    let format = match crate::api::proto::SignatureFormat::try_from(req.format) {
-        Ok(crate::api::proto::SignatureFormat::BitcoinMessage) => SignatureFormat::BitcoinMessage,
+    let format = match warden::api::proto::SignatureFormat::try_from(req.format) {
+        Ok(warden::api::proto::SignatureFormat::BitcoinMessage) => SignatureFormat::BitcoinMessage,
         _ => SignatureFormat::Bip340,
     };
     for decision in [Decision::Approve, Decision::Reject, Decision::Reopen] {
@@ -116,7 +116,7 @@ pub fn hsmd_request(data: &[u8]) {
     let Ok(msg) = msgs::from_vec(data.to_vec()) else {
         return;
     };
-    if let Some(refused) = crate::signer::stream::screen(1, &msg) {
+    if let Some(refused) = warden::signer::stream::screen(1, &msg) {
         assert!(refused.why.contains(refused.tag));
         return;
     }
@@ -125,7 +125,7 @@ pub fn hsmd_request(data: &[u8]) {
         let text = std::str::from_utf8(&m.invstring.0).expect("screened as text");
         let invoice: lightning_signer::invoice::Invoice =
             text.parse().expect("screened as an invoice");
-        let req = crate::signer::approver::WardenApprover::request_for_invoice(&invoice);
+        let req = warden::signer::approver::WardenApprover::request_for_invoice(&invoice);
         let _ = evaluate(
             default_policy(),
             &req,
@@ -138,7 +138,7 @@ pub fn hsmd_request(data: &[u8]) {
 /// Any bytes as a sealed seed file: parsed or refused with a reason; a parsed blob writes
 /// back to exactly the same bytes.
 pub fn sealed_seed(data: &[u8]) {
-    if let Ok(sealed) = crate::hsm::SealedSeed::from_bytes(data) {
+    if let Ok(sealed) = warden::hsm::SealedSeed::from_bytes(data) {
         assert_eq!(sealed.to_bytes(), data, "a sealed seed does not round-trip");
     }
 }
@@ -148,7 +148,7 @@ pub fn sealed_seed(data: &[u8]) {
 /// point nobody knows the discrete logarithm of (BIP 341's NUMS point), so no checkpoint can
 /// carry a valid signature by it.
 pub fn audit_record(data: &[u8]) {
-    use crate::audit::verify::{verify, Finding};
+    use warden::audit::verify::{verify, Finding};
     if data.len() > MAX_INPUT {
         return;
     }
@@ -157,10 +157,10 @@ pub fn audit_record(data: &[u8]) {
             .expect("hex"),
     )
     .expect("the NUMS point");
-    if let Ok(record) = serde_json::from_slice::<crate::audit::AuditRecord>(data) {
+    if let Ok(record) = serde_json::from_slice::<warden::audit::AuditRecord>(data) {
         let _ = verify(&[record], &[], &key);
     }
-    if let Ok(checkpoint) = serde_json::from_slice::<crate::audit::Checkpoint>(data) {
+    if let Ok(checkpoint) = serde_json::from_slice::<warden::audit::Checkpoint>(data) {
         let finding = verify(&[], &[checkpoint], &key);
         assert!(
             !matches!(finding, Finding::Ok { .. }),
