@@ -37,6 +37,15 @@ else
   echo "test result: FAILED. 0 passed; 1 failed (Debian package)" | tee -a "$log"
   status=1
 fi
+# The crates users link must package and verify exactly as crates.io would take them (nothing is
+# uploaded): warden-ldk is verified against the warden-client just packaged, not the workspace.
+echo "== cargo publish --dry-run (warden-policy, warden-client, warden-ldk)"
+if cargo publish --locked --dry-run -p warden-policy -p warden-client -p warden-ldk 2>&1 | tee -a "$log" | { grep -v '^ *Compiling' || true; }; then
+  echo "test result: ok. 1 passed; 0 failed (publish dry-run)" | tee -a "$log"
+else
+  echo "test result: FAILED. 0 passed; 1 failed (publish dry-run)" | tee -a "$log"
+  status=1
+fi
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
