@@ -26,7 +26,7 @@ maintainer="${DEBFULLNAME:-Warden packager} <${DEBEMAIL:-packager@example.org}>"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)
 bins=(wardend wardenctl warden-cln-plugin)
-build=(cargo build --locked --quiet)
+build=(cargo build --locked --quiet -p warden -p warden-cln-plugin)
 [ "$profile" = release ] && build+=(--release)
 for b in "${bins[@]}"; do build+=(--bin "$b"); done
 "${build[@]}"

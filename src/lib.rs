@@ -5,15 +5,49 @@
 //! validates every request with the Validating Lightning Signer (VLS), and puts a second layer
 //! of policy on top: limits, allowlists, time windows, and quorum approvals by admins.
 //!
-//! ## Where things live
-//! - [`policy`]: the policy language, from the `warden-policy` crate (pure: parsing, evaluation,
-//!   velocity windows, tags), re-exported with what wardend adds (reading the file).
-//! - [`api`]: the admin API wardend serves; its messages and client are the `warden-client`
-//!   crate's (`api::proto`), shared with wardenctl, the CLN plugin and the LDK link's check.
+//! This crate is the daemon (`wardend`) and the admin CLI (`wardenctl`) and the CLN plugin
+//! (`warden-cln-plugin`) built on it. What other programs link lives in its own crates:
+//! `warden-policy` (the language), `warden-client` (the admin API, the approval digest and
+//! signing), `warden-ldk` (the LDK node side); `warden-testkit` holds the tests' Core Lightning
+//! stand-in and is never published.
+//!
+//! ## Where to start
+//! A request from the node arrives in [`signer`] (the hsmd stream), is decided in [`core`]
+//! under the [`policy`] in force, and its writes, decision and audit records are committed once
+//! in [`store`] before the answer leaves. Admins reach [`core`] through [`api`].
+//!
+//! ## The one picture
+//! ```text
+//!  node (CLN proxy / LDK link) ──hsmd stream──▶ signer ──▶ core ──▶ store (one commit)
+//!  admins (wardenctl, plugin)  ──gRPC, mTLS───▶ api ────────┘  │
+//!                                               approval, governance, recovery, audit
+//!                                                       hsm (seed, audit key)
+//! ```
+//!
+//! ## Modules
+//! - [`signer`]: the VLS node built from the unsealed seed, the hsmd stream to the node, the
+//!   approver that puts payments and spends to Warden's policy.
+//! - [`core`]: the decision pipeline shared by the signer and the admin API: one request, one
+//!   decision, one commit.
+//! - [`policy`]: the `warden-policy` crate, re-exported, plus reading the policy file.
+//! - [`approval`]: quorum requests and their signatures in the store (the digest is
+//!   `warden-client`'s).
+//! - [`governance`]: the policy in force and its governed history (proposals, delays, vetoes).
+//! - [`recovery`]: freezes, emergency-stop conditions and timelocked recovery actions.
+//! - [`audit`]: the hash-chained log and its HSM-signed checkpoints.
+//! - [`store`]: the only module that names a database (sled, PostgreSQL): one durable commit
+//!   per request.
 //! - [`hsm`]: the PKCS#11 token. It seals the node seed (AES-256-GCM, key non-extractable) and
 //!   holds the secp256k1 key that signs audit checkpoints. Start here for key custody.
+//! - [`api`]: the admin API wardend serves (gRPC over mutual TLS); its messages and client are
+//!   `warden-client`'s.
+//! - [`cln_plugin`]: what the Core Lightning plugin asks wardend before lightningd acts.
 //! - [`config`]: wardend's configuration file, environment and flags, validated at start.
-//! - [`signer`]: the VLS node built from the unsealed seed.
+//! - [`clock`]: Warden's time, passed in, never going backwards.
+//! - [`events`], [`alerts`], [`metrics`]: what admins watch, what needs a person (webhooks),
+//!   and Prometheus.
+//! - [`hardening`]: keeping the process's memory (where the seed lives) out of swap and core
+//!   dumps.
 //! - [`fsutil`]: crash-safe file writes used for anything that must not be torn.
 //!
 //! ## Key custody in one paragraph
@@ -30,7 +64,6 @@ pub mod alerts;
 pub mod api;
 pub mod approval;
 pub mod audit;
-pub mod cln_plugin;
 pub mod clock;
 pub mod config;
 pub mod core;

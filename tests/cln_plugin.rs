@@ -18,7 +18,9 @@ use warden::api::proto::EventKind;
 use warden_testkit::lightningd::{error_of, plugin_options, withdrawal, PluginHost};
 
 fn plugin_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_warden-cln-plugin"))
+    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| warden_testkit::workspace_binary("warden-cln-plugin", "warden-cln-plugin"))
 }
 
 /// The plugin, started as lightningd starts it, pointed at `port` with the node certificate.

@@ -66,13 +66,13 @@ fn the_policy_crate_brings_none_of_the_daemon_and_no_runtime() {
 }
 
 #[test]
-fn the_client_crate_brings_none_of_the_daemon_and_no_signer() {
+fn the_client_crate_brings_none_of_the_daemon() {
     let deps = links("warden-client");
-    assert!(deps.contains("tonic"), "read from cargo tree: {deps:?}");
-    for forbidden in DAEMON_ONLY
-        .iter()
-        .chain(&["vls-core", "vlsd", "warden-policy"])
-    {
+    // The approval digest names policy types and hashes with VLS's bitcoin; both are pure.
+    for needed in ["tonic", "warden-policy", "vls-core"] {
+        assert!(deps.contains(needed), "read from cargo tree: {deps:?}");
+    }
+    for forbidden in DAEMON_ONLY.iter().chain(&["vlsd", "vls-protocol-signer"]) {
         assert!(
             !deps.contains(*forbidden),
             "warden-client links {forbidden}"
@@ -92,7 +92,6 @@ fn the_ldk_crate_brings_none_of_the_daemon_nor_vls_daemon_crate() {
         "jsonrpsee",
         "lightning-storage-server",
         "txoo-bitcoind-client",
-        "warden-policy",
     ]) {
         assert!(!deps.contains(*forbidden), "warden-ldk links {forbidden}");
     }
@@ -107,5 +106,19 @@ fn the_daemon_links_no_test_kit_and_no_node_side_library() {
     );
     for forbidden in ["warden-testkit", "warden-ldk"] {
         assert!(!deps.contains(forbidden), "wardend links {forbidden}");
+    }
+}
+
+#[test]
+fn the_cln_plugin_brings_none_of_the_daemon() {
+    let deps = links("warden-cln-plugin");
+    for needed in ["cln-plugin", "warden-client"] {
+        assert!(deps.contains(needed), "read from cargo tree: {deps:?}");
+    }
+    for forbidden in DAEMON_ONLY.iter().chain(&["vlsd", "vls-protocol-signer"]) {
+        assert!(
+            !deps.contains(*forbidden),
+            "warden-cln-plugin links {forbidden}"
+        );
     }
 }

@@ -164,8 +164,7 @@ fn to_status(e: ApprovalError) -> Status {
         | ApprovalError::AlreadySigned { .. } => Status::failed_precondition(msg),
         ApprovalError::UnknownAdmin(_)
         | ApprovalError::NotInQuorum { .. }
-        | ApprovalError::BadSignature { .. }
-        | ApprovalError::WrongFormat { .. } => Status::permission_denied(msg),
+        | ApprovalError::Signature(_) => Status::permission_denied(msg),
         ApprovalError::Tampered { .. } => Status::data_loss(msg),
         ApprovalError::Store(_) | ApprovalError::Audit(_) => Status::unavailable(msg),
     }

@@ -100,6 +100,16 @@ impl AdminKey {
         Ok(Self::from_secret(sk))
     }
 
+    /// This admin's BIP-340 approval of `decision` on the request `fields` describes (the
+    /// client's [`warden_client::approval::sign_bip340`], with the key from this file).
+    pub fn sign_approval(
+        &self,
+        fields: &warden_client::approval::ApprovalFields,
+        decision: warden_client::approval::Decision,
+    ) -> [u8; 64] {
+        warden_client::approval::sign_bip340(&self.keypair, fields, decision)
+    }
+
     /// A BIP-340 signature over a 32-byte digest.
     pub fn sign_digest(&self, digest: [u8; 32]) -> [u8; 64] {
         let secp = Secp256k1::new();

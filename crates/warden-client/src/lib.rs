@@ -7,17 +7,23 @@
 //! - [`proto`]: the admin API (gRPC over mutual TLS, `proto/warden.proto`): its messages and
 //!   the generated client, `proto::warden_client::WardenClient` (the daemon serves the same
 //!   service from the same definitions).
+//! - [`approval`]: what an admin signs (the canonical approval digest, version 2, and the text
+//!   a hardware wallet signs), [`approval::sign_bip340`], and the verification wardend itself
+//!   runs against the key the policy declares.
 //! - [`check`]: the question a node-side library asks on the hsmd stream before it builds a
 //!   transaction or pays ("what would signing this decide now?"), and wardend's answer.
 //!
 //! ## The one picture
 //! ```text
 //!  wardenctl, the CLN plugin, a back office ──proto (gRPC, mTLS)──▶ wardend's admin API
+//!     an admin's approval: approval::sign_bip340 ──(in the request)──▶ verified by wardend
 //!  an LDK node (warden's LDK link)          ──check (hsmd stream)──▶ wardend's signer
 //! ```
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod approval;
 
 /// The admin API's messages and client, generated from `proto/warden.proto`.
 // Generated code: its doc comments are the proto file's, written for protobuf readers.

@@ -122,3 +122,28 @@ pub fn setup_channel(
     }
     Ok(peer)
 }
+
+/// The path of binary `name` of workspace package `package`, built first (dev or release, as
+/// the calling test was) so that a test never runs a stale one. Cargo tells a test where only
+/// its own package's binaries are (`CARGO_BIN_EXE_*`); the plugin and the stand-in are other
+/// packages' binaries. Panics, naming the command, when the build fails.
+pub fn workspace_binary(package: &str, name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("a test binary lives in target/<profile>/deps");
+    let release = profile_dir.file_name().is_some_and(|p| p == "release");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--locked", "--offline", "--quiet", "-p", package])
+        .args(["--bin", name, "--manifest-path", manifest]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("cargo runs");
+    assert!(status.success(), "building {name}: {cmd:?} failed");
+    profile_dir.join(name)
+}

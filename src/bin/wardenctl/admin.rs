@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use warden::api::proto::{self, warden_client::WardenClient};
 use warden::approval::keys::AdminKey;
-use warden::approval::{approval_digest, approval_text, ApprovalFields, Decision, Subject};
 use warden::clock::format_utc;
 use warden::policy::units::format_msat;
+use warden_client::approval::{approval_digest, approval_text, ApprovalFields, Decision, Subject};
 
 /// Exit code when the daemon refused the request (signature, quorum, state, rate limit).
 pub const EXIT_REFUSED: i32 = 3;
@@ -524,7 +524,7 @@ pub async fn decide(
             let key = AdminKey::load(&path)?;
             (
                 proto::SignatureFormat::Bip340,
-                key.sign_digest(approval_digest(&fields, decision)).to_vec(),
+                key.sign_approval(&fields, decision).to_vec(),
             )
         }
         (None, None) => bail!(

@@ -190,7 +190,7 @@ pub async fn recovery_open(conn: &Conn, action: &str, policy: Option<&Path>) -> 
     );
     println!(
         "{}",
-        warden::approval::approval_text(&fields, warden::approval::Decision::Approve)
+        warden_client::approval::approval_text(&fields, warden_client::approval::Decision::Approve)
     );
     Ok(())
 }

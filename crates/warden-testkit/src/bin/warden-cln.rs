@@ -73,7 +73,7 @@ fn demo_address(n: u64) -> lightning_signer::bitcoin::Address {
 fn hook_line(reply: &serde_json::Value) -> String {
     if let Some(e) = warden_testkit::lightningd::error_of(reply) {
         let verdict = match e["code"].as_i64() {
-            Some(warden::cln_plugin::CODE_HELD) => "held",
+            Some(warden_cln_plugin::CODE_HELD) => "held",
             _ => "refused",
         };
         return format!(

@@ -1,6 +1,6 @@
 //! warden-cln-plugin: Core Lightning asks Warden before it builds an on-chain spend or opens a
 //! channel, so that a refusal is the command's error and never a signature refused at signing
-//! time (which stops the node's hsmd). See `warden::cln_plugin` for what is asked and README's
+//! time (which stops the node's hsmd). See the library (`warden_cln_plugin`) for what is asked and README's
 //! "Core Lightning plugin" for how lightningd loads it.
 //!
 //! Load it with `important-plugin=` so that lightningd stops if the plugin does: a node whose
@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use warden::api::proto;
-use warden::api::proto::warden_client::WardenClient;
-use warden::cln_plugin::{self as plug, Answer, Ask};
+use warden_client::proto;
+use warden_client::proto::warden_client::WardenClient;
+use warden_cln_plugin::{self as plug, Answer, Ask};
 
 const SERVER: StringConfigOption = StringConfigOption::new_str_no_default(
     "warden-server",
@@ -169,10 +169,10 @@ impl State {
             // wardend read the command and cannot check it as written (an address of another
             // network, an amount out of range): a refusal with what was wrong.
             Err(status) if status.code() == tonic::Code::InvalidArgument => Answer::Refused {
-                tags: vec![warden::tags::SPEND_UNCHECKABLE.to_string()],
+                tags: vec![warden_policy::tags::SPEND_UNCHECKABLE.to_string()],
                 reason: format!(
                     "rule {}: wardend cannot check it as written: {}",
-                    warden::tags::SPEND_UNCHECKABLE,
+                    warden_policy::tags::SPEND_UNCHECKABLE,
                     status.message()
                 ),
             },

@@ -1,4 +1,21 @@
-//! What the Core Lightning plugin (`warden-cln-plugin`) asks wardend before lightningd acts.
+//! # warden-cln-plugin
+//!
+//! Core Lightning's plugin for Warden: what it asks wardend before lightningd acts. The plugin
+//! runs inside the node's host, so it links the admin API's client (`warden-client`) and the
+//! policy's tags, and nothing of the daemon.
+//!
+//! ## Where to start
+//! [`rpc_command`] reads a command lightningd is about to run and returns the [`Ask`] for
+//! wardend (or none); [`incoming_open`] does the same for a peer's open; [`command_reply`] and
+//! [`open_reply`] turn wardend's [`Answer`] into the hook's reply. The binary
+//! (`src/main.rs`) does the I/O: lightningd's plugin protocol and the gRPC call.
+//!
+//! ## The one picture
+//! ```text
+//!  lightningd ──rpc_command / openchannel hook──▶ Ask ──gRPC, mTLS──▶ wardend (decides, counts nothing)
+//!      ▲                                                                  │
+//!      └────────── continue, or the command's error 2100 / 2101 / 2102 / 2103 ◀── Answer
+//! ```
 //!
 //! CLN's hsmd protocol has no "refused" answer for an on-chain signature: a refusal at signing
 //! time stops the node's hsmd, and lightningd with it. So the plugin registers CLN's
@@ -11,9 +28,9 @@
 //! This module is the pure part: payload in, question out, answer in, hook reply out; the
 //! binary does the I/O. Nothing here counts a spend: wardend counts it when it signs.
 
-use crate::tags;
 use lightning_signer::bitcoin::psbt::Psbt;
 use serde_json::{json, Value};
+use warden_policy::tags;
 
 /// JSON-RPC error code of a command Warden's policy refuses.
 pub const CODE_REFUSED: i64 = 2100;
