@@ -5,9 +5,9 @@
 //! validates every request with the Validating Lightning Signer (VLS), and puts a second layer
 //! of policy on top: limits, allowlists, time windows, and quorum approvals by admins.
 //!
-//! This crate is the daemon (`wardend`) and the admin CLI (`wardenctl`) and the CLN plugin
-//! (`warden-cln-plugin`) built on it. What other programs link lives in its own crates:
-//! `warden-policy` (the language), `warden-client` (the admin API, the approval digest and
+//! This crate is the daemon (`wardend`) and the admin CLI (`wardenctl`); the CLN plugin
+//! (`warden-cln-plugin`) is its own crate on `warden-client`. What other programs link lives
+//! in its own crates: `warden-policy` (the language), `warden-client` (the admin API, the approval digest and
 //! signing), `warden-ldk` (the LDK node side); `warden-testkit` holds the tests' Core Lightning
 //! stand-in and is never published.
 //!
@@ -41,7 +41,6 @@
 //!   holds the secp256k1 key that signs audit checkpoints. Start here for key custody.
 //! - [`api`]: the admin API wardend serves (gRPC over mutual TLS); its messages and client are
 //!   `warden-client`'s.
-//! - [`cln_plugin`]: what the Core Lightning plugin asks wardend before lightningd acts.
 //! - [`config`]: wardend's configuration file, environment and flags, validated at start.
 //! - [`clock`]: Warden's time, passed in, never going backwards.
 //! - [`events`], [`alerts`], [`metrics`]: what admins watch, what needs a person (webhooks),
