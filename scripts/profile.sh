@@ -2,8 +2,8 @@
 # Where wardend's time goes (issue 29): runs `benches/load.rs` (one wardend signing an LDK node
 # with 16 channels: a preapprove stream, then the stream beside 16 paying peers) and samples
 # wardend with `perf` for the whole run. Prints the hottest functions (self time), wardend's
-# stages (inclusive time of the functions that make each stage) and writes a folded-stack file
-# for a flame graph.
+# stages (each sample given to the innermost Warden, VLS, sled, gRPC or tokio frame on its stack,
+# split into user time and the system calls made on the stage's behalf) and a flame graph.
 #
 #   scripts/profile.sh [OUT_DIR]      default OUT_DIR: target/profile
 #
@@ -53,4 +53,12 @@ perf report -i "$out/perf.data" --no-children --sort dso,symbol --stdio --percen
   2>/dev/null | grep -E '^ +[0-9]' | head -30
 perf script -i "$out/perf.data" 2>/dev/null > "$out/perf.script"
 python3 scripts/profile_stages.py "$out/perf.script" "$out/wardend.folded"
-echo "folded stacks for a flame graph: $out/wardend.folded (inferno-flamegraph or flamegraph.pl)"
+# The flame graph: inferno, built once into the cache like the other tools.
+inferno="${WARDEN_CACHE:-$HOME/.cache/warden}/inferno-0.12.3"
+if [ ! -x "$inferno/bin/inferno-flamegraph" ]; then
+  cargo install --locked --quiet inferno --version 0.12.3 --no-default-features --features cli \
+    --root "$inferno"
+fi
+"$inferno/bin/inferno-flamegraph" --minwidth 0.3 \
+  --title "wardend under benches/load.rs (perf, 999 Hz)" "$out/wardend.folded" > "$out/wardend.svg"
+echo "flame graph: $out/wardend.svg (folded stacks: $out/wardend.folded)"

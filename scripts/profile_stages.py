@@ -12,25 +12,24 @@ import collections
 import re
 import sys
 
-# (stage, pattern on a frame's symbol). Order matters only between patterns that can match the
-# same frame; the walk from the leaf picks the innermost stage.
+# (stage, pattern on a user-space frame's symbol). The walk from the leaf picks the innermost.
 STAGES = [
-    ("sync: fsync / fdatasync / sync_file_range (CPU part)", r"sys_fsync|sys_fdatasync|sys_sync_file_range|do_fsync|vfs_fsync"),
-    ("store: sled apply and flush", r"^sled::"),
-    ("store: Warden's commit path", r"warden::store::"),
+    ("store: sled (apply, flush, its I/O threads)", r"^sled::"),
+    ("store: Warden's commit path (batch, sync, file checks)", r"warden::store::"),
     ("audit record (JSON, SHA-256 chain)", r"warden::audit::"),
     ("metrics", r"prometheus_client::|warden::metrics::"),
     ("events and alerts", r"warden::events::|warden::alerts::"),
     ("Warden's persister (VLS state to the batch)", r"warden::signer::(node_persist|persist)::"),
     ("decision: policy evaluation", r"^warden_policy::"),
-    ("decision: Warden's core", r"warden::core::|warden::approval::"),
+    ("decision: Warden's core and approvals", r"warden::core::|warden::approval::"),
     ("Warden's approver", r"warden::signer::approver::"),
-    ("VLS handler and validation", r"^vls_protocol_signer::|^lightning_signer::|^vls_protocol::|^vls_core::"),
-    ("Warden's hsmd stream (framing, replies)", r"warden::signer::(stream|replies|tagged|extension)::"),
+    ("VLS handler and validation (secp256k1 included)", r"^vls_protocol_signer::|^lightning_signer::|^vls_protocol::|^vls_core::|^lightning::"),
+    ("Warden's hsmd stream (framing, replies, sender)", r"warden::signer::(stream|replies|tagged|extension)::"),
     ("gRPC: tonic, h2, hyper, prost", r"^tonic::|^h2::|^hyper::|^hyper_util::|^prost::|^tower::"),
-    ("tokio runtime", r"^tokio::"),
-    ("kernel: network and scheduling", r"tcp_|sock_|__sys_sendmsg|__sys_recvmsg|sys_sendto|sys_recvfrom|ep_poll|schedule|futex"),
+    ("tokio runtime (scheduling, wakeups)", r"^tokio::"),
 ]
+SYSCALL = re.compile(r"__(?:x64|ia32)_sys_(\w+)|__do_sys_(\w+)")
+KERNEL_OTHER = re.compile(r"^asm_|irq|softirq|finish_task_switch|schedule")
 COMPILED = [(name, re.compile(p)) for name, p in STAGES]
 
 
@@ -66,13 +65,26 @@ def demangle_path(sym):
 
 def main():
     src, folded_out = sys.argv[1], sys.argv[2]
-    by_stage = collections.Counter()
+    user = collections.Counter()
+    kernel = collections.Counter()
+    syscalls = collections.defaultdict(collections.Counter)
     other_leaf = collections.Counter()
     folded = collections.Counter()
     total = 0
     for frames in samples(src):
         total += 1
         names = [demangle_path(s) for s in frames]
+        sysname = None
+        in_kernel = False
+        for n in names:
+            m = SYSCALL.search(n)
+            if m:
+                sysname = m.group(1) or m.group(2)
+                in_kernel = True
+                break
+        if not in_kernel and names and KERNEL_OTHER.search(names[0]):
+            in_kernel = True
+            sysname = "interrupts and scheduling"
         stage = None
         for n in names:
             for name, rx in COMPILED:
@@ -83,21 +95,35 @@ def main():
                 break
         if stage is None:
             stage = "other"
-            other_leaf[names[0] if names else "?"] += 1
-        by_stage[stage] += 1
+            if not in_kernel:
+                other_leaf[names[0] if names else "?"] += 1
+        if in_kernel:
+            kernel[stage] += 1
+            syscalls[stage][sysname] += 1
+        else:
+            user[stage] += 1
         folded[";".join(reversed(names))] += 1
     with open(folded_out, "w") as f:
         for stack, n in folded.most_common():
             f.write(f"{stack} {n}\n")
-    print(f"== wardend's CPU by stage ({total} samples)")
-    print("| stage | share of wardend's CPU |")
-    print("|---|---|")
-    for name, _ in STAGES + [("other", None)]:
-        if by_stage[name]:
-            print(f"| {name} | {100.0 * by_stage[name] / total:.1f} % |")
-    print("== 'other' by leaf function (top 10)")
+    pct = lambda n: f"{100.0 * n / total:.1f} %"
+    print(f"== wardend's CPU by stage ({total} samples; kernel = system calls made on the stage's behalf)")
+    print("| stage | total | user | kernel | kernel's top system calls |")
+    print("|---|---|---|---|---|")
+    order = sorted(
+        [name for name, _ in STAGES] + ["other"],
+        key=lambda n: -(user[n] + kernel[n]),
+    )
+    for name in order:
+        if user[name] + kernel[name] == 0:
+            continue
+        top = ", ".join(
+            f"{sc} {pct(n)}" for sc, n in syscalls[name].most_common(3)
+        )
+        print(f"| {name} | {pct(user[name] + kernel[name])} | {pct(user[name])} | {pct(kernel[name])} | {top} |")
+    print("== 'other' in user space, by leaf function (top 10)")
     for leaf, n in other_leaf.most_common(10):
-        print(f"  {100.0 * n / total:5.1f} %  {leaf}")
+        print(f"  {pct(n):>7}  {leaf}")
 
 
 if __name__ == "__main__":
