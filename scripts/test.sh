@@ -26,6 +26,11 @@ status=${PIPESTATUS[0]}
 echo "== cargo test --test e2e_cln (state on PostgreSQL)"
 WARDEN_TEST_STORE=postgres cargo test --locked --test e2e_cln 2>&1 | tee -a "$log"
 status=$(( status | PIPESTATUS[0] ))
+# The same end-to-end suite, the durability trace and the crash harness with wardend's state in
+# Warden's append-only log (store.backend = "log": one fdatasync per commit, no sync_file_range).
+echo "== cargo test --test e2e_cln --test durability --test crash (state in the append-only log)"
+WARDEN_TEST_STORE=log cargo test --locked --test e2e_cln --test durability --test crash 2>&1 | tee -a "$log"
+status=$(( status | PIPESTATUS[0] ))
 # The Debian package, from the binaries the suite built: contents, lintian, install, run,
 # remove (scripts/package.sh --check). It installs system-wide, so it needs root.
 echo "== Debian package (scripts/package.sh --debug --check)"

@@ -76,6 +76,8 @@ pub struct FileStore {
 pub enum StoreConfig {
     /// sled in `data_dir/state`.
     Sled,
+    /// Warden's append-only log in `data_dir/state` (one device wait per commit).
+    Log,
     /// PostgreSQL, shared for failover.
     Postgres(crate::store::postgres::PgSettings),
 }
@@ -701,10 +703,11 @@ impl ConfigArgs {
             .unwrap_or_else(|| "sled".into());
         match backend.as_str() {
             "sled" => return StoreConfig::Sled,
+            "log" => return StoreConfig::Log,
             "postgres" | "postgresql" => {}
             other => {
                 problems.push(format!(
-                    "store.backend: \"{other}\" is not a backend; use sled (one wardend, embedded) or postgres (shared with standbys)"
+                    "store.backend: \"{other}\" is not a backend; use sled (one wardend, embedded), log (one wardend, Warden's append-only log) or postgres (shared with standbys)"
                 ));
                 return StoreConfig::Sled;
             }
@@ -944,7 +947,7 @@ mod tests {
         std::env::set_var("WARDEN_TEST_STORE_PW_25", "secret");
         match args.resolve().unwrap().store {
             StoreConfig::Postgres(p) => assert!(p.password.is_some()),
-            StoreConfig::Sled => panic!("postgres expected"),
+            StoreConfig::Sled | StoreConfig::Log => panic!("postgres expected"),
         }
         assert!(
             std::env::var("WARDEN_TEST_STORE_PW_25").is_err(),

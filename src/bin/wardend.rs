@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (store, pg) = match &config.store {
         StoreConfig::Sled => (Store::open(&config.data_dir.join("state"))?, None),
+        StoreConfig::Log => (Store::open_log(&config.data_dir.join("state"))?, None),
         StoreConfig::Postgres(settings) => {
             let Some(pg) = open_waiting(settings.clone(), &metrics, &mut shutdown).await? else {
                 tracing::info!("wardend stopping (the state database never became available)");

@@ -33,6 +33,7 @@
 //! `KVStoreSync`: get, scan a prefix, read the last key of a prefix, commit a batch.
 
 pub mod fault;
+pub mod log;
 pub mod migrate;
 pub mod postgres;
 pub mod sled;
@@ -476,6 +477,11 @@ impl Store {
     /// Open (or create) the default sled database in `dir`.
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
         Ok(Store::new(Arc::new(self::sled::SledBackend::open(dir)?)))
+    }
+
+    /// Open (or create) Warden's append-only log in `dir` ([`log::LogBackend`]).
+    pub fn open_log(dir: &std::path::Path) -> Result<Self, StoreError> {
+        Ok(Store::new(Arc::new(self::log::LogBackend::open(dir)?)))
     }
 
     /// A handle that does not keep the store alive (for callbacks the store itself holds).

@@ -101,6 +101,11 @@ impl SledBackend {
             path: dir.display().to_string(),
             detail,
         };
+        if dir.join("state.log").exists() {
+            return Err(open_err(
+                "it holds Warden's state log (store.backend = \"log\"); a sled database opened beside it would start from nothing. Keep store.backend = \"log\" for this data directory".into(),
+            ));
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let db = loop {
             match sled::Config::new()

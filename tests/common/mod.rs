@@ -82,7 +82,13 @@ impl TestToken {
             pin_file,
             data_dir,
             dir,
-            store_env: Vec::new(),
+            // The log leg of the test matrix: every wardend and wardenctl of the run keeps its
+            // state in Warden's append-only log (a PostgreSQL leg replaces this below).
+            store_env: if pg::matrix_is_log() {
+                vec![("WARDEN_STORE_BACKEND".into(), "log".into())]
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -62,9 +62,14 @@ fn owner() -> Option<(u32, u32)> {
 pub fn matrix_is_postgres() -> bool {
     match std::env::var("WARDEN_TEST_STORE").as_deref() {
         Ok("postgres") => true,
-        Ok("sled") | Err(_) => false,
-        Ok(other) => panic!("WARDEN_TEST_STORE={other}: use sled or postgres"),
+        Ok("sled" | "log") | Err(_) => false,
+        Ok(other) => panic!("WARDEN_TEST_STORE={other}: use sled, log or postgres"),
     }
+}
+
+/// Whether this run is the leg on Warden's append-only log (`WARDEN_TEST_STORE=log`).
+pub fn matrix_is_log() -> bool {
+    std::env::var("WARDEN_TEST_STORE").as_deref() == Ok("log")
 }
 
 pub fn shared() -> &'static PgServer {

@@ -79,6 +79,10 @@ pub fn open_state(config: &warden::config::Config) -> anyhow::Result<warden::sto
             warden::store::Store::open(&config.data_dir.join("state"))
                 .context("opening the state database (stop wardend first)")?
         }
+        warden::config::StoreConfig::Log => {
+            warden::store::Store::open_log(&config.data_dir.join("state"))
+                .context("opening the state log (stop wardend first)")?
+        }
         warden::config::StoreConfig::Postgres(settings) => {
             warden::store::Store::new(std::sync::Arc::new(
                 warden::store::postgres::PgBackend::open(settings.clone())
