@@ -117,7 +117,10 @@ fn main() {
     let delta =
         |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
     let commits = delta("warden_state_commits") / paid;
-    let fsyncs = delta(r#"warden_store_step_count{name="fsync"}"#) / paid;
+    // sled's device wait is its fsync step, the append-only log's its fdatasync step.
+    let fsyncs = (delta(r#"warden_store_step_count{name="fsync"}"#)
+        + delta(r#"warden_store_step_count{name="fdatasync"}"#))
+        / paid;
     let requests: f64 = per_kind.iter().map(|(_, per, _)| per).sum();
 
     // Node A with LDK's own KeysManager, funded from a local one-key wallet.

@@ -124,7 +124,11 @@ fn counted(a: &Snapshot, b: &Snapshot) -> (f64, f64, f64) {
     };
     let requests = |k: &str| k.starts_with("warden_hsmd_request_seconds_count{");
     let writes = |k: &str| k == "warden_store_step_count{name=\"write\"}";
-    let fsyncs = |k: &str| k == "warden_store_step_count{name=\"fsync\"}";
+    // sled's commit ends in an fsync, the append-only log's in an fdatasync: the device waits.
+    let fsyncs = |k: &str| {
+        k == "warden_store_step_count{name=\"fsync\"}"
+            || k == "warden_store_step_count{name=\"fdatasync\"}"
+    };
     (
         sum(b, &requests) - sum(a, &requests),
         sum(b, &writes) - sum(a, &writes),

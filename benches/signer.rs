@@ -125,7 +125,7 @@ fn breakdown(before: &HashMap<String, f64>, after: &HashMap<String, f64>, client
     );
     println!("    Warden's decision (policy, approvals, audit)   {decide:>7.3} ms");
     println!("    the one commit                                 {commit:>7.3} ms");
-    for step in ["write", "flush", "fsync"] {
+    for step in ["write", "flush", "fsync", "fdatasync"] {
         println!(
             "      {step:<8}                                     {:>7.3} ms",
             step_ms(before, after, step)

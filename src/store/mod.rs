@@ -308,7 +308,7 @@ pub trait Backend: Send + Sync {
 /// Total time and count of one step of the backend's commits (for metrics and benchmarks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
-    /// The step: "write", "flush" or "fsync" for sled.
+    /// The step: "write", "flush" or "fsync" for sled; "write" or "fdatasync" for the log.
     pub step: &'static str,
     /// Nanoseconds spent in it, in total.
     pub nanos: u64,
