@@ -715,6 +715,29 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_that_fails_stops_every_later_commit_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LogBackend::open(dir.path()).unwrap();
+        b.commit(&put(Namespace::Meta, "a", "durable")).unwrap();
+        // The device refuses the write: the log's handle can no longer write.
+        b.writer.lock().unwrap().file = File::open(dir.path().join(LOG)).unwrap();
+        let e = b.commit(&put(Namespace::Meta, "b", "lost")).unwrap_err();
+        assert!(e.to_string().contains("write the state log failed"), "{e}");
+        let later = b.commit(&put(Namespace::Meta, "c", "refused")).unwrap_err();
+        assert!(
+            later
+                .to_string()
+                .contains("an earlier commit could not be made durable; restart wardend"),
+            "{later}"
+        );
+        drop(b);
+        let b = LogBackend::open(dir.path()).unwrap();
+        assert!(b.get(Namespace::Meta, b"a").unwrap().is_some());
+        assert_eq!(b.get(Namespace::Meta, b"b").unwrap(), None);
+        assert_eq!(b.get(Namespace::Meta, b"c").unwrap(), None);
+    }
+
+    #[test]
     fn a_file_that_is_not_a_warden_log_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(LOG), b"sled or something else").unwrap();
