@@ -45,23 +45,29 @@ window = "24h"
 max_amount = "100000 btc"
 "#;
 
-/// A loopback port nothing listens on, never the same one twice in this process: the kernel
-/// may hand a just-released port to the next `bind(0)`, and two tests starting wardends at
-/// once then race for it ("Address already in use").
+/// A loopback port nothing listens on, never the same one twice in this process (until all
+/// 12,768 were handed out). Taken from `bind(0)` it raced: the kernel may hand a just-released
+/// ephemeral port to the next `bind(0)` or outgoing connection before the daemon binds it
+/// (CI: "cannot listen on admin.listen ... Address already in use").
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
+    // Below Linux's ephemeral range (32768 and up): a port handed out here is released until
+    // the daemon binds it, and in that gap an outgoing connection (to PostgreSQL, to the
+    // proxy) or anyone's bind(0) could be given it; they only ever take ephemeral ports. Each
+    // process starts at its own offset and never hands out a port twice.
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 32_768 - LOW;
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let start = *next.get_or_insert(std::process::id().wrapping_mul(7_919) % SPAN);
+    for step in 0..SPAN {
+        let offset = (start + step) % SPAN;
+        let port = (LOW + offset) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            *next = Some((offset + 1) % SPAN);
             return port;
         }
     }
+    panic!("no free TCP port between {LOW} and 32767 on 127.0.0.1");
 }
 
 pub struct Daemon {
