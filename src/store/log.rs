@@ -18,8 +18,8 @@
 //! - when the log is four times what is live (and at least [`COMPACT_AT`]), the next sync writes
 //!   the live state to a new file, syncs it, renames it over the log and syncs the directory.
 //!
-//! File: a 16-byte header, then frames: `"wlF1" || u64le group || u32le len || sha256(group ||
-//! len || payload) || payload`. Payload: `u32le ops || ops × (u8 1 = put | 2 = delete || u32le
+//! File: a 16-byte format header and a 16-byte random salt, then frames: `"wlF1" || u64le group
+//! || u32le len || sha256(salt || group || len || payload) || payload`. Payload: `u32le ops || ops × (u8 1 = put | 2 = delete || u32le
 //! klen || key || [u32le vlen || value])`, keys carrying their namespace's prefix byte; a
 //! payload with no operations ends its group.
 
@@ -35,8 +35,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
-/// The first bytes of the log file: what it is and the format version.
-const MAGIC: &[u8; 16] = b"warden-log v1\n\0\0";
+/// The first bytes of the log file: what it is and the format version. A 16-byte random salt
+/// follows, drawn for each file and covered by every frame's hash, so bytes a peer or a payer
+/// managed to get into a stored value can never pass for a frame of this file.
+const MAGIC: &[u8; 16] = b"Warden-log v1\n\0\0";
+type Salt = [u8; 16];
+const FILE_HEADER: usize = 16 + 16;
+/// The largest frame payload written: a batch or a compaction is split into frames of this
+/// size at most (a group applies all its frames or none, so splitting keeps it atomic).
+const CHUNK: usize = 16 << 20;
 /// The log's file name in the state directory.
 const LOG: &str = "state.log";
 /// A compaction in progress; removed at open if a crash left it.
@@ -89,19 +96,33 @@ fn prefix_range(ns: Namespace, prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>
     (Bound::Included(start), Bound::Excluded(end))
 }
 
-fn frame_hash(group: [u8; 8], len: [u8; 4], payload: &[u8]) -> [u8; 32] {
+fn frame_hash(salt: &Salt, group: [u8; 8], len: [u8; 4], payload: &[u8]) -> [u8; 32] {
     let mut e = sha256::Hash::engine();
+    e.input(salt);
     e.input(&group);
     e.input(&len);
     e.input(payload);
     sha256::Hash::from_engine(e).to_byte_array()
 }
 
-/// One batch's operations as a frame's payload.
-fn encode<'a>(ops: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Vec<u8> {
+/// One batch's operations as frame payloads of at most [`CHUNK`] bytes (more than one only for
+/// a batch that large), or the size of an operation too large for any frame.
+fn encode<'a>(
+    ops: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+) -> Result<Vec<Vec<u8>>, usize> {
+    let mut chunks = Vec::new();
     let mut out = vec![0u8; 4];
     let mut n = 0u32;
     for (k, v) in ops {
+        let size = 1 + 4 + k.len() + v.map_or(0, |v| 4 + v.len());
+        if size + 4 > MAX_RECORD as usize {
+            return Err(size);
+        }
+        if n > 0 && out.len() + size > CHUNK {
+            out[..4].copy_from_slice(&n.to_le_bytes());
+            chunks.push(std::mem::replace(&mut out, vec![0u8; 4]));
+            n = 0;
+        }
         n += 1;
         out.push(if v.is_some() { PUT } else { DELETE });
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -111,21 +132,24 @@ fn encode<'a>(ops: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Vec<u8
             out.extend_from_slice(v);
         }
     }
-    out[..4].copy_from_slice(&n.to_le_bytes());
-    out
+    if n > 0 {
+        out[..4].copy_from_slice(&n.to_le_bytes());
+        chunks.push(out);
+    }
+    Ok(chunks)
 }
 
 /// The payload of a group's end marker: no operations.
 const MARKER: [u8; 4] = [0; 4];
 
 /// Append `payload` framed as part of sync group `group` to `out`.
-fn frame(out: &mut Vec<u8>, group: u64, payload: &[u8]) {
+fn frame(out: &mut Vec<u8>, salt: &Salt, group: u64, payload: &[u8]) {
     let group = group.to_le_bytes();
     let len = (payload.len() as u32).to_le_bytes();
     out.extend_from_slice(FRAME_MAGIC);
     out.extend_from_slice(&group);
     out.extend_from_slice(&len);
-    out.extend_from_slice(&frame_hash(group, len, payload));
+    out.extend_from_slice(&frame_hash(salt, group, len, payload));
     out.extend_from_slice(payload);
 }
 
@@ -160,6 +184,7 @@ fn decode(payload: &[u8]) -> Option<Ops> {
 
 /// What reading a log back found.
 struct Replayed {
+    salt: Salt,
     map: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Where the last whole group ends.
     end: u64,
@@ -168,7 +193,7 @@ struct Replayed {
 }
 
 /// The whole frame at `at`, or `None` if there is none.
-fn frame_at(bytes: &[u8], at: usize) -> Option<Frame<'_>> {
+fn frame_at<'a>(bytes: &'a [u8], salt: &Salt, at: usize) -> Option<Frame<'a>> {
     let header = bytes.get(at..at.checked_add(HEADER)?)?;
     if &header[..4] != FRAME_MAGIC {
         return None;
@@ -181,7 +206,7 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<Frame<'_>> {
     }
     let end = at + HEADER + len as usize;
     let payload = bytes.get(at + HEADER..end)?;
-    (frame_hash(group, len_bytes, payload) == header[16..]).then_some(Frame {
+    (frame_hash(salt, group, len_bytes, payload) == header[16..]).then_some(Frame {
         group: u64::from_le_bytes(group),
         payload,
         end,
@@ -198,14 +223,14 @@ struct Frame<'a> {
 /// Whether any whole frame at or after byte `from` belongs to a group after `torn`. Groups are
 /// written one after another, each only once the one before it was synced, so a later group on
 /// disk means group `torn` had been synced: its damage is corruption, not a write cut by a crash.
-fn later_group_on_disk(bytes: &[u8], from: usize, torn: u64) -> bool {
+fn later_group_on_disk(bytes: &[u8], salt: &Salt, from: usize, torn: u64) -> bool {
     let mut at = from;
     while let Some(found) = bytes
         .get(at..)
         .and_then(|rest| rest.windows(4).position(|w| w == FRAME_MAGIC))
     {
         let start = at + found;
-        match frame_at(bytes, start) {
+        match frame_at(bytes, salt, start) {
             Some(f) if f.group > torn => return true,
             Some(f) => at = f.end,
             None => at = start + 1,
@@ -220,15 +245,21 @@ fn replay(bytes: &[u8]) -> Result<Replayed, String> {
             "{LOG} does not start with Warden's log header; it was not written by this wardend"
         ));
     }
+    let Some(salt) = bytes
+        .get(MAGIC.len()..FILE_HEADER)
+        .map(|s| Salt::try_from(s).expect("sixteen bytes"))
+    else {
+        return Err(format!("{LOG} ends inside its header"));
+    };
     let mut map = BTreeMap::new();
-    let mut at = MAGIC.len();
+    let mut at = FILE_HEADER;
     // Groups are numbered from 1. The operations of the group being read are applied only once
     // its end marker is read, so a group cut by a crash is dropped whole, like the answers that
     // never left.
     let mut group: Ops = Vec::new();
     let mut group_start = at;
     let mut done = 0u64;
-    while let Some(f) = frame_at(bytes, at) {
+    while let Some(f) = frame_at(bytes, &salt, at) {
         if f.group != done + 1 {
             break;
         }
@@ -252,13 +283,14 @@ fn replay(bytes: &[u8]) -> Result<Replayed, String> {
             group.extend(ops);
         }
     }
-    if group_start < bytes.len() && later_group_on_disk(bytes, group_start, done + 1) {
+    if group_start < bytes.len() && later_group_on_disk(bytes, &salt, group_start, done + 1) {
         return Err(format!(
             "{LOG} is damaged at byte {group_start} (group {}) and a later group is intact: the damage is in state that had been made durable, not a write cut by a crash. wardend will not start on a log missing acknowledged state; restore the data directory from backup",
             done + 1
         ));
     }
     Ok(Replayed {
+        salt,
         map,
         end: group_start as u64,
         groups: done,
@@ -277,6 +309,40 @@ struct Writer {
     end: u64,
     /// The next group's number.
     group: u64,
+    /// This file's salt.
+    salt: Salt,
+    /// No compaction before the log reaches this size (pushed on after a failed one).
+    compact_from: u64,
+}
+
+/// A new log file's first bytes, with a fresh salt.
+fn new_header() -> (Vec<u8>, Salt) {
+    let mut salt = Salt::default();
+    getrandom::getrandom(&mut salt).expect("the OS random number generator works");
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&salt);
+    (bytes, salt)
+}
+
+/// Put `bytes` in place as the log: written to [`LOG_NEW`] and synced, then renamed over
+/// [`LOG`]. Returns the new file; the caller syncs the directory. Nothing is left behind on
+/// failure, and the old log stays as it was.
+fn install(dir: &Path, bytes: &[u8], mode: Option<std::fs::Permissions>) -> std::io::Result<File> {
+    let new = dir.join(LOG_NEW);
+    let written = (|| {
+        let f = File::create(&new)?;
+        if let Some(mode) = mode {
+            f.set_permissions(mode)?;
+        }
+        f.write_all_at(bytes, 0)?;
+        f.sync_data()?;
+        std::fs::rename(&new, dir.join(LOG))?;
+        Ok(f)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&new);
+    }
+    written
 }
 
 /// The log in a directory, and the state it holds, in memory.
@@ -291,6 +357,8 @@ pub struct LogBackend {
     live: AtomicU64,
     /// (nanoseconds, count) of write, fdatasync.
     clocks: [(AtomicU64, AtomicU64); 2],
+    /// The durable end of the log, readable without waiting for a sync in progress.
+    size: AtomicU64,
     /// The `flock` on [`LOCK`], held while this backend lives.
     _lock: File,
 }
@@ -355,10 +423,10 @@ impl LogBackend {
             Err(e) => return Err(open_err(format!("removing an unfinished compaction: {e}"))),
         }
         if !path.exists() {
-            let f = File::create_new(&path).map_err(|e| open_err(e.to_string()))?;
-            f.write_all_at(MAGIC, 0)
-                .and_then(|()| f.sync_data())
-                .map_err(|e| open_err(e.to_string()))?;
+            // Created whole or not at all: a crash part way leaves only LOG_NEW, removed above
+            // on the next open.
+            install(dir, &new_header().0, None)
+                .map_err(|e| open_err(format!("creating {LOG}: {e}")))?;
             sync_dir(dir)?;
             if let Some(parent) = dir.parent() {
                 sync_dir(parent)?;
@@ -374,10 +442,16 @@ impl LogBackend {
             .map_err(|e| open_err(format!("reading {LOG}: {e}")))?;
         let replayed = replay(&bytes).map_err(open_err)?;
         if replayed.end < bytes.len() as u64 {
+            // Kept beside the log for whoever investigates: a crash explains it, a disk fault
+            // in the last group would too.
+            let kept = dir.join(format!("{LOG}.cut-at-{}", replayed.end));
+            std::fs::write(&kept, &bytes[replayed.end as usize..])
+                .map_err(|e| open_err(format!("keeping the torn end of {LOG}: {e}")))?;
             tracing::warn!(
                 dropped = bytes.len() as u64 - replayed.end,
                 at = replayed.end,
-                "the state log ends in a record cut by a crash (never acknowledged); cutting it off"
+                kept = %kept.display(),
+                "the state log ends in a group cut by a crash (never acknowledged); cutting it off"
             );
             file.set_len(replayed.end)
                 .and_then(|()| file.sync_data())
@@ -396,7 +470,10 @@ impl LogBackend {
                 file,
                 end: replayed.end,
                 group: replayed.groups + 1,
+                salt: replayed.salt,
+                compact_from: COMPACT_AT,
             }),
+            size: AtomicU64::new(replayed.end),
             poisoned: AtomicBool::new(false),
             live: AtomicU64::new(live),
             clocks: Default::default(),
@@ -405,35 +482,34 @@ impl LogBackend {
     }
 
     /// Write the live state to a new log and put it in place of the old one. Called with the
-    /// writer held and nothing pending, so the map is exactly what is durable.
+    /// writer held and nothing pending, so the map is exactly what is durable. Before the
+    /// rename a failure leaves the old log in force and is only reported; after it, the new
+    /// file is the log, and a directory that cannot be synced stops every later commit (the
+    /// rename might not survive a power cut, and with it what is committed next).
     fn compact(&self, w: &mut Writer) -> Result<(), StoreError> {
-        let new = self.dir.join(LOG_NEW);
-        let mut bytes = MAGIC.to_vec();
+        let (mut bytes, salt) = new_header();
         {
             let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-            let entries: Vec<_> = map.iter().collect();
-            // Frames of at most 4,096 entries keep every one far below MAX_RECORD; the new
-            // file's one group holds them all.
-            for chunk in entries.chunks(4096) {
-                let payload = encode(
-                    chunk
-                        .iter()
-                        .map(|(k, v)| (k.as_slice(), Some(v.as_slice()))),
-                );
-                frame(&mut bytes, 1, &payload);
+            let payloads = encode(map.iter().map(|(k, v)| (k.as_slice(), Some(v.as_slice()))))
+                .map_err(|size| StoreError::Io {
+                    op: "compact the state log",
+                    detail: format!("an entry of {size} bytes is larger than a frame"),
+                })?;
+            for payload in &payloads {
+                frame(&mut bytes, &salt, 1, payload);
             }
-            frame(&mut bytes, 1, &MARKER);
+            frame(&mut bytes, &salt, 1, &MARKER);
         }
-        let f = File::create(&new).map_err(io("compact the state log"))?;
-        f.write_all_at(&bytes, 0)
-            .and_then(|()| f.sync_data())
-            .map_err(io("compact the state log"))?;
-        std::fs::rename(&new, self.dir.join(LOG)).map_err(io("compact the state log"))?;
-        sync_dir(&self.dir)?;
+        let mode = std::fs::metadata(self.dir.join(LOG))
+            .ok()
+            .map(|m| m.permissions());
+        let f = install(&self.dir, &bytes, mode).map_err(io("compact the state log"))?;
         w.file = f;
         w.end = bytes.len() as u64;
         w.group = 2;
-        Ok(())
+        w.salt = salt;
+        self.size.store(w.end, Ordering::SeqCst);
+        sync_dir(&self.dir).inspect_err(|_| self.poisoned.store(true, Ordering::SeqCst))
     }
 }
 
@@ -473,9 +549,17 @@ impl Backend for LogBackend {
         }
         let keyed: Vec<(Vec<u8>, Option<&[u8]>)> =
             batch.iter().map(|(ns, k, v)| (key(ns, k), v)).collect();
-        let payload = encode(keyed.iter().map(|(k, v)| (k.as_slice(), *v)));
+        let payloads =
+            encode(keyed.iter().map(|(k, v)| (k.as_slice(), *v))).map_err(|size| {
+                StoreError::Io {
+                    op: "commit",
+                    detail: format!(
+                        "an entry of {size} bytes is larger than the state log's largest frame; nothing of this request was written"
+                    ),
+                }
+            })?;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.push(payload);
+        pending.extend(payloads);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         for (k, v) in keyed {
             let old = match v {
@@ -501,6 +585,10 @@ impl Backend for LogBackend {
             return Err(poisoned("sync"));
         }
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // A sync that failed while this one waited may have taken this caller's batches.
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(poisoned("sync"));
+        }
         let payloads = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if payloads.is_empty() {
             return Ok(());
@@ -509,10 +597,10 @@ impl Backend for LogBackend {
             payloads.iter().map(|p| HEADER + p.len()).sum::<usize>() + HEADER + MARKER.len(),
         );
         for payload in &payloads {
-            frame(&mut bytes, w.group, payload);
+            frame(&mut bytes, &w.salt, w.group, payload);
         }
         // The group's end: replay applies a group only once it reads this marker.
-        frame(&mut bytes, w.group, &MARKER);
+        frame(&mut bytes, &w.salt, w.group, &MARKER);
         let written = clock(&self.clocks[0], || w.file.write_all_at(&bytes, w.end))
             .map_err(io("write the state log"))
             .and_then(|()| {
@@ -524,15 +612,19 @@ impl Backend for LogBackend {
         }
         w.end += bytes.len() as u64;
         w.group += 1;
+        self.size.store(w.end, Ordering::SeqCst);
         let live = self.live.load(Ordering::Relaxed);
-        if w.end >= COMPACT_AT && w.end > 4 * live.max(1) {
+        if w.end >= w.compact_from && w.end > 4 * live.max(1) {
             // Applies wait while the live state is written: nothing may be pending, or the
             // new file would hold records the old one has not made durable yet.
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.is_empty() {
                 if let Err(e) = self.compact(&mut w) {
-                    // The old log is intact and complete; only the compaction failed.
-                    tracing::warn!(error = %e, "state log compaction failed; the log stays as it is");
+                    // This group is durable either way. Before the rename the old log stays in
+                    // force and the next try waits for another COMPACT_AT of growth; after it,
+                    // compact() has stopped later commits.
+                    w.compact_from = w.end + COMPACT_AT;
+                    tracing::warn!(error = %e, "state log compaction failed");
                 }
             }
         }
@@ -552,7 +644,7 @@ impl Backend for LogBackend {
     }
 
     fn size_on_disk(&self) -> Option<u64> {
-        Some(self.writer.lock().unwrap_or_else(|p| p.into_inner()).end)
+        Some(self.size.load(Ordering::SeqCst))
     }
 }
 
@@ -683,6 +775,63 @@ mod tests {
         let mut flipped = whole.clone();
         *flipped.last_mut().unwrap() ^= 1;
         check(&flipped, "the last group's marker damaged");
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_frame_is_split_and_still_applied_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG);
+        let before;
+        {
+            let b = LogBackend::open(dir.path()).unwrap();
+            before = std::fs::metadata(&path).unwrap().len() as usize;
+            let mut batch = Batch::default();
+            for k in 0..3u8 {
+                batch.put(Namespace::Vls, vec![k], vec![k; CHUNK / 2 + 1]);
+            }
+            b.commit(&batch).unwrap();
+        }
+        let whole = std::fs::read(&path).unwrap();
+        let frames = whole.windows(4).filter(|w| *w == FRAME_MAGIC).count();
+        assert!(
+            frames >= 3,
+            "{frames} frames for 3 half-chunk entries and a marker"
+        );
+        let b = LogBackend::open(dir.path()).unwrap();
+        assert_eq!(b.scan(Namespace::Vls, b"").unwrap().len(), 3);
+        drop(b);
+        // Cut after the first frame: no entry of the batch survives.
+        let cut = before + HEADER + CHUNK / 2 + 20;
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let b = LogBackend::open(dir.path()).unwrap();
+        assert!(b.scan(Namespace::Vls, b"").unwrap().is_empty());
+        assert!(dir.path().join(format!("{LOG}.cut-at-{before}")).exists());
+    }
+
+    #[test]
+    fn a_frame_from_another_log_file_is_never_taken_for_one_of_this_file() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for dir in [&a, &b] {
+            let log = LogBackend::open(dir.path()).unwrap();
+            log.commit(&put(Namespace::Meta, "first", "1")).unwrap();
+            if dir.path() == b.path() {
+                log.commit(&put(Namespace::Meta, "second", "from b"))
+                    .unwrap();
+            }
+        }
+        // b's second group (group 2, framed exactly as a's next group would be) appended to a.
+        let a_bytes = std::fs::read(a.path().join(LOG)).unwrap();
+        let b_bytes = std::fs::read(b.path().join(LOG)).unwrap();
+        let first_group_len = a_bytes.len();
+        let mut spliced = a_bytes.clone();
+        spliced.extend_from_slice(&b_bytes[first_group_len..]);
+        std::fs::write(a.path().join(LOG), &spliced).unwrap();
+        let log = LogBackend::open(a.path()).unwrap();
+        assert_eq!(log.get(Namespace::Meta, b"second").unwrap(), None);
+        assert_eq!(
+            std::fs::metadata(a.path().join(LOG)).unwrap().len() as usize,
+            first_group_len
+        );
     }
 
     #[test]
