@@ -23,6 +23,7 @@
 //! klen || key || [u32le vlen || value])`, keys carrying their namespace's prefix byte; a
 //! payload with no operations ends its group.
 
+use super::disk::{self, clock, fs_io, key, poisoned, Clock};
 use super::{Backend, Batch, Entry, Namespace, StoreError, Timing};
 use lightning_signer::bitcoin::hashes::{sha256, Hash, HashEngine};
 use std::collections::BTreeMap;
@@ -61,25 +62,8 @@ const HEADER: usize = 4 + 8 + 4 + 32;
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 
-fn io(op: &'static str) -> impl Fn(std::io::Error) -> StoreError {
-    move |e| StoreError::Io {
-        op,
-        detail: e.to_string(),
-    }
-}
-
-fn poisoned(op: &'static str) -> StoreError {
-    StoreError::Io {
-        op,
-        detail: "an earlier commit could not be made durable; restart wardend so it reads what is really on disk (check the disk and its logs first)".into(),
-    }
-}
-
-fn key(ns: Namespace, k: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + k.len());
-    out.push(ns.prefix());
-    out.extend_from_slice(k);
-    out
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    disk::sync_dir(dir, "sync the state directory")
 }
 
 /// Every key of namespace `ns` that starts with `prefix`, as a map range.
@@ -297,12 +281,6 @@ fn replay(bytes: &[u8]) -> Result<Replayed, String> {
     })
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync the state directory"))
-}
-
 struct Writer {
     file: File,
     /// Where the next group goes: the end of every durable group.
@@ -356,19 +334,11 @@ pub struct LogBackend {
     /// Bytes of keys and values live in the map (for the compaction rule).
     live: AtomicU64,
     /// (nanoseconds, count) of write, fdatasync.
-    clocks: [(AtomicU64, AtomicU64); 2],
+    clocks: [Clock; 2],
     /// The durable end of the log, readable without waiting for a sync in progress.
     size: AtomicU64,
     /// The `flock` on [`LOCK`], held while this backend lives.
     _lock: File,
-}
-
-fn clock<T>(c: &(AtomicU64, AtomicU64), f: impl FnOnce() -> T) -> T {
-    let t = Instant::now();
-    let out = f();
-    c.0.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    c.1.fetch_add(1, Ordering::Relaxed);
-    out
 }
 
 // nix 0.29 deprecates `flock` for its `Flock` wrapper, which would take the File; the lock is
@@ -503,7 +473,7 @@ impl LogBackend {
         let mode = std::fs::metadata(self.dir.join(LOG))
             .ok()
             .map(|m| m.permissions());
-        let f = install(&self.dir, &bytes, mode).map_err(io("compact the state log"))?;
+        let f = install(&self.dir, &bytes, mode).map_err(fs_io("compact the state log"))?;
         w.file = f;
         w.end = bytes.len() as u64;
         w.group = 2;
@@ -602,9 +572,10 @@ impl Backend for LogBackend {
         // The group's end: replay applies a group only once it reads this marker.
         frame(&mut bytes, &w.salt, w.group, &MARKER);
         let written = clock(&self.clocks[0], || w.file.write_all_at(&bytes, w.end))
-            .map_err(io("write the state log"))
+            .map_err(fs_io("write the state log"))
             .and_then(|()| {
-                clock(&self.clocks[1], || w.file.sync_data()).map_err(io("fdatasync the state log"))
+                clock(&self.clocks[1], || w.file.sync_data())
+                    .map_err(fs_io("fdatasync the state log"))
             });
         if let Err(e) = written {
             self.poisoned.store(true, Ordering::SeqCst);
@@ -632,15 +603,7 @@ impl Backend for LogBackend {
     }
 
     fn timings(&self) -> Vec<Timing> {
-        ["write", "fdatasync"]
-            .iter()
-            .zip(&self.clocks)
-            .map(|(step, (n, c))| Timing {
-                step,
-                nanos: n.load(Ordering::Relaxed),
-                count: c.load(Ordering::Relaxed),
-            })
-            .collect()
+        disk::timings(&["write", "fdatasync"], &self.clocks)
     }
 
     fn size_on_disk(&self) -> Option<u64> {

@@ -32,6 +32,7 @@
 //! [`fault::FaultBackend`] (tests: crashes at the k-th commit). The trait is small on purpose, in the style of LDK's
 //! `KVStoreSync`: get, scan a prefix, read the last key of a prefix, commit a batch.
 
+mod disk;
 pub mod fault;
 pub mod log;
 pub mod migrate;

@@ -10,13 +10,13 @@
 //! All namespaces share sled's default tree, each under its [`Namespace::prefix`] byte, so one
 //! batch covers every namespace a request touches.
 
+use super::disk::{self, clock, fs_io, key, poisoned, Clock};
 use super::{Backend, Batch, Entry, Namespace, StoreError, Timing};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
-use std::time::Instant;
 
 /// The format this module writes, kept under `Meta/format`.
 const FORMAT: u8 = 1;
@@ -30,24 +30,10 @@ fn io(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
     }
 }
 
-fn fs_io(op: &'static str) -> impl Fn(std::io::Error) -> StoreError {
-    move |e| StoreError::Io {
-        op,
-        detail: e.to_string(),
-    }
-}
-
 /// sled reports a held file lock as an I/O error whose message names it (its kind is not
 /// always `WouldBlock`).
 fn is_lock_held(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
-}
-
-fn key(ns: Namespace, k: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + k.len());
-    out.push(ns.prefix());
-    out.extend_from_slice(k);
-    out
 }
 
 fn listing(dir: &Path) -> BTreeSet<PathBuf> {
@@ -61,9 +47,7 @@ fn listing(dir: &Path) -> BTreeSet<PathBuf> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(fs_io("sync the database directory"))
+    disk::sync_dir(dir, "sync the database directory")
 }
 
 /// sled in a directory.
@@ -73,20 +57,11 @@ pub struct SledBackend {
     log: File,
     files: Mutex<BTreeSet<PathBuf>>,
     /// Nanoseconds and counts of write, flush, fsync.
-    clocks: [(AtomicU64, AtomicU64); 3],
+    clocks: [Clock; 3],
     /// A batch was applied but could not be made durable: it is visible and may or may not
     /// survive, so nothing more may be committed on top of it until a restart reads what is
     /// really on disk.
     poisoned: std::sync::atomic::AtomicBool,
-}
-
-fn clock<T>(slot: &(AtomicU64, AtomicU64), f: impl FnOnce() -> T) -> T {
-    let t = Instant::now();
-    let out = f();
-    slot.0
-        .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    slot.1.fetch_add(1, Ordering::Relaxed);
-    out
 }
 
 impl SledBackend {
@@ -256,10 +231,7 @@ impl Backend for SledBackend {
 
     fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         if self.poisoned.load(Ordering::SeqCst) {
-            return Err(StoreError::Io {
-                op: "commit",
-                detail: "an earlier commit could not be made durable; restart wardend so it reads what is really on disk (check the disk and its logs first)".into(),
-            });
+            return Err(poisoned("commit"));
         }
         let mut b = sled::Batch::default();
         for (ns, k, v) in batch.iter() {
@@ -275,25 +247,14 @@ impl Backend for SledBackend {
     /// covers them all: one sync makes a whole group of applied batches durable.
     fn sync(&self) -> Result<(), StoreError> {
         if self.poisoned.load(Ordering::SeqCst) {
-            return Err(StoreError::Io {
-                op: "sync",
-                detail: "an earlier commit could not be made durable; restart wardend so it reads what is really on disk (check the disk and its logs first)".into(),
-            });
+            return Err(poisoned("sync"));
         }
         self.sync_files()
             .inspect_err(|_| self.poisoned.store(true, Ordering::SeqCst))
     }
 
     fn timings(&self) -> Vec<Timing> {
-        ["write", "flush", "fsync"]
-            .iter()
-            .zip(&self.clocks)
-            .map(|(step, (n, c))| Timing {
-                step,
-                nanos: n.load(Ordering::Relaxed),
-                count: c.load(Ordering::Relaxed),
-            })
-            .collect()
+        disk::timings(&["write", "flush", "fsync"], &self.clocks)
     }
 
     fn size_on_disk(&self) -> Option<u64> {
