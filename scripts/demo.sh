@@ -288,8 +288,8 @@ PGPASSWORD=$(cat "$pgdir/password") psql -qX -h 127.0.0.1 -p "$pg_port" -U warde
 echo "PostgreSQL on 127.0.0.1:$pg_port (password in $pgdir/password, never on a command line)"
 export WARDEN_STORE_URL="host=127.0.0.1 port=$pg_port user=warden dbname=warden"
 export WARDEN_STORE_PASSWORD_FILE="$pgdir/password"
-echo "wardend is stopped, so its sled state can be copied and verified:"
-run wardenctl migrate --from sled --to postgres --config "$demo/wardend.toml"
+echo "wardend is stopped, so its state log can be copied and verified:"
+run wardenctl migrate --from log --to postgres --config "$demo/wardend.toml"
 
 # Short leases so the demo's failover is quick (the default is 6 s, renewed every 2 s).
 export WARDEN_STORE_BACKEND=postgres WARDEN_STORE_LEASE_SECS=3 WARDEN_STORE_RENEW_SECS=1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: setup, formatting, lints, then the whole test suite against real
-# SoftHSM tokens (made per test in temp dirs), real sled and real gRPC over TLS.
+# SoftHSM tokens (made per test in temp dirs), the real state log and sled, and real gRPC over TLS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,14 +22,14 @@ trap 'rm -f "$log"' EXIT
 cargo test --locked --workspace --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The test matrix: the end-to-end CLN suite again, with wardend's state on PostgreSQL (a
-# throwaway server the harness starts) instead of sled. Same binary, same tests.
+# throwaway server the harness starts) instead of the local log. Same binary, same tests.
 echo "== cargo test --test e2e_cln (state on PostgreSQL)"
 WARDEN_TEST_STORE=postgres cargo test --locked --test e2e_cln 2>&1 | tee -a "$log"
 status=$(( status | PIPESTATUS[0] ))
 # The same end-to-end suite, the durability trace and the crash harness with wardend's state in
-# Warden's append-only log (store.backend = "log": one fdatasync per commit, no sync_file_range).
-echo "== cargo test --test e2e_cln --test durability --test crash (state in the append-only log)"
-WARDEN_TEST_STORE=log cargo test --locked --test e2e_cln --test durability --test crash 2>&1 | tee -a "$log"
+# sled (store.backend = "sled"; the rest of the suite runs on the default, Warden's log).
+echo "== cargo test --test e2e_cln --test durability --test crash (state in sled)"
+WARDEN_TEST_STORE=sled cargo test --locked --test e2e_cln --test durability --test crash 2>&1 | tee -a "$log"
 status=$(( status | PIPESTATUS[0] ))
 # The Debian package, from the binaries the suite built: contents, lintian, install, run,
 # remove (scripts/package.sh --check). It installs system-wide, so it needs root.

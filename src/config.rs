@@ -50,7 +50,9 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileStore {
-    /// "sled" (embedded, the default) or "postgres" (shared with standbys for failover).
+    /// "log" (Warden's append-only log, the default), "sled" (embedded) or "postgres" (shared
+    /// with standbys for failover). Unset, a data directory that already holds a sled database
+    /// keeps it, so an upgrade never starts from an empty state.
     pub backend: Option<String>,
     /// PostgreSQL connection: libpq parameters ("host=… user=… dbname=…") or a postgresql://
     /// URL, without the password.
@@ -294,7 +296,8 @@ pub struct ConfigArgs {
     /// Live invoices the VLS node may hold [default: 100000]
     #[arg(long, env = "WARDEN_MAX_INVOICES")]
     pub max_invoices: Option<usize>,
-    /// State backend: sled or postgres [default: sled]
+    /// State backend: log, sled or postgres [default: log, or sled for a data directory that
+    /// already holds a sled database]
     #[arg(long, env = "WARDEN_STORE_BACKEND")]
     pub store_backend: Option<String>,
     /// PostgreSQL connection (libpq parameters or a postgresql:// URL, no password in it)
@@ -652,7 +655,7 @@ impl ConfigArgs {
                 ));
             }
         }
-        let store = self.store(file.store, &mut problems);
+        let store = self.store(file.store, &data_dir, &mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
@@ -694,13 +697,26 @@ impl ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn store(&self, file: FileStore, problems: &mut Vec<String>) -> StoreConfig {
+    fn store(
+        &self,
+        file: FileStore,
+        data_dir: &std::path::Path,
+        problems: &mut Vec<String>,
+    ) -> StoreConfig {
         use crate::store::postgres::{PgSettings, PgTls};
+        use crate::store::LocalBackend;
         let backend = self
             .store_backend
             .clone()
             .or(file.backend)
-            .unwrap_or_else(|| "sled".into());
+            .unwrap_or_else(|| {
+                // The default is the log; a node that has run on sled keeps its state there until
+                // `wardenctl migrate --from sled --to log` moves it.
+                match LocalBackend::in_dir(&data_dir.join("state")) {
+                    Some(LocalBackend::Sled) => "sled".into(),
+                    Some(LocalBackend::Log) | None => "log".into(),
+                }
+            });
         match backend.as_str() {
             "sled" => return StoreConfig::Sled,
             "log" => return StoreConfig::Log,
@@ -914,6 +930,19 @@ mod tests {
             err.contains("admin.listen: \"localhost\" is not an IP address and port"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_default_backend_is_the_log_except_where_sled_state_already_is() {
+        let (d, mut args) = args_with_file("[hsm]\npin_env = \"P\"\n");
+        args.data_dir = Some(d.path().join("data"));
+        assert_eq!(args.resolve().unwrap().store, StoreConfig::Log);
+        // A node upgraded from a release whose default was sled keeps its state.
+        drop(crate::store::sled::SledBackend::open(&d.path().join("data/state")).unwrap());
+        assert_eq!(args.resolve().unwrap().store, StoreConfig::Sled);
+        // Named, the backend is what the operator said (the log then refuses the sled state).
+        args.store_backend = Some("log".into());
+        assert_eq!(args.resolve().unwrap().store, StoreConfig::Log);
     }
 
     #[test]

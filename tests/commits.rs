@@ -1,9 +1,9 @@
 //! One durable commit per request, and what a crash at any commit leaves behind.
 //!
-//! The whole signer runs in process over a real SoftHSM token and real sled: the VLS node built
+//! The whole signer runs in process over a real SoftHSM token and the real append-only log (the default backend): the VLS node built
 //! from the HSM-sealed seed, Warden's approver and core, the audit log, and the stream's
 //! [`Session`], which answers hsmd messages exactly as wardend does behind the proxy. The store
-//! sits on a [`FaultBackend`], which counts the commits that reach sled and can crash at the
+//! sits on a [`FaultBackend`], which counts the commits that reach the log and can crash at the
 //! k-th one. The scenario: init, a small payment, a large one held for a quorum, two admins
 //! approve, the large one retried and approved, and a payment over the daily cap refused.
 
@@ -29,7 +29,7 @@ use warden::signer::stream::Session;
 
 use common::stack::GatedSync;
 use warden::store::fault::FaultBackend;
-use warden::store::sled::SledBackend;
+use warden::store::log::LogBackend;
 use warden::store::{Backend, Namespace, Store};
 
 const DAILY_CAP_SAT: u64 = 3_000_000;
@@ -263,7 +263,7 @@ fn every_request_is_exactly_one_commit() {
     let w = World::new("commits-count");
     let dir = tempfile::tempdir().unwrap();
     let fault = Arc::new(FaultBackend::new(Arc::new(
-        SledBackend::open(dir.path()).unwrap(),
+        LogBackend::open(dir.path()).unwrap(),
     )));
     let mut s = Stack::new(&w, fault.clone());
     let names = [
@@ -293,7 +293,7 @@ fn every_request_is_exactly_one_commit() {
         assert_eq!(
             fault.commits() - before,
             COMMITS[n],
-            "{name}: commits reaching sled"
+            "{name}: commits reaching the store"
         );
     }
     assert!(s.store.commits() >= 9);
@@ -307,7 +307,7 @@ fn a_crash_at_any_commit_loses_nothing_and_counts_nothing_twice() {
     let total = {
         let dir = tempfile::tempdir().unwrap();
         let fault = Arc::new(FaultBackend::new(Arc::new(
-            SledBackend::open(dir.path()).unwrap(),
+            LogBackend::open(dir.path()).unwrap(),
         )));
         let mut s = Stack::new(&w, fault.clone());
         let base = fault.commits();
@@ -320,8 +320,8 @@ fn a_crash_at_any_commit_loses_nothing_and_counts_nothing_twice() {
     for k in 1..=total {
         let w = World::new(&format!("commits-walk-{k}"));
         let dir = tempfile::tempdir().unwrap();
-        let sled: Arc<dyn Backend> = Arc::new(SledBackend::open(dir.path()).unwrap());
-        let fault = Arc::new(FaultBackend::new(sled.clone()));
+        let backend: Arc<dyn Backend> = Arc::new(LogBackend::open(dir.path()).unwrap());
+        let fault = Arc::new(FaultBackend::new(backend.clone()));
         let mut s = Stack::new(&w, fault.clone());
         fault.crash_at(k);
         let mut n = 0;
@@ -336,9 +336,9 @@ fn a_crash_at_any_commit_loses_nothing_and_counts_nothing_twice() {
             assert!(crashed_at.is_none(), "k={k}: one crash per run");
             crashed_at = Some(n);
             drop(s);
-            check_committed(&w, sled.clone(), &format!("k={k}, crash in step {n}"));
+            check_committed(&w, backend.clone(), &format!("k={k}, crash in step {n}"));
             // Restart on the same database: the proxy replays init, then the request.
-            s = Stack::new(&w, Arc::new(FaultBackend::new(sled.clone())));
+            s = Stack::new(&w, Arc::new(FaultBackend::new(backend.clone())));
             if n > 0 {
                 s.init().unwrap();
             }
@@ -351,8 +351,8 @@ fn a_crash_at_any_commit_loses_nothing_and_counts_nothing_twice() {
             Some(expected),
             "k={k}: the crash hit its request"
         );
-        check_committed(&w, sled.clone(), &format!("k={k}, end"));
-        let windows = load_velocity(&Store::new(sled.clone())).unwrap().totals(
+        check_committed(&w, backend.clone(), &format!("k={k}, end"));
+        let windows = load_velocity(&Store::new(backend.clone())).unwrap().totals(
             &LedgerKey::Node,
             w.clock.now(),
             86_400,
@@ -372,7 +372,7 @@ fn a_freeze_waiting_for_its_sync_survives_the_abort_of_another_transaction() {
     let w = World::new("freeze-abort");
     let dir = tempfile::tempdir().unwrap();
     let gate = Arc::new(GatedSync::new(Arc::new(
-        SledBackend::open(dir.path()).unwrap(),
+        LogBackend::open(dir.path()).unwrap(),
     )));
     let mut s = Stack::new(&w, gate.clone());
     s.init().unwrap();
@@ -429,7 +429,7 @@ fn an_onchain_spend_counts_its_fee_and_a_fee_over_the_bound_is_refused_with_its_
     let w = World::new("onchain-fee");
     let dir = tempfile::tempdir().unwrap();
     let fault = Arc::new(FaultBackend::new(Arc::new(
-        SledBackend::open(dir.path()).unwrap(),
+        LogBackend::open(dir.path()).unwrap(),
     )));
     let mut s = Stack::new(&w, fault.clone());
     let xpub = s.init_xpub();
@@ -485,8 +485,8 @@ fn an_onchain_spend_counts_its_fee_and_a_fee_over_the_bound_is_refused_with_its_
 fn a_request_sent_again_is_answered_from_its_committed_decision() {
     let w = World::new("resent");
     let dir = tempfile::tempdir().unwrap();
-    let sled: Arc<dyn Backend> = Arc::new(SledBackend::open(dir.path()).unwrap());
-    let mut s = Stack::new(&w, sled.clone());
+    let backend: Arc<dyn Backend> = Arc::new(LogBackend::open(dir.path()).unwrap());
+    let mut s = Stack::new(&w, backend.clone());
     let xpub = s.init_xpub();
     let to = address(0x52);
 
@@ -497,7 +497,7 @@ fn a_request_sent_again_is_answered_from_its_committed_decision() {
     let audited = decisions(&s).len();
     // wardend restarts (the answer never left) and the proxy sends the request again.
     drop(s);
-    let mut s = Stack::new(&w, sled.clone());
+    let mut s = Stack::new(&w, backend.clone());
     s.init().unwrap();
     let again = s.send_as(200, spend.as_vec());
     assert_eq!(again, first, "the same answer");
@@ -548,7 +548,7 @@ fn a_request_sent_again_is_answered_from_its_committed_decision() {
     assert!(signed.error.is_empty(), "approved by quorum: {signed:?}");
     let counted = daily(&s, &w);
     drop(s);
-    let mut s = Stack::new(&w, sled);
+    let mut s = Stack::new(&w, backend);
     s.init().unwrap();
     assert_eq!(s.send_as(401, large.as_vec()), signed);
     assert_eq!(daily(&s, &w), counted);
@@ -561,7 +561,7 @@ fn a_request_sent_again_is_answered_from_its_committed_decision() {
 fn a_coin_claimed_at_another_value_than_before_is_refused() {
     let w = World::new("coin-pin");
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Stack::new(&w, Arc::new(SledBackend::open(dir.path()).unwrap()));
+    let mut s = Stack::new(&w, Arc::new(LogBackend::open(dir.path()).unwrap()));
     let xpub = s.init_xpub();
     let to = address(0x53);
     let first = warden_testkit::lightningd::withdrawal_paying(&xpub, &to, 10_000, 1_000);

@@ -10,7 +10,7 @@ use lightning_signer::bitcoin::hashes::Hash;
 use std::sync::Arc;
 use warden::clock::ManualClock;
 use warden::policy::PaymentRequest;
-use warden::store::sled::SledBackend;
+use warden::store::log::LogBackend;
 
 /// A log sink for one thread's tracing output.
 #[derive(Clone, Default)]
@@ -51,7 +51,7 @@ max_amount = "10_000_000 sat"
         .as_secs();
     let clock = ManualClock::new(now);
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(SledBackend::open(dir.path()).unwrap());
+    let backend = Arc::new(LogBackend::open(dir.path()).unwrap());
     let (store, core, _session) = common::stack::build(&hsm, &seed, &policy, &clock, backend);
     let payee = Payee::new(0x31);
     let invoice: lightning_signer::lightning_invoice::Bolt11Invoice =

@@ -236,3 +236,81 @@ async fn verify_names_the_first_altered_record_and_exits_5() {
         "{err}"
     );
 }
+
+/// An upgrade from sled: `wardenctl migrate --from sled --to log` moves a stopped node's sled
+/// state into the log in place; the node's windows and audit chain come along, and wardend
+/// started with no backend named runs on the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_moves_a_sled_node_into_the_log_and_wardend_runs_on_it() {
+    let mut cln =
+        Cln::start_with_env("migrate-log", RULES, &[("WARDEN_STORE_BACKEND", "sled")]).await;
+    // wardenctl follows the configuration, not the test matrix's leg.
+    cln.token.store_env.clear();
+    block_in_place(|| cln.init());
+    let payee = Payee::new(0x12);
+    for n in 1..=3 {
+        assert!(block_in_place(
+            || cln.preapprove(&payee.invoice(900_000_000, n))
+        ));
+    }
+    let used = cln.window("daily-cap").await.used_msat;
+    assert_eq!(used, 2_700_000_000);
+    let state = cln.token.data_dir.join("state");
+    let migrate = ["migrate", "--from", "sled", "--to", "log"];
+
+    // While wardend runs, it holds the database: refused, nothing touched.
+    let (code, _, err) = ctl(&cln, &migrate);
+    assert_ne!(code, 0);
+    assert!(err.contains("stop wardend first"), "{err}");
+    assert!(state.join("db").exists() && !state.join("state.log").exists());
+
+    cln.stop_wardend();
+    let (code, out, err) = ctl(&cln, &migrate);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("migrated ") && out.contains("audit chain verifies on the copy"),
+        "{out}"
+    );
+    assert!(state.join("state.log").exists() && !state.join("db").exists());
+    let kept: Vec<_> = std::fs::read_dir(&cln.token.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("state.sled-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].join("db").exists(), "the sled database is kept");
+    assert!(out.contains(&kept[0].display().to_string()), "{out}");
+
+    let (code, _, err) = ctl(&cln, &migrate);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("already holds the state log; there is nothing to move"),
+        "{err}"
+    );
+
+    // No backend named: the directory holds the log, so wardend runs on it, with the day's spends.
+    cln.wardend_env.retain(|(k, _)| k != "WARDEN_STORE_BACKEND");
+    cln.start_wardend();
+    assert_eq!(cln.window("daily-cap").await.used_msat, used);
+    for n in 4..=5 {
+        assert!(block_in_place(
+            || cln.preapprove(&payee.invoice(900_000_000, n))
+        ));
+    }
+    assert!(
+        !block_in_place(|| cln.preapprove(&payee.invoice(900_000_000, 6))),
+        "the cap counts what was spent on sled: 5.4 M sat would pass 5 M"
+    );
+    cln.stop_wardend();
+    assert!(
+        !state.join("db").exists(),
+        "wardend did not make a new sled"
+    );
+    let (code, out, err) = ctl(&cln, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

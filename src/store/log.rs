@@ -46,7 +46,7 @@ const FILE_HEADER: usize = 16 + 16;
 /// size at most (a group applies all its frames or none, so splitting keeps it atomic).
 const CHUNK: usize = 16 << 20;
 /// The log's file name in the state directory.
-const LOG: &str = "state.log";
+pub(crate) const LOG: &str = "state.log";
 /// A compaction in progress; removed at open if a crash left it.
 const LOG_NEW: &str = "state.log.new";
 /// Held with `flock` while this process has the directory.
@@ -380,9 +380,9 @@ impl LogBackend {
             detail,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        if dir.join("conf").exists() || dir.join("db").exists() {
+        if super::LocalBackend::in_dir(dir) == Some(super::LocalBackend::Sled) {
             return Err(open_err(
-                "it holds a sled database (store.backend = \"sled\"); a log opened beside it would start from nothing. Keep store.backend = \"sled\" for this data directory".into(),
+                "it holds a sled database (store.backend = \"sled\"); a log opened beside it would start from nothing. Keep store.backend = \"sled\" for this data directory, or move its state into the log with `wardenctl migrate --from sled --to log` while wardend is stopped".into(),
             ));
         }
         let lock = lock_dir(dir, &open_err)?;

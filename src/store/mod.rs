@@ -358,6 +358,29 @@ struct Inner {
     waiting: AtomicU64,
 }
 
+/// The backends that keep state in a local directory (`data_dir/state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalBackend {
+    /// sled 0.34: two device waits per commit; the default before Warden's log existed.
+    Sled,
+    /// Warden's append-only log ([`log::LogBackend`]): one device wait per commit, the default.
+    Log,
+}
+
+impl LocalBackend {
+    /// Which local backend `dir` already holds, by the files each keeps (sled's `conf` and
+    /// `db`, the log's `state.log`); `None` for a directory that holds neither, or none at all.
+    pub fn in_dir(dir: &std::path::Path) -> Option<LocalBackend> {
+        if dir.join("conf").exists() || dir.join("db").exists() {
+            Some(LocalBackend::Sled)
+        } else if dir.join(self::log::LOG).exists() {
+            Some(LocalBackend::Log)
+        } else {
+            None
+        }
+    }
+}
+
 /// Warden's state: a backend and the transaction open on it.
 #[derive(Clone)]
 pub struct Store {
@@ -475,8 +498,17 @@ impl Store {
         }
     }
 
-    /// Open (or create) the default sled database in `dir`.
+    /// Open the local state in `dir`: whichever local backend it already holds, or a new
+    /// append-only log (the default) if it holds none.
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
+        match LocalBackend::in_dir(dir) {
+            Some(LocalBackend::Sled) => Store::open_sled(dir),
+            Some(LocalBackend::Log) | None => Store::open_log(dir),
+        }
+    }
+
+    /// Open (or create) a sled database in `dir` ([`sled::SledBackend`]).
+    pub fn open_sled(dir: &std::path::Path) -> Result<Self, StoreError> {
         Ok(Store::new(Arc::new(self::sled::SledBackend::open(dir)?)))
     }
 

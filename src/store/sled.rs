@@ -76,7 +76,7 @@ impl SledBackend {
             path: dir.display().to_string(),
             detail,
         };
-        if dir.join("state.log").exists() {
+        if super::LocalBackend::in_dir(dir) == Some(super::LocalBackend::Log) {
             return Err(open_err(
                 "it holds Warden's state log (store.backend = \"log\"); a sled database opened beside it would start from nothing. Keep store.backend = \"log\" for this data directory".into(),
             ));

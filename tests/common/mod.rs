@@ -82,10 +82,10 @@ impl TestToken {
             pin_file,
             data_dir,
             dir,
-            // The log leg of the test matrix: every wardend and wardenctl of the run keeps its
-            // state in Warden's append-only log (a PostgreSQL leg replaces this below).
-            store_env: if pg::matrix_is_log() {
-                vec![("WARDEN_STORE_BACKEND".into(), "log".into())]
+            // The sled leg of the test matrix: every wardend and wardenctl of the run keeps its
+            // state in sled (a PostgreSQL leg replaces this below); otherwise the default, the log.
+            store_env: if pg::matrix_is_sled() {
+                vec![("WARDEN_STORE_BACKEND".into(), "sled".into())]
             } else {
                 Vec::new()
             },

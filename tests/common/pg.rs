@@ -67,9 +67,10 @@ pub fn matrix_is_postgres() -> bool {
     }
 }
 
-/// Whether this run is the leg on Warden's append-only log (`WARDEN_TEST_STORE=log`).
-pub fn matrix_is_log() -> bool {
-    std::env::var("WARDEN_TEST_STORE").as_deref() == Ok("log")
+/// Whether this run is the leg on sled (`WARDEN_TEST_STORE=sled`); every other local run keeps
+/// its state in Warden's append-only log, the default.
+pub fn matrix_is_sled() -> bool {
+    std::env::var("WARDEN_TEST_STORE").as_deref() == Ok("sled")
 }
 
 pub fn shared() -> &'static PgServer {

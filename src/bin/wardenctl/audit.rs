@@ -71,12 +71,12 @@ impl Loaded {
     }
 }
 
-/// The state database the configuration names, for reading: sled (wardend stopped, it holds
-/// the lock) or PostgreSQL (readable while wardends run; nothing is written).
+/// The state database the configuration names, for reading: the log or sled (wardend stopped,
+/// it holds the lock) or PostgreSQL (readable while wardends run; nothing is written).
 pub fn open_state(config: &warden::config::Config) -> anyhow::Result<warden::store::Store> {
     Ok(match &config.store {
         warden::config::StoreConfig::Sled => {
-            warden::store::Store::open(&config.data_dir.join("state"))
+            warden::store::Store::open_sled(&config.data_dir.join("state"))
                 .context("opening the state database (stop wardend first)")?
         }
         warden::config::StoreConfig::Log => {

@@ -40,13 +40,14 @@ enum Command {
     },
     /// Copy a stopped node's state to another backend, verified afterwards (record counts and
     /// digests per namespace, the VLS state hash, the audit chain against the HSM's key and
-    /// anchor): `--from sled --to postgres` moves data_dir's sled state into the empty
-    /// PostgreSQL database named by store.url.
+    /// anchor): `--from sled --to log` moves data_dir's sled state into the append-only log in
+    /// place (the sled database kept beside it); `--from sled|log --to postgres` copies it into
+    /// the empty PostgreSQL database named by store.url.
     Migrate {
-        /// Where the state is now: sled.
+        /// Where the state is now: sled or log.
         #[arg(long)]
         from: String,
-        /// Where it goes: postgres.
+        /// Where it goes: log or postgres.
         #[arg(long)]
         to: String,
         #[command(flatten)]
