@@ -1,9 +1,10 @@
-//! The PostgreSQL backend beside sled, through the full CLN path (CLN stand-in → VLS's
-//! remote_hsmd_socket → wardend on SoftHSM, policy evaluated, every decision durable), in the
-//! same run on the same machine:
+//! The three state backends through the full CLN path (CLN stand-in → VLS's remote_hsmd_socket
+//! → wardend on SoftHSM, policy evaluated, every decision durable), in the same run on the same
+//! machine:
 //!
 //! - approved-preapprove latency (p50, p99) and the sustained rate of one client asking one at a
-//!   time, on sled and on a local PostgreSQL server (`synchronous_commit = on`, `fsync = on`);
+//!   time, on Warden's append-only log (the default), on sled, and on a local PostgreSQL server
+//!   (`synchronous_commit = on`, `fsync = on`);
 //! - failover: two wardends on one database, the active one SIGKILLed while a client keeps
 //!   asking; the time from the kill to the first approval the node gets from the standby, over
 //!   10 kills (each killed wardend comes back as the next standby).
@@ -45,7 +46,7 @@ async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (n, kills) = if full { (2_000, 10) } else { (20, 2) };
     println!(
-        "HA: sled vs PostgreSQL, and failover ({})",
+        "State backends: the log, sled and PostgreSQL, and failover ({})",
         if full { "full" } else { "smoke" }
     );
     // wardend's default lease, so the failover measured is the one an operator gets.
@@ -54,16 +55,26 @@ async fn main() {
         ("WARDEN_STORE_LEASE_SECS", LEASE_SECS),
         ("WARDEN_STORE_RENEW_SECS", RENEW_SECS),
     ];
-    let mut sled = Cln::start_store("bench-sled", LOAD_RULES, &env, &[], None).await;
+    let mut log = Cln::start_store("bench-log", LOAD_RULES, &env, &[], None).await;
+    let sled_env: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .chain([("WARDEN_STORE_BACKEND", "sled")])
+        .collect();
+    let mut sled = Cln::start_store("bench-sled", LOAD_RULES, &sled_env, &[], None).await;
     let server = common::pg::shared();
     let mut pg = Cln::start_store("bench-pg", LOAD_RULES, &env, &[], Some(server)).await;
     tokio::task::block_in_place(|| {
+        log.init();
         sled.init();
         pg.init();
     });
     let before = pg.daemon.scrape_metrics().await;
     tokio::task::block_in_place(|| {
         println!("same run, same proxy, same machine, one client asking one at a time:");
+        let mut inv = Invoices::new(10);
+        let l = timed(n, |_| assert!(preapprove(&mut log, inv.next())));
+        print("log        approved preapprove", l);
         let mut inv = Invoices::new(11);
         let s = timed(n, |_| assert!(preapprove(&mut sled, inv.next())));
         print("sled       approved preapprove", s);
@@ -85,7 +96,9 @@ async fn main() {
             );
         }
         println!(
-            "  p50 ratio postgres/sled: {:.2}; goal p50 <= 2 ms and >= 500/s on PostgreSQL: {}",
+            "  p50 ratio log/sled: {:.2}; postgres/log: {:.2}; postgres/sled: {:.2}; goal p50 <= 2 ms and >= 500/s on PostgreSQL: {}",
+            l.p50_ms / s.p50_ms,
+            p.p50_ms / l.p50_ms,
             p.p50_ms / s.p50_ms,
             if p.p50_ms <= 2.0 && p.per_sec >= 500.0 {
                 "met"
@@ -95,6 +108,7 @@ async fn main() {
         );
     });
     drop(sled);
+    drop(log);
 
     // Failover: a second wardend for the same node on the same database.
     let mut standby = pg.daemon.twin("bench-pg-b");

@@ -18,6 +18,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/replay.rs"]
+mod replay;
 #[path = "support/stats.rs"]
 mod stats;
 
@@ -166,4 +170,74 @@ fn main() {
         "  ratio warden/KeysManager: {:.1}",
         warden_close.0.as_secs_f64() / ldk_close.0.as_secs_f64()
     );
+    channel_ratio(n);
+}
+
+/// Issue 29, item 2: wardend's CPU per request over `n` payments (a preapprove and the channel
+/// messages of each), against VLS's bare handler given the same requests. A second wardend, its
+/// link behind a relay that keeps every request in order; afterwards the requests are replayed
+/// from the first (init, the channel's opening) into a bare handler on wardend's own seed, and
+/// the payments' share is timed.
+fn channel_ratio(n: usize) {
+    let side = WardenSide::start();
+    let relay = replay::Relay::start(&side.rt, side.port);
+    let mut d = Daemon::prepare("bench-ldk-replay", LOAD_RULES, relay.port);
+    d.wardend_env = vec![
+        ("RUST_LOG".into(), "error".into()),
+        ("WARDEN_MAX_INVOICES".into(), "150000".into()),
+    ];
+    d.start_wardend();
+    let mut net = side.net();
+    side.open_channel(&mut net, CHANNEL_SAT);
+    let pid = d.wardend.as_ref().unwrap().id();
+    let from = relay.recorded.len();
+    let cpu_before = procfs::cpu_secs(pid);
+    measure(&net, n, |i| side.link.preapprove_invoice(i));
+    let wardend_cpu = procfs::cpu_secs(pid) - cpu_before;
+    let requests = relay.recorded.take();
+    drop(net);
+    d.stop_wardend();
+    let hsm = d.token.open();
+    let loaded = hsm
+        .load_seed(
+            &d.token.data_dir,
+            lightning_signer::bitcoin::Network::Regtest,
+        )
+        .unwrap();
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(loaded.seed.as_slice());
+    let bare = replay::replay_cpu(seed, &requests, from);
+    let timed = &requests[from..];
+    let answered = replay::kinds(timed);
+    let bare_cpu: f64 = bare.values().map(|(c, _)| c).sum();
+    let bare_n: usize = bare.values().map(|(_, k)| k).sum();
+    println!(
+        "CPU over {} payments ({} requests: {}), the same requests replayed:",
+        n + 2,
+        timed.len(),
+        answered
+            .iter()
+            .map(|(k, c)| format!("{c} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Per payment, so Warden's own messages (its check before the preapproval), which the bare
+    // handler has no counterpart for, count as Warden's cost.
+    let payments = (n + 2) as f64;
+    let per_wardend = wardend_cpu / payments * 1e3;
+    let per_bare = bare_cpu / payments * 1e3;
+    println!("  per payment: wardend (process, user + system) {per_wardend:.3} ms, bare VLS handler (replayed) {per_bare:.3} ms");
+    println!(
+        "  ratio wardend/bare: {:.2} (per request: wardend {:.3} ms over {} requests, bare {:.3} ms over {bare_n})",
+        per_wardend / per_bare,
+        wardend_cpu / timed.len() as f64 * 1e3,
+        timed.len(),
+        bare_cpu / bare_n.max(1) as f64 * 1e3
+    );
+    for (k, (cpu, count)) in &bare {
+        println!(
+            "    bare {k:<28} {count:>5} x {:.3} ms",
+            cpu / *count as f64 * 1e3
+        );
+    }
 }

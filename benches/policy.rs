@@ -2,7 +2,7 @@
 //! a full day of history at 10 payments/s (864,000 payments in minute buckets).
 //!
 //! Reports median, p99 and decisions/s for (a) the pure evaluation and (b) a durable decision:
-//! evaluation + one durable commit of the velocity buckets (sled batch, flush, fsync).
+//! evaluation + one durable commit of the velocity buckets (the log's write and fdatasync).
 //! `scripts/bench.sh` runs it (`cargo bench --bench policy`); under `cargo test` it runs a
 //! short smoke pass so the code stays working without costing test time.
 
@@ -264,7 +264,7 @@ fn main() {
         approved += usize::from(d.is_approved());
     }
     let (p50, p99, rate) = percentiles(ns);
-    println!("policy/decide (evaluate + one durable commit: sled batch, flush, fsync; same policy and history):");
+    println!("policy/decide (evaluate + one durable commit: the log's write and fdatasync; same policy and history):");
     println!("  n={n_durable}  approved={approved}  p50 {p50:.1} µs  p99 {p99:.1} µs  {rate:.0} decisions/s");
     println!(
         "  store open with a day of history: {open_ms:.0} ms ({} ledgers)",

@@ -23,9 +23,11 @@ echo "== benches/policy.rs: policy decision latency"
 cargo bench --locked --bench policy
 echo "== benches/signer.rs: the full CLN path, Warden vs vlsd"
 cargo bench --locked --bench signer
-echo "== benches/ldk.rs: LDK payment round trip, Warden vs LDK's KeysManager"
+echo "== benches/ldk.rs: LDK payment round trip, Warden vs LDK's KeysManager; channel messages vs a bare VLS handler"
 cargo bench --locked --bench ldk
 echo "== benches/load.rs: load shaped like real traffic, one wardend, an LDK node with 16 channels"
 cargo bench --locked --bench load
-echo "== benches/ha.rs: sled vs PostgreSQL through the CLN path, and failover over 10 kills"
+echo "== benches/ha.rs: the log, sled and PostgreSQL through the CLN path, and failover over 10 kills"
 cargo bench --locked --bench ha
+echo "== benches/retention.rs: a simulated month at 10,000 payments a day, state and start-up"
+cargo bench --locked --bench retention

@@ -163,6 +163,26 @@ pub fn build_handler(
     settings: SignerSettings,
     filter: &lightning_signer::policy::filter::PolicyFilter,
 ) -> Result<InitHandler, SignerError> {
+    build_handler_on_clock(
+        core,
+        seed,
+        store,
+        settings,
+        filter,
+        Arc::new(StandardClock()),
+    )
+}
+
+/// [`build_handler`] with VLS reading `clock` (invoice expiry, pruning), so a simulation can run
+/// VLS and Warden on one simulated time; wardend runs VLS on the system clock.
+pub fn build_handler_on_clock(
+    core: Arc<Core>,
+    seed: &NodeSeed,
+    store: &crate::store::Store,
+    settings: SignerSettings,
+    filter: &lightning_signer::policy::filter::PolicyFilter,
+    clock: Arc<dyn lightning_signer::util::clock::Clock>,
+) -> Result<InitHandler, SignerError> {
     let store =
         persist::VlsKvvStore::open(store).map_err(|e| SignerError::Persist(format!("{e:?}")))?;
     let warden_persister = Arc::new(node_persist::WardenPersister::new(store));
@@ -173,7 +193,7 @@ pub fn build_handler(
         validator_factory: validator_factory.clone(),
         starting_time_factory: ClockStartingTimeFactory::new(),
         persister: persister.clone(),
-        clock: Arc::new(StandardClock()),
+        clock,
         trusted_oracle_pubkeys: vec![],
     };
     let mut seed_bytes = [0u8; 32];

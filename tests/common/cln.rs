@@ -38,17 +38,34 @@ impl Payee {
 
     /// A real, signed regtest invoice for `amount_msat`, unique per `n` and the same each time.
     pub fn invoice(&self, amount_msat: u64, n: u64) -> String {
+        self.invoice_at(amount_msat, n, self.issued, None)
+    }
+
+    /// [`Payee::invoice`] issued at `issued`, expiring `expiry` after it (BOLT 11's default of
+    /// an hour when `None`).
+    pub fn invoice_at(
+        &self,
+        amount_msat: u64,
+        n: u64,
+        issued: std::time::SystemTime,
+        expiry: Option<std::time::Duration>,
+    ) -> String {
         let preimage =
             sha256::Hash::hash(&[&self.node_id.serialize()[..], &n.to_be_bytes()].concat());
         let hash = sha256::Hash::hash(preimage.as_byte_array());
         let secp = Secp256k1::new();
-        InvoiceBuilder::new(Currency::Regtest)
+        let builder = InvoiceBuilder::new(Currency::Regtest)
             .description(format!("order {n}"))
             .payment_hash(hash)
             .payment_secret(PaymentSecret([7u8; 32]))
-            .timestamp(self.issued)
+            .timestamp(issued)
             .min_final_cltv_expiry_delta(144)
-            .amount_milli_satoshis(amount_msat)
+            .amount_milli_satoshis(amount_msat);
+        let builder = match expiry {
+            Some(e) => builder.expiry_time(e),
+            None => builder,
+        };
+        builder
             .build_signed(|m| secp.sign_ecdsa_recoverable(m, &self.secret))
             .unwrap()
             .to_string()

@@ -10,7 +10,7 @@ use warden::clock::ManualClock;
 use warden::core::{Core, LoadedPolicy};
 use warden::hsm::{Hsm, NodeSeed};
 use warden::signer::stream::Session;
-use warden::signer::{build_handler, vls_filter, SignerSettings};
+use warden::signer::{build_handler_on_clock, vls_filter, SignerSettings};
 use warden::store::{Backend, Store};
 
 /// The policy wardend starts with, as it chooses it: the one in force in the store's history,
@@ -45,6 +45,47 @@ pub fn build(
     clock: &ManualClock,
     backend: Arc<dyn Backend>,
 ) -> (Store, Arc<Core>, Session) {
+    build_with(hsm, seed, policy, clock, backend, &Options::default())
+}
+
+/// What a long run sets beyond [`build`]'s defaults.
+pub struct Options {
+    pub approvals: ApprovalConfig,
+    pub max_invoices: usize,
+    /// VLS on the simulated clock too (invoice expiry, pruning); otherwise the system clock.
+    pub vls_on_clock: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            approvals: ApprovalConfig::default(),
+            max_invoices: 1_000,
+            vls_on_clock: false,
+        }
+    }
+}
+
+/// Warden's manual clock read by VLS, in whole seconds as Warden reads it.
+struct VlsClock(ManualClock);
+
+impl lightning_signer::SendSync for VlsClock {}
+
+impl lightning_signer::util::clock::Clock for VlsClock {
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(warden::clock::Clock::now(&self.0))
+    }
+}
+
+/// [`build`] with `options`.
+pub fn build_with(
+    hsm: &Hsm,
+    seed: &NodeSeed,
+    policy: &LoadedPolicy,
+    clock: &ManualClock,
+    backend: Arc<dyn Backend>,
+    options: &Options,
+) -> (Store, Arc<Core>, Session) {
     let store = Store::new(backend);
     let policy = &policy_at_start(&store, policy, warden::clock::Clock::now(clock));
     let audit =
@@ -53,7 +94,7 @@ pub fn build(
         Core::open(
             store.clone(),
             policy.clone(),
-            ApprovalConfig::default(),
+            options.approvals,
             Arc::new(clock.clone()),
             audit,
             Default::default(),
@@ -62,9 +103,22 @@ pub fn build(
     );
     let settings = SignerSettings {
         network: lightning_signer::bitcoin::Network::Regtest,
-        max_invoices: 1_000,
+        max_invoices: options.max_invoices,
     };
-    let init = build_handler(core.clone(), seed, &store, settings, &vls_filter(&[])).unwrap();
+    let vls_clock: Arc<dyn lightning_signer::util::clock::Clock> = if options.vls_on_clock {
+        Arc::new(VlsClock(clock.clone()))
+    } else {
+        Arc::new(lightning_signer::util::clock::StandardClock())
+    };
+    let init = build_handler_on_clock(
+        core.clone(),
+        seed,
+        &store,
+        settings,
+        &vls_filter(&[]),
+        vls_clock,
+    )
+    .unwrap();
     let session = Session::new(&init, core.clone());
     (store, core, session)
 }
