@@ -593,3 +593,50 @@ fn a_coin_claimed_at_another_value_than_before_is_refused() {
     );
     assert_eq!(daily(&s, &w), (1, 11_000_000), "only the first counted");
 }
+
+/// A check parses an invoice in full; the preapproval of the same text that follows is not
+/// parsed again before VLS. Only an invoice the check found whole, with an amount, is spared
+/// the screen: an amountless one checked first is still refused by the screen's rule, as a
+/// refusal, and a text the check never saw is screened as before.
+#[test]
+fn a_checked_invoice_skips_a_second_parse_and_an_amountless_one_is_still_screened() {
+    let w = World::new("parsed-invoices");
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Stack::new(&w, Arc::new(LogBackend::open(dir.path()).unwrap()));
+    s.init().unwrap();
+    let amountless = {
+        use lightning_signer::bitcoin::hashes::{sha256, Hash};
+        use lightning_signer::bitcoin::secp256k1::Secp256k1;
+        use lightning_signer::lightning_invoice::{Currency, InvoiceBuilder};
+        InvoiceBuilder::new(Currency::Regtest)
+            .description("tip jar".into())
+            .payment_hash(sha256::Hash::hash(b"tip"))
+            .payment_secret(lightning_signer::lightning::types::payment::PaymentSecret(
+                [1; 32],
+            ))
+            .current_timestamp()
+            .min_final_cltv_expiry_delta(144)
+            .build_signed(|m| Secp256k1::new().sign_ecdsa_recoverable(m, &w.payee.secret))
+            .unwrap()
+            .to_string()
+    };
+    let checked = s.core.check_invoice(&amountless, "pay").unwrap();
+    assert_eq!(checked.outcome, warden_client::check::CheckOutcome::Refused);
+    assert_eq!(checked.tags, vec!["warden-invoice-without-amount"]);
+    assert_eq!(s.preapprove(&amountless), Some(false));
+    let refused = decisions(&s);
+    assert!(
+        refused.is_empty(),
+        "refused by the screen before any decision: {refused:?}"
+    );
+
+    let (small, _) = &w.invoices[0];
+    assert_eq!(
+        s.core.check_invoice(small, "pay").unwrap().outcome,
+        warden_client::check::CheckOutcome::Approved
+    );
+    assert_eq!(s.preapprove(small), Some(true));
+    // Never checked: screened, then decided.
+    let (other, _) = &w.invoices[2];
+    assert_eq!(s.preapprove(other), Some(true));
+}

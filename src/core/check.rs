@@ -189,6 +189,9 @@ impl Core {
         })?;
         let req = crate::signer::approver::WardenApprover::request_for_invoice(&parsed);
         let amountless = matches!(&parsed, lightning_signer::invoice::Invoice::Bolt11(i) if i.amount_milli_satoshis().is_none());
+        if !amountless {
+            self.parsed_invoices.remember(text);
+        }
         let answer = if amountless {
             let tag = crate::tags::INVOICE_WITHOUT_AMOUNT;
             let hit = crate::policy::RuleHit {

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod freeze;
 pub mod governance;
 pub mod health;
+pub(crate) mod parsed;
 pub mod recovery;
 pub mod status;
 
@@ -216,6 +217,8 @@ pub struct Core {
     channel_list: RwLock<Option<channels::ChannelSource>>,
     /// What the liquidity and closing alerts last saw.
     channel_watch: channels::ChannelWatch,
+    /// Invoices a check parsed in full, which the preapproval's screen need not parse again.
+    pub(crate) parsed_invoices: parsed::ParsedInvoices,
 }
 
 impl Core {
@@ -300,6 +303,7 @@ impl Core {
             channel_list: RwLock::new(None),
             channel_watch: Default::default(),
             chain: RwLock::new(None),
+            parsed_invoices: Default::default(),
         })
     }
 

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use vls_protocol_signer::approver::Approve;
 
 use crate::tags::{
-    INVOICE_CAPACITY as TAG_CAPACITY, UNCHECKED_SPEND as TAG_UNCHECKED,
-    VLS_REFUSED as TAG_VLS_REFUSED,
+    INVOICE_CAPACITY as TAG_CAPACITY, INVOICE_WITHOUT_AMOUNT as TAG_INVOICE_WITHOUT_AMOUNT,
+    UNCHECKED_SPEND as TAG_UNCHECKED, VLS_REFUSED as TAG_VLS_REFUSED,
 };
 
 /// The approver VLS's handler calls.
@@ -240,6 +240,15 @@ impl Approve for WardenApprover {
 
     fn handle_proposed_invoice(&self, node: &Arc<Node>, invoice: Invoice) -> Result<bool, Status> {
         let amount = invoice.amount_milli_satoshis();
+        // The stream screens these out before VLS; here too, because VLS reads a missing amount
+        // as 0 msat, which every limit would let through.
+        if matches!(&invoice, Invoice::Bolt11(i) if i.amount_milli_satoshis().is_none()) {
+            return self.refuse(
+                TAG_INVOICE_WITHOUT_AMOUNT,
+                format!("rule {TAG_INVOICE_WITHOUT_AMOUNT}: the invoice has no amount, and the node's preapproval does not say how much it will pay, so no limit or quorum could be applied; ask the payee for an invoice with an amount"),
+                amount,
+            );
+        }
         let (payment_hash, _, invoice_hash) = match Node::payment_state_from_invoice(&invoice) {
             Ok(x) => x,
             Err(e) => {

@@ -184,6 +184,12 @@ pub fn unservable_init(msg: &Message) -> Option<String> {
 /// cannot judge them (an invoice without an amount: CLN's preapprove does not carry the amount
 /// the node will pay, so no limit or quorum could apply). Each is *not approved* with its tag.
 fn prescreen(core: &Core, id: u64, msg: &Message) -> Option<SignerResponse> {
+    if let Message::PreapproveInvoice(m) = msg {
+        if core.parsed_invoices.known(&m.invstring.0) {
+            // The check before it parsed this very text, with an amount: `screen` would pass it.
+            return None;
+        }
+    }
     let Screened { tag, why, reply } = screen(id, msg)?;
     tracing::warn!("{why}");
     core.events.emit(
