@@ -62,6 +62,8 @@ struct Signer {
     core: Arc<warden::core::Core>,
     session: Session,
     next_id: u64,
+    /// The log read back; Warden's core and VLS's node built over it; the init answered.
+    started_ms: [f64; 3],
 }
 
 struct Node {
@@ -88,7 +90,9 @@ impl Node {
 
     /// A signer over what the log holds, initialised as the proxy does first.
     fn start(&self) -> Signer {
+        let t = Instant::now();
         let backend = Arc::new(LogBackend::open(&self.dir.path().join("state")).unwrap());
+        let opened = t.elapsed();
         let (store, core, mut session) = build_with(
             &self.hsm,
             &self.seed,
@@ -97,6 +101,7 @@ impl Node {
             backend,
             &Self::options(),
         );
+        let built = t.elapsed();
         match msgs::from_vec(
             send(
                 &mut session,
@@ -108,11 +113,13 @@ impl Node {
             Ok(Message::HsmdInitReplyV4(_)) => {}
             other => panic!("unexpected init reply {other:?}"),
         }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Signer {
             store,
             core,
             session,
             next_id: 2,
+            started_ms: [ms(opened), ms(built - opened), ms(t.elapsed() - built)],
         }
     }
 }
@@ -167,7 +174,7 @@ struct Day {
     live: BTreeMap<&'static str, (usize, u64)>,
     file: u64,
     heartbeat_ms: f64,
-    startup_ms: Option<f64>,
+    startup_ms: Option<(f64, [f64; 3])>,
 }
 
 fn main() {
@@ -242,7 +249,7 @@ fn main() {
             drop(s);
             let t = Instant::now();
             s = node.start();
-            Some(t.elapsed().as_secs_f64() * 1e3)
+            Some((t.elapsed().as_secs_f64() * 1e3, s.started_ms))
         } else {
             None
         };
@@ -280,7 +287,9 @@ fn print_day(d: &Day) {
         parts.join(", "),
         d.heartbeat_ms,
         d.startup_ms
-            .map(|ms| format!("; start-up {ms:.0} ms"))
+            .map(|(ms, [read, built, init])| format!(
+                "; start-up {ms:.0} ms (log read {read:.0}, core and VLS node built {built:.0}, init {init:.0})"
+            ))
             .unwrap_or_default()
     );
 }
@@ -318,7 +327,10 @@ fn summarize(report: &[Day], per_day: u64) {
     );
     let startups: Vec<String> = report
         .iter()
-        .filter_map(|d| d.startup_ms.map(|ms| format!("day {} {ms:.0} ms", d.day)))
+        .filter_map(|d| {
+            d.startup_ms
+                .map(|(ms, _)| format!("day {} {ms:.0} ms", d.day))
+        })
         .collect();
     println!("start-up: {}", startups.join(", "));
     // VLS holds about RETENTION_DAYS days of invoices (a day's worth either side of the cut).
