@@ -137,29 +137,44 @@ impl WardenPersister {
 
     /// Write the entries whose fingerprint differs from the shadow's and delete the ones gone,
     /// serializing only what is written: a heartbeat that prunes a few invoices out of 70,000
-    /// fingerprints them all but serializes none.
+    /// fingerprints them all but serializes none. The shadow is updated in place, one lookup
+    /// per entry; the keys gone (`present` says no) are looked for only when the shadow holds
+    /// more keys than `entries` gave.
     fn sync_map<'a, V: 'a>(
         &self,
         prefix: &str,
         shadow: &mut HashMap<[u8; 32], u64>,
         entries: impl Iterator<Item = ([u8; 32], &'a V)>,
+        present: impl Fn(&[u8; 32]) -> bool,
         fp: impl Fn(&V) -> u64,
         ser: impl Fn(&V) -> Result<Vec<u8>, Error>,
     ) -> Result<(), Error> {
-        let mut seen = HashMap::with_capacity(shadow.len());
+        use std::collections::hash_map::Entry;
+        let mut given = 0usize;
         for (hash, v) in entries {
+            given += 1;
             let f = fp(v);
-            if shadow.get(&hash) != Some(&f) {
-                self.put_entry(prefix, &hash, ser(v)?)?;
+            match shadow.entry(hash) {
+                Entry::Occupied(mut o) => {
+                    if *o.get() != f {
+                        self.put_entry(prefix, &hash, ser(v)?)?;
+                        o.insert(f);
+                    }
+                }
+                Entry::Vacant(e) => {
+                    self.put_entry(prefix, &hash, ser(v)?)?;
+                    e.insert(f);
+                }
             }
-            seen.insert(hash, f);
         }
-        for hash in shadow.keys() {
-            if !seen.contains_key(hash) {
-                self.delete_entry(prefix, hash)?;
+        // Every key given is in the shadow now, so any excess is a key gone.
+        if shadow.len() > given {
+            let gone: Vec<[u8; 32]> = shadow.keys().filter(|h| !present(h)).copied().collect();
+            for hash in gone {
+                self.delete_entry(prefix, &hash)?;
+                shadow.remove(&hash);
             }
         }
-        *shadow = seen;
         Ok(())
     }
 
@@ -277,6 +292,7 @@ impl Persist for WardenPersister {
             INV,
             &mut inv,
             state.invoices.iter().map(|(h, p)| (h.0, p)),
+            |h| state.invoices.contains_key(&PaymentHash(*h)),
             payment_fingerprint,
             ser,
         )?;
@@ -286,6 +302,7 @@ impl Persist for WardenPersister {
             ISS,
             &mut iss,
             state.issued_invoices.iter().map(|(h, p)| (h.0, p)),
+            |h| state.issued_invoices.contains_key(&PaymentHash(*h)),
             payment_fingerprint,
             ser,
         )?;
@@ -298,6 +315,12 @@ impl Persist for WardenPersister {
                 .payments
                 .iter()
                 .filter_map(|(h, p)| p.preimage.as_ref().map(|pi| (h.0, &pi.0))),
+            |h| {
+                state
+                    .payments
+                    .get(&PaymentHash(*h))
+                    .is_some_and(|p| p.preimage.is_some())
+            },
             |pi: &[u8; 32]| fingerprint(pi),
             |pi: &[u8; 32]| ser(&pi.to_vec()),
         )?;
