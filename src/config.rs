@@ -44,6 +44,20 @@ pub struct FileConfig {
     /// `[store]` table.
     #[serde(default)]
     pub store: FileStore,
+    /// `[fleet]` table.
+    #[serde(default)]
+    pub fleet: FileFleet,
+}
+
+/// `[fleet]` in the file: several wardends, one per node, sharing one treasury through one
+/// PostgreSQL database (see README "Several nodes, one treasury").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFleet {
+    /// The fleet's name: every member names the same.
+    pub name: Option<String>,
+    /// This member's name in it, as the policy's `[fleet] members` lists it.
+    pub member: Option<String>,
 }
 
 /// `[store]` in the file: where Warden's state lives.
@@ -318,6 +332,12 @@ pub struct ConfigArgs {
     /// This wardend's name in the lease [default: host name and process id]
     #[arg(long, env = "WARDEN_STORE_HOLDER")]
     pub store_holder: Option<String>,
+    /// The fleet this wardend is a member of (with store.backend = postgres)
+    #[arg(long, env = "WARDEN_FLEET_NAME")]
+    pub fleet_name: Option<String>,
+    /// This wardend's member name in the fleet
+    #[arg(long, env = "WARDEN_FLEET_MEMBER")]
+    pub fleet_member: Option<String>,
 }
 
 /// How the admin API is served.
@@ -655,7 +675,7 @@ impl ConfigArgs {
                 ));
             }
         }
-        let store = self.store(file.store, &data_dir, &mut problems);
+        let store = self.store(file.store, file.fleet, &data_dir, &mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
@@ -700,9 +720,11 @@ impl ConfigArgs {
     fn store(
         &self,
         file: FileStore,
+        fleet: FileFleet,
         data_dir: &std::path::Path,
         problems: &mut Vec<String>,
     ) -> StoreConfig {
+        let fleet = self.fleet(fleet, problems);
         use crate::store::postgres::{PgSettings, PgTls};
         use crate::store::LocalBackend;
         let backend = self
@@ -717,9 +739,18 @@ impl ConfigArgs {
                     Some(LocalBackend::Log) | None => "log".into(),
                 }
             });
+        let local = |config: StoreConfig, problems: &mut Vec<String>| {
+            if let Some(f) = &fleet {
+                problems.push(format!(
+                    "fleet: member \"{}\" of fleet \"{}\" needs store.backend = \"postgres\" (the fleet's members share one database); it is \"{backend}\"",
+                    f.member, f.fleet
+                ));
+            }
+            config
+        };
         match backend.as_str() {
-            "sled" => return StoreConfig::Sled,
-            "log" => return StoreConfig::Log,
+            "sled" => return local(StoreConfig::Sled, problems),
+            "log" => return local(StoreConfig::Log, problems),
             "postgres" | "postgresql" => {}
             other => {
                 problems.push(format!(
@@ -837,7 +868,39 @@ impl ConfigArgs {
             lease: std::time::Duration::from_secs_f64(lease.clamp(0.5, 600.0)),
             renew: std::time::Duration::from_secs_f64(renew.clamp(0.01, 600.0)),
             holder,
+            fleet,
         })
+    }
+
+    /// `[fleet]`: both names or neither, each a valid name.
+    fn fleet(
+        &self,
+        file: FileFleet,
+        problems: &mut Vec<String>,
+    ) -> Option<crate::store::postgres::FleetMember> {
+        use crate::store::postgres::FleetMember;
+        let name = self.fleet_name.clone().or(file.name);
+        let member = self.fleet_member.clone().or(file.member);
+        let (fleet, member) = match (name, member) {
+            (None, None) => return None,
+            (Some(f), Some(m)) => (f, m),
+            (Some(_), None) => {
+                problems.push("fleet.member: is required with fleet.name; name this wardend as the policy's [fleet] members list it".into());
+                return None;
+            }
+            (None, Some(_)) => {
+                problems.push("fleet.name: is required with fleet.member; every member of a fleet names the same fleet".into());
+                return None;
+            }
+        };
+        let mut ok = true;
+        for (what, n) in [("fleet.name", &fleet), ("fleet.member", &member)] {
+            if let Err(e) = FleetMember::check_name(n) {
+                problems.push(format!("{what}: {e}"));
+                ok = false;
+            }
+        }
+        ok.then_some(FleetMember { fleet, member })
     }
 }
 

@@ -645,6 +645,7 @@ impl Warden for AdminService {
             }));
         }
         let loaded = self.core.policy();
+        self.core.refresh_shared();
         let windows = self
             .core
             .window_usage(now, true)

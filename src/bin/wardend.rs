@@ -140,6 +140,13 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     warden::signer::bind_seed(&store, &loaded_seed.binding)?;
+    // A fleet member serves only as the node and seed its name is bound to.
+    if let Some((pg, _)) = &pg {
+        if let Some(f) = &pg.settings().fleet {
+            pg.join_fleet(&node_id.to_string(), &loaded_seed.binding.seed_id_hex())?;
+            tracing::info!(fleet = %f.fleet, member = %f.member, "serving as a member of the fleet");
+        }
+    }
     // Only now, holding the database's lock with the seed's id accepted by the state.
     let seed_upgraded = hsm.upgrade_seed(&config.data_dir, &loaded_seed)?;
     let seed_binding = loaded_seed.binding;
@@ -194,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
             "seed_upgraded": seed_upgraded,
             "lease_epoch": pg.as_ref().map(|(_, epoch)| *epoch),
             "holder": pg.as_ref().map(|(p, _)| p.settings().holder.clone()),
+            "fleet": pg.as_ref().and_then(|(p, _)| p.settings().fleet.as_ref()).map(|f| serde_json::json!({"name": f.fleet, "member": f.member})),
         }),
     )?;
     if let Some((pg, epoch)) = &pg {

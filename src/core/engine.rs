@@ -4,6 +4,12 @@
 //! (see [`crate::store`]) and applies them to the in-memory windows at once, so the rest of the
 //! request sees them. If the transaction is then discarded, the owner of the request calls
 //! [`PolicyEngine::reload`], and memory returns to what is committed. A refusal writes nothing.
+//!
+//! A limit with `scope = "fleet"` counts in a ledger every member of the fleet shares. Memory
+//! holds a copy; before a decision, [`PolicyEngine::prepare`] takes the fleet's lock for the
+//! request's transaction and brings the copy up to what the other members committed since its
+//! last look, so the decision and the bucket it writes are exact, and no other member decides
+//! on that ledger until this request commits or is discarded.
 
 use crate::policy::eval::{evaluate, spend_changes, Decision, PaymentRequest};
 use crate::policy::model::Policy;
@@ -14,6 +20,10 @@ use std::sync::Arc;
 /// How many decisions pass between full compactions of every ledger.
 const COMPACT_EVERY: u64 = 1_000;
 
+/// The fleet's ledger is kept at least this long, whatever this member's policy's longest
+/// window: a member never drops a bucket another member's (longer) window may still count.
+const FLEET_HORIZON_SECS: u64 = 35 * 86_400;
+
 /// A policy, its velocity state, and the store that keeps that state.
 #[derive(Debug)]
 pub struct PolicyEngine {
@@ -21,22 +31,43 @@ pub struct PolicyEngine {
     state: VelocityState,
     store: Store,
     since_compaction: u64,
+    /// The fleet's commit count this memory's copy of the shared ledgers is current to.
+    shared_seq: u64,
 }
 
-/// Every velocity bucket committed in `store`.
+/// Every velocity bucket committed in `store` for this wardend (not the fleet's).
 pub fn load_velocity(store: &Store) -> Result<VelocityState, StoreError> {
     let mut changes = Vec::new();
     for (k, v) in store.scan(Namespace::Velocity, b"")? {
-        changes.push(
-            codec::decode_bucket(&k, &v).map_err(|detail| StoreError::Corrupt {
-                key: format!("velocity/{}", hex::encode(&k)),
-                detail: detail.into(),
-            })?,
-        );
+        changes.push(decode(Namespace::Velocity, &k, &v)?);
     }
     let mut state = VelocityState::default();
     state.apply(&changes);
     Ok(state)
+}
+
+fn decode(ns: Namespace, k: &[u8], v: &[u8]) -> Result<BucketChange, StoreError> {
+    let change = codec::decode_bucket(k, v).map_err(|detail| StoreError::Corrupt {
+        key: format!("{}/{}", ns.name(), hex::encode(k)),
+        detail: detail.into(),
+    })?;
+    // A fleet row holds the fleet's ledger and nothing else, and a member's own rows never do.
+    if change.0.is_fleet() != ns.is_fleet() {
+        return Err(StoreError::Corrupt {
+            key: format!("{}/{}", ns.name(), hex::encode(k)),
+            detail: "a ledger stored in the wrong namespace".into(),
+        });
+    }
+    Ok(change)
+}
+
+/// Where a ledger's buckets are stored: the fleet's rows or this wardend's.
+fn namespace_of(key: &LedgerKey) -> Namespace {
+    if key.is_fleet() {
+        Namespace::FleetVelocity
+    } else {
+        Namespace::Velocity
+    }
 }
 
 impl PolicyEngine {
@@ -48,13 +79,16 @@ impl PolicyEngine {
             state,
             store,
             since_compaction: COMPACT_EVERY,
+            shared_seq: 0,
         };
+        engine.load_shared()?;
         let store = engine.store.clone();
         store.write(|| engine.compact(now))?;
         Ok(engine)
     }
 
-    /// The same windows under another policy (a policy change keeps the history).
+    /// The same windows under another policy (a policy change keeps the history). A policy
+    /// that counts across the fleet reads the fleet's ledger at its next decision.
     pub fn with_policy(&mut self, policy: Arc<Policy>) {
         self.policy = policy;
     }
@@ -62,7 +96,45 @@ impl PolicyEngine {
     /// Forget what memory holds beyond the committed state (after a discarded transaction).
     pub fn reload(&mut self) -> Result<(), StoreError> {
         self.state = load_velocity(&self.store)?;
+        self.shared_seq = 0;
+        self.load_shared()
+    }
+
+    /// Read the fleet's ledger whole, when the policy counts one.
+    fn load_shared(&mut self) -> Result<(), StoreError> {
+        if self.policy.counts_fleet() {
+            let shared = self.store.read_shared(0)?;
+            self.take_shared(shared)?;
+        }
         Ok(())
+    }
+
+    fn take_shared(&mut self, shared: crate::store::Shared) -> Result<(), StoreError> {
+        let mut changes = Vec::with_capacity(shared.rows.len());
+        for (ns, k, v) in &shared.rows {
+            if *ns == Namespace::FleetVelocity {
+                changes.push(decode(*ns, k, v)?);
+            }
+        }
+        self.state.apply(&changes);
+        self.shared_seq = shared.seq;
+        Ok(())
+    }
+
+    /// Before a decision that may count: when the policy counts across the fleet, take the
+    /// fleet's lock for this thread's transaction and bring the fleet's ledger up to what the
+    /// other members committed. With `lock` false (a question that counts nothing, a report),
+    /// read without the lock.
+    pub fn prepare(&mut self, lock: bool) -> Result<(), StoreError> {
+        if !self.policy.counts_fleet() {
+            return Ok(());
+        }
+        let shared = if lock {
+            self.store.lock_shared(self.shared_seq)?
+        } else {
+            self.store.read_shared(self.shared_seq)?
+        };
+        self.take_shared(shared)
     }
 
     /// The policy in force.
@@ -81,10 +153,19 @@ impl PolicyEngine {
 
     fn compact(&mut self, now: u64) -> Result<(), StoreError> {
         let mut trial = self.state.clone();
-        let dropped: Vec<(LedgerKey, u64)> = trial.compact(now, self.horizon());
+        let fleet = trial.ledger(&LedgerKey::Fleet).cloned();
+        let mut dropped: Vec<(LedgerKey, u64)> = trial.compact(now, self.horizon());
+        if let Some(mut fleet) = fleet {
+            // The fleet's ledger by the fleet's horizon instead (see FLEET_HORIZON_SECS).
+            dropped.retain(|(k, _)| !k.is_fleet());
+            let gone = fleet.compact(now, self.horizon().max(FLEET_HORIZON_SECS));
+            dropped.extend(gone.into_iter().map(|m| (LedgerKey::Fleet, m)));
+            let kept: Vec<_> = fleet.buckets().map(|b| (LedgerKey::Fleet, *b)).collect();
+            trial.apply(&kept);
+        }
         for (key, minute) in &dropped {
             self.store
-                .delete(Namespace::Velocity, codec::bucket_key(key, *minute))?;
+                .delete(namespace_of(key), codec::bucket_key(key, *minute))?;
         }
         self.state = trial;
         self.since_compaction = 0;
@@ -101,10 +182,15 @@ impl PolicyEngine {
         store.write(|| {
             for (key, b) in &changes {
                 store.put(
-                    Namespace::Velocity,
+                    namespace_of(key),
                     codec::bucket_key(key, b.minute),
                     codec::encode_bucket(b),
                 )?;
+            }
+            if changes.iter().any(|(k, _)| k.is_fleet()) {
+                // This commit writes the fleet's rows at the count after the one read under
+                // the lock: memory is then current to it (a discarded commit reloads).
+                self.shared_seq += 1;
             }
             self.state.apply(&changes);
             self.since_compaction += 1;

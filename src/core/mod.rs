@@ -864,6 +864,14 @@ impl Core {
             return self.refuse_frozen(intent, now, req, &f);
         }
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        // A limit shared by the fleet is decided on the fleet's current window, under the
+        // fleet's lock until this request commits (a question that counts nothing reads it).
+        engine.prepare(intent == Intent::Sign).map_err(|e| {
+            (
+                STORE,
+                format!("the fleet's shared windows could not be read: {e}"),
+            )
+        })?;
         let policy = engine.policy().clone();
         let mut decision = engine.evaluate(req, now);
         if req.kind != crate::policy::PaymentKind::OnChain {

@@ -63,6 +63,16 @@ impl WindowUse {
 }
 
 impl Core {
+    /// Bring memory's copy of the fleet's shared windows up to what every member committed
+    /// (for a report; a decision does this itself, under the fleet's lock). A read that fails
+    /// leaves the copy as it was, which can only show less than the fleet spent: logged.
+    pub fn refresh_shared(&self) {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = engine.prepare(false) {
+            tracing::warn!(error = %e, "cannot read the fleet's windows; the report shows this member's last copy");
+        }
+    }
+
     /// Every rolling window's use at `now`. With `all_destinations`, per-destination limits
     /// report their busiest destination (a scan of every destination ledger).
     pub fn window_usage(&self, now: u64, all_destinations: bool) -> Vec<WindowUse> {
@@ -76,6 +86,7 @@ impl Core {
                     let w = l.window_secs?;
                     let (scope, totals) = match &l.scope {
                         LimitScope::Node => ("node", state.totals(&LedgerKey::Node, now, w)),
+                        LimitScope::Fleet => ("fleet", state.totals(&LedgerKey::Fleet, now, w)),
                         LimitScope::Destinations(_) => (
                             "listed destinations",
                             state.totals(&LedgerKey::Group(l.tag.clone()), now, w),
@@ -116,6 +127,7 @@ impl Core {
     /// The Prometheus exposition, with current gauges.
     pub fn render_metrics(&self) -> String {
         let now = self.clock.now();
+        self.refresh_shared();
         let pending = self
             .approvals
             .list_pending(now)

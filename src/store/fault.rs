@@ -86,6 +86,18 @@ impl Backend for FaultBackend {
         self.inner.fence()
     }
 
+    fn lock_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
+        self.inner.lock_shared(since)
+    }
+
+    fn read_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
+        self.inner.read_shared(since)
+    }
+
+    fn abandon(&self) {
+        self.inner.abandon()
+    }
+
     fn lease(&self) -> Option<super::LeaseStatus> {
         self.inner.lease()
     }

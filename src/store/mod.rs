@@ -62,11 +62,14 @@ pub enum Namespace {
     Governance,
     /// The freeze and recovery actions (`recovery`).
     Recovery,
+    /// Velocity buckets of limits with `scope = "fleet"`: shared by every member of a fleet
+    /// (see [`Namespace::is_fleet`]).
+    FleetVelocity,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 7] = [
+    pub const ALL: [Namespace; 8] = [
         Namespace::Velocity,
         Namespace::Approvals,
         Namespace::Audit,
@@ -74,7 +77,15 @@ impl Namespace {
         Namespace::Meta,
         Namespace::Governance,
         Namespace::Recovery,
+        Namespace::FleetVelocity,
     ];
+
+    /// Whether the namespace belongs to the fleet rather than to this wardend: on a fleet's
+    /// database every member reads and writes the same rows, and a member's decision on them
+    /// holds the fleet's lock ([`Store::lock_shared`]) until its commit.
+    pub fn is_fleet(self) -> bool {
+        matches!(self, Namespace::FleetVelocity)
+    }
 
     /// The key prefix on disk.
     pub fn prefix(self) -> u8 {
@@ -86,6 +97,7 @@ impl Namespace {
             Namespace::Meta => b'M',
             Namespace::Governance => b'G',
             Namespace::Recovery => b'R',
+            Namespace::FleetVelocity => b'F',
         }
     }
 
@@ -99,6 +111,7 @@ impl Namespace {
             Namespace::Meta => "meta",
             Namespace::Governance => "governance",
             Namespace::Recovery => "recovery",
+            Namespace::FleetVelocity => "fleet-velocity",
         }
     }
 }
@@ -165,6 +178,13 @@ pub enum StoreError {
     /// A write to a shared database by a process that does not hold its lease.
     #[error("this process does not hold the database's lease, so it may not write; wait until it is active (or stop the active wardend first)")]
     NoLease,
+    /// The policy counts a limit across a fleet, and this state database holds one wardend's
+    /// state only.
+    #[error("the policy counts a limit across a fleet (scope = \"fleet\"), but this wardend is not a fleet member: its state is not on a fleet's PostgreSQL database. Configure [fleet] name and member with store.backend = \"postgres\", or give the limit scope = \"node\"")]
+    NoFleet,
+    /// This wardend may not serve as the fleet member it is configured as.
+    #[error("this wardend does not serve as a fleet member: {0}")]
+    NotMember(String),
     /// Memory could not be brought back to the committed state after a failed commit.
     #[error("after a failed commit, the state in memory could not be reloaded from the database: {detail}. The request is refused; the reload is tried again at the next one")]
     Unrestored {
@@ -304,6 +324,29 @@ pub trait Backend: Send + Sync {
     fn lease(&self) -> Option<LeaseStatus> {
         None
     }
+    /// On a fleet's database: take the fleet's lock for the open transaction (held until its
+    /// batch is applied or [`Backend::abandon`]ed) and return the fleet rows written since
+    /// `since` (see [`Shared`]). A backend that holds one wardend's state only has no fleet.
+    fn lock_shared(&self, since: u64) -> Result<Shared, StoreError> {
+        let _ = since;
+        Err(StoreError::NoFleet)
+    }
+    /// The fleet rows written since `since`, without taking the lock (a start, a reload).
+    fn read_shared(&self, since: u64) -> Result<Shared, StoreError> {
+        let _ = since;
+        Err(StoreError::NoFleet)
+    }
+    /// The open transaction was discarded: release what [`Backend::lock_shared`] holds.
+    fn abandon(&self) {}
+}
+
+/// The fleet's rows written since a point, and the point they bring the reader to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shared {
+    /// The fleet's commit count when they were read: pass it as `since` next time.
+    pub seq: u64,
+    /// (namespace, key, value) of every fleet row written after `since` and still there.
+    pub rows: Vec<(Namespace, Vec<u8>, Vec<u8>)>,
 }
 
 /// Total time and count of one step of the backend's commits (for metrics and benchmarks).
@@ -589,6 +632,9 @@ impl Store {
         let result = if commit {
             let r = self.inner.backend.fence().and_then(|()| {
                 if batch.is_empty() {
+                    // Nothing to write: a fleet lock taken for a decision that wrote nothing
+                    // is released.
+                    self.inner.backend.abandon();
                     Ok(())
                 } else {
                     self.inner.backend.apply(&batch)
@@ -596,7 +642,11 @@ impl Store {
             });
             match &r {
                 Ok(()) => self.inner.commits.fetch_add(1, Ordering::Relaxed),
-                Err(_) => self.inner.aborts.fetch_add(1, Ordering::Relaxed),
+                Err(_) => {
+                    // A fleet lock taken for this batch is not held past its failure.
+                    self.inner.backend.abandon();
+                    self.inner.aborts.fetch_add(1, Ordering::Relaxed)
+                }
             };
             if r.is_ok() {
                 // Still the owner: the next writer, and any abort that restores memory from the
@@ -608,6 +658,7 @@ impl Store {
             r
         } else {
             self.inner.aborts.fetch_add(1, Ordering::Relaxed);
+            self.inner.backend.abandon();
             Ok(())
         };
         let upto = {
@@ -823,6 +874,22 @@ impl Store {
     /// Stage the removal of `key` in this thread's transaction.
     pub fn delete(&self, ns: Namespace, key: Vec<u8>) -> Result<(), StoreError> {
         self.stage(ns.name(), |b| b.delete(ns, key))
+    }
+
+    /// Take the fleet's lock for this thread's transaction and return the fleet rows written
+    /// since `since`: every other member's decision on shared rows waits until this
+    /// transaction's batch is applied or it is discarded, so what is read here and what this
+    /// transaction then writes on top of it are one step in the fleet's order.
+    pub fn lock_shared(&self, since: u64) -> Result<Shared, StoreError> {
+        if !self.in_transaction() {
+            return Err(StoreError::NoTransaction("fleet lock"));
+        }
+        self.inner.backend.lock_shared(since)
+    }
+
+    /// The fleet rows written since `since`, without the lock (to load or refresh memory).
+    pub fn read_shared(&self, since: u64) -> Result<Shared, StoreError> {
+        self.inner.backend.read_shared(since)
     }
 
     /// The value under `key`: this thread's staged write if any, else the committed value.

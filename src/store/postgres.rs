@@ -43,6 +43,15 @@ use zeroize::Zeroizing;
 pub const MIGRATIONS: &[(i32, &str)] =
     &[(1, include_str!("../../migrations/postgres/0001_state.sql"))];
 
+/// The migrations of a fleet's shared schema (see [`FleetMember`]), in order.
+pub const FLEET_MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    include_str!("../../migrations/postgres/fleet/0001_fleet.sql"),
+)];
+
+/// A schema's migrations: (version, SQL), in order.
+type Migrations = &'static [(i32, &'static str)];
+
 /// Key of the advisory lock that serialises migrations of wardends starting together.
 const MIGRATION_LOCK: i64 = 0x7761_7264_656e_0001;
 
@@ -63,6 +72,51 @@ pub struct PgSettings {
     pub renew: Duration,
     /// This wardend's name in the lease row (host and process by default).
     pub holder: String,
+    /// The fleet this wardend is a member of, if any.
+    pub fleet: Option<FleetMember>,
+}
+
+/// A wardend's place in a fleet: several wardends, one per node, sharing one database.
+///
+/// Each member's own state (its VLS node, approvals, audit chain, lease) lives in a schema of
+/// its own, `"warden:<fleet>:<member>"`, exactly as a single wardend's lives in `public`; what
+/// the fleet shares (the windows of limits with `scope = "fleet"`, the member list) lives in
+/// `"warden:<fleet>"`. Names are 1 to 24 characters of `a-z`, `0-9` and `-`, so the two never
+/// collide and quoting them is safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetMember {
+    /// The fleet's name.
+    pub fleet: String,
+    /// This member's name in it.
+    pub member: String,
+}
+
+impl FleetMember {
+    /// Whether `name` may name a fleet or a member; why not, if not.
+    pub fn check_name(name: &str) -> Result<(), String> {
+        if name.is_empty() || name.len() > 24 {
+            return Err(format!("\"{name}\" must be 1 to 24 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "\"{name}\" may hold only lowercase letters, digits and '-'"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The schema of the fleet's shared rows.
+    pub fn fleet_schema(&self) -> String {
+        format!("\"warden:{}\"", self.fleet)
+    }
+
+    /// The schema of this member's own state.
+    pub fn member_schema(&self) -> String {
+        format!("\"warden:{}:{}\"", self.fleet, self.member)
+    }
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -74,6 +128,7 @@ impl std::fmt::Debug for PgSettings {
             .field("lease", &self.lease)
             .field("renew", &self.renew)
             .field("holder", &self.holder)
+            .field("fleet", &self.fleet)
             .finish()
     }
 }
@@ -86,6 +141,7 @@ impl PartialEq for PgSettings {
             && self.lease == o.lease
             && self.renew == o.renew
             && self.holder == o.holder
+            && self.fleet == o.fleet
     }
 }
 
@@ -136,6 +192,57 @@ impl std::ops::Sub<Duration> for BootInstant {
     }
 }
 
+/// A batch's writes as the statements take them: parallel arrays of upserts and deletions.
+#[derive(Default)]
+struct Rows {
+    up_ns: Vec<i16>,
+    up_keys: Vec<Vec<u8>>,
+    up_vals: Vec<Vec<u8>>,
+    del_ns: Vec<i16>,
+    del_keys: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    fn push(&mut self, ns: Namespace, k: &[u8], v: Option<&[u8]>) {
+        match v {
+            Some(v) => {
+                self.up_ns.push(ns_id(ns));
+                self.up_keys.push(k.to_vec());
+                self.up_vals.push(v.to_vec());
+            }
+            None => {
+                self.del_ns.push(ns_id(ns));
+                self.del_keys.push(k.to_vec());
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.up_ns.is_empty() && self.del_ns.is_empty()
+    }
+}
+
+/// The rows of the `since` statement: the head's seq on every row, a shared row's columns
+/// where one was written after the reader's seq (NULL on the one row when none was).
+fn shared_rows(rows: Vec<tokio_postgres::Row>) -> Result<super::Shared, StoreError> {
+    let mut out = super::Shared::default();
+    for r in rows {
+        out.seq = r.get::<_, i64>(0) as u64;
+        let ns: Option<i16> = r.get(1);
+        let Some(ns) = ns else { continue };
+        let ns = Namespace::ALL
+            .into_iter()
+            .find(|n| n.is_fleet() && ns_id(*n) == ns)
+            .ok_or_else(|| StoreError::Corrupt {
+                key: format!("warden_fleet_kv ns {ns}"),
+                detail: "not a fleet namespace this wardend knows; run the wardend that wrote it"
+                    .into(),
+            })?;
+        out.rows.push((ns, r.get(2), r.get(3)));
+    }
+    Ok(out)
+}
+
 /// The lease as this process sees it.
 #[derive(Debug, Default)]
 struct LeaseState {
@@ -160,6 +267,21 @@ struct Stmts {
     scan: Statement,
     last: Statement,
     write: Statement,
+    fleet: Option<FleetStmts>,
+}
+
+/// The statements on a fleet's shared rows (prepared only on a fleet member's connections).
+struct FleetStmts {
+    get: Statement,
+    scan: Statement,
+    last: Statement,
+    /// Rows written after a seq, with the seq they bring the reader to: one statement, so one
+    /// snapshot (a row and the count that covers it are read together).
+    since: Statement,
+    /// The fleet's lock: the head row FOR UPDATE, held until the transaction ends.
+    lock: Statement,
+    /// The shared rows of a batch, written under the member's lease with the head's next seq.
+    write: Statement,
 }
 
 /// A server session, named so that no later session that reuses its pid is mistaken for it.
@@ -174,6 +296,9 @@ struct Conn {
     client: Client,
     st: Stmts,
     session: Session,
+    /// A transaction block is open on this connection: the fleet's lock is held by it (see
+    /// [`Backend::lock_shared`]), and the next apply commits it.
+    in_txn: bool,
 }
 
 struct Shared {
@@ -188,6 +313,9 @@ struct Shared {
     read_count: AtomicU64,
     /// The session of a commit that got no answer, until it is known to be over.
     unsettled: Mutex<Option<Session>>,
+    /// Whether the request connection may have a transaction block open (a fast check before
+    /// an abort goes to the database to end it).
+    txn_open: std::sync::atomic::AtomicBool,
 }
 
 /// PostgreSQL under Warden (see the module documentation).
@@ -296,7 +424,7 @@ fn tls_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, StoreEr
 
 async fn connect(s: &PgSettings) -> Result<Conn, StoreError> {
     let client = connect_raw(s).await?;
-    prepare(client).await
+    prepare(client, s).await
 }
 
 async fn connect_raw(s: &PgSettings) -> Result<Client, StoreError> {
@@ -341,12 +469,67 @@ async fn connect_raw(s: &PgSettings) -> Result<Client, StoreError> {
     Ok(client)
 }
 
-async fn prepare(client: Client) -> Result<Conn, StoreError> {
+async fn prepare(client: Client, settings: &PgSettings) -> Result<Conn, StoreError> {
+    let fleet = settings.fleet.as_ref();
+    if let Some(f) = fleet {
+        // Statements resolve their tables when prepared: the member's schema first, then the
+        // fleet's, and nothing else. A member waits at most half a lease for the fleet's lock,
+        // and the server ends a member's transaction that sits idle holding it for a lease (a
+        // paused or stuck member cannot stop the fleet for longer).
+        let lease_ms = settings.lease.as_millis().max(2);
+        client
+            .batch_execute(&format!(
+                "SET search_path TO {}, {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+                f.member_schema(),
+                f.fleet_schema(),
+                lease_ms / 2,
+                lease_ms
+            ))
+            .await
+            .map_err(pg_err("connect"))?;
+    }
     let prep = |sql: &'static str| {
         let c = &client;
         async move { c.prepare(sql).await.map_err(pg_err("prepare")) }
     };
+    let fleet_st = match fleet {
+        None => None,
+        Some(_) => Some(FleetStmts {
+            get: prep("SELECT value FROM warden_fleet_kv WHERE ns = $1 AND key = $2").await?,
+            scan: prep("SELECT key, value FROM warden_fleet_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key").await?,
+            last: prep("SELECT key, value FROM warden_fleet_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key DESC LIMIT 1").await?,
+            since: prep(
+                "SELECT f.seq, k.ns, k.key, k.value FROM warden_fleet f \
+                 LEFT JOIN warden_fleet_kv k ON k.seq > $1 WHERE f.id = 1",
+            )
+            .await?,
+            lock: prep("SELECT seq FROM warden_fleet WHERE id = 1 FOR UPDATE").await?,
+            // Under the member's lease (as the request's own write checks it), so a deposed
+            // member writes no shared row either.
+            write: prep(
+                "WITH lease AS (
+                    SELECT epoch FROM warden_lease
+                    WHERE id = 1 AND epoch = $1 AND expires_at > clock_timestamp() FOR SHARE
+                ), head AS (
+                    UPDATE warden_fleet SET seq = seq + 1
+                    WHERE id = 1 AND EXISTS (SELECT 1 FROM lease) RETURNING seq
+                ), upserted AS (
+                    INSERT INTO warden_fleet_kv (ns, key, value, seq)
+                    SELECT u.ns, u.key, u.value, head.seq
+                    FROM unnest($2::smallint[], $3::bytea[], $4::bytea[]) AS u(ns, key, value), head
+                    ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value, seq = EXCLUDED.seq
+                ), deleted AS (
+                    DELETE FROM warden_fleet_kv
+                    WHERE (ns, key) IN (SELECT * FROM unnest($5::smallint[], $6::bytea[]))
+                    AND EXISTS (SELECT 1 FROM head)
+                )
+                SELECT seq FROM head",
+            )
+            .await?,
+        }),
+    };
     let st = Stmts {
+        fleet: fleet_st,
         get: prep("SELECT value FROM warden_kv WHERE ns = $1 AND key = $2").await?,
         scan: prep("SELECT key, value FROM warden_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key").await?,
         last: prep("SELECT key, value FROM warden_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key DESC LIMIT 1").await?,
@@ -391,44 +574,66 @@ async fn prepare(client: Client) -> Result<Conn, StoreError> {
         client,
         st,
         session,
+        in_txn: false,
     })
 }
 
-/// Create or bring the schema up to date, refusing one newer than this wardend knows.
-async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
+/// Create or bring the schema up to date, refusing one newer than this wardend knows. A fleet
+/// member brings two: the fleet's shared schema and its own.
+async fn migrate(client: &mut Client, fleet: Option<&FleetMember>) -> Result<i32, StoreError> {
     let tx = client.transaction().await.map_err(pg_err("migrate"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg_err("migrate"))?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS warden_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .await
-    .map_err(pg_err("migrate"))?;
-    let current: i32 = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM warden_schema", &[])
-        .await
-        .map_err(pg_err("migrate"))?
-        .get(0);
-    let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-    if current > latest {
-        return Err(StoreError::Open {
-            path: "the PostgreSQL database".into(),
-            detail: format!("its schema is version {current}, this wardend knows up to {latest}; run the wardend that wrote it"),
-        });
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        tx.batch_execute(sql).await.map_err(pg_err("migrate"))?;
-        tx.execute(
-            "INSERT INTO warden_schema (version) VALUES ($1)",
-            &[version],
+    let targets: Vec<(Option<String>, Migrations)> = match fleet {
+        None => vec![(None, MIGRATIONS)],
+        Some(f) => vec![
+            (Some(f.fleet_schema()), FLEET_MIGRATIONS),
+            (Some(f.member_schema()), MIGRATIONS),
+        ],
+    };
+    for (schema, migrations) in targets {
+        let what = match &schema {
+            Some(s) => format!("the PostgreSQL schema {s}"),
+            None => "the PostgreSQL database".to_string(),
+        };
+        if let Some(schema) = &schema {
+            tx.batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}"
+            ))
+            .await
+            .map_err(pg_err("migrate"))?;
+        }
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS warden_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await
         .map_err(pg_err("migrate"))?;
-        tracing::info!(version, "PostgreSQL schema migrated");
+        let current: i32 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM warden_schema", &[])
+            .await
+            .map_err(pg_err("migrate"))?
+            .get(0);
+        let latest = migrations.last().map(|m| m.0).unwrap_or(0);
+        if current > latest {
+            return Err(StoreError::Open {
+                path: what,
+                detail: format!("its schema is version {current}, this wardend knows up to {latest}; run the wardend that wrote it"),
+            });
+        }
+        for (version, sql) in migrations.iter().filter(|m| m.0 > current) {
+            tx.batch_execute(sql).await.map_err(pg_err("migrate"))?;
+            tx.execute(
+                "INSERT INTO warden_schema (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(pg_err("migrate"))?;
+            tracing::info!(version, schema = %what, "PostgreSQL schema migrated");
+        }
     }
     tx.commit().await.map_err(pg_err("migrate"))?;
-    Ok(latest)
+    Ok(MIGRATIONS.last().map(|m| m.0).unwrap_or(0))
 }
 
 impl Shared {
@@ -610,33 +815,79 @@ impl Shared {
 
     async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let epoch = self.check_local()?;
-        let (mut up_ns, mut up_keys, mut up_vals) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut del_ns, mut del_keys) = (Vec::new(), Vec::new());
+        let mut own = Rows::default();
+        let mut fleet = Rows::default();
         for (ns, k, v) in batch.iter() {
-            match v {
-                Some(v) => {
-                    up_ns.push(ns_id(ns));
-                    up_keys.push(k.to_vec());
-                    up_vals.push(v.to_vec());
-                }
-                None => {
-                    del_ns.push(ns_id(ns));
-                    del_keys.push(k.to_vec());
-                }
-            }
+            if ns.is_fleet() { &mut fleet } else { &mut own }.push(ns, k, v);
         }
         let started = Instant::now();
         let fenced = self
             .with(true, |c| {
                 Box::pin(async move {
                     let epoch = epoch as i64;
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                        [&epoch, &up_ns, &up_keys, &up_vals, &del_ns, &del_keys];
-                    let fence = c
-                        .client
-                        .query_opt(&c.st.write, &params)
-                        .await
-                        .map_err(pg_err("commit"))?;
+                    let shared = !fleet.is_empty();
+                    if shared && !c.in_txn && !fleet.up_ns.is_empty() {
+                        // Shared rows are written only on top of what was read under the
+                        // fleet's lock, on the connection that holds it: a lock lost with its
+                        // connection must not let stale totals be written.
+                        return Err(unavailable(
+                            "the connection that held the fleet's lock was lost before the commit; nothing was written",
+                        ));
+                    }
+                    // Deleting expired shared rows needs no lock (nothing is read to write
+                    // them), only a transaction of its own with the member's rows.
+                    let begin = shared && !c.in_txn;
+                    let in_txn = c.in_txn || begin;
+                    let client = &c.client;
+                    let opened = async {
+                        if begin {
+                            client.batch_execute("BEGIN").await
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    let fleet_write = async {
+                        match (&c.st.fleet, shared) {
+                            (Some(f), true) => {
+                                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                                    &epoch,
+                                    &fleet.up_ns,
+                                    &fleet.up_keys,
+                                    &fleet.up_vals,
+                                    &fleet.del_ns,
+                                    &fleet.del_keys,
+                                ];
+                                client.query_opt(&f.write, &params).await.map(|_| ())
+                            }
+                            _ => Ok(()),
+                        }
+                    };
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                        &epoch,
+                        &own.up_ns,
+                        &own.up_keys,
+                        &own.up_vals,
+                        &own.del_ns,
+                        &own.del_keys,
+                    ];
+                    let write = client.query_opt(&c.st.write, &params);
+                    // The transaction block a fleet lock opened ends here: committed if every
+                    // statement in it succeeded, rolled back by the server otherwise. The three
+                    // are sent together (one round trip), in order.
+                    let end = async {
+                        if in_txn {
+                            client.batch_execute("COMMIT").await
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    let (opened, shared_written, fence, ended) =
+                        futures::join!(opened, fleet_write, write, end);
+                    c.in_txn = false;
+                    opened.map_err(pg_err("commit"))?;
+                    shared_written.map_err(pg_err("commit"))?;
+                    let fence = fence.map_err(pg_err("commit"))?;
+                    ended.map_err(pg_err("commit"))?;
                     Ok(match fence {
                         None => Err(None),
                         Some(row) => {
@@ -653,7 +904,11 @@ impl Shared {
                     })
                 })
             })
-            .await?;
+            .await;
+        // However it ended, no transaction block is open on the request connection now (the
+        // server ended it, or the connection is gone with it).
+        self.txn_open.store(false, Ordering::SeqCst);
+        let fenced = fenced?;
         self.commit_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.commit_count.fetch_add(1, Ordering::Relaxed);
@@ -671,6 +926,88 @@ impl Shared {
                 })
             }
         }
+    }
+
+    /// Take the fleet's lock (opening a transaction block on the request connection, which the
+    /// next apply commits) and read the shared rows written since `since`.
+    async fn lock_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
+        self.check_local()?;
+        self.txn_open.store(true, Ordering::SeqCst);
+        let r = self
+            .with(true, move |c| {
+                Box::pin(async move {
+                    let Some(f) = &c.st.fleet else {
+                        return Err(StoreError::NoFleet);
+                    };
+                    let since = since as i64;
+                    let since: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
+                    let client = &c.client;
+                    let begin = !c.in_txn;
+                    // One round trip: the block opened, the head row locked, then (a new
+                    // snapshot, taken once the lock is granted) what changed.
+                    let (opened, locked, rows) = futures::join!(
+                        async {
+                            if begin {
+                                client.batch_execute("BEGIN").await
+                            } else {
+                                Ok(())
+                            }
+                        },
+                        client.query_one(&f.lock, &[]),
+                        client.query(&f.since, &since),
+                    );
+                    let read = opened
+                        .and(locked)
+                        .and(rows)
+                        .map_err(|e| match e.as_db_error().map(|d| d.code().code()) {
+                            Some("55P03") => StoreError::Io {
+                                op: "take the fleet's lock",
+                                detail: "another member held it longer than store.lease_secs / 2 (a member paused or stuck mid-request); the decision is refused, and the server ends that member's transaction".into(),
+                            },
+                            _ => pg_err("take the fleet's lock")(e),
+                        });
+                    match read {
+                        Ok(rows) => {
+                            c.in_txn = true;
+                            shared_rows(rows)
+                        }
+                        Err(e) => {
+                            // Nothing was read under the lock: end the block now, so the rest
+                            // of the request commits as if no lock had been asked for.
+                            if begin {
+                                let _ = c.client.batch_execute("ROLLBACK").await;
+                            }
+                            Err(e)
+                        }
+                    }
+                })
+            })
+            .await;
+        if r.is_err() {
+            self.txn_open.store(false, Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// End the transaction block a fleet lock opened, writing nothing.
+    async fn abandon(&self) {
+        if !self.txn_open.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self
+            .with(true, |c| {
+                Box::pin(async move {
+                    if c.in_txn {
+                        c.in_txn = false;
+                        c.client
+                            .batch_execute("ROLLBACK")
+                            .await
+                            .map_err(pg_err("end the fleet's lock"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
     }
 
     async fn lease_query(
@@ -797,6 +1134,21 @@ impl Shared {
     }
 }
 
+/// A fleet member as the database lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    /// Its name.
+    pub name: String,
+    /// The node id it is bound to.
+    pub node_id: String,
+    /// The id of the sealed seed it is bound to.
+    pub seed_id: String,
+    /// When it first joined (Unix seconds, the server's clock).
+    pub joined_at: u64,
+    /// When it last started (Unix seconds).
+    pub seen_at: u64,
+}
+
 /// The lease row as the database holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaseRow {
@@ -831,6 +1183,7 @@ impl PgBackend {
             read_nanos: Default::default(),
             read_count: Default::default(),
             unsettled: Default::default(),
+            txn_open: Default::default(),
         });
         let backend = PgBackend {
             rt: Some(rt),
@@ -850,8 +1203,8 @@ impl PgBackend {
                     detail: "synchronous_commit is off, so a commit is acknowledged before it is durable and a crash of the server could lose signed state; set synchronous_commit = on (or remote_apply) for wardend's role".into(),
                 });
             }
-            migrate(&mut client).await?;
-            *sh.conn.lock().await = Some(prepare(client).await?);
+            migrate(&mut client, sh.settings.fleet.as_ref()).await?;
+            *sh.conn.lock().await = Some(prepare(client, &sh.settings).await?);
             Ok(())
         })?;
         Ok(backend)
@@ -993,6 +1346,105 @@ impl PgBackend {
         })
     }
 
+    /// Bind this member's name to its node and seed in the fleet's member list, at its first
+    /// start; at every later one, check that the name is still bound to exactly these. A name
+    /// bound to another node or seed, or a node or seed already bound to another name, is
+    /// refused: a member cannot take another's place in the fleet.
+    pub fn join_fleet(&self, node_id: &str, seed_id: &str) -> Result<(), StoreError> {
+        let Some(f) = self.shared.settings.fleet.clone() else {
+            return Err(StoreError::NoFleet);
+        };
+        let (node_id, seed_id) = (node_id.to_string(), seed_id.to_string());
+        let sh = self.shared.clone();
+        self.run(async move {
+            sh.with(true, move |c| {
+                Box::pin(async move {
+                    let joined = c
+                        .client
+                        .query_opt(
+                            "INSERT INTO warden_member AS m (name, node_id, seed_id) VALUES ($1, $2, $3) \
+                             ON CONFLICT DO NOTHING RETURNING name",
+                            &[&f.member, &node_id, &seed_id],
+                        )
+                        .await
+                        .map_err(pg_err("join the fleet"))?;
+                    if joined.is_some() {
+                        tracing::info!(fleet = %f.fleet, member = %f.member, node_id = %node_id, "joined the fleet: this member's name is now bound to this node and seed");
+                        return Ok(());
+                    }
+                    let rows = c
+                        .client
+                        .query(
+                            "UPDATE warden_member SET seen_at = clock_timestamp() \
+                             WHERE name = $1 AND node_id = $2 AND seed_id = $3 RETURNING name",
+                            &[&f.member, &node_id, &seed_id],
+                        )
+                        .await
+                        .map_err(pg_err("join the fleet"))?;
+                    if !rows.is_empty() {
+                        return Ok(());
+                    }
+                    let clash = c
+                        .client
+                        .query(
+                            "SELECT name, node_id, seed_id FROM warden_member \
+                             WHERE name = $1 OR node_id = $2 OR seed_id = $3 ORDER BY name",
+                            &[&f.member, &node_id, &seed_id],
+                        )
+                        .await
+                        .map_err(pg_err("join the fleet"))?;
+                    let mut why = Vec::new();
+                    for r in clash {
+                        let (name, n, s): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                        if name == f.member {
+                            why.push(format!("member \"{name}\" of fleet \"{}\" is bound to node {n} (seed {s}); this wardend's node is {node_id} (seed {seed_id})", f.fleet));
+                        } else if n == node_id {
+                            why.push(format!("node {n} is already member \"{name}\" of fleet \"{}\"", f.fleet));
+                        } else {
+                            why.push(format!("seed {s} is already member \"{name}\"'s of fleet \"{}\"", f.fleet));
+                        }
+                    }
+                    Err(StoreError::NotMember(format!(
+                        "{}. A member keeps its name, node and seed for good; set fleet.member to this node's own name",
+                        why.join("; ")
+                    )))
+                })
+            })
+            .await
+        })
+    }
+
+    /// The fleet's members as the database lists them.
+    pub fn fleet_members(&self) -> Result<Vec<MemberRow>, StoreError> {
+        if self.shared.settings.fleet.is_none() {
+            return Err(StoreError::NoFleet);
+        }
+        self.read(|c| {
+            Box::pin(async move {
+                let rows = c
+                    .client
+                    .query(
+                        "SELECT name, node_id, seed_id, \
+                         extract(epoch FROM joined_at)::float8, extract(epoch FROM seen_at)::float8 \
+                         FROM warden_member ORDER BY name",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg_err("list the fleet's members"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| MemberRow {
+                        name: r.get(0),
+                        node_id: r.get(1),
+                        seed_id: r.get(2),
+                        joined_at: r.get::<_, f64>(3) as u64,
+                        seen_at: r.get::<_, f64>(4) as u64,
+                    })
+                    .collect())
+            })
+        })
+    }
+
     /// The settings this backend was opened with.
     pub fn settings(&self) -> &PgSettings {
         &self.shared.settings
@@ -1030,9 +1482,14 @@ impl Backend for PgBackend {
         let key = key.to_vec();
         self.read(move |c| {
             Box::pin(async move {
+                let st = match (ns.is_fleet(), &c.st.fleet) {
+                    (false, _) => &c.st.get,
+                    (true, Some(f)) => &f.get,
+                    (true, None) => return Ok(None),
+                };
                 let row = c
                     .client
-                    .query_opt(&c.st.get, &[&ns_id(ns), &key])
+                    .query_opt(st, &[&ns_id(ns), &key])
                     .await
                     .map_err(pg_err("read"))?;
                 Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
@@ -1044,9 +1501,14 @@ impl Backend for PgBackend {
         let (prefix, end) = (prefix.to_vec(), prefix_end(prefix));
         self.read(move |c| {
             Box::pin(async move {
+                let st = match (ns.is_fleet(), &c.st.fleet) {
+                    (false, _) => &c.st.scan,
+                    (true, Some(f)) => &f.scan,
+                    (true, None) => return Ok(Vec::new()),
+                };
                 let rows = c
                     .client
-                    .query(&c.st.scan, &[&ns_id(ns), &prefix, &end])
+                    .query(st, &[&ns_id(ns), &prefix, &end])
                     .await
                     .map_err(pg_err("scan"))?;
                 Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -1058,14 +1520,51 @@ impl Backend for PgBackend {
         let (prefix, end) = (prefix.to_vec(), prefix_end(prefix));
         self.read(move |c| {
             Box::pin(async move {
+                let st = match (ns.is_fleet(), &c.st.fleet) {
+                    (false, _) => &c.st.last,
+                    (true, Some(f)) => &f.last,
+                    (true, None) => return Ok(None),
+                };
                 let row = c
                     .client
-                    .query_opt(&c.st.last, &[&ns_id(ns), &prefix, &end])
+                    .query_opt(st, &[&ns_id(ns), &prefix, &end])
                     .await
                     .map_err(pg_err("read the last entry"))?;
                 Ok(row.map(|r| (r.get(0), r.get(1))))
             })
         })
+    }
+
+    fn lock_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
+        let sh = self.shared.clone();
+        self.run(async move { sh.lock_shared(since).await })
+    }
+
+    fn read_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let Some(f) = &c.st.fleet else {
+                    return Err(StoreError::NoFleet);
+                };
+                let rows = c
+                    .client
+                    .query(&f.since, &[&(since as i64)])
+                    .await
+                    .map_err(pg_err("read the fleet's rows"))?;
+                shared_rows(rows)
+            })
+        })
+    }
+
+    fn abandon(&self) {
+        if !self.shared.txn_open.load(Ordering::SeqCst) {
+            return;
+        }
+        let sh = self.shared.clone();
+        let _ = self.run(async move {
+            sh.abandon().await;
+            Ok(())
+        });
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
@@ -1155,6 +1654,7 @@ mod tests {
             lease: Duration::from_secs(6),
             renew: Duration::from_secs(2),
             holder: "a".into(),
+            fleet: None,
         };
         let shown = format!("{s:?}");
         assert!(

@@ -272,6 +272,7 @@ impl PgServer {
             lease: std::time::Duration::from_secs(3),
             renew: std::time::Duration::from_millis(500),
             holder: holder.into(),
+            fleet: None,
         }
     }
 

@@ -274,6 +274,7 @@ enum Subject<'a> {
     Node,
     Destination(&'a Destination),
     Group,
+    Fleet,
 }
 
 impl std::fmt::Display for Subject<'_> {
@@ -282,13 +283,14 @@ impl std::fmt::Display for Subject<'_> {
             Subject::Node => Ok(()),
             Subject::Destination(d) => write!(f, " to {d}"),
             Subject::Group => f.write_str(" to its listed destinations"),
+            Subject::Fleet => f.write_str(" by the whole fleet"),
         }
     }
 }
 
 fn limit_applies(limit: &LimitRule, req: &PaymentRequest) -> bool {
     match &limit.scope {
-        LimitScope::Node | LimitScope::EachDestination => true,
+        LimitScope::Node | LimitScope::EachDestination | LimitScope::Fleet => true,
         LimitScope::Destinations(set) => req.outputs.iter().any(|(d, _)| set.contains(d)),
     }
 }
@@ -391,6 +393,7 @@ pub fn evaluate(
         // text is only built when the rule objects, keeping the approval path allocation-light.
         let subjects: Vec<(Subject, u128, LedgerKey)> = match &limit.scope {
             LimitScope::Node => vec![(Subject::Node, total, LedgerKey::Node)],
+            LimitScope::Fleet => vec![(Subject::Fleet, total, LedgerKey::Fleet)],
             LimitScope::EachDestination => destinations
                 .iter()
                 .map(|(d, v)| {
@@ -592,6 +595,9 @@ pub fn spend_changes(
     add(LedgerKey::Node, req.amount_msat(), &mut changes);
     for (d, v) in &req.outputs {
         add(LedgerKey::Destination(d.clone()), *v, &mut changes);
+    }
+    if policy.counts_fleet() {
+        add(LedgerKey::Fleet, req.amount_msat(), &mut changes);
     }
     for limit in &policy.limits {
         if let LimitScope::Destinations(set) = &limit.scope {

@@ -15,6 +15,7 @@ fn scope_text(scope: &LimitScope) -> String {
     match scope {
         LimitScope::Node => "all payments together".into(),
         LimitScope::EachDestination => "each destination separately".into(),
+        LimitScope::Fleet => "all payments of every member of the fleet together".into(),
         LimitScope::Destinations(set) => {
             format!("payments to {} listed destinations together", set.len())
         }

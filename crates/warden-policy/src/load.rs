@@ -700,12 +700,13 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
             Some((s, sspan)) => match (s.as_str(), listed.is_empty()) {
                 ("node", true) => LimitScope::Node,
                 ("each-destination", true) => LimitScope::EachDestination,
-                ("node" | "each-destination", false) => {
+                ("fleet", true) => LimitScope::Fleet,
+                ("node" | "each-destination" | "fleet", false) => {
                     cx.err(sspan, format!("{what} \"{tag}\" sets both `scope` and a destination list; a limit with `payees`/`addresses` counts those destinations together, so drop `scope`"));
                     LimitScope::Node
                 }
                 (other, _) => {
-                    cx.err(sspan, format!("`scope` in {what}: \"{other}\" is not a scope; use \"node\" or \"each-destination\""));
+                    cx.err(sspan, format!("`scope` in {what}: \"{other}\" is not a scope; use \"node\", \"each-destination\" or \"fleet\""));
                     LimitScope::Node
                 }
             },
@@ -1404,6 +1405,7 @@ fn check_limit_ordering(cx: &mut Cx, limits: &[LimitRule], spans: &[(Span, Span)
         match scope {
             LimitScope::Node => (0, vec![], vec![]),
             LimitScope::EachDestination => (1, vec![], vec![]),
+            LimitScope::Fleet => (3, vec![], vec![]),
             LimitScope::Destinations(set) => {
                 let mut n = set.nodes.clone();
                 n.sort_unstable();

@@ -107,6 +107,9 @@ pub enum LimitScope {
     EachDestination,
     /// Only payments to these destinations, counted together.
     Destinations(DestinationSet),
+    /// All payments of every member of the fleet together, in one window the members share
+    /// (`scope = "fleet"`).
+    Fleet,
 }
 
 /// `[[limit]]`: a cap per payment or over a rolling window.
@@ -399,6 +402,12 @@ impl Policy {
                 .iter()
                 .any(|r| r.tag == tag && warn(r.mode))
             || self.approvals.iter().any(|r| r.tag == tag && warn(r.mode))
+    }
+
+    /// Whether a limit counts across the fleet (`scope = "fleet"`): each decision then reads the
+    /// fleet's shared window, under the fleet's lock, and only a fleet member can decide.
+    pub fn counts_fleet(&self) -> bool {
+        self.limits.iter().any(|l| l.scope == LimitScope::Fleet)
     }
 
     /// The longest rolling window, which bounds how much velocity history must be kept.

@@ -38,6 +38,15 @@ pub enum LedgerKey {
     Destination(Destination),
     /// The destinations of one listed-destination limit, counted together (by rule tag).
     Group(String),
+    /// Everything every member of the fleet spends: the one ledger members share.
+    Fleet,
+}
+
+impl LedgerKey {
+    /// Whether the ledger is shared by the members of a fleet (stored with the fleet's rows).
+    pub fn is_fleet(&self) -> bool {
+        matches!(self, LedgerKey::Fleet)
+    }
 }
 
 /// Sum and count over a window.
@@ -197,6 +206,7 @@ pub mod codec {
             LedgerKey::Destination(Destination::Node(n)) => (1, n),
             LedgerKey::Destination(Destination::Address(a)) => (2, a),
             LedgerKey::Group(g) => (3, g),
+            LedgerKey::Fleet => (4, ""),
         };
         out.push(tag);
         out.extend_from_slice(&(text.len() as u16).to_be_bytes());
@@ -220,6 +230,7 @@ pub mod codec {
             1 => LedgerKey::Destination(Destination::Node(text)),
             2 => LedgerKey::Destination(Destination::Address(text)),
             3 => LedgerKey::Group(text),
+            4 if len == 0 => LedgerKey::Fleet,
             _ => return None,
         };
         Some((key, &rest[len..]))
@@ -271,6 +282,7 @@ pub mod codec {
                 LedgerKey::Destination(Destination::Node("02ab".into())),
                 LedgerKey::Destination(Destination::Address("bc1qxyz".into())),
                 LedgerKey::Group("supplier-daily".into()),
+                LedgerKey::Fleet,
             ] {
                 let mut b = Vec::new();
                 encode_ledger_key(&key, &mut b);

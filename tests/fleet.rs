@@ -1,0 +1,248 @@
+//! Several wardends, one treasury: members of a fleet on one real PostgreSQL server share the
+//! windows of limits with `scope = "fleet"`, decided under the fleet's lock, each member's own
+//! state kept apart in a schema of its own.
+
+mod common;
+
+use common::pg;
+use std::sync::Arc;
+use warden::core::PolicyEngine;
+use warden::policy::{parse_policy, LedgerKey, PaymentRequest};
+use warden::store::postgres::{FleetMember, PgBackend, PgSettings};
+use warden::store::{Namespace, Store, StoreError};
+
+const PAYEE: &str = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
+const T0: u64 = 1_795_435_200;
+const SAT: u64 = 1_000;
+
+fn member_settings(db: &str, fleet: &str, member: &str) -> PgSettings {
+    PgSettings {
+        fleet: Some(FleetMember {
+            fleet: fleet.into(),
+            member: member.into(),
+        }),
+        ..pg::shared().settings(db, member)
+    }
+}
+
+/// A member's store, holding its own lease.
+fn member(db: &str, fleet: &str, name: &str) -> Store {
+    let b = PgBackend::open(member_settings(db, fleet, name)).unwrap();
+    assert_eq!(
+        b.try_acquire().unwrap(),
+        Some(1),
+        "each member has a lease of its own: {name} takes its first"
+    );
+    Store::new(Arc::new(b))
+}
+
+/// A company-wide daily cap of 100,000 sat, and a node's own cap far above it.
+fn fleet_policy() -> Arc<warden::policy::Policy> {
+    Arc::new(
+        parse_policy(
+            r#"version = 1
+[[limit]]
+tag = "company-daily"
+scope = "fleet"
+window = "24h"
+max_amount = "100_000 sat"
+[[limit]]
+tag = "node-daily"
+window = "24h"
+max_amount = "1_000_000 sat"
+"#,
+        )
+        .unwrap(),
+    )
+}
+
+fn pay(member: u8, n: u32, sat: u64) -> PaymentRequest {
+    let mut hash = [member; 32];
+    hash[..4].copy_from_slice(&n.to_be_bytes());
+    PaymentRequest::invoice(hash, sat * SAT, PAYEE, None)
+}
+
+/// Decide one payment as the signer does: in a transaction, the fleet's window read under the
+/// fleet's lock, committed before the answer counts.
+fn decide(engine: &mut PolicyEngine, store: &Store, req: &PaymentRequest, now: u64) -> bool {
+    let txn = store.begin().unwrap();
+    engine.prepare(true).unwrap();
+    let d = engine.decide(req, now).unwrap();
+    txn.commit().unwrap();
+    d.is_approved()
+}
+
+#[test]
+fn three_members_paying_at_once_fill_the_fleet_cap_exactly_and_count_each_payment_once() {
+    let db = pg::shared().database("fleet_cap");
+    let names = ["node-a", "node-b", "node-c"];
+    // Every member open and loaded before any pays, then all three start together.
+    let members: Vec<(Store, PolicyEngine)> = names
+        .iter()
+        .map(|name| {
+            let store = member(&db, "acme", name);
+            let engine = PolicyEngine::open(fleet_policy(), store.clone(), T0).unwrap();
+            (store, engine)
+        })
+        .collect();
+    let start = Arc::new(std::sync::Barrier::new(names.len()));
+    let handles: Vec<_> = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, (store, mut engine))| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let mut approved = 0u64;
+                // 7,000 sat each: 14 fit under 100,000 (98,000), the 15th never does. Each
+                // member alone would pay 30 of them; together they race for the same room.
+                for n in 0..30u32 {
+                    if decide(
+                        &mut engine,
+                        &store,
+                        &pay(i as u8 + 1, n, 7_000),
+                        T0 + 60 + u64::from(n),
+                    ) {
+                        approved += 7_000 * SAT;
+                    }
+                }
+                (
+                    approved,
+                    engine
+                        .state()
+                        .totals(&LedgerKey::Node, T0 + 90, 86_400)
+                        .amount_msat,
+                )
+            })
+        })
+        .collect();
+    let results: Vec<(u64, u128)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let approved: u64 = results.iter().map(|r| r.0).sum();
+    assert_eq!(
+        approved,
+        98_000 * SAT,
+        "together the members approved exactly what fits under the fleet cap: {results:?}"
+    );
+    for (i, (mine, node_total)) in results.iter().enumerate() {
+        assert_eq!(
+            u128::from(*mine),
+            *node_total,
+            "member {i}'s own window counts its own approvals and nobody else's"
+        );
+    }
+    // What the database holds, as each member reads it from scratch, is every approval once.
+    for name in names {
+        let store = member(&db, "acme", &format!("{name}-reader"));
+        let engine = PolicyEngine::open(fleet_policy(), store, T0 + 120).unwrap();
+        assert_eq!(
+            engine
+                .state()
+                .totals(&LedgerKey::Fleet, T0 + 120, 86_400)
+                .amount_msat,
+            u128::from(approved),
+            "the fleet's window holds each approval exactly once"
+        );
+        assert_eq!(
+            engine
+                .state()
+                .totals(&LedgerKey::Node, T0 + 120, 86_400)
+                .amount_msat,
+            0,
+            "a member's own windows are its own: a new member starts with none"
+        );
+    }
+}
+
+#[test]
+fn a_discarded_decision_releases_the_fleet_lock_and_counts_nothing() {
+    let db = pg::shared().database("fleet_abort");
+    let (a, b) = (member(&db, "acme", "node-a"), member(&db, "acme", "node-b"));
+    let mut ea = PolicyEngine::open(fleet_policy(), a.clone(), T0).unwrap();
+    let mut eb = PolicyEngine::open(fleet_policy(), b.clone(), T0).unwrap();
+    // A decides 60,000 under the lock, then its request is discarded (VLS failed, say).
+    let txn = a.begin().unwrap();
+    ea.prepare(true).unwrap();
+    assert!(ea
+        .decide(&pay(1, 0, 60_000), T0 + 60)
+        .unwrap()
+        .is_approved());
+    txn.abort();
+    ea.reload().unwrap();
+    // B is not kept waiting, and the room A did not use is B's.
+    assert!(decide(&mut eb, &b, &pay(2, 0, 90_000), T0 + 61));
+    assert!(
+        !decide(&mut ea, &a, &pay(1, 1, 20_000), T0 + 62),
+        "90,000 + 20,000 is over the fleet cap"
+    );
+    assert!(
+        decide(&mut ea, &a, &pay(1, 2, 10_000), T0 + 63),
+        "90,000 + 10,000 is exactly the cap"
+    );
+    assert_eq!(
+        ea.state()
+            .totals(&LedgerKey::Fleet, T0 + 64, 86_400)
+            .amount_msat,
+        100_000 * u128::from(SAT)
+    );
+}
+
+#[test]
+fn members_keep_their_own_state_apart_and_a_fleet_policy_needs_a_fleet() {
+    let db = pg::shared().database("fleet_apart");
+    let (a, b) = (member(&db, "acme", "node-a"), member(&db, "acme", "node-b"));
+    a.write(|| a.put(Namespace::Meta, b"k".to_vec(), b"a's".to_vec()))
+        .unwrap();
+    assert_eq!(
+        b.get(Namespace::Meta, b"k").unwrap(),
+        None,
+        "B never sees A's own rows"
+    );
+    // A single wardend's database (no fleet) cannot hold a fleet's window: refused by name.
+    let single = PgBackend::open(pg::shared().settings(&db, "single")).unwrap();
+    single.try_acquire().unwrap().unwrap();
+    let err = PolicyEngine::open(fleet_policy(), Store::new(Arc::new(single)), T0)
+        .expect_err("a fleet policy without a fleet is refused");
+    assert!(matches!(err, StoreError::NoFleet), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Configure [fleet] name and member"),
+        "the refusal says what to do: {err}"
+    );
+    let local = tempfile::tempdir().unwrap();
+    let err = PolicyEngine::open(fleet_policy(), Store::open(local.path()).unwrap(), T0)
+        .expect_err("refused on a local backend too");
+    assert!(matches!(err, StoreError::NoFleet), "{err}");
+}
+
+#[test]
+fn a_member_name_stays_bound_to_its_node_and_seed() {
+    let db = pg::shared().database("fleet_join");
+    let a = PgBackend::open(member_settings(&db, "acme", "node-a")).unwrap();
+    a.join_fleet("02aa", "seed-a").unwrap();
+    a.join_fleet("02aa", "seed-a").unwrap();
+    let err = a.join_fleet("02ff", "seed-x").unwrap_err().to_string();
+    assert!(
+        err.contains("member \"node-a\" of fleet \"acme\" is bound to node 02aa"),
+        "{err}"
+    );
+    let b = PgBackend::open(member_settings(&db, "acme", "node-b")).unwrap();
+    let err = b.join_fleet("02aa", "seed-b").unwrap_err().to_string();
+    assert!(
+        err.contains("node 02aa is already member \"node-a\""),
+        "{err}"
+    );
+    b.join_fleet("02bb", "seed-b").unwrap();
+    let members: Vec<_> = b
+        .fleet_members()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.node_id))
+        .collect();
+    assert_eq!(
+        members,
+        vec![
+            ("node-a".into(), "02aa".into()),
+            ("node-b".into(), "02bb".into())
+        ]
+    );
+}
