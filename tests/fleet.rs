@@ -4,8 +4,13 @@
 
 mod common;
 
+use common::cln::{Cln, Payee};
+use common::daemon::{free_port, Daemon};
 use common::pg;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::block_in_place;
 use warden::core::PolicyEngine;
 use warden::policy::{parse_policy, LedgerKey, PaymentRequest};
 use warden::store::postgres::{FleetMember, PgBackend, PgSettings};
@@ -245,4 +250,119 @@ fn a_member_name_stays_bound_to_its_node_and_seed() {
             ("node-b".into(), "02bb".into())
         ]
     );
+}
+
+/// The fleet's one policy in the end-to-end tests: a company-wide daily cap, nothing per node.
+const COMPANY_CAP: &str = r#"
+[[limit]]
+tag = "company-daily"
+scope = "fleet"
+window = "24h"
+max_amount = "1_000_000 sat"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_and_a_failover() {
+    let server = pg::shared();
+    let db = server.database("fleet_e2e");
+    let fleet = "acme";
+    let a = Cln::start_member("fleet-a", COMPANY_CAP, server, &db, (fleet, "node-a"), None).await;
+    let like = Some(&a.daemon);
+    let b = Cln::start_member("fleet-b", "", server, &db, (fleet, "node-b"), like).await;
+    let c = Cln::start_member("fleet-c", "", server, &db, (fleet, "node-c"), like).await;
+    let mut nodes = vec![a, b, c];
+    for n in nodes.iter_mut() {
+        block_in_place(|| n.init());
+    }
+    // Node A's wardend is killed and started again; node B's fails over to its standby.
+    let mut a_again = nodes[0].daemon.twin("fleet-a2");
+    let mut b_standby = nodes[1].daemon.twin("fleet-b2");
+    block_in_place(|| b_standby.start_standby());
+    let (pid_a, pid_b) = (nodes[0].pid(), nodes[1].pid());
+
+    // Each node asks for 40 payments of 10,000 sat: 1,200,000 sat against a cap of 1,000,000.
+    // A's wardend is killed after A's 10th answer, B's after B's 20th: each with payments of
+    // its own still to come, while the other nodes keep paying.
+    let answered: [AtomicU64; 3] = Default::default();
+    let wait_for = |node: usize, n: u64| {
+        while answered[node].load(Ordering::SeqCst) < n {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let approved: Vec<u64> = block_in_place(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                wait_for(0, 10);
+                nix::sys::signal::kill(pid_a, nix::sys::signal::Signal::SIGKILL).unwrap();
+                a_again.start_wardend();
+                wait_for(1, 20);
+                nix::sys::signal::kill(pid_b, nix::sys::signal::Signal::SIGKILL).unwrap();
+                b_standby.wait_ready(Duration::from_secs(30));
+            });
+            let payers: Vec<_> = nodes
+                .iter_mut()
+                .enumerate()
+                .map(|(i, node)| {
+                    let answered = &answered[i];
+                    s.spawn(move || {
+                        let payee = Payee::new(0x50 + i as u8);
+                        let mut approved = 0u64;
+                        for n in 1..=40 {
+                            if node.preapprove(&payee.invoice(10_000 * SAT, n)) {
+                                approved += 10_000 * SAT;
+                            }
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        approved
+                    })
+                })
+                .collect();
+            payers.into_iter().map(|p| p.join().unwrap()).collect()
+        })
+    });
+    let total: u64 = approved.iter().sum();
+    assert_eq!(
+        total,
+        1_000_000 * SAT,
+        "the three nodes together were approved exactly up to the company cap: {approved:?}"
+    );
+    assert!(
+        approved.iter().all(|a| *a > 0),
+        "every node was paying while the others were: {approved:?}"
+    );
+    // Every member reads the same window, holding each approval the nodes saw exactly once
+    // (a payment answered by a killed wardend and sent again was not counted again).
+    let c_window = nodes[2].window("company-daily").await;
+    for (who, used) in [
+        (
+            "A, restarted",
+            a_again.window("company-daily").await.used_msat,
+        ),
+        (
+            "B's standby",
+            b_standby.window("company-daily").await.used_msat,
+        ),
+        ("C", c_window.used_msat),
+    ] {
+        assert_eq!(used, total, "{who} reads the fleet's window");
+    }
+    assert_eq!(c_window.scope, "fleet");
+    for n in nodes.iter_mut() {
+        assert!(block_in_place(|| n.still_serves()), "no node was stopped");
+    }
+
+    // A fourth wardend, with a seed of its own, that claims to be node A: refused before it
+    // even waits as a standby, with what to do.
+    let mut outsider = Daemon::prepare_on("fleet-x", COMPANY_CAP, free_port(), Some(server));
+    outsider.join(server, &db, fleet, "node-a");
+    let out = block_in_place(|| outsider.run_wardend_to_exit());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("member \"node-a\" of fleet \"acme\" is bound to node")
+            && err.contains("set fleet.member to this node's own name"),
+        "{err}"
+    );
+    nodes[0].daemon.wardend = None;
+    nodes[1].daemon.wardend = None;
 }

@@ -106,6 +106,12 @@ async fn main() -> anyhow::Result<()> {
                 return Ok(());
             };
             let pg = Arc::new(pg);
+            // A fleet member serves only as the node and seed its name is bound to: checked
+            // before it even waits as a standby.
+            if let Some(f) = &pg.settings().fleet {
+                pg.join_fleet(&node_id.to_string(), &loaded_seed.binding.seed_id_hex())?;
+                tracing::info!(fleet = %f.fleet, member = %f.member, "a member of the fleet");
+            }
             let Some(epoch) = wait_for_lease(
                 &pg,
                 &hsm,
@@ -140,13 +146,6 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     warden::signer::bind_seed(&store, &loaded_seed.binding)?;
-    // A fleet member serves only as the node and seed its name is bound to.
-    if let Some((pg, _)) = &pg {
-        if let Some(f) = &pg.settings().fleet {
-            pg.join_fleet(&node_id.to_string(), &loaded_seed.binding.seed_id_hex())?;
-            tracing::info!(fleet = %f.fleet, member = %f.member, "serving as a member of the fleet");
-        }
-    }
     // Only now, holding the database's lock with the seed's id accepted by the state.
     let seed_upgraded = hsm.upgrade_seed(&config.data_dir, &loaded_seed)?;
     let seed_binding = loaded_seed.binding;

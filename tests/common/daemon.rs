@@ -168,6 +168,20 @@ impl Daemon {
         }
     }
 
+    /// Put this wardend's state in fleet `fleet`'s database `db` on `server`, as `member`.
+    pub fn join(&mut self, server: &super::pg::PgServer, db: &str, fleet: &str, member: &str) {
+        self.token.store_env = server.env(db);
+        self.token.store_env.extend(
+            [
+                ("WARDEN_STORE_LEASE_SECS", "2"),
+                ("WARDEN_STORE_RENEW_SECS", "0.5"),
+                ("WARDEN_FLEET_NAME", fleet),
+                ("WARDEN_FLEET_MEMBER", member),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+    }
+
     pub fn start_wardend(&mut self) {
         self.spawn_wardend(true);
     }
