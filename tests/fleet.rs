@@ -270,7 +270,7 @@ async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_a
     let like = Some(&a.daemon);
     let b = Cln::start_member("fleet-b", "", server, &db, (fleet, "node-b"), like).await;
     let c = Cln::start_member("fleet-c", "", server, &db, (fleet, "node-c"), like).await;
-    let mut nodes = vec![a, b, c];
+    let mut nodes = [a, b, c];
     for n in nodes.iter_mut() {
         block_in_place(|| n.init());
     }
