@@ -223,20 +223,29 @@ fn members_keep_their_own_state_apart_and_a_fleet_policy_needs_a_fleet() {
 fn a_member_name_stays_bound_to_its_node_and_seed() {
     let db = pg::shared().database("fleet_join");
     let a = PgBackend::open(member_settings(&db, "acme", "node-a")).unwrap();
-    a.join_fleet("02aa", "seed-a").unwrap();
-    a.join_fleet("02aa", "seed-a").unwrap();
-    let err = a.join_fleet("02ff", "seed-x").unwrap_err().to_string();
+    a.join_fleet("02aa", "seed-a", false).unwrap();
+    a.join_fleet("02aa", "seed-a", true).unwrap();
+    a.join_fleet("02aa", "seed-a", true).unwrap();
+    let err = a
+        .join_fleet("02ff", "seed-x", false)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("member \"node-a\" of fleet \"acme\" is bound to node 02aa"),
         "{err}"
     );
     let b = PgBackend::open(member_settings(&db, "acme", "node-b")).unwrap();
-    let err = b.join_fleet("02aa", "seed-b").unwrap_err().to_string();
+    let err = b
+        .join_fleet("02aa", "seed-b", true)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("node 02aa is already member \"node-a\""),
         "{err}"
     );
-    b.join_fleet("02bb", "seed-b").unwrap();
+    b.join_fleet("02bb", "seed-b", false).unwrap();
+    assert_eq!(b.fleet_members().unwrap().len(), 1, "a check binds nothing");
+    b.join_fleet("02bb", "seed-b", true).unwrap();
     let members: Vec<_> = b
         .fleet_members()
         .unwrap()
@@ -266,13 +275,38 @@ async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_a
     let server = pg::shared();
     let db = server.database("fleet_e2e");
     let fleet = "acme";
-    let a = Cln::start_member("fleet-a", COMPANY_CAP, server, &db, (fleet, "node-a"), None).await;
-    let like = Some(&a.daemon);
-    let b = Cln::start_member("fleet-b", "", server, &db, (fleet, "node-b"), like).await;
-    let c = Cln::start_member("fleet-c", "", server, &db, (fleet, "node-c"), like).await;
-    let mut nodes = [a, b, c];
+    // Three tokens, three seeds; one policy that admits the three nodes, run by all three.
+    let mut daemons: Vec<Daemon> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|m| {
+            let mut d = Daemon::prepare_on(
+                &format!("fleet-{m}"),
+                COMPANY_CAP,
+                free_port(),
+                Some(server),
+            );
+            d.join(server, &db, fleet, m);
+            d
+        })
+        .collect();
+    let members: String = ["node-a", "node-b", "node-c"]
+        .iter()
+        .zip(&daemons)
+        .map(|(m, d)| format!("{m} = \"{}\"\n", d.node_id_from_init))
+        .collect();
+    let mut policy = std::fs::read_to_string(&daemons[0].policy).unwrap();
+    policy.push_str(&format!("\n[fleet.members]\n{members}"));
+    std::fs::write(&daemons[0].policy, policy).unwrap();
+    let (first, rest) = daemons.split_at_mut(1);
+    for d in rest {
+        d.share_policy_of(&first[0]);
+    }
+    let mut nodes = Vec::new();
+    for d in daemons {
+        nodes.push(Cln::start_prepared(d, &[]).await);
+    }
     for n in nodes.iter_mut() {
-        block_in_place(|| n.init());
+        assert_eq!(block_in_place(|| n.init()), n.node_id_from_init);
     }
     // Node A's wardend is killed and started again; node B's fails over to its standby.
     let mut a_again = nodes[0].daemon.twin("fleet-a2");
@@ -354,6 +388,7 @@ async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_a
     // A fourth wardend, with a seed of its own, that claims to be node A: refused before it
     // even waits as a standby, with what to do.
     let mut outsider = Daemon::prepare_on("fleet-x", COMPANY_CAP, free_port(), Some(server));
+    outsider.share_policy_of(&nodes[0].daemon);
     outsider.join(server, &db, fleet, "node-a");
     let out = block_in_place(|| outsider.run_wardend_to_exit());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -361,6 +396,21 @@ async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_a
     assert!(
         err.contains("member \"node-a\" of fleet \"acme\" is bound to node")
             && err.contains("set fleet.member to this node's own name"),
+        "{err}"
+    );
+    // Under a name of its own that the fleet's policy does not admit: refused, with how to be
+    // admitted.
+    outsider.join(server, &db, fleet, "node-d");
+    let out = block_in_place(|| outsider.run_wardend_to_exit());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the policy in force does not admit fleet member \"node-d\"")
+            && err.contains("its [fleet.members] lists node-a, node-b, node-c")
+            && err.contains(&format!(
+                "adds `node-d = \"{}\"` to [fleet.members]",
+                outsider.node_id_from_init
+            )),
         "{err}"
     );
     nodes[0].daemon.wardend = None;

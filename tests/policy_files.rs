@@ -628,3 +628,50 @@ fn bad_26_quorums_that_can_never_be_met_and_nameless_admins_are_refused() {
         &[(6, 1, "admin name \"\" must be one or more letters")],
     );
 }
+
+#[test]
+fn bad_27_fleet_members_that_are_not_a_name_and_a_node_once() {
+    let node = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
+    let src = with_admins(&format!(
+        "[fleet.members]\nNode_A = \"{node}\"\nnode-b = \"not-a-node\"\nnode-c = \"{node}\"\nnode-d = \"{}\"\n",
+        node.to_ascii_uppercase()
+    ));
+    assert_errors(
+        &src,
+        &[
+            (
+                7,
+                1,
+                "fleet member name \"Node_A\" must be 1 to 24 characters of a-z, 0-9 and '-'",
+            ),
+            (
+                8,
+                1,
+                "\"not-a-node\" for fleet member \"node-b\" is not a node id",
+            ),
+            (
+                10,
+                1,
+                &format!("node {node} is admitted twice, as \"node-c\" and as \"node-d\""),
+            ),
+        ],
+    );
+    let errors = parse_policy(&with_admins("[fleet]\n")).expect_err("no members");
+    assert!(
+        errors[0]
+            .message
+            .contains("[fleet] lists no members; write [fleet.members]"),
+        "{errors:?}"
+    );
+    let p = parse_policy(&with_admins(&format!(
+        "[fleet.members]\nnode-c = \"{}\"\n",
+        node.to_ascii_uppercase()
+    )))
+    .unwrap();
+    assert_eq!(
+        p.fleet_member("node-c"),
+        Some(node),
+        "node ids are kept lowercase"
+    );
+    assert_eq!(p.fleet_member("node-a"), None);
+}

@@ -109,7 +109,11 @@ async fn main() -> anyhow::Result<()> {
             // A fleet member serves only as the node and seed its name is bound to: checked
             // before it even waits as a standby.
             if let Some(f) = &pg.settings().fleet {
-                pg.join_fleet(&node_id.to_string(), &loaded_seed.binding.seed_id_hex())?;
+                pg.join_fleet(
+                    &node_id.to_string(),
+                    &loaded_seed.binding.seed_id_hex(),
+                    false,
+                )?;
                 tracing::info!(fleet = %f.fleet, member = %f.member, "a member of the fleet");
             }
             let Some(epoch) = wait_for_lease(
@@ -182,6 +186,20 @@ async fn main() -> anyhow::Result<()> {
         metrics,
     )?);
     *core.node_id.write().unwrap_or_else(|p| p.into_inner()) = node_id.to_string();
+    if let Some(f) = pg.as_ref().and_then(|(p, _)| p.settings().fleet.clone()) {
+        // Admission is the fleet's policy's to give: a node it does not admit does not serve.
+        if let Some(why) = warden::core::admission(&loaded.policy, &f.member, &node_id.to_string())
+        {
+            anyhow::bail!(
+                "{why}. Admit it with a policy change that adds `{} = \"{node_id}\"` to [fleet.members] (a loosening: it takes effect after the governance delay, and any admin can veto it)",
+                f.member
+            );
+        }
+        if let Some((pg, _)) = &pg {
+            pg.join_fleet(&node_id.to_string(), &seed_binding.seed_id_hex(), true)?;
+        }
+        *core.fleet_member.write().unwrap_or_else(|p| p.into_inner()) = Some(f.member);
+    }
     core.set_policy_file(file_state);
     core.set_max_clock_jump(Some(config.alerts.clock_jump_secs));
     *core

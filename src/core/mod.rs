@@ -194,6 +194,9 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     /// The node id served, hex.
     pub node_id: RwLock<String>,
+    /// This wardend's member name when it serves in a fleet (`fleet.member`): each decision
+    /// checks that the policy in force still admits it, under this node id.
+    pub fleet_member: RwLock<Option<String>>,
     /// Whether the node's hsmd stream is up.
     pub node_connection: RwLock<NodeConnection>,
     audit: Arc<crate::audit::AuditLog>,
@@ -291,6 +294,7 @@ impl Core {
             events: EventBus::recording(audit.clone()),
             clock,
             node_id: RwLock::new(String::new()),
+            fleet_member: RwLock::new(None),
             node_connection: RwLock::new(NodeConnection::NotConfigured),
             audit,
             metrics,
@@ -742,6 +746,27 @@ impl Core {
         }))
     }
 
+    /// Why this fleet member may not spend under the policy in force, if it may not.
+    fn not_admitted(&self) -> Option<crate::policy::RuleHit> {
+        let member = self
+            .fleet_member
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let node = self
+            .node_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let policy = self.policy().policy;
+        let why = admission(&policy, &member, &node)?;
+        let tag = crate::tags::FLEET_NOT_MEMBER;
+        Some(crate::policy::RuleHit {
+            tag: tag.to_string(),
+            reason: format!("rule {tag}: {why}; payments and on-chain spends are refused"),
+        })
+    }
+
     /// A payment refused because the signer is frozen: audited and announced like any refusal.
     fn refuse_frozen(
         &self,
@@ -862,6 +887,9 @@ impl Core {
                 }
             }
             return self.refuse_frozen(intent, now, req, &f);
+        }
+        if let Some(hit) = self.not_admitted() {
+            return self.refuse_by(intent, now, req, vec![hit]);
         }
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         // A limit shared by the fleet is decided on the fleet's current window, under the
@@ -1456,4 +1484,49 @@ fn restore(
         return Err(format!("the audit chain head: {e}"));
     }
     Ok(())
+}
+
+/// Why `policy` does not admit fleet member `member` on node `node_id`, if it does not.
+pub fn admission(policy: &crate::policy::Policy, member: &str, node_id: &str) -> Option<String> {
+    match policy.fleet_member(member) {
+        Some(n) if n.eq_ignore_ascii_case(node_id) => None,
+        Some(n) => Some(format!(
+            "the policy in force admits fleet member \"{member}\" as node {n}, and this is node {node_id}"
+        )),
+        None if policy.fleet_members.is_empty() => Some(format!(
+            "the policy in force admits no fleet members ([fleet.members]), so fleet member \"{member}\" (node {node_id}) may not spend"
+        )),
+        None => Some(format!(
+            "the policy in force does not admit fleet member \"{member}\" (node {node_id}); its [fleet.members] lists {}",
+            policy.fleet_members.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::admission;
+
+    #[test]
+    fn a_member_is_admitted_only_by_its_name_and_its_node() {
+        let a = "02c7710ba1c1b241e450d60cd814109129534559fd714b814baae7ac13849fc436";
+        let b = "022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e";
+        let p = |members: &str| {
+            crate::policy::parse_policy(&format!("version = 1\n{members}")).unwrap()
+        };
+        let fleet = p(&format!("[fleet.members]\nnode-a = \"{a}\"\n"));
+        assert_eq!(admission(&fleet, "node-a", a), None);
+        assert_eq!(admission(&fleet, "node-a", &a.to_ascii_uppercase()), None);
+        assert_eq!(
+            admission(&fleet, "node-a", b).unwrap(),
+            format!("the policy in force admits fleet member \"node-a\" as node {a}, and this is node {b}")
+        );
+        assert_eq!(
+            admission(&fleet, "node-b", b).unwrap(),
+            format!("the policy in force does not admit fleet member \"node-b\" (node {b}); its [fleet.members] lists node-a")
+        );
+        assert!(admission(&p(""), "node-a", a)
+            .unwrap()
+            .contains("admits no fleet members"));
+    }
 }

@@ -212,6 +212,7 @@ pub fn classify(old: &Policy, new: &Policy) -> Vec<Change> {
     emergency(&mut d, &old.emergency, &new.emergency);
     recovery(&mut d, old.recovery.as_ref(), new.recovery.as_ref());
     channels(&mut d, &old.channels, &new.channels);
+    fleet(&mut d, old, new);
     d.bound(
         "onchain max_fee",
         Some(old.onchain.max_fee_msat),
@@ -234,6 +235,25 @@ pub fn classify(old: &Policy, new: &Policy) -> Vec<Change> {
         });
     }
     d.0
+}
+
+/// A node admitted to the fleet may spend from its treasury: admitting one (or binding a name
+/// to another node) loosens; removing one tightens, so a compromised node is put out at once.
+fn fleet(d: &mut Diff, old: &Policy, new: &Policy) {
+    for (name, node) in &new.fleet_members {
+        match old.fleet_members.get(name) {
+            None => d.loose(format!("fleet member {name} ({node}) admitted")),
+            Some(n) if n != node => d.loose(format!(
+                "fleet member {name} moved from node {n} to node {node}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (name, node) in &old.fleet_members {
+        if !new.fleet_members.contains_key(name) {
+            d.tight(format!("fleet member {name} ({node}) removed"));
+        }
+    }
 }
 
 fn admins(d: &mut Diff, old: &Policy, new: &Policy) {
@@ -769,5 +789,33 @@ quorum = { need = 1, of = ["alice"] }
         assert!(classify(&policy(BASE), &policy(BASE)).is_empty());
         let commented = format!("# reviewed 2026-12-01\n{BASE}");
         assert!(classify(&policy(BASE), &policy(&commented)).is_empty());
+    }
+
+    #[test]
+    fn admitting_a_fleet_member_or_moving_one_loosens_and_removing_one_tightens() {
+        let a = "02c7710ba1c1b241e450d60cd814109129534559fd714b814baae7ac13849fc436";
+        let b = "022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e";
+        let two = policy(&format!(
+            "[fleet.members]\nnode-a = \"{a}\"\nnode-b = \"{b}\"\n"
+        ));
+        let one = policy(&format!("[fleet.members]\nnode-a = \"{a}\"\n"));
+        let moved = policy(&format!("[fleet.members]\nnode-a = \"{b}\"\n"));
+        let what = |o: &Policy, n: &Policy| -> Vec<String> {
+            classify(o, n).iter().map(|c| c.to_string()).collect()
+        };
+        assert_eq!(
+            what(&one, &two),
+            vec![format!("loosens: fleet member node-b ({b}) admitted")]
+        );
+        assert_eq!(
+            what(&two, &one),
+            vec![format!("tightens: fleet member node-b ({b}) removed")]
+        );
+        assert_eq!(
+            what(&one, &moved),
+            vec![format!(
+                "loosens: fleet member node-a moved from node {a} to node {b}"
+            )]
+        );
     }
 }

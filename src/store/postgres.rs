@@ -1350,7 +1350,10 @@ impl PgBackend {
     /// start; at every later one, check that the name is still bound to exactly these. A name
     /// bound to another node or seed, or a node or seed already bound to another name, is
     /// refused: a member cannot take another's place in the fleet.
-    pub fn join_fleet(&self, node_id: &str, seed_id: &str) -> Result<(), StoreError> {
+    ///
+    /// With `bind` false, only check (a wardend not yet admitted by the policy in force must
+    /// not take a name); with `bind` true, also record the binding.
+    pub fn join_fleet(&self, node_id: &str, seed_id: &str, bind: bool) -> Result<(), StoreError> {
         let Some(f) = self.shared.settings.fleet.clone() else {
             return Err(StoreError::NoFleet);
         };
@@ -1359,15 +1362,18 @@ impl PgBackend {
         self.run(async move {
             sh.with(true, move |c| {
                 Box::pin(async move {
-                    let joined = c
-                        .client
-                        .query_opt(
-                            "INSERT INTO warden_member AS m (name, node_id, seed_id) VALUES ($1, $2, $3) \
-                             ON CONFLICT DO NOTHING RETURNING name",
-                            &[&f.member, &node_id, &seed_id],
-                        )
-                        .await
-                        .map_err(pg_err("join the fleet"))?;
+                    let joined = if bind {
+                        c.client
+                            .query_opt(
+                                "INSERT INTO warden_member AS m (name, node_id, seed_id) VALUES ($1, $2, $3) \
+                                 ON CONFLICT DO NOTHING RETURNING name",
+                                &[&f.member, &node_id, &seed_id],
+                            )
+                            .await
+                            .map_err(pg_err("join the fleet"))?
+                    } else {
+                        None
+                    };
                     if joined.is_some() {
                         tracing::info!(fleet = %f.fleet, member = %f.member, node_id = %node_id, "joined the fleet: this member's name is now bound to this node and seed");
                         return Ok(());
@@ -1375,8 +1381,13 @@ impl PgBackend {
                     let rows = c
                         .client
                         .query(
-                            "UPDATE warden_member SET seen_at = clock_timestamp() \
-                             WHERE name = $1 AND node_id = $2 AND seed_id = $3 RETURNING name",
+                            if bind {
+                                "UPDATE warden_member SET seen_at = clock_timestamp() \
+                                 WHERE name = $1 AND node_id = $2 AND seed_id = $3 RETURNING name"
+                            } else {
+                                "SELECT name FROM warden_member \
+                                 WHERE name = $1 AND node_id = $2 AND seed_id = $3"
+                            },
                             &[&f.member, &node_id, &seed_id],
                         )
                         .await
@@ -1393,6 +1404,10 @@ impl PgBackend {
                         )
                         .await
                         .map_err(pg_err("join the fleet"))?;
+                    if !bind && clash.is_empty() {
+                        // Not bound yet, and nothing it would clash with.
+                        return Ok(());
+                    }
                     let mut why = Vec::new();
                     for r in clash {
                         let (name, n, s): (String, String, String) = (r.get(0), r.get(1), r.get(2));

@@ -147,28 +147,6 @@ impl Cln {
         Self::start_prepared(daemon, env).await
     }
 
-    /// Member `member` of fleet `fleet`, its state on `server`'s database `db` (which every
-    /// member names): its own token, seed, proxy and chain stand-in. With `like`, it runs
-    /// `like`'s policy with `like`'s admin keys (the fleet's one policy); without, a new one.
-    pub async fn start_member(
-        label: &str,
-        policy_rules: &str,
-        server: &super::pg::PgServer,
-        db: &str,
-        (fleet, member): (&str, &str),
-        like: Option<&Daemon>,
-    ) -> Self {
-        let mut daemon = Daemon::prepare_on(label, policy_rules, free_port(), Some(server));
-        daemon.join(server, db, fleet, member);
-        if let Some(like) = like {
-            std::fs::copy(&like.policy, &daemon.policy).unwrap();
-            for ((_, from), (_, to)) in like.admin_keys.iter().zip(&daemon.admin_keys) {
-                std::fs::copy(from, to).unwrap();
-            }
-        }
-        Self::start_prepared(daemon, &[]).await
-    }
-
     /// Serve `daemon`'s node: a proxy and a chain stand-in, then wardend.
     pub async fn start_prepared(mut daemon: Daemon, env: &[(&str, &str)]) -> Self {
         let chain = ChainStub::start().await.unwrap();

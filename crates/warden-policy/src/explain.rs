@@ -39,6 +39,18 @@ pub fn explain(policy: &Policy) -> String {
         policy.admins.len(),
         policy.admins.keys().cloned().collect::<Vec<_>>().join(", ")
     ));
+    if !policy.fleet_members.is_empty() {
+        out.push(format!(
+            "A fleet of {} nodes, one policy: {}. Limits with scope \"fleet\" count all of them together; every other rule applies to each node on its own.",
+            policy.fleet_members.len(),
+            policy
+                .fleet_members
+                .iter()
+                .map(|(n, id)| format!("{n} ({id})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     out.push("Rules apply in this order: deny lists, limits, time windows, approval rules; a deny list always wins.".into());
     for r in &policy.deny {
         out.push(format!(

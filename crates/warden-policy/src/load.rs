@@ -31,6 +31,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "recovery",
     "channels",
     "onchain",
+    "fleet",
     "admins.pubkey",
     "admins.address",
     "deny.tag",
@@ -63,6 +64,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "emergency_stop.auth_failures",
     "emergency_stop.audit_failure",
     "emergency_stop.window_percent",
+    "fleet.members",
     "channels.max_channel_size",
     "channels.max_total_capacity",
     "channels.max_per_peer",
@@ -614,6 +616,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         channels: ChannelRules::default(),
         onchain: OnchainFees::default(),
         network: cx.network,
+        fleet_members: BTreeMap::new(),
     };
 
     for (t, span) in sections(cx, &root, "deny") {
@@ -846,6 +849,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
     policy.recovery = recovery(cx, &root, &identities);
     policy.channels = channel_rules(cx, &root);
     policy.onchain = onchain_fees(cx, &root);
+    policy.fleet_members = fleet_members(cx, &root);
     policy.admins = admins;
     policy
 }
@@ -1121,6 +1125,78 @@ fn recovery_destination(
         range: n,
         addresses,
     })
+}
+
+/// `[fleet.members]`: member name = node id. A name is what the member's wardend is
+/// configured as (`fleet.member`); a node may be admitted under one name only.
+fn fleet_members(cx: &mut Cx, root: &Fields) -> BTreeMap<String, String> {
+    let what = "[fleet]";
+    let mut members = BTreeMap::new();
+    let Some((kspan, item)) = root.item("fleet") else {
+        return members;
+    };
+    let Some(t) = item.as_table_like() else {
+        cx.err(kspan, "`fleet` must be a table: [fleet.members]");
+        return members;
+    };
+    let f = fields(cx, t, item_span(item).or(kspan), "fleet", what);
+    let Some((mspan, m)) = f.item("members") else {
+        cx.err(
+            f.span.clone(),
+            "[fleet] lists no members; write [fleet.members] with one line per node, e.g. node-a = \"02...\"",
+        );
+        return members;
+    };
+    let Some(mt) = m.as_table_like() else {
+        cx.err(
+            mspan,
+            "`members` in [fleet] must be a table: [fleet.members] with lines like node-a = \"02...\"",
+        );
+        return members;
+    };
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (name, entry) in mt.iter() {
+        let espan = mt.key(name).and_then(|k| k.span()).or_else(|| entry.span());
+        let valid_name = !name.is_empty()
+            && name.len() <= 24
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_name {
+            cx.err(
+                espan.clone(),
+                format!("fleet member name \"{name}\" must be 1 to 24 characters of a-z, 0-9 and '-' (as the member's wardend names itself in fleet.member)"),
+            );
+            continue;
+        }
+        let node = match entry.as_value() {
+            Some(Value::String(s)) => s.value().to_ascii_lowercase(),
+            _ => {
+                cx.err(
+                    espan,
+                    format!("fleet member \"{name}\" must be a node id, e.g. {name} = \"02...\""),
+                );
+                continue;
+            }
+        };
+        if PublicKey::from_str(&node).is_err() || !is_compressed_hex(&node) {
+            cx.err(
+                espan,
+                format!("\"{node}\" for fleet member \"{name}\" is not a node id (66 hex characters, a compressed public key)"),
+            );
+            continue;
+        }
+        if let Some(first) = seen.get(&node) {
+            cx.err(
+                espan,
+                format!("node {node} is admitted twice, as \"{first}\" and as \"{name}\"; a node is one member"),
+            );
+            continue;
+        }
+        seen.insert(node.clone(), name.to_string());
+        members.insert(name.to_string(), node);
+    }
+    members
 }
 
 /// `[emergency_stop]`: each condition is off unless declared.

@@ -207,6 +207,9 @@ pub struct Policy {
     pub onchain: OnchainFees,
     /// The network the file was validated for (its addresses are that network's).
     pub network: lightning_signer::bitcoin::Network,
+    /// `[fleet.members]`: the nodes admitted to the fleet this policy governs, member name to
+    /// node id (66 hex characters). Empty for a policy of one node.
+    pub fleet_members: BTreeMap<String, String>,
 }
 
 /// `[channels]`: what channels the node may open or accept, and how much may be in flight.
@@ -402,6 +405,11 @@ impl Policy {
                 .iter()
                 .any(|r| r.tag == tag && warn(r.mode))
             || self.approvals.iter().any(|r| r.tag == tag && warn(r.mode))
+    }
+
+    /// The member `name` is admitted as, if it is: its node id.
+    pub fn fleet_member(&self, name: &str) -> Option<&str> {
+        self.fleet_members.get(name).map(String::as_str)
     }
 
     /// Whether a limit counts across the fleet (`scope = "fleet"`): each decision then reads the

@@ -35,6 +35,10 @@ pub const CLOCK_STEPPED_BACK: &str = "warden-clock-stepped-back";
 /// The system clock moved further than the time that passed (`alerts.clock_jump_secs`).
 pub const CLOCK_JUMPED: &str = "warden-clock-jumped";
 
+/// A fleet member whose node the policy in force does not admit (`[fleet.members]`): every
+/// payment and on-chain spend is refused.
+pub const FLEET_NOT_MEMBER: &str = "warden-fleet-not-member";
+
 /// The signer is frozen (`wardenctl freeze`, or an emergency stop): payments and on-chain spends
 /// are refused until the governance quorum lifts it.
 pub const FROZEN: &str = "warden-frozen";
@@ -86,7 +90,7 @@ pub const UNCHECKED_SPEND: &str = "warden-unchecked-spend";
 pub const NODE_INCOMPATIBLE: &str = "warden-node-incompatible";
 
 /// Every tag above, in the order `policy/README.md` lists them.
-pub const ALL: [&str; 34] = [
+pub const ALL: [&str; 35] = [
     AUDIT_FAILURE,
     HSM_UNAVAILABLE,
     STORE_FAILURE,
@@ -104,6 +108,7 @@ pub const ALL: [&str; 34] = [
     CLOCK_STEPPED_BACK,
     CLOCK_JUMPED,
     FROZEN,
+    FLEET_NOT_MEMBER,
     EMERGENCY_STOP,
     RECOVERY_SWEEP,
     ONCHAIN_FEE,
