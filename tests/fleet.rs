@@ -71,7 +71,7 @@ fn pay(member: u8, n: u32, sat: u64) -> PaymentRequest {
 /// fleet's lock, committed before the answer counts.
 fn decide(engine: &mut PolicyEngine, store: &Store, req: &PaymentRequest, now: u64) -> bool {
     let txn = store.begin().unwrap();
-    engine.prepare(true).unwrap();
+    engine.sync_shared().unwrap();
     let d = engine.decide(req, now).unwrap();
     txn.commit().unwrap();
     d.is_approved()
@@ -166,7 +166,7 @@ fn a_discarded_decision_releases_the_fleet_lock_and_counts_nothing() {
     let mut eb = PolicyEngine::open(fleet_policy(), b.clone(), T0).unwrap();
     // A decides 60,000 under the lock, then its request is discarded (VLS failed, say).
     let txn = a.begin().unwrap();
-    ea.prepare(true).unwrap();
+    ea.sync_shared().unwrap();
     assert!(ea
         .decide(&pay(1, 0, 60_000), T0 + 60)
         .unwrap()
@@ -261,35 +261,23 @@ fn a_member_name_stays_bound_to_its_node_and_seed() {
     );
 }
 
-/// The fleet's one policy in the end-to-end tests: a company-wide daily cap, nothing per node.
-const COMPANY_CAP: &str = r#"
-[[limit]]
-tag = "company-daily"
-scope = "fleet"
-window = "24h"
-max_amount = "1_000_000 sat"
-"#;
+const MEMBERS: [&str; 3] = ["node-a", "node-b", "node-c"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_and_a_failover() {
+/// Three members of fleet "acme" on a new database: three tokens and seeds, one policy of
+/// `rules` that admits the three nodes, run by all three (alice, bob and carol as admins).
+async fn start_fleet(label: &str, rules: &str) -> (String, Vec<Cln>) {
     let server = pg::shared();
-    let db = server.database("fleet_e2e");
-    let fleet = "acme";
-    // Three tokens, three seeds; one policy that admits the three nodes, run by all three.
-    let mut daemons: Vec<Daemon> = ["node-a", "node-b", "node-c"]
+    let db = server.database(label);
+    let mut daemons: Vec<Daemon> = MEMBERS
         .iter()
         .map(|m| {
-            let mut d = Daemon::prepare_on(
-                &format!("fleet-{m}"),
-                COMPANY_CAP,
-                free_port(),
-                Some(server),
-            );
-            d.join(server, &db, fleet, m);
+            let mut d =
+                Daemon::prepare_on(&format!("{label}-{m}"), rules, free_port(), Some(server));
+            d.join(server, &db, "acme", m);
             d
         })
         .collect();
-    let members: String = ["node-a", "node-b", "node-c"]
+    let members: String = MEMBERS
         .iter()
         .zip(&daemons)
         .map(|(m, d)| format!("{m} = \"{}\"\n", d.node_id_from_init))
@@ -308,6 +296,23 @@ async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_a
     for n in nodes.iter_mut() {
         assert_eq!(block_in_place(|| n.init()), n.node_id_from_init);
     }
+    (db, nodes)
+}
+
+/// The fleet's one policy in the end-to-end tests: a company-wide daily cap, nothing per node.
+const COMPANY_CAP: &str = r#"
+[[limit]]
+tag = "company-daily"
+scope = "fleet"
+window = "24h"
+max_amount = "1_000_000 sat"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_and_a_failover() {
+    let server = pg::shared();
+    let (db, mut nodes) = start_fleet("fleet_e2e", COMPANY_CAP).await;
+    let fleet = "acme";
     // Node A's wardend is killed and started again; node B's fails over to its standby.
     let mut a_again = nodes[0].daemon.twin("fleet-a2");
     let mut b_standby = nodes[1].daemon.twin("fleet-b2");
@@ -415,4 +420,124 @@ async fn three_nodes_paying_at_once_hold_the_company_cap_exactly_across_a_kill_a
     );
     nodes[0].daemon.wardend = None;
     nodes[1].daemon.wardend = None;
+}
+
+/// One queue, one policy, one freeze for the fleet, each governed once.
+const GOVERNED: &str = r#"
+[[limit]]
+tag = "company-daily"
+scope = "fleet"
+window = "24h"
+max_amount = "5_000_000 sat"
+
+[[approval]]
+tag = "large-payment-quorum"
+above = "500_000 sat"
+quorum = { need = 2, of = ["alice", "bob", "carol"] }
+expiry = "1h"
+"#;
+
+fn ctl_ok(d: &Daemon, admin: &str, args: &[&str]) -> String {
+    let out = d.wardenctl(admin, args);
+    assert!(
+        out.status.success(),
+        "wardenctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
+    let (_db, mut nodes) = start_fleet("fleet_gov", GOVERNED).await;
+    let payee = Payee::new(0x61);
+
+    // Held on B; the admins see it, with B's name, through A's admin API and approve it there.
+    let large = payee.invoice(600_000 * SAT, 1);
+    assert!(
+        !block_in_place(|| nodes[1].preapprove(&large)),
+        "held for the quorum"
+    );
+    let pending = block_in_place(|| nodes[0].pending());
+    let pending = pending.as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["member"], "node-b", "{pending:?}");
+    let table = ctl_ok(&nodes[2].daemon, "carol", &["pending"]);
+    assert!(
+        table.contains("NODE") && table.contains("node-b"),
+        "the table names the node too: {table}"
+    );
+    let id = pending[0]["id"].as_str().unwrap().to_string();
+    for admin in ["alice", "bob"] {
+        block_in_place(|| nodes[0].approve(admin, &id));
+    }
+    // C cannot spend B's approval; B pays with it, once.
+    assert!(
+        !block_in_place(|| nodes[2].preapprove(&large)),
+        "another member's approval"
+    );
+    assert!(
+        block_in_place(|| nodes[1].preapprove(&large)),
+        "B's approval pays on B"
+    );
+
+    // A tightening proposed on C and approved through A is in force on all three at once: the
+    // company cap falls to 700,000 sat, of which 600,000 are spent.
+    let text = std::fs::read_to_string(&nodes[2].policy).unwrap().replace(
+        "max_amount = \"5_000_000 sat\"",
+        "max_amount = \"700_000 sat\"",
+    );
+    let tightened = nodes[2].token.path().join("tightened.toml");
+    std::fs::write(&tightened, &text).unwrap();
+    let out = ctl_ok(
+        &nodes[2].daemon,
+        "carol",
+        &["policy", "propose", tightened.to_str().unwrap()],
+    );
+    let change = out
+        .split_whitespace()
+        .find(|w| w.starts_with("pc-"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    for admin in ["alice", "bob"] {
+        block_in_place(|| nodes[0].approve(admin, &change));
+    }
+    let hash = warden::policy::parse_policy(&text).unwrap().hash_hex();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let small = payee.invoice(200_000 * SAT, 10 + i as u64);
+        assert!(
+            !block_in_place(|| n.preapprove(&small)),
+            "{}: 600,000 + 200,000 is over the tightened cap",
+            MEMBERS[i]
+        );
+        assert_eq!(
+            n.status().await.policy_hash,
+            hash,
+            "{} runs the new policy",
+            MEMBERS[i]
+        );
+    }
+    assert!(block_in_place(
+        || nodes[0].preapprove(&payee.invoice(100_000 * SAT, 20))
+    ));
+
+    // One admin freezes the fleet through B: the next request on each node is refused.
+    ctl_ok(
+        &nodes[1].daemon,
+        "carol",
+        &["freeze", "--reason", "incident 7"],
+    );
+    for (i, n) in nodes.iter_mut().enumerate() {
+        assert!(
+            !block_in_place(|| n.preapprove(&payee.invoice(1_000 * SAT, 30 + i as u64))),
+            "{} is frozen from its first request on",
+            MEMBERS[i]
+        );
+        assert!(block_in_place(|| n.still_serves()));
+    }
+    let status = nodes[2].status().await;
+    assert!(
+        status.frozen.contains("incident 7"),
+        "C, where nobody froze anything, reports the fleet's freeze: {status:?}"
+    );
 }

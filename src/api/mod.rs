@@ -249,6 +249,7 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
         loosens: r.change.as_ref().is_some_and(|c| c.loosens),
         delay_secs: r.change.as_ref().map(|c| c.delay_secs).unwrap_or(0),
         effective_at: r.effective_at.unwrap_or(0),
+        member: r.member.clone().unwrap_or_default(),
         proposer: r
             .change
             .as_ref()

@@ -232,6 +232,10 @@ pub struct ApprovalRecord {
     /// A recovery action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryAction>,
+    /// The fleet member whose node asked for a payment: a fleet's queue is one, and only that
+    /// member may use the approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 fn hex32(s: &str) -> [u8; 32] {
@@ -385,6 +389,8 @@ pub struct ApprovalOutcome {
 pub struct ApprovalStore {
     store: Store,
     config: ApprovalConfig,
+    /// This wardend's member name in a fleet, if it is one.
+    member: std::sync::RwLock<Option<String>>,
 }
 
 fn rkey(id: &str) -> Vec<u8> {
@@ -445,7 +451,21 @@ impl ApprovalStore {
         Ok(ApprovalStore {
             store: store.clone(),
             config,
+            member: Default::default(),
         })
+    }
+
+    /// Serve as fleet member `member`: payment requests this wardend opens name it, and it
+    /// uses no approval another member's node asked for.
+    pub fn set_member(&self, member: Option<String>) {
+        *self.member.write().unwrap_or_else(|p| p.into_inner()) = member;
+    }
+
+    fn member(&self) -> Option<String> {
+        self.member
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn read(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
@@ -617,6 +637,7 @@ impl ApprovalStore {
                 effective_at: None,
                 unfreeze: None,
                 recovery: None,
+                member: self.member(),
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -671,6 +692,7 @@ impl ApprovalStore {
                 effective_at: None,
                 unfreeze: None,
                 recovery: None,
+                member: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -736,6 +758,7 @@ impl ApprovalStore {
                 effective_at: None,
                 unfreeze: Some(freeze.clone()),
                 recovery: None,
+                member: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -819,6 +842,7 @@ impl ApprovalStore {
                 effective_at: None,
                 unfreeze: None,
                 recovery: Some(action),
+                member: None,
             };
             self.write(&record, true)?;
             Ok((record, true))
@@ -1341,6 +1365,10 @@ impl ApprovalStore {
             match record.state_at(now) {
                 RequestState::Approved => {}
                 _ => return Ok(None),
+            }
+            if record.member.is_some() && record.member != self.member() {
+                // Asked for by another member's node: that member's to use, never this one's.
+                return Ok(None);
             }
             if record.policy_hash != policy.hash_hex() {
                 // Approved under a policy no longer in force: the signatures cover that policy, so

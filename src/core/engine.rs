@@ -31,8 +31,6 @@ pub struct PolicyEngine {
     state: VelocityState,
     store: Store,
     since_compaction: u64,
-    /// The fleet's commit count this memory's copy of the shared ledgers is current to.
-    shared_seq: u64,
 }
 
 /// Every velocity bucket committed in `store` for this wardend (not the fleet's).
@@ -79,7 +77,6 @@ impl PolicyEngine {
             state,
             store,
             since_compaction: COMPACT_EVERY,
-            shared_seq: 0,
         };
         engine.load_shared()?;
         let store = engine.store.clone();
@@ -96,45 +93,41 @@ impl PolicyEngine {
     /// Forget what memory holds beyond the committed state (after a discarded transaction).
     pub fn reload(&mut self) -> Result<(), StoreError> {
         self.state = load_velocity(&self.store)?;
-        self.shared_seq = 0;
         self.load_shared()
     }
 
     /// Read the fleet's ledger whole, when the policy counts one.
     fn load_shared(&mut self) -> Result<(), StoreError> {
-        if self.policy.counts_fleet() {
-            let shared = self.store.read_shared(0)?;
-            self.take_shared(shared)?;
+        if self.policy.counts_fleet() || self.store.is_fleet() {
+            let shared = self.store.read_shared()?;
+            self.take_shared(&shared)?;
         }
         Ok(())
     }
 
-    fn take_shared(&mut self, shared: crate::store::Shared) -> Result<(), StoreError> {
-        let mut changes = Vec::with_capacity(shared.rows.len());
+    /// Apply the fleet's window rows among `shared` (other rows are not the engine's).
+    pub fn take_shared(&mut self, shared: &crate::store::Shared) -> Result<(), StoreError> {
+        let mut changes = Vec::new();
         for (ns, k, v) in &shared.rows {
             if *ns == Namespace::FleetVelocity {
                 changes.push(decode(*ns, k, v)?);
             }
         }
         self.state.apply(&changes);
-        self.shared_seq = shared.seq;
         Ok(())
     }
 
-    /// Before a decision that may count: when the policy counts across the fleet, take the
-    /// fleet's lock for this thread's transaction and bring the fleet's ledger up to what the
-    /// other members committed. With `lock` false (a question that counts nothing, a report),
-    /// read without the lock.
-    pub fn prepare(&mut self, lock: bool) -> Result<(), StoreError> {
-        if !self.policy.counts_fleet() {
-            return Ok(());
+    /// Before a decision: on a fleet member (or under a policy that counts across a fleet,
+    /// which only a member can run), take the fleet's lock for this thread's transaction and
+    /// bring the fleet's window up to what the other members committed; the rows read are
+    /// returned for the rest of memory (policy, freeze). Nothing to do for a single wardend.
+    pub fn sync_shared(&mut self) -> Result<crate::store::Shared, StoreError> {
+        if !self.policy.counts_fleet() && !self.store.is_fleet() {
+            return Ok(crate::store::Shared::default());
         }
-        let shared = if lock {
-            self.store.lock_shared(self.shared_seq)?
-        } else {
-            self.store.read_shared(self.shared_seq)?
-        };
-        self.take_shared(shared)
+        let shared = self.store.sync_shared()?;
+        self.take_shared(&shared)?;
+        Ok(shared)
     }
 
     /// The policy in force.
@@ -186,11 +179,6 @@ impl PolicyEngine {
                     codec::bucket_key(key, b.minute),
                     codec::encode_bucket(b),
                 )?;
-            }
-            if changes.iter().any(|(k, _)| k.is_fleet()) {
-                // This commit writes the fleet's rows at the count after the one read under
-                // the lock: memory is then current to it (a discarded commit reloads).
-                self.shared_seq += 1;
             }
             self.state.apply(&changes);
             self.since_compaction += 1;

@@ -746,6 +746,71 @@ impl Core {
         }))
     }
 
+    /// On a fleet member, inside a transaction: take the fleet's lock and bring memory up to
+    /// what every member committed (the shared windows; the policy in force, if the fleet's
+    /// history moved; the freeze, if it changed). Nothing to do for a single wardend.
+    fn sync_fleet(&self, engine: &mut PolicyEngine) -> Result<(), String> {
+        let shared = engine.sync_shared().map_err(|e| e.to_string())?;
+        let changed = |ns: crate::store::Namespace| shared.rows.iter().any(|(n, _, _)| *n == ns);
+        if changed(crate::store::Namespace::Governance) {
+            self.adopt_fleet_policy(engine)?;
+        }
+        if changed(crate::store::Namespace::Recovery) {
+            let frozen = crate::recovery::FreezeStore::new(&self.store)
+                .get()
+                .map_err(|e| e.to_string())?;
+            if frozen != self.frozen() {
+                match &frozen {
+                    Some(f) => {
+                        tracing::warn!(by = %f.by, reason = %f.reason, "the fleet is frozen: payments and on-chain spends are refused")
+                    }
+                    None => tracing::info!("the fleet's freeze is lifted"),
+                }
+            }
+            self.committed.set_frozen(frozen.clone());
+            *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = frozen;
+        }
+        Ok(())
+    }
+
+    /// Another member put a policy in force (the fleet's history is one): run it here too.
+    fn adopt_fleet_policy(&self, engine: &mut PolicyEngine) -> Result<(), String> {
+        let network = self.policy().policy.network;
+        let Some(v) = governance::verified_policy_in_force(&self.store, network)
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        if v.hash == self.policy().policy.hash_hex() {
+            return Ok(());
+        }
+        let policy = crate::policy::parse_policy_for(&v.text, network).map_err(|errors| {
+            format!(
+                "the fleet's policy in force ({}) does not load in this wardend: {}",
+                v.hash,
+                errors
+                    .first()
+                    .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
+                    .unwrap_or_default()
+            )
+        })?;
+        let loaded = LoadedPolicy {
+            policy: Arc::new(policy),
+            text: v.text,
+        };
+        engine.with_policy(loaded.policy.clone());
+        self.committed.set_policy(loaded.clone());
+        *self.policy_text.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        let msg = format!(
+            "policy {} (version {}) is now in force, put in force by the fleet",
+            v.hash, v.seq
+        );
+        tracing::info!("{msg}");
+        self.events
+            .emit(self.clock.now(), EventKind::Policy, "", &[], msg, 0);
+        Ok(())
+    }
+
     /// Why this fleet member may not spend under the policy in force, if it may not.
     fn not_admitted(&self) -> Option<crate::policy::RuleHit> {
         let member = self
@@ -878,6 +943,17 @@ impl Core {
                 format!("rule {}: the HSM cannot sign audit checkpoints ({fault}); payments are refused until it answers again", crate::tags::HSM_UNAVAILABLE),
             ));
         }
+        // A fleet member decides on the fleet's state as of now, under the fleet's lock until
+        // this request commits: its windows, its policy, its freeze.
+        {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            self.sync_fleet(&mut engine).map_err(|e| {
+                (
+                    STORE,
+                    format!("rule {STORE}: the fleet's shared state could not be read: {e}"),
+                )
+            })?;
+        }
         let now = self.clock.now();
         let amount = req.amount_msat();
         if let Some(f) = self.frozen() {
@@ -892,14 +968,7 @@ impl Core {
             return self.refuse_by(intent, now, req, vec![hit]);
         }
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        // A limit shared by the fleet is decided on the fleet's current window, under the
-        // fleet's lock until this request commits (a question that counts nothing reads it).
-        engine.prepare(intent == Intent::Sign).map_err(|e| {
-            (
-                STORE,
-                format!("the fleet's shared windows could not be read: {e}"),
-            )
-        })?;
+
         let policy = engine.policy().clone();
         let mut decision = engine.evaluate(req, now);
         if req.kind != crate::policy::PaymentKind::OnChain {
@@ -1337,6 +1406,16 @@ impl Core {
     pub fn sweep(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
         let txn = self.store.begin()?;
+        // On a fleet member: what the other members changed (a policy put in force, a freeze)
+        // is taken up here too, between payments.
+        let synced = {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            self.sync_fleet(&mut engine)
+        };
+        if let Err(detail) = synced {
+            drop(txn);
+            return Err(StoreError::Unavailable { detail });
+        }
         let expired = match self.approvals.expire_due(now) {
             Ok(e) => e,
             Err(e) => {

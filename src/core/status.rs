@@ -63,13 +63,20 @@ impl WindowUse {
 }
 
 impl Core {
-    /// Bring memory's copy of the fleet's shared windows up to what every member committed
-    /// (for a report; a decision does this itself, under the fleet's lock). A read that fails
-    /// leaves the copy as it was, which can only show less than the fleet spent: logged.
+    /// Bring memory up to what every fleet member committed (for a report, a timer; a
+    /// decision does this itself). It takes the fleet's lock for a moment. A read that fails
+    /// leaves memory as it was, which can only show less than the fleet spent: logged.
     pub fn refresh_shared(&self) {
-        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = engine.prepare(false) {
-            tracing::warn!(error = %e, "cannot read the fleet's windows; the report shows this member's last copy");
+        if !self.store.is_fleet() {
+            return;
+        }
+        let r = self.store.write(|| {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            self.sync_fleet(&mut engine)
+                .map_err(|detail| crate::store::StoreError::Unavailable { detail })
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot read the fleet's shared state; the report shows this member's last copy");
         }
     }
 

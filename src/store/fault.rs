@@ -86,7 +86,11 @@ impl Backend for FaultBackend {
         self.inner.fence()
     }
 
-    fn lock_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
+    fn is_fleet(&self) -> bool {
+        self.inner.is_fleet()
+    }
+
+    fn lock_shared(&self, since: Option<u64>) -> Result<super::Shared, StoreError> {
         self.inner.lock_shared(since)
     }
 

@@ -80,11 +80,23 @@ impl Namespace {
         Namespace::FleetVelocity,
     ];
 
-    /// Whether the namespace belongs to the fleet rather than to this wardend: on a fleet's
-    /// database every member reads and writes the same rows, and a member's decision on them
-    /// holds the fleet's lock ([`Store::lock_shared`]) until its commit.
+    /// Whether the namespace exists only in a fleet (the fleet's windows).
     pub fn is_fleet(self) -> bool {
         matches!(self, Namespace::FleetVelocity)
+    }
+
+    /// Whether the members of a fleet share the namespace: the fleet's windows, its one
+    /// approval queue, its one policy history, its freeze. On a fleet's database every member
+    /// reads and writes the same rows, and a transaction that touches them holds the fleet's
+    /// lock ([`Store::lock_fleet`]) until it ends. A single wardend keeps them as its own.
+    pub fn is_shared(self) -> bool {
+        matches!(
+            self,
+            Namespace::FleetVelocity
+                | Namespace::Approvals
+                | Namespace::Governance
+                | Namespace::Recovery
+        )
     }
 
     /// The key prefix on disk.
@@ -324,10 +336,14 @@ pub trait Backend: Send + Sync {
     fn lease(&self) -> Option<LeaseStatus> {
         None
     }
+    /// Whether this is a fleet's database (the shared namespaces are the fleet's).
+    fn is_fleet(&self) -> bool {
+        false
+    }
     /// On a fleet's database: take the fleet's lock for the open transaction (held until its
-    /// batch is applied or [`Backend::abandon`]ed) and return the fleet rows written since
-    /// `since` (see [`Shared`]). A backend that holds one wardend's state only has no fleet.
-    fn lock_shared(&self, since: u64) -> Result<Shared, StoreError> {
+    /// batch is applied or [`Backend::abandon`]ed) and, with `since`, return the shared rows
+    /// written after it (see [`Shared`]). A backend of one wardend's state has no fleet.
+    fn lock_shared(&self, since: Option<u64>) -> Result<Shared, StoreError> {
         let _ = since;
         Err(StoreError::NoFleet)
     }
@@ -368,6 +384,10 @@ type AbortHandler = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 #[derive(Default)]
 struct Slot {
     owner: Option<ThreadId>,
+    /// The fleet's lock is held by this transaction (a fleet's database only).
+    fleet_locked: bool,
+    /// The fleet's seq this transaction brought memory to ([`Store::sync_shared`]).
+    synced_at: Option<u64>,
     batch: Batch,
     after_apply: Vec<Hook>,
     after_commit: Vec<Hook>,
@@ -399,6 +419,9 @@ struct Inner {
     restore_pending: std::sync::atomic::AtomicBool,
     /// Threads waiting in [`Store::begin`] for the slot (for tests that order a race).
     waiting: AtomicU64,
+    /// The fleet's seq memory is current to (see [`Store::sync_shared`]); 0 after a discarded
+    /// transaction, when memory is reloaded whole.
+    shared_seq: AtomicU64,
 }
 
 /// The backends that keep state in a local directory (`data_dir/state`).
@@ -537,6 +560,7 @@ impl Store {
                 on_abort: Mutex::new(None),
                 restore_pending: Default::default(),
                 waiting: AtomicU64::new(0),
+                shared_seq: AtomicU64::new(0),
             }),
         }
     }
@@ -594,6 +618,8 @@ impl Store {
             }
         }
         slot.owner = Some(me);
+        slot.fleet_locked = false;
+        slot.synced_at = None;
         slot.batch = Batch::default();
         slot.after_apply.clear();
         slot.after_commit.clear();
@@ -669,6 +695,18 @@ impl Store {
             d.applied
         };
         let failed = !commit || result.is_err();
+        if failed {
+            // Memory is reloaded whole from what is committed.
+            self.inner.shared_seq.store(0, Ordering::SeqCst);
+        } else if let Some(at) = slot.synced_at {
+            // Memory read every shared row up to `at` under the lock, and this commit wrote the
+            // next seq's rows (if it wrote any) from that memory.
+            let wrote = batch.iter().any(|(ns, _, _)| ns.is_shared());
+            let seq = at + u64::from(wrote && self.inner.backend.is_fleet());
+            self.inner.shared_seq.store(seq, Ordering::SeqCst);
+        }
+        slot.fleet_locked = false;
+        slot.synced_at = None;
         if failed {
             // Memory may be ahead of disk now. Bring it back (the abort handler reads committed
             // state) while this thread still owns the slot, so no other writer runs on it.
@@ -856,44 +894,116 @@ impl Store {
         }
     }
 
-    fn stage(&self, what: &'static str, f: impl FnOnce(&mut Batch)) -> Result<(), StoreError> {
+    fn stage(
+        &self,
+        ns: Namespace,
+        what: &'static str,
+        f: impl FnOnce(&mut Batch),
+    ) -> Result<(), StoreError> {
         let me = std::thread::current().id();
         let mut slot = self.slot();
         if slot.owner != Some(me) {
             return Err(StoreError::NoTransaction(what));
         }
+        if ns.is_shared() {
+            slot = self.fleet_lock_in(slot)?;
+        }
         f(&mut slot.batch);
         Ok(())
     }
 
+    /// On a fleet's database, take the fleet's lock for the transaction `slot` belongs to,
+    /// unless it holds it.
+    fn fleet_lock_in<'a>(
+        &'a self,
+        mut slot: MutexGuard<'a, Slot>,
+    ) -> Result<MutexGuard<'a, Slot>, StoreError> {
+        if slot.fleet_locked || !self.inner.backend.is_fleet() {
+            return Ok(slot);
+        }
+        drop(slot);
+        self.inner.backend.lock_shared(None)?;
+        slot = self.slot();
+        slot.fleet_locked = true;
+        Ok(slot)
+    }
+
+    /// On a fleet's database, take the fleet's lock for this thread's transaction, so what it
+    /// reads of the shared namespaces and what it writes on that reading are one step in the
+    /// fleet's order (every read or write of a shared namespace in a transaction takes it
+    /// anyway). Nothing to do elsewhere.
+    pub fn lock_fleet(&self) -> Result<(), StoreError> {
+        let slot = self.slot();
+        if slot.owner != Some(std::thread::current().id()) {
+            return Err(StoreError::NoTransaction("fleet lock"));
+        }
+        self.fleet_lock_in(slot).map(drop)
+    }
+
+    /// A read of a shared namespace inside a transaction on a fleet's database takes the
+    /// fleet's lock first: what the transaction then writes rests on what no other member can
+    /// change before it commits. Reads outside a transaction (reports) take no lock.
+    fn lock_to_read(&self, ns: Namespace) -> Result<(), StoreError> {
+        if !ns.is_shared() || !self.inner.backend.is_fleet() {
+            return Ok(());
+        }
+        let slot = self.slot();
+        if slot.owner != Some(std::thread::current().id()) {
+            return Ok(());
+        }
+        self.fleet_lock_in(slot).map(drop)
+    }
+
+    /// Whether the shared namespaces are a fleet's.
+    pub fn is_fleet(&self) -> bool {
+        self.inner.backend.is_fleet()
+    }
+
     /// Stage `value` under `key` in this thread's transaction.
     pub fn put(&self, ns: Namespace, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
-        self.stage(ns.name(), |b| b.put(ns, key, value))
+        self.stage(ns, ns.name(), |b| b.put(ns, key, value))
     }
 
     /// Stage the removal of `key` in this thread's transaction.
     pub fn delete(&self, ns: Namespace, key: Vec<u8>) -> Result<(), StoreError> {
-        self.stage(ns.name(), |b| b.delete(ns, key))
+        self.stage(ns, ns.name(), |b| b.delete(ns, key))
     }
 
-    /// Take the fleet's lock for this thread's transaction and return the fleet rows written
-    /// since `since`: every other member's decision on shared rows waits until this
-    /// transaction's batch is applied or it is discarded, so what is read here and what this
-    /// transaction then writes on top of it are one step in the fleet's order.
-    pub fn lock_shared(&self, since: u64) -> Result<Shared, StoreError> {
-        if !self.in_transaction() {
-            return Err(StoreError::NoTransaction("fleet lock"));
+    /// Take the fleet's lock for this thread's transaction and return the shared rows other
+    /// members (or this one, before a reload) committed since memory last took them: the
+    /// owner of memory applies them before it decides. Every other member's transaction on
+    /// the shared rows waits until this one's batch is applied or it is discarded.
+    pub fn sync_shared(&self) -> Result<Shared, StoreError> {
+        let me = std::thread::current().id();
+        {
+            let slot = self.slot();
+            if slot.owner != Some(me) {
+                return Err(StoreError::NoTransaction("fleet lock"));
+            }
+            if let Some(at) = slot.synced_at {
+                // Synced already, and the lock held since: nothing new can have landed.
+                return Ok(Shared {
+                    seq: at,
+                    rows: Vec::new(),
+                });
+            }
         }
-        self.inner.backend.lock_shared(since)
+        let since = self.inner.shared_seq.load(Ordering::SeqCst);
+        let shared = self.inner.backend.lock_shared(Some(since))?;
+        let mut slot = self.slot();
+        slot.fleet_locked = true;
+        slot.synced_at = Some(shared.seq);
+        Ok(shared)
     }
 
-    /// The fleet rows written since `since`, without the lock (to load or refresh memory).
-    pub fn read_shared(&self, since: u64) -> Result<Shared, StoreError> {
-        self.inner.backend.read_shared(since)
+    /// Every shared row, without the lock (to load memory whole).
+    pub fn read_shared(&self) -> Result<Shared, StoreError> {
+        self.inner.backend.read_shared(0)
     }
 
     /// The value under `key`: this thread's staged write if any, else the committed value.
     pub fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.lock_to_read(ns)?;
         {
             let slot = self.slot();
             if slot.owner == Some(std::thread::current().id()) {
@@ -907,6 +1017,7 @@ impl Store {
 
     /// Every entry under `prefix`, in key order, with this thread's staged writes applied.
     pub fn scan(&self, ns: Namespace, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.lock_to_read(ns)?;
         let committed = self.inner.backend.scan(ns, prefix)?;
         let slot = self.slot();
         if slot.owner != Some(std::thread::current().id()) {
@@ -924,6 +1035,7 @@ impl Store {
 
     /// The entry with the greatest key under `prefix`, with this thread's staged writes applied.
     pub fn last(&self, ns: Namespace, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.lock_to_read(ns)?;
         let staged = {
             let slot = self.slot();
             if slot.owner == Some(std::thread::current().id()) {

@@ -232,7 +232,7 @@ fn shared_rows(rows: Vec<tokio_postgres::Row>) -> Result<super::Shared, StoreErr
         let Some(ns) = ns else { continue };
         let ns = Namespace::ALL
             .into_iter()
-            .find(|n| n.is_fleet() && ns_id(*n) == ns)
+            .find(|n| n.is_shared() && ns_id(*n) == ns)
             .ok_or_else(|| StoreError::Corrupt {
                 key: format!("warden_fleet_kv ns {ns}"),
                 detail: "not a fleet namespace this wardend knows; run the wardend that wrote it"
@@ -817,8 +817,14 @@ impl Shared {
         let epoch = self.check_local()?;
         let mut own = Rows::default();
         let mut fleet = Rows::default();
+        let in_fleet = self.settings.fleet.is_some();
         for (ns, k, v) in batch.iter() {
-            if ns.is_fleet() { &mut fleet } else { &mut own }.push(ns, k, v);
+            if in_fleet && ns.is_shared() {
+                &mut fleet
+            } else {
+                &mut own
+            }
+            .push(ns, k, v);
         }
         let started = Instant::now();
         let fenced = self
@@ -929,8 +935,8 @@ impl Shared {
     }
 
     /// Take the fleet's lock (opening a transaction block on the request connection, which the
-    /// next apply commits) and read the shared rows written since `since`.
-    async fn lock_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
+    /// next apply commits) and, with `since`, read the shared rows written after it.
+    async fn lock_shared(&self, since: Option<u64>) -> Result<super::Shared, StoreError> {
         self.check_local()?;
         self.txn_open.store(true, Ordering::SeqCst);
         let r = self
@@ -939,7 +945,8 @@ impl Shared {
                     let Some(f) = &c.st.fleet else {
                         return Err(StoreError::NoFleet);
                     };
-                    let since = since as i64;
+                    let read = since.is_some();
+                    let since = since.unwrap_or(0) as i64;
                     let since: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
                     let client = &c.client;
                     let begin = !c.in_txn;
@@ -954,7 +961,13 @@ impl Shared {
                             }
                         },
                         client.query_one(&f.lock, &[]),
-                        client.query(&f.since, &since),
+                        async {
+                            if read {
+                                client.query(&f.since, &since).await
+                            } else {
+                                Ok(Vec::new())
+                            }
+                        },
                     );
                     let read = opened
                         .and(locked)
@@ -1497,10 +1510,10 @@ impl Backend for PgBackend {
         let key = key.to_vec();
         self.read(move |c| {
             Box::pin(async move {
-                let st = match (ns.is_fleet(), &c.st.fleet) {
-                    (false, _) => &c.st.get,
-                    (true, Some(f)) => &f.get,
-                    (true, None) => return Ok(None),
+                let st = match (&c.st.fleet, ns) {
+                    (Some(f), ns) if ns.is_shared() => &f.get,
+                    (None, ns) if ns.is_fleet() => return Ok(None),
+                    _ => &c.st.get,
                 };
                 let row = c
                     .client
@@ -1516,10 +1529,10 @@ impl Backend for PgBackend {
         let (prefix, end) = (prefix.to_vec(), prefix_end(prefix));
         self.read(move |c| {
             Box::pin(async move {
-                let st = match (ns.is_fleet(), &c.st.fleet) {
-                    (false, _) => &c.st.scan,
-                    (true, Some(f)) => &f.scan,
-                    (true, None) => return Ok(Vec::new()),
+                let st = match (&c.st.fleet, ns) {
+                    (Some(f), ns) if ns.is_shared() => &f.scan,
+                    (None, ns) if ns.is_fleet() => return Ok(Vec::new()),
+                    _ => &c.st.scan,
                 };
                 let rows = c
                     .client
@@ -1535,10 +1548,10 @@ impl Backend for PgBackend {
         let (prefix, end) = (prefix.to_vec(), prefix_end(prefix));
         self.read(move |c| {
             Box::pin(async move {
-                let st = match (ns.is_fleet(), &c.st.fleet) {
-                    (false, _) => &c.st.last,
-                    (true, Some(f)) => &f.last,
-                    (true, None) => return Ok(None),
+                let st = match (&c.st.fleet, ns) {
+                    (Some(f), ns) if ns.is_shared() => &f.last,
+                    (None, ns) if ns.is_fleet() => return Ok(None),
+                    _ => &c.st.last,
                 };
                 let row = c
                     .client
@@ -1550,7 +1563,11 @@ impl Backend for PgBackend {
         })
     }
 
-    fn lock_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
+    fn is_fleet(&self) -> bool {
+        self.shared.settings.fleet.is_some()
+    }
+
+    fn lock_shared(&self, since: Option<u64>) -> Result<super::Shared, StoreError> {
         let sh = self.shared.clone();
         self.run(async move { sh.lock_shared(since).await })
     }

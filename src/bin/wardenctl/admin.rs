@@ -407,6 +407,7 @@ fn json_request(r: &proto::ApprovalRequest) -> serde_json::Value {
         "delay_secs": r.delay_secs,
         "effective_at": r.effective_at,
         "proposer": r.proposer,
+        "member": r.member,
         "signatures": r.signatures.iter().map(|s| serde_json::json!({"admin": s.admin, "decision": s.decision, "signed_at": s.signed_at, "reason": s.reason})).collect::<Vec<_>>(),
     })
 }
@@ -444,9 +445,27 @@ pub async fn pending(conn: &Conn, json: bool) -> anyhow::Result<()> {
         println!("no pending requests");
         return Ok(());
     }
+    // In a fleet, the node each payment is for: an approval is that member's to use.
+    let fleet = list.requests.iter().any(|r| !r.member.is_empty());
+    let node = |r: &proto::ApprovalRequest| {
+        if fleet {
+            format!("{:<14} ", if r.member.is_empty() { "-" } else { &r.member })
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<20} {:>18} {:<9} {:<24} {:<22} payee",
-        "ID", "AMOUNT", "SIGNED", "RULE", "EXPIRES"
+        "{:<20} {}{:>18} {:<9} {:<24} {:<22} payee",
+        "ID",
+        if fleet {
+            format!("{:<14} ", "NODE")
+        } else {
+            String::new()
+        },
+        "AMOUNT",
+        "SIGNED",
+        "RULE",
+        "EXPIRES"
     );
     for r in &list.requests {
         let approvals = r
@@ -455,8 +474,9 @@ pub async fn pending(conn: &Conn, json: bool) -> anyhow::Result<()> {
             .filter(|s| s.decision == "approve")
             .count();
         println!(
-            "{:<20} {:>18} {:<9} {:<24} {:<22} {}",
+            "{:<20} {}{:>18} {:<9} {:<24} {:<22} {}",
             r.id,
+            node(r),
             format_msat(r.amount_msat),
             format!("{approvals}/{}", r.need),
             r.rule_tag,
