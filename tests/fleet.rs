@@ -32,13 +32,14 @@ fn member_settings(db: &str, fleet: &str, member: &str) -> PgSettings {
 
 /// A member's store, holding its own lease.
 fn member(db: &str, fleet: &str, name: &str) -> Store {
-    let b = PgBackend::open(member_settings(db, fleet, name)).unwrap();
+    let b = Arc::new(PgBackend::open(member_settings(db, fleet, name)).unwrap());
     assert_eq!(
         b.try_acquire().unwrap(),
         Some(1),
         "each member has a lease of its own: {name} takes its first"
     );
-    Store::new(Arc::new(b))
+    b.start_renewing();
+    Store::new(b)
 }
 
 /// A company-wide daily cap of 100,000 sat, and a node's own cap far above it.
@@ -449,7 +450,7 @@ fn ctl_ok(d: &Daemon, admin: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
-    let (_db, mut nodes) = start_fleet("fleet_gov", GOVERNED).await;
+    let (db, mut nodes) = start_fleet("fleet_gov", GOVERNED).await;
     let payee = Payee::new(0x61);
 
     // Held on B; the admins see it, with B's name, through A's admin API and approve it there.
@@ -482,10 +483,10 @@ async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
     );
 
     // A tightening proposed on C and approved through A is in force on all three at once: the
-    // company cap falls to 700,000 sat, of which 600,000 are spent.
+    // company cap falls to 750,000 sat, of which 600,000 are spent.
     let text = std::fs::read_to_string(&nodes[2].policy).unwrap().replace(
         "max_amount = \"5_000_000 sat\"",
-        "max_amount = \"700_000 sat\"",
+        "max_amount = \"750_000 sat\"",
     );
     let tightened = nodes[2].token.path().join("tightened.toml");
     std::fs::write(&tightened, &text).unwrap();
@@ -536,8 +537,88 @@ async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
         assert!(block_in_place(|| n.still_serves()));
     }
     let status = nodes[2].status().await;
+    assert_eq!(
+        status.fleet,
+        "acme: member node-c of 3 admitted (node-a, node-b, node-c)"
+    );
     assert!(
         status.frozen.contains("incident 7"),
         "C, where nobody froze anything, reports the fleet's freeze: {status:?}"
+    );
+
+    // Someone with write access to the fleet's database rewrites the freeze as lifted: no
+    // member takes it, because no quorum lifted it.
+    pg::shared().sql(
+        &db,
+        "UPDATE \"warden:acme\".warden_fleet SET seq = seq + 1; \
+         UPDATE \"warden:acme\".warden_fleet_kv SET value = 'null'::bytea, \
+         seq = (SELECT seq FROM \"warden:acme\".warden_fleet) \
+         WHERE ns = 82 AND key = 'freeze'::bytea",
+    );
+    for (i, n) in nodes.iter_mut().enumerate() {
+        assert!(
+            !block_in_place(|| n.preapprove(&payee.invoice(1_000 * SAT, 40 + i as u64))),
+            "{} stays frozen",
+            MEMBERS[i]
+        );
+        assert!(n.status().await.frozen.contains("incident 7"));
+    }
+
+    // The quorum lifts it through C, the unfreeze approved through A: every node pays again.
+    let out = ctl_ok(&nodes[2].daemon, "alice", &["unfreeze"]);
+    let unfreeze = out
+        .split_whitespace()
+        .find(|w| w.starts_with("uf-"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim_end_matches(';')
+        .to_string();
+    for admin in ["alice", "bob"] {
+        block_in_place(|| nodes[0].approve(admin, &unfreeze));
+    }
+    for (i, n) in nodes.iter_mut().enumerate() {
+        assert!(
+            block_in_place(|| n.preapprove(&payee.invoice(1_000 * SAT, 50 + i as u64))),
+            "{} pays again once the quorum lifted the freeze",
+            MEMBERS[i]
+        );
+    }
+}
+
+#[test]
+fn a_member_stuck_holding_the_fleet_lock_is_cut_off_and_the_others_go_on() {
+    let db = pg::shared().database("fleet_stuck");
+    // Leases of 3 s (the harness's): a member waits at most 1.5 s for the lock, and the server
+    // ends a transaction left idle holding it after 3 s.
+    let (a, b) = (member(&db, "acme", "node-a"), member(&db, "acme", "node-b"));
+    let mut eb = PolicyEngine::open(fleet_policy(), b.clone(), T0).unwrap();
+    let stuck = a.begin().unwrap();
+    a.sync_shared().unwrap();
+    // B cannot take the lock while A sits on it: refused (fail closed), with why.
+    let txn = b.begin().unwrap();
+    let err = eb.sync_shared().unwrap_err().to_string();
+    assert!(
+        err.contains("another member held it longer than store.lease_secs / 2"),
+        "{err}"
+    );
+    txn.abort();
+    eb.reload().unwrap();
+    // Once the server has ended A's transaction, B decides again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(decide(&mut eb, &b, &pay(2, 0, 10_000), T0 + 60));
+    // A's own commit cannot land on a lock it lost: nothing of it is written.
+    a.put(Namespace::FleetVelocity, b"late".to_vec(), vec![0; 16])
+        .unwrap();
+    assert!(
+        stuck.commit().is_err(),
+        "the stuck transaction commits nothing"
+    );
+    assert_eq!(
+        b.read_shared()
+            .unwrap()
+            .rows
+            .iter()
+            .filter(|r| r.1 == b"late")
+            .count(),
+        0
     );
 }

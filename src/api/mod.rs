@@ -683,6 +683,7 @@ impl Warden for AdminService {
             auth_failures: self.auth.total(),
             policy_note: self.core.policy_note().unwrap_or_default(),
             recovery: self.core.recovery_lines(now),
+            fleet: self.core.fleet_line(),
             ha_role: lease
                 .as_ref()
                 .map(|l| l.role.name().to_string())

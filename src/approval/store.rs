@@ -765,6 +765,25 @@ impl ApprovalStore {
         })
     }
 
+    /// Consumed requests that lifted freeze `f`: the quorum's unfreeze, or the recovery key's.
+    pub fn lifting(
+        &self,
+        f: &crate::recovery::FreezeState,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let mut out = Vec::new();
+        for (_, v) in self.store.scan(Namespace::Approvals, b"r")? {
+            let Ok(r) = serde_json::from_slice::<ApprovalRecord>(&v) else {
+                continue;
+            };
+            let names = r.unfreeze.as_ref() == Some(f)
+                || r.recovery.as_ref().and_then(|a| a.freeze.as_ref()) == Some(f);
+            if names && r.state == RequestState::Consumed {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     /// Use the approved unfreeze request `id`, after verifying its signatures again against
     /// `policy` and its governance quorum; returns the record (consumed) and the approvers.
     pub fn consume_unfreeze(

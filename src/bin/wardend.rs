@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
             pg.join_fleet(&node_id.to_string(), &seed_binding.seed_id_hex(), true)?;
         }
         core.approvals.set_member(Some(f.member.clone()));
-        *core.fleet_member.write().unwrap_or_else(|p| p.into_inner()) = Some(f.member);
+        *core.fleet_member.write().unwrap_or_else(|p| p.into_inner()) = Some((f.fleet, f.member));
     }
     core.set_policy_file(file_state);
     core.set_max_clock_jump(Some(config.alerts.clock_jump_secs));

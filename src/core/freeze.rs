@@ -186,9 +186,15 @@ impl Core {
     /// Ask the governance quorum to lift the freeze in force, on behalf of `proposer`.
     pub fn request_unfreeze(&self, proposer: &str) -> Result<UnfreezeRequest, FreezeError> {
         let now = self.clock.now();
-        let freeze = FreezeStore::new(&self.store)
-            .get()?
-            .ok_or(FreezeError::NotFrozen)?;
+        // The freeze this wardend enforces: in a fleet, one the database reads as lifted
+        // without the quorum is still in force here (see `Core::sync_fleet`), and it is the
+        // one the quorum lifts.
+        let freeze = match self.frozen() {
+            Some(f) => f,
+            None => FreezeStore::new(&self.store)
+                .get()?
+                .ok_or(FreezeError::NotFrozen)?,
+        };
         let policy = self.policy().policy;
         if policy.governance.quorum.need == 0 {
             return Err(FreezeError::NoQuorum);
@@ -245,7 +251,12 @@ impl Core {
         let (record, approvers) = self.approvals.consume_unfreeze(&record.id, &policy, now)?;
         let freezes = FreezeStore::new(&self.store);
         let target = record.unfreeze.as_ref().map(|f| f.id());
-        if freezes.get()?.map(|f| f.id()) != target {
+        // The freeze in force is the one this wardend enforces (see `request_unfreeze`).
+        let in_force = match self.frozen() {
+            Some(f) => Some(f),
+            None => freezes.get()?,
+        };
+        if in_force.map(|f| f.id()) != target {
             self.events.emit(
                 now,
                 EventKind::Freeze,

@@ -194,9 +194,10 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     /// The node id served, hex.
     pub node_id: RwLock<String>,
-    /// This wardend's member name when it serves in a fleet (`fleet.member`): each decision
-    /// checks that the policy in force still admits it, under this node id.
-    pub fleet_member: RwLock<Option<String>>,
+    /// (fleet, member) when this wardend serves in a fleet (`fleet.name`, `fleet.member`):
+    /// each decision checks that the policy in force still admits the member, under this
+    /// node id.
+    pub fleet_member: RwLock<Option<(String, String)>>,
     /// Whether the node's hsmd stream is up.
     pub node_connection: RwLock<NodeConnection>,
     audit: Arc<crate::audit::AuditLog>,
@@ -759,6 +760,27 @@ impl Core {
             let frozen = crate::recovery::FreezeStore::new(&self.store)
                 .get()
                 .map_err(|e| e.to_string())?;
+            if let (Some(f), None) = (self.frozen(), &frozen) {
+                if !self.lift_is_governed(&f) {
+                    // Lifting takes the quorum (or the recovery key after its delay); a row
+                    // rewritten in the fleet's database is neither.
+                    let tag = crate::tags::FROZEN;
+                    let msg = format!(
+                        "rule {tag}: the fleet's freeze by {} ({}) reads as lifted in the database, but no unfreeze approved by the governance quorum or the recovery key lifts it; this member stays frozen. Check who writes to the fleet's database",
+                        f.by, f.reason
+                    );
+                    tracing::error!("{msg}");
+                    self.events.emit(
+                        self.clock.now(),
+                        EventKind::Freeze,
+                        "",
+                        &[tag.to_string()],
+                        msg,
+                        0,
+                    );
+                    return Ok(());
+                }
+            }
             if frozen != self.frozen() {
                 match &frozen {
                     Some(f) => {
@@ -771,6 +793,26 @@ impl Core {
             *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = frozen;
         }
         Ok(())
+    }
+
+    /// Whether an unfreeze the governance quorum approved (or a recovery-key unfreeze) lifted
+    /// freeze `f`: a consumed request that names it and whose signatures verify under the
+    /// policy it was made under.
+    fn lift_is_governed(&self, f: &crate::recovery::FreezeState) -> bool {
+        let network = self.policy().policy.network;
+        let Ok(records) = self.approvals.lifting(f) else {
+            return false;
+        };
+        let Ok(history) = crate::governance::PolicyHistory::new(&self.store).all() else {
+            return false;
+        };
+        records.iter().any(|r| {
+            history
+                .iter()
+                .filter(|v| v.hash == r.policy_hash)
+                .filter_map(|v| crate::policy::parse_policy_for(&v.text, network).ok())
+                .any(|p| crate::approval::verify_approved_under(r, &p).is_ok())
+        })
     }
 
     /// Another member put a policy in force (the fleet's history is one): run it here too.
@@ -813,7 +855,7 @@ impl Core {
 
     /// Why this fleet member may not spend under the policy in force, if it may not.
     fn not_admitted(&self) -> Option<crate::policy::RuleHit> {
-        let member = self
+        let (_, member) = self
             .fleet_member
             .read()
             .unwrap_or_else(|p| p.into_inner())

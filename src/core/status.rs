@@ -123,6 +123,24 @@ impl Core {
         })
     }
 
+    /// In a fleet: its name, this member, and the members the policy in force admits.
+    pub fn fleet_line(&self) -> String {
+        let Some((fleet, member)) = self
+            .fleet_member
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return String::new();
+        };
+        let admitted: Vec<String> = self.policy().policy.fleet_members.keys().cloned().collect();
+        format!(
+            "{fleet}: member {member} of {} admitted ({})",
+            admitted.len(),
+            admitted.join(", ")
+        )
+    }
+
     /// The node connection's state.
     pub fn connection(&self) -> NodeConnection {
         *self

@@ -87,12 +87,13 @@ impl FreezeStore {
         self.store
             .get(Namespace::Recovery, FREEZE_KEY)?
             .map(|v| {
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                serde_json::from_slice::<Option<FreezeState>>(&v).map_err(|e| StoreError::Corrupt {
                     key: "recovery/freeze".into(),
                     detail: e.to_string(),
                 })
             })
             .transpose()
+            .map(Option::flatten)
     }
 
     /// Freeze (staged in the open transaction, or committed on its own).
@@ -107,10 +108,14 @@ impl FreezeStore {
         })
     }
 
-    /// Lift the freeze.
+    /// Lift the freeze. Written as a `null` freeze rather than deleted: the other members of
+    /// a fleet learn what changed from the rows written since their last look, and a deleted
+    /// row is not one.
     pub fn clear(&self) -> Result<(), StoreError> {
-        self.store
-            .write(|| self.store.delete(Namespace::Recovery, FREEZE_KEY.to_vec()))
+        self.store.write(|| {
+            self.store
+                .put(Namespace::Recovery, FREEZE_KEY.to_vec(), b"null".to_vec())
+        })
     }
 }
 

@@ -694,6 +694,7 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
                 "pending": s.pending, "node_connection": s.node_connection, "time": s.time,
                 "auth_failures": s.auth_failures, "policy_note": s.policy_note, "frozen": s.frozen, "recovery": s.recovery,
                 "ha_role": s.ha_role, "ha_epoch": s.ha_epoch, "ha_lease_age_ms": s.ha_lease_age_ms,
+                "fleet": s.fleet,
                 "windows": s.windows.iter().map(|w| serde_json::json!({"tag": w.tag, "window": w.window, "scope": w.scope, "used_msat": w.used_msat, "limit_msat": w.limit_msat, "used_count": w.used_count, "limit_count": w.limit_count})).collect::<Vec<_>>(),
             }))?
         );
@@ -715,6 +716,9 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<()> {
             s.ha_epoch,
             s.ha_lease_age_ms as f64 / 1000.0
         );
+    }
+    if !s.fleet.is_empty() {
+        println!("fleet        {}", s.fleet);
     }
     println!("policy       {} {}", s.policy_name, s.policy_hash);
     if !s.policy_note.is_empty() {
