@@ -29,5 +29,7 @@ echo "== benches/load.rs: load shaped like real traffic, one wardend, an LDK nod
 cargo bench --locked --bench load
 echo "== benches/ha.rs: the log, sled and PostgreSQL through the CLN path, and failover over 10 kills"
 cargo bench --locked --bench ha
+echo "== benches/fleet.rs: three fleet members on one PostgreSQL paying at once, against one wardend"
+cargo bench --locked --bench fleet
 echo "== benches/retention.rs: a simulated month at 10,000 payments a day, state and start-up"
 cargo bench --locked --bench retention

@@ -327,6 +327,104 @@ run wardenctl audit verify --config "$demo/wardend.toml"
 unset WARDEN_STORE_BACKEND WARDEN_STORE_URL WARDEN_STORE_PASSWORD_FILE WARDEN_STORE_LEASE_SECS WARDEN_STORE_RENEW_SECS
 echo quit >&"${CLN[1]}" || true
 
+step "Several nodes, one treasury: three nodes under one company-wide daily cap"
+# Three nodes, each with its own token, its own seed and its own wardend, sharing one
+# PostgreSQL database as the fleet "acme".
+PGPASSWORD=$(cat "$pgdir/password") psql -qX -h 127.0.0.1 -p "$pg_port" -U warden -d postgres -c "CREATE DATABASE treasury"
+fleet_policy="$(cat "$demo/policy.toml")
+
+[[limit]]
+tag = \"company-daily\"
+scope = \"fleet\"
+window = \"24h\"
+max_amount = \"1_000_000 sat\"
+
+[fleet.members]"
+# wardenctl init reads the configuration, which names the policy file: the members' node ids
+# are added once each init has printed its own.
+cp "$demo/policy.toml" "$demo/fleet-policy.toml"
+declare -A member_port member_admin
+n=0
+for m in node-a node-b node-c; do
+  n=$((n + 1))
+  member_port[$m]=$((17800 + n)); member_admin[$m]=$((17810 + n))
+  softhsm2-util --init-token --free --label "warden-$m" --so-pin "$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')" \
+    --pin "$(cat "$demo/pin")" >/dev/null
+  cat > "$demo/$m.toml" <<CONF
+data_dir = "$demo/$m"
+network = "regtest"
+
+[hsm]
+token_label = "warden-$m"
+pin_file = "$demo/pin"
+
+[node]
+hsmd_address = "127.0.0.1:${member_port[$m]}"
+
+[admin]
+listen = "127.0.0.1:${member_admin[$m]}"
+tls_cert = "$demo/pki/server.pem"
+tls_key = "$demo/pki/server.key"
+client_ca = "$demo/pki/ca.pem"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[policy]
+file = "$demo/fleet-policy.toml"
+
+[store]
+backend = "postgres"
+url = "host=127.0.0.1 port=$pg_port user=warden dbname=treasury"
+password_file = "$pgdir/password"
+
+[fleet]
+name = "acme"
+member = "$m"
+CONF
+  node_id=$(wardenctl init --config "$demo/$m.toml" | sed -n 's/^  node id: *\([0-9a-f]*\) .*/\1/p')
+  echo "$m: its own token and seed, node $node_id"
+  fleet_policy="$fleet_policy
+$m = \"$node_id\""
+done
+echo "$fleet_policy" > "$demo/fleet-policy.toml"
+run wardenctl policy explain "$demo/fleet-policy.toml" --network regtest
+for m in node-a node-b node-c; do
+  mkfifo "$demo/$m.in" "$demo/$m.out"
+  warden-cln --port "${member_port[$m]}" --datadir "$demo/cln-$m" <"$demo/$m.in" >"$demo/$m.out" 2>"$demo/cln-$m.log" &
+  pids+=("$!")
+done
+exec {a_in}>"$demo/node-a.in" {a_out}<"$demo/node-a.out" \
+     {b_in}>"$demo/node-b.in" {b_out}<"$demo/node-b.out" \
+     {c_in}>"$demo/node-c.in" {c_out}<"$demo/node-c.out"
+declare -A cln_in=([node-a]=$a_in [node-b]=$b_in [node-c]=$c_in) cln_out=([node-a]=$a_out [node-b]=$b_out [node-c]=$c_out)
+for m in node-a node-b node-c; do
+  read -r line <&"${cln_out[$m]}"
+  wardend --config "$demo/$m.toml" >"$demo/wardend-$m.out" 2>"$demo/wardend-$m.log" &
+  pids+=("$!")
+  for _ in $(seq 1 100); do grep -q "admin API on" "$demo/wardend-$m.out" 2>/dev/null && break; sleep 0.1; done
+done
+on() {
+  local m=$1; shift
+  echo "$*" >&"${cln_in[$m]}"; read -r reply <&"${cln_out[$m]}"
+  printf '%s> %-22s -> %s\n' "$m" "$*" "$reply"
+}
+for m in node-a node-b node-c; do on "$m" init; done
+on node-a pay 400000 a1
+on node-b pay 400000 b1
+echo "node-c's own wardend has approved nothing today, but the company has spent 800,000 sat:"
+on node-c pay 400000 c1
+echo "  (node-c's wardend: $(grep -a -m1 -o 'rule company-daily: [^[]*' "$demo/wardend-node-c.log" | sed 's/\x1b$//'))"
+on node-c pay 200000 c2
+on node-a pay 1000 a3
+admin_port=${member_admin[node-c]}
+admin carol status | grep -E "^(fleet|policy) |company-daily"
+echo "One admin freezes the whole fleet through node-b; every node's next payment is refused:"
+admin_port=${member_admin[node-b]}
+admin carol freeze --reason "demo: incident drill"
+for m in node-a node-b node-c; do on "$m" pay 1000 "$m-9"; done
+for m in node-a node-b node-c; do echo quit >&"${cln_in[$m]}"; done
+
 cleanup
 pg_stop
 trap - EXIT

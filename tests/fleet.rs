@@ -264,40 +264,9 @@ fn a_member_name_stays_bound_to_its_node_and_seed() {
 
 const MEMBERS: [&str; 3] = ["node-a", "node-b", "node-c"];
 
-/// Three members of fleet "acme" on a new database: three tokens and seeds, one policy of
-/// `rules` that admits the three nodes, run by all three (alice, bob and carol as admins).
+/// Three members of fleet "acme" on a new database (see [`Cln::start_fleet`]).
 async fn start_fleet(label: &str, rules: &str) -> (String, Vec<Cln>) {
-    let server = pg::shared();
-    let db = server.database(label);
-    let mut daemons: Vec<Daemon> = MEMBERS
-        .iter()
-        .map(|m| {
-            let mut d =
-                Daemon::prepare_on(&format!("{label}-{m}"), rules, free_port(), Some(server));
-            d.join(server, &db, "acme", m);
-            d
-        })
-        .collect();
-    let members: String = MEMBERS
-        .iter()
-        .zip(&daemons)
-        .map(|(m, d)| format!("{m} = \"{}\"\n", d.node_id_from_init))
-        .collect();
-    let mut policy = std::fs::read_to_string(&daemons[0].policy).unwrap();
-    policy.push_str(&format!("\n[fleet.members]\n{members}"));
-    std::fs::write(&daemons[0].policy, policy).unwrap();
-    let (first, rest) = daemons.split_at_mut(1);
-    for d in rest {
-        d.share_policy_of(&first[0]);
-    }
-    let mut nodes = Vec::new();
-    for d in daemons {
-        nodes.push(Cln::start_prepared(d, &[]).await);
-    }
-    for n in nodes.iter_mut() {
-        assert_eq!(block_in_place(|| n.init()), n.node_id_from_init);
-    }
-    (db, nodes)
+    Cln::start_fleet(label, rules, &MEMBERS, &[]).await
 }
 
 /// The fleet's one policy in the end-to-end tests: a company-wide daily cap, nothing per node.

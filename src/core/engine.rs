@@ -6,7 +6,7 @@
 //! [`PolicyEngine::reload`], and memory returns to what is committed. A refusal writes nothing.
 //!
 //! A limit with `scope = "fleet"` counts in a ledger every member of the fleet shares. Memory
-//! holds a copy; before a decision, [`PolicyEngine::prepare`] takes the fleet's lock for the
+//! holds a copy; before a decision, [`PolicyEngine::sync_shared`] takes the fleet's lock for the
 //! request's transaction and brings the copy up to what the other members committed since its
 //! last look, so the decision and the bucket it writes are exact, and no other member decides
 //! on that ledger until this request commits or is discarded.

@@ -379,6 +379,29 @@ impl Core {
             "policy_hash": hex::encode(decision.policy_hash),
             "extra": extra,
         });
+        let mut data = data;
+        if let Some((fleet, member)) = self
+            .fleet_member
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            // A fleet member's record names the fleet, itself, and the fleet's windows that
+            // counted this payment alongside every other member's.
+            let windows: Vec<String> = self
+                .policy()
+                .policy
+                .limits
+                .iter()
+                .filter(|l| l.scope == crate::policy::LimitScope::Fleet)
+                .map(|l| l.tag.clone())
+                .collect();
+            data["fleet"] = serde_json::json!({
+                "name": fleet,
+                "member": member,
+                "windows": windows,
+            });
+        }
         let kind = match intent {
             Intent::Sign => "decision",
             Intent::Check => "check",

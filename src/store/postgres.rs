@@ -311,6 +311,9 @@ struct Shared {
     commit_count: AtomicU64,
     read_nanos: AtomicU64,
     read_count: AtomicU64,
+    /// Time spent taking the fleet's lock (waits on the shared rows included), and how often.
+    lock_nanos: AtomicU64,
+    lock_count: AtomicU64,
     /// The session of a commit that got no answer, until it is known to be over.
     unsettled: Mutex<Option<Session>>,
     /// Whether the request connection may have a transaction block open (a fast check before
@@ -939,6 +942,7 @@ impl Shared {
     async fn lock_shared(&self, since: Option<u64>) -> Result<super::Shared, StoreError> {
         self.check_local()?;
         self.txn_open.store(true, Ordering::SeqCst);
+        let started = Instant::now();
         let r = self
             .with(true, move |c| {
                 Box::pin(async move {
@@ -996,6 +1000,9 @@ impl Shared {
                 })
             })
             .await;
+        self.lock_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.lock_count.fetch_add(1, Ordering::Relaxed);
         if r.is_err() {
             self.txn_open.store(false, Ordering::SeqCst);
         }
@@ -1195,6 +1202,8 @@ impl PgBackend {
             commit_count: Default::default(),
             read_nanos: Default::default(),
             read_count: Default::default(),
+            lock_nanos: Default::default(),
+            lock_count: Default::default(),
             unsettled: Default::default(),
             txn_open: Default::default(),
         });
@@ -1637,6 +1646,11 @@ impl Backend for PgBackend {
                 step: "read",
                 nanos: sh.read_nanos.load(Ordering::Relaxed),
                 count: sh.read_count.load(Ordering::Relaxed),
+            },
+            Timing {
+                step: "fleet-lock",
+                nanos: sh.lock_nanos.load(Ordering::Relaxed),
+                count: sh.lock_count.load(Ordering::Relaxed),
             },
         ]
     }

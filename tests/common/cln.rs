@@ -147,6 +147,50 @@ impl Cln {
         Self::start_prepared(daemon, env).await
     }
 
+    /// Members `members` of fleet "acme" on a new database of the harness's PostgreSQL: a
+    /// token, a seed, a proxy and a chain stand-in each, and one policy of `rules` that admits
+    /// every member's node, run by all of them (alice, bob and carol as admins); `env` is extra
+    /// environment for each wardend. Returns the database's name and the nodes, initialized.
+    pub async fn start_fleet(
+        label: &str,
+        rules: &str,
+        members: &[&str],
+        env: &[(&str, &str)],
+    ) -> (String, Vec<Cln>) {
+        let server = super::pg::shared();
+        let db = server.database(label);
+        let mut daemons: Vec<Daemon> = members
+            .iter()
+            .map(|m| {
+                let mut d =
+                    Daemon::prepare_on(&format!("{label}-{m}"), rules, free_port(), Some(server));
+                d.join(server, &db, "acme", m);
+                d
+            })
+            .collect();
+        let admitted: String = members
+            .iter()
+            .zip(&daemons)
+            .map(|(m, d)| format!("{m} = \"{}\"\n", d.node_id_from_init))
+            .collect();
+        let mut policy = std::fs::read_to_string(&daemons[0].policy).unwrap();
+        policy.push_str(&format!("\n[fleet.members]\n{admitted}"));
+        std::fs::write(&daemons[0].policy, policy).unwrap();
+        let (first, rest) = daemons.split_at_mut(1);
+        for d in rest {
+            d.share_policy_of(&first[0]);
+        }
+        let mut nodes = Vec::new();
+        for d in daemons {
+            nodes.push(Self::start_prepared(d, env).await);
+        }
+        for n in nodes.iter_mut() {
+            let id = tokio::task::block_in_place(|| n.init());
+            assert_eq!(id, n.node_id_from_init);
+        }
+        (db, nodes)
+    }
+
     /// Serve `daemon`'s node: a proxy and a chain stand-in, then wardend.
     pub async fn start_prepared(mut daemon: Daemon, env: &[(&str, &str)]) -> Self {
         let chain = ChainStub::start().await.unwrap();
