@@ -450,6 +450,33 @@ async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
         block_in_place(|| nodes[1].preapprove(&large)),
         "B's approval pays on B"
     );
+    // B's decision record names the fleet, B, and the fleet window that counted the payment;
+    // it is in B's own audit chain, not in A's, through whose API it was approved.
+    let paid = |d: &Daemon| -> Vec<serde_json::Value> {
+        let out = d
+            .token
+            .command("wardenctl")
+            .args(["audit", "export", "--format", "jsonl"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["kind"] == "decision" && r["data"]["verdict"] == "approve")
+            .collect()
+    };
+    let on_b = paid(&nodes[1].daemon);
+    assert_eq!(on_b.len(), 1, "{on_b:?}");
+    assert_eq!(
+        on_b[0]["data"]["fleet"],
+        serde_json::json!({"name": "acme", "member": "node-b", "windows": ["company-daily"]})
+    );
+    assert!(paid(&nodes[0].daemon).is_empty(), "A decided nothing");
 
     // A tightening proposed on C and approved through A is in force on all three at once: the
     // company cap falls to 750,000 sat, of which 600,000 are spent.
