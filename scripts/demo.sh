@@ -423,6 +423,8 @@ echo "One admin freezes the whole fleet through node-b; every node's next paymen
 admin_port=${member_admin[node-b]}
 admin carol freeze --reason "demo: incident drill"
 for m in node-a node-b node-c; do on "$m" pay 1000 "$m-9"; done
+echo "The fleet's report: every member's own audit chain verified, added up per member and for the fleet:"
+run wardenctl report --fleet --config "$demo/node-c.toml" --month "$(date -u +%Y-%m)"
 for m in node-a node-b node-c; do echo quit >&"${cln_in[$m]}"; done
 
 cleanup

@@ -90,10 +90,8 @@ pub struct FileStore {
 /// Where the state lives, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreConfig {
-    /// sled in `data_dir/state`.
-    Sled,
-    /// Warden's append-only log in `data_dir/state` (one device wait per commit).
-    Log,
+    /// One wardend's state in `data_dir/state`, on this local backend.
+    Local(crate::store::LocalBackend),
     /// PostgreSQL, shared for failover.
     Postgres(crate::store::postgres::PgSettings),
 }
@@ -732,12 +730,9 @@ impl ConfigArgs {
             .clone()
             .or(file.backend)
             .unwrap_or_else(|| {
-                // The default is the log; a node that has run on sled keeps its state there until
-                // `wardenctl migrate --from sled --to log` moves it.
-                match LocalBackend::in_dir(&data_dir.join("state")) {
-                    Some(LocalBackend::Sled) => "sled".into(),
-                    Some(LocalBackend::Log) | None => "log".into(),
-                }
+                LocalBackend::default_in(&data_dir.join("state"))
+                    .name()
+                    .into()
             });
         let local = |config: StoreConfig, problems: &mut Vec<String>| {
             if let Some(f) = &fleet {
@@ -748,15 +743,14 @@ impl ConfigArgs {
             }
             config
         };
-        match backend.as_str() {
-            "sled" => return local(StoreConfig::Sled, problems),
-            "log" => return local(StoreConfig::Log, problems),
-            "postgres" | "postgresql" => {}
-            other => {
+        match (backend.as_str(), LocalBackend::named(&backend)) {
+            (_, Some(b)) => return local(StoreConfig::Local(b), problems),
+            ("postgres" | "postgresql", None) => {}
+            (other, None) => {
                 problems.push(format!(
                     "store.backend: \"{other}\" is not a backend; use sled (one wardend, embedded), log (one wardend, Warden's append-only log) or postgres (shared with standbys)"
                 ));
-                return StoreConfig::Sled;
+                return StoreConfig::Local(LocalBackend::Log);
             }
         }
         let url = self.store_url.clone().or(file.url).unwrap_or_default();
@@ -999,13 +993,22 @@ mod tests {
     fn the_default_backend_is_the_log_except_where_sled_state_already_is() {
         let (d, mut args) = args_with_file("[hsm]\npin_env = \"P\"\n");
         args.data_dir = Some(d.path().join("data"));
-        assert_eq!(args.resolve().unwrap().store, StoreConfig::Log);
+        assert_eq!(
+            args.resolve().unwrap().store,
+            StoreConfig::Local(crate::store::LocalBackend::Log)
+        );
         // A node upgraded from a release whose default was sled keeps its state.
         drop(crate::store::sled::SledBackend::open(&d.path().join("data/state")).unwrap());
-        assert_eq!(args.resolve().unwrap().store, StoreConfig::Sled);
+        assert_eq!(
+            args.resolve().unwrap().store,
+            StoreConfig::Local(crate::store::LocalBackend::Sled)
+        );
         // Named, the backend is what the operator said (the log then refuses the sled state).
         args.store_backend = Some("log".into());
-        assert_eq!(args.resolve().unwrap().store, StoreConfig::Log);
+        assert_eq!(
+            args.resolve().unwrap().store,
+            StoreConfig::Local(crate::store::LocalBackend::Log)
+        );
     }
 
     #[test]
@@ -1039,7 +1042,7 @@ mod tests {
         std::env::set_var("WARDEN_TEST_STORE_PW_25", "secret");
         match args.resolve().unwrap().store {
             StoreConfig::Postgres(p) => assert!(p.password.is_some()),
-            StoreConfig::Sled | StoreConfig::Log => panic!("postgres expected"),
+            StoreConfig::Local(_) => panic!("postgres expected"),
         }
         assert!(
             std::env::var("WARDEN_TEST_STORE_PW_25").is_err(),

@@ -1078,6 +1078,7 @@ async fn a_node_certificate_asks_for_status_and_reads_or_signs_nothing() {
         .await
         .freeze(proto::FreezeRequest {
             reason: "suspected theft".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -578,6 +578,46 @@ async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
             MEMBERS[i]
         );
     }
+
+    // The fleet's report, from C: each member's log verified, added up per member and for the
+    // fleet (B 600,000 + 1,000; A 100,000 + 1,000; C 1,000 sat approved).
+    let out = nodes[2]
+        .token
+        .command("wardenctl")
+        .args(["report", "--fleet", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let approved = |v: &serde_json::Value| v["approved"]["amount_msat"].as_u64().unwrap();
+    assert_eq!(report["fleet"], "acme");
+    for (m, sat) in [("node-a", 101_000), ("node-b", 601_000), ("node-c", 1_000)] {
+        assert_eq!(approved(&report["members"][m]), sat * SAT, "{m}: {report}");
+    }
+    assert_eq!(approved(&report["total"]), 703_000 * SAT, "{report}");
+    assert_eq!(report["total"]["approved"]["count"], 5);
+    assert_eq!(
+        report["total"]["daily_limit_msat"],
+        750_000 * SAT,
+        "the fleet's cap"
+    );
+    // On a wardend that is not a fleet member, --fleet says what it needs.
+    let out = Daemon::prepare("fleet-single", "", free_port())
+        .token
+        .command("wardenctl")
+        .args(["report", "--fleet"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--fleet: this configuration is not a fleet member's"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -617,4 +657,71 @@ fn a_member_stuck_holding_the_fleet_lock_is_cut_off_and_the_others_go_on() {
             .count(),
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_frozen_alone_stops_only_its_node_until_the_quorum_lifts_it() {
+    let (_db, mut nodes) = start_fleet("fleet_one", GOVERNED).await;
+    let payee = Payee::new(0x71);
+    // Through A, one admin freezes B alone.
+    let out = ctl_ok(
+        &nodes[0].daemon,
+        "carol",
+        &[
+            "freeze",
+            "--member",
+            "node-b",
+            "--reason",
+            "node-b looks compromised",
+        ],
+    );
+    assert!(
+        out.contains("fleet member node-b is frozen by carol"),
+        "{out}"
+    );
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let ok = block_in_place(|| n.preapprove(&payee.invoice(1_000 * SAT, i as u64)));
+        assert_eq!(ok, i != 1, "{}: only node-b is frozen", MEMBERS[i]);
+    }
+    assert!(
+        nodes[1]
+            .status()
+            .await
+            .frozen
+            .contains("node-b looks compromised (fleet member node-b alone)"),
+        "B reports its freeze"
+    );
+    assert_eq!(nodes[0].status().await.frozen, "", "A is not frozen");
+    // A name the policy does not admit is refused, saying which names it admits.
+    let out = nodes[0].wardenctl("carol", &["freeze", "--member", "node-x", "--reason", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("\"node-x\" is not a member the fleet's policy admits; its [fleet.members] lists node-a, node-b, node-c"),
+        "{err}"
+    );
+    // Lifting it takes the quorum: asked for through C, approved through A.
+    let out = ctl_ok(
+        &nodes[2].daemon,
+        "alice",
+        &["unfreeze", "--member", "node-b"],
+    );
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("uf-"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim_end_matches(';')
+        .to_string();
+    assert!(
+        !block_in_place(|| nodes[1].preapprove(&payee.invoice(1_000 * SAT, 10))),
+        "still frozen while the request waits for its quorum"
+    );
+    for admin in ["alice", "bob"] {
+        block_in_place(|| nodes[0].approve(admin, &id));
+    }
+    assert!(
+        block_in_place(|| nodes[1].preapprove(&payee.invoice(1_000 * SAT, 11))),
+        "node-b pays again"
+    );
+    assert_eq!(nodes[1].status().await.frozen, "");
 }

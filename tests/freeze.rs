@@ -43,6 +43,7 @@ async fn one_admin_freezes_at_once_and_lifting_the_freeze_needs_the_governance_q
         .await
         .freeze(proto::FreezeRequest {
             reason: "suspicious withdrawals".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -80,6 +81,7 @@ async fn one_admin_freezes_at_once_and_lifting_the_freeze_needs_the_governance_q
         .await
         .freeze(proto::FreezeRequest {
             reason: "me too".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -89,14 +91,20 @@ async fn one_admin_freezes_at_once_and_lifting_the_freeze_needs_the_governance_q
     let e = h
         .client("auditor")
         .await
-        .freeze(proto::FreezeRequest { reason: "x".into() })
+        .freeze(proto::FreezeRequest {
+            reason: "x".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     let e = h
         .client("alice")
         .await
-        .freeze(proto::FreezeRequest { reason: " ".into() })
+        .freeze(proto::FreezeRequest {
+            reason: " ".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(
@@ -108,7 +116,7 @@ async fn one_admin_freezes_at_once_and_lifting_the_freeze_needs_the_governance_q
     let u = h
         .client("alice")
         .await
-        .unfreeze(proto::UnfreezeRequest {})
+        .unfreeze(proto::UnfreezeRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -145,7 +153,7 @@ async fn one_admin_freezes_at_once_and_lifting_the_freeze_needs_the_governance_q
     let e = h
         .client("alice")
         .await
-        .unfreeze(proto::UnfreezeRequest {})
+        .unfreeze(proto::UnfreezeRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
@@ -370,6 +378,7 @@ async fn a_removed_admins_certificate_has_no_power_and_only_it_trips_the_auth_fa
     let e = erin
         .freeze(proto::FreezeRequest {
             reason: "I was an admin once".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

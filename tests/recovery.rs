@@ -313,7 +313,7 @@ async fn an_unfreeze_for_a_freeze_lifted_another_way_says_nothing_changed() {
     let asked = h
         .client("alice")
         .await
-        .unfreeze(proto::UnfreezeRequest {})
+        .unfreeze(proto::UnfreezeRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -698,8 +698,13 @@ impl Warden for AdminService {
                 .core
                 .frozen()
                 .map(|f| {
+                    let whom = match (&f.member, self.core.fleet_line().is_empty()) {
+                        (Some(m), _) => format!(" (fleet member {m} alone)"),
+                        (None, false) => " (the whole fleet)".to_string(),
+                        (None, true) => String::new(),
+                    };
                     format!(
-                        "since {} by {}: {}",
+                        "since {} by {}: {}{whom}",
                         crate::clock::format_utc(f.since),
                         f.by,
                         f.reason
@@ -755,19 +760,31 @@ impl Warden for AdminService {
     ) -> Result<Response<proto::FreezeResponse>, Status> {
         self.admit(&request)?;
         let by = self.admin_name(&request, "freeze the signer")?;
-        let reason = request.into_inner().reason;
+        let proto::FreezeRequest { reason, member } = request.into_inner();
         if reason.trim().is_empty() || reason.len() > 1_000 {
             return Err(Status::invalid_argument(
                 "a freeze needs a reason (at most 1,000 bytes): wardenctl freeze --reason \"...\"",
             ));
         }
         let core = self.core.clone();
-        let (f, created) = tokio::task::spawn_blocking(move || core.freeze(&by, &reason))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (f, created) = tokio::task::spawn_blocking(move || {
+            if member.is_empty() {
+                core.freeze(&by, &reason).map_err(FreezeError::from)
+            } else {
+                core.freeze_member(&by, &reason, &member)
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| match e {
+            FreezeError::NotMember(_) => Status::invalid_argument(e.to_string()),
+            other => Status::unavailable(other.to_string()),
+        })?;
         let message = if created {
-            "the signer is frozen: payments and on-chain spends are refused until the governance quorum lifts it (wardenctl unfreeze)".to_string()
+            match &f.member {
+                None => "the signer is frozen: payments and on-chain spends are refused until the governance quorum lifts it (wardenctl unfreeze)".to_string(),
+                Some(m) => format!("fleet member {m} is frozen by {}: its payments and on-chain spends are refused until the governance quorum lifts it (wardenctl unfreeze --member {m}); the other members go on", f.by),
+            }
         } else {
             format!(
                 "the signer was already frozen since {} by {}: {}",
@@ -791,17 +808,24 @@ impl Warden for AdminService {
     ) -> Result<Response<proto::UnfreezeResponse>, Status> {
         self.admit(&request)?;
         let by = self.admin_name(&request, "ask to lift the freeze")?;
+        let member = request.into_inner().member;
         let now = self.core.clock.now();
         let core = self.core.clone();
-        let u = tokio::task::spawn_blocking(move || core.request_unfreeze(&by))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| match e {
-                FreezeError::NotFrozen | FreezeError::NoQuorum => {
-                    Status::failed_precondition(e.to_string())
-                }
-                other => Status::unavailable(other.to_string()),
-            })?;
+        let u = tokio::task::spawn_blocking(move || {
+            if member.is_empty() {
+                core.request_unfreeze(&by)
+            } else {
+                core.request_member_unfreeze(&by, &member)
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| match e {
+            FreezeError::NotFrozen | FreezeError::NoQuorum => {
+                Status::failed_precondition(e.to_string())
+            }
+            other => Status::unavailable(other.to_string()),
+        })?;
         Ok(Response::new(proto::UnfreezeResponse {
             request: Some(record_proto(&u.record, now)),
             created: u.created,

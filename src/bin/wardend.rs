@@ -92,13 +92,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let (store, pg) = match &config.store {
-        StoreConfig::Sled => {
-            tracing::info!(
-                "state in sled; Warden's append-only log (the default) commits with one device wait instead of two: `wardenctl migrate --from sled --to log` moves it while wardend is stopped"
-            );
-            (Store::open_sled(&config.data_dir.join("state"))?, None)
+        StoreConfig::Local(backend) => {
+            if let Some(advice) = backend.advice() {
+                tracing::info!("{advice}");
+            }
+            (
+                Store::open_local(&config.data_dir.join("state"), *backend)?,
+                None,
+            )
         }
-        StoreConfig::Log => (Store::open_log(&config.data_dir.join("state"))?, None),
         StoreConfig::Postgres(settings) => {
             let Some(pg) = open_waiting(settings.clone(), &metrics, &mut shutdown).await? else {
                 tracing::info!("wardend stopping (the state database never became available)");

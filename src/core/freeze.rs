@@ -18,6 +18,10 @@ pub enum FreezeError {
     /// Nothing to lift.
     #[error("the signer is not frozen; there is nothing to lift")]
     NotFrozen,
+    /// The member named is not one this fleet's policy admits, or this wardend is not in a
+    /// fleet.
+    #[error("{0}")]
+    NotMember(String),
     /// The policy in force names nobody who could approve.
     #[error("the policy in force has no governance quorum, so the freeze cannot be lifted by admins; use the recovery key")]
     NoQuorum,
@@ -53,7 +57,44 @@ impl Core {
     /// every payment and on-chain spend is refused with `warden-frozen`. Returns the freeze in
     /// force and whether this call made it (a signer already frozen stays frozen as it was).
     pub fn freeze(&self, by: &str, reason: &str) -> Result<(FreezeState, bool), StoreError> {
-        self.freeze_as(by, reason, &[FROZEN.to_string()])
+        self.freeze_as(by, reason, &[FROZEN.to_string()], None)
+    }
+
+    /// In a fleet: freeze one member's node alone, on behalf of `by`; the others go on. Its
+    /// wardend refuses from its next request on; lifting it takes the governance quorum.
+    pub fn freeze_member(
+        &self,
+        by: &str,
+        reason: &str,
+        member: &str,
+    ) -> Result<(FreezeState, bool), FreezeError> {
+        if self.fleet_member_name().is_none() {
+            return Err(FreezeError::NotMember(
+                "this wardend is not a fleet member: freeze the signer itself (no --member)".into(),
+            ));
+        }
+        let admitted = self.policy().policy.fleet_members.clone();
+        if !admitted.contains_key(member) {
+            return Err(FreezeError::NotMember(format!(
+                "\"{member}\" is not a member the fleet's policy admits; its [fleet.members] lists {}",
+                admitted.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(self.freeze_as(by, reason, &[FROZEN.to_string()], Some(member.to_string()))?)
+    }
+
+    /// This wardend's name in its fleet, if it is in one.
+    pub(super) fn fleet_member_name(&self) -> Option<String> {
+        self.fleet_member
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, m)| m.clone())
+    }
+
+    /// Whether a freeze kept for `member` (`None`: everyone) stops this wardend.
+    pub(super) fn stops_here(&self, member: Option<&str>) -> bool {
+        member.is_none() || member == self.fleet_member_name().as_deref()
     }
 
     fn freeze_as(
@@ -61,33 +102,44 @@ impl Core {
         by: &str,
         reason: &str,
         tags: &[String],
+        member: Option<String>,
     ) -> Result<(FreezeState, bool), StoreError> {
         let now = self.clock.now();
         let freezes = FreezeStore::new(&self.store);
         self.store.write(|| {
-            if let Some(f) = freezes.get()? {
+            if let Some(f) = freezes.get_at(member.as_deref())? {
                 return Ok((f, false));
             }
-            let state = FreezeState::new(now, by, reason)?;
+            let mut state = FreezeState::new(now, by, reason)?;
+            state.member = member.clone();
             freezes.put(&state)?;
             let data = serde_json::json!({
                 "by": by, "reason": reason, "since": now, "freeze_id": hex::encode(state.id()),
+                "member": member,
             });
             // The freeze must hold even when the audit log cannot take its record (an audit
             // failure may be the very reason): it is logged and announced either way.
             if let Err(e) = self.audit.append(now, "freeze", data) {
                 tracing::error!(error = %e, "the freeze's audit record could not be written; the signer freezes anyway");
             }
-            let msg = format!(
-                "the signer is frozen by {by}: {reason}. Payments and on-chain spends are refused until the governance quorum lifts it (wardenctl unfreeze)"
-            );
+            let msg = match &member {
+                None => format!(
+                    "the signer is frozen by {by}: {reason}. Payments and on-chain spends are refused until the governance quorum lifts it (wardenctl unfreeze)"
+                ),
+                Some(m) => format!(
+                    "fleet member {m} is frozen by {by}: {reason}. Its payments and on-chain spends are refused until the governance quorum lifts it (wardenctl unfreeze --member {m}); the other members go on"
+                ),
+            };
             tracing::warn!("{msg}");
             self.events.emit(now, EventKind::Freeze, "", tags, msg, 0);
-            // Frozen for the next request at once; a discarded transaction thaws it again.
-            *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
-            let (committed, state2) = (self.committed.clone(), state.clone());
-            self.store
-                .after_apply(move || committed.set_frozen(Some(state2)));
+            // Frozen for the next request at once (everyone's freeze wins over a member's); a
+            // discarded transaction thaws it again.
+            if self.stops_here(member.as_deref()) && (member.is_none() || self.frozen().is_none()) {
+                *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+                let (committed, state2) = (self.committed.clone(), state.clone());
+                self.store
+                    .after_apply(move || committed.set_frozen(Some(state2)));
+            }
             Ok((state, true))
         })
     }
@@ -95,10 +147,16 @@ impl Core {
     /// The freeze is lifted in the open transaction: in memory at once, committed with it; the
     /// emergency stops count afresh.
     pub(super) fn thaw(&self) {
-        *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = None;
+        // In a fleet, a member's own freeze may still hold after everyone's is lifted (or the
+        // other way round): what stays in force is what the open transaction leaves stored.
+        let left = FreezeStore::new(&self.store)
+            .in_force_for(self.fleet_member_name().as_deref())
+            .ok()
+            .flatten();
+        *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = left.clone();
         *self.emergency.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
         let committed = self.committed.clone();
-        self.store.after_apply(move || committed.set_frozen(None));
+        self.store.after_apply(move || committed.set_frozen(left));
     }
 
     /// Put the recovery key's `sweep` in force, in the open transaction: the signer is frozen
@@ -126,7 +184,7 @@ impl Core {
         }
         let by = format!("emergency stop {}", trigger.condition);
         let tags = [EMERGENCY_STOP.to_string(), trigger.condition.to_string()];
-        if let Err(e) = self.freeze_as(&by, &trigger.reason, &tags) {
+        if let Err(e) = self.freeze_as(&by, &trigger.reason, &tags, None) {
             tracing::error!(error = %e, condition = trigger.condition, "an emergency stop could not record its freeze");
         }
     }
@@ -185,7 +243,6 @@ impl Core {
 
     /// Ask the governance quorum to lift the freeze in force, on behalf of `proposer`.
     pub fn request_unfreeze(&self, proposer: &str) -> Result<UnfreezeRequest, FreezeError> {
-        let now = self.clock.now();
         // The freeze this wardend enforces: in a fleet, one the database reads as lifted
         // without the quorum is still in force here (see `Core::sync_fleet`), and it is the
         // one the quorum lifts.
@@ -195,6 +252,27 @@ impl Core {
                 .get()?
                 .ok_or(FreezeError::NotFrozen)?,
         };
+        self.request_unfreeze_of(proposer, freeze)
+    }
+
+    /// In a fleet: ask the governance quorum to lift the freeze of member `member` alone.
+    pub fn request_member_unfreeze(
+        &self,
+        proposer: &str,
+        member: &str,
+    ) -> Result<UnfreezeRequest, FreezeError> {
+        let freeze = FreezeStore::new(&self.store)
+            .get_at(Some(member))?
+            .ok_or(FreezeError::NotFrozen)?;
+        self.request_unfreeze_of(proposer, freeze)
+    }
+
+    fn request_unfreeze_of(
+        &self,
+        proposer: &str,
+        freeze: FreezeState,
+    ) -> Result<UnfreezeRequest, FreezeError> {
+        let now = self.clock.now();
         let policy = self.policy().policy;
         if policy.governance.quorum.need == 0 {
             return Err(FreezeError::NoQuorum);
@@ -251,10 +329,12 @@ impl Core {
         let (record, approvers) = self.approvals.consume_unfreeze(&record.id, &policy, now)?;
         let freezes = FreezeStore::new(&self.store);
         let target = record.unfreeze.as_ref().map(|f| f.id());
-        // The freeze in force is the one this wardend enforces (see `request_unfreeze`).
+        let at = record.unfreeze.as_ref().and_then(|f| f.member.clone());
+        // The freeze in force is the one this wardend enforces (see `request_unfreeze`), or,
+        // for another fleet member's, the one kept for it.
         let in_force = match self.frozen() {
-            Some(f) => Some(f),
-            None => freezes.get()?,
+            Some(f) if f.id() == target.unwrap_or_default() => Some(f),
+            _ => freezes.get_at(at.as_deref())?,
         };
         if in_force.map(|f| f.id()) != target {
             self.events.emit(
@@ -270,10 +350,10 @@ impl Core {
             );
             return Ok(false);
         }
-        freezes.clear()?;
+        freezes.clear_at(at.as_deref())?;
         let data = serde_json::json!({
             "request_id": record.id, "approved_by": approvers,
-            "freeze_id": target.map(hex::encode),
+            "freeze_id": target.map(hex::encode), "member": at,
         });
         self.audit
             .append(now, "unfreeze", data)
@@ -284,13 +364,18 @@ impl Core {
             &record.id,
             &record.tags,
             format!(
-                "the freeze is lifted (request {}, approved by {}); payments are decided again",
+                "the freeze{} is lifted (request {}, approved by {}); payments are decided again",
+                at.as_deref()
+                    .map(|m| format!(" of fleet member {m}"))
+                    .unwrap_or_default(),
                 record.id,
                 approvers.join(", ")
             ),
             0,
         );
-        self.thaw();
+        if self.stops_here(at.as_deref()) {
+            self.thaw();
+        }
         Ok(true)
     }
 }

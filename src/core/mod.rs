@@ -780,11 +780,14 @@ impl Core {
             self.adopt_fleet_policy(engine)?;
         }
         if changed(crate::store::Namespace::Recovery) {
-            let frozen = crate::recovery::FreezeStore::new(&self.store)
-                .get()
-                .map_err(|e| e.to_string())?;
-            if let (Some(f), None) = (self.frozen(), &frozen) {
-                if !self.lift_is_governed(&f) {
+            let freezes = crate::recovery::FreezeStore::new(&self.store);
+            let me = self.fleet_member_name();
+            if let Some(f) = self.frozen() {
+                let kept = freezes
+                    .get_at(f.member.as_deref())
+                    .map_err(|e| e.to_string())?
+                    .map(|k| k.id());
+                if kept != Some(f.id()) && !self.lift_is_governed(&f) {
                     // Lifting takes the quorum (or the recovery key after its delay); a row
                     // rewritten in the fleet's database is neither.
                     let tag = crate::tags::FROZEN;
@@ -804,10 +807,13 @@ impl Core {
                     return Ok(());
                 }
             }
+            let frozen = freezes
+                .in_force_for(me.as_deref())
+                .map_err(|e| e.to_string())?;
             if frozen != self.frozen() {
                 match &frozen {
                     Some(f) => {
-                        tracing::warn!(by = %f.by, reason = %f.reason, "the fleet is frozen: payments and on-chain spends are refused")
+                        tracing::warn!(by = %f.by, reason = %f.reason, member = ?f.member, "frozen by the fleet: payments and on-chain spends are refused")
                     }
                     None => tracing::info!("the fleet's freeze is lifted"),
                 }

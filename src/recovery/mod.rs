@@ -34,6 +34,10 @@ pub struct FreezeState {
     /// pass, and nothing else does.
     #[serde(default)]
     pub sweep: bool,
+    /// In a fleet: the one member this freeze stops (`None`: the whole fleet, or the one
+    /// wardend that is not in a fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 impl FreezeState {
@@ -64,6 +68,7 @@ impl FreezeState {
             reason: reason.to_string(),
             nonce: hex::encode(nonce),
             sweep: false,
+            member: None,
         })
     }
 }
@@ -82,10 +87,33 @@ impl FreezeStore {
         }
     }
 
-    /// The freeze in force, if any.
+    /// The freeze in force for everyone (the whole fleet, or the one wardend), if any.
     pub fn get(&self) -> Result<Option<FreezeState>, StoreError> {
+        self.get_at(None)
+    }
+
+    /// Where the freeze of `member` (`None`: everyone) is kept.
+    fn key(member: Option<&str>) -> Vec<u8> {
+        match member {
+            None => FREEZE_KEY.to_vec(),
+            Some(m) => [FREEZE_KEY, b"/", m.as_bytes()].concat(),
+        }
+    }
+
+    /// The freeze in force for everyone and, with `member`, the one on that fleet member
+    /// alone: the first that exists (everyone's wins, as it stops more).
+    pub fn in_force_for(&self, member: Option<&str>) -> Result<Option<FreezeState>, StoreError> {
+        match (self.get()?, member) {
+            (Some(f), _) => Ok(Some(f)),
+            (None, Some(m)) => self.get_at(Some(m)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The freeze kept for `member` (`None`: everyone's), if any.
+    pub fn get_at(&self, member: Option<&str>) -> Result<Option<FreezeState>, StoreError> {
         self.store
-            .get(Namespace::Recovery, FREEZE_KEY)?
+            .get(Namespace::Recovery, &Self::key(member))?
             .map(|v| {
                 serde_json::from_slice::<Option<FreezeState>>(&v).map_err(|e| StoreError::Corrupt {
                     key: "recovery/freeze".into(),
@@ -103,8 +131,11 @@ impl FreezeStore {
             detail: e.to_string(),
         })?;
         self.store.write(|| {
-            self.store
-                .put(Namespace::Recovery, FREEZE_KEY.to_vec(), json)
+            self.store.put(
+                Namespace::Recovery,
+                Self::key(state.member.as_deref()),
+                json,
+            )
         })
     }
 
@@ -112,9 +143,14 @@ impl FreezeStore {
     /// a fleet learn what changed from the rows written since their last look, and a deleted
     /// row is not one.
     pub fn clear(&self) -> Result<(), StoreError> {
+        self.clear_at(None)
+    }
+
+    /// Lift the freeze kept for `member` (`None`: everyone's), as [`FreezeStore::clear`] does.
+    pub fn clear_at(&self, member: Option<&str>) -> Result<(), StoreError> {
         self.store.write(|| {
             self.store
-                .put(Namespace::Recovery, FREEZE_KEY.to_vec(), b"null".to_vec())
+                .put(Namespace::Recovery, Self::key(member), b"null".to_vec())
         })
     }
 }

@@ -434,6 +434,37 @@ pub enum LocalBackend {
 }
 
 impl LocalBackend {
+    /// The backend an operator names (`store.backend`), if it is a local one.
+    pub fn named(name: &str) -> Option<LocalBackend> {
+        match name {
+            "sled" => Some(LocalBackend::Sled),
+            "log" => Some(LocalBackend::Log),
+            _ => None,
+        }
+    }
+
+    /// Its name, as `store.backend` and `wardenctl migrate --from` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LocalBackend::Sled => "sled",
+            LocalBackend::Log => "log",
+        }
+    }
+
+    /// The backend for `dir` when none is named: the one it already holds, so an upgrade never
+    /// starts from an empty state; a new directory gets the log.
+    pub fn default_in(dir: &std::path::Path) -> LocalBackend {
+        Self::in_dir(dir).unwrap_or(LocalBackend::Log)
+    }
+
+    /// What to tell the operator at start about running on this backend, if anything.
+    pub fn advice(self) -> Option<&'static str> {
+        match self {
+            LocalBackend::Sled => Some("state in sled; Warden's append-only log (the default) commits with one device wait instead of two: `wardenctl migrate --from sled --to log` moves it while wardend is stopped"),
+            LocalBackend::Log => None,
+        }
+    }
+
     /// Which local backend `dir` already holds, by the files each keeps (sled's `conf` and
     /// `db`, the log's `state.log`); `None` for a directory that holds neither, or none at all.
     pub fn in_dir(dir: &std::path::Path) -> Option<LocalBackend> {
@@ -568,9 +599,14 @@ impl Store {
     /// Open the local state in `dir`: whichever local backend it already holds, or a new
     /// append-only log (the default) if it holds none.
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
-        match LocalBackend::in_dir(dir) {
-            Some(LocalBackend::Sled) => Store::open_sled(dir),
-            Some(LocalBackend::Log) | None => Store::open_log(dir),
+        Store::open_local(dir, LocalBackend::default_in(dir))
+    }
+
+    /// Open (or create) the local state in `dir` on `backend`.
+    pub fn open_local(dir: &std::path::Path, backend: LocalBackend) -> Result<Self, StoreError> {
+        match backend {
+            LocalBackend::Sled => Store::open_sled(dir),
+            LocalBackend::Log => Store::open_log(dir),
         }
     }
 

@@ -214,6 +214,7 @@ pub fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalField
             reason: r.freeze_reason.clone(),
             nonce: r.freeze_nonce.clone(),
             sweep: false,
+            member: None,
         };
         if shown.id() != id {
             bail!(

@@ -75,13 +75,9 @@ impl Loaded {
 /// it holds the lock) or PostgreSQL (readable while wardends run; nothing is written).
 pub fn open_state(config: &warden::config::Config) -> anyhow::Result<warden::store::Store> {
     Ok(match &config.store {
-        warden::config::StoreConfig::Sled => {
-            warden::store::Store::open_sled(&config.data_dir.join("state"))
+        warden::config::StoreConfig::Local(backend) => {
+            warden::store::Store::open_local(&config.data_dir.join("state"), *backend)
                 .context("opening the state database (stop wardend first)")?
-        }
-        warden::config::StoreConfig::Log => {
-            warden::store::Store::open_log(&config.data_dir.join("state"))
-                .context("opening the state log (stop wardend first)")?
         }
         warden::config::StoreConfig::Postgres(settings) => {
             warden::store::Store::new(std::sync::Arc::new(
@@ -216,6 +212,67 @@ pub struct ReportArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// In a fleet: every member's log, each verified, added up for the fleet and per member.
+    #[arg(long)]
+    fleet: bool,
+}
+
+/// A fleet member's name and its audit records.
+type MemberLog = (String, Vec<AuditRecord>);
+
+/// Every fleet member's audit records, by member name: this member's own (already verified
+/// against its HSM), and each other member's, read from its schema and verified against the
+/// audit key its own chain declares (its `start` records).
+fn fleet_logs(
+    config: &warden::config::Config,
+    own: &[AuditRecord],
+) -> anyhow::Result<(String, Vec<MemberLog>)> {
+    use warden::store::postgres::{FleetMember, PgBackend, PgSettings};
+    let not_member = || {
+        anyhow::anyhow!("--fleet: this configuration is not a fleet member's; it needs store.backend = \"postgres\" and [fleet] name and member")
+    };
+    let warden::config::StoreConfig::Postgres(settings) = &config.store else {
+        return Err(not_member());
+    };
+    let me = settings.fleet.clone().ok_or_else(not_member)?;
+    let members = PgBackend::open(settings.clone())
+        .context("opening the fleet's database (store.url)")?
+        .fleet_members()?;
+    let mut logs = Vec::new();
+    for m in members {
+        if m.name == me.member {
+            logs.push((m.name, own.to_vec()));
+            continue;
+        }
+        let store = warden::store::Store::new(std::sync::Arc::new(
+            PgBackend::open(PgSettings {
+                fleet: Some(FleetMember {
+                    fleet: me.fleet.clone(),
+                    member: m.name.clone(),
+                }),
+                ..settings.clone()
+            })
+            .with_context(|| format!("opening member {}'s state", m.name))?,
+        ));
+        let records = read_records(&store)?;
+        let checkpoints = read_checkpoints(&store)?;
+        let declared = records
+            .iter()
+            .find(|r| r.kind == "start")
+            .and_then(|r| r.data["audit_key"].as_str())
+            .and_then(|k| k.parse::<PublicKey>().ok())
+            .with_context(|| format!("member {}'s log declares no audit key", m.name))?;
+        if let Finding::Bad { seq, problem } =
+            verify_anchored(&records, &checkpoints, &declared, None)
+        {
+            bail!(
+                "refusing to report: member {}'s log does not verify (record {seq}: {problem})",
+                m.name
+            );
+        }
+        logs.push((m.name, records));
+    }
+    Ok((me.fleet, logs))
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
@@ -241,12 +298,62 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?
         }
     };
-    let daily_limit = policy
-        .limits
-        .iter()
-        .filter(|l| l.window_secs == Some(86_400) && l.scope == warden::policy::LimitScope::Node)
-        .filter_map(|l| l.max_amount_msat)
-        .min();
+    let daily = |scope: warden::policy::LimitScope| {
+        policy
+            .limits
+            .iter()
+            .filter(|l| l.window_secs == Some(86_400) && l.scope == scope)
+            .filter_map(|l| l.max_amount_msat)
+            .min()
+    };
+    let daily_limit = daily(warden::policy::LimitScope::Node);
+    if args.fleet {
+        let (fleet, logs) = fleet_logs(&config, &records)?;
+        let mut all: Vec<AuditRecord> = logs.iter().flat_map(|(_, r)| r.clone()).collect();
+        all.sort_by_key(|r| r.time);
+        let total = report::compute(&all, since, until, daily(warden::policy::LimitScope::Fleet));
+        let members: Vec<(String, report::Report)> = logs
+            .iter()
+            .map(|(m, r)| (m.clone(), report::compute(r, since, until, daily_limit)))
+            .collect();
+        let text = match args.format.as_str() {
+            "table" => {
+                let mut t = format!(
+                    "fleet {fleet}: {} members, every member's log verified (other members' against the audit key their own logs declare; run `wardenctl audit verify` on each member for the check against its HSM)\n\n",
+                    members.len()
+                );
+                t.push_str(&report::render_table(&total));
+                t.push_str("\nper member:\n");
+                for (m, r) in &members {
+                    t.push_str(&format!(
+                        "  {m:<24} approved {:>6} ({}), refused {:>6} ({}), held {:>6} ({})\n",
+                        r.approved.count,
+                        warden::policy::units::format_msat(r.approved.amount_msat),
+                        r.refused.count,
+                        warden::policy::units::format_msat(r.refused.amount_msat),
+                        r.held.count,
+                        warden::policy::units::format_msat(r.held.amount_msat),
+                    ));
+                }
+                t
+            }
+            "json" => {
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "fleet": fleet,
+                    "total": total,
+                    "members": members.iter().map(|(m, r)| (m.clone(), serde_json::to_value(r).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+                }))? + "\n"
+            }
+            other => bail!("--fleet reports as table or json, not \"{other}\""),
+        };
+        match args.out {
+            Some(p) => {
+                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?
+            }
+            None => print!("{text}"),
+        }
+        return Ok(0);
+    }
     let r = report::compute(&records, since, until, daily_limit);
     let text = match args.format.as_str() {
         "table" => report::render_table(&r),

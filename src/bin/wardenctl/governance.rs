@@ -111,12 +111,13 @@ pub async fn history(conn: &Conn, json: bool) -> anyhow::Result<i32> {
 }
 
 /// `wardenctl freeze --reason ...`.
-pub async fn freeze(conn: &Conn, reason: &str) -> anyhow::Result<i32> {
+pub async fn freeze(conn: &Conn, reason: &str, member: Option<&str>) -> anyhow::Result<i32> {
     let r = conn
         .connect()
         .await?
         .freeze(proto::FreezeRequest {
             reason: reason.into(),
+            member: member.unwrap_or_default().into(),
         })
         .await
         .map_err(rpc)?
@@ -134,11 +135,13 @@ pub async fn freeze(conn: &Conn, reason: &str) -> anyhow::Result<i32> {
 }
 
 /// `wardenctl unfreeze`: opens the request the governance quorum approves.
-pub async fn unfreeze(conn: &Conn) -> anyhow::Result<i32> {
+pub async fn unfreeze(conn: &Conn, member: Option<&str>) -> anyhow::Result<i32> {
     let r = conn
         .connect()
         .await?
-        .unfreeze(proto::UnfreezeRequest {})
+        .unfreeze(proto::UnfreezeRequest {
+            member: member.unwrap_or_default().into(),
+        })
         .await
         .map_err(rpc)?
         .into_inner();

@@ -163,10 +163,18 @@ enum Command {
         /// Why (shown to the other admins and kept in the audit log).
         #[arg(long)]
         reason: String,
+        /// In a fleet: freeze this one member's node alone (default: the whole fleet).
+        #[arg(long)]
+        member: Option<String>,
     },
     /// Ask the governance quorum to lift the freeze: prints the request its admins approve
     /// with `wardenctl approve ID`.
-    Unfreeze,
+    Unfreeze {
+        /// In a fleet: lift the freeze of this one member (default: the freeze in force on the
+        /// wardend asked).
+        #[arg(long)]
+        member: Option<String>,
+    },
     /// Timelocked recovery with the policy's offline recovery key.
     Recovery {
         #[command(subcommand)]
@@ -379,8 +387,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Top => top::run(&conn).await.map(|_| 0),
         Command::Status { json } => admin::status(&conn, json).await.map(|_| 0),
         Command::Channels { json } => admin::channels(&conn, json).await.map(|_| 0),
-        Command::Freeze { reason } => governance::freeze(&conn, &reason).await,
-        Command::Unfreeze => governance::unfreeze(&conn).await,
+        Command::Freeze { reason, member } => {
+            governance::freeze(&conn, &reason, member.as_deref()).await
+        }
+        Command::Unfreeze { member } => governance::unfreeze(&conn, member.as_deref()).await,
         Command::Recovery { command } => match command {
             RecoveryCommand::Open { action, policy } => {
                 governance::recovery_open(&conn, &action, policy.as_deref())

@@ -28,17 +28,16 @@ pub fn run(from: &str, to: &str, args: &ConfigArgs) -> anyhow::Result<i32> {
     let key = hsm.audit_public_key()?;
     let anchor = hsm.audit_anchor()?;
     let local_dir = config.data_dir.join("state");
-    match (from, LocalBackend::in_dir(&local_dir)) {
-        ("sled", Some(LocalBackend::Sled)) | ("log", Some(LocalBackend::Log)) => {}
-        (_, found) => anyhow::bail!(
+    let found = LocalBackend::in_dir(&local_dir);
+    if found != LocalBackend::named(from) {
+        anyhow::bail!(
             "--from {from}: {} holds {}; name the backend it holds",
             local_dir.display(),
             match found {
-                Some(LocalBackend::Sled) => "a sled database (--from sled)",
-                Some(LocalBackend::Log) => "a state log (--from log)",
-                None => "no state (point data_dir at the stopped node's data directory)",
+                Some(b) => format!("{} state (--from {})", b.name(), b.name()),
+                None => "no state (point data_dir at the stopped node's data directory)".into(),
             }
-        ),
+        );
     }
     let pg = Arc::new(
         PgBackend::open(settings.clone())
