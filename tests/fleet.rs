@@ -725,3 +725,28 @@ async fn one_member_frozen_alone_stops_only_its_node_until_the_quorum_lifts_it()
     );
     assert_eq!(nodes[1].status().await.frozen, "");
 }
+
+#[test]
+fn a_reload_in_the_middle_of_a_request_keeps_the_fleet_buckets_it_staged() {
+    let db = pg::shared().database("fleet_reload");
+    let a = member(&db, "acme", "node-a");
+    let mut e = PolicyEngine::open(fleet_policy(), a.clone(), T0).unwrap();
+    let txn = a.begin().unwrap();
+    e.sync_shared().unwrap();
+    assert!(e.decide(&pay(1, 0, 30_000), T0 + 60).unwrap().is_approved());
+    // A later step of the same request fails and memory is reloaded (as the core does after a
+    // rollback to a savepoint): the bucket this request staged is still counted.
+    e.reload().unwrap();
+    let counted = |e: &PolicyEngine| {
+        e.state()
+            .totals(&LedgerKey::Fleet, T0 + 61, 86_400)
+            .amount_msat
+    };
+    assert_eq!(counted(&e), u128::from(30_000 * SAT));
+    txn.commit().unwrap();
+    assert!(
+        !decide(&mut e, &a, &pay(1, 1, 80_000), T0 + 62),
+        "30,000 + 80,000 is over the fleet cap"
+    );
+    assert_eq!(counted(&e), u128::from(30_000 * SAT));
+}

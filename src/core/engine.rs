@@ -92,16 +92,37 @@ impl PolicyEngine {
 
     /// Forget what memory holds beyond the committed state (after a discarded transaction).
     pub fn reload(&mut self) -> Result<(), StoreError> {
-        self.state = load_velocity(&self.store)?;
-        self.load_shared()
+        // Built whole before it replaces memory: a reload that fails leaves memory as it was
+        // (and the store reloads again before the next transaction).
+        let mut state = load_velocity(&self.store)?;
+        self.load_shared_into(&mut state)?;
+        self.state = state;
+        Ok(())
     }
 
     /// Read the fleet's ledger whole, when the policy counts one.
     fn load_shared(&mut self) -> Result<(), StoreError> {
-        if self.policy.counts_fleet() || self.store.is_fleet() {
-            let shared = self.store.read_shared()?;
-            self.take_shared(&shared)?;
+        let mut state = std::mem::take(&mut self.state);
+        let r = self.load_shared_into(&mut state);
+        self.state = state;
+        r
+    }
+
+    /// The fleet's ledger into `state`, as this thread sees it: in a transaction (a reload
+    /// mid-request), with the buckets the transaction has staged, which a raw read would miss.
+    fn load_shared_into(&self, state: &mut VelocityState) -> Result<(), StoreError> {
+        if !self.policy.counts_fleet() && !self.store.is_fleet() {
+            return Ok(());
         }
+        if !self.store.is_fleet() {
+            // Refused by name: a fleet policy needs a fleet's database.
+            self.store.read_shared()?;
+        }
+        let mut changes = Vec::new();
+        for (k, v) in self.store.scan(Namespace::FleetVelocity, b"")? {
+            changes.push(decode(Namespace::FleetVelocity, &k, &v)?);
+        }
+        state.apply(&changes);
         Ok(())
     }
 

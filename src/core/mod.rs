@@ -774,6 +774,15 @@ impl Core {
     /// what every member committed (the shared windows; the policy in force, if the fleet's
     /// history moved; the freeze, if it changed). Nothing to do for a single wardend.
     fn sync_fleet(&self, engine: &mut PolicyEngine) -> Result<(), String> {
+        let r = self.sync_fleet_inner(engine);
+        if r.is_err() {
+            // What was read is not all in memory: the next sync reads every shared row again.
+            self.store.unsync_shared();
+        }
+        r
+    }
+
+    fn sync_fleet_inner(&self, engine: &mut PolicyEngine) -> Result<(), String> {
         let shared = engine.sync_shared().map_err(|e| e.to_string())?;
         let changed = |ns: crate::store::Namespace| shared.rows.iter().any(|(n, _, _)| *n == ns);
         if changed(crate::store::Namespace::Governance) {

@@ -1037,6 +1037,16 @@ impl Store {
         self.inner.backend.read_shared(0)
     }
 
+    /// The rows [`Store::sync_shared`] returned could not all be taken into memory: forget
+    /// that this transaction synced, so the next sync reads every shared row again.
+    pub fn unsync_shared(&self) {
+        let mut slot = self.slot();
+        if slot.owner == Some(std::thread::current().id()) {
+            slot.synced_at = None;
+        }
+        self.inner.shared_seq.store(0, Ordering::SeqCst);
+    }
+
     /// The value under `key`: this thread's staged write if any, else the committed value.
     pub fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.lock_to_read(ns)?;

@@ -526,7 +526,12 @@ async fn prepare(client: Client, settings: &PgSettings) -> Result<Conn, StoreErr
                     WHERE (ns, key) IN (SELECT * FROM unnest($5::smallint[], $6::bytea[]))
                     AND EXISTS (SELECT 1 FROM head)
                 )
-                SELECT seq FROM head",
+                -- Not under this member's lease: fail the statement (and with it the whole
+                -- transaction block, the member's own rows included) rather than write nothing
+                -- of the fleet's while the member's own rows commit.
+                SELECT seq, 1 / (SELECT count(*)::int FROM head) FROM head
+                UNION ALL SELECT NULL, 1 / (SELECT count(*)::int FROM head)
+                WHERE NOT EXISTS (SELECT 1 FROM head)",
             )
             .await?,
         }),
@@ -830,12 +835,15 @@ impl Shared {
             .push(ns, k, v);
         }
         let started = Instant::now();
+        // This transaction took the fleet's lock: whatever it writes must commit on the block
+        // that holds it.
+        let locked = self.txn_open.load(Ordering::SeqCst);
         let fenced = self
             .with(true, |c| {
                 Box::pin(async move {
                     let epoch = epoch as i64;
                     let shared = !fleet.is_empty();
-                    if shared && !c.in_txn && !fleet.up_ns.is_empty() {
+                    if !c.in_txn && (locked || (shared && !fleet.up_ns.is_empty())) {
                         // Shared rows are written only on top of what was read under the
                         // fleet's lock, on the connection that holds it: a lock lost with its
                         // connection must not let stale totals be written.
@@ -866,7 +874,14 @@ impl Shared {
                                     &fleet.del_ns,
                                     &fleet.del_keys,
                                 ];
-                                client.query_opt(&f.write, &params).await.map(|_| ())
+                                client.query_opt(&f.write, &params).await.map(|_| ()).map_err(|e| {
+                                    match e.as_db_error().map(|d| d.code().code()) {
+                                        Some("22012") => unavailable(
+                                            "this member's lease was not valid when the fleet's rows were to be written; nothing was committed",
+                                        ),
+                                        _ => pg_err("commit")(e),
+                                    }
+                                })
                             }
                             _ => Ok(()),
                         }
@@ -894,7 +909,7 @@ impl Shared {
                         futures::join!(opened, fleet_write, write, end);
                     c.in_txn = false;
                     opened.map_err(pg_err("commit"))?;
-                    shared_written.map_err(pg_err("commit"))?;
+                    shared_written?;
                     let fence = fence.map_err(pg_err("commit"))?;
                     ended.map_err(pg_err("commit"))?;
                     Ok(match fence {
@@ -989,10 +1004,12 @@ impl Shared {
                             shared_rows(rows)
                         }
                         Err(e) => {
-                            // Nothing was read under the lock: end the block now, so the rest
-                            // of the request commits as if no lock had been asked for.
-                            if begin {
+                            // Nothing was read under the lock: end the block now (whoever
+                            // opened it), so the lock is not held until the server's timeout;
+                            // the transaction's later shared writes then fail for want of it.
+                            if begin || c.in_txn {
                                 let _ = c.client.batch_execute("ROLLBACK").await;
+                                c.in_txn = false;
                             }
                             Err(e)
                         }
