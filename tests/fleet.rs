@@ -750,3 +750,69 @@ fn a_reload_in_the_middle_of_a_request_keeps_the_fleet_buckets_it_staged() {
     );
     assert_eq!(counted(&e), u128::from(30_000 * SAT));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_by_a_tightening_refuses_from_its_next_request() {
+    let (_db, mut nodes) = start_fleet("fleet_removed", GOVERNED).await;
+    let payee = Payee::new(0x72);
+    assert!(block_in_place(
+        || nodes[2].preapprove(&payee.invoice(1_000 * SAT, 1))
+    ));
+    // The fleet's policy without node-c: a tightening, in force as soon as two admins sign.
+    let text = std::fs::read_to_string(&nodes[0].policy).unwrap();
+    let without_c: String = text
+        .lines()
+        .filter(|l| !l.starts_with("node-c = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without_c, text);
+    let path = nodes[0].token.path().join("without-c.toml");
+    std::fs::write(&path, &without_c).unwrap();
+    let out = ctl_ok(
+        &nodes[0].daemon,
+        "alice",
+        &["policy", "propose", path.to_str().unwrap()],
+    );
+    assert!(
+        out.contains("fleet member node-c"),
+        "the change names the member: {out}"
+    );
+    let change = out
+        .split_whitespace()
+        .find(|w| w.starts_with("pc-"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    for admin in ["alice", "bob"] {
+        block_in_place(|| nodes[1].approve(admin, &change));
+    }
+    // node-c refuses, with the rule, and keeps serving; the others go on.
+    assert!(!block_in_place(
+        || nodes[2].preapprove(&payee.invoice(1_000 * SAT, 2))
+    ));
+    assert!(block_in_place(|| nodes[2].still_serves()));
+    assert!(block_in_place(
+        || nodes[0].preapprove(&payee.invoice(1_000 * SAT, 3))
+    ));
+    let out = nodes[2]
+        .token
+        .command("wardenctl")
+        .args(["audit", "export", "--format", "jsonl"])
+        .output()
+        .unwrap();
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .rfind(|r| r["kind"] == "decision")
+        .unwrap();
+    assert_eq!(
+        last["data"]["tags"],
+        serde_json::json!(["warden-fleet-not-member"])
+    );
+    assert!(
+        last["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the policy in force does not admit fleet member \"node-c\""),
+        "{last}"
+    );
+}
