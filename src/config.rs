@@ -998,7 +998,13 @@ mod tests {
             StoreConfig::Local(crate::store::LocalBackend::Log)
         );
         // A node upgraded from a release whose default was sled keeps its state.
-        drop(crate::store::sled::SledBackend::open(&d.path().join("data/state")).unwrap());
+        drop(
+            crate::store::Store::open_local(
+                &d.path().join("data/state"),
+                crate::store::LocalBackend::Sled,
+            )
+            .unwrap(),
+        );
         assert_eq!(
             args.resolve().unwrap().store,
             StoreConfig::Local(crate::store::LocalBackend::Sled)

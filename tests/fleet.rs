@@ -407,6 +407,15 @@ quorum = { need = 2, of = ["alice", "bob", "carol"] }
 expiry = "1h"
 "#;
 
+/// The id with `prefix` that wardenctl printed in `out` (a policy change, an unfreeze).
+fn request_id(out: &str, prefix: &str) -> String {
+    out.split_whitespace()
+        .find(|w| w.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} id in {out}"))
+        .trim_end_matches(';')
+        .to_string()
+}
+
 fn ctl_ok(d: &Daemon, admin: &str, args: &[&str]) -> String {
     let out = d.wardenctl(admin, args);
     assert!(
@@ -453,21 +462,9 @@ async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
     // B's decision record names the fleet, B, and the fleet window that counted the payment;
     // it is in B's own audit chain, not in A's, through whose API it was approved.
     let paid = |d: &Daemon| -> Vec<serde_json::Value> {
-        let out = d
-            .token
-            .command("wardenctl")
-            .args(["audit", "export", "--format", "jsonl"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|r| r["kind"] == "decision" && r["data"]["verdict"] == "approve")
+        d.audit_records("decision")
+            .into_iter()
+            .filter(|r| r["data"]["verdict"] == "approve")
             .collect()
     };
     let on_b = paid(&nodes[1].daemon);
@@ -491,11 +488,7 @@ async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
         "carol",
         &["policy", "propose", tightened.to_str().unwrap()],
     );
-    let change = out
-        .split_whitespace()
-        .find(|w| w.starts_with("pc-"))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
+    let change = request_id(&out, "pc-");
     for admin in ["alice", "bob"] {
         block_in_place(|| nodes[0].approve(admin, &change));
     }
@@ -562,12 +555,7 @@ async fn a_held_payment_a_tightening_and_a_freeze_are_each_the_fleets_once() {
 
     // The quorum lifts it through C, the unfreeze approved through A: every node pays again.
     let out = ctl_ok(&nodes[2].daemon, "alice", &["unfreeze"]);
-    let unfreeze = out
-        .split_whitespace()
-        .find(|w| w.starts_with("uf-"))
-        .unwrap_or_else(|| panic!("{out}"))
-        .trim_end_matches(';')
-        .to_string();
+    let unfreeze = request_id(&out, "uf-");
     for admin in ["alice", "bob"] {
         block_in_place(|| nodes[0].approve(admin, &unfreeze));
     }
@@ -706,12 +694,7 @@ async fn one_member_frozen_alone_stops_only_its_node_until_the_quorum_lifts_it()
         "alice",
         &["unfreeze", "--member", "node-b"],
     );
-    let id = out
-        .split_whitespace()
-        .find(|w| w.starts_with("uf-"))
-        .unwrap_or_else(|| panic!("{out}"))
-        .trim_end_matches(';')
-        .to_string();
+    let id = request_id(&out, "uf-");
     assert!(
         !block_in_place(|| nodes[1].preapprove(&payee.invoice(1_000 * SAT, 10))),
         "still frozen while the request waits for its quorum"
@@ -777,11 +760,7 @@ async fn a_member_removed_by_a_tightening_refuses_from_its_next_request() {
         out.contains("fleet member node-c"),
         "the change names the member: {out}"
     );
-    let change = out
-        .split_whitespace()
-        .find(|w| w.starts_with("pc-"))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
+    let change = request_id(&out, "pc-");
     for admin in ["alice", "bob"] {
         block_in_place(|| nodes[1].approve(admin, &change));
     }
@@ -793,17 +772,10 @@ async fn a_member_removed_by_a_tightening_refuses_from_its_next_request() {
     assert!(block_in_place(
         || nodes[0].preapprove(&payee.invoice(1_000 * SAT, 3))
     ));
-    let out = nodes[2]
-        .token
-        .command("wardenctl")
-        .args(["audit", "export", "--format", "jsonl"])
-        .output()
-        .unwrap();
-    let last = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .rfind(|r| r["kind"] == "decision")
-        .unwrap();
+    let last = nodes[2]
+        .audit_records("decision")
+        .pop()
+        .expect("node-c decided");
     assert_eq!(
         last["data"]["tags"],
         serde_json::json!(["warden-fleet-not-member"])

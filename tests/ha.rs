@@ -28,26 +28,6 @@ fn audit_verifies(d: &Daemon) -> String {
     text
 }
 
-/// The audit records of kind `kind`, from `wardenctl audit export`.
-fn records(d: &Daemon, kind: &str) -> Vec<serde_json::Value> {
-    let out = d
-        .token
-        .command("wardenctl")
-        .args(["audit", "export", "--format", "jsonl"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["kind"] == kind)
-        .collect()
-}
-
 /// The proxy's log, as it wrote it to its stdout.
 fn proxy_log(d: &Daemon) -> String {
     let dir = d.token.path().join("proxy");
@@ -207,7 +187,7 @@ async fn a_standby_takes_over_a_killed_active_under_load_and_nothing_is_lost_or_
     assert!(block_in_place(|| cln.still_serves()));
 
     // One chain across both writers, each start with its own epoch.
-    let starts = records(&standby, "start");
+    let starts = standby.audit_records("start");
     let epochs: Vec<_> = starts
         .iter()
         .map(|r| r["data"]["lease_epoch"].clone())
@@ -218,7 +198,8 @@ async fn a_standby_takes_over_a_killed_active_under_load_and_nothing_is_lost_or_
         "{starts:?}"
     );
     // Each takeover is an event (an alert, so the webhook gets it), recorded in the audit log.
-    let took_over: Vec<String> = records(&standby, "event")
+    let took_over: Vec<String> = standby
+        .audit_records("event")
         .iter()
         .map(|r| r["data"].to_string())
         .filter(|d| d.contains("warden-ha-took-over"))

@@ -182,6 +182,27 @@ impl Daemon {
         );
     }
 
+    /// The audit records of kind `kind`, from `wardenctl audit export` (readable while wardend
+    /// runs on PostgreSQL).
+    pub fn audit_records(&self, kind: &str) -> Vec<serde_json::Value> {
+        let out = self
+            .token
+            .command("wardenctl")
+            .args(["audit", "export", "--format", "jsonl"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["kind"] == kind)
+            .collect()
+    }
+
     /// Run `like`'s policy with `like`'s admin keys (a fleet's one policy).
     pub fn share_policy_of(&mut self, like: &Daemon) {
         std::fs::copy(&like.policy, &self.policy).unwrap();
