@@ -75,6 +75,8 @@ pub struct Metrics {
     ha_role: Family<NameLabel, Gauge>,
     ha_epoch: Gauge,
     ha_lease_age: Gauge<f64, AtomicU64>,
+    fleet_members: Family<StateLabel, Gauge>,
+    fleet_frozen: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -256,7 +258,21 @@ impl Default for Metrics {
             "Since the lease was last renewed (by this wardend while active, by the active one while standby)",
             ha_lease_age.clone(),
         );
+        let fleet_members = Family::<StateLabel, Gauge>::default();
+        r.register(
+            "fleet_members",
+            "In a fleet: its members by standing (serving, not-joined, removed, other-node); absent outside a fleet",
+            fleet_members.clone(),
+        );
+        let fleet_frozen = Gauge::default();
+        r.register(
+            "fleet_frozen",
+            "In a fleet: 1 while a freeze stops every member, 0 otherwise; absent outside a fleet",
+            fleet_frozen.clone(),
+        );
         Metrics {
+            fleet_members,
+            fleet_frozen,
             ha_role,
             ha_epoch,
             ha_lease_age,
@@ -354,8 +370,20 @@ impl Metrics {
             store,
             channels,
             lease,
+            fleet,
         } = *now;
         self.render_channels(channels);
+        if let Some(f) = fleet {
+            for standing in crate::core::Standing::ALL {
+                let n = f.members.iter().filter(|m| m.standing == standing).count();
+                self.fleet_members
+                    .get_or_create(&StateLabel {
+                        state: standing.as_str().into(),
+                    })
+                    .set(n as i64);
+            }
+            self.fleet_frozen.set(i64::from(f.frozen));
+        }
         if let Some(l) = lease {
             use crate::store::Role;
             for role in [Role::Active, Role::Standby, Role::Deposed] {
@@ -415,6 +443,8 @@ pub struct Gauges<'a> {
     pub channels: &'a [crate::policy::channels::ChannelView],
     /// The lease, on a database shared for failover.
     pub lease: Option<LeaseView>,
+    /// The fleet, on a fleet member.
+    pub fleet: Option<&'a crate::core::FleetView>,
 }
 
 /// The lease as a scrape shows it.

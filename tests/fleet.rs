@@ -14,7 +14,7 @@ use tokio::task::block_in_place;
 use warden::core::PolicyEngine;
 use warden::policy::{parse_policy, LedgerKey, PaymentRequest};
 use warden::store::postgres::{FleetMember, PgBackend, PgSettings};
-use warden::store::{Namespace, Store, StoreError};
+use warden::store::{Backend, Namespace, Store, StoreError};
 
 const PAYEE: &str = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
 const T0: u64 = 1_795_435_200;
@@ -416,6 +416,11 @@ fn request_id(out: &str, prefix: &str) -> String {
         .to_string()
 }
 
+/// `wardenctl fleet --json` through `d`.
+fn fleet_json(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&ctl_ok(d, "carol", &["fleet", "--json"])).unwrap()
+}
+
 fn ctl_ok(d: &Daemon, admin: &str, args: &[&str]) -> String {
     let out = d.wardenctl(admin, args);
     assert!(
@@ -680,6 +685,15 @@ async fn one_member_frozen_alone_stops_only_its_node_until_the_quorum_lifts_it()
         "B reports its freeze"
     );
     assert_eq!(nodes[0].status().await.frozen, "", "A is not frozen");
+    let fleet = fleet_json(&nodes[2].daemon);
+    let alone: Vec<bool> = fleet["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["frozen_alone"].as_bool().unwrap())
+        .collect();
+    assert_eq!(alone, [false, true, false], "{fleet}");
+    assert_eq!(fleet["frozen"], false);
     // A name the policy does not admit is refused, saying which names it admits.
     let out = nodes[0].wardenctl("carol", &["freeze", "--member", "node-x", "--reason", "x"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -741,6 +755,19 @@ async fn a_member_removed_by_a_tightening_refuses_from_its_next_request() {
     assert!(block_in_place(
         || nodes[2].preapprove(&payee.invoice(1_000 * SAT, 1))
     ));
+    // wardenctl fleet, through any member, lists the three bound to their own nodes and seeds.
+    let fleet = fleet_json(&nodes[1].daemon);
+    assert_eq!(fleet["fleet"], "acme");
+    for (i, m) in fleet["members"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(m["name"], MEMBERS[i]);
+        assert_eq!(m["standing"], "serving", "{m}");
+        assert_eq!(
+            m["node_id"],
+            nodes[i].node_id_from_init.to_string().as_str()
+        );
+        assert_eq!(m["this"], i == 1, "{m}");
+        assert_eq!(m["seed_id"].as_str().unwrap().len(), 32, "{m}");
+    }
     // The fleet's policy without node-c: a tightening, in force as soon as two admins sign.
     let text = std::fs::read_to_string(&nodes[0].policy).unwrap();
     let without_c: String = text
@@ -772,6 +799,26 @@ async fn a_member_removed_by_a_tightening_refuses_from_its_next_request() {
     assert!(block_in_place(
         || nodes[0].preapprove(&payee.invoice(1_000 * SAT, 3))
     ));
+    // The fleet's listing and metrics say so, on every member.
+    let fleet = fleet_json(&nodes[0].daemon);
+    let standing: Vec<&str> = fleet["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["standing"].as_str().unwrap())
+        .collect();
+    assert_eq!(standing, ["serving", "serving", "removed"]);
+    let table = ctl_ok(&nodes[0].daemon, "carol", &["fleet"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("node-c") && l.contains("removed")),
+        "{table}"
+    );
+    let m = nodes[1].scrape_metrics().await;
+    assert_eq!(m["warden_fleet_members{state=\"serving\"}"], 2.0);
+    assert_eq!(m["warden_fleet_members{state=\"removed\"}"], 1.0);
+    assert_eq!(m["warden_fleet_frozen"], 0.0);
     let last = nodes[2]
         .audit_records("decision")
         .pop()

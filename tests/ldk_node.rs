@@ -683,6 +683,14 @@ fn channel_opens_stop_at_the_capacity_limit_and_wardenctl_channels_matches_ldks_
         text.contains("open") && text.contains("5,000,000"),
         "{text}"
     );
+    // A wardend outside a fleet says so, and what makes one.
+    let out = d.wardenctl("alice", &["fleet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("this wardend is not a fleet member; a fleet needs store.backend = \"postgres\" and [fleet] name and member"),
+        "{err}"
+    );
 
     // Below 95 % outbound after 450,000 of 5,000,000 sat: the liquidity alert (from wardend's
     // periodic look, every 5 s), once.

@@ -996,6 +996,45 @@ impl Warden for AdminService {
         Ok(Response::new(proto::ListChannelsResponse { channels }))
     }
 
+    async fn list_fleet(
+        &self,
+        request: Request<proto::ListFleetRequest>,
+    ) -> Result<Response<proto::ListFleetResponse>, Status> {
+        self.admit(&request)?;
+        self.may_read(&request, "the fleet")?;
+        let core = self.core.clone();
+        let view = tokio::task::spawn_blocking(move || {
+            core.refresh_shared();
+            core.fleet()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            Status::failed_precondition(
+                "this wardend is not a fleet member; a fleet needs store.backend = \"postgres\" and [fleet] name and member",
+            )
+        })?;
+        Ok(Response::new(proto::ListFleetResponse {
+            fleet: view.name,
+            frozen: view.frozen,
+            members: view
+                .members
+                .into_iter()
+                .map(|m| proto::FleetMember {
+                    name: m.name,
+                    node_id: m.node_id,
+                    seed_id: m.seed_id.unwrap_or_default(),
+                    joined_at: m.joined_at.unwrap_or(0),
+                    seen_at: m.seen_at.unwrap_or(0),
+                    standing: m.standing.as_str().into(),
+                    frozen_alone: m.frozen_alone,
+                    this: m.this,
+                })
+                .collect(),
+        }))
+    }
+
     async fn policy_history(
         &self,
         request: Request<proto::PolicyHistoryRequest>,

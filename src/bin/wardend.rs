@@ -577,6 +577,7 @@ fn standby_metrics(
             epoch: row.as_ref().map(|r| r.epoch).unwrap_or(0),
             age_secs: row.map(|r| r.renewed_ago.as_secs_f64()).unwrap_or(0.0),
         }),
+        fleet: None,
     })
 }
 

@@ -32,7 +32,7 @@ pub use governance::{
     check_policy_anchor, verified_policy_in_force, GovernanceError, HistoryError, Proposal,
 };
 pub use recovery::RecoveryError;
-pub use status::{NodeConnection, WindowUse};
+pub use status::{FleetMemberView, FleetView, NodeConnection, Standing, WindowUse};
 
 use crate::approval::{ApprovalConfig, ApprovalError, ApprovalStore};
 use crate::clock::Clock;

@@ -141,6 +141,53 @@ impl Core {
         )
     }
 
+    /// In a fleet: every member the policy in force admits or the database has bound, each
+    /// with its standing, for `wardenctl fleet` and the metrics. `None` outside a fleet. The
+    /// policy and freezes are this member's copy: call [`Core::refresh_shared`] first.
+    pub fn fleet(&self) -> Result<Option<FleetView>, crate::store::StoreError> {
+        let Some((fleet, me)) = self
+            .fleet_member
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Ok(None);
+        };
+        let admitted = self.policy().policy.fleet_members.clone();
+        let bound = self.store.fleet_members()?;
+        let freezes = crate::recovery::FreezeStore::new(&self.store);
+        let mut names: std::collections::BTreeSet<String> = admitted.keys().cloned().collect();
+        names.extend(bound.iter().map(|m| m.name.clone()));
+        let mut members = Vec::new();
+        for name in names {
+            let row = bound.iter().find(|m| m.name == name);
+            let standing = match (admitted.get(&name), row) {
+                (Some(node), Some(r)) if *node == r.node_id => Standing::Serving,
+                (Some(_), Some(_)) => Standing::OtherNode,
+                (Some(_), None) => Standing::NotJoined,
+                (None, _) => Standing::Removed,
+            };
+            members.push(FleetMemberView {
+                node_id: row
+                    .map(|r| r.node_id.clone())
+                    .or_else(|| admitted.get(&name).cloned())
+                    .unwrap_or_default(),
+                seed_id: row.map(|r| r.seed_id.clone()),
+                joined_at: row.map(|r| r.joined_at),
+                seen_at: row.map(|r| r.seen_at),
+                standing,
+                frozen_alone: freezes.get_at(Some(&name))?.is_some(),
+                this: name == me,
+                name,
+            });
+        }
+        Ok(Some(FleetView {
+            name: fleet,
+            frozen: freezes.get()?.is_some(),
+            members,
+        }))
+    }
+
     /// The node connection's state.
     pub fn connection(&self) -> NodeConnection {
         *self
@@ -160,6 +207,10 @@ impl Core {
             .unwrap_or(0);
         let connected = self.connection() == NodeConnection::Connected;
         let audit = self.audit().len();
+        let fleet = self.fleet().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the fleet's members for the metrics");
+            None
+        });
         let usage: Vec<(String, f64)> = self
             .window_usage(now, true)
             .iter()
@@ -178,6 +229,73 @@ impl Core {
                 epoch: l.epoch,
                 age_secs: l.renewed_ago.map(|d| d.as_secs_f64()).unwrap_or(0.0),
             }),
+            fleet: fleet.as_ref(),
         })
     }
+}
+
+/// A fleet as one of its members sees it (`wardenctl fleet`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetView {
+    /// The fleet's name.
+    pub name: String,
+    /// Whether a freeze of the whole fleet is in force.
+    pub frozen: bool,
+    /// Every member admitted or bound, by name.
+    pub members: Vec<FleetMemberView>,
+}
+
+/// One member of a fleet: what the policy admits and what the database binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetMemberView {
+    /// Its name.
+    pub name: String,
+    /// The node id it is bound to (or, not joined yet, the one the policy admits).
+    pub node_id: String,
+    /// The seed it is bound to, once joined.
+    pub seed_id: Option<String>,
+    /// When it first joined.
+    pub joined_at: Option<u64>,
+    /// When it last started.
+    pub seen_at: Option<u64>,
+    /// Whether it may serve.
+    pub standing: Standing,
+    /// Whether a freeze of this member alone is in force.
+    pub frozen_alone: bool,
+    /// Whether it is the wardend answering.
+    pub this: bool,
+}
+
+/// Whether a member may serve, from the policy's `[fleet.members]` and the database's binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Admitted, and bound to the node the policy admits.
+    Serving,
+    /// Admitted, and no wardend has joined under the name yet.
+    NotJoined,
+    /// Bound, and the policy in force no longer admits it: it refuses every request.
+    Removed,
+    /// Admitted as one node and bound to another: it cannot start until the policy or the
+    /// binding agrees.
+    OtherNode,
+}
+
+impl Standing {
+    /// How `wardenctl fleet` and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Serving => "serving",
+            Standing::NotJoined => "not-joined",
+            Standing::Removed => "removed",
+            Standing::OtherNode => "other-node",
+        }
+    }
+
+    /// Every standing, for gauges that report each (zero included).
+    pub const ALL: [Standing; 4] = [
+        Standing::Serving,
+        Standing::NotJoined,
+        Standing::Removed,
+        Standing::OtherNode,
+    ];
 }

@@ -354,6 +354,26 @@ pub trait Backend: Send + Sync {
     }
     /// The open transaction was discarded: release what [`Backend::lock_shared`] holds.
     fn abandon(&self) {}
+    /// On a fleet's database: the members that have joined, each bound to its node and seed.
+    fn fleet_members(&self) -> Result<Vec<MemberRow>, StoreError> {
+        Err(StoreError::NoFleet)
+    }
+}
+
+/// A member of a fleet as the fleet's database binds it: a name to one node and one seed, for
+/// good (see `wardenctl fleet`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    /// Its name.
+    pub name: String,
+    /// The node id it is bound to.
+    pub node_id: String,
+    /// The id of the sealed seed it is bound to.
+    pub seed_id: String,
+    /// When it first joined (Unix seconds, the server's clock).
+    pub joined_at: u64,
+    /// When it last started (Unix seconds).
+    pub seen_at: u64,
 }
 
 /// The fleet's rows written since a point, and the point they bring the reader to.
@@ -1030,6 +1050,11 @@ impl Store {
         slot.fleet_locked = true;
         slot.synced_at = Some(shared.seq);
         Ok(shared)
+    }
+
+    /// The fleet's members as its database binds them (`NoFleet` outside a fleet).
+    pub fn fleet_members(&self) -> Result<Vec<MemberRow>, StoreError> {
+        self.inner.backend.fleet_members()
     }
 
     /// Every shared row, without the lock (to load memory whole).

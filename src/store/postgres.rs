@@ -29,7 +29,7 @@
 //! then may land when that commit ends: the expiry moves later, which delays a takeover but
 //! never lets two wardends commit).
 
-use super::{Backend, Batch, Entry, LeaseStatus, Namespace, Role, StoreError, Timing};
+use super::{Backend, Batch, Entry, LeaseStatus, MemberRow, Namespace, Role, StoreError, Timing};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1172,20 +1172,6 @@ impl Shared {
 }
 
 /// A fleet member as the database lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberRow {
-    /// Its name.
-    pub name: String,
-    /// The node id it is bound to.
-    pub node_id: String,
-    /// The id of the sealed seed it is bound to.
-    pub seed_id: String,
-    /// When it first joined (Unix seconds, the server's clock).
-    pub joined_at: u64,
-    /// When it last started (Unix seconds).
-    pub seen_at: u64,
-}
-
 /// The lease row as the database holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaseRow {
@@ -1468,37 +1454,6 @@ impl PgBackend {
         })
     }
 
-    /// The fleet's members as the database lists them.
-    pub fn fleet_members(&self) -> Result<Vec<MemberRow>, StoreError> {
-        if self.shared.settings.fleet.is_none() {
-            return Err(StoreError::NoFleet);
-        }
-        self.read(|c| {
-            Box::pin(async move {
-                let rows = c
-                    .client
-                    .query(
-                        "SELECT name, node_id, seed_id, \
-                         extract(epoch FROM joined_at)::float8, extract(epoch FROM seen_at)::float8 \
-                         FROM warden_member ORDER BY name",
-                        &[],
-                    )
-                    .await
-                    .map_err(pg_err("list the fleet's members"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|r| MemberRow {
-                        name: r.get(0),
-                        node_id: r.get(1),
-                        seed_id: r.get(2),
-                        joined_at: r.get::<_, f64>(3) as u64,
-                        seen_at: r.get::<_, f64>(4) as u64,
-                    })
-                    .collect())
-            })
-        })
-    }
-
     /// The settings this backend was opened with.
     pub fn settings(&self) -> &PgSettings {
         &self.shared.settings
@@ -1610,6 +1565,37 @@ impl Backend for PgBackend {
                     .await
                     .map_err(pg_err("read the fleet's rows"))?;
                 shared_rows(rows)
+            })
+        })
+    }
+
+    /// The fleet's members as the database lists them.
+    fn fleet_members(&self) -> Result<Vec<MemberRow>, StoreError> {
+        if self.shared.settings.fleet.is_none() {
+            return Err(StoreError::NoFleet);
+        }
+        self.read(|c| {
+            Box::pin(async move {
+                let rows = c
+                    .client
+                    .query(
+                        "SELECT name, node_id, seed_id, \
+                         extract(epoch FROM joined_at)::float8, extract(epoch FROM seen_at)::float8 \
+                         FROM warden_member ORDER BY name",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg_err("list the fleet's members"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| MemberRow {
+                        name: r.get(0),
+                        node_id: r.get(1),
+                        seed_id: r.get(2),
+                        joined_at: r.get::<_, f64>(3) as u64,
+                        seen_at: r.get::<_, f64>(4) as u64,
+                    })
+                    .collect())
             })
         })
     }

@@ -601,6 +601,70 @@ pub async fn watch(conn: &Conn) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wardenctl fleet`: the members as the policy admits them and the database binds them.
+pub async fn fleet(conn: &Conn, json: bool) -> anyhow::Result<()> {
+    let f = conn
+        .connect()
+        .await?
+        .list_fleet(proto::ListFleetRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if json {
+        let members: Vec<_> = f
+            .members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name, "node_id": m.node_id, "seed_id": m.seed_id,
+                    "joined_at": m.joined_at, "seen_at": m.seen_at, "standing": m.standing,
+                    "frozen_alone": m.frozen_alone, "this": m.this,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({ "fleet": f.fleet, "frozen": f.frozen, "members": members });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "fleet {}{}",
+        f.fleet,
+        if f.frozen {
+            ": FROZEN (every member refuses until the quorum lifts it)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  {:<14} {:<11} {:<68} {:<18} {:<20} FROZEN",
+        "MEMBER", "STANDING", "NODE", "SEED", "LAST STARTED"
+    );
+    for m in &f.members {
+        let seed = if m.seed_id.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{}…", &m.seed_id[..m.seed_id.len().min(16)])
+        };
+        let seen = if m.seen_at == 0 {
+            "-".to_string()
+        } else {
+            warden::clock::format_utc(m.seen_at)
+        };
+        println!(
+            "{} {:<14} {:<11} {:<68} {:<18} {:<20} {}",
+            if m.this { "*" } else { " " },
+            m.name,
+            m.standing,
+            m.node_id,
+            seed,
+            seen,
+            if m.frozen_alone { "alone" } else { "" }
+        );
+    }
+    println!("  (* answered this call)");
+    Ok(())
+}
+
 /// `wardenctl channels`: the liquidity view, from VLS's channel state.
 pub async fn channels(conn: &Conn, json: bool) -> anyhow::Result<()> {
     let list = conn

@@ -228,6 +228,7 @@ fn fleet_logs(
     own: &[AuditRecord],
 ) -> anyhow::Result<(String, Vec<MemberLog>)> {
     use warden::store::postgres::{FleetMember, PgBackend, PgSettings};
+    use warden::store::Backend;
     let not_member = || {
         anyhow::anyhow!("--fleet: this configuration is not a fleet member's; it needs store.backend = \"postgres\" and [fleet] name and member")
     };

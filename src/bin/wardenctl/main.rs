@@ -151,6 +151,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// In a fleet: its members, the node and seed each is bound to, whether the policy in
+    /// force admits it, and whether it is frozen alone.
+    Fleet {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The signer's state: node, policy, velocity windows, pending approvals.
     Status {
         /// Print JSON.
@@ -387,6 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Top => top::run(&conn).await.map(|_| 0),
         Command::Status { json } => admin::status(&conn, json).await.map(|_| 0),
         Command::Channels { json } => admin::channels(&conn, json).await.map(|_| 0),
+        Command::Fleet { json } => admin::fleet(&conn, json).await.map(|_| 0),
         Command::Freeze { reason, member } => {
             governance::freeze(&conn, &reason, member.as_deref()).await
         }
