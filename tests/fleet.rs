@@ -192,6 +192,56 @@ fn a_discarded_decision_releases_the_fleet_lock_and_counts_nothing() {
     );
 }
 
+/// The fleet's cap, and a small daily cap for node-b alone (`members`, named by node id).
+fn scoped_policy(every: bool) -> Arc<warden::policy::Policy> {
+    let b = "03a34b99f22c790c4e36b2b3c2c35a36db06226e41c692fc82b8b56ac1c540c5bd";
+    let members = if every {
+        String::new()
+    } else {
+        format!("members = [\"{b}\"]\n")
+    };
+    Arc::new(
+        parse_policy(&format!(
+            "version = 1\n[fleet.members]\nnode-a = \"{PAYEE}\"\nnode-b = \"{b}\"\n\
+             [[limit]]\ntag = \"company-daily\"\nscope = \"fleet\"\nwindow = \"24h\"\nmax_amount = \"100_000 sat\"\n\
+             [[limit]]\ntag = \"b-small\"\nwindow = \"24h\"\nmax_amount = \"10_000 sat\"\n{members}"
+        ))
+        .unwrap(),
+    )
+}
+
+#[test]
+fn a_rule_scoped_to_one_member_holds_on_that_member_alone() {
+    let db = pg::shared().database("fleet_scoped");
+    let (a, b) = (member(&db, "acme", "node-a"), member(&db, "acme", "node-b"));
+    let mut ea = PolicyEngine::open(scoped_policy(false), a.clone(), T0).unwrap();
+    let mut eb = PolicyEngine::open(scoped_policy(false), b.clone(), T0).unwrap();
+    ea.set_member(Some("node-a".into()));
+    eb.set_member(Some("node-b".into()));
+    let tags = |e: &mut PolicyEngine, store: &Store, req: &PaymentRequest, at: u64| {
+        let txn = store.begin().unwrap();
+        e.sync_shared().unwrap();
+        let d = e.decide(req, at).unwrap();
+        txn.commit().unwrap();
+        (d.is_approved(), d.tags)
+    };
+    let (ok, t) = tags(&mut ea, &a, &pay(1, 0, 30_000), T0 + 60);
+    assert!(ok, "b-small is not node-a's rule: {t:?}");
+    let (ok, t) = tags(&mut eb, &b, &pay(2, 0, 30_000), T0 + 61);
+    assert!(
+        !ok && t == ["b-small"],
+        "node-b's own cap holds on node-b: {t:?}"
+    );
+    assert!(decide(&mut eb, &b, &pay(2, 1, 8_000), T0 + 62));
+    // The fleet's window still counts both: 30,000 + 8,000 + 65,000 is over 100,000.
+    let (ok, t) = tags(&mut ea, &a, &pay(1, 1, 65_000), T0 + 63);
+    assert!(!ok && t == ["company-daily"], "{t:?}");
+    // The rule extended to every member (a policy change): node-a's 30,000 is now over it.
+    ea.with_policy(scoped_policy(true));
+    let (ok, t) = tags(&mut ea, &a, &pay(1, 2, 1_000), T0 + 64);
+    assert!(!ok && t == ["b-small"], "{t:?}");
+}
+
 #[test]
 fn members_keep_their_own_state_apart_and_a_fleet_policy_needs_a_fleet() {
     let db = pg::shared().database("fleet_apart");

@@ -2,7 +2,7 @@
 //! accepts, and malformed files are reported with exact line:column and a useful message.
 
 use std::collections::BTreeSet;
-use warden::policy::{load_policy_file, parse_policy, Mode, KNOWN_KEYS};
+use warden::policy::{load_policy_file, parse_policy, Members, Mode, KNOWN_KEYS};
 
 const ADMINS: &str = r#"version = 1
 [admins]
@@ -674,4 +674,74 @@ fn bad_27_fleet_members_that_are_not_a_name_and_a_node_once() {
         "node ids are kept lowercase"
     );
     assert_eq!(p.fleet_member("node-a"), None);
+}
+
+/// Issue 30, item 2: a rule scoped to fleet members names each by its name or its node id, and
+/// only members the policy admits; a fleet-wide window cannot be narrowed.
+#[test]
+fn bad_28_rule_members_that_the_fleet_does_not_admit() {
+    let a = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
+    let b = "03a34b99f22c790c4e36b2b3c2c35a36db06226e41c692fc82b8b56ac1c540c5bd";
+    let fleet = format!("[fleet.members]\nnode-a = \"{a}\"\nnode-b = \"{b}\"\n");
+    let src = with_admins(&format!(
+        "{fleet}[[limit]]\ntag = \"b-daily\"\nwindow = \"24h\"\nmax_amount = \"1 btc\"\nmembers = [\"node-z\", \"node-b\", \"{}\"]\n\
+         [[limit]]\ntag = \"company\"\nscope = \"fleet\"\nwindow = \"24h\"\nmax_amount = \"2 btc\"\nmembers = [\"node-a\"]\n\
+         [[deny]]\ntag = \"d\"\npayees = [\"{a}\"]\nmembers = []\n",
+        b.to_ascii_uppercase()
+    ));
+    assert_errors(
+        &src,
+        &[
+            (
+                13,
+                12,
+                "`members` in [[limit]] \"b-daily\": \"node-z\" is neither the name nor the node id of a fleet member; its [fleet.members] lists node-a, node-b",
+            ),
+            (13, 32, "`members` in [[limit]] \"b-daily\" names member node-b twice"),
+            (
+                19,
+                1,
+                "[[limit]] \"company\" has scope = \"fleet\", which counts every member's payments together; `members` cannot narrow it",
+            ),
+            (
+                23,
+                11,
+                "`members` in [[deny]] \"d\" is empty, so the rule would apply to no node",
+            ),
+        ],
+    );
+    assert_errors(
+        &with_admins("[[deny]]\ntag = \"d\"\npayees = [\"02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91\"]\nmembers = [\"node-a\"]\n"),
+        &[(
+            9,
+            12,
+            "\"node-a\" is neither the name nor the node id of a fleet member; the policy admits no fleet members; list them in [fleet.members] first",
+        )],
+    );
+    // By name or by node id (any case), kept as names; each member runs only its own rules,
+    // and `policy explain` says which members a rule applies to.
+    let p = parse_policy(&with_admins(&format!(
+        "{fleet}[[limit]]\ntag = \"b-daily\"\nwindow = \"24h\"\nmax_amount = \"1 btc\"\nmembers = [\"{}\"]\n\
+         [[approval]]\ntag = \"big\"\nabove = \"0.5 btc\"\nquorum = {{ need = 2, of = [\"alice\", \"bob\", \"carol\"] }}\nmembers = [\"node-a\", \"node-b\"]\n",
+        b.to_ascii_uppercase()
+    )))
+    .unwrap();
+    assert_eq!(
+        p.limits[0].members,
+        Members::Only(["node-b".to_string()].into())
+    );
+    assert!(p.scopes_members());
+    assert!(p.for_member("node-a").limits.is_empty());
+    assert_eq!(p.for_member("node-b").limits, p.limits);
+    assert_eq!(p.for_member("node-a").approvals, p.approvals);
+    assert_eq!(p.for_member("node-a").hash, p.hash);
+    let text = warden::policy::explain::explain(&p);
+    assert!(
+        text.contains("counting all payments together (fleet member node-b only)."),
+        "{text}"
+    );
+    assert!(
+        text.contains("(fleet members node-a, node-b only)."),
+        "{text}"
+    );
 }

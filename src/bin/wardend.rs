@@ -200,8 +200,7 @@ async fn main() -> anyhow::Result<()> {
         if let Some((pg, _)) = &pg {
             pg.join_fleet(&node_id.to_string(), &seed_binding.seed_id_hex(), true)?;
         }
-        core.approvals.set_member(Some(f.member.clone()));
-        *core.fleet_member.write().unwrap_or_else(|p| p.into_inner()) = Some((f.fleet, f.member));
+        core.join_fleet(f.fleet, f.member);
     }
     core.set_policy_file(file_state);
     core.set_max_clock_jump(Some(config.alerts.clock_jump_secs));

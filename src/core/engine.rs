@@ -27,7 +27,14 @@ const FLEET_HORIZON_SECS: u64 = 35 * 86_400;
 /// A policy, its velocity state, and the store that keeps that state.
 #[derive(Debug)]
 pub struct PolicyEngine {
+    /// The rules this wardend runs: in a fleet, the fleet's policy without the rules scoped to
+    /// other members.
     policy: Arc<Policy>,
+    /// The policy in force, whole: how long history is kept follows every rule, so a rule
+    /// later extended to this member counts what was already spent.
+    whole: Arc<Policy>,
+    /// In a fleet, this member's name.
+    member: Option<String>,
     state: VelocityState,
     store: Store,
     since_compaction: u64,
@@ -73,7 +80,9 @@ impl PolicyEngine {
     pub fn open(policy: Arc<Policy>, store: Store, now: u64) -> Result<Self, StoreError> {
         let state = load_velocity(&store)?;
         let mut engine = PolicyEngine {
+            whole: policy.clone(),
             policy,
+            member: None,
             state,
             store,
             since_compaction: COMPACT_EVERY,
@@ -87,7 +96,17 @@ impl PolicyEngine {
     /// The same windows under another policy (a policy change keeps the history). A policy
     /// that counts across the fleet reads the fleet's ledger at its next decision.
     pub fn with_policy(&mut self, policy: Arc<Policy>) {
-        self.policy = policy;
+        self.policy = match &self.member {
+            Some(m) if policy.scopes_members() => Arc::new(policy.for_member(m)),
+            _ => policy.clone(),
+        };
+        self.whole = policy;
+    }
+
+    /// Run the rules as fleet member `member` does (see [`Policy::for_member`]).
+    pub fn set_member(&mut self, member: Option<String>) {
+        self.member = member;
+        self.with_policy(self.whole.clone());
     }
 
     /// Forget what memory holds beyond the committed state (after a discarded transaction).
@@ -162,7 +181,7 @@ impl PolicyEngine {
     }
 
     fn horizon(&self) -> u64 {
-        self.policy.longest_window_secs() + BUCKET_SECS
+        self.whole.longest_window_secs() + BUCKET_SECS
     }
 
     fn compact(&mut self, now: u64) -> Result<(), StoreError> {

@@ -197,7 +197,7 @@ pub struct Core {
     /// (fleet, member) when this wardend serves in a fleet (`fleet.name`, `fleet.member`):
     /// each decision checks that the policy in force still admits the member, under this
     /// node id.
-    pub fleet_member: RwLock<Option<(String, String)>>,
+    pub(crate) fleet_member: RwLock<Option<(String, String)>>,
     /// Whether the node's hsmd stream is up.
     pub node_connection: RwLock<NodeConnection>,
     audit: Arc<crate::audit::AuditLog>,
@@ -431,6 +431,17 @@ impl Core {
             },
             &self.engine,
         );
+    }
+
+    /// Serve as fleet member `member` of `fleet`: its own approvals, its own freeze, and the
+    /// rules the fleet's policy applies to it.
+    pub fn join_fleet(&self, fleet: String, member: String) {
+        self.approvals.set_member(Some(member.clone()));
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_member(Some(member.clone()));
+        *self.fleet_member.write().unwrap_or_else(|p| p.into_inner()) = Some((fleet, member));
     }
 
     /// The policy in force.

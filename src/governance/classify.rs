@@ -12,7 +12,7 @@ use crate::policy::units::{format_duration, format_msat};
 use crate::policy::Recovery;
 use crate::policy::{
     AllowRule, ApprovalRule, ChannelRules, DenyRule, DestinationSet, EmergencyStops, Governance,
-    LimitRule, Mode, Policy, Quorum, TimeWindowRule,
+    LimitRule, Members, Mode, Policy, Quorum, TimeWindowRule,
 };
 use std::collections::BTreeSet;
 
@@ -300,6 +300,23 @@ fn keyed<R>(
 fn deny(d: &mut Diff, what: &str, o: &DenyRule, n: &DenyRule) {
     d.mode(what, o.mode, n.mode);
     d.set(what, &o.destinations, &n.destinations, true);
+    members(d, what, &o.members, &n.members, Diff::tight);
+}
+
+/// A restricting rule's `members`: applying on every member it did and more (`more`, which
+/// tightens) or on fewer (loosens: the nodes it leaves are no longer held by it).
+fn members(d: &mut Diff, what: &str, o: &Members, n: &Members, more: fn(&mut Diff, String)) {
+    let label = |m: &Members| match m {
+        Members::All => "every member".to_string(),
+        Members::Only(set) => set.iter().cloned().collect::<Vec<_>>().join(", "),
+    };
+    let line = format!("{what} members: {} -> {}", label(o), label(n));
+    match (o, n) {
+        _ if o == n => {}
+        (Members::Only(_), Members::All) => more(d, line),
+        (Members::Only(a), Members::Only(b)) if b.is_superset(a) => more(d, line),
+        _ => d.loose(line),
+    }
 }
 
 fn allow(d: &mut Diff, what: &str, o: &AllowRule, n: &AllowRule) {
@@ -336,6 +353,7 @@ fn limit(d: &mut Diff, what: &str, o: &LimitRule, n: &LimitRule) {
     if o.scope != n.scope {
         d.loose(format!("{what} scope changed"));
     }
+    members(d, what, &o.members, &n.members, Diff::tight);
 }
 
 fn window(d: &mut Diff, what: &str, o: &TimeWindowRule, n: &TimeWindowRule) {
@@ -345,6 +363,7 @@ fn window(d: &mut Diff, what: &str, o: &TimeWindowRule, n: &TimeWindowRule) {
     {
         d.loose(format!("{what}: its hours, days or threshold changed"));
     }
+    members(d, what, &o.members, &n.members, Diff::tight);
 }
 
 /// Whether quorum `a` is at least as hard to reach as `b`: as many signatures, from no one
@@ -435,7 +454,9 @@ fn approval(d: &mut Diff, what: &str, o: &ApprovalRule, n: &ApprovalRule, safe: 
         Some(n.expiry_secs),
         format_duration,
         true,
-    );
+    ); // Holding payments on more members takes them from later rules there, as above.
+    let more = if safe { Diff::tight } else { Diff::loose };
+    members(d, what, &o.members, &n.members, more);
 }
 
 fn governance(d: &mut Diff, o: &Governance, n: &Governance) {
@@ -817,5 +838,48 @@ quorum = { need = 1, of = ["alice"] }
                 "loosens: fleet member node-a moved from node {a} to node {b}"
             )]
         );
+    }
+
+    #[test]
+    fn a_rule_extended_to_more_fleet_members_tightens_and_narrowed_to_fewer_loosens() {
+        let a = "02c7710ba1c1b241e450d60cd814109129534559fd714b814baae7ac13849fc436";
+        let b = "022eca5e4c561d3363caee0799404de0b9936b5bd3ba80bee38c006c2dea111a0e";
+        let with = |members: &str| {
+            policy(&format!(
+                "[fleet.members]\nnode-a = \"{a}\"\nnode-b = \"{b}\"\n\
+                 [[limit]]\ntag = \"daily\"\nwindow = \"24h\"\nmax_amount = \"1 btc\"\n{members}\
+                 [[approval]]\ntag = \"big\"\nabove = \"0.1 btc\"\nquorum = {{ need = 2, of = [\"alice\", \"bob\"] }}\n{members}"
+            ))
+        };
+        let (every, only_a, both) = (
+            with(""),
+            with("members = [\"node-a\"]\n"),
+            with(&format!("members = [\"node-a\", \"{b}\"]\n")),
+        );
+        let what = |o: &Policy, n: &Policy| -> Vec<String> {
+            classify(o, n).iter().map(|c| c.to_string()).collect()
+        };
+        assert_eq!(
+            what(&every, &only_a),
+            vec![
+                "loosens: limit daily members: every member -> node-a",
+                "loosens: approval rule big members: every member -> node-a"
+            ]
+        );
+        assert_eq!(
+            what(&only_a, &both),
+            vec![
+                "tightens: limit daily members: node-a -> node-a, node-b",
+                "tightens: approval rule big members: node-a -> node-a, node-b"
+            ]
+        );
+        assert_eq!(
+            what(&only_a, &every),
+            vec![
+                "tightens: limit daily members: node-a -> every member",
+                "tightens: approval rule big members: node-a -> every member"
+            ]
+        );
+        assert!(what(&both, &both).is_empty());
     }
 }

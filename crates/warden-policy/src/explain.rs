@@ -41,7 +41,7 @@ pub fn explain(policy: &Policy) -> String {
     ));
     if !policy.fleet_members.is_empty() {
         out.push(format!(
-            "A fleet of {} nodes, one policy: {}. Limits with scope \"fleet\" count all of them together; every other rule applies to each node on its own.",
+            "A fleet of {} nodes, one policy: {}. Limits with scope \"fleet\" count all of them together; every other rule applies to each node on its own, and a rule that names fleet members applies on those nodes only.",
             policy.fleet_members.len(),
             policy
                 .fleet_members
@@ -54,11 +54,12 @@ pub fn explain(policy: &Policy) -> String {
     out.push("Rules apply in this order: deny lists, limits, time windows, approval rules; a deny list always wins.".into());
     for r in &policy.deny {
         out.push(format!(
-            "- [{}] refuses any payment to {} node(s) and {} address(es){}.",
+            "- [{}] refuses any payment to {} node(s) and {} address(es){}{}.",
             r.tag,
             r.destinations.nodes.len(),
             r.destinations.addresses.len(),
-            mode_note(r.mode)
+            mode_note(r.mode),
+            r.members.note()
         ));
     }
     for l in &policy.limits {
@@ -73,10 +74,11 @@ pub fn explain(policy: &Policy) -> String {
             Some(w) => format!("in any rolling {}", format_duration(w)),
         };
         out.push(format!(
-            "- [{}] allows {what} {when}, counting {}{}.",
+            "- [{}] allows {what} {when}, counting {}{}{}.",
             l.tag,
             scope_text(&l.scope),
-            mode_note(l.mode)
+            mode_note(l.mode),
+            l.members.note()
         ));
     }
     for t in &policy.time_windows {
@@ -86,14 +88,15 @@ pub fn explain(policy: &Policy) -> String {
             .unwrap_or_else(|| "all payments".into());
         let days: Vec<&str> = t.days.iter().map(|d| WEEKDAYS[*d as usize]).collect();
         out.push(format!(
-            "- [{}] allows {which} only on {} between {:02}:{:02} and {:02}:{:02} UTC{}.",
+            "- [{}] allows {which} only on {} between {:02}:{:02} and {:02}:{:02} UTC{}{}.",
             t.tag,
             days.join(", "),
             t.from_minute / 60,
             t.from_minute % 60,
             t.to_minute / 60,
             t.to_minute % 60,
-            mode_note(t.mode)
+            mode_note(t.mode),
+            t.members.note()
         ));
     }
     for a in &policy.approvals {
@@ -105,13 +108,14 @@ pub fn explain(policy: &Policy) -> String {
             when.push("to a destination on no allowlist".to_string());
         }
         out.push(format!(
-            "- [{}] holds payments {} until {} of {} approve (requests expire after {}){}.",
+            "- [{}] holds payments {} until {} of {} approve (requests expire after {}){}{}.",
             a.tag,
             when.join(" or "),
             a.quorum.need,
             a.quorum.of.join(", "),
             format_duration(a.expiry_secs),
-            mode_note(a.mode)
+            mode_note(a.mode),
+            a.members.note()
         ));
     }
     for a in &policy.allow {

@@ -38,6 +38,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "deny.mode",
     "deny.payees",
     "deny.addresses",
+    "deny.members",
     "allowlist.tag",
     "allowlist.payees",
     "allowlist.addresses",
@@ -49,12 +50,14 @@ pub const KNOWN_KEYS: &[&str] = &[
     "limit.scope",
     "limit.payees",
     "limit.addresses",
+    "limit.members",
     "approval.tag",
     "approval.mode",
     "approval.above",
     "approval.unlisted_destination",
     "approval.quorum",
     "approval.expiry",
+    "approval.members",
     "quorum.need",
     "quorum.of",
     "governance.quorum",
@@ -89,6 +92,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "time_window.days",
     "time_window.from",
     "time_window.to",
+    "time_window.members",
 ];
 
 /// The embedded default policy (`policy/default.toml`).
@@ -618,6 +622,8 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
         network: cx.network,
         fleet_members: BTreeMap::new(),
     };
+    // First: the rules' `members` name the nodes it admits.
+    policy.fleet_members = fleet_members(cx, &root);
 
     for (t, span) in sections(cx, &root, "deny") {
         let f = fields(cx, t, span.clone(), "deny", "[[deny]]");
@@ -633,10 +639,12 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                 format!("[[deny]] \"{tag}\" lists nothing; add `payees` or `addresses`"),
             );
         }
+        let members = members(cx, &f, "[[deny]]", &tag, &policy.fleet_members);
         policy.deny.push(DenyRule {
             tag,
             mode,
             destinations,
+            members,
         });
     }
 
@@ -718,6 +726,12 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
             max_amount.as_ref().and_then(|a| a.1.clone()),
             max_count.as_ref().and_then(|c| c.1.clone()),
         ));
+        let members = members(cx, &f, what, &tag, &policy.fleet_members);
+        if let (LimitScope::Fleet, Members::Only(_), Some((mspan, _))) =
+            (&scope, &members, f.item("members"))
+        {
+            cx.err(mspan, format!("{what} \"{tag}\" has scope = \"fleet\", which counts every member's payments together; `members` cannot narrow it. Drop `members`, or give each member its own limit (scope = \"node\" with `members`)"));
+        }
         policy.limits.push(LimitRule {
             tag,
             mode,
@@ -725,6 +739,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
             max_amount_msat: max_amount.map(|a| a.0),
             max_count: max_count.map(|c| c.0),
             scope,
+            members,
         });
     }
     check_limit_ordering(cx, &policy.limits, &limit_spans);
@@ -779,6 +794,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                 );
             }
         }
+        let members = members(cx, &f, what, &tag, &policy.fleet_members);
         policy.time_windows.push(TimeWindowRule {
             tag,
             mode,
@@ -786,6 +802,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
             days,
             from_minute: from.unwrap_or(0),
             to_minute: to.unwrap_or(0),
+            members,
         });
     }
 
@@ -832,6 +849,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                 )),
             },
         };
+        let members = members(cx, &f, what, &tag, &policy.fleet_members);
         policy.approvals.push(ApprovalRule {
             tag,
             mode,
@@ -842,6 +860,7 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
                 of: Vec::new(),
             }),
             expiry_secs,
+            members,
         });
     }
     policy.governance = governance(cx, &root, &policy.approvals, &admins);
@@ -849,7 +868,6 @@ fn build(cx: &mut Cx, root_table: &toml_edit::Table) -> Policy {
     policy.recovery = recovery(cx, &root, &identities);
     policy.channels = channel_rules(cx, &root);
     policy.onchain = onchain_fees(cx, &root);
-    policy.fleet_members = fleet_members(cx, &root);
     policy.admins = admins;
     policy
 }
@@ -1129,6 +1147,70 @@ fn recovery_destination(
 
 /// `[fleet.members]`: member name = node id. A name is what the member's wardend is
 /// configured as (`fleet.member`); a node may be admitted under one name only.
+/// A rule's `members`: names or node ids of `[fleet.members]`, kept as names.
+fn members(
+    cx: &mut Cx,
+    f: &Fields,
+    what: &str,
+    tag: &str,
+    fleet: &BTreeMap<String, String>,
+) -> Members {
+    let Some((kspan, item)) = f.item("members") else {
+        return Members::All;
+    };
+    let listed = f.strings(cx, "members", what);
+    let admitted = || {
+        if fleet.is_empty() {
+            "the policy admits no fleet members; list them in [fleet.members] first".to_string()
+        } else {
+            format!(
+                "its [fleet.members] lists {}",
+                fleet.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        }
+    };
+    if listed.is_empty() {
+        if matches!(item.as_value(), Some(Value::Array(a)) if a.is_empty()) {
+            cx.err(
+                item_span(item).or(kspan),
+                format!("`members` in {what} \"{tag}\" is empty, so the rule would apply to no node; list member names or node ids, or drop `members` for every member"),
+            );
+        }
+        return Members::All;
+    }
+    let mut set = std::collections::BTreeSet::new();
+    for (m, span) in listed {
+        let id = m.to_ascii_lowercase();
+        let name = if fleet.contains_key(&m) {
+            Some(m.clone())
+        } else {
+            fleet
+                .iter()
+                .find(|(_, node)| **node == id)
+                .map(|(n, _)| n.clone())
+        };
+        match name {
+            Some(n) if set.insert(n.clone()) => {}
+            Some(n) => cx.err(
+                span,
+                format!("`members` in {what} \"{tag}\" names member {n} twice"),
+            ),
+            None => cx.err(
+                span,
+                format!(
+                    "`members` in {what} \"{tag}\": \"{m}\" is neither the name nor the node id of a fleet member; {}",
+                    admitted()
+                ),
+            ),
+        }
+    }
+    if set.is_empty() {
+        // Every entry was wrong (each reported): keep the rule for every member meanwhile.
+        return Members::All;
+    }
+    Members::Only(set)
+}
+
 fn fleet_members(cx: &mut Cx, root: &Fields) -> BTreeMap<String, String> {
     let what = "[fleet]";
     let mut members = BTreeMap::new();

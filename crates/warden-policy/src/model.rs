@@ -86,6 +86,43 @@ pub struct DenyRule {
     pub mode: Mode,
     /// The destinations refused.
     pub destinations: DestinationSet,
+    /// The fleet members it applies to.
+    pub members: Members,
+}
+
+/// Which members of a fleet a rule applies to: `members = [...]` in the rule, by name or node
+/// id (kept as names). Without it, every member.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Members {
+    /// Every member (and the one wardend outside a fleet).
+    #[default]
+    All,
+    /// These members only, by name.
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl Members {
+    /// Whether the rule applies on `member` (`None`: a wardend outside a fleet, where every
+    /// rule applies: a restriction an operator wrote for some nodes is never dropped because
+    /// the wardend running it is not a fleet member).
+    pub fn applies_to(&self, member: Option<&str>) -> bool {
+        match (self, member) {
+            (Members::All, _) | (_, None) => true,
+            (Members::Only(set), Some(m)) => set.contains(m),
+        }
+    }
+
+    /// " (fleet members a, b only)", or nothing for every member.
+    pub fn note(&self) -> String {
+        match self {
+            Members::All => String::new(),
+            Members::Only(set) => format!(
+                " (fleet member{} {} only)",
+                if set.len() == 1 { "" } else { "s" },
+                set.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
 }
 
 /// `[[allowlist]]`: known destinations. Being listed never bypasses a limit or a deny rule;
@@ -127,6 +164,8 @@ pub struct LimitRule {
     pub max_count: Option<u64>,
     /// What the limit counts.
     pub scope: LimitScope,
+    /// The fleet members it applies to.
+    pub members: Members,
 }
 
 /// `quorum = { need = 2, of = [...] }`.
@@ -153,6 +192,8 @@ pub struct ApprovalRule {
     pub quorum: Quorum,
     /// How long an approval request stays valid, in seconds.
     pub expiry_secs: u64,
+    /// The fleet members it applies to.
+    pub members: Members,
 }
 
 /// Days of the week, Monday first.
@@ -174,6 +215,8 @@ pub struct TimeWindowRule {
     /// End of the allowed time (exclusive), minutes after midnight UTC. Earlier than `from`
     /// means the window runs past midnight.
     pub to_minute: u16,
+    /// The fleet members it applies to.
+    pub members: Members,
 }
 
 /// A whole, validated policy.
@@ -405,6 +448,27 @@ impl Policy {
                 .iter()
                 .any(|r| r.tag == tag && warn(r.mode))
             || self.approvals.iter().any(|r| r.tag == tag && warn(r.mode))
+    }
+
+    /// The rules as fleet member `member` runs them: those scoped to other members left out
+    /// (the hash stays the fleet's policy's).
+    pub fn for_member(&self, member: &str) -> Policy {
+        let on = |m: &Members| m.applies_to(Some(member));
+        let mut p = self.clone();
+        p.deny.retain(|r| on(&r.members));
+        p.limits.retain(|r| on(&r.members));
+        p.time_windows.retain(|r| on(&r.members));
+        p.approvals.retain(|r| on(&r.members));
+        p
+    }
+
+    /// Whether any rule applies to some fleet members only.
+    pub fn scopes_members(&self) -> bool {
+        let scoped = |m: &Members| *m != Members::All;
+        self.deny.iter().any(|r| scoped(&r.members))
+            || self.limits.iter().any(|r| scoped(&r.members))
+            || self.time_windows.iter().any(|r| scoped(&r.members))
+            || self.approvals.iter().any(|r| scoped(&r.members))
     }
 
     /// The member `name` is admitted as, if it is: its node id.
