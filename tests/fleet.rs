@@ -885,3 +885,219 @@ async fn a_member_removed_by_a_tightening_refuses_from_its_next_request() {
         "{last}"
     );
 }
+
+/// A member's whole core on the fleet's database, as wardend builds it: its own SoftHSM token
+/// for its audit chain, the fleet's clock, serving as `name`.
+struct MemberCore {
+    core: Arc<warden::core::Core>,
+    _token: common::TestToken,
+}
+
+fn member_core(db: &str, name: &str, text: &str, clock: &warden::clock::ManualClock) -> MemberCore {
+    let store = member(db, "acme", name);
+    let policy = Arc::new(parse_policy(text).unwrap_or_else(|e| panic!("{e:?}")));
+    // The first member records the fleet's first policy, as wardend does at its first start.
+    let history = warden::governance::PolicyHistory::new(&store);
+    if history.in_force().unwrap().is_none() {
+        history
+            .record(warden::governance::PolicyVersion::first(
+                policy.hash_hex(),
+                text.to_string(),
+                T0,
+            ))
+            .unwrap();
+    }
+    let token = common::TestToken::new(&format!("core-{name}"));
+    let hsm = token.open();
+    hsm.init(&token.data_dir, lightning_signer::bitcoin::Network::Regtest)
+        .unwrap();
+    let audit =
+        Arc::new(warden::audit::AuditLog::open(&store, Arc::new(hsm), Default::default()).unwrap());
+    let core = Arc::new(
+        warden::core::Core::open(
+            store,
+            warden::core::LoadedPolicy {
+                policy,
+                text: text.to_string(),
+            },
+            Default::default(),
+            Arc::new(clock.clone()),
+            audit,
+            Default::default(),
+        )
+        .unwrap(),
+    );
+    core.join_fleet("acme".into(), name.into());
+    // The node id the policy admits it as (wardend learns it from the node's seed).
+    let node = core.policy().policy.fleet_member(name).unwrap().to_string();
+    *core.node_id.write().unwrap() = node;
+    MemberCore {
+        core,
+        _token: token,
+    }
+}
+
+const NODE_B: &str = "03a34b99f22c790c4e36b2b3c2c35a36db06226e41c692fc82b8b56ac1c540c5bd";
+
+/// Admins, the fleet's two members and the fleet's cap; `extra` is appended.
+fn core_policy(keys: &[(&str, &warden::approval::keys::AdminKey)], extra: &str) -> String {
+    let admins: String = keys
+        .iter()
+        .map(|(n, k)| format!("{n} = {{ pubkey = \"{}\" }}\n", k.public_key()))
+        .collect();
+    format!(
+        "version = 1\n[admins]\n{admins}\n[fleet.members]\nnode-a = \"{PAYEE}\"\nnode-b = \"{NODE_B}\"\n\n\
+         [[limit]]\ntag = \"company-daily\"\nscope = \"fleet\"\nwindow = \"24h\"\nmax_amount = \"100_000 sat\"\n{extra}"
+    )
+}
+
+#[test]
+fn a_recovery_sweep_or_unfreeze_names_the_one_member_it_applies_to() {
+    use warden::approval::keys::AdminKey;
+    use warden::approval::{Decision, SignatureFormat, RECOVERY_DRAFT_SECS};
+    use warden::policy::RecoveryKind;
+    let db = pg::shared().database("fleet_recovery");
+    let (alice, bob, recovery) = (
+        AdminKey::generate(),
+        AdminKey::generate(),
+        AdminKey::generate(),
+    );
+    let desc = format!("wpkh({NODE_B})");
+    let text = core_policy(
+        &[("alice", &alice), ("bob", &bob)],
+        &format!(
+            "[recovery]\nkey = {{ pubkey = \"{}\" }}\ndelay = \"72h\"\ndestination = \"{desc}\"\n",
+            recovery.public_key()
+        ),
+    );
+    let clock = warden::clock::ManualClock::new(T0);
+    let a = member_core(&db, "node-a", &text, &clock);
+    let b = member_core(&db, "node-b", &text, &clock);
+    let (a, b) = (&a.core, &b.core);
+
+    // Only a sweep or an unfreeze names a member, and only one the policy admits.
+    let err = a
+        .open_recovery(RecoveryKind::Sweep, None, Some("node-x".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"node-x\" is not a member the fleet's policy admits; its [fleet.members] lists node-a, node-b"),
+        "{err}"
+    );
+    let err = a
+        .open_recovery(
+            RecoveryKind::ReplaceAdmins,
+            Some(text.clone()),
+            Some("node-b".into()),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("replace-admins changes the fleet's one policy"),
+        "{err}"
+    );
+    let err = a
+        .open_recovery(RecoveryKind::Unfreeze, None, Some("node-b".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fleet member node-b is not frozen alone"),
+        "{err}"
+    );
+
+    // The recovery key signs the member: a sweep of node-b alone is not the fleet's sweep.
+    let (fleet_wide, _) = a.open_recovery(RecoveryKind::Sweep, None, None).unwrap();
+    let (only_b, _) = a
+        .open_recovery(RecoveryKind::Sweep, None, Some("node-b".into()))
+        .unwrap();
+    let params = |r: &warden::approval::ApprovalRecord| r.recovery.clone().unwrap().params_hash;
+    assert_ne!(params(&fleet_wide), params(&only_b));
+    assert_ne!(fleet_wide.request_digest, only_b.request_digest);
+    assert!(
+        only_b
+            .description
+            .as_deref()
+            .unwrap()
+            .contains("sweep of fleet member node-b alone"),
+        "{only_b:?}"
+    );
+    let run = |r: &warden::approval::ApprovalRecord, via: &warden::core::Core| {
+        let sig = recovery.sign_digest(r.digest(Decision::Approve));
+        via.start_recovery(&r.id, SignatureFormat::Bip340, &sig)
+            .unwrap();
+        clock.advance(RECOVERY_DRAFT_SECS + 72 * 3_600);
+        via.execute_recovery(&r.id).unwrap()
+    };
+    // Started and executed through node-a; node-b alone sweeps.
+    let msg = run(&only_b, a);
+    assert!(
+        msg.contains("fleet member node-b may spend on-chain to the recovery destination"),
+        "{msg}"
+    );
+    let dest = {
+        use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
+        use std::str::FromStr;
+        Descriptor::<DescriptorPublicKey>::from_str(&desc)
+            .unwrap()
+            .at_derivation_index(0)
+            .unwrap()
+            .address(a.policy().policy.network)
+            .unwrap()
+            .to_string()
+    };
+    let ln = |c: &warden::core::Core, n: u32| {
+        c.refresh_shared();
+        c.decide_payment(&pay(9, n, 1_000), None)
+    };
+    let no = ln(b, 0);
+    assert_eq!(no.tags, vec!["warden-frozen"], "{no:?}");
+    assert!(ln(a, 1).approved, "node-a goes on");
+    let sweep = b.decide_payment(&PaymentRequest::onchain(vec![(dest, 50_000_000)]), None);
+    assert!(sweep.approved, "{sweep:?}");
+    assert_eq!(sweep.tags, vec!["warden-recovery-sweep"]);
+    // The recovery key lifts node-b's freeze, and node-b's alone.
+    let (unfreeze, _) = a
+        .open_recovery(RecoveryKind::Unfreeze, None, Some("node-b".into()))
+        .unwrap();
+    let msg = run(&unfreeze, a);
+    assert!(
+        msg.contains("the freeze of fleet member node-b is lifted"),
+        "{msg}"
+    );
+    let again = ln(b, 2);
+    assert!(again.approved, "node-b pays again: {again:?}");
+}
+
+#[test]
+fn an_emergency_stop_watching_the_fleet_window_freezes_every_member() {
+    use warden::approval::keys::AdminKey;
+    let db = pg::shared().database("fleet_estop");
+    let (alice, bob) = (AdminKey::generate(), AdminKey::generate());
+    let text = core_policy(
+        &[("alice", &alice), ("bob", &bob)],
+        "[emergency_stop]\nwindow_percent = 80\n",
+    );
+    let clock = warden::clock::ManualClock::new(T0);
+    let a = member_core(&db, "node-a", &text, &clock);
+    let b = member_core(&db, "node-b", &text, &clock);
+    let (a, b) = (&a.core, &b.core);
+    assert!(a.decide_payment(&pay(1, 0, 50_000), None).approved);
+    assert!(a.frozen().is_none(), "50 % of the fleet's window");
+    // node-b's 35,000 takes the fleet's window (not node-b's own 35 %) to 85 %: node-b trips
+    // the stop, and it stops the whole fleet.
+    assert!(b.decide_payment(&pay(2, 0, 35_000), None).approved);
+    let f = b.frozen().expect("node-b froze");
+    assert_eq!(f.by, "emergency stop window_percent");
+    assert!(
+        f.reason.contains("window company-daily is at 85 %"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(f.member, None, "the whole fleet");
+    let no = a.decide_payment(&pay(1, 1, 1_000), None);
+    assert_eq!(
+        no.tags,
+        vec!["warden-frozen"],
+        "node-a is stopped too: {no:?}"
+    );
+}

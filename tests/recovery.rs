@@ -44,6 +44,7 @@ async fn open(
         .open_recovery(proto::OpenRecoveryRequest {
             action: action.into(),
             policy_text: text.into(),
+            member: String::new(),
         })
         .await
         .map(|r| r.into_inner())

@@ -863,7 +863,7 @@ impl Run {
         let (record, _) = self
             .s
             .core
-            .open_recovery(warden::policy::RecoveryKind::Unfreeze, None)
+            .open_recovery(warden::policy::RecoveryKind::Unfreeze, None, None)
             .map_err(|e| format!("opening the recovery key's unfreeze: {e}"))?;
         let sig = self
             .w

@@ -145,8 +145,9 @@ fn recovery_status(e: RecoveryError) -> Status {
         | RecoveryError::NoChain
         | RecoveryError::NoRecoveryKey
         | RecoveryError::NotFrozen
+        | RecoveryError::MemberNotFrozen(_)
         | RecoveryError::NotAllowed(..) => Status::failed_precondition(e.to_string()),
-        RecoveryError::Invalid(_) | RecoveryError::ChangesRules(_) => {
+        RecoveryError::Invalid(_) | RecoveryError::ChangesRules(_) | RecoveryError::Member(_) => {
             Status::invalid_argument(e.to_string())
         }
     }
@@ -250,6 +251,7 @@ pub fn record_proto(r: &ApprovalRecord, now: u64) -> proto::ApprovalRequest {
         delay_secs: r.change.as_ref().map(|c| c.delay_secs).unwrap_or(0),
         effective_at: r.effective_at.unwrap_or(0),
         member: r.member.clone().unwrap_or_default(),
+        recovery_member: rec.and_then(|a| a.member.clone()).unwrap_or_default(),
         proposer: r
             .change
             .as_ref()
@@ -847,12 +849,14 @@ impl Warden for AdminService {
             ))
         })?;
         let text = (!req.policy_text.is_empty()).then_some(req.policy_text);
+        let member = (!req.member.is_empty()).then_some(req.member);
         let now = self.core.clock.now();
         let core = self.core.clone();
-        let (record, _) = tokio::task::spawn_blocking(move || core.open_recovery(action, text))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(recovery_status)?;
+        let (record, _) =
+            tokio::task::spawn_blocking(move || core.open_recovery(action, text, member))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(recovery_status)?;
         Ok(Response::new(record_proto(&record, now)))
     }
 

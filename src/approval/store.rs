@@ -144,6 +144,10 @@ pub struct RecoveryAction {
     /// The node's chain height when it started, where the policy counts blocks too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_height: Option<u32>,
+    /// In a fleet: the one member a sweep or an unfreeze applies to (`None`: the whole fleet,
+    /// or the one wardend). Covered by `params_hash`, so the recovery key signs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 /// The rule tag of recovery actions, and the name their starting signature is stored under.
@@ -845,7 +849,15 @@ impl ApprovalStore {
                 kind: RequestKind::Recovery,
                 payment_hash: String::new(),
                 outputs: Vec::new(),
-                description: Some(format!("recovery: {}", action.action.as_str())),
+                description: Some(format!(
+                    "recovery: {}{}",
+                    action.action.as_str(),
+                    action
+                        .member
+                        .as_deref()
+                        .map(|m| format!(" of fleet member {m} alone"))
+                        .unwrap_or_default()
+                )),
                 invoice: None,
                 rule_tag: RECOVERY_RULE.into(),
                 tags: vec![RECOVERY_RULE.into()],

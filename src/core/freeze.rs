@@ -161,19 +161,29 @@ impl Core {
 
     /// Put the recovery key's `sweep` in force, in the open transaction: the signer is frozen
     /// (if it was not) and on-chain spends to the recovery destination pass.
-    pub(super) fn sweep_mode(&self) -> Result<(), StoreError> {
+    ///
+    /// In a fleet, `member` puts one member alone in sweep mode (its own freeze).
+    pub(super) fn sweep_mode(&self, member: Option<String>) -> Result<(), StoreError> {
         let now = self.clock.now();
         let freezes = FreezeStore::new(&self.store);
-        let mut f = match freezes.get()? {
+        let mut f = match freezes.get_at(member.as_deref())? {
             Some(f) => f,
-            None => FreezeState::new(now, "recovery sweep", "the recovery key's sweep")?,
+            None => {
+                let mut f = FreezeState::new(now, "recovery sweep", "the recovery key's sweep")?;
+                f.member = member.clone();
+                f
+            }
         };
         f.sweep = true;
         freezes.put(&f)?;
-        *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(f.clone());
-        let committed = self.committed.clone();
-        self.store
-            .after_apply(move || committed.set_frozen(Some(f)));
+        // In force here if it stops this wardend and no freeze of everyone is (everyone's
+        // freeze wins, as it stops more).
+        if self.stops_here(member.as_deref()) && (member.is_none() || freezes.get()?.is_none()) {
+            *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(f.clone());
+            let committed = self.committed.clone();
+            self.store
+                .after_apply(move || committed.set_frozen(Some(f)));
+        }
         Ok(())
     }
 

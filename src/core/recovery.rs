@@ -40,6 +40,12 @@ pub enum RecoveryError {
     /// unfreeze with nothing frozen.
     #[error("the signer is not frozen; there is nothing to unfreeze")]
     NotFrozen,
+    /// unfreeze of one member that is not frozen alone.
+    #[error("fleet member {0} is not frozen alone; there is nothing to unfreeze for it (a freeze of the whole fleet is lifted without --member)")]
+    MemberNotFrozen(String),
+    /// A member named where none can be, or one the policy does not admit.
+    #[error("{0}")]
+    Member(String),
     /// The audit record could not be written.
     #[error("the audit record could not be written ({0}); nothing changed. Check the HSM (wardenctl hsm status) and try again")]
     Audit(String),
@@ -78,10 +84,14 @@ impl Core {
 
     /// Open `action` for the recovery key to sign (replace-admins carries the new policy's
     /// `text`). Nothing is announced until the key signs it.
+    ///
+    /// In a fleet, a sweep or an unfreeze applies to the whole fleet, or with `member` to that
+    /// one member alone (its own freeze); replace-admins changes the fleet's one policy.
     pub fn open_recovery(
         &self,
         action: RecoveryKind,
         text: Option<String>,
+        member: Option<String>,
     ) -> Result<(ApprovalRecord, bool), RecoveryError> {
         let now = self.clock.now();
         let current = self.policy();
@@ -96,6 +106,9 @@ impl Core {
                 action.as_str(),
                 allowed.join(", "),
             ));
+        }
+        if let Some(m) = &member {
+            self.recovery_member(action, m, &current.policy)?;
         }
         let params = match action {
             RecoveryKind::ReplaceAdmins => {
@@ -127,6 +140,7 @@ impl Core {
                     earliest_at: 0,
                     started_at: None,
                     started_height: None,
+                    member: None,
                 }
             }
             RecoveryKind::Sweep => {
@@ -136,8 +150,9 @@ impl Core {
                     .ok_or(RecoveryError::NoDestination)?;
                 RecoveryAction {
                     action,
-                    params_hash: hex::encode(
+                    params_hash: with_member(
                         sha256::Hash::hash(dest.descriptor.as_bytes()).to_byte_array(),
+                        member.as_deref(),
                     ),
                     text: Some(dest.descriptor.clone()),
                     freeze: None,
@@ -145,21 +160,26 @@ impl Core {
                     earliest_at: 0,
                     started_at: None,
                     started_height: None,
+                    member: member.clone(),
                 }
             }
             RecoveryKind::Unfreeze => {
                 let freeze = FreezeStore::new(&self.store)
-                    .get()?
-                    .ok_or(RecoveryError::NotFrozen)?;
+                    .get_at(member.as_deref())?
+                    .ok_or_else(|| match &member {
+                        Some(m) => RecoveryError::MemberNotFrozen(m.clone()),
+                        None => RecoveryError::NotFrozen,
+                    })?;
                 RecoveryAction {
                     action,
-                    params_hash: hex::encode(freeze.id()),
+                    params_hash: with_member(freeze.id(), member.as_deref()),
                     text: None,
                     freeze: Some(freeze),
                     changes: Vec::new(),
                     earliest_at: 0,
                     started_at: None,
                     started_height: None,
+                    member: member.clone(),
                 }
             }
         };
@@ -190,6 +210,7 @@ impl Core {
             "request_id": record.id,
             "action": action.action.as_str(),
             "params_hash": action.params_hash,
+            "member": action.member,
             "earliest_at": action.earliest_at,
             "signature": hex::encode(signature),
         });
@@ -204,8 +225,13 @@ impl Core {
             &record.id,
             &record.tags,
             format!(
-                "RECOVERY STARTED: the recovery key started {} ({}); it becomes executable at {} unless {} of {} cancel it (wardenctl recovery cancel {})",
+                "RECOVERY STARTED: the recovery key started {}{} ({}); it becomes executable at {} unless {} of {} cancel it (wardenctl recovery cancel {})",
                 action.action.as_str(),
+                action
+                    .member
+                    .as_deref()
+                    .map(|m| format!(" of fleet member {m} alone"))
+                    .unwrap_or_default(),
                 record.id,
                 crate::clock::format_utc(action.earliest_at),
                 record.need,
@@ -289,32 +315,62 @@ impl Core {
                     .as_ref()
                     .and_then(|r| r.destination.as_ref())
                     .ok_or(RecoveryError::NoDestination)?;
-                if action.text.as_deref() != Some(dest.descriptor.as_str()) {
+                let signed = with_member(
+                    sha256::Hash::hash(dest.descriptor.as_bytes()).to_byte_array(),
+                    action.member.as_deref(),
+                );
+                if action.text.as_deref() != Some(dest.descriptor.as_str())
+                    || signed != action.params_hash
+                {
                     return Err(ApprovalError::Tampered {
                         id: id.into(),
-                        detail: "the destination signed is not the policy's".into(),
+                        detail: "the destination or member signed is not what is stored".into(),
                     }
                     .into());
                 }
-                self.sweep_mode()?;
-                format!(
-                    "recovery {id} executed: on-chain spends to the recovery destination are allowed, and nothing else"
-                )
+                if let Some(m) = &action.member {
+                    self.recovery_member(action.action, m, policy)?;
+                }
+                self.sweep_mode(action.member.clone())?;
+                match &action.member {
+                    None => format!(
+                        "recovery {id} executed: on-chain spends to the recovery destination are allowed, and nothing else"
+                    ),
+                    Some(m) => format!(
+                        "recovery {id} executed: fleet member {m} may spend on-chain to the recovery destination, and nothing else; the other members go on"
+                    ),
+                }
             }
             RecoveryKind::Unfreeze => {
                 let freezes = FreezeStore::new(&self.store);
-                if freezes.get()?.map(|f| hex::encode(f.id())) != Some(action.params_hash.clone()) {
-                    return Err(RecoveryError::NotFrozen);
+                let at = action.member.as_deref();
+                if freezes.get_at(at)?.map(|f| with_member(f.id(), at))
+                    != Some(action.params_hash.clone())
+                {
+                    return Err(match at {
+                        Some(m) => RecoveryError::MemberNotFrozen(m.to_string()),
+                        None => RecoveryError::NotFrozen,
+                    });
                 }
-                freezes.clear()?;
-                self.thaw();
-                format!("recovery {id} executed: the freeze is lifted; payments are decided again")
+                freezes.clear_at(at)?;
+                if self.stops_here(at) {
+                    self.thaw();
+                }
+                match at {
+                    None => format!(
+                        "recovery {id} executed: the freeze is lifted; payments are decided again"
+                    ),
+                    Some(m) => format!(
+                        "recovery {id} executed: the freeze of fleet member {m} is lifted; its payments are decided again"
+                    ),
+                }
             }
         };
         let data = serde_json::json!({
             "request_id": record.id,
             "action": action.action.as_str(),
             "params_hash": action.params_hash,
+            "member": action.member,
         });
         self.audit
             .append(now, "recovery-execute", data)
@@ -329,4 +385,38 @@ impl Core {
         );
         Ok(message)
     }
+}
+
+impl Core {
+    /// Whether recovery `action` may name fleet member `member`: only a sweep or an unfreeze,
+    /// only in a fleet, only a member the policy admits.
+    fn recovery_member(
+        &self,
+        action: RecoveryKind,
+        member: &str,
+        policy: &crate::policy::Policy,
+    ) -> Result<(), RecoveryError> {
+        if action == RecoveryKind::ReplaceAdmins {
+            return Err(RecoveryError::Member(
+                "replace-admins changes the fleet's one policy, so it applies to every member; open it without a member".into(),
+            ));
+        }
+        if self.fleet_member_name().is_none() {
+            return Err(RecoveryError::Member(
+                "this wardend is not a fleet member: a recovery action here applies to it (no member)".into(),
+            ));
+        }
+        if !policy.fleet_members.contains_key(member) {
+            return Err(RecoveryError::Member(format!(
+                "\"{member}\" is not a member the fleet's policy admits; its [fleet.members] lists {}",
+                policy.fleet_members.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A recovery action's parameters hash, hex (see [`crate::recovery::params_for`]).
+fn with_member(params: [u8; 32], member: Option<&str>) -> String {
+    hex::encode(crate::recovery::params_for(params, member))
 }

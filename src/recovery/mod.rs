@@ -155,6 +155,22 @@ impl FreezeStore {
     }
 }
 
+/// A recovery action's parameters: their hash as is for the whole fleet (or one wardend), or
+/// bound to the one fleet member the action applies to, so the recovery key's signature covers
+/// the member, and wardenctl checks what it shows against what is signed.
+pub fn params_for(params: [u8; 32], member: Option<&str>) -> [u8; 32] {
+    match member {
+        None => params,
+        Some(m) => {
+            let mut e = sha256::Hash::engine();
+            e.input(b"warden/recovery-member/v1");
+            e.input(&params);
+            e.input(m.as_bytes());
+            sha256::Hash::from_engine(e).to_byte_array()
+        }
+    }
+}
+
 /// A condition of `[emergency_stop]` that was met.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger {

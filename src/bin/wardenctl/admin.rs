@@ -239,6 +239,8 @@ pub fn local_fields(r: &proto::ApprovalRequest) -> anyhow::Result<(ApprovalField
             }
             warden::policy::RecoveryKind::Unfreeze => freeze_id()?,
         };
+        let member = (!r.recovery_member.is_empty()).then_some(r.recovery_member.as_str());
+        let shown = warden::recovery::params_for(shown, member);
         if shown != params {
             bail!("the recovery parameters wardend shows do not match what it asks to sign; refusing to sign");
         }

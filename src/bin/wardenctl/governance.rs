@@ -162,6 +162,7 @@ async fn open(
     conn: &Conn,
     action: &str,
     policy: Option<&Path>,
+    member: Option<&str>,
 ) -> anyhow::Result<proto::ApprovalRequest> {
     let policy_text = match policy {
         Some(p) => std::fs::read_to_string(p)
@@ -173,6 +174,7 @@ async fn open(
         .open_recovery(proto::OpenRecoveryRequest {
             action: action.into(),
             policy_text,
+            member: member.unwrap_or_default().into(),
         })
         .await
         .map_err(rpc)
@@ -180,8 +182,13 @@ async fn open(
 }
 
 /// `wardenctl recovery open ACTION`: prints what the recovery key signs (for a hardware wallet).
-pub async fn recovery_open(conn: &Conn, action: &str, policy: Option<&Path>) -> anyhow::Result<()> {
-    let r = open(conn, action, policy).await?;
+pub async fn recovery_open(
+    conn: &Conn,
+    action: &str,
+    policy: Option<&Path>,
+    member: Option<&str>,
+) -> anyhow::Result<()> {
+    let r = open(conn, action, policy, member).await?;
     let (fields, _) = crate::admin::local_fields(&r)?;
     println!(
         "recovery action {} opened; sign this text with the recovery key's wallet, then run",
@@ -191,6 +198,9 @@ pub async fn recovery_open(conn: &Conn, action: &str, policy: Option<&Path>) -> 
         "  wardenctl recovery start {action} --id {} --signature BASE64",
         r.id
     );
+    if let Some(m) = member {
+        println!("it applies to fleet member {m} alone (the parameters' hash covers the name)");
+    }
     println!(
         "{}",
         warden_client::approval::approval_text(&fields, warden_client::approval::Decision::Approve)
@@ -203,6 +213,7 @@ pub async fn recovery_start(
     conn: &Conn,
     action: &str,
     policy: Option<&Path>,
+    member: Option<&str>,
     key: Option<&Path>,
     signature: Option<String>,
     id: Option<String>,
@@ -211,7 +222,7 @@ pub async fn recovery_start(
     let mut client = conn.connect().await?;
     let (r, format, sig) = match (key, signature) {
         (Some(path), None) => {
-            let r = open(conn, action, policy).await?;
+            let r = open(conn, action, policy, member).await?;
             let (_, digest) = crate::admin::local_fields(&r)?;
             let key = warden::approval::keys::AdminKey::load(path)?;
             (

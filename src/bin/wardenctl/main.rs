@@ -200,6 +200,9 @@ enum RecoveryCommand {
         /// replace-admins: the policy file with the new admins.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// In a fleet: sweep or unfreeze this one member alone (default: the whole fleet).
+        #[arg(long)]
+        member: Option<String>,
         /// The recovery key file (BIP-340).
         #[arg(long)]
         key: Option<PathBuf>,
@@ -217,6 +220,9 @@ enum RecoveryCommand {
         /// replace-admins: the policy file with the new admins.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// In a fleet: sweep or unfreeze this one member alone (default: the whole fleet).
+        #[arg(long)]
+        member: Option<String>,
     },
     /// Cancel a started action (an admin's signature; the governance quorum cancels it).
     Cancel {
@@ -400,14 +406,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Unfreeze { member } => governance::unfreeze(&conn, member.as_deref()).await,
         Command::Recovery { command } => match command {
-            RecoveryCommand::Open { action, policy } => {
-                governance::recovery_open(&conn, &action, policy.as_deref())
-                    .await
-                    .map(|_| 0)
-            }
+            RecoveryCommand::Open {
+                action,
+                policy,
+                member,
+            } => governance::recovery_open(&conn, &action, policy.as_deref(), member.as_deref())
+                .await
+                .map(|_| 0),
             RecoveryCommand::Start {
                 action,
                 policy,
+                member,
                 key,
                 signature,
                 id,
@@ -416,6 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     &conn,
                     &action,
                     policy.as_deref(),
+                    member.as_deref(),
                     key.as_deref(),
                     signature,
                     id,
