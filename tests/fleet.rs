@@ -1101,3 +1101,65 @@ fn an_emergency_stop_watching_the_fleet_window_freezes_every_member() {
         "node-a is stopped too: {no:?}"
     );
 }
+
+/// `name`'s count of store step `step` (see `Store::timings`).
+fn steps(core: &warden::core::Core, step: &str) -> u64 {
+    core.store()
+        .timings()
+        .iter()
+        .find(|t| t.step == step)
+        .map(|t| t.count)
+        .unwrap_or(0)
+}
+
+#[test]
+fn members_within_their_shares_commit_without_the_fleet_lock_and_the_cap_still_holds_exactly() {
+    use warden::approval::keys::AdminKey;
+    let db = pg::shared().database("fleet_shares");
+    let (alice, bob) = (AdminKey::generate(), AdminKey::generate());
+    let text = core_policy(&[("alice", &alice), ("bob", &bob)], "");
+    let clock = warden::clock::ManualClock::new(T0);
+    let a = member_core(&db, "node-a", &text, &clock);
+    let b = member_core(&db, "node-b", &text, &clock);
+    let (a, b) = (&a.core, &b.core);
+    // A's first payment takes the fleet's lock and carves A a share of the room left.
+    assert!(a.decide_payment(&pay(1, 0, 1_000), None).approved);
+    let (locks, shares) = (steps(a, "fleet-lock"), steps(a, "fleet-share"));
+    // Within the share: no fleet lock at all.
+    for n in 1..6 {
+        assert!(a.decide_payment(&pay(1, n, 1_000), None).approved);
+    }
+    assert_eq!(
+        steps(a, "fleet-lock"),
+        locks,
+        "within its share A takes no fleet lock"
+    );
+    assert_eq!(steps(a, "fleet-share"), shares + 5);
+    // Both members at once, 7,000 sat each, on what is left of 100,000 (94,000): exactly 13
+    // fit, whatever share each holds when.
+    let approved = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for (i, m) in [a, b].into_iter().enumerate() {
+            let approved = &approved;
+            s.spawn(move || {
+                for n in 0..12u32 {
+                    if m.decide_payment(&pay(10 + i as u8, n, 7_000), None)
+                        .approved
+                    {
+                        approved.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        approved.load(Ordering::SeqCst),
+        13,
+        "6,000 + 13 x 7,000 = 97,000"
+    );
+    // The last 3,000 sat fit exactly, wherever the room sits (B's share is settled for it),
+    // and not one sat more.
+    assert!(b.decide_payment(&pay(20, 0, 3_000), None).approved);
+    let over = a.decide_payment(&pay(21, 0, 1), None);
+    assert!(!over.approved && over.tags == ["company-daily"], "{over:?}");
+}

@@ -35,6 +35,9 @@ pub struct PolicyEngine {
     whole: Arc<Policy>,
     /// In a fleet, this member's name.
     member: Option<String>,
+    /// `policy` without its limits on the fleet's windows: what a member spending from its
+    /// share of the fleet's room checks (the share stands for those limits).
+    within_share: Arc<Policy>,
     state: VelocityState,
     store: Store,
     since_compaction: u64,
@@ -81,6 +84,7 @@ impl PolicyEngine {
         let state = load_velocity(&store)?;
         let mut engine = PolicyEngine {
             whole: policy.clone(),
+            within_share: Arc::new(without_fleet_windows(&policy)),
             policy,
             member: None,
             state,
@@ -100,7 +104,71 @@ impl PolicyEngine {
             Some(m) if policy.scopes_members() => Arc::new(policy.for_member(m)),
             _ => policy.clone(),
         };
+        self.within_share = Arc::new(without_fleet_windows(&self.policy));
         self.whole = policy;
+    }
+
+    /// Evaluate as a member spending from its share of the fleet's room: every rule but the
+    /// limits on the fleet's windows, which the share stands for (the caller checks that the
+    /// payment fits it).
+    pub fn evaluate_within_share(&self, req: &PaymentRequest, now: u64) -> Decision {
+        evaluate(&self.within_share, req, &self.state, now)
+    }
+
+    /// Record an approval decided within the share: this member's own windows, not the
+    /// fleet's (the share's row records it).
+    pub fn commit_within_share(
+        &mut self,
+        req: &PaymentRequest,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let changes = spend_changes(&self.within_share, req, &self.state, now);
+        self.count(changes, now)
+    }
+
+    /// Move what was spent from a share (`amount_msat` in `count` payments) into the fleet's
+    /// window, as spent at `now` (no earlier than it was: it counts at least as long).
+    pub fn settle_into_fleet(
+        &mut self,
+        amount_msat: u64,
+        count: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if amount_msat == 0 && count == 0 {
+            return Ok(());
+        }
+        let mut bucket = self
+            .state
+            .ledger(&LedgerKey::Fleet)
+            .map(|l| l.bucket_after(now, amount_msat))
+            .unwrap_or(crate::policy::Bucket {
+                minute: now / BUCKET_SECS,
+                amount_msat,
+                count: 1,
+            });
+        bucket.count = bucket.count.saturating_sub(1).saturating_add(count);
+        self.count(vec![(LedgerKey::Fleet, bucket)], now)
+    }
+
+    /// The shares other members hold, counted in the fleet's windows for decisions, and what
+    /// was spent from them, for reports (see `VelocityState::set_fleet_reserved`).
+    pub fn set_fleet_shares(
+        &mut self,
+        reserved: crate::policy::Totals,
+        spent: crate::policy::Totals,
+    ) {
+        self.state.set_fleet_reserved(reserved);
+        self.state.set_fleet_in_shares(spent);
+    }
+
+    /// What every member spent from its share, as last read (for reports).
+    pub fn set_fleet_in_shares(&mut self, spent: crate::policy::Totals) {
+        self.state.set_fleet_in_shares(spent);
+    }
+
+    /// A payment approved from this member's share (for reports; see `commit_within_share`).
+    pub fn note_share_spend(&mut self, amount_msat: u64) {
+        self.state.add_fleet_in_shares(amount_msat);
     }
 
     /// Run the rules as fleet member `member` does (see [`Policy::for_member`]).
@@ -188,7 +256,13 @@ impl PolicyEngine {
         let mut trial = self.state.clone();
         let fleet = trial.ledger(&LedgerKey::Fleet).cloned();
         let mut dropped: Vec<(LedgerKey, u64)> = trial.compact(now, self.horizon());
-        if let Some(mut fleet) = fleet {
+        if let (Some(fleet), false) = (&fleet, self.store.holds_fleet_lock()) {
+            // Deleting the fleet's rows takes the fleet's lock, which a decision within this
+            // member's share does not hold: the fleet's ledger waits for the next compaction.
+            dropped.retain(|(k, _)| !k.is_fleet());
+            let kept: Vec<_> = fleet.buckets().map(|b| (LedgerKey::Fleet, *b)).collect();
+            trial.apply(&kept);
+        } else if let Some(mut fleet) = fleet {
             // The fleet's ledger by the fleet's horizon instead (see FLEET_HORIZON_SECS).
             dropped.retain(|(k, _)| !k.is_fleet());
             let gone = fleet.compact(now, self.horizon().max(FLEET_HORIZON_SECS));
@@ -260,4 +334,12 @@ impl PolicyEngine {
         let changes = spend_changes(&self.policy, req, &self.state, now);
         self.count(changes, now)
     }
+}
+
+/// `policy` without its limits on the fleet's windows (per-payment fleet limits stay).
+fn without_fleet_windows(policy: &Policy) -> Policy {
+    let mut p = policy.clone();
+    p.limits
+        .retain(|l| !(l.scope == crate::policy::LimitScope::Fleet && l.window_secs.is_some()));
+    p
 }

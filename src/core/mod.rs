@@ -17,6 +17,7 @@
 pub mod channels;
 pub mod check;
 pub mod engine;
+mod escrow;
 pub mod freeze;
 pub mod governance;
 pub mod health;
@@ -198,6 +199,8 @@ pub struct Core {
     /// each decision checks that the policy in force still admits the member, under this
     /// node id.
     pub(crate) fleet_member: RwLock<Option<(String, String)>>,
+    /// This member's share of the fleet's room as last committed (a hint: the row decides).
+    grant_hint: Arc<Mutex<Option<escrow::Grant>>>,
     /// Whether the node's hsmd stream is up.
     pub node_connection: RwLock<NodeConnection>,
     audit: Arc<crate::audit::AuditLog>,
@@ -296,6 +299,7 @@ impl Core {
             clock,
             node_id: RwLock::new(String::new()),
             fleet_member: RwLock::new(None),
+            grant_hint: Default::default(),
             node_connection: RwLock::new(NodeConnection::NotConfigured),
             audit,
             metrics,
@@ -795,6 +799,17 @@ impl Core {
 
     fn sync_fleet_inner(&self, engine: &mut PolicyEngine) -> Result<(), String> {
         let shared = engine.sync_shared().map_err(|e| e.to_string())?;
+        self.take_fleet_rows(engine, &shared)
+    }
+
+    /// The policy and the freeze from the shared rows other members committed (the windows'
+    /// rows are the engine's).
+    fn take_fleet_rows(
+        &self,
+        engine: &mut PolicyEngine,
+        shared: &crate::store::Shared,
+    ) -> Result<(), String> {
+        self.note_shares(engine, shared)?;
         let changed = |ns: crate::store::Namespace| shared.rows.iter().any(|(n, _, _)| *n == ns);
         if changed(crate::store::Namespace::Governance) {
             self.adopt_fleet_policy(engine)?;
@@ -1034,19 +1049,39 @@ impl Core {
                 format!("rule {}: the HSM cannot sign audit checkpoints ({fault}); payments are refused until it answers again", crate::tags::HSM_UNAVAILABLE),
             ));
         }
-        // A fleet member decides on the fleet's state as of now, under the fleet's lock until
-        // this request commits: its windows, its policy, its freeze.
-        {
-            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            self.sync_fleet(&mut engine).map_err(|e| {
-                (
-                    STORE,
-                    format!("rule {STORE}: the fleet's shared state could not be read: {e}"),
-                )
-            })?;
-        }
+        // A fleet member decides on the fleet's state as of now: its policy and its freeze,
+        // and its windows under the fleet's lock until this request commits, or within this
+        // member's share of them (see `escrow`).
         let now = self.clock.now();
         let amount = req.amount_msat();
+        let fleet_failed = |e: String| {
+            (
+                STORE,
+                format!("rule {STORE}: the fleet's shared state could not be read: {e}"),
+            )
+        };
+        let (mode, within_share) = {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let mode = self
+                .enter_fleet(&mut engine, intent == Intent::Sign, amount)
+                .map_err(fleet_failed)?;
+            match mode {
+                // Only a plain approval is decided within a share; anything else (a freeze, a
+                // quorum, a refusal that must name every rule) under the fleet's lock.
+                escrow::FleetMode::Share(g) => {
+                    let d = engine.evaluate_within_share(req, now);
+                    if self.frozen().is_none()
+                        && self.not_admitted().is_none()
+                        && matches!(d.verdict, Verdict::Approve)
+                    {
+                        (escrow::FleetMode::Share(g), Some(d))
+                    } else {
+                        (self.escalate(&mut engine).map_err(fleet_failed)?, None)
+                    }
+                }
+                m => (m, None),
+            }
+        };
         if let Some(f) = self.frozen() {
             if f.sweep && req.kind == crate::policy::PaymentKind::OnChain {
                 if let Some(answer) = self.sweep_spend(intent, now, req)? {
@@ -1061,7 +1096,22 @@ impl Core {
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
 
         let policy = engine.policy().clone();
-        let mut decision = engine.evaluate(req, now);
+        let mut decision = match within_share {
+            Some(d) => d,
+            None => engine.evaluate(req, now),
+        };
+        if let escrow::FleetMode::Locked(others) = &mode {
+            // What the other members' shares hold back may be what this payment needs: settle
+            // them (they are locked, so what they spent is final) and decide exactly.
+            if !decision.is_approved()
+                && escrow::refused_by_fleet_window(&decision, &policy)
+                && self
+                    .settle_others(&mut engine, others)
+                    .map_err(fleet_failed)?
+            {
+                decision = engine.evaluate(req, now);
+            }
+        }
         if req.kind != crate::policy::PaymentKind::OnChain {
             let hits = self.in_flight_hits(&policy, amount);
             if !hits.is_empty() {
@@ -1075,9 +1125,21 @@ impl Core {
                 .map_err(|e| (AUDIT, format!("the audit record could not be written: {e}")))?;
         }
         if intent == Intent::Sign {
-            engine
-                .commit(req, &decision, now)
-                .map_err(|e| (STORE, format!("the decision could not be recorded: {e}")))?;
+            let recorded = match &mode {
+                escrow::FleetMode::Share(g) if decision.is_approved() => engine
+                    .commit_within_share(req, now)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| self.spend_share(g.clone(), amount))
+                    .map(|()| engine.note_share_spend(amount)),
+                escrow::FleetMode::Locked(_) if decision.is_approved() => engine
+                    .commit(req, &decision, now)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| self.carve_share(&engine)),
+                _ => engine
+                    .commit(req, &decision, now)
+                    .map_err(|e| e.to_string()),
+            };
+            recorded.map_err(|e| (STORE, format!("the decision could not be recorded: {e}")))?;
         }
         // Warn-mode rules raise warnings; notes on other rules stay in the decision record.
         for w in decision

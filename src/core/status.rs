@@ -93,7 +93,7 @@ impl Core {
                     let w = l.window_secs?;
                     let (scope, totals) = match &l.scope {
                         LimitScope::Node => ("node", state.totals(&LedgerKey::Node, now, w)),
-                        LimitScope::Fleet => ("fleet", state.totals(&LedgerKey::Fleet, now, w)),
+                        LimitScope::Fleet => ("fleet", state.spent(&LedgerKey::Fleet, now, w)),
                         LimitScope::Destinations(_) => (
                             "listed destinations",
                             state.totals(&LedgerKey::Group(l.tag.clone()), now, w),

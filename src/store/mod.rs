@@ -245,6 +245,9 @@ pub struct LeaseStatus {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
     ops: BTreeMap<(Namespace, Vec<u8>), Option<Vec<u8>>>,
+    /// A fleet's database only: members' shares of the fleet's room, by member (see
+    /// [`Store::lock_grant`]).
+    grants: BTreeMap<String, Vec<u8>>,
 }
 
 impl Batch {
@@ -267,12 +270,22 @@ impl Batch {
 
     /// Operations staged.
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops.len() + self.grants.len()
     }
 
     /// Whether nothing is staged.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.grants.is_empty()
+    }
+
+    /// Stage member `member`'s share of the fleet's room.
+    pub fn put_grant(&mut self, member: &str, value: Vec<u8>) {
+        self.grants.insert(member.to_string(), value);
+    }
+
+    /// The members' shares staged, by member.
+    pub fn grants(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.grants.iter().map(|(m, v)| (m.as_str(), v.as_slice()))
     }
 
     fn get(&self, ns: Namespace, key: &[u8]) -> Option<&Option<Vec<u8>>> {
@@ -354,6 +367,18 @@ pub trait Backend: Send + Sync {
     }
     /// The open transaction was discarded: release what [`Backend::lock_shared`] holds.
     fn abandon(&self) {}
+    /// On a fleet's database: open the transaction's block by locking this member's share of
+    /// the fleet's room (not the fleet's lock: other members decide meanwhile), and read the
+    /// shared rows written after `since` in the same round trip. Returns the share, if any.
+    fn lock_grant(&self, since: u64) -> Result<(Option<Vec<u8>>, Shared), StoreError> {
+        let _ = since;
+        Err(StoreError::NoFleet)
+    }
+    /// On a fleet's database, under the fleet's lock: every member's share, locked (waiting
+    /// for a member spending from its share to commit).
+    fn lock_grants(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Err(StoreError::NoFleet)
+    }
     /// On a fleet's database: the members that have joined, each bound to its node and seed.
     fn fleet_members(&self) -> Result<Vec<MemberRow>, StoreError> {
         Err(StoreError::NoFleet)
@@ -383,6 +408,9 @@ pub struct Shared {
     pub seq: u64,
     /// (namespace, key, value) of every fleet row written after `since` and still there.
     pub rows: Vec<(Namespace, Vec<u8>, Vec<u8>)>,
+    /// Every member's share of the fleet's room, read in the same snapshot as `rows` (`None`
+    /// when nothing was read).
+    pub grants: Option<Vec<(String, Vec<u8>)>>,
 }
 
 /// Total time and count of one step of the backend's commits (for metrics and benchmarks).
@@ -406,6 +434,9 @@ struct Slot {
     owner: Option<ThreadId>,
     /// The fleet's lock is held by this transaction (a fleet's database only).
     fleet_locked: bool,
+    /// This member's share of the fleet's room is locked by this transaction, and the fleet's
+    /// lock is not ([`Store::lock_grant`]).
+    grant_locked: bool,
     /// The fleet's seq this transaction brought memory to ([`Store::sync_shared`]).
     synced_at: Option<u64>,
     batch: Batch,
@@ -675,6 +706,7 @@ impl Store {
         }
         slot.owner = Some(me);
         slot.fleet_locked = false;
+        slot.grant_locked = false;
         slot.synced_at = None;
         slot.batch = Batch::default();
         slot.after_apply.clear();
@@ -762,6 +794,7 @@ impl Store {
             self.inner.shared_seq.store(seq, Ordering::SeqCst);
         }
         slot.fleet_locked = false;
+        slot.grant_locked = false;
         slot.synced_at = None;
         if failed {
             // Memory may be ahead of disk now. Bring it back (the abort handler reads committed
@@ -977,6 +1010,15 @@ impl Store {
         if slot.fleet_locked || !self.inner.backend.is_fleet() {
             return Ok(slot);
         }
+        if slot.grant_locked {
+            // Spending from a share takes no fleet lock; one taken now, while the share's row
+            // is held, could wait on a member that waits on that row. The caller releases the
+            // share first (Store::release_grant).
+            return Err(StoreError::Io {
+                op: "take the fleet's lock",
+                detail: "this transaction holds its share of the fleet's room; release it before taking the fleet's lock".into(),
+            });
+        }
         drop(slot);
         self.inner.backend.lock_shared(None)?;
         slot = self.slot();
@@ -1004,10 +1046,29 @@ impl Store {
             return Ok(());
         }
         let slot = self.slot();
-        if slot.owner != Some(std::thread::current().id()) {
+        if slot.owner != Some(std::thread::current().id()) || slot.grant_locked {
+            // Within a member's share nothing shared is written, so what is read need not stay
+            // put until the commit: the committed rows, without the fleet's lock.
             return Ok(());
         }
         self.fleet_lock_in(slot).map(drop)
+    }
+
+    /// Whether this thread's transaction already holds the fleet's lock or its share (and so
+    /// cannot lock its share now).
+    pub fn in_fleet_block(&self) -> bool {
+        let slot = self.slot();
+        slot.owner == Some(std::thread::current().id()) && (slot.fleet_locked || slot.grant_locked)
+    }
+
+    /// Whether this thread's transaction may write the fleet's shared rows: it holds the
+    /// fleet's lock, or it is not on a fleet's database (where shared rows are its own).
+    pub fn holds_fleet_lock(&self) -> bool {
+        if !self.inner.backend.is_fleet() {
+            return true;
+        }
+        let slot = self.slot();
+        slot.owner == Some(std::thread::current().id()) && !slot.grant_locked
     }
 
     /// Whether the shared namespaces are a fleet's.
@@ -1041,6 +1102,7 @@ impl Store {
                 return Ok(Shared {
                     seq: at,
                     rows: Vec::new(),
+                    grants: None,
                 });
             }
         }
@@ -1050,6 +1112,88 @@ impl Store {
         slot.fleet_locked = true;
         slot.synced_at = Some(shared.seq);
         Ok(shared)
+    }
+
+    /// On a fleet's database: lock this member's share of the fleet's room for this thread's
+    /// transaction, without the fleet's lock, and return it with the shared rows committed since
+    /// memory last took them (as [`Store::sync_shared`] does). A member spending within its
+    /// share waits for no other member; one that needs more releases it
+    /// ([`Store::release_grant`]) and takes the fleet's lock.
+    pub fn lock_grant(&self) -> Result<(Option<Vec<u8>>, Shared), StoreError> {
+        {
+            let slot = self.slot();
+            if slot.owner != Some(std::thread::current().id()) {
+                return Err(StoreError::NoTransaction("fleet share"));
+            }
+            if slot.fleet_locked || slot.grant_locked {
+                return Err(StoreError::Io {
+                    op: "lock the fleet share",
+                    detail: "this transaction already holds the fleet's lock or its share".into(),
+                });
+            }
+        }
+        let since = self.inner.shared_seq.load(Ordering::SeqCst);
+        let (grant, shared) = self.inner.backend.lock_grant(since)?;
+        let mut slot = self.slot();
+        slot.grant_locked = true;
+        slot.synced_at = Some(shared.seq);
+        Ok((grant, shared))
+    }
+
+    /// Release the share [`Store::lock_grant`] locked: the transaction then takes the fleet's
+    /// lock as any other does. Nothing was written under the share yet (staged writes go to
+    /// the database with the commit), so ending its block loses nothing.
+    pub fn release_grant(&self) -> Result<(), StoreError> {
+        let mut slot = self.slot();
+        if slot.owner != Some(std::thread::current().id()) || !slot.grant_locked {
+            return Ok(());
+        }
+        slot.grant_locked = false;
+        // What was read stays in memory (applying it again is harmless); the fleet's lock
+        // reads from the same point.
+        slot.synced_at = None;
+        drop(slot);
+        self.inner.backend.abandon();
+        Ok(())
+    }
+
+    /// Under the fleet's lock (taken if not held): every member's share of the fleet's room,
+    /// locked until the transaction ends.
+    pub fn lock_grants(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let slot = self.slot();
+        if slot.owner != Some(std::thread::current().id()) {
+            return Err(StoreError::NoTransaction("fleet shares"));
+        }
+        let slot = self.fleet_lock_in(slot)?;
+        drop(slot);
+        let mut rows: BTreeMap<String, Vec<u8>> =
+            self.inner.backend.lock_grants()?.into_iter().collect();
+        // What this transaction staged is what the shares are now (as `get` reads them).
+        let slot = self.slot();
+        for (m, v) in slot.batch.grants() {
+            rows.insert(m.to_string(), v.to_vec());
+        }
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Stage member `member`'s share of the fleet's room: this member's own under its share's
+    /// lock or the fleet's, another member's only under the fleet's lock.
+    pub fn put_grant(&self, member: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        if !self.inner.backend.is_fleet() {
+            return Err(StoreError::NoFleet);
+        }
+        let mut slot = self.slot();
+        if slot.owner != Some(std::thread::current().id()) {
+            return Err(StoreError::NoTransaction("fleet share"));
+        }
+        if !slot.fleet_locked && !slot.grant_locked {
+            return Err(StoreError::Io {
+                op: "write a fleet share",
+                detail: "neither the share nor the fleet's lock is held".into(),
+            });
+        }
+        slot.batch.put_grant(member, value);
+        Ok(())
     }
 
     /// The fleet's members as its database binds them (`NoFleet` outside a fleet).

@@ -44,10 +44,16 @@ pub const MIGRATIONS: &[(i32, &str)] =
     &[(1, include_str!("../../migrations/postgres/0001_state.sql"))];
 
 /// The migrations of a fleet's shared schema (see [`FleetMember`]), in order.
-pub const FLEET_MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/fleet/0001_fleet.sql"),
-)];
+pub const FLEET_MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/fleet/0001_fleet.sql"),
+    ),
+    (
+        2,
+        include_str!("../../migrations/postgres/fleet/0002_grants.sql"),
+    ),
+];
 
 /// A schema's migrations: (version, SQL), in order.
 type Migrations = &'static [(i32, &'static str)];
@@ -225,11 +231,25 @@ impl Rows {
 /// The rows of the `since` statement: the head's seq on every row, a shared row's columns
 /// where one was written after the reader's seq (NULL on the one row when none was).
 fn shared_rows(rows: Vec<tokio_postgres::Row>) -> Result<super::Shared, StoreError> {
-    let mut out = super::Shared::default();
+    let mut out = super::Shared {
+        grants: Some(Vec::new()),
+        ..Default::default()
+    };
     for r in rows {
         out.seq = r.get::<_, i64>(0) as u64;
         let ns: Option<i16> = r.get(1);
         let Some(ns) = ns else { continue };
+        if ns == -1 {
+            // A member's share of the fleet's room (the statement's second half).
+            let member = String::from_utf8(r.get(2)).map_err(|_| StoreError::Corrupt {
+                key: "warden_fleet_grant member".into(),
+                detail: "not UTF-8".into(),
+            })?;
+            if let Some(g) = out.grants.as_mut() {
+                g.push((member, r.get(3)));
+            }
+            continue;
+        }
         let ns = Namespace::ALL
             .into_iter()
             .find(|n| n.is_shared() && ns_id(*n) == ns)
@@ -282,6 +302,12 @@ struct FleetStmts {
     lock: Statement,
     /// The shared rows of a batch, written under the member's lease with the head's next seq.
     write: Statement,
+    /// This member's share of the fleet's room, locked.
+    grant: Statement,
+    /// Every member's share, locked (under the fleet's lock).
+    grants: Statement,
+    /// Shares of a batch, written under the member's lease.
+    grant_write: Statement,
 }
 
 /// A server session, named so that no later session that reuses its pid is mistaken for it.
@@ -314,6 +340,9 @@ struct Shared {
     /// Time spent taking the fleet's lock (waits on the shared rows included), and how often.
     lock_nanos: AtomicU64,
     lock_count: AtomicU64,
+    /// Time spent locking this member's share of the fleet's room, and how often.
+    share_nanos: AtomicU64,
+    share_count: AtomicU64,
     /// The session of a commit that got no answer, until it is known to be over.
     unsettled: Mutex<Option<Session>>,
     /// Whether the request connection may have a transaction block open (a fast check before
@@ -503,7 +532,9 @@ async fn prepare(client: Client, settings: &PgSettings) -> Result<Conn, StoreErr
             last: prep("SELECT key, value FROM warden_fleet_kv WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key DESC LIMIT 1").await?,
             since: prep(
                 "SELECT f.seq, k.ns, k.key, k.value FROM warden_fleet f \
-                 LEFT JOIN warden_fleet_kv k ON k.seq > $1 WHERE f.id = 1",
+                 LEFT JOIN warden_fleet_kv k ON k.seq > $1 WHERE f.id = 1 \
+                 UNION ALL SELECT f.seq, (-1)::smallint, convert_to(g.member, 'UTF8'), g.value \
+                 FROM warden_fleet f, warden_fleet_grant g WHERE f.id = 1",
             )
             .await?,
             lock: prep("SELECT seq FROM warden_fleet WHERE id = 1 FOR UPDATE").await?,
@@ -532,6 +563,23 @@ async fn prepare(client: Client, settings: &PgSettings) -> Result<Conn, StoreErr
                 SELECT seq, 1 / (SELECT count(*)::int FROM head) FROM head
                 UNION ALL SELECT NULL, 1 / (SELECT count(*)::int FROM head)
                 WHERE NOT EXISTS (SELECT 1 FROM head)",
+            )
+            .await?,
+            grant: prep("SELECT value FROM warden_fleet_grant WHERE member = $1 FOR UPDATE").await?,
+            grants: prep("SELECT member, value FROM warden_fleet_grant ORDER BY member FOR UPDATE")
+                .await?,
+            grant_write: prep(
+                "WITH lease AS (
+                    SELECT epoch FROM warden_lease
+                    WHERE id = 1 AND epoch = $1 AND expires_at > clock_timestamp() FOR SHARE
+                ), upserted AS (
+                    INSERT INTO warden_fleet_grant (member, value)
+                    SELECT u.member, u.value FROM unnest($2::text[], $3::bytea[]) AS u(member, value)
+                    WHERE EXISTS (SELECT 1 FROM lease)
+                    ON CONFLICT (member) DO UPDATE SET value = EXCLUDED.value
+                )
+                -- Not under this member's lease: fail the whole block, as the fleet's write does.
+                SELECT 1 / (SELECT count(*)::int FROM lease)",
             )
             .await?,
         }),
@@ -825,6 +873,10 @@ impl Shared {
         let epoch = self.check_local()?;
         let mut own = Rows::default();
         let mut fleet = Rows::default();
+        let (grant_members, grant_values): (Vec<String>, Vec<Vec<u8>>) = batch
+            .grants()
+            .map(|(m, v)| (m.to_string(), v.to_vec()))
+            .unzip();
         let in_fleet = self.settings.fleet.is_some();
         for (ns, k, v) in batch.iter() {
             if in_fleet && ns.is_shared() {
@@ -843,7 +895,8 @@ impl Shared {
                 Box::pin(async move {
                     let epoch = epoch as i64;
                     let shared = !fleet.is_empty();
-                    if !c.in_txn && (locked || (shared && !fleet.up_ns.is_empty())) {
+                    let granted = !grant_members.is_empty();
+                    if !c.in_txn && (locked || granted || (shared && !fleet.up_ns.is_empty())) {
                         // Shared rows are written only on top of what was read under the
                         // fleet's lock, on the connection that holds it: a lock lost with its
                         // connection must not let stale totals be written.
@@ -886,6 +939,23 @@ impl Shared {
                             _ => Ok(()),
                         }
                     };
+                    let grant_write = async {
+                        match (&c.st.fleet, granted) {
+                            (Some(f), true) => {
+                                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                                    [&epoch, &grant_members, &grant_values];
+                                client.query_opt(&f.grant_write, &params).await.map(|_| ()).map_err(|e| {
+                                    match e.as_db_error().map(|d| d.code().code()) {
+                                        Some("22012") => unavailable(
+                                            "this member's lease was not valid when its share of the fleet's room was to be written; nothing was committed",
+                                        ),
+                                        _ => pg_err("commit")(e),
+                                    }
+                                })
+                            }
+                            _ => Ok(()),
+                        }
+                    };
                     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
                         &epoch,
                         &own.up_ns,
@@ -905,11 +975,12 @@ impl Shared {
                             Ok(())
                         }
                     };
-                    let (opened, shared_written, fence, ended) =
-                        futures::join!(opened, fleet_write, write, end);
+                    let (opened, shared_written, grant_written, fence, ended) =
+                        futures::join!(opened, fleet_write, grant_write, write, end);
                     c.in_txn = false;
                     opened.map_err(pg_err("commit"))?;
                     shared_written?;
+                    grant_written?;
                     let fence = fence.map_err(pg_err("commit"))?;
                     ended.map_err(pg_err("commit"))?;
                     Ok(match fence {
@@ -1024,6 +1095,93 @@ impl Shared {
             self.txn_open.store(false, Ordering::SeqCst);
         }
         r
+    }
+
+    /// Open a transaction block with this member's share of the fleet's room locked (not the
+    /// fleet's lock) and read the shared rows written after `since` (see
+    /// [`Backend::lock_grant`]).
+    async fn lock_grant(&self, since: u64) -> Result<(Option<Vec<u8>>, super::Shared), StoreError> {
+        self.check_local()?;
+        let member = match &self.settings.fleet {
+            Some(f) => f.member.clone(),
+            None => return Err(StoreError::NoFleet),
+        };
+        self.txn_open.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        let r = self
+            .with(true, move |c| {
+                Box::pin(async move {
+                    let Some(f) = &c.st.fleet else {
+                        return Err(StoreError::NoFleet);
+                    };
+                    if c.in_txn {
+                        return Err(unavailable(
+                            "a transaction block is already open on the request connection",
+                        ));
+                    }
+                    let since = since as i64;
+                    let client = &c.client;
+                    // One round trip: the block opened, the share locked, what changed.
+                    let member: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&member];
+                    let since: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
+                    let (opened, grant, rows) = futures::join!(
+                        client.batch_execute("BEGIN"),
+                        client.query_opt(&f.grant, &member),
+                        client.query(&f.since, &since),
+                    );
+                    let read = opened.and(grant).and_then(|g| rows.map(|r| (g, r))).map_err(
+                        |e| match e.as_db_error().map(|d| d.code().code()) {
+                            Some("55P03") => StoreError::Io {
+                                op: "lock this member's share of the fleet's room",
+                                detail: "it stayed locked longer than store.lease_secs / 2 (another wardend under this member's name, or a fleet decision stuck mid-request)".into(),
+                            },
+                            _ => pg_err("lock this member's share of the fleet's room")(e),
+                        },
+                    );
+                    match read {
+                        Ok((grant, rows)) => {
+                            c.in_txn = true;
+                            Ok((grant.map(|r| r.get::<_, Vec<u8>>(0)), shared_rows(rows)?))
+                        }
+                        Err(e) => {
+                            let _ = c.client.batch_execute("ROLLBACK").await;
+                            c.in_txn = false;
+                            Err(e)
+                        }
+                    }
+                })
+            })
+            .await;
+        self.share_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.share_count.fetch_add(1, Ordering::Relaxed);
+        if r.is_err() {
+            self.txn_open.store(false, Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// Every member's share, locked, in the block that holds the fleet's lock.
+    async fn lock_grants(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.with(true, |c| {
+            Box::pin(async move {
+                let Some(f) = &c.st.fleet else {
+                    return Err(StoreError::NoFleet);
+                };
+                if !c.in_txn {
+                    return Err(unavailable(
+                        "the fleet's shares are read only under the fleet's lock, which this connection no longer holds",
+                    ));
+                }
+                let rows = c
+                    .client
+                    .query(&f.grants, &[])
+                    .await
+                    .map_err(pg_err("lock the fleet's shares"))?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+            })
+        })
+        .await
     }
 
     /// End the transaction block a fleet lock opened, writing nothing.
@@ -1207,6 +1365,8 @@ impl PgBackend {
             read_count: Default::default(),
             lock_nanos: Default::default(),
             lock_count: Default::default(),
+            share_nanos: Default::default(),
+            share_count: Default::default(),
             unsettled: Default::default(),
             txn_open: Default::default(),
         });
@@ -1553,6 +1713,16 @@ impl Backend for PgBackend {
         self.run(async move { sh.lock_shared(since).await })
     }
 
+    fn lock_grant(&self, since: u64) -> Result<(Option<Vec<u8>>, super::Shared), StoreError> {
+        let sh = self.shared.clone();
+        self.run(async move { sh.lock_grant(since).await })
+    }
+
+    fn lock_grants(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let sh = self.shared.clone();
+        self.run(async move { sh.lock_grants().await })
+    }
+
     fn read_shared(&self, since: u64) -> Result<super::Shared, StoreError> {
         self.read(move |c| {
             Box::pin(async move {
@@ -1654,6 +1824,11 @@ impl Backend for PgBackend {
                 step: "fleet-lock",
                 nanos: sh.lock_nanos.load(Ordering::Relaxed),
                 count: sh.lock_count.load(Ordering::Relaxed),
+            },
+            Timing {
+                step: "fleet-share",
+                nanos: sh.share_nanos.load(Ordering::Relaxed),
+                count: sh.share_count.load(Ordering::Relaxed),
             },
         ]
     }

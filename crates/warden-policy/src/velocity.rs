@@ -135,6 +135,13 @@ impl Ledger {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VelocityState {
     ledgers: HashMap<LedgerKey, Ledger>,
+    /// Counted in the fleet's ledger over every window on top of its buckets: the shares of the
+    /// fleet's room other members hold (and may spend without the fleet's lock), as this
+    /// member last read them.
+    fleet_reserved: Totals,
+    /// What was spent from those shares (this member's own included), as this member knows it:
+    /// what the fleet's windows report beyond their buckets (`spent`).
+    fleet_in_shares: Totals,
 }
 
 /// A change to persist: the new value of one bucket.
@@ -148,10 +155,55 @@ impl VelocityState {
 
     /// Totals of a ledger over a window; zero for a ledger never written.
     pub fn totals(&self, key: &LedgerKey, now: u64, window_secs: u64) -> Totals {
-        self.ledgers
+        let mut t = self
+            .ledgers
             .get(key)
             .map(|l| l.totals(now, window_secs))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if *key == LedgerKey::Fleet {
+            t.amount_msat += self.fleet_reserved.amount_msat;
+            t.count = t.count.saturating_add(self.fleet_reserved.count);
+        }
+        t
+    }
+
+    /// What the fleet's ledger counts in every window beyond its buckets (see
+    /// `fleet_reserved`).
+    pub fn set_fleet_reserved(&mut self, reserved: Totals) {
+        self.fleet_reserved = reserved;
+    }
+
+    /// The fleet's reserve now.
+    pub fn fleet_reserved(&self) -> Totals {
+        self.fleet_reserved
+    }
+
+    /// What was spent from members' shares of the fleet's room beyond the fleet's buckets, as
+    /// known here (see `spent`).
+    pub fn set_fleet_in_shares(&mut self, spent: Totals) {
+        self.fleet_in_shares = spent;
+    }
+
+    /// A payment of `amount_msat` approved from this member's share.
+    pub fn add_fleet_in_shares(&mut self, amount_msat: u64) {
+        self.fleet_in_shares.amount_msat += u128::from(amount_msat);
+        self.fleet_in_shares.count = self.fleet_in_shares.count.saturating_add(1);
+    }
+
+    /// What was spent in a window, for reports and alerts: for the fleet's ledger, its buckets
+    /// and what is known spent from shares, not the shares' whole room (which `totals` counts,
+    /// for decisions).
+    pub fn spent(&self, key: &LedgerKey, now: u64, window_secs: u64) -> Totals {
+        let mut t = self
+            .ledgers
+            .get(key)
+            .map(|l| l.totals(now, window_secs))
+            .unwrap_or_default();
+        if *key == LedgerKey::Fleet {
+            t.amount_msat += self.fleet_in_shares.amount_msat;
+            t.count = t.count.saturating_add(self.fleet_in_shares.count);
+        }
+        t
     }
 
     /// Apply bucket changes (after they were persisted).

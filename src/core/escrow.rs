@@ -1,0 +1,323 @@
+//! A fleet member's share of the fleet's room: how members approve side by side under one cap.
+//!
+//! Under the fleet's lock (one row every member's decision on the fleet's windows takes) the
+//! members' commits would follow one another, each holding the lock through its durable commit.
+//! Instead, a member that takes the fleet's lock also carves itself a share of what the fleet's
+//! windows still allow (a fraction, so every member can have one) and records it in the fleet's
+//! database. Its later payments that fit the share lock only the share's row: the member checks
+//! every other rule as usual, counts the payment in the share in its own commit, and other
+//! members commit meanwhile. A payment that does not fit, needs a quorum, or meets a freeze
+//! releases the share and takes the fleet's lock as before.
+//!
+//! Why the cap still holds: every share counts in every fleet window, whole, as spent now, from
+//! the moment it is carved until a member under the fleet's lock settles it (moves what was spent
+//! from it into the fleet's buckets, at that later time, so it counts at least as long as it
+//! would have). A share is carved only from what the windows allow after every other share, so
+//! the fleet's buckets plus every share never exceed any fleet limit, and what members spend
+//! is within that. A decision under the fleet's lock that the other shares would refuse settles
+//! them first (waiting for a member spending from one to commit), so the cap is reached exactly.
+//! A share carved under an earlier policy is not spent from: a tightening applies to every
+//! member at its next request, as without shares.
+
+use super::engine::PolicyEngine;
+use super::Core;
+use crate::policy::{LedgerKey, LimitScope, Mode, Policy, Totals};
+use serde::{Deserialize, Serialize};
+
+/// A member's share of the fleet's room, as its row holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The policy it was carved under (hash, hex); under another it is only settled.
+    pub policy: String,
+    /// Msat it allows.
+    pub amount_msat: u64,
+    /// Payments it allows (`u64::MAX` when no fleet limit counts payments).
+    pub count: u64,
+    /// Msat approved from it, not yet in the fleet's buckets.
+    pub used_msat: u64,
+    /// Payments approved from it, not yet in the fleet's buckets.
+    pub used_count: u64,
+}
+
+impl Grant {
+    fn decode(v: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(v).map_err(|e| format!("a fleet share does not decode: {e}"))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a share encodes")
+    }
+
+    /// Whether a payment of `amount_msat` fits what is left of it under policy `policy`.
+    pub fn covers(&self, policy: &str, amount_msat: u64) -> bool {
+        self.policy == policy
+            && self.used_msat.saturating_add(amount_msat) <= self.amount_msat
+            && self.used_count < self.count
+    }
+
+    /// What it counts in the fleet's windows while it stands: all of it under the policy in
+    /// force (it may still be spent), only what was spent under an earlier one (it will not be).
+    fn reserve(&self, policy: &str) -> (u128, u64) {
+        if self.policy == policy {
+            (u128::from(self.amount_msat), self.count)
+        } else {
+            (u128::from(self.used_msat), self.used_count)
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.amount_msat > self.used_msat && self.count > self.used_count
+    }
+}
+
+/// How a fleet member decides one request.
+#[derive(Debug)]
+pub(super) enum FleetMode {
+    /// Not on the fleet's windows (a single wardend, a check, or a policy without fleet
+    /// windows): the fleet's lock, if any, as before.
+    Plain,
+    /// Within this member's share, whose row is locked.
+    Share(Grant),
+    /// Under the fleet's lock, this member's share settled; the other members' shares, locked.
+    Locked(Vec<(String, Grant)>),
+}
+
+/// Whether `decision` was refused by an enforced limit on a fleet window of `policy`.
+pub(super) fn refused_by_fleet_window(decision: &crate::policy::Decision, policy: &Policy) -> bool {
+    policy.limits.iter().any(|l| {
+        l.scope == LimitScope::Fleet
+            && l.window_secs.is_some()
+            && l.mode == Mode::Enforce
+            && decision.tags.contains(&l.tag)
+    })
+}
+
+/// Whether enforced limits of `policy` count on the fleet's windows.
+pub(super) fn has_fleet_windows(policy: &Policy) -> bool {
+    policy
+        .limits
+        .iter()
+        .any(|l| l.scope == LimitScope::Fleet && l.window_secs.is_some() && l.mode == Mode::Enforce)
+}
+
+impl Core {
+    /// What every member has spent from its share, as the shares read with `shared` say: the
+    /// fleet's windows report it beside their buckets (read in the same snapshot, so a share
+    /// settled into the buckets is counted once).
+    pub(super) fn note_shares(
+        &self,
+        engine: &mut PolicyEngine,
+        shared: &crate::store::Shared,
+    ) -> Result<(), String> {
+        let Some(grants) = &shared.grants else {
+            return Ok(());
+        };
+        let mut spent = Totals::default();
+        for (_, v) in grants {
+            let g = Grant::decode(v)?;
+            spent.amount_msat += u128::from(g.used_msat);
+            spent.count = spent.count.saturating_add(g.used_count);
+        }
+        engine.set_fleet_in_shares(spent);
+        Ok(())
+    }
+
+    /// Before a decision to sign on a fleet member whose policy limits the fleet's windows: lock
+    /// this member's share and keep it if the payment fits it; otherwise take the fleet's lock,
+    /// settle the share and lock the others'. Either way memory is brought up to what the other
+    /// members committed (windows, policy, freeze).
+    pub(super) fn enter_fleet(
+        &self,
+        engine: &mut PolicyEngine,
+        sign: bool,
+        amount_msat: u64,
+    ) -> Result<FleetMode, String> {
+        let member = self.fleet_member_name();
+        let escrow = sign && member.is_some() && has_fleet_windows(engine.policy());
+        if escrow && self.store.in_fleet_block() {
+            // The transaction already holds the fleet's lock (or a share, for an earlier
+            // decision): decide under the fleet's lock, the shares as this transaction left them.
+            self.store.release_grant().map_err(|e| e.to_string())?;
+            return self.lock_fleet_shares(engine);
+        }
+        if !escrow {
+            self.sync_fleet(engine)?;
+            return Ok(FleetMode::Plain);
+        }
+        let policy = self.policy().policy.hash_hex();
+        let hint = self
+            .grant_hint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // A share known not to fit is not locked only to be released.
+        if hint.is_none_or(|g| g.covers(&policy, amount_msat)) {
+            let (row, shared) = self.store.lock_grant().map_err(|e| e.to_string())?;
+            let taken = engine
+                .take_shared(&shared)
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.take_fleet_rows(engine, &shared));
+            if let Err(e) = taken {
+                self.store.unsync_shared();
+                return Err(e);
+            }
+            let grant = row
+                .map(|v| Grant::decode(&v))
+                .transpose()?
+                .unwrap_or_default();
+            // The policy may have moved with the rows just taken.
+            if grant.covers(&self.policy().policy.hash_hex(), amount_msat) {
+                return Ok(FleetMode::Share(grant));
+            }
+            *self.grant_hint.lock().unwrap_or_else(|p| p.into_inner()) = Some(grant);
+            self.store.release_grant().map_err(|e| e.to_string())?;
+        }
+        self.lock_fleet_shares(engine)
+    }
+
+    /// Leave a share for the fleet's lock (a payment the share does not stand for: a quorum, a
+    /// refusal to name every rule of, a freeze). Nothing may be staged yet.
+    pub(super) fn escalate(&self, engine: &mut PolicyEngine) -> Result<FleetMode, String> {
+        self.store.release_grant().map_err(|e| e.to_string())?;
+        self.lock_fleet_shares(engine)
+    }
+
+    /// Take the fleet's lock, settle this member's share into the fleet's window, and lock
+    /// every other member's (counted whole in the fleet's windows).
+    fn lock_fleet_shares(&self, engine: &mut PolicyEngine) -> Result<FleetMode, String> {
+        self.sync_fleet(engine)?;
+        let me = self.fleet_member_name().unwrap_or_default();
+        let policy = self.policy().policy.hash_hex();
+        let now = self.clock.now();
+        let rows = self.store.lock_grants().map_err(|e| e.to_string())?;
+        let (mut reserved, mut spent) = (Totals::default(), Totals::default());
+        let mut others = Vec::new();
+        for (m, v) in rows {
+            let g = Grant::decode(&v)?;
+            if m == me {
+                if g != Grant::default() {
+                    engine
+                        .settle_into_fleet(g.used_msat, g.used_count, now)
+                        .map_err(|e| e.to_string())?;
+                    self.stage_grant(&me, Grant::default())?;
+                }
+                continue;
+            }
+            let (a, c) = g.reserve(&policy);
+            reserved.amount_msat += a;
+            reserved.count = reserved.count.saturating_add(c);
+            spent.amount_msat += u128::from(g.used_msat);
+            spent.count = spent.count.saturating_add(g.used_count);
+            others.push((m, g));
+        }
+        engine.set_fleet_shares(reserved, spent);
+        Ok(FleetMode::Locked(others))
+    }
+
+    /// Under the fleet's lock: settle every other member's share into the fleet's window, so a
+    /// payment that fits what they have not spent is decided exactly. Returns whether any had
+    /// room left (only then can the decision change).
+    pub(super) fn settle_others(
+        &self,
+        engine: &mut PolicyEngine,
+        others: &[(String, Grant)],
+    ) -> Result<bool, String> {
+        if !others.iter().any(|(_, g)| g.has_room()) {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        for (m, g) in others {
+            engine
+                .settle_into_fleet(g.used_msat, g.used_count, now)
+                .map_err(|e| e.to_string())?;
+            self.stage_grant(m, Grant::default())?;
+        }
+        engine.set_fleet_shares(Totals::default(), Totals::default());
+        Ok(true)
+    }
+
+    /// Under the fleet's lock, after an approval: carve this member a share of what every
+    /// fleet window still allows, a fraction so that each member can hold one.
+    pub(super) fn carve_share(&self, engine: &PolicyEngine) -> Result<(), String> {
+        let me = self.fleet_member_name().unwrap_or_default();
+        let now = self.clock.now();
+        let policy = engine.policy();
+        let members = policy.fleet_members.len().max(1) as u64;
+        let (mut amount, mut count) = (u128::MAX, u64::MAX);
+        for l in policy.limits.iter().filter(|l| {
+            l.scope == LimitScope::Fleet && l.mode == Mode::Enforce && l.window_secs.is_some()
+        }) {
+            let t = engine
+                .state()
+                .totals(&LedgerKey::Fleet, now, l.window_secs.expect("filtered"));
+            if let Some(max) = l.max_amount_msat {
+                amount = amount
+                    .min(u128::from(max).saturating_sub(t.amount_msat) / u128::from(2 * members));
+            }
+            if let Some(max) = l.max_count {
+                count = count.min(max.saturating_sub(t.count) / (2 * members));
+            }
+        }
+        let amount = u64::try_from(amount).unwrap_or(u64::MAX);
+        let grant = if amount == 0 || count == 0 || amount == u64::MAX {
+            Grant::default()
+        } else {
+            Grant {
+                policy: self.policy().policy.hash_hex(),
+                amount_msat: amount,
+                count,
+                used_msat: 0,
+                used_count: 0,
+            }
+        };
+        self.stage_grant(&me, grant)
+    }
+
+    /// Within the share, after an approval: count the payment in it.
+    pub(super) fn spend_share(&self, mut grant: Grant, amount_msat: u64) -> Result<(), String> {
+        let me = self.fleet_member_name().unwrap_or_default();
+        grant.used_msat = grant.used_msat.saturating_add(amount_msat);
+        grant.used_count = grant.used_count.saturating_add(1);
+        self.stage_grant(&me, grant)
+    }
+
+    fn stage_grant(&self, member: &str, grant: Grant) -> Result<(), String> {
+        self.store
+            .put_grant(member, grant.encode())
+            .map_err(|e| e.to_string())?;
+        if Some(member) == self.fleet_member_name().as_deref() {
+            let hint = self.grant_hint.clone();
+            self.store.after_apply(move || {
+                *hint.lock().unwrap_or_else(|p| p.into_inner()) = Some(grant);
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Grant;
+
+    #[test]
+    fn a_share_covers_a_payment_only_under_its_policy_and_within_what_is_left() {
+        let g = Grant {
+            policy: "p".into(),
+            amount_msat: 1_000,
+            count: 2,
+            used_msat: 400,
+            used_count: 1,
+        };
+        assert!(g.covers("p", 600));
+        assert!(!g.covers("p", 601), "over what is left");
+        assert!(!g.covers("q", 1), "carved under another policy");
+        let spent = Grant {
+            used_count: 2,
+            ..g.clone()
+        };
+        assert!(!spent.covers("p", 1), "no payment left");
+        assert_eq!(g.reserve("p"), (1_000, 2), "whole, while it may be spent");
+        assert_eq!(g.reserve("q"), (400, 1), "what was spent, once it may not");
+        assert!(!Grant::default().covers("", 0));
+    }
+}
