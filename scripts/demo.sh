@@ -419,6 +419,8 @@ on node-c pay 200000 c2
 on node-a pay 1000 a3
 admin_port=${member_admin[node-c]}
 admin carol status | grep -E "^(fleet|policy) |company-daily"
+echo "The fleet's members, each bound to its node and seed, as any member's admin API lists them:"
+admin carol fleet
 echo "One admin freezes the whole fleet through node-b; every node's next payment is refused:"
 admin_port=${member_admin[node-b]}
 admin carol freeze --reason "demo: incident drill"
