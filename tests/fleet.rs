@@ -1117,7 +1117,11 @@ fn members_within_their_shares_commit_without_the_fleet_lock_and_the_cap_still_h
     use warden::approval::keys::AdminKey;
     let db = pg::shared().database("fleet_shares");
     let (alice, bob) = (AdminKey::generate(), AdminKey::generate());
-    let text = core_policy(&[("alice", &alice), ("bob", &bob)], "");
+    // A per-payment fleet limit too: the share stands for the fleet's windows, not for it.
+    let text = core_policy(
+        &[("alice", &alice), ("bob", &bob)],
+        "[[limit]]\ntag = \"company-per-payment\"\nscope = \"fleet\"\nwindow = \"payment\"\nmax_amount = \"50_000 sat\"\n",
+    );
     let clock = warden::clock::ManualClock::new(T0);
     let a = member_core(&db, "node-a", &text, &clock);
     let b = member_core(&db, "node-b", &text, &clock);
@@ -1162,4 +1166,50 @@ fn members_within_their_shares_commit_without_the_fleet_lock_and_the_cap_still_h
     assert!(b.decide_payment(&pay(20, 0, 3_000), None).approved);
     let over = a.decide_payment(&pay(21, 0, 1), None);
     assert!(!over.approved && over.tags == ["company-daily"], "{over:?}");
+}
+
+#[test]
+fn an_emergency_stop_a_payment_within_a_share_would_meet_freezes_the_fleet_at_once() {
+    use warden::approval::keys::AdminKey;
+    let db = pg::shared().database("fleet_estop_share");
+    let (alice, bob) = (AdminKey::generate(), AdminKey::generate());
+    let text = core_policy(
+        &[("alice", &alice), ("bob", &bob)],
+        "[emergency_stop]\nwindow_percent = 25\n",
+    );
+    let clock = warden::clock::ManualClock::new(T0);
+    let a = member_core(&db, "node-a", &text, &clock);
+    let b = member_core(&db, "node-b", &text, &clock);
+    let (a, b) = (&a.core, &b.core);
+    // 10 %: A carves itself a share (22,500 sat) under the fleet's lock.
+    assert!(a.decide_payment(&pay(1, 0, 10_000), None).approved);
+    assert!(a.frozen().is_none());
+    // 20,000 more fits A's share, and takes the fleet's window to 30 %: decided under the
+    // fleet's lock, so the stop's freeze is written with it, not later.
+    assert!(a.decide_payment(&pay(1, 1, 20_000), None).approved);
+    let f = a.frozen().expect("A froze the fleet with that approval");
+    assert_eq!(f.by, "emergency stop window_percent");
+    let no = b.decide_payment(&pay(2, 0, 1_000), None);
+    assert_eq!(no.tags, vec!["warden-frozen"], "{no:?}");
+}
+
+#[test]
+fn a_share_with_a_spend_staged_is_not_released_to_another_member() {
+    let db = pg::shared().database("fleet_share_release");
+    let a = member(&db, "acme", "node-a");
+    let txn = a.begin().unwrap();
+    a.lock_grant().unwrap();
+    a.put_grant("node-a", b"{}".to_vec()).unwrap();
+    let err = a.release_grant().unwrap_err().to_string();
+    assert!(
+        err.contains("this transaction spent from its share; a second decision in it cannot take the fleet's lock"),
+        "{err}"
+    );
+    // Nor can it take the fleet's lock while it holds the share.
+    let err = a.lock_fleet().unwrap_err().to_string();
+    assert!(
+        err.contains("release it before taking the fleet's lock"),
+        "{err}"
+    );
+    drop(txn);
 }

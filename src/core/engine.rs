@@ -35,6 +35,9 @@ pub struct PolicyEngine {
     whole: Arc<Policy>,
     /// In a fleet, this member's name.
     member: Option<String>,
+    /// A compaction ran without the fleet's lock, so the fleet's ledger waits for a decision
+    /// that holds it.
+    fleet_compaction_due: bool,
     /// `policy` without its limits on the fleet's windows: what a member spending from its
     /// share of the fleet's room checks (the share stands for those limits).
     within_share: Arc<Policy>,
@@ -87,6 +90,7 @@ impl PolicyEngine {
             within_share: Arc::new(without_fleet_windows(&policy)),
             policy,
             member: None,
+            fleet_compaction_due: false,
             state,
             store,
             since_compaction: COMPACT_EVERY,
@@ -122,7 +126,10 @@ impl PolicyEngine {
         req: &PaymentRequest,
         now: u64,
     ) -> Result<(), StoreError> {
-        let changes = spend_changes(&self.within_share, req, &self.state, now);
+        let mut changes = spend_changes(&self.within_share, req, &self.state, now);
+        // A per-payment or warn-only fleet limit left in the view would add a bucket to the
+        // fleet's ledger: the share counts the payment instead.
+        changes.retain(|(k, _)| !k.is_fleet());
         self.count(changes, now)
     }
 
@@ -262,7 +269,9 @@ impl PolicyEngine {
             dropped.retain(|(k, _)| !k.is_fleet());
             let kept: Vec<_> = fleet.buckets().map(|b| (LedgerKey::Fleet, *b)).collect();
             trial.apply(&kept);
+            self.fleet_compaction_due = true;
         } else if let Some(mut fleet) = fleet {
+            self.fleet_compaction_due = false;
             // The fleet's ledger by the fleet's horizon instead (see FLEET_HORIZON_SECS).
             dropped.retain(|(k, _)| !k.is_fleet());
             let gone = fleet.compact(now, self.horizon().max(FLEET_HORIZON_SECS));
@@ -296,7 +305,8 @@ impl PolicyEngine {
             }
             self.state.apply(&changes);
             self.since_compaction += 1;
-            if self.since_compaction >= COMPACT_EVERY {
+            let fleet_due = self.fleet_compaction_due && self.store.holds_fleet_lock();
+            if self.since_compaction >= COMPACT_EVERY || fleet_due {
                 self.compact(now)?;
             }
             Ok(())

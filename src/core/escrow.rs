@@ -27,8 +27,13 @@ use serde::{Deserialize, Serialize};
 /// A member's share of the fleet's room, as its row holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
-    /// The policy it was carved under (hash, hex); under another it is only settled.
+    /// The policy version it was carved under (`seq:hash` of the fleet's history, so a policy
+    /// put back in force later is another version); under another it is only settled.
     pub policy: String,
+    /// When it was carved (Warden's time): it is settled within a tenth of the shortest fleet
+    /// window, so what was spent from it is never counted much later than it was spent.
+    #[serde(default)]
+    pub carved_at: u64,
     /// Msat it allows.
     pub amount_msat: u64,
     /// Payments it allows (`u64::MAX` when no fleet limit counts payments).
@@ -48,9 +53,11 @@ impl Grant {
         serde_json::to_vec(self).expect("a share encodes")
     }
 
-    /// Whether a payment of `amount_msat` fits what is left of it under policy `policy`.
-    pub fn covers(&self, policy: &str, amount_msat: u64) -> bool {
+    /// Whether a payment of `amount_msat` at `now` fits what is left of it under policy version
+    /// `policy`, before it is `max_age` seconds old.
+    pub fn covers(&self, policy: &str, amount_msat: u64, now: u64, max_age: u64) -> bool {
         self.policy == policy
+            && now < self.carved_at.saturating_add(max_age)
             && self.used_msat.saturating_add(amount_msat) <= self.amount_msat
             && self.used_count < self.count
     }
@@ -92,6 +99,37 @@ pub(super) fn refused_by_fleet_window(decision: &crate::policy::Decision, policy
     })
 }
 
+/// How long a share may be spent from: a tenth of the shortest enforced fleet window, at least a
+/// minute.
+pub(super) fn share_max_age(policy: &Policy) -> u64 {
+    policy
+        .limits
+        .iter()
+        .filter(|l| l.scope == LimitScope::Fleet && l.mode == Mode::Enforce)
+        .filter_map(|l| l.window_secs)
+        .min()
+        .map(|w| (w / 10).max(60))
+        .unwrap_or(60)
+}
+
+/// The most a share can legitimately hold under `policy` with its members: what a carve gives
+/// (a fraction of what each enforced fleet window allows). A row above it was not carved.
+fn share_bound(policy: &Policy) -> (u64, u64) {
+    let members = policy.fleet_members.len().max(1) as u64;
+    let (mut amount, mut count) = (u64::MAX, u64::MAX);
+    for l in policy.limits.iter().filter(|l| {
+        l.scope == LimitScope::Fleet && l.mode == Mode::Enforce && l.window_secs.is_some()
+    }) {
+        if let Some(max) = l.max_amount_msat {
+            amount = amount.min(max / (2 * members));
+        }
+        if let Some(max) = l.max_count {
+            count = count.min(max / (2 * members));
+        }
+    }
+    (amount, count)
+}
+
 /// Whether enforced limits of `policy` count on the fleet's windows.
 pub(super) fn has_fleet_windows(policy: &Policy) -> bool {
     policy
@@ -122,10 +160,10 @@ impl Core {
         Ok(())
     }
 
-    /// Before a decision to sign on a fleet member whose policy limits the fleet's windows: lock
-    /// this member's share and keep it if the payment fits it; otherwise take the fleet's lock,
-    /// settle the share and lock the others'. Either way memory is brought up to what the other
-    /// members committed (windows, policy, freeze).
+    /// Before a decision on a fleet member whose policy limits the fleet's windows: to sign,
+    /// lock this member's share and keep it if the payment fits it; otherwise (or for a check)
+    /// take the fleet's lock, settle this member's share and lock the others'. Either way memory
+    /// is brought up to what the other members committed (windows, policy, freeze).
     pub(super) fn enter_fleet(
         &self,
         engine: &mut PolicyEngine,
@@ -133,25 +171,43 @@ impl Core {
         amount_msat: u64,
     ) -> Result<FleetMode, String> {
         let member = self.fleet_member_name();
-        let escrow = sign && member.is_some() && has_fleet_windows(engine.policy());
-        if escrow && self.store.in_fleet_block() {
-            // The transaction already holds the fleet's lock (or a share, for an earlier
-            // decision): decide under the fleet's lock, the shares as this transaction left them.
-            self.store.release_grant().map_err(|e| e.to_string())?;
-            return self.lock_fleet_shares(engine);
-        }
-        if !escrow {
+        if member.is_none() || !has_fleet_windows(engine.policy()) {
             self.sync_fleet(engine)?;
             return Ok(FleetMode::Plain);
         }
-        let policy = self.policy().policy.hash_hex();
+        if !sign {
+            // A check counts nothing: under the fleet's lock, every share counted at what was
+            // spent from it (all that stands in a payment's way if it is then signed), nothing
+            // settled or written.
+            self.sync_fleet(engine)?;
+            let mut spent = Totals::default();
+            for (_, v) in self.store.lock_grants().map_err(|e| e.to_string())? {
+                let g = Grant::decode(&v)?;
+                spent.amount_msat += u128::from(g.used_msat);
+                spent.count = spent.count.saturating_add(g.used_count);
+            }
+            engine.set_fleet_shares(spent, spent);
+            return Ok(FleetMode::Plain);
+        }
+        if self.store.in_fleet_block() || self.trip_pending() {
+            // A transaction that already holds the fleet's lock or a share (an earlier decision
+            // in it; a share with a spend staged is not released: the store refuses), or an
+            // emergency stop to record: under the fleet's lock, the shares exact.
+            self.store.release_grant().map_err(|e| e.to_string())?;
+            return self.lock_fleet_shares(engine);
+        }
+        let now = self.clock.now();
         let hint = self
             .grant_hint
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         // A share known not to fit is not locked only to be released.
-        if hint.is_none_or(|g| g.covers(&policy, amount_msat)) {
+        let worth = match (&hint, self.cached_share_policy()) {
+            (Some(g), Some(v)) => g.covers(&v, amount_msat, now, share_max_age(engine.policy())),
+            _ => true,
+        };
+        if worth {
             let (row, shared) = self.store.lock_grant().map_err(|e| e.to_string())?;
             let taken = engine
                 .take_shared(&shared)
@@ -166,13 +222,120 @@ impl Core {
                 .transpose()?
                 .unwrap_or_default();
             // The policy may have moved with the rows just taken.
-            if grant.covers(&self.policy().policy.hash_hex(), amount_msat) {
+            let version = self.share_policy()?;
+            if grant.covers(&version, amount_msat, now, share_max_age(engine.policy()))
+                && self.plausible(&grant, hint.as_ref(), engine.policy())
+            {
                 return Ok(FleetMode::Share(grant));
             }
             *self.grant_hint.lock().unwrap_or_else(|p| p.into_inner()) = Some(grant);
             self.store.release_grant().map_err(|e| e.to_string())?;
         }
         self.lock_fleet_shares(engine)
+    }
+
+    /// Whether this member's share row is one Warden wrote: no larger than a carve can make it,
+    /// and (when this process knows what it last committed) that, or settled by another member.
+    /// One that is not is not spent from, and is announced.
+    fn plausible(&self, g: &Grant, last: Option<&Grant>, policy: &Policy) -> bool {
+        let (amount, count) = share_bound(policy);
+        let carved = g.amount_msat <= amount && g.count <= count;
+        let ours = last.is_none_or(|l| l == g || *g == Grant::default());
+        if carved && ours {
+            return true;
+        }
+        let tag = crate::tags::STORE_FAILURE;
+        let msg = format!(
+            "rule {tag}: this member's share of the fleet's room in the database ({} msat, {} payments, {} msat spent) is not one wardend carved or last wrote; it is not spent from. Check who writes to the fleet's database",
+            g.amount_msat, g.count, g.used_msat
+        );
+        tracing::error!("{msg}");
+        self.events.emit(
+            self.clock.now(),
+            crate::events::EventKind::Freeze,
+            "",
+            &[tag.to_string()],
+            msg,
+            0,
+        );
+        false
+    }
+
+    /// The version shares are carved under now, if known without reading (see
+    /// [`Core::share_policy`]).
+    fn cached_share_policy(&self) -> Option<String> {
+        let hash = self.policy().policy.hash_hex();
+        self.share_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(h, _)| *h == hash)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The version of the fleet's policy in force, `seq:hash`: a share carved under it is spent
+    /// from only while it is the one in force, so a policy put back later does not revive old
+    /// shares. Read from the history when the policy in memory changed.
+    fn share_policy(&self) -> Result<String, String> {
+        if let Some(v) = self.cached_share_policy() {
+            return Ok(v);
+        }
+        let hash = self.policy().policy.hash_hex();
+        let seq = crate::governance::PolicyHistory::new(&self.store)
+            .in_force()
+            .map_err(|e| e.to_string())?
+            .filter(|v| v.hash == hash)
+            .map(|v| v.seq)
+            .unwrap_or(0);
+        let version = format!("{seq}:{hash}");
+        *self.share_version.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((hash, version.clone()));
+        Ok(version)
+    }
+
+    /// An emergency stop waits to be recorded under the fleet's lock.
+    fn trip_pending(&self) -> bool {
+        self.pending_trip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Whether approving `amount_msat` now would take a window to the emergency stop's
+    /// `window_percent` (its freeze is written under the fleet's lock, so such an approval is
+    /// not decided within a share).
+    pub(super) fn would_trip_window(
+        &self,
+        engine: &PolicyEngine,
+        amount_msat: u64,
+        now: u64,
+    ) -> bool {
+        let policy = engine.policy();
+        let Some(percent) = policy.emergency.window_percent else {
+            return false;
+        };
+        let state = engine.state();
+        let percent = u128::from(percent);
+        policy.limits.iter().any(|l| {
+            let Some(w) = l.window_secs else {
+                return false;
+            };
+            let t = match &l.scope {
+                LimitScope::Node => state.totals(&LedgerKey::Node, now, w),
+                LimitScope::Fleet => state.spent(&LedgerKey::Fleet, now, w),
+                LimitScope::Destinations(_) => {
+                    state.totals(&LedgerKey::Group(l.tag.clone()), now, w)
+                }
+                LimitScope::EachDestination => return false,
+            };
+            let by_amount = l.max_amount_msat.filter(|m| *m > 0).is_some_and(|m| {
+                (t.amount_msat + u128::from(amount_msat)) * 100 >= u128::from(m) * percent
+            });
+            let by_count = l.max_count.filter(|m| *m > 0).is_some_and(|m| {
+                u128::from(t.count.saturating_add(1)) * 100 >= u128::from(m) * percent
+            });
+            by_amount || by_count
+        })
     }
 
     /// Leave a share for the fleet's lock (a payment the share does not stand for: a quorum, a
@@ -187,7 +350,7 @@ impl Core {
     fn lock_fleet_shares(&self, engine: &mut PolicyEngine) -> Result<FleetMode, String> {
         self.sync_fleet(engine)?;
         let me = self.fleet_member_name().unwrap_or_default();
-        let policy = self.policy().policy.hash_hex();
+        let policy = self.share_policy()?;
         let now = self.clock.now();
         let rows = self.store.lock_grants().map_err(|e| e.to_string())?;
         let (mut reserved, mut spent) = (Totals::default(), Totals::default());
@@ -263,7 +426,8 @@ impl Core {
             Grant::default()
         } else {
             Grant {
-                policy: self.policy().policy.hash_hex(),
+                policy: self.share_policy()?,
+                carved_at: now,
                 amount_msat: amount,
                 count,
                 used_msat: 0,
@@ -303,21 +467,29 @@ mod tests {
     fn a_share_covers_a_payment_only_under_its_policy_and_within_what_is_left() {
         let g = Grant {
             policy: "p".into(),
+            carved_at: 100,
             amount_msat: 1_000,
             count: 2,
             used_msat: 400,
             used_count: 1,
         };
-        assert!(g.covers("p", 600));
-        assert!(!g.covers("p", 601), "over what is left");
-        assert!(!g.covers("q", 1), "carved under another policy");
+        assert!(g.covers("p", 600, 159, 60));
+        assert!(!g.covers("p", 601, 159, 60), "over what is left");
+        assert!(
+            !g.covers("q", 1, 159, 60),
+            "carved under another policy version"
+        );
+        assert!(
+            !g.covers("p", 1, 160, 60),
+            "too old: settled, not spent from"
+        );
         let spent = Grant {
             used_count: 2,
             ..g.clone()
         };
-        assert!(!spent.covers("p", 1), "no payment left");
+        assert!(!spent.covers("p", 1, 159, 60), "no payment left");
         assert_eq!(g.reserve("p"), (1_000, 2), "whole, while it may be spent");
         assert_eq!(g.reserve("q"), (400, 1), "what was spent, once it may not");
-        assert!(!Grant::default().covers("", 0));
+        assert!(!Grant::default().covers("", 0, 0, 60));
     }
 }

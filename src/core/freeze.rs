@@ -107,6 +107,11 @@ impl Core {
         let now = self.clock.now();
         let freezes = FreezeStore::new(&self.store);
         self.store.write(|| {
+            if self.store.is_fleet() && self.store.holds_fleet_lock() {
+                // Wait for every member deciding within its share to commit: once the freeze is
+                // answered, no approval that did not see it lands after it.
+                self.store.lock_grants()?;
+            }
             if let Some(f) = freezes.get_at(member.as_deref())? {
                 return Ok((f, false));
             }
@@ -194,6 +199,13 @@ impl Core {
         }
         let by = format!("emergency stop {}", trigger.condition);
         let tags = [EMERGENCY_STOP.to_string(), trigger.condition.to_string()];
+        if !self.store.holds_fleet_lock() {
+            // Within a share the fleet's freeze cannot be written: the next decision takes the
+            // fleet's lock and records it (see `escrow`).
+            tracing::warn!(condition = trigger.condition, "an emergency stop was met within this member's share; the next decision records the freeze");
+            *self.pending_trip.lock().unwrap_or_else(|p| p.into_inner()) = Some(trigger);
+            return;
+        }
         if let Err(e) = self.freeze_as(&by, &trigger.reason, &tags, None) {
             tracing::error!(error = %e, condition = trigger.condition, "an emergency stop could not record its freeze");
         }

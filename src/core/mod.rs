@@ -201,6 +201,11 @@ pub struct Core {
     pub(crate) fleet_member: RwLock<Option<(String, String)>>,
     /// This member's share of the fleet's room as last committed (a hint: the row decides).
     grant_hint: Arc<Mutex<Option<escrow::Grant>>>,
+    /// The fleet policy's version shares are carved under, for the policy hash it was read for.
+    share_version: Mutex<Option<(String, String)>>,
+    /// An emergency stop met while this member held only its share (a freeze is written under
+    /// the fleet's lock): recorded by the next decision, which takes that lock.
+    pending_trip: Mutex<Option<crate::recovery::Trigger>>,
     /// Whether the node's hsmd stream is up.
     pub node_connection: RwLock<NodeConnection>,
     audit: Arc<crate::audit::AuditLog>,
@@ -300,6 +305,8 @@ impl Core {
             node_id: RwLock::new(String::new()),
             fleet_member: RwLock::new(None),
             grant_hint: Default::default(),
+            share_version: Default::default(),
+            pending_trip: Default::default(),
             node_connection: RwLock::new(NodeConnection::NotConfigured),
             audit,
             metrics,
@@ -1070,9 +1077,13 @@ impl Core {
                 // quorum, a refusal that must name every rule) under the fleet's lock.
                 escrow::FleetMode::Share(g) => {
                     let d = engine.evaluate_within_share(req, now);
+                    let in_flight = req.kind != crate::policy::PaymentKind::OnChain
+                        && !self.in_flight_hits(engine.policy(), amount).is_empty();
                     if self.frozen().is_none()
                         && self.not_admitted().is_none()
                         && matches!(d.verdict, Verdict::Approve)
+                        && !in_flight
+                        && !self.would_trip_window(&engine, amount, now)
                     {
                         (escrow::FleetMode::Share(g), Some(d))
                     } else {
@@ -1082,6 +1093,17 @@ impl Core {
                 m => (m, None),
             }
         };
+        if !matches!(mode, escrow::FleetMode::Share(_)) {
+            // An emergency stop met while only a share was held: the fleet's lock is held now.
+            let pending = self
+                .pending_trip
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(t) = pending {
+                self.trip(t);
+            }
+        }
         if let Some(f) = self.frozen() {
             if f.sweep && req.kind == crate::policy::PaymentKind::OnChain {
                 if let Some(answer) = self.sweep_spend(intent, now, req)? {

@@ -1141,12 +1141,18 @@ impl Store {
     }
 
     /// Release the share [`Store::lock_grant`] locked: the transaction then takes the fleet's
-    /// lock as any other does. Nothing was written under the share yet (staged writes go to
-    /// the database with the commit), so ending its block loses nothing.
+    /// lock as any other does. Refused once a spend from the share is staged: the row's lock is
+    /// what keeps another member from settling the share without that spend.
     pub fn release_grant(&self) -> Result<(), StoreError> {
         let mut slot = self.slot();
         if slot.owner != Some(std::thread::current().id()) || !slot.grant_locked {
             return Ok(());
+        }
+        if slot.batch.grants().next().is_some() {
+            return Err(StoreError::Io {
+                op: "release the fleet share",
+                detail: "this transaction spent from its share; a second decision in it cannot take the fleet's lock".into(),
+            });
         }
         slot.grant_locked = false;
         // What was read stays in memory (applying it again is harmless); the fleet's lock

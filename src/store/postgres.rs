@@ -239,10 +239,6 @@ fn shared_rows(rows: Vec<tokio_postgres::Row>) -> Result<super::Shared, StoreErr
         out.seq = r.get::<_, i64>(0) as u64;
         let ns: Option<i16> = r.get(1);
         let Some(ns) = ns else { continue };
-        if ns == -2 {
-            // This member's share, locked (see `FleetStmts::grant`): the caller's.
-            continue;
-        }
         if ns == -1 {
             // A member's share of the fleet's room (the statement's second half).
             let member = String::from_utf8(r.get(2)).map_err(|_| StoreError::Corrupt {
@@ -569,19 +565,10 @@ async fn prepare(client: Client, settings: &PgSettings) -> Result<Conn, StoreErr
                 WHERE NOT EXISTS (SELECT 1 FROM head)",
             )
             .await?,
-            // One statement: this member's share locked (ns -2, its value or NULL), then what
-            // `since` reads. The rows after the lock are of the statement's snapshot, as
-            // `since`'s are; the share is its newest version once locked.
-            grant: prep(
-                "WITH g AS (SELECT value FROM warden_fleet_grant WHERE member = $2 FOR UPDATE) \
-                 SELECT f.seq, (-2)::smallint, NULL::bytea, (SELECT value FROM g) \
-                 FROM warden_fleet f WHERE f.id = 1 \
-                 UNION ALL SELECT f.seq, k.ns, k.key, k.value FROM warden_fleet f \
-                 JOIN warden_fleet_kv k ON k.seq > $1 WHERE f.id = 1 \
-                 UNION ALL SELECT f.seq, (-1)::smallint, convert_to(g.member, 'UTF8'), g.value \
-                 FROM warden_fleet f, warden_fleet_grant g WHERE f.id = 1",
-            )
-            .await?,
+            // This member's share, locked; what changed is read by `since` right after, in a
+            // snapshot taken once the lock is granted (a freeze committed while this waited for
+            // the row is seen).
+            grant: prep("SELECT value FROM warden_fleet_grant WHERE member = $1 FOR UPDATE").await?,
             grants: prep("SELECT member, value FROM warden_fleet_grant ORDER BY member FOR UPDATE")
                 .await?,
             grant_write: prep(
@@ -1140,13 +1127,12 @@ impl Shared {
                     // One round trip: the block opened, the share locked, what changed.
                     let member: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&member];
                     let since: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-                        [since[0], member[0]];
-                    let (opened, rows) = futures::join!(
+                    let (opened, grant, rows) = futures::join!(
                         client.batch_execute("BEGIN"),
-                        client.query(&f.grant, &params),
+                        client.query_opt(&f.grant, &member),
+                        client.query(&f.since, &since),
                     );
-                    let read = opened.and(rows).map_err(
+                    let read = opened.and(grant).and_then(|g| rows.map(|r| (g, r))).map_err(
                         |e| match e.as_db_error().map(|d| d.code().code()) {
                             Some("55P03") => StoreError::Io {
                                 op: "lock this member's share of the fleet's room",
@@ -1156,13 +1142,9 @@ impl Shared {
                         },
                     );
                     match read {
-                        Ok(rows) => {
+                        Ok((grant, rows)) => {
                             c.in_txn = true;
-                            let own = rows
-                                .iter()
-                                .find(|r| r.get::<_, Option<i16>>(1) == Some(-2))
-                                .and_then(|r| r.get::<_, Option<Vec<u8>>>(3));
-                            Ok((own, shared_rows(rows)?))
+                            Ok((grant.map(|r| r.get::<_, Vec<u8>>(0)), shared_rows(rows)?))
                         }
                         Err(e) => {
                             let _ = c.client.batch_execute("ROLLBACK").await;
