@@ -173,6 +173,13 @@ impl PolicyEngine {
         self.state.set_fleet_in_shares(spent);
     }
 
+    /// Count in the fleet's windows, for a decision, what was spent from every share as last
+    /// read (a check: nothing is carved or settled).
+    pub fn reserve_spent_shares(&mut self) {
+        let spent = self.state.fleet_in_shares();
+        self.state.set_fleet_reserved(spent);
+    }
+
     /// A payment approved from this member's share (for reports; see `commit_within_share`).
     pub fn note_share_spend(&mut self, amount_msat: u64) {
         self.state.add_fleet_in_shares(amount_msat);

@@ -177,16 +177,10 @@ impl Core {
         }
         if !sign {
             // A check counts nothing: under the fleet's lock, every share counted at what was
-            // spent from it (all that stands in a payment's way if it is then signed), nothing
-            // settled or written.
+            // spent from it as committed (all that stands in a payment's way if it is then
+            // signed; signing decides exactly), nothing settled, written or waited for.
             self.sync_fleet(engine)?;
-            let mut spent = Totals::default();
-            for (_, v) in self.store.lock_grants().map_err(|e| e.to_string())? {
-                let g = Grant::decode(&v)?;
-                spent.amount_msat += u128::from(g.used_msat);
-                spent.count = spent.count.saturating_add(g.used_count);
-            }
-            engine.set_fleet_shares(spent, spent);
+            engine.reserve_spent_shares();
             return Ok(FleetMode::Plain);
         }
         if self.store.in_fleet_block() || self.trip_pending() {
@@ -228,7 +222,14 @@ impl Core {
             {
                 return Ok(FleetMode::Share(grant));
             }
-            *self.grant_hint.lock().unwrap_or_else(|p| p.into_inner()) = Some(grant);
+            // Remembered to skip the lock next time; a row Warden did not write is not (what
+            // this process last wrote stays, and settles at least what it says was spent).
+            let ours = hint
+                .as_ref()
+                .is_none_or(|l| *l == grant || grant == Grant::default());
+            if ours && self.plausible_quiet(&grant, engine.policy()) {
+                *self.grant_hint.lock().unwrap_or_else(|p| p.into_inner()) = Some(grant);
+            }
             self.store.release_grant().map_err(|e| e.to_string())?;
         }
         self.lock_fleet_shares(engine)
@@ -237,9 +238,13 @@ impl Core {
     /// Whether this member's share row is one Warden wrote: no larger than a carve can make it,
     /// and (when this process knows what it last committed) that, or settled by another member.
     /// One that is not is not spent from, and is announced.
-    fn plausible(&self, g: &Grant, last: Option<&Grant>, policy: &Policy) -> bool {
+    fn plausible_quiet(&self, g: &Grant, policy: &Policy) -> bool {
         let (amount, count) = share_bound(policy);
-        let carved = g.amount_msat <= amount && g.count <= count;
+        g.amount_msat <= amount && g.count <= count
+    }
+
+    fn plausible(&self, g: &Grant, last: Option<&Grant>, policy: &Policy) -> bool {
+        let carved = self.plausible_quiet(g, policy);
         let ours = last.is_none_or(|l| l == g || *g == Grant::default());
         if carved && ours {
             return true;
@@ -356,8 +361,20 @@ impl Core {
         let (mut reserved, mut spent) = (Totals::default(), Totals::default());
         let mut others = Vec::new();
         for (m, v) in rows {
-            let g = Grant::decode(&v)?;
+            let mut g = Grant::decode(&v)?;
             if m == me {
+                // What this process last committed from its share, if the row says less (a
+                // row rewritten in the database): the larger is settled.
+                if let Some(h) = self
+                    .grant_hint
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .filter(|h| h.policy == g.policy && h.carved_at == g.carved_at)
+                {
+                    g.used_msat = g.used_msat.max(h.used_msat);
+                    g.used_count = g.used_count.max(h.used_count);
+                }
                 if g != Grant::default() {
                     engine
                         .settle_into_fleet(g.used_msat, g.used_count, now)

@@ -197,17 +197,24 @@ impl Core {
         if self.frozen().is_some() {
             return;
         }
-        let by = format!("emergency stop {}", trigger.condition);
-        let tags = [EMERGENCY_STOP.to_string(), trigger.condition.to_string()];
-        if !self.store.holds_fleet_lock() {
+        if self.store.holds_share() {
             // Within a share the fleet's freeze cannot be written: the next decision takes the
             // fleet's lock and records it (see `escrow`).
             tracing::warn!(condition = trigger.condition, "an emergency stop was met within this member's share; the next decision records the freeze");
             *self.pending_trip.lock().unwrap_or_else(|p| p.into_inner()) = Some(trigger);
             return;
         }
+        self.trip_now(trigger);
+    }
+
+    /// Write an emergency stop's freeze now; one that cannot be written (the database, a
+    /// member holding its share past the lock's timeout) is kept for the next decision.
+    pub(super) fn trip_now(&self, trigger: Trigger) {
+        let by = format!("emergency stop {}", trigger.condition);
+        let tags = [EMERGENCY_STOP.to_string(), trigger.condition.to_string()];
         if let Err(e) = self.freeze_as(&by, &trigger.reason, &tags, None) {
-            tracing::error!(error = %e, condition = trigger.condition, "an emergency stop could not record its freeze");
+            tracing::error!(error = %e, condition = trigger.condition, "an emergency stop could not record its freeze; the next decision tries again");
+            *self.pending_trip.lock().unwrap_or_else(|p| p.into_inner()) = Some(trigger);
         }
     }
 

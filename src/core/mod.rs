@@ -204,8 +204,9 @@ pub struct Core {
     /// The fleet policy's version shares are carved under, for the policy hash it was read for.
     share_version: Mutex<Option<(String, String)>>,
     /// An emergency stop met while this member held only its share (a freeze is written under
-    /// the fleet's lock): recorded by the next decision, which takes that lock.
-    pending_trip: Mutex<Option<crate::recovery::Trigger>>,
+    /// the fleet's lock), or whose freeze could not be written: recorded by the next decision,
+    /// which takes that lock; cleared once that decision's commit applied it.
+    pending_trip: Arc<Mutex<Option<crate::recovery::Trigger>>>,
     /// Whether the node's hsmd stream is up.
     pub node_connection: RwLock<NodeConnection>,
     audit: Arc<crate::audit::AuditLog>,
@@ -270,6 +271,7 @@ impl Core {
             policy: Arc::new(RwLock::new(policy)),
             frozen: Arc::new(RwLock::new(frozen)),
         };
+        let grant_hint: Arc<Mutex<Option<escrow::Grant>>> = Default::default();
         // A discarded or failed transaction restores memory before any other writer begins.
         {
             // The store keeps the handler, which holds the core's parts weakly so they can go.
@@ -280,7 +282,13 @@ impl Core {
                 Arc::downgrade(&persisted_hwm),
             );
             let (committed, live) = (committed.downgrade(), live.downgrade());
+            let hint = Arc::downgrade(&grant_hint);
             store.set_on_abort(move || {
+                // What this member's share holds is not known after a failed commit (it may have
+                // landed): the row decides next time.
+                if let Some(h) = hint.upgrade() {
+                    *h.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
                 if let (Some(s), Some(e), Some(a), Some(h)) =
                     (s.upgrade(), e.upgrade(), a.upgrade(), h.upgrade())
                 {
@@ -304,7 +312,7 @@ impl Core {
             clock,
             node_id: RwLock::new(String::new()),
             fleet_member: RwLock::new(None),
-            grant_hint: Default::default(),
+            grant_hint,
             share_version: Default::default(),
             pending_trip: Default::default(),
             node_connection: RwLock::new(NodeConnection::NotConfigured),
@@ -435,6 +443,7 @@ impl Core {
         // transaction's commit then fails too, and the store's abort handler retries the reload
         // before the next transaction may begin.
         let _ = restore(&self.store, &self.engine, &self.audit, &self.persisted_hwm);
+        *self.grant_hint.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.committed.restore_into(
             &Committed {
                 policy: self.policy_text.clone(),
@@ -819,6 +828,8 @@ impl Core {
         self.note_shares(engine, shared)?;
         let changed = |ns: crate::store::Namespace| shared.rows.iter().any(|(n, _, _)| *n == ns);
         if changed(crate::store::Namespace::Governance) {
+            // A policy put back in force is a new version even with the same hash.
+            *self.share_version.lock().unwrap_or_else(|p| p.into_inner()) = None;
             self.adopt_fleet_policy(engine)?;
         }
         if changed(crate::store::Namespace::Recovery) {
@@ -1095,13 +1106,19 @@ impl Core {
         };
         if !matches!(mode, escrow::FleetMode::Share(_)) {
             // An emergency stop met while only a share was held: the fleet's lock is held now.
+            // It stays pending until this transaction's commit applied the freeze.
             let pending = self
                 .pending_trip
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
             if let Some(t) = pending {
-                self.trip(t);
+                *self.pending_trip.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+                self.trip_now(t);
+                let slot = self.pending_trip.clone();
+                self.store.after_apply(move || {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                });
             }
         }
         if let Some(f) = self.frozen() {

@@ -1054,6 +1054,13 @@ impl Store {
         self.fleet_lock_in(slot).map(drop)
     }
 
+    /// Whether this thread's transaction holds its share of the fleet's room (and so may not
+    /// write the fleet's shared rows).
+    pub fn holds_share(&self) -> bool {
+        let slot = self.slot();
+        slot.owner == Some(std::thread::current().id()) && slot.grant_locked
+    }
+
     /// Whether this thread's transaction already holds the fleet's lock or its share (and so
     /// cannot lock its share now).
     pub fn in_fleet_block(&self) -> bool {

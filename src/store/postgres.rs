@@ -1127,8 +1127,10 @@ impl Shared {
                     // One round trip: the block opened, the share locked, what changed.
                     let member: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&member];
                     let since: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
+                    // READ COMMITTED whatever the server's default: `since` must see what was
+                    // committed before the share's row was granted.
                     let (opened, grant, rows) = futures::join!(
-                        client.batch_execute("BEGIN"),
+                        client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
                         client.query_opt(&f.grant, &member),
                         client.query(&f.since, &since),
                     );

@@ -184,6 +184,11 @@ impl VelocityState {
         self.fleet_in_shares = spent;
     }
 
+    /// What was spent from members' shares, as known here.
+    pub fn fleet_in_shares(&self) -> Totals {
+        self.fleet_in_shares
+    }
+
     /// A payment of `amount_msat` approved from this member's share.
     pub fn add_fleet_in_shares(&mut self, amount_msat: u64) {
         self.fleet_in_shares.amount_msat += u128::from(amount_msat);
