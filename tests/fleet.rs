@@ -1213,3 +1213,31 @@ fn a_share_with_a_spend_staged_is_not_released_to_another_member() {
     );
     drop(txn);
 }
+
+#[test]
+fn an_emergency_stop_met_outside_a_decision_freezes_the_fleet_at_once() {
+    use warden::approval::keys::AdminKey;
+    let db = pg::shared().database("fleet_estop_auth");
+    let (alice, bob) = (AdminKey::generate(), AdminKey::generate());
+    let text = core_policy(
+        &[("alice", &alice), ("bob", &bob)],
+        "[emergency_stop]\nauth_failures = { count = 2, within = \"10m\" }\n",
+    );
+    let clock = warden::clock::ManualClock::new(T0);
+    let a = member_core(&db, "node-a", &text, &clock);
+    let b = member_core(&db, "node-b", &text, &clock);
+    let (a, b) = (&a.core, &b.core);
+    // A's share is carved and in use: the stop is still written at once, not at A's next
+    // decision, because no share is held outside a decision.
+    assert!(a.decide_payment(&pay(1, 0, 1_000), None).approved);
+    assert!(a.decide_payment(&pay(1, 1, 1_000), None).approved);
+    for _ in 0..3 {
+        a.note_auth_failure();
+    }
+    let f = a
+        .frozen()
+        .expect("the third failure in 10 minutes froze the fleet");
+    assert_eq!(f.by, "emergency stop auth_failures");
+    let no = b.decide_payment(&pay(2, 0, 1_000), None);
+    assert_eq!(no.tags, vec!["warden-frozen"], "{no:?}");
+}
