@@ -181,3 +181,52 @@ fn simulate_reports_a_bad_line_by_number() {
         "{err}"
     );
 }
+
+#[test]
+fn simulate_replays_a_fleet_policy_as_one_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let payee = "02b17c7b516ae61e935910cdb721d7c55a8c9fc695f611362c54ef8db269a9bf91";
+    let node_b = "03a34b99f22c790c4e36b2b3c2c35a36db06226e41c692fc82b8b56ac1c540c5bd";
+    let policy = dir.path().join("fleet.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[fleet.members]\nnode-a = \"{payee}\"\nnode-b = \"{node_b}\"\n\
+             [[limit]]\ntag = \"b-small\"\nwindow = \"24h\"\nmax_amount = \"10_000 sat\"\nmembers = [\"node-b\"]\n"
+        ),
+    )
+    .unwrap();
+    let file = dir.path().join("p.jsonl");
+    std::fs::write(
+        &file,
+        format!("{{\"amount\": \"20_000 sat\", \"payee\": \"{payee}\"}}\n"),
+    )
+    .unwrap();
+    let run = |member: &str| {
+        wardenctl(&[
+            "policy",
+            "simulate",
+            &policy.display().to_string(),
+            "--payments",
+            &file.display().to_string(),
+            "--member",
+            member,
+        ])
+    };
+    let (code, out, err) = run("node-a");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with('#') && l.contains("approve")),
+        "{out}"
+    );
+    let (code, out, err) = run("node-b");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deny    [b-small]"), "{out}");
+    let (code, _, err) = run("node-x");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--member node-x: the policy's [fleet.members] does not admit \"node-x\"; it lists node-a, node-b"),
+        "{err}"
+    );
+}

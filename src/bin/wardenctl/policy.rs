@@ -52,6 +52,10 @@ pub enum PolicyCommand {
         /// The network of the node the policy is for: its addresses must be of it.
         #[arg(long, default_value = "bitcoin", value_parser = parse_network)]
         network: Network,
+        /// A fleet's policy: replay as this member (its name in [fleet.members]), with only the
+        /// rules that apply to it [default: every rule].
+        #[arg(long)]
+        member: Option<String>,
     },
     /// Propose a policy file to wardend: checked, classified against the policy in force, and
     /// put to the governance quorum (`wardenctl approve ID`; `wardenctl reject ID` vetoes).
@@ -101,8 +105,23 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             payments,
             start,
             network,
+            member,
         } => match load(&file, network)? {
-            Ok(p) => simulate(&p, &payments, start).map(|_| 0),
+            Ok(p) => {
+                let p = match &member {
+                    None => p,
+                    Some(m) if p.fleet_member(m).is_some() => p.for_member(m),
+                    Some(m) => anyhow::bail!(
+                        "--member {m}: the policy's [fleet.members] does not admit \"{m}\"; it lists {}",
+                        if p.fleet_members.is_empty() {
+                            "none".to_string()
+                        } else {
+                            p.fleet_members.keys().cloned().collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                };
+                simulate(&p, &payments, start).map(|_| 0)
+            }
             Err(code) => Ok(code),
         },
         PolicyCommand::Propose { .. }
