@@ -1091,13 +1091,7 @@ impl Shared {
                 })
             })
             .await;
-        self.lock_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.lock_count.fetch_add(1, Ordering::Relaxed);
-        if r.is_err() {
-            self.txn_open.store(false, Ordering::SeqCst);
-        }
-        r
+        self.locked(r, started, &self.lock_nanos, &self.lock_count)
     }
 
     /// Open a transaction block with this member's share of the fleet's room locked (not the
@@ -1157,13 +1151,7 @@ impl Shared {
                 })
             })
             .await;
-        self.share_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.share_count.fetch_add(1, Ordering::Relaxed);
-        if r.is_err() {
-            self.txn_open.store(false, Ordering::SeqCst);
-        }
-        r
+        self.locked(r, started, &self.share_nanos, &self.share_count)
     }
 
     /// Every member's share, locked, in the block that holds the fleet's lock.
@@ -1187,6 +1175,23 @@ impl Shared {
             })
         })
         .await
+    }
+
+    /// After taking a lock: its time counted under `nanos`/`count`, and no block left open
+    /// when it failed.
+    fn locked<T>(
+        &self,
+        r: Result<T, StoreError>,
+        started: Instant,
+        nanos: &AtomicU64,
+        count: &AtomicU64,
+    ) -> Result<T, StoreError> {
+        nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        count.fetch_add(1, Ordering::Relaxed);
+        if r.is_err() {
+            self.txn_open.store(false, Ordering::SeqCst);
+        }
+        r
     }
 
     /// End the transaction block a fleet lock opened, writing nothing.

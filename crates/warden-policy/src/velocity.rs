@@ -155,14 +155,19 @@ impl VelocityState {
 
     /// Totals of a ledger over a window; zero for a ledger never written.
     pub fn totals(&self, key: &LedgerKey, now: u64, window_secs: u64) -> Totals {
+        self.with_fleet(key, now, window_secs, self.fleet_reserved)
+    }
+
+    /// A ledger's totals, the fleet's with `extra` on top.
+    fn with_fleet(&self, key: &LedgerKey, now: u64, window_secs: u64, extra: Totals) -> Totals {
         let mut t = self
             .ledgers
             .get(key)
             .map(|l| l.totals(now, window_secs))
             .unwrap_or_default();
         if *key == LedgerKey::Fleet {
-            t.amount_msat += self.fleet_reserved.amount_msat;
-            t.count = t.count.saturating_add(self.fleet_reserved.count);
+            t.amount_msat += extra.amount_msat;
+            t.count = t.count.saturating_add(extra.count);
         }
         t
     }
@@ -199,16 +204,7 @@ impl VelocityState {
     /// and what is known spent from shares, not the shares' whole room (which `totals` counts,
     /// for decisions).
     pub fn spent(&self, key: &LedgerKey, now: u64, window_secs: u64) -> Totals {
-        let mut t = self
-            .ledgers
-            .get(key)
-            .map(|l| l.totals(now, window_secs))
-            .unwrap_or_default();
-        if *key == LedgerKey::Fleet {
-            t.amount_msat += self.fleet_in_shares.amount_msat;
-            t.count = t.count.saturating_add(self.fleet_in_shares.count);
-        }
-        t
+        self.with_fleet(key, now, window_secs, self.fleet_in_shares)
     }
 
     /// Apply bucket changes (after they were persisted).
